@@ -1,0 +1,765 @@
+"""Node configuration: :class:`Config`, :class:`AmqpSettings` and :func:`load_config`.
+
+Keys (all optional; API.md lists them with Roger's defaults):
+
+==========================  ===============================================
+``amqp``                    URL string or dict of Roger's AMQP options
+                            [``amqp://guest:guest@localhost:5672/``]
+``partitions``              ``{"myapp": {"default": 10}}`` or pairs [none]
+``callbacks``               ``WorkerCallback`` subclass or ``"module:Name"``
+``persister``               ``StatePersister`` subclass, instance or
+                            ``"module:Name"`` [``persisters.Stub``]
+``persister_options``       keyword arguments for the persister class [{}]
+``retry_levels``            seconds [1, 3, 5, 10, 20, 35, 60, 100, 200, 400,
+                            1000, 1800]
+``max_buried_queue_size``   [100]
+``shutdown_timeout``        seconds [15]
+``system_exchange_prefix``  [None]
+``node_name``               [``"<host name>-<pid>"``]
+``actor_system_base``       Thespian base [``"multiprocTCPBase"``]
+``admin_port``              Thespian admin port [1900]
+``allowed_job_modules``     module prefixes job payloads may name before
+                            their module is imported (see
+                            ``Job.allow_modules``) [()]
+==========================  ===============================================
+
+``persister_options`` and ``allowed_job_modules`` are additions to API.md.
+
+Environment variables override the source (see :func:`load_config`):
+``ROGER_AMQP_URL`` replaces ``amqp``; ``ROGER_<KEY>`` (the key upper-cased)
+sets ``max_buried_queue_size``, ``shutdown_timeout``,
+``system_exchange_prefix``, ``node_name``, ``actor_system_base``,
+``admin_port``, ``callbacks``, ``persister``, and, as comma-separated lists,
+``retry_levels`` and ``allowed_job_modules``. An empty variable is ignored.
+
+Every error is a :class:`~roger_actors.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+import attrs
+
+from roger_actors.callbacks import WorkerCallback
+from roger_actors.errors import ConfigError
+from roger_actors.persisters.base import StatePersister
+from roger_actors.persisters.stub import Stub
+from roger_actors.queue import normalise_queue_defs, validate_partition_id
+
+__all__ = [
+    "ACTOR_SYSTEM_BASES",
+    "DEFAULT_AMQP_URL",
+    "DEFAULT_RETRY_LEVELS",
+    "ENV_OVERRIDES",
+    "AmqpSettings",
+    "Config",
+    "load_config",
+    "parse_amqp",
+]
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_RETRY_LEVELS: tuple[int, ...] = (1, 3, 5, 10, 20, 35, 60, 100, 200, 400, 1000, 1800)
+#: Thespian system bases that :attr:`Config.actor_system_base` may name.
+ACTOR_SYSTEM_BASES = frozenset(
+    {"multiprocTCPBase", "multiprocUDPBase", "multiprocQueueBase", "simpleSystemBase"}
+)
+
+_AMQP_KEYS = (
+    "host",
+    "port",
+    "username",
+    "password",
+    "virtual_host",
+    "channel_max",
+    "frame_max",
+    "heartbeat",
+    "connection_timeout",
+    "ssl_options",
+    "client_properties",
+)
+# ssl option names accepted (Erlang's and aiormq's) -> aiormq URL query name
+_SSL_OPTION_NAMES = {
+    "cacertfile": "cafile",
+    "cafile": "cafile",
+    "capath": "capath",
+    "certfile": "certfile",
+    "keyfile": "keyfile",
+    "no_verify_ssl": "no_verify_ssl",
+    "verify": "no_verify_ssl",
+}
+# aiormq URL query parameters passed through unchanged
+_PASSTHROUGH_QUERY = frozenset({"name", "auth", "cadata"})
+_REF_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"config key {key!r}: {message}")
+
+
+def _int(value: object, key: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(key, f"must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise _fail(key, f"must be >= {minimum}{upper}, got {value}")
+    return int(value)
+
+
+def _str(value: object, key: str, *, allow_empty: bool = False) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise _fail(key, f"must be a str, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise _fail(key, "must be a non-empty str")
+    return str.__str__(value)
+
+
+# --------------------------------------------------------------------------
+# AMQP
+# --------------------------------------------------------------------------
+
+
+def _normalise_ssl_options(value: object, key: str) -> dict[str, str] | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(
+            key, f"must be a mapping of ssl options, true or null, got {type(value).__name__}"
+        )
+    result: dict[str, str] = {}
+    for name, option in value.items():
+        where = f"{key}.{name}"
+        target = _SSL_OPTION_NAMES.get(name) if isinstance(name, str) else None
+        if target is None:
+            raise _fail(
+                key,
+                f"unknown ssl option {name!r} (known: {', '.join(sorted(_SSL_OPTION_NAMES))})",
+            )
+        if target == "no_verify_ssl":
+            result[target] = _verify_flag(name, option, where)
+        else:
+            result[target] = _str(option, where)
+    return result
+
+
+def _verify_flag(name: str, option: object, where: str) -> str:
+    """Return aiormq's ``no_verify_ssl`` value ("1" = do not verify) for an option."""
+    if name == "verify":
+        if option in ("verify_peer", True):
+            return "0"
+        if option in ("verify_none", False):
+            return "1"
+        raise _fail(where, f"must be 'verify_peer' or 'verify_none', got {option!r}")
+    if option in ("1", 1, True):
+        return "1"
+    if option in ("0", 0, False):
+        return "0"
+    raise _fail(where, f"must be a boolean, got {option!r}")
+
+
+def _normalise_client_properties(value: object, key: str) -> dict[str, Any]:
+    items: Iterable[Any]
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        raise _fail(key, f"must be a mapping or a list of pairs, got {type(value).__name__}")
+    result: dict[str, Any] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, list | tuple) or len(item) not in (2, 3):
+            raise _fail(
+                f"{key}[{index}]", "must be a (name, value) or (name, type, value) entry"
+            )
+        name, prop = item[0], item[-1]
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        name = _str(name, f"{key}[{index}] name")
+        if isinstance(prop, bytes):
+            prop = prop.decode("utf-8", "replace")
+        if not isinstance(prop, str | int | float | bool):
+            raise _fail(
+                f"{key}.{name}", f"must be a str, int, float or bool, got {type(prop).__name__}"
+            )
+        result[name] = prop
+    return result
+
+
+def _timeout_ms(value: object, key: str) -> int | None:
+    if value is None or value == "infinity":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(key, f"must be milliseconds (a number), 'infinity' or null, got {value!r}")
+    if math.isinf(value):
+        return None
+    if math.isnan(value) or value <= 0:
+        raise _fail(key, f"must be > 0 milliseconds, got {value}")
+    return math.ceil(value)
+
+
+@attrs.frozen(kw_only=True)
+class AmqpSettings:
+    """The normalised AMQP connection options (Roger's ``amqp`` config keys).
+
+    Fields, with Roger's meaning: ``host``, ``port`` (5672, or 5671 with ssl),
+    ``username``/``password`` (``"guest"``), ``virtual_host`` (``"/"``),
+    ``channel_max``/``frame_max`` (0 = the server's value), ``heartbeat``
+    (seconds; ``None`` = the client library's default, 60 s for aiormq, where
+    Roger's Erlang client defaults to 0 = off), ``connection_timeout``
+    (milliseconds; ``None`` = no limit), ``ssl_options`` (``None`` = plain AMQP;
+    a dict, possibly empty, = TLS, keys in aiormq's vocabulary: ``cafile``,
+    ``capath``, ``certfile``, ``keyfile``, ``no_verify_ssl``),
+    ``client_properties`` (extra properties sent to the server) and
+    ``query`` (aiormq URL parameters passed through: ``name``, ``auth``,
+    ``cadata``). Build it with :func:`parse_amqp`; the constructor does not
+    validate.
+    """
+
+    host: str = "localhost"
+    port: int = 5672
+    username: str = "guest"
+    password: str = attrs.field(default="guest", repr=lambda _: "'***'")
+    virtual_host: str = "/"
+    channel_max: int = 0
+    frame_max: int = 0
+    heartbeat: int | None = None
+    connection_timeout: int | None = None
+    ssl_options: dict[str, str] | None = None
+    client_properties: dict[str, Any] = attrs.field(factory=dict)
+    query: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def use_ssl(self) -> bool:
+        """True when the connection uses TLS (``amqps``)."""
+        return self.ssl_options is not None
+
+    @property
+    def connection_timeout_seconds(self) -> float | None:
+        """``connection_timeout`` in seconds (``None`` = no limit), for ``asyncio.wait_for``."""
+        return None if self.connection_timeout is None else self.connection_timeout / 1000
+
+    def url(self) -> str:
+        """Return an ``amqp://`` or ``amqps://`` URL that aiormq understands.
+
+        User name, password and virtual host are percent-encoded (the default
+        virtual host ``/`` is written as the path ``/``). Query parameters in
+        aiormq's names: ``heartbeat`` (seconds), ``timeout`` (the connection
+        timeout rounded up to whole seconds), ``cafile``, ``capath``,
+        ``certfile``, ``keyfile``, ``no_verify_ssl`` and the pass-through
+        ``query``. aiormq takes ``channel_max``/``frame_max`` from the server
+        and has no URL parameter for them, and ``client_properties`` go to
+        ``aiormq.connect(url, client_properties=...)``: neither is in the URL.
+        """
+        return self._url(self.password)
+
+    def redacted_url(self) -> str:
+        """Return :meth:`url` with the password replaced by ``***`` (for logs)."""
+        return self._url("***", quote_password=False)
+
+    def _url(self, password: str, quote_password: bool = True) -> str:
+        scheme = "amqps" if self.use_ssl else "amqp"
+        user = quote(self.username, safe="")
+        secret = quote(password, safe="") if quote_password else password
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = "/" if self.virtual_host == "/" else "/" + quote(self.virtual_host, safe="")
+        query: dict[str, str] = {}
+        if self.heartbeat is not None:
+            query["heartbeat"] = str(self.heartbeat)
+        if self.connection_timeout is not None:
+            query["timeout"] = str(math.ceil(self.connection_timeout / 1000))
+        query.update(self.ssl_options or {})
+        query.update(self.query)
+        tail = f"?{urlencode(query)}" if query else ""
+        return f"{scheme}://{user}:{secret}@{host}:{self.port}{path}{tail}"
+
+
+def _amqp_from_mapping(value: Mapping[Any, Any], key: str) -> AmqpSettings:
+    unknown = sorted(str(k) for k in value if k not in _AMQP_KEYS)
+    if unknown:
+        raise _fail(
+            key, f"unknown AMQP option(s) {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(_AMQP_KEYS)})"
+        )
+    ssl_options = _normalise_ssl_options(value.get("ssl_options"), f"{key}.ssl_options")
+    default_port = 5671 if ssl_options is not None else 5672
+    heartbeat = value.get("heartbeat")
+    return AmqpSettings(
+        host=_str(value.get("host", "localhost"), f"{key}.host"),
+        port=_int(value.get("port", default_port), f"{key}.port", 1, 65535),
+        username=_str(value.get("username", "guest"), f"{key}.username", allow_empty=True),
+        password=_str(value.get("password", "guest"), f"{key}.password", allow_empty=True),
+        virtual_host=_str(value.get("virtual_host", "/"), f"{key}.virtual_host"),
+        channel_max=_int(value.get("channel_max", 0), f"{key}.channel_max", 0, 65535),
+        frame_max=_int(value.get("frame_max", 0), f"{key}.frame_max", 0, 2**32 - 1),
+        heartbeat=None if heartbeat is None else _int(heartbeat, f"{key}.heartbeat", 0, 65534),
+        connection_timeout=_timeout_ms(
+            value.get("connection_timeout"), f"{key}.connection_timeout"
+        ),
+        ssl_options=ssl_options,
+        client_properties=_normalise_client_properties(
+            value.get("client_properties"), f"{key}.client_properties"
+        ),
+    )
+
+
+def _query_int(raw: str, where: str, minimum: int, maximum: int) -> int:
+    try:
+        number = int(raw)
+    except ValueError:
+        raise _fail(where, f"must be an integer, got {raw!r}") from None
+    return _int(number, where, minimum, maximum)
+
+
+def _amqp_from_url(url: str, key: str) -> AmqpSettings:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise _fail(key, f"invalid AMQP URL: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise _fail(key, f"URL scheme must be amqp or amqps, got {parts.scheme!r}")
+    if not parts.hostname:
+        raise _fail(key, "URL has no host")
+    if parts.fragment:
+        raise _fail(key, "URL must not have a #fragment")
+    fields: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": port if port is not None else (5671 if parts.scheme == "amqps" else 5672),
+        "username": unquote(parts.username) if parts.username is not None else "guest",
+        "password": unquote(parts.password) if parts.password is not None else "guest",
+        "virtual_host": "/" if parts.path in ("", "/") else unquote(parts.path[1:]),
+    }
+    ssl_options: dict[str, str] = {}
+    query: dict[str, str] = {}
+    for name, raw in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        where = f"{key} URL parameter {name}"
+        if name == "heartbeat":
+            fields["heartbeat"] = _query_int(raw, where, 0, 65534)
+        elif name == "connection_timeout":
+            fields["connection_timeout"] = _query_int(raw, where, 1, 2**31)
+        elif name == "timeout":
+            try:
+                seconds = float(raw)
+            except ValueError:
+                raise _fail(where, f"must be a number of seconds, got {raw!r}") from None
+            fields["connection_timeout"] = _timeout_ms(seconds * 1000, where)
+        elif name in ("channel_max", "frame_max"):
+            fields[name] = _query_int(raw, where, 0, 65535 if name == "channel_max" else 2**32 - 1)
+        elif name in _SSL_OPTION_NAMES:
+            target = _SSL_OPTION_NAMES[name]
+            if target == "no_verify_ssl":
+                ssl_options[target] = _verify_flag(name, raw, where)
+            else:
+                ssl_options[target] = _str(raw, where)
+        elif name in _PASSTHROUGH_QUERY:
+            query[name] = raw
+        else:
+            raise _fail(key, f"unknown AMQP URL parameter {name!r}")
+    if ssl_options and parts.scheme != "amqps":
+        raise _fail(key, "ssl parameters need an amqps:// URL")
+    return attrs.evolve(
+        AmqpSettings(**fields),
+        ssl_options=ssl_options if parts.scheme == "amqps" else None,
+        query=query,
+    )
+
+
+def parse_amqp(value: object, key: str = "amqp") -> AmqpSettings:
+    """Normalise the ``amqp`` config value into :class:`AmqpSettings`.
+
+    ``value`` is an :class:`AmqpSettings` (returned unchanged), ``None`` (the
+    default URL), an ``amqp://``/``amqps://`` URL, or a mapping of Roger's AMQP
+    options (``host``, ``port``, ``username``, ``password``, ``virtual_host``,
+    ``channel_max``, ``frame_max``, ``heartbeat``, ``connection_timeout`` in
+    ms, ``ssl_options``, ``client_properties``). URLs may carry the query
+    parameters of aiormq (``heartbeat``, ``timeout`` in seconds, ``cafile``,
+    ``capath``, ``certfile``, ``keyfile``, ``no_verify_ssl``, ``name``,
+    ``auth``, ``cadata``) and of RabbitMQ's URI spec (``connection_timeout`` in
+    ms, ``channel_max``, ``frame_max``, ``cacertfile``, ``verify``).
+    ``ssl_options`` is a mapping of those ssl names, ``true`` (TLS with
+    defaults) or ``null``; ``client_properties`` a mapping or a list of
+    ``(name, value)`` / ``(name, type, value)`` entries. Raises
+    :class:`ConfigError` naming ``key`` and the bad option.
+    """
+    if isinstance(value, AmqpSettings):
+        return value
+    if value is None:
+        return _amqp_from_url(DEFAULT_AMQP_URL, key)
+    if isinstance(value, str):
+        return _amqp_from_url(value, key)
+    if isinstance(value, Mapping):
+        return _amqp_from_mapping(value, key)
+    raise _fail(
+        key, f"must be an AMQP URL or a mapping of AMQP options, got {type(value).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Config field converters
+# --------------------------------------------------------------------------
+
+
+def _convert_amqp(value: object) -> AmqpSettings:
+    return parse_amqp(value, "amqp")
+
+
+def _convert_partitions(value: object) -> dict[str, dict[str, int]]:
+    key = "partitions"
+    if value is None:
+        return {}
+    pairs: list[tuple[Any, Any]]
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        pairs = []
+        for index, item in enumerate(value):
+            if not isinstance(item, list | tuple) or len(item) != 2:
+                raise _fail(f"{key}[{index}]", "must be a (partition_id, queues) pair")
+            pairs.append((item[0], item[1]))
+    else:
+        raise _fail(key, f"must be a mapping or a list of pairs, got {type(value).__name__}")
+    result: dict[str, dict[str, int]] = {}
+    for raw_id, queues in pairs:
+        try:
+            partition_id = validate_partition_id(raw_id, argument=f"partition id {raw_id!r}")
+        except (TypeError, ValueError) as exc:
+            raise _fail(key, str(exc)) from None
+        where = f"{key}.{partition_id}"
+        if partition_id in result:
+            raise ConfigError(f"config key {where!r} is defined more than once")
+        try:
+            result[partition_id] = normalise_queue_defs(queues, argument=where)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config key {exc}") from None
+    return result
+
+
+def _check_reference(value: str, key: str) -> str:
+    if not _REF_PATTERN.match(value):
+        raise _fail(key, f"must be a class or a 'module:Name' string, got {value!r}")
+    return value
+
+
+def _convert_callbacks(value: object) -> type[WorkerCallback] | str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _check_reference(value, "callbacks")
+    if isinstance(value, type) and issubclass(value, WorkerCallback):
+        return value
+    raise _fail(
+        "callbacks", f"must be a WorkerCallback subclass or a 'module:Name' string, got {value!r}"
+    )
+
+
+def _convert_persister(value: object) -> type[StatePersister] | StatePersister | str:
+    if value is None:
+        return Stub
+    if isinstance(value, str):
+        return _check_reference(value, "persister")
+    if isinstance(value, StatePersister):
+        return value
+    if isinstance(value, type) and issubclass(value, StatePersister):
+        return value
+    raise _fail(
+        "persister",
+        f"must be a StatePersister subclass or instance or a 'module:Name' string, got {value!r}",
+    )
+
+
+def _convert_persister_options(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise _fail("persister_options", "must be a mapping with str keys")
+    return dict(value)
+
+
+def _convert_retry_levels(value: object) -> tuple[int, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise _fail("retry_levels", f"must be a list of seconds, got {type(value).__name__}")
+    return tuple(_int(level, f"retry_levels[{i}]", 1) for i, level in enumerate(value))
+
+
+def _convert_max_buried(value: object) -> int:
+    return _int(value, "max_buried_queue_size", 0)
+
+
+def _convert_shutdown_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail("shutdown_timeout", f"must be a number of seconds, got {value!r}")
+    if math.isnan(value) or value < 0 or math.isinf(value):
+        raise _fail("shutdown_timeout", f"must be a finite number of seconds >= 0, got {value}")
+    return float(value)
+
+
+def _convert_prefix(value: object) -> str | None:
+    if value is None:
+        return None
+    prefix = _str(value, "system_exchange_prefix")
+    if not re.fullmatch(r"[\w.:-]+", prefix):
+        raise _fail(
+            "system_exchange_prefix",
+            f"may contain only letters, digits, '_', '-', '.', ':', got {prefix!r}",
+        )
+    return prefix
+
+
+def _convert_node_name(value: object) -> str:
+    name = _str(value, "node_name")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        raise _fail("node_name", f"must not contain control characters, got {name!r}")
+    return name
+
+
+def _convert_base(value: object) -> str:
+    base = _str(value, "actor_system_base")
+    if base not in ACTOR_SYSTEM_BASES:
+        raise _fail(
+            "actor_system_base",
+            f"must be one of {', '.join(sorted(ACTOR_SYSTEM_BASES))}, got {base!r}",
+        )
+    return base
+
+
+def _convert_admin_port(value: object) -> int:
+    return _int(value, "admin_port", 1, 65535)
+
+
+def _convert_allowed_modules(value: object) -> tuple[str, ...]:
+    key = "allowed_job_modules"
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise _fail(key, f"must be a list of module prefixes, got {type(value).__name__}")
+    result: list[str] = []
+    for index, prefix in enumerate(value):
+        text = _str(prefix, f"{key}[{index}]")
+        if not all(part.isidentifier() for part in text.split(".")):
+            raise _fail(f"{key}[{index}]", f"must be a dotted module path, got {text!r}")
+        result.append(text)
+    return tuple(result)
+
+
+def _default_node_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _resolve_reference(reference: str, key: str) -> object:
+    module_name, _, qualname = reference.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except Exception as exc:
+        raise _fail(key, f"cannot import module {module_name!r}: {exc}") from exc
+    for attribute in qualname.split("."):
+        try:
+            obj = getattr(obj, attribute)
+        except AttributeError:
+            raise _fail(key, f"module {module_name!r} has no attribute {qualname!r}") from None
+    return obj
+
+
+# --------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A node's configuration; immutable, validated and normalised on construction.
+
+    Build it with keyword arguments, ``Config(**mapping)`` or
+    :func:`load_config`; every field is converted (``amqp`` to
+    :class:`AmqpSettings`, ``partitions`` to ``{pid: {queue_type:
+    max_workers}}``, ``retry_levels``/``allowed_job_modules`` to tuples,
+    ``shutdown_timeout`` to ``float``) and an invalid value raises
+    :class:`ConfigError` naming its key. ``callbacks`` and ``persister`` keep
+    what was given; :meth:`callbacks_class` and :meth:`make_persister` import
+    and check ``"module:Name"`` references when they are called. Use
+    :func:`attrs.evolve` to derive a changed copy. The dict fields are plain
+    copies (picklable); treat them as read-only.
+    """
+
+    amqp: AmqpSettings = attrs.field(factory=AmqpSettings, converter=_convert_amqp)
+    partitions: dict[str, dict[str, int]] = attrs.field(
+        factory=dict, converter=_convert_partitions
+    )
+    callbacks: type[WorkerCallback] | str | None = attrs.field(
+        default=None, converter=_convert_callbacks
+    )
+    persister: type[StatePersister] | StatePersister | str = attrs.field(
+        default=Stub, converter=_convert_persister
+    )
+    persister_options: dict[str, Any] = attrs.field(
+        factory=dict, converter=_convert_persister_options
+    )
+    retry_levels: tuple[int, ...] = attrs.field(
+        default=DEFAULT_RETRY_LEVELS, converter=_convert_retry_levels
+    )
+    max_buried_queue_size: int = attrs.field(default=100, converter=_convert_max_buried)
+    shutdown_timeout: float = attrs.field(default=15.0, converter=_convert_shutdown_timeout)
+    system_exchange_prefix: str | None = attrs.field(default=None, converter=_convert_prefix)
+    node_name: str = attrs.field(factory=_default_node_name, converter=_convert_node_name)
+    actor_system_base: str = attrs.field(default="multiprocTCPBase", converter=_convert_base)
+    admin_port: int = attrs.field(default=1900, converter=_convert_admin_port)
+    allowed_job_modules: tuple[str, ...] = attrs.field(
+        default=(), converter=_convert_allowed_modules
+    )
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """Return the names of all configuration keys."""
+        return tuple(field.name for field in attrs.fields(cls))
+
+    def callbacks_class(self) -> type[WorkerCallback] | None:
+        """Return the configured :class:`WorkerCallback` subclass, or ``None``.
+
+        A ``"module:Name"`` string is imported now. Raises :class:`ConfigError`
+        when the module cannot be imported, the name is missing or the object
+        is not a :class:`WorkerCallback` subclass.
+        """
+        value = self.callbacks
+        if value is None or not isinstance(value, str):
+            return value
+        found = _resolve_reference(value, "callbacks")
+        if not (isinstance(found, type) and issubclass(found, WorkerCallback)):
+            raise _fail("callbacks", f"{value!r} is not a WorkerCallback subclass")
+        return found
+
+    def make_persister(self) -> StatePersister:
+        """Return the configured persister instance.
+
+        An instance is returned as it is (``persister_options`` must then be
+        empty); a class, or the class a ``"module:Name"`` string names, is
+        called with ``persister_options`` as keyword arguments. Raises
+        :class:`ConfigError` for an unresolvable reference, a non-persister or
+        a constructor that rejects the options.
+        """
+        value = self.persister
+        if isinstance(value, StatePersister):
+            if self.persister_options:
+                raise _fail(
+                    "persister_options", "must be empty when persister is an instance"
+                )
+            return value
+        found: object = _resolve_reference(value, "persister") if isinstance(value, str) else value
+        if not (isinstance(found, type) and issubclass(found, StatePersister)):
+            raise _fail("persister", f"{value!r} is not a StatePersister subclass")
+        try:
+            return found(**self.persister_options)
+        except TypeError as exc:
+            raise _fail("persister_options", f"rejected by {found.__qualname__}: {exc}") from exc
+
+
+#: Environment variables read by :func:`load_config` -> the key they override.
+ENV_OVERRIDES: dict[str, str] = {
+    "ROGER_AMQP_URL": "amqp",
+    "ROGER_MAX_BURIED_QUEUE_SIZE": "max_buried_queue_size",
+    "ROGER_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "ROGER_SYSTEM_EXCHANGE_PREFIX": "system_exchange_prefix",
+    "ROGER_NODE_NAME": "node_name",
+    "ROGER_ACTOR_SYSTEM_BASE": "actor_system_base",
+    "ROGER_ADMIN_PORT": "admin_port",
+    "ROGER_CALLBACKS": "callbacks",
+    "ROGER_PERSISTER": "persister",
+    "ROGER_RETRY_LEVELS": "retry_levels",
+    "ROGER_ALLOWED_JOB_MODULES": "allowed_job_modules",
+}
+_INT_KEYS = frozenset({"max_buried_queue_size", "admin_port"})
+_LIST_KEYS = frozenset({"retry_levels", "allowed_job_modules"})
+
+
+def _env_value(variable: str, key: str, raw: str) -> object:
+    try:
+        if key in _INT_KEYS:
+            return int(raw)
+        if key == "shutdown_timeout":
+            return float(raw)
+        if key == "retry_levels":
+            return [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {variable} (config key {key!r}): cannot parse {raw!r}"
+        ) from None
+    if key in _LIST_KEYS:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for variable, key in ENV_OVERRIDES.items():
+        raw = env.get(variable)
+        if raw is None or raw == "":
+            continue
+        overrides[key] = _env_value(variable, key, raw)
+    return overrides
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {os.fspath(path)}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {os.fspath(path)}: {exc}") from exc
+    section = document.get("roger")
+    if isinstance(section, dict):
+        return section
+    return document
+
+
+def load_config(
+    source: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build a :class:`Config` from ``source``, then apply environment overrides.
+
+    ``source`` is a :class:`Config`, a mapping of config keys, the path of a
+    TOML file (its ``[roger]`` table when there is one, else the whole
+    document), or ``None`` for the defaults. Environment variables listed in
+    :data:`ENV_OVERRIDES` then override keys (``ROGER_AMQP_URL`` replaces
+    ``amqp`` entirely; numbers are parsed, lists are comma-separated, empty
+    values are ignored). ``env`` defaults to :data:`os.environ`; pass ``{}``
+    to ignore the environment. Raises :class:`ConfigError` for an unknown
+    key (all of them are named), an invalid value (its key is named), an
+    unreadable file or a bad environment variable.
+    """
+    if env is None:
+        env = os.environ
+    if isinstance(source, Config):
+        config = source
+    else:
+        if source is None:
+            mapping: Mapping[Any, Any] = {}
+        elif isinstance(source, str | os.PathLike):
+            mapping = _read_toml(source)
+        elif isinstance(source, Mapping):
+            mapping = source
+        else:
+            raise ConfigError(
+                "config source must be a Config, a mapping or the path of a TOML file, "
+                f"got {type(source).__name__}"
+            )
+        known = set(Config.keys())
+        unknown = sorted(str(key) for key in mapping if key not in known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(map(repr, unknown))}")
+        config = Config(**{str(key): value for key, value in mapping.items()})
+    overrides = _env_overrides(env)
+    return attrs.evolve(config, **overrides) if overrides else config
+

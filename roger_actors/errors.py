@@ -1,0 +1,68 @@
+"""Exceptions raised by :mod:`roger_actors`.
+
+Roger (Elixir) reports failures as ``{:error, reason}`` tuples; the port raises
+one of the exceptions below instead. Every exception derives from
+:class:`RogerError`, so ``except roger.RogerError`` catches anything this library
+raises on purpose. The ones that signal bad input also derive from
+:class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DuplicateJobError",
+    "InvalidJobError",
+    "NotRunningError",
+    "NotStartedError",
+    "RogerError",
+]
+
+
+class RogerError(Exception):
+    """Base class of every exception that :mod:`roger_actors` raises deliberately."""
+
+
+class InvalidJobError(RogerError, ValueError):
+    """A job, a job payload or a job definition is invalid.
+
+    Raised by ``Job.create`` (bad job class, arguments that CBOR cannot carry,
+    a key hook returning something other than ``str``/``None``), by
+    ``Job.encode`` (arguments mutated into something unencodable) and by
+    ``Job.decode`` (undecodable or invalid payload). The message contains
+    Roger's wording where Roger has one: "Job id must be set",
+    "Job module must be set", "Job module must be a string",
+    "Unknown job module", "Invalid job module".
+    """
+
+
+class DuplicateJobError(RogerError):
+    """``Job.enqueue`` refused a job whose queue key is already queued.
+
+    Roger returns ``{:error, :duplicate}`` in that case. ``queue_key`` holds the
+    offending key when it is known, else ``None``.
+    """
+
+    def __init__(self, message: str, queue_key: str | None = None) -> None:
+        super().__init__(message)
+        self.queue_key = queue_key
+
+
+class NotStartedError(RogerError):
+    """An operation needs something that is not started.
+
+    Examples: no node is started in this process, or a partition's Global
+    is not running anywhere in the cluster.
+    """
+
+
+class NotRunningError(RogerError):
+    """The partition named in a call is not running on this node.
+
+    Roger returns ``{:error, :not_running}`` in that case (``Partition.stop``,
+    ``Partition.reconfigure``, ``Partition.safe_stop``).
+    """
+
+
+class ConfigError(RogerError, ValueError):
+    """The configuration is invalid; the message names the offending key."""

@@ -1,0 +1,873 @@
+"""The job model (Roger's ``Roger.Job``): plain data, no actor system, no broker.
+
+Defining a job type
+-------------------
+Subclass :class:`Job` and implement the hooks; every hook receives the job's
+arguments::
+
+    class SquareJob(roger.Job):
+        retryable = False            # Roger's retryable?/0
+        max_execution_time = None    # seconds; None = infinity; below 1 means 1
+
+        def perform(self, args):                 # required
+            return args[0] * args[0]
+
+        def queue_key(self, args):               # optional, str or None
+            return None
+
+        def execution_key(self, args):           # optional, str or None
+            return None
+
+        def queue_type(self, args):              # optional, str or str-valued Enum
+            return "default"
+
+A subclass registers itself, when its ``class`` statement runs, under its
+qualified name ``f"{cls.__module__}.{cls.__qualname__}"`` (``job.module``).
+That name is what a payload carries.
+
+Jobs
+----
+A *job* is an instance of the job's class holding Roger's ``%Roger.Job{}``
+fields: ``id``, ``module``, ``args``, ``queue_key``, ``execution_key``,
+``retry_count``, ``queued_at``, ``started_at`` and ``max_execution_time``. Build
+one with :meth:`Job.create` or :meth:`Job.decode`, never by calling the class
+(``__init__`` is reserved and raises). ``perform`` runs with ``self`` being the
+job, so it can read ``self.id`` or ``self.retry_count``.
+
+Name sharing between hooks and fields (the design choice)
+---------------------------------------------------------
+API.md spells both the hooks (``queue_key(self, args)``, ``queue_type(self,
+args)``) and the data (``job.queue_key``, ``roger.Job.queue_type(job)``) with
+the same names. The port resolves it so:
+
+* ``queue_key`` / ``execution_key``: the values computed at creation are stored
+  in the instance ``__dict__`` and shadow the hook methods on the instance, so
+  ``job.queue_key`` is the ``str``/``None`` value, as in API.md. The library
+  calls the hooks through the class (``type(job).queue_key(job, args)``). Typed
+  code reads the values with :func:`queue_key_of` / :func:`execution_key_of`.
+* ``queue_type``: nothing is stored. ``Job.queue_type(job)`` (one argument)
+  returns the job's queue type *name*: the base implementation treats a call
+  without ``args`` as the accessor and calls the job class's hook with
+  ``job.args``, then normalises an ``Enum`` member to its ``str`` value. With
+  ``args`` it is the default hook and returns ``"default"``. Because a subclass
+  hook takes ``args``, call the accessor through the base class
+  (``roger.Job.queue_type(job)``) or use ``job.queue_type_name()``;
+  ``job.queue_type()`` on an instance works only for classes that do not
+  override the hook. (A type checker flags an override that drops the
+  default of ``args``; ``def queue_type(self, args=None)`` satisfies it and
+  behaves the same.)
+* ``retryable`` / ``max_execution_time`` are class attributes;
+  ``Job.is_retryable(job)`` (or ``job.is_retryable()``) reads the former, and
+  the resolved ``max_execution_time`` is stored on each job.
+
+Payloads and trust
+------------------
+:meth:`Job.encode` produces CBOR: a map with a schema version ``"v": 1`` and the
+fields above. :meth:`Job.decode` treats its input as untrusted: CBOR tags other
+than big integers are refused, only ``None``, ``bool``, ``int``, ``float``,
+``str``, ``bytes``, lists and maps with ``str`` keys may appear in ``args``, and
+the job type is resolved *only* through the registry of imported subclasses or
+through module prefixes explicitly allowed with :meth:`Job.allow_modules`. Any
+other name is rejected ("Unknown job module") and never imported.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import io
+import math
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, NamedTuple, cast
+
+import cbor2
+
+from roger_actors.clock import now
+from roger_actors.errors import InvalidJobError, NotStartedError
+from roger_actors.queue import Queue, normalise_queue_type, validate_partition_id
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_ARGS_DEPTH",
+    "SCHEMA_VERSION",
+    "AmqpMessage",
+    "EnqueueHook",
+    "Job",
+    "allowed_modules",
+    "execution_key_of",
+    "job_class_name",
+    "normalise_args",
+    "queue_key_of",
+    "registered_job_classes",
+    "resolve_job_class",
+    "set_allowed_modules",
+    "set_enqueue_hook",
+]
+
+#: Version of the payload schema written by :meth:`Job.encode` (key ``"v"``).
+SCHEMA_VERSION = 1
+#: AMQP ``content_type`` of a job payload.
+CONTENT_TYPE = "application/cbor"
+#: Deepest nesting of lists/maps accepted in job arguments.
+MAX_ARGS_DEPTH = 100
+
+_FIELDS: tuple[str, ...] = (
+    "id",
+    "module",
+    "args",
+    "queue_key",
+    "execution_key",
+    "retry_count",
+    "queued_at",
+    "started_at",
+    "max_execution_time",
+)
+_REQUIRED_PAYLOAD_KEYS = ("v", "id", "module", "args")
+_PAYLOAD_KEYS = frozenset(("v", *_FIELDS))
+
+# Names a subclass may not define: the public API of Job and the data fields
+# that instances carry (a method of that name would be silently shadowed).
+_RESERVED_NAMES = frozenset(
+    {
+        "__init__",
+        "allow_modules",
+        "copy_with",
+        "create",
+        "decode",
+        "encode",
+        "enqueue",
+        "execute",
+        "is_retryable",
+        "queue_type_name",
+        "to_amqp",
+        "id",
+        "module",
+        "args",
+        "retry_count",
+        "queued_at",
+        "started_at",
+    }
+)
+
+#: Signature of the function that :meth:`Job.enqueue` delegates to: it gets the
+#: job, the validated partition id and the normalised queue override (or None).
+EnqueueHook = Callable[["Job", str, "str | None"], object]
+
+_lock = threading.RLock()
+_registry: dict[str, type[Job]] = {}
+_allowed_prefixes: tuple[str, ...] = ()
+_enqueue_hook: EnqueueHook | None = None
+
+
+class _NoArgs(enum.Enum):
+    TOKEN = 0
+
+
+_NO_ARGS = _NoArgs.TOKEN
+
+
+# --------------------------------------------------------------------------
+# Registry and allow-list
+# --------------------------------------------------------------------------
+
+
+def job_class_name(cls: type[Job]) -> str:
+    """Return the name a job class is registered under: ``"module.QualName"``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def registered_job_classes() -> dict[str, type[Job]]:
+    """Return a snapshot ``{name: class}`` of every registered job class."""
+    with _lock:
+        return dict(_registry)
+
+
+def _check_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(f"module prefix must be a non-empty str, got {prefix!r}")
+    if not all(part.isidentifier() for part in prefix.split(".")):
+        raise ValueError(f"module prefix must be a dotted Python module path, got {prefix!r}")
+    return prefix
+
+
+def allowed_modules() -> tuple[str, ...]:
+    """Return the module prefixes from which :meth:`Job.decode` may import job classes."""
+    return _allowed_prefixes
+
+
+def set_allowed_modules(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """Replace the allow-list of module prefixes; return the previous one.
+
+    Each prefix is a dotted module path such as ``"myapp.jobs"``; it allows
+    that module and its submodules (``"myapp.jobs.billing"``), not other
+    modules that merely share the text (``"myapp.jobsx"``). Raises
+    :class:`ValueError` for a malformed prefix, leaving the list unchanged.
+    """
+    global _allowed_prefixes
+    checked = tuple(dict.fromkeys(_check_prefix(p) for p in prefixes))
+    with _lock:
+        previous = _allowed_prefixes
+        _allowed_prefixes = checked
+    return previous
+
+
+def _module_allowed(module_name: str) -> bool:
+    return any(
+        module_name == prefix or module_name.startswith(prefix + ".")
+        for prefix in _allowed_prefixes
+    )
+
+
+def _unknown(name: str) -> InvalidJobError:
+    return InvalidJobError(f"Unknown job module: {name}")
+
+
+def _import_allowed(name: str) -> object:
+    """Import the object ``name`` from an allow-listed module, or raise."""
+    parts = name.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise _unknown(name)
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        if not _module_allowed(module_name):
+            continue
+        try:
+            obj: object = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (
+                module_name == exc.name or module_name.startswith(exc.name + ".")
+            ):
+                continue  # that module (or a parent) does not exist; try a shorter path
+            raise InvalidJobError(
+                f"Invalid job module: {name}: importing {module_name} failed: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise InvalidJobError(
+                f"Invalid job module: {name}: importing {module_name} failed: {exc!r}"
+            ) from exc
+        registered = _registry.get(name)
+        if registered is not None:
+            return registered
+        for attribute in parts[split:]:
+            if attribute.startswith("_") or not hasattr(obj, attribute):
+                raise _unknown(name)
+            obj = getattr(obj, attribute)
+        return obj
+    raise _unknown(name)
+
+
+def resolve_job_class(name: object) -> type[Job]:
+    """Return the job class that a payload's ``module`` field names.
+
+    Resolution order: the registry of imported :class:`Job` subclasses; then,
+    only when the name lies under a prefix given to :meth:`Job.allow_modules`
+    (or :func:`set_allowed_modules`), an import of that module. Nothing else is
+    ever imported. Raises :class:`InvalidJobError` with Roger's messages:
+    "Job module must be set" (missing/empty), "Job module must be a string",
+    "Unknown job module: <name>" (not found), "Invalid job module: <name> ..."
+    (found but not a :class:`Job` subclass, or one without ``perform``).
+    """
+    if name is None or name == "":
+        raise InvalidJobError("Job module must be set")
+    if not isinstance(name, str):
+        raise InvalidJobError(f"Job module must be a string, got {type(name).__name__}")
+    # No lock around the import: a module being imported by another thread may
+    # be defining job classes, whose registration takes the lock.
+    found: object = _registry.get(name)
+    if found is None:
+        found = _import_allowed(name)
+    if not (isinstance(found, type) and issubclass(found, Job)) or found is Job:
+        raise InvalidJobError(f"Invalid job module: {name} is not a roger_actors.Job subclass")
+    _check_implements_perform(found, name)
+    return found
+
+
+def _check_implements_perform(cls: type[Job], name: str) -> None:
+    if cls.perform is Job.perform:
+        raise InvalidJobError(
+            f"Invalid job module: {name} does not implement perform(self, args)"
+        )
+
+
+# --------------------------------------------------------------------------
+# Argument validation
+# --------------------------------------------------------------------------
+
+
+def _describe(path: str, value: object) -> str:
+    return f"{path} is a {type(value).__module__}.{type(value).__qualname__}"
+
+
+def _normalise(value: object, path: str, depth: int, strict: bool) -> Any:
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is float or kind is str:
+        return value
+    if kind is bytes:
+        return value
+    if kind is list or (not strict and isinstance(value, list | tuple)):
+        if depth >= MAX_ARGS_DEPTH:
+            raise InvalidJobError(
+                f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}"
+            )
+        items = cast("list[object] | tuple[object, ...]", value)
+        return [
+            _normalise(item, f"{path}[{index}]", depth + 1, strict)
+            for index, item in enumerate(items)
+        ]
+    if kind is dict or (not strict and isinstance(value, Mapping)):
+        if depth >= MAX_ARGS_DEPTH:
+            raise InvalidJobError(
+                f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}"
+            )
+        result: dict[str, Any] = {}
+        for key, item in cast("Mapping[object, object]", value).items():
+            if type(key) is not str and (strict or not isinstance(key, str)):
+                raise InvalidJobError(
+                    "Job args are not CBOR-representable: map keys must be str, "
+                    f"{_describe(f'a key in {path}', key)}"
+                )
+            text = str.__str__(key)
+            result[text] = _normalise(item, f"{path}[{text!r}]", depth + 1, strict)
+        return result
+    if not strict:
+        # Subclasses of the plain types (str/int-valued enums, ...) become the plain type.
+        if isinstance(value, str):
+            return str.__str__(value)
+        if isinstance(value, int):
+            return int.__int__(value)
+        if isinstance(value, float):
+            return float.__float__(value)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+    raise InvalidJobError(
+        "Job args are not CBOR-representable: "
+        f"{_describe(path, value)} (allowed: None, bool, int, float, str, bytes, "
+        "lists and dicts with str keys)"
+    )
+
+
+def normalise_args(args: object) -> Any:
+    """Return a copy of ``args`` made only of the types a job payload carries.
+
+    Allowed: ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, lists
+    and dicts with ``str`` keys, nested at most :data:`MAX_ARGS_DEPTH` deep.
+    Tuples become lists, other mappings dicts, ``bytearray``/``memoryview``
+    ``bytes``, and subclasses of ``str``/``int``/``float`` (such as a
+    ``str``-valued enum member) their plain value, so the result round-trips
+    through CBOR unchanged. Raises :class:`InvalidJobError` naming the path
+    of the first value that cannot be carried, e.g. ``args[1]['when']``.
+    """
+    return _normalise(args, "args", 0, strict=False)
+
+
+# --------------------------------------------------------------------------
+# Field validation shared by create, decode and copy_with
+# --------------------------------------------------------------------------
+
+
+def _resolve_max_execution_time(value: object, where: str) -> int | float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidJobError(
+            f"{where} must be None or a number of seconds, got {type(value).__name__}"
+        )
+    if math.isnan(value) or value < 0:
+        raise InvalidJobError(f"{where} must be None or a number of seconds >= 0, got {value}")
+    if math.isinf(value):
+        return None
+    return value if value >= 1 else 1
+
+
+def _check_key(value: object, name: str) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise InvalidJobError(f"Job {name} must be a string or None, got {type(value).__name__}")
+
+
+def _check_time(value: object, name: str) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise InvalidJobError(
+        f"Job {name} must be None or integer milliseconds, got {type(value).__name__}"
+    )
+
+
+def _check_id(value: object) -> str:
+    if type(value) is not str or not value:
+        shown = "nothing" if value is None else f"{type(value).__name__} {value!r}"
+        raise InvalidJobError(f"Job id must be set (a non-empty string), got {shown}")
+    return value
+
+
+def _check_retry_count(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise InvalidJobError(f"Job retry_count must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _checked_fields(fields: Mapping[str, Any], strict: bool) -> dict[str, Any]:
+    """Validate every data field except ``module``; return them normalised."""
+    return {
+        "id": _check_id(fields["id"]),
+        "module": fields["module"],
+        "args": _normalise(fields["args"], "args", 0, strict),
+        "queue_key": _check_key(fields["queue_key"], "queue_key"),
+        "execution_key": _check_key(fields["execution_key"], "execution_key"),
+        "retry_count": _check_retry_count(fields["retry_count"]),
+        "queued_at": _check_time(fields["queued_at"], "queued_at"),
+        "started_at": _check_time(fields["started_at"], "started_at"),
+        "max_execution_time": _resolve_max_execution_time(
+            fields["max_execution_time"], "Job max_execution_time"
+        ),
+    }
+
+
+# --------------------------------------------------------------------------
+# CBOR decoding of untrusted bytes
+# --------------------------------------------------------------------------
+
+
+def _refuse_semantic_tag(*_: object) -> Any:
+    raise ValueError("CBOR tags are not allowed in job payloads")
+
+
+def _refuse_unknown_tag(tag: cbor2.CBORTag, _immutable: bool) -> Any:
+    raise ValueError(f"CBOR tag {tag.tag} is not allowed in job payloads")
+
+
+# Every semantic tag cbor2 decodes natively except 2/3 (big integers): dates,
+# decimals, shared references (cycles), rationals, regular expressions, MIME,
+# UUIDs, IP addresses, sets, string references, self-describe.
+_REFUSED_SEMANTIC_TAGS: dict[int, Any] = {
+    tag: _refuse_semantic_tag
+    for tag in (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
+                1004, 55799)
+}
+
+
+def _decode_cbor(data: bytes | bytearray | memoryview) -> object:
+    buffer = io.BytesIO(bytes(data))
+    try:
+        decoder = cbor2.CBORDecoder(
+            buffer,
+            tag_hook=_refuse_unknown_tag,
+            semantic_decoders=_REFUSED_SEMANTIC_TAGS,
+            max_depth=MAX_ARGS_DEPTH + 1,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+        )
+        value = decoder.decode()
+    except Exception as exc:  # cbor2 raises several types; all mean "not a valid payload"
+        detail = str(exc)
+        if exc.__cause__ is not None:
+            detail = f"{detail}: {exc.__cause__}"
+        raise InvalidJobError(f"Job decoding error: {detail}") from exc
+    if buffer.tell() != len(buffer.getbuffer()):
+        raise InvalidJobError("Job decoding error: trailing bytes after the CBOR item")
+    return value
+
+
+# --------------------------------------------------------------------------
+# AMQP publishing, pure part
+# --------------------------------------------------------------------------
+
+
+class AmqpMessage(NamedTuple):
+    """What :meth:`Job.to_amqp` computes for publishing a job.
+
+    ``routing_key`` is the work queue's name (published on the default
+    exchange), ``body`` the CBOR payload, ``properties`` the AMQP basic
+    properties by their AMQP/pamqp field names.
+    """
+
+    routing_key: str
+    body: bytes
+    properties: dict[str, Any]
+
+
+def set_enqueue_hook(hook: EnqueueHook | None) -> EnqueueHook | None:
+    """Install the function that :meth:`Job.enqueue` delegates to; return the previous one.
+
+    The node installs it when it starts and removes it (``None``) when it
+    stops. The hook receives ``(job, partition_id, queue_override)`` with the
+    partition id validated and the override normalised to a ``str`` or
+    ``None``; it performs the queue-key check and the publish and raises
+    :class:`~roger_actors.errors.DuplicateJobError` for a duplicate.
+    """
+    global _enqueue_hook
+    with _lock:
+        previous = _enqueue_hook
+        _enqueue_hook = hook
+    return previous
+
+
+def queue_key_of(job: Job) -> str | None:
+    """Return ``job.queue_key``, the stored value (typed; see the module docstring)."""
+    return cast("str | None", job.__dict__.get("queue_key"))
+
+
+def execution_key_of(job: Job) -> str | None:
+    """Return ``job.execution_key``, the stored value (typed; see the module docstring)."""
+    return cast("str | None", job.__dict__.get("execution_key"))
+
+
+# --------------------------------------------------------------------------
+# Job
+# --------------------------------------------------------------------------
+
+
+class Job:
+    """Base class of job types, and the type of job instances.
+
+    See the module docstring for how subclasses define hooks, how hooks and
+    stored fields share names, and how payloads are validated. Class
+    attributes a subclass may set: ``retryable`` (``bool``, default
+    ``False``) and ``max_execution_time`` (seconds as ``int``/``float``;
+    ``None`` means no limit; values below 1, including 0, mean 1).
+    Subclasses may not define ``__init__`` or any name of the public API
+    (``create``, ``encode``, ``enqueue``, ...), nor the field names ``id``,
+    ``module``, ``args``, ``retry_count``, ``queued_at``, ``started_at``.
+    """
+
+    retryable: ClassVar[bool] = False
+    max_execution_time: int | float | None = None
+
+    id: str
+    module: str
+    args: Any
+    retry_count: int
+    queued_at: int | None
+    started_at: int | None
+
+    def __init__(self) -> None:
+        """Refuse direct construction: jobs come from :meth:`create` or :meth:`decode`."""
+        raise TypeError(
+            f"{type(self).__qualname__} instances are made with roger_actors.Job.create(...) "
+            "or Job.decode(...), not by calling the class"
+        )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the subclass's definition and register it under :func:`job_class_name`.
+
+        Raises :class:`TypeError` when the subclass defines a reserved name or
+        a ``retryable``/``max_execution_time`` of the wrong type, and
+        :class:`ValueError` for a negative ``max_execution_time``. A class
+        registered under the same name earlier (a re-definition or module
+        reload) is replaced.
+        """
+        super().__init_subclass__(**kwargs)
+        clashes = sorted(_RESERVED_NAMES.intersection(vars(cls)))
+        if clashes:
+            raise TypeError(
+                f"job class {cls.__qualname__} may not define {', '.join(clashes)}: "
+                "reserved by roger_actors.Job"
+            )
+        if not isinstance(cls.retryable, bool):
+            raise TypeError(
+                f"{cls.__qualname__}.retryable must be a bool, got "
+                f"{type(cls.retryable).__name__}"
+            )
+        limit = cls.max_execution_time
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int | float):
+                raise TypeError(
+                    f"{cls.__qualname__}.max_execution_time must be None or a number of "
+                    f"seconds, got {type(limit).__name__}"
+                )
+            if math.isnan(limit) or limit < 0:
+                raise ValueError(
+                    f"{cls.__qualname__}.max_execution_time must be None or a number of "
+                    f"seconds >= 0, got {limit}"
+                )
+        with _lock:
+            _registry[job_class_name(cls)] = cls
+
+    # ---------------------------------------------------------------- hooks
+
+    def perform(self, args: Any) -> Any:
+        """Do the job's work with ``args`` and return a result (required hook).
+
+        Called by :meth:`execute`, in a worker process. ``self`` is the job.
+        The base implementation raises :class:`NotImplementedError`.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} must implement perform(self, args)")
+
+    def queue_key(self, args: Any) -> str | None:
+        """Return the job's queue key for ``args``, or ``None`` (optional hook).
+
+        A queue key makes the job unique in its queue: while a job with that
+        key is queued, enqueueing another one raises ``DuplicateJobError``.
+        Computed once, by :meth:`create`; the value is then ``job.queue_key``.
+        """
+        return None
+
+    def execution_key(self, args: Any) -> str | None:
+        """Return the job's execution key for ``args``, or ``None`` (optional hook).
+
+        Jobs sharing an execution key never run concurrently: a later one waits
+        until the running one finishes. Computed once, by :meth:`create`; the
+        value is then ``job.execution_key``.
+        """
+        return None
+
+    def queue_type(self, args: Any = _NO_ARGS) -> str | enum.Enum:
+        """Hook and accessor for the job's queue type.
+
+        As a hook (called with ``args``; override it in a subclass as
+        ``queue_type(self, args)``) it names the partition queue the job runs
+        on: a ``str`` or a ``str``-valued :class:`enum.Enum` member; the default
+        is ``"default"``. As the accessor ``roger.Job.queue_type(job)`` (called
+        without ``args``) it returns the job's normalised queue type name, the
+        same as :meth:`queue_type_name`.
+        """
+        if args is _NO_ARGS:
+            return self.queue_type_name()
+        return "default"
+
+    # ------------------------------------------------------------- accessors
+
+    def queue_type_name(self) -> str:
+        """Return the name of this job's queue type, e.g. ``"default"``.
+
+        Calls the class's ``queue_type(self, args)`` hook with ``self.args`` and
+        normalises an :class:`enum.Enum` member to its ``str`` value. Raises
+        :class:`InvalidJobError` when the hook returns something that is not a
+        valid queue type.
+        """
+        raw = type(self).queue_type(self, self.args)
+        try:
+            return normalise_queue_type(raw, argument=f"{self.module}.queue_type(args)")
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobError(str(exc)) from exc
+
+    def is_retryable(self) -> bool:
+        """Return the job class's ``retryable`` attribute (Roger's ``retryable?/1``).
+
+        Usable as ``roger.Job.is_retryable(job)`` or ``job.is_retryable()``.
+        """
+        return bool(type(self).retryable)
+
+    # ------------------------------------------------------------- lifecycle
+
+    @staticmethod
+    def create(job_class: type[Job] | str, args: Any = (), id: str | None = None) -> Job:
+        """Create a job of ``job_class`` with ``args`` (Roger's ``Job.create/3``).
+
+        ``job_class`` is a :class:`Job` subclass or its registered name
+        (resolved as by :func:`resolve_job_class`). ``args`` (default: an empty
+        list) is normalised by :func:`normalise_args`. ``id`` defaults to a
+        random lowercase hex string (32 characters). The returned job has
+        ``queue_key``/``execution_key`` computed by the class's hooks from the
+        normalised args, ``retry_count`` 0, ``queued_at``/``started_at``
+        ``None`` and the class's ``max_execution_time`` resolved (``None`` or
+        ``>= 1``). Raises :class:`InvalidJobError` for a bad class, id, args or
+        hook result; exceptions raised by the hooks themselves propagate.
+        """
+        if isinstance(job_class, str):
+            cls = resolve_job_class(job_class)
+        elif isinstance(job_class, type) and issubclass(job_class, Job) and job_class is not Job:
+            cls = job_class
+            _check_implements_perform(cls, job_class_name(cls))
+        else:
+            raise InvalidJobError(
+                f"Invalid job module: {job_class!r} is not a roger_actors.Job subclass"
+            )
+        job_id = uuid.uuid4().hex if id is None else _check_id(id)
+        normalised = normalise_args(args)
+        job = object.__new__(cls)
+        job.__dict__.update(
+            id=job_id,
+            module=job_class_name(cls),
+            args=normalised,
+            queue_key=None,
+            execution_key=None,
+            retry_count=0,
+            queued_at=None,
+            started_at=None,
+            max_execution_time=_resolve_max_execution_time(
+                cls.max_execution_time, f"{cls.__qualname__}.max_execution_time"
+            ),
+        )
+        for hook in ("queue_key", "execution_key"):
+            value = getattr(cls, hook)(job, normalised)
+            if value is not None and not isinstance(value, str):
+                raise InvalidJobError(
+                    f"{job.module}.{hook}(args) must return a str or None, "
+                    f"got {type(value).__name__}"
+                )
+            job.__dict__[hook] = None if value is None else str.__str__(value)
+        return job
+
+    def execute(self) -> Any:
+        """Run ``perform(args)`` in the current process and return its result.
+
+        Exceptions raised by ``perform`` propagate. In a node this is called
+        by the worker; calling it directly is useful in tests.
+        """
+        return self.perform(self.args)
+
+    def encode(self) -> bytes:
+        """Return the job as a CBOR payload (schema version :data:`SCHEMA_VERSION`).
+
+        The payload is a map ``{"v": 1, "id", "module", "args", "queue_key",
+        "execution_key", "retry_count", "queued_at", "started_at",
+        "max_execution_time"}``. Fields are validated again first (they are
+        plain attributes and may have been changed), so what is encoded always
+        decodes; raises :class:`InvalidJobError` otherwise.
+        """
+        fields = _checked_fields({name: self.__dict__.get(name) for name in _FIELDS}, strict=False)
+        if not isinstance(fields["module"], str) or not fields["module"]:
+            raise InvalidJobError("Job module must be set")
+        payload: dict[str, Any] = {"v": SCHEMA_VERSION}
+        payload.update(fields)
+        return cbor2.dumps(payload)
+
+    @staticmethod
+    def decode(data: bytes | bytearray | memoryview) -> Job:
+        """Decode and validate an untrusted payload; return the job.
+
+        Raises :class:`InvalidJobError` whose message says what is wrong:
+        "Job decoding error: ..." (not CBOR, trailing bytes, CBOR tags,
+        nesting deeper than :data:`MAX_ARGS_DEPTH`, duplicate or non-str map
+        keys), "Job payload must be a CBOR map", "Unsupported job schema
+        version", "Job payload has unknown fields", "Job id must be set",
+        "Job module must be set", "Job module must be a string",
+        "Unknown job module", "Invalid job module", "Job args are not
+        CBOR-representable", or a message naming another bad field. Keys
+        ``v``, ``id``, ``module``, ``args`` are required; the others default
+        as in :meth:`create` (``max_execution_time`` to the class's). An
+        unregistered module outside the allow-list is never imported.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InvalidJobError(
+                f"Job decoding error: payload must be bytes, got {type(data).__name__}"
+            )
+        payload = _decode_cbor(data)
+        if type(payload) is not dict:
+            raise InvalidJobError(
+                f"Job payload must be a CBOR map, got {type(payload).__name__}"
+            )
+        version = payload.get("v")
+        if type(version) is not int or version != SCHEMA_VERSION:
+            shown = "none" if version is None else repr(version)
+            raise InvalidJobError(
+                f"Unsupported job schema version: {shown} (expected 'v': {SCHEMA_VERSION})"
+            )
+        unknown = sorted(map(str, set(payload) - _PAYLOAD_KEYS))
+        if unknown:
+            raise InvalidJobError(f"Job payload has unknown fields: {', '.join(unknown)}")
+        _check_id(payload.get("id"))
+        cls = resolve_job_class(payload.get("module"))
+        if "args" not in payload:
+            raise InvalidJobError("Job args must be set (key 'args' is missing)")
+        fields = {
+            "queue_key": None,
+            "execution_key": None,
+            "retry_count": 0,
+            "queued_at": None,
+            "started_at": None,
+            "max_execution_time": cls.max_execution_time,
+        }
+        fields.update(payload)
+        checked = _checked_fields(fields, strict=True)
+        checked["module"] = job_class_name(cls)
+        job = object.__new__(cls)
+        job.__dict__.update(checked)
+        return job
+
+    def copy_with(self, **changes: Any) -> Job:
+        """Return a copy of this job with some fields replaced.
+
+        ``changes`` may name any job field except ``module`` (e.g.
+        ``retry_count=job.retry_count + 1`` or ``started_at=roger.now()``).
+        The result is validated as in :meth:`decode`; raises
+        :class:`InvalidJobError` for an unknown or invalid field.
+        """
+        unknown = sorted(name for name in changes if name not in _FIELDS or name == "module")
+        if unknown:
+            raise InvalidJobError(f"copy_with cannot set: {', '.join(unknown)}")
+        fields = {name: self.__dict__.get(name) for name in _FIELDS}
+        fields.update(changes)
+        checked = _checked_fields(fields, strict=False)
+        job = object.__new__(type(self))
+        job.__dict__.update(checked)
+        return job
+
+    def to_amqp(
+        self, partition_id: str, queue: str | enum.Enum | None = None
+    ) -> AmqpMessage:
+        """Compute the publish of this job into a partition, without doing it.
+
+        Returns ``AmqpMessage(routing_key, body, properties)``: the routing key
+        is ``Queue.make_name(partition_id, queue or Job.queue_type(job))``, the
+        body encodes a copy of the job with ``queued_at`` set to
+        :func:`~roger_actors.clock.now` (the job itself is unchanged), and the
+        properties are ``content_type`` :data:`CONTENT_TYPE`, ``delivery_mode``
+        2 (persistent), ``message_id`` the job id and ``app_id`` the partition
+        id, as in Roger's ``publish_opts/2``. Raises :class:`TypeError` or
+        :class:`ValueError` for a bad partition id or queue, and
+        :class:`InvalidJobError` for an invalid job.
+        """
+        partition = validate_partition_id(partition_id)
+        queue_type = (
+            self.queue_type_name() if queue is None
+            else normalise_queue_type(queue, argument="queue")
+        )
+        routing_key = Queue.make_name(partition, queue_type)
+        body = self.copy_with(queued_at=now()).encode()
+        properties: dict[str, Any] = {
+            "content_type": CONTENT_TYPE,
+            "delivery_mode": 2,
+            "message_id": self.id,
+            "app_id": partition,
+        }
+        return AmqpMessage(routing_key, body, properties)
+
+    def enqueue(self, partition_id: str, queue: str | enum.Enum | None = None) -> None:
+        """Enqueue this job in a partition (``roger.Job.enqueue(job, "myapp")``).
+
+        ``queue`` overrides the job's queue type. Validates the arguments, then
+        delegates to the hook installed by the node running in this process
+        (:func:`set_enqueue_hook`), which raises
+        :class:`~roger_actors.errors.DuplicateJobError` when the job's queue key
+        is already queued. Raises :class:`NotStartedError` when no node is
+        started in this process.
+        """
+        partition = validate_partition_id(partition_id)
+        override = None if queue is None else normalise_queue_type(queue, argument="queue")
+        hook = _enqueue_hook
+        if hook is None:
+            raise NotStartedError("no node started in this process")
+        hook(self, partition, override)
+
+    @staticmethod
+    def allow_modules(*prefixes: str) -> tuple[str, ...]:
+        """Add module prefixes from which :meth:`decode` may import job classes.
+
+        Normally a job class is found because the module defining it was
+        imported. ``Job.allow_modules("myapp.jobs")`` also lets payloads name
+        classes in ``myapp.jobs`` and its submodules before they are imported;
+        those modules are then imported on demand. Returns the whole allow-list.
+        Raises :class:`ValueError` for a prefix that is not a dotted module path.
+        """
+        with _lock:
+            set_allowed_modules((*_allowed_prefixes, *prefixes))
+            return _allowed_prefixes
+
+    # ------------------------------------------------------------ dunders
+
+    def __eq__(self, other: object) -> bool:
+        """Jobs are equal when they have the same class and the same field values."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(self.__dict__.get(f) == other.__dict__.get(f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        """Show the class and every field."""
+        shown = ", ".join(f"{name}={self.__dict__.get(name)!r}" for name in _FIELDS)
+        return f"{type(self).__qualname__}({shown})"

@@ -1,0 +1,101 @@
+"""supervision: OTP-style supervision trees on Thespian actors.
+
+The public surface, in OTP's vocabulary:
+
+- :class:`ChildSpec`, :class:`SupervisorSpec`, :class:`DynamicSupervisorSpec`:
+  what to start and how to restart it.
+- :class:`Supervisor` (``one_for_one``, ``one_for_all``, ``rest_for_one``,
+  restart intensity, ordered shutdown) and :class:`DynamicSupervisor`.
+- :class:`Server`: a GenServer-like behaviour (``init``, ``handle_call``,
+  ``handle_cast``, ``handle_info``, ``terminate``), with "let it crash".
+- :func:`call` / :func:`cast` and the supervisor API: :func:`start_child`,
+  :func:`terminate_child`, :func:`restart_child`, :func:`delete_child`,
+  :func:`which_children`, :func:`count_children`.
+- :class:`Application`: start and stop a tree from ordinary code.
+
+See ``docs/supervision.md`` for the semantics and the choice of actor system base.
+"""
+
+from .application import Application
+from .calls import (
+    call,
+    cast,
+    count_children,
+    current_system,
+    delete_child,
+    get_childspec,
+    restart_child,
+    start_child,
+    terminate_child,
+    use_system,
+    which_children,
+)
+from .errors import (
+    AlreadyPresent,
+    AlreadyStarted,
+    CallTimeout,
+    InvalidSpec,
+    MaxChildren,
+    NoProc,
+    NotFound,
+    NotSupported,
+    Restarting,
+    Running,
+    StartError,
+    SupervisionError,
+    UnknownRequest,
+)
+from .process import IGNORE
+from .protocol import ChildInfo, Exited, From
+from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, is_normal
+from .server import NOREPLY, Server, TimerRef
+from .spec import ChildSpec, DynamicSupervisorSpec, Start, SupervisorSpec
+from .supervisor import DynamicSupervisor, Supervisor
+from .system import start_actor_system
+
+__all__ = [
+    "IGNORE",
+    "KILLED",
+    "NOREPLY",
+    "NORMAL",
+    "SHUTDOWN",
+    "AlreadyPresent",
+    "AlreadyStarted",
+    "Application",
+    "CallTimeout",
+    "ChildInfo",
+    "ChildSpec",
+    "Crash",
+    "DynamicSupervisor",
+    "DynamicSupervisorSpec",
+    "Exited",
+    "From",
+    "InvalidSpec",
+    "MaxChildren",
+    "NoProc",
+    "NotFound",
+    "NotSupported",
+    "Restarting",
+    "Running",
+    "Server",
+    "Start",
+    "StartError",
+    "SupervisionError",
+    "Supervisor",
+    "SupervisorSpec",
+    "TimerRef",
+    "UnknownRequest",
+    "call",
+    "cast",
+    "count_children",
+    "current_system",
+    "delete_child",
+    "get_childspec",
+    "is_normal",
+    "restart_child",
+    "start_actor_system",
+    "start_child",
+    "terminate_child",
+    "use_system",
+    "which_children",
+]

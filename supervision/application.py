@@ -1,0 +1,243 @@
+"""``Application``: run a supervision tree from ordinary Python code.
+
+::
+
+    app = Application(ChildSpec("root", (Supervisor, (SupervisorSpec(children),))),
+                      base="multiprocTCPBase", admin_port=1950)
+    app.start()          # the root supervisor and all its children have started
+    ...
+    app.stop()           # ordered shutdown, then the actor system ends
+
+or ``with Application(...) as app: ...``.
+
+The root runs under an *application master* actor, as in OTP. The master
+never restarts the root: if the root exits (its restart intensity was
+exceeded, escalation reached the top, or it was killed), the application has
+stopped; :meth:`Application.wait` returns the root's exit reason and
+:attr:`Application.exit_reason` keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from thespian.actors import ActorSystem
+
+from . import calls
+from .errors import StartError, SupervisionError
+from .protocol import Call, CallReply
+from .reasons import KILLED, SHUTDOWN, ExitReason
+from .spec import ChildSpec
+from .supervisor import Op, _Child, _SupervisorBase, _Wait
+from .system import DEFAULT_ADMIN_PORT, start_actor_system
+
+log = logging.getLogger("supervision.application")
+
+
+@dataclass(frozen=True)
+class _StartRoot:
+    spec: ChildSpec
+
+
+@dataclass(frozen=True)
+class _StopRoot:
+    pass
+
+
+@dataclass(frozen=True)
+class _WaitRoot:
+    pass
+
+
+@dataclass(frozen=True)
+class _RootStatus:
+    pass
+
+
+class ApplicationMaster(_SupervisorBase):
+    """Top-level actor that starts the root supervisor and outlives it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase = "running"  # created by the actor system itself, no InitChild
+        self._parent_pid = os.getpid()
+        self._root: _Child | None = None
+        self._reason: ExitReason = None
+        self._waiters: list[tuple[Any, str]] = []
+
+    def _children(self) -> list[_Child]:
+        return [self._root] if self._root is not None else []
+
+    def _remove(self, child: _Child) -> None:
+        pass
+
+    def _stop_all(self) -> Op:
+        if self._root is not None and self._root.running:
+            yield from self._stop_children([self._root])
+
+    def _request_handler(self, request: Any) -> Any:
+        if isinstance(request, _StartRoot):
+            return self._start_root
+        if isinstance(request, _StopRoot):
+            return lambda r: self._stop_root()
+        if isinstance(request, _RootStatus):
+            return lambda r: (self._root is not None and self._root.running, self._reason)
+        return None
+
+    def _on_call(self, message: Call, sender: Any) -> None:
+        if isinstance(message.request, _WaitRoot):
+            if self._root is not None and not self._root.running:
+                self.send(sender, CallReply(message.ref, True, self._reason))
+            else:
+                self._waiters.append((sender, message.ref))
+            return
+        super()._on_call(message, sender)
+
+    def _start_root(self, request: _StartRoot) -> Generator[_Wait, Any, Any]:
+        if self._root is not None:
+            raise SupervisionError("the application was already started")
+        child = _Child(request.spec, request.spec.id)
+        result, detail = yield from self._start_child(child)
+        if result != "ok":
+            self._reason = detail
+            raise StartError(request.spec.id, detail)
+        self._root = child
+        return child.address
+
+    def _stop_root(self) -> Generator[_Wait, Any, Any]:
+        if self._root is not None and self._root.running:
+            yield from self._stop_children([self._root])
+            self._root_exited(SHUTDOWN)
+        return self._reason
+
+    def _on_child_exit(self, child: _Child, reason: ExitReason) -> Op:
+        child.address, child.pid = None, None
+        log.error("application root %r exited with %s", child.spec.id, reason)
+        self._root_exited(reason)
+        yield from ()
+
+    def _root_exited(self, reason: ExitReason) -> None:
+        self._reason = reason
+        for address, ref in self._waiters:
+            self.send(address, CallReply(ref, True, reason))
+        self._waiters.clear()
+
+
+class Application:
+    """A supervision tree in an actor system, driven from non-actor code.
+
+    ``root`` is the ChildSpec of the root (normally a Supervisor).
+    ``system`` reuses an existing actor system (it is then not shut down by
+    :meth:`stop`); otherwise one is started with ``base`` and ``admin_port``
+    (see :func:`supervision.system.start_actor_system`).
+    """
+
+    def __init__(
+        self,
+        root: ChildSpec,
+        *,
+        base: str = "multiprocTCPBase",
+        admin_port: int = DEFAULT_ADMIN_PORT,
+        system: ActorSystem | None = None,
+        log_level: int | str = logging.WARNING,
+        start_timeout: float | None = 60.0,
+    ) -> None:
+        if not isinstance(root, ChildSpec):
+            raise TypeError(f"root must be a ChildSpec, got {root!r}")
+        self.root_spec = root
+        self.base = base
+        self.admin_port = admin_port
+        self.log_level = log_level
+        self.start_timeout = start_timeout
+        self._given_system = system
+        self.system: ActorSystem | None = system
+        self.master: Any = None
+        self.root: Any = None
+        self.exit_reason: ExitReason = None
+
+    def start(self) -> Any:
+        """Start the actor system (if needed) and the whole tree; return the root's address.
+
+        Blocks until every child's ``init`` has run. Raises ``StartError`` (the
+        actor system started here is shut down again) when the root fails to start.
+        """
+        if self.master is not None:
+            raise SupervisionError("application already started")
+        if self.system is None:
+            self.system = start_actor_system(self.base, self.admin_port, log_level=self.log_level)
+        calls.use_system(self.system)
+        self.master = self.system.createActor(ApplicationMaster)
+        try:
+            self.root = calls.call(
+                self.master, _StartRoot(self.root_spec), self.start_timeout, system=self.system
+            )
+        except BaseException:
+            self._shutdown_system()
+            raise
+        return self.root
+
+    def stop(self, timeout: float | None = None) -> ExitReason:
+        """Shut the tree down in order (per the shutdown of each child), then end
+        the actor system if this application started it. Returns the root's exit reason."""
+        if self.master is None or self.system is None:
+            return self.exit_reason
+        try:
+            self.exit_reason = calls.call(self.master, _StopRoot(), timeout, system=self.system)
+        finally:
+            self._shutdown_system()
+        return self.exit_reason
+
+    def wait(self, timeout: float | None = None) -> ExitReason:
+        """Block until the root exits; return its exit reason.
+
+        Raises ``CallTimeout`` after ``timeout`` seconds while it still runs.
+        """
+        if self.master is None or self.system is None:
+            return self.exit_reason
+        self.exit_reason = calls.call(self.master, _WaitRoot(), timeout, system=self.system)
+        return self.exit_reason
+
+    @property
+    def is_running(self) -> bool:
+        """True while the root supervisor runs."""
+        if self.master is None or self.system is None:
+            return False
+        running, reason = calls.call(self.master, _RootStatus(), system=self.system)
+        if not running:
+            self.exit_reason = reason
+        return bool(running)
+
+    def call(
+        self, address: Any, request: Any, timeout: float | None = calls.DEFAULT_TIMEOUT
+    ) -> Any:
+        """:func:`supervision.call` in this application's actor system."""
+        return calls.call(address, request, timeout, system=self.system)
+
+    def _shutdown_system(self) -> None:
+        system, self.system = self.system, None
+        self.master = None
+        if system is not None:
+            if system is not self._given_system:
+                system.shutdown()
+            if calls._current is system:
+                calls.use_system(None)
+
+    def __enter__(self) -> Application:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+__all__ = ["KILLED", "Application", "ApplicationMaster"]

@@ -1,0 +1,193 @@
+"""Blocking calls into actors from ordinary (non-actor) Python code.
+
+``call`` sends a :class:`~supervision.protocol.Call` and waits for the
+matching reply; it is thread-safe (each call uses a private endpoint of the
+actor system). Inside an actor use ``Server.call_async`` instead: a blocking
+wait there would stop the actor from handling the reply.
+
+Which actor system is used: the ``system`` argument, else the one of the
+most recently started :class:`~supervision.Application` in this process (or
+the one given to :func:`use_system`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Hashable
+from typing import Any
+
+from thespian.actors import ActorSystem, PoisonMessage
+
+from .errors import CallTimeout, NoProc, SupervisionError
+from .protocol import (
+    Call,
+    CallReply,
+    Cast,
+    ChildInfo,
+    CountChildren,
+    DeleteChild,
+    GetChildSpec,
+    RestartChild,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+)
+from .spec import ChildSpec
+
+DEFAULT_TIMEOUT = 5.0
+
+_current: ActorSystem | None = None
+_lock = threading.RLock()
+
+
+def use_system(system: ActorSystem | None) -> None:
+    """Make ``system`` the default actor system of :func:`call` in this process."""
+    global _current
+    _current = system
+
+
+def current_system() -> ActorSystem:
+    """The default actor system; raises SupervisionError when none is set."""
+    if _current is None:
+        raise SupervisionError("no actor system: start an Application or call use_system()")
+    return _current
+
+
+def _is_simple(system: ActorSystem) -> bool:
+    return type(system._systemBase).__module__.endswith("simpleSystemBase")
+
+
+def call(
+    address: Any,
+    request: Any,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    *,
+    system: ActorSystem | None = None,
+) -> Any:
+    """Send ``request`` to the actor at ``address`` and return its reply.
+
+    Raises :class:`~supervision.CallTimeout` when no reply came within
+    ``timeout`` seconds (``None``: wait forever), :class:`~supervision.NoProc`
+    when the actor is dead or died handling the call, and re-raises the
+    error an actor replied with (``UnknownRequest``, ``NotFound``...).
+    """
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    asys = system or current_system()
+    ref = uuid.uuid4().hex
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if _is_simple(asys):
+        # simpleSystemBase runs actors in this thread; one caller at a time.
+        with _lock:
+            return _exchange(asys, address, Call(ref, request), deadline, timeout, True)
+    with asys.private() as endpoint:
+        return _exchange(endpoint, address, Call(ref, request), deadline, timeout, False)
+
+
+def _exchange(
+    endpoint: ActorSystem,
+    address: Any,
+    message: Call,
+    deadline: float | None,
+    timeout: Any,
+    simple: bool,
+) -> Any:
+    endpoint.tell(address, message)
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise CallTimeout(message.request, timeout)
+        reply = endpoint.listen(remaining if remaining is not None else 3600)
+        if reply is None:
+            if simple:  # every actor ran to completion: no reply can come any more
+                raise CallTimeout(message.request, timeout)
+            continue
+        if isinstance(reply, CallReply) and reply.ref == message.ref:
+            if reply.ok:
+                return reply.value
+            raise reply.value
+        if isinstance(reply, PoisonMessage):
+            poisoned = reply.poisonMessage
+            if isinstance(poisoned, Call) and poisoned.ref == message.ref:
+                raise NoProc(f"actor at {address} did not take the call: {reply.details}")
+        # anything else is a stale reply to an earlier, timed-out call: drop it
+
+
+def cast(address: Any, request: Any, *, system: ActorSystem | None = None) -> None:
+    """Send ``request`` to ``handle_cast`` of the server at ``address``; no reply."""
+    asys = system or current_system()
+    if _is_simple(asys):
+        with _lock:
+            asys.tell(address, Cast(request))
+        return
+    with asys.private() as endpoint:
+        endpoint.tell(address, Cast(request))
+
+
+# ---------------------------------------------------------------- supervisor API
+
+
+def start_child(
+    supervisor: Any, spec: ChildSpec, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> Any:
+    """Start a child; returns its address (None when its ``init`` returned IGNORE).
+
+    Errors: ``AlreadyStarted``, ``AlreadyPresent`` (Supervisor), ``MaxChildren``
+    (DynamicSupervisor), ``StartError`` with the child's reason.
+    """
+    return call(supervisor, StartChild(spec), timeout, **kw)
+
+
+def terminate_child(
+    supervisor: Any, child: Any, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> None:
+    """Stop a child (by id, or by address for a DynamicSupervisor) per its shutdown.
+
+    A Supervisor keeps the spec (a ``temporary`` one is dropped); a
+    DynamicSupervisor forgets the child. Error: ``NotFound``.
+    """
+    call(supervisor, TerminateChild(child), timeout, **kw)
+
+
+def restart_child(
+    supervisor: Any, child_id: Hashable, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> Any:
+    """Start again a stopped child still held by a Supervisor; returns its address.
+
+    Errors: ``NotFound``, ``Running``, ``Restarting``, ``StartError``, ``NotSupported``.
+    """
+    return call(supervisor, RestartChild(child_id), timeout, **kw)
+
+
+def delete_child(
+    supervisor: Any, child_id: Hashable, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> None:
+    """Drop the spec of a stopped child. Errors: ``NotFound``, ``Running``,
+    ``Restarting``, ``NotSupported``."""
+    call(supervisor, DeleteChild(child_id), timeout, **kw)
+
+
+def which_children(
+    supervisor: Any, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> list[ChildInfo]:
+    """The children, in start order, as ``ChildInfo(id, address, type, modules)``."""
+    result: list[ChildInfo] = call(supervisor, WhichChildren(), timeout, **kw)
+    return result
+
+
+def count_children(
+    supervisor: Any, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> dict[str, int]:
+    """Counts: ``specs``, ``active`` (running), ``supervisors``, ``workers``."""
+    result: dict[str, int] = call(supervisor, CountChildren(), timeout, **kw)
+    return result
+
+
+def get_childspec(
+    supervisor: Any, child_id: Hashable, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+) -> ChildSpec:
+    """The ChildSpec of a Supervisor's child. Error: ``NotFound``."""
+    result: ChildSpec = call(supervisor, GetChildSpec(child_id), timeout, **kw)
+    return result

@@ -1,0 +1,85 @@
+"""Exceptions raised by the supervision API.
+
+Each carries only picklable data so that an actor can send it back to a
+caller in another process; ``str()`` names the offending argument.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SupervisionError(Exception):
+    """Base class of every error raised by :mod:`supervision`."""
+
+
+class CallTimeout(SupervisionError, TimeoutError):
+    """No reply to a :func:`supervision.call` arrived within its timeout."""
+
+    def __init__(self, request: Any, timeout: float | None) -> None:
+        super().__init__(f"no reply to {request!r} within {timeout} s")
+        self.request = request
+        self.timeout = timeout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.request, self.timeout))
+
+
+class NoProc(SupervisionError):
+    """The called actor is not alive (it exited before or while handling the call)."""
+
+
+class UnknownRequest(SupervisionError):
+    """The actor has no handler for this call; it stays alive."""
+
+
+class StartError(SupervisionError):
+    """A child failed to start; ``reason`` is its exit reason."""
+
+    def __init__(self, child_id: Any, reason: Any) -> None:
+        super().__init__(f"child {child_id!r} failed to start: {reason}")
+        self.child_id = child_id
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.child_id, self.reason))
+
+
+class AlreadyStarted(SupervisionError):
+    """``start_child``: a running child already has this id (OTP ``already_started``)."""
+
+    def __init__(self, child_id: Any, address: Any = None) -> None:
+        super().__init__(f"child {child_id!r} is already started")
+        self.child_id = child_id
+        self.address = address
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.child_id, self.address))
+
+
+class AlreadyPresent(SupervisionError):
+    """``start_child``: a stopped child with this id is still in the supervisor."""
+
+
+class NotFound(SupervisionError):
+    """No child with this id (or address) in the supervisor."""
+
+
+class Running(SupervisionError):
+    """``restart_child``/``delete_child``: the child is running."""
+
+
+class Restarting(SupervisionError):
+    """``restart_child``/``delete_child``: the child is between restart attempts."""
+
+
+class MaxChildren(SupervisionError):
+    """``DynamicSupervisor.start_child``: ``max_children`` children already run."""
+
+
+class NotSupported(SupervisionError):
+    """The operation does not apply to this kind of supervisor (OTP ``simple_one_for_one``)."""
+
+
+class InvalidSpec(SupervisionError, ValueError):
+    """A child spec or supervisor spec is malformed; the message names the field."""

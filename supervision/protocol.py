@@ -1,0 +1,175 @@
+"""Messages of the supervision protocol.
+
+These are what supervisors, servers and callers exchange; they are public so
+that an actor can speak the protocol without the blocking helpers (for
+example a :class:`~supervision.Server` sending ``Call(ref, StartChild(spec))``
+to a supervisor and receiving the ``CallReply`` in ``handle_info``).
+All are plain picklable dataclasses.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .spec import ChildSpec
+
+# ---------------------------------------------------------------- lifecycle
+
+
+@dataclass(frozen=True)
+class InitChild:
+    """Parent -> new child: run ``init(*args, **kwargs)`` and report back."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    parent_pid: int
+
+
+@dataclass(frozen=True)
+class ChildStarted:
+    """Child -> parent: ``init`` succeeded; ``pid`` is the child's OS process id."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class ChildIgnored:
+    """Child -> parent: ``init`` returned ``IGNORE``; the child is to be reaped."""
+
+
+@dataclass(frozen=True)
+class ChildStartFailed:
+    """Child -> parent: ``init`` failed with ``reason``; the child is to be reaped."""
+
+    reason: Any
+
+
+@dataclass(frozen=True)
+class ShutdownRequest:
+    """Parent -> child: stop (run ``terminate``), then report ``ExitNotice``."""
+
+    reason: Any = "shutdown"
+
+
+@dataclass(frozen=True)
+class ExitNotice:
+    """Child -> parent: the child's last word, its exit reason.
+
+    After sending it the child handles nothing but its reaping (the parent's
+    ``ActorExitRequest``).
+    """
+
+    reason: Any
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Parent -> child on a single-process base, before ``ActorExitRequest``:
+    exit without running ``terminate`` (the closest to SIGKILL there)."""
+
+
+@dataclass(frozen=True)
+class Exited:
+    """Delivered to a Server's ``handle_info`` when an actor it created itself
+    (not through a supervisor) exits: its address and exit reason."""
+
+    address: Any
+    reason: Any
+
+
+# ---------------------------------------------------------------- calls
+
+
+@dataclass(frozen=True)
+class Call:
+    """A request that expects exactly one ``CallReply`` with the same ``ref``."""
+
+    ref: str
+    request: Any
+
+
+@dataclass(frozen=True)
+class CallReply:
+    """The answer to a ``Call``: ``ok`` with ``value``, or ``value`` is an exception."""
+
+    ref: str
+    ok: bool
+    value: Any
+
+
+@dataclass(frozen=True)
+class Cast:
+    """A request that expects no reply."""
+
+    request: Any
+
+
+class From(NamedTuple):
+    """Who is waiting for the reply to a call (give it to ``Server.reply``)."""
+
+    address: Any
+    ref: str
+
+
+# ---------------------------------------------------------------- supervisor requests
+
+
+@dataclass(frozen=True)
+class StartChild:
+    """Start a child from ``spec``; replies its address (None if it returned IGNORE)."""
+
+    spec: ChildSpec
+
+
+@dataclass(frozen=True)
+class TerminateChild:
+    """Stop a child by id (Supervisor) or address (DynamicSupervisor)."""
+
+    child: Any
+
+
+@dataclass(frozen=True)
+class RestartChild:
+    """Start again a stopped child that is still in the supervisor."""
+
+    child_id: Hashable
+
+
+@dataclass(frozen=True)
+class DeleteChild:
+    """Remove a stopped child's spec from the supervisor."""
+
+    child_id: Hashable
+
+
+@dataclass(frozen=True)
+class WhichChildren:
+    """List the children: ``[ChildInfo, ...]`` in start order."""
+
+
+@dataclass(frozen=True)
+class CountChildren:
+    """Count the children: ``{"specs", "active", "supervisors", "workers"}``."""
+
+
+@dataclass(frozen=True)
+class GetChildSpec:
+    """The ``ChildSpec`` of a child by id."""
+
+    child_id: Hashable
+
+
+class ChildInfo(NamedTuple):
+    """One row of ``which_children`` (OTP's ``{Id, Child, Type, Modules}``).
+
+    ``address`` is the child's actor address, ``None`` when it is not running,
+    or the string ``"restarting"`` between failed restart attempts.
+    """
+
+    id: Hashable
+    address: Any
+    type: str
+    modules: tuple[builtins.type, ...]

@@ -1,0 +1,193 @@
+"""Child specifications and supervisor flags (OTP ``child_spec()`` and ``sup_flags()``)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import InvalidSpec
+
+Restart = Literal["permanent", "transient", "temporary"]
+ChildType = Literal["worker", "supervisor"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+#: ``"brutal_kill"``, ``"infinity"`` or a number of seconds (> 0).
+Shutdown = Literal["brutal_kill", "infinity"] | float | int
+
+RESTARTS = ("permanent", "transient", "temporary")
+STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+
+#: Seconds a worker gets to run ``terminate`` before it is killed (OTP's 5000 ms).
+DEFAULT_WORKER_SHUTDOWN = 5.0
+
+
+@dataclass(frozen=True)
+class Start:
+    """How to start a child: its actor class and the arguments given to its ``init``.
+
+    The class must be importable by module path (actor processes are forked
+    and messages are pickled), and must derive from :class:`supervision.Server`
+    or :class:`supervision.Supervisor` (or :class:`supervision.DynamicSupervisor`).
+    """
+
+    actor_class: type
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actor_class, type):
+            raise InvalidSpec(f"start: actor_class must be a class, got {self.actor_class!r}")
+        if not getattr(self.actor_class, "_supervision_process", False):
+            raise InvalidSpec(
+                f"start: {self.actor_class.__qualname__} is not a supervision actor "
+                "(derive it from supervision.Server or supervision.Supervisor)"
+            )
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+
+def _as_start(value: Any) -> Start:
+    if isinstance(value, Start):
+        return value
+    if isinstance(value, type):
+        return Start(value)
+    if isinstance(value, tuple) and 1 <= len(value) <= 3:
+        cls = value[0]
+        args = value[1] if len(value) > 1 else ()
+        kwargs = value[2] if len(value) > 2 else {}
+        if not isinstance(args, (tuple, list)):
+            raise InvalidSpec(f"start: args must be a tuple or list, got {args!r}")
+        if not isinstance(kwargs, dict):
+            raise InvalidSpec(f"start: kwargs must be a dict, got {kwargs!r}")
+        return Start(cls, tuple(args), kwargs)
+    raise InvalidSpec(
+        f"start must be a Start, an actor class or (class, args[, kwargs]); got {value!r}"
+    )
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One child of a supervisor, as OTP's ``child_spec()``.
+
+    - ``id``: unique within the supervisor (ignored by a DynamicSupervisor).
+    - ``start``: a :class:`Start`, an actor class, or ``(class, args[, kwargs])``.
+    - ``restart``: ``"permanent"`` (always restarted), ``"transient"``
+      (restarted only after an abnormal exit, see
+      :func:`supervision.reasons.is_normal`) or ``"temporary"`` (never
+      restarted, and removed from the supervisor when it ends).
+    - ``shutdown``: ``"brutal_kill"`` (killed at once, ``terminate`` not run),
+      a number of seconds the child gets to stop before it is killed, or
+      ``"infinity"``. Default: 5 s for a worker, ``"infinity"`` for a supervisor.
+    - ``type``: ``"worker"`` or ``"supervisor"``; inferred from the class
+      when not given.
+    - ``start_timeout``: seconds the child's ``init`` may take before the start
+      counts as failed and the child is killed (``None``: wait forever).
+    """
+
+    id: Hashable
+    start: Any
+    restart: Restart = "permanent"
+    shutdown: Shutdown | None = None
+    type: ChildType | None = None
+    start_timeout: float | None = 30.0
+
+    def __post_init__(self) -> None:
+        start = _as_start(self.start)
+        object.__setattr__(self, "start", start)
+        try:
+            hash(self.id)
+        except TypeError:
+            raise InvalidSpec(f"id must be hashable, got {self.id!r}") from None
+        if self.restart not in RESTARTS:
+            raise InvalidSpec(f"restart must be one of {RESTARTS}, got {self.restart!r}")
+        kind = self.type
+        if kind is None:
+            kind = getattr(start.actor_class, "_supervision_kind", "worker")
+            object.__setattr__(self, "type", kind)
+        if kind not in ("worker", "supervisor"):
+            raise InvalidSpec(f"type must be 'worker' or 'supervisor', got {kind!r}")
+        shutdown = self.shutdown
+        if shutdown is None:
+            shutdown = "infinity" if kind == "supervisor" else DEFAULT_WORKER_SHUTDOWN
+            object.__setattr__(self, "shutdown", shutdown)
+        if shutdown not in ("brutal_kill", "infinity") and not (
+            isinstance(shutdown, (int, float)) and not isinstance(shutdown, bool) and shutdown > 0
+        ):
+            raise InvalidSpec(
+                "shutdown must be 'brutal_kill', 'infinity' or a positive number of "
+                f"seconds, got {shutdown!r}"
+            )
+        if self.start_timeout is not None and not (
+            isinstance(self.start_timeout, (int, float)) and self.start_timeout > 0
+        ):
+            raise InvalidSpec(
+                f"start_timeout must be a positive number or None, got {self.start_timeout!r}"
+            )
+
+    @property
+    def actor_class(self) -> builtins.type:
+        """The class started for this child."""
+        start: Start = self.start
+        return start.actor_class
+
+
+def _check_intensity(max_restarts: Any, max_seconds: Any) -> None:
+    if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or max_restarts < 0:
+        raise InvalidSpec(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
+    if (
+        not isinstance(max_seconds, (int, float))
+        or isinstance(max_seconds, bool)
+        or max_seconds <= 0
+    ):
+        raise InvalidSpec(f"max_seconds must be a number > 0, got {max_seconds!r}")
+
+
+@dataclass(frozen=True)
+class SupervisorSpec:
+    """What a :class:`supervision.Supervisor` runs: flags and ordered children.
+
+    More than ``max_restarts`` restarts within ``max_seconds`` makes the
+    supervisor stop all its children and exit with reason ``"shutdown"``
+    (OTP's intensity and period, default 3 in 5).
+    """
+
+    children: Sequence[ChildSpec] = ()
+    strategy: Strategy = "one_for_one"
+    max_restarts: int = 3
+    max_seconds: float = 5
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InvalidSpec(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        _check_intensity(self.max_restarts, self.max_seconds)
+        children = tuple(self.children)
+        seen: set[Hashable] = set()
+        for child in children:
+            if not isinstance(child, ChildSpec):
+                raise InvalidSpec(f"children: expected ChildSpec, got {child!r}")
+            if child.id in seen:
+                raise InvalidSpec(f"children: duplicate child id {child.id!r}")
+            seen.add(child.id)
+        object.__setattr__(self, "children", children)
+
+
+@dataclass(frozen=True)
+class DynamicSupervisorSpec:
+    """Flags of a :class:`supervision.DynamicSupervisor` (Elixir's ``DynamicSupervisor.init``).
+
+    ``max_children`` bounds the children running at once (``None``: no bound).
+    """
+
+    max_restarts: int = 3
+    max_seconds: float = 5
+    max_children: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_intensity(self.max_restarts, self.max_seconds)
+        if self.max_children is not None and (
+            not isinstance(self.max_children, int) or self.max_children < 0
+        ):
+            raise InvalidSpec(
+                f"max_children must be an integer >= 0 or None, got {self.max_children!r}"
+            )

@@ -1,0 +1,755 @@
+"""OTP supervisors on Thespian: ``Supervisor`` and ``DynamicSupervisor``.
+
+A supervisor is an actor that starts, watches and restarts its children
+(:class:`~supervision.Server` or supervisor actors) following OTP's rules:
+
+Start
+    ``Supervisor`` children start one after another in the order of the
+    spec; each child's ``init`` has finished before the next starts. If one
+    fails to start, the children already started are stopped (in reverse
+    order) and the supervisor's own start fails with reason
+    ``("shutdown", ("failed_to_start_child", id, reason))``.
+Restart
+    When a child exits, its ``restart`` type decides: ``permanent`` is
+    always restarted, ``transient`` only after an abnormal exit,
+    ``temporary`` never (and its spec is dropped). The ``strategy`` decides
+    what else happens: ``one_for_one`` restarts the child alone;
+    ``one_for_all`` stops every other child (reverse start order) and starts
+    them all again in order; ``rest_for_one`` does that for the children
+    started after it. Stopped ``temporary`` siblings are not restarted.
+    A restart whose start fails is tried again (each try counts as a
+    restart); meanwhile the child shows as ``"restarting"``.
+Intensity
+    Every restart is recorded; if more than ``max_restarts`` happened in the
+    last ``max_seconds``, the supervisor stops all its children and exits
+    with reason ``"shutdown"``, which its own supervisor handles like any
+    child exit: escalation, up to the application.
+Shutdown
+    On its parent's ``ShutdownRequest`` a ``Supervisor`` stops its children
+    in reverse start order, each per its ``shutdown``: ``brutal_kill`` kills
+    at once; a number of seconds asks the child to stop and kills it when
+    the time runs out; ``infinity`` waits. A ``DynamicSupervisor`` stops its
+    children all at once (no order, as OTP's ``simple_one_for_one``).
+Requests
+    While it starts, restarts or stops children a supervisor answers nothing
+    else; requests wait their turn (OTP's supervisor is equally synchronous).
+    No request, malformed or not, makes a supervisor crash.
+
+Killing uses SIGKILL on the child's process on multi-process bases. On
+``simpleSystemBase`` everything runs in one thread: a child cannot be
+interrupted, so a shutdown timeout there only stops waiting for a child that
+never answers, and ``brutal_kill`` ends the child without its ``terminate``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Generator, Hashable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
+
+from . import clock
+from .errors import (
+    AlreadyPresent,
+    AlreadyStarted,
+    InvalidSpec,
+    MaxChildren,
+    NotFound,
+    NotSupported,
+    Restarting,
+    Running,
+    StartError,
+    SupervisionError,
+    UnknownRequest,
+)
+from .process import _DEFERRED, IGNORE, Process
+from .protocol import (
+    Call,
+    CallReply,
+    ChildIgnored,
+    ChildInfo,
+    ChildStarted,
+    ChildStartFailed,
+    CountChildren,
+    DeleteChild,
+    ExitNotice,
+    GetChildSpec,
+    InitChild,
+    Kill,
+    RestartChild,
+    ShutdownRequest,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+)
+from .reasons import KILLED, SHUTDOWN, Crash, ExitReason, is_normal
+from .spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
+
+log = logging.getLogger("supervision.supervisor")
+
+#: Seconds to wait for the exit of a child that was sent SIGKILL.
+KILL_WAIT = 5.0
+
+_TIMEOUT: Any = type("Timeout", (), {"__repr__": lambda self: "TIMEOUT"})()
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    key: Hashable
+    address: Any = None
+    pid: int | None = None
+    restarting: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.address is not None
+
+
+@dataclass
+class _Wait:
+    match: Callable[[Any, Any], bool]
+    timeout: float | None
+    token: int = 0
+
+
+@dataclass(frozen=True)
+class _OpTimeout:
+    token: int
+
+
+@dataclass(frozen=True)
+class _TryAgain:
+    key: Hashable
+
+
+Op = Generator[_Wait, Any, None]
+
+
+def _is_exit_of(child: _Child) -> Callable[[Any, Any], bool]:
+    address = child.address
+
+    def match(message: Any, sender: Any) -> bool:
+        if isinstance(message, ExitNotice):
+            return bool(sender == address)
+        if isinstance(message, ChildActorExited):
+            return bool(message.childAddress == address)
+        return False
+
+    return match
+
+
+@dataclass
+class _Stopping:
+    child: _Child
+    deadline: float | None
+    killed: bool = False
+    reason: ExitReason = None
+
+
+class _SupervisorBase(Process):
+    """Operation machinery shared by supervisors: a running operation is a
+    generator that yields what it waits for; other messages wait in order."""
+
+    _supervision_kind = "supervisor"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._op: Op | None = None
+        self._wait: _Wait | None = None
+        self._deferred: list[tuple[Any, Any]] = []
+        self._tokens = itertools.count(1)
+        self._restarts: list[float] = []
+        self._max_restarts = 3
+        self._max_seconds: float = 5
+
+    # ------------------------------------------------------------ op runner
+
+    def _run(self, op: Op) -> None:
+        """Start ``op`` now (no other op may be running)."""
+        assert self._op is None
+        self._op = op
+        self._advance(None)
+
+    def _advance(self, value: Any) -> None:
+        while self._op is not None:
+            try:
+                wait = self._op.send(value)
+            except StopIteration:
+                self._op = None
+                self._wait = None
+                self._drain()
+                return
+            self._wait = wait
+            for i, (message, sender) in enumerate(self._deferred):
+                if wait.match(message, sender):
+                    del self._deferred[i]
+                    value = (message, sender)
+                    break
+            else:
+                if wait.timeout is not None:
+                    wait.token = next(self._tokens)
+                    self.wakeupAfter(
+                        timedelta(seconds=max(0.0, wait.timeout)), _OpTimeout(wait.token)
+                    )
+                return
+
+    def _drain(self) -> None:
+        while self._op is None and self._deferred and self._phase == "running":
+            message, sender = self._deferred.pop(0)
+            self._handle(message, sender)
+
+    def _running(self, message: Any, sender: Any) -> None:
+        if isinstance(message, WakeupMessage) and isinstance(message.payload, _OpTimeout):
+            if self._wait is not None and message.payload.token == self._wait.token:
+                self._advance(_TIMEOUT)
+            return
+        if self._op is not None:
+            assert self._wait is not None
+            if self._wait.match(message, sender):
+                self._advance((message, sender))
+            else:
+                self._deferred.append((message, sender))
+            return
+        self._handle(message, sender)
+
+    def _handle(self, message: Any, sender: Any) -> None:
+        """Handle one message with no operation running."""
+        if isinstance(message, Call):
+            self._on_call(message, sender)
+        elif isinstance(message, ExitNotice):
+            child = self._find_address(sender)
+            self.send(sender, ActorExitRequest())
+            if child is not None:
+                self._run(self._on_child_exit(child, message.reason))
+        elif isinstance(message, ChildActorExited):
+            child = self._find_address(message.childAddress)
+            if child is not None:
+                self._run(self._on_child_exit(child, KILLED))
+        elif isinstance(message, ShutdownRequest):
+            if sender == self.parent:
+                self._run(self._shutdown(message.reason))
+        elif isinstance(message, _TryAgain):
+            child = self._find_key(message.key)
+            if child is not None and child.restarting:
+                self._run(self._restart(child))
+        else:
+            log.warning("%s: unexpected message %r", type(self).__qualname__, message)
+
+    def _on_call(self, message: Call, sender: Any) -> None:
+        request = message.request
+
+        def answer(ok: bool, value: Any) -> None:
+            self.send(sender, CallReply(message.ref, ok, value))
+
+        try:
+            handler = self._request_handler(request)
+            if handler is None:
+                answer(False, UnknownRequest(f"{type(self).__qualname__}: {request!r}"))
+                return
+            result = handler(request)
+        except SupervisionError as error:
+            answer(False, error)
+            return
+        if isinstance(result, Generator):
+            self._run(self._answering(result, answer))
+        else:
+            answer(True, result)
+
+    def _answering(self, op: Generator[_Wait, Any, Any], answer: Callable[[bool, Any], None]) -> Op:
+        try:
+            result = yield from op
+        except SupervisionError as error:
+            answer(False, error)
+            return
+        answer(True, result)
+
+    def _request_handler(self, request: Any) -> Callable[[Any], Any] | None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ children
+
+    def _children(self) -> list[_Child]:
+        raise NotImplementedError
+
+    def _find_address(self, address: Any) -> _Child | None:
+        for child in self._children():
+            if child.address is not None and child.address == address:
+                return child
+        return None
+
+    def _find_key(self, key: Hashable) -> _Child | None:
+        for child in self._children():
+            if child.key == key:
+                return child
+        return None
+
+    def _remove(self, child: _Child) -> None:
+        raise NotImplementedError
+
+    def _start_child(self, child: _Child) -> Generator[_Wait, Any, tuple[str, Any]]:
+        """Start one child; returns ``("ok", address)``, ``("ignore", None)`` or
+        ``("error", reason)``. Sets ``child.address``/``pid`` on success."""
+        spec = child.spec
+        try:
+            address = self.createActor(spec.actor_class)
+        except Exception as exc:
+            return ("error", Crash.from_exception(exc))
+        self.send(address, InitChild(spec.start.args, spec.start.kwargs, os.getpid()))
+
+        def match(message: Any, sender: Any) -> bool:
+            if isinstance(message, (ChildStarted, ChildStartFailed, ChildIgnored)):
+                return bool(sender == address)
+            if isinstance(message, ChildActorExited):
+                return bool(message.childAddress == address)
+            return False
+
+        got = yield _Wait(match, spec.start_timeout)
+        answer = got if got is _TIMEOUT else got[0]
+        if isinstance(answer, ChildStarted):
+            child.address, child.pid, child.restarting = address, answer.pid, False
+            return ("ok", address)
+        if isinstance(answer, ChildActorExited):
+            return ("error", KILLED)
+        self.send(address, ActorExitRequest())
+        if isinstance(answer, ChildIgnored):
+            return ("ignore", None)
+        if isinstance(answer, ChildStartFailed):
+            return ("error", answer.reason)
+        log.error("%s: child %r did not start within %s s", self, spec.id, spec.start_timeout)
+        probe = _Child(spec, child.key, address)
+        yield from self._stop_children([probe], kill=True)
+        return ("error", "start_timeout")
+
+    def _kill(self, child: _Child) -> None:
+        if child.pid is not None and child.pid != os.getpid():
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+                return
+            except ProcessLookupError:
+                pass
+        self.send(child.address, Kill())
+        self.send(child.address, ActorExitRequest())
+
+    def _stop_children(self, children: Iterable[_Child], kill: bool = False) -> Op:
+        """Stop ``children`` all at once, each per its shutdown; wait for all."""
+        now = time.monotonic()
+        stopping: list[_Stopping] = []
+        for child in children:
+            if child.address is None:
+                continue
+            shutdown = child.spec.shutdown
+            if kill or shutdown == "brutal_kill":
+                self._kill(child)
+                stopping.append(_Stopping(child, now + KILL_WAIT, killed=True))
+            else:
+                self.send(child.address, ShutdownRequest(SHUTDOWN))
+                deadline = None if shutdown == "infinity" else now + float(shutdown)  # type: ignore[arg-type]
+                stopping.append(_Stopping(child, deadline))
+        pending = list(stopping)
+        while pending:
+
+            def match(message: Any, sender: Any) -> bool:
+                return any(_is_exit_of(s.child)(message, sender) for s in pending)
+
+            deadlines = [s.deadline for s in pending if s.deadline is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            got = yield _Wait(match, timeout)
+            if got is _TIMEOUT:
+                now = time.monotonic()
+                for s in list(pending):
+                    if s.deadline is None or s.deadline > now:
+                        continue
+                    if s.killed:
+                        log.error("%s: child %r did not exit after kill", self, s.child.spec.id)
+                        s.reason = KILLED
+                        pending.remove(s)
+                    else:
+                        log.warning(
+                            "%s: child %r did not stop within %s s: killing it",
+                            self,
+                            s.child.spec.id,
+                            s.child.spec.shutdown,
+                        )
+                        self._kill(s.child)
+                        s.killed, s.deadline = True, now + KILL_WAIT
+                continue
+            message, sender = got
+            s = next(s for s in pending if _is_exit_of(s.child)(message, sender))
+            pending.remove(s)
+            if isinstance(message, ExitNotice):
+                self.send(s.child.address, ActorExitRequest())
+                s.reason = message.reason
+            else:
+                s.reason = KILLED
+        for s in stopping:
+            s.child.address, s.child.pid = None, None
+            expected = s.reason == SHUTDOWN or (s.killed and s.reason == KILLED)
+            if not expected and not (s.child.spec.restart != "permanent" and is_normal(s.reason)):
+                log.error("%s: child %r stopped with %s", self, s.child.spec.id, s.reason)
+
+    # ------------------------------------------------------------ restarts
+
+    def _add_restart(self) -> bool:
+        """Record a restart; False when that exceeds the intensity."""
+        now = clock.monotonic()
+        threshold = now - self._max_seconds
+        self._restarts = [t for t in self._restarts if t >= threshold]
+        self._restarts.append(now)
+        return len(self._restarts) <= self._max_restarts
+
+    def _on_child_exit(self, child: _Child, reason: ExitReason) -> Op:
+        child.address, child.pid = None, None
+        restart = child.spec.restart
+        if restart == "permanent" or (restart == "transient" and not is_normal(reason)):
+            log.error("%s: child %r exited with %s", self, child.spec.id, reason)
+            yield from self._restart(child)
+            return
+        if not is_normal(reason):
+            log.error("%s: child %r exited with %s", self, child.spec.id, reason)
+        if restart == "temporary":
+            self._remove(child)
+        self._after_child_gone(child)
+
+    def _after_child_gone(self, child: _Child) -> None:
+        """Hook: a child ended and will not be restarted."""
+
+    def _restart(self, child: _Child) -> Op:
+        if not self._add_restart():
+            log.error(
+                "%s: reached max restart intensity (%d in %s s); shutting down",
+                self,
+                self._max_restarts,
+                self._max_seconds,
+            )
+            if child.spec.restart == "temporary":
+                self._remove(child)
+            child.restarting = False
+            yield from self._stop_all()
+            self._exit(SHUTDOWN)
+            return
+        yield from self._restart_by_strategy(child)
+
+    def _restart_by_strategy(self, child: _Child) -> Op:
+        raise NotImplementedError
+
+    def _restart_one(self, child: _Child) -> Op:
+        result, detail = yield from self._start_child(child)
+        if result == "error":
+            log.error("%s: restart of %r failed: %s", self, child.spec.id, detail)
+            child.restarting = True
+            self.send(self.myAddress, _TryAgain(child.key))
+        elif result == "ignore":
+            child.restarting = False
+            if child.spec.restart == "temporary":
+                self._remove(child)
+
+    # ------------------------------------------------------------ shutdown
+
+    def _stop_all(self) -> Op:
+        raise NotImplementedError
+
+    def _shutdown(self, reason: ExitReason) -> Op:
+        yield from self._stop_all()
+        self._exit(reason)
+
+    def _abrupt_exit(self) -> None:
+        # Thespian itself sends ActorExitRequest to every child after this.
+        self._op = None
+
+    def _on_crash(self, reason: ExitReason) -> None:
+        for child in self._children():
+            if child.address is not None:
+                self._kill(child)
+
+    def __str__(self) -> str:
+        return f"{type(self).__qualname__}@{self.myAddress}"
+
+
+class Supervisor(_SupervisorBase):
+    """A supervisor with a static, ordered list of children.
+
+    Override :meth:`init` to return a :class:`~supervision.SupervisorSpec`,
+    or start ``Supervisor`` itself with a ``SupervisorSpec`` as its only
+    argument. Children may be added later with ``start_child``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kids: list[_Child] = []
+        self._strategy = "one_for_one"
+
+    def init(self, *args: Any, **kwargs: Any) -> SupervisorSpec:
+        """Return this supervisor's spec. The default takes it as the only argument."""
+        if len(args) == 1 and not kwargs and isinstance(args[0], SupervisorSpec):
+            return args[0]
+        raise InvalidSpec(
+            f"{type(self).__qualname__}.init must return a SupervisorSpec "
+            "(or start Supervisor with one SupervisorSpec argument)"
+        )
+
+    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        spec = self.init(*args, **kwargs)
+        if spec is IGNORE:
+            return IGNORE
+        if not isinstance(spec, SupervisorSpec):
+            raise InvalidSpec(f"init returned {spec!r}, not a SupervisorSpec")
+        self._strategy = spec.strategy
+        self._max_restarts, self._max_seconds = spec.max_restarts, spec.max_seconds
+        self._run(self._start_all(spec.children))
+        return _DEFERRED
+
+    def _start_all(self, specs: Iterable[ChildSpec]) -> Op:
+        for spec in specs:
+            child = _Child(spec, spec.id)
+            result, detail = yield from self._start_child(child)
+            if result == "error":
+                log.error("%s: child %r failed to start: %s", self, spec.id, detail)
+                yield from self._stop_all()
+                self._start_failed((SHUTDOWN, ("failed_to_start_child", spec.id, detail)))
+                return
+            if result == "ok" or spec.restart != "temporary":
+                self._kids.append(child)
+        self._started()
+
+    # children bookkeeping
+
+    def _children(self) -> list[_Child]:
+        return self._kids
+
+    def _remove(self, child: _Child) -> None:
+        self._kids = [c for c in self._kids if c is not child]
+
+    def _stop_all(self) -> Op:
+        for child in reversed(list(self._kids)):
+            if child.running:
+                yield from self._stop_children([child])
+            child.restarting = False
+            if child.spec.restart == "temporary":
+                self._remove(child)
+
+    def _restart_by_strategy(self, child: _Child) -> Op:
+        if self._strategy == "one_for_one":
+            yield from self._restart_one(child)
+            return
+        if self._strategy == "one_for_all":
+            group = list(self._kids)
+        else:  # rest_for_one
+            group = self._kids[self._kids.index(child) :]
+        for sibling in reversed(group):
+            if sibling.running:
+                yield from self._stop_children([sibling])
+                if sibling.spec.restart == "temporary":
+                    self._remove(sibling)
+        for sibling in group:
+            sibling.restarting = False
+        group = [c for c in group if c in self._kids]
+        for sibling in group:
+            result, detail = yield from self._start_child(sibling)
+            if result == "error":
+                log.error("%s: restart of %r failed: %s", self, sibling.spec.id, detail)
+                sibling.restarting = True
+                self.send(self.myAddress, _TryAgain(sibling.key))
+                return
+            if result == "ignore" and sibling.spec.restart == "temporary":
+                self._remove(sibling)
+
+    # requests
+
+    def _request_handler(self, request: Any) -> Callable[[Any], Any] | None:
+        handlers: dict[type, Callable[[Any], Any]] = {
+            StartChild: self._req_start_child,
+            TerminateChild: self._req_terminate_child,
+            RestartChild: self._req_restart_child,
+            DeleteChild: self._req_delete_child,
+            WhichChildren: self._req_which_children,
+            CountChildren: self._req_count_children,
+            GetChildSpec: self._req_get_childspec,
+        }
+        return handlers.get(type(request))
+
+    def _existing(self, child_id: Hashable) -> _Child:
+        child = self._find_key(child_id)
+        if child is None:
+            raise NotFound(f"no child with id {child_id!r}")
+        return child
+
+    def _req_start_child(self, request: StartChild) -> Any:
+        spec = request.spec
+        if not isinstance(spec, ChildSpec):
+            raise InvalidSpec(f"start_child: expected a ChildSpec, got {spec!r}")
+        existing = self._find_key(spec.id)
+        if existing is not None:
+            if existing.running:
+                raise AlreadyStarted(spec.id, existing.address)
+            raise AlreadyPresent(f"child {spec.id!r} is present (not running)")
+        return self._start_new(spec)
+
+    def _start_new(self, spec: ChildSpec) -> Generator[_Wait, Any, Any]:
+        child = _Child(spec, spec.id)
+        result, detail = yield from self._start_child(child)
+        if result == "error":
+            raise StartError(spec.id, detail)
+        if result == "ok" or spec.restart != "temporary":
+            self._kids.append(child)
+        return child.address
+
+    def _req_terminate_child(self, request: TerminateChild) -> Any:
+        child = self._existing(request.child)
+        return self._terminate(child)
+
+    def _terminate(self, child: _Child) -> Generator[_Wait, Any, None]:
+        if child.running:
+            yield from self._stop_children([child])
+        child.restarting = False
+        if child.spec.restart == "temporary":
+            self._remove(child)
+
+    def _req_restart_child(self, request: RestartChild) -> Any:
+        child = self._existing(request.child_id)
+        if child.restarting:
+            raise Restarting(f"child {request.child_id!r} is restarting")
+        if child.running:
+            raise Running(f"child {request.child_id!r} is running")
+        return self._restart_stopped(child)
+
+    def _restart_stopped(self, child: _Child) -> Generator[_Wait, Any, Any]:
+        result, detail = yield from self._start_child(child)
+        if result == "error":
+            raise StartError(child.spec.id, detail)
+        return child.address
+
+    def _req_delete_child(self, request: DeleteChild) -> None:
+        child = self._existing(request.child_id)
+        if child.restarting:
+            raise Restarting(f"child {request.child_id!r} is restarting")
+        if child.running:
+            raise Running(f"child {request.child_id!r} is running")
+        self._remove(child)
+
+    def _req_which_children(self, request: WhichChildren) -> list[ChildInfo]:
+        return [_info(child.spec.id, child) for child in self._kids]
+
+    def _req_count_children(self, request: CountChildren) -> dict[str, int]:
+        return _count(self._kids)
+
+    def _req_get_childspec(self, request: GetChildSpec) -> ChildSpec:
+        return self._existing(request.child_id).spec
+
+
+class DynamicSupervisor(_SupervisorBase):
+    """A supervisor whose children are all added at run time (Elixir's
+    ``DynamicSupervisor``, OTP's ``simple_one_for_one``).
+
+    Strategy is ``one_for_one``; children are identified by address;
+    ``max_children`` bounds how many it holds (running or restarting).
+    ``restart_child`` and ``delete_child`` raise :class:`~supervision.NotSupported`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kids: list[_Child] = []
+        self._keys = itertools.count(1)
+        self._max_children: int | None = None
+
+    def init(self, *args: Any, **kwargs: Any) -> DynamicSupervisorSpec:
+        """Return this supervisor's flags. The default takes a
+        ``DynamicSupervisorSpec`` as the only argument, or uses the defaults."""
+        if not args and not kwargs:
+            return DynamicSupervisorSpec()
+        if len(args) == 1 and not kwargs and isinstance(args[0], DynamicSupervisorSpec):
+            return args[0]
+        raise InvalidSpec(f"{type(self).__qualname__}.init must return a DynamicSupervisorSpec")
+
+    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        spec = self.init(*args, **kwargs)
+        if spec is IGNORE:
+            return IGNORE
+        if not isinstance(spec, DynamicSupervisorSpec):
+            raise InvalidSpec(f"init returned {spec!r}, not a DynamicSupervisorSpec")
+        self._max_restarts, self._max_seconds = spec.max_restarts, spec.max_seconds
+        self._max_children = spec.max_children
+        return None
+
+    def _children(self) -> list[_Child]:
+        return self._kids
+
+    def _remove(self, child: _Child) -> None:
+        self._kids = [c for c in self._kids if c is not child]
+
+    def _after_child_gone(self, child: _Child) -> None:
+        self._remove(child)
+
+    def _stop_all(self) -> Op:
+        yield from self._stop_children([c for c in self._kids if c.running])
+        self._kids = []
+
+    def _restart_by_strategy(self, child: _Child) -> Op:
+        yield from self._restart_one(child)
+
+    def _request_handler(self, request: Any) -> Callable[[Any], Any] | None:
+        handlers: dict[type, Callable[[Any], Any]] = {
+            StartChild: self._req_start_child,
+            TerminateChild: self._req_terminate_child,
+            RestartChild: _not_supported,
+            DeleteChild: _not_supported,
+            WhichChildren: lambda r: [_info(None, c) for c in self._kids],
+            CountChildren: lambda r: _count(self._kids),
+        }
+        return handlers.get(type(request))
+
+    def _req_start_child(self, request: StartChild) -> Any:
+        spec = request.spec
+        if not isinstance(spec, ChildSpec):
+            raise InvalidSpec(f"start_child: expected a ChildSpec, got {spec!r}")
+        if self._max_children is not None and len(self._kids) >= self._max_children:
+            raise MaxChildren(f"max_children ({self._max_children}) reached")
+        return self._start_new(spec)
+
+    def _start_new(self, spec: ChildSpec) -> Generator[_Wait, Any, Any]:
+        child = _Child(spec, next(self._keys))
+        result, detail = yield from self._start_child(child)
+        if result == "error":
+            raise StartError(spec.id, detail)
+        if result == "ok":
+            self._kids.append(child)
+        return child.address
+
+    def _req_terminate_child(self, request: TerminateChild) -> Any:
+        child = self._find_address(request.child)
+        if child is None:
+            raise NotFound(f"no child at {request.child!r}")
+        return self._terminate(child)
+
+    def _terminate(self, child: _Child) -> Generator[_Wait, Any, None]:
+        yield from self._stop_children([child])
+        self._remove(child)
+
+
+def _not_supported(request: Any) -> Any:
+    raise NotSupported(f"{type(request).__name__} is not supported by a DynamicSupervisor")
+
+
+def _info(child_id: Hashable, child: _Child) -> ChildInfo:
+    address = "restarting" if child.restarting else child.address
+    return ChildInfo(child_id, address, str(child.spec.type), (child.spec.actor_class,))
+
+
+def _count(children: list[_Child]) -> dict[str, int]:
+    supervisors = sum(1 for c in children if c.spec.type == "supervisor")
+    return {
+        "specs": len(children),
+        "active": sum(1 for c in children if c.running),
+        "supervisors": supervisors,
+        "workers": len(children) - supervisors,
+    }
+
+
+__all__ = ["DynamicSupervisor", "Supervisor"]
