@@ -32,6 +32,7 @@ from thespian.actors import (
     Actor,
     ActorExitRequest,
     ChildActorExited,
+    ThespianWatch,
     WakeupMessage,
 )
 
@@ -95,6 +96,7 @@ class Process(Actor):  # type: ignore[misc]
         self._parent_pid: int | None = None
         self._exit_reason: ExitReason = None
         self._killed = False
+        self._watched: list[int] = []
 
     # ------------------------------------------------------------ properties
 
@@ -115,7 +117,7 @@ class Process(Actor):  # type: ignore[misc]
 
     # ------------------------------------------------------------ Thespian entry
 
-    def receiveMessage(self, message: Any, sender: Any) -> None:
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
         """Thespian's entry point: route by lifecycle phase; never lets an exception out."""
         try:
             self._lifecycle(message, sender)
@@ -124,6 +126,20 @@ class Process(Actor):  # type: ignore[misc]
                 self._crash(exc)
             else:
                 log.exception("%s: error while %s", type(self).__qualname__, self._phase)
+        if self._watched and self._phase == "running":
+            return ThespianWatch(list(self._watched))
+        return None
+
+    def watch_fileno(self, fileno: int) -> None:
+        """Deliver a ``WatchMessage`` whenever ``fileno`` is readable
+        (multi-process TCP/UDP bases only; Thespian's ``ThespianWatch``)."""
+        if fileno not in self._watched:
+            self._watched.append(fileno)
+
+    def unwatch_fileno(self, fileno: int) -> None:
+        """Stop watching ``fileno``."""
+        if fileno in self._watched:
+            self._watched.remove(fileno)
 
     def _lifecycle(self, message: Any, sender: Any) -> None:
         if isinstance(message, ActorExitRequest):

@@ -1,0 +1,664 @@
+"""Roger's Consumer: takes a partition's jobs off RabbitMQ and hands them to workers.
+
+One Consumer per partition per node. It owns the partition's AMQP link (on
+an I/O thread, see :mod:`roger_actors.transport.loop`) with one channel per
+queue whose prefetch is the queue's ``max_workers``: that is the hard bound
+on jobs of that queue in progress on this node, and it also bounds the
+messages this actor has in flight.
+
+For each delivery:
+
+- a payload that does not decode or validate is published unchanged to
+  ``<partition>-<queue>.invalid`` with the reason in the ``x-roger-invalid``
+  header, then acked (never redelivered, never dropped);
+- a delivery for a paused queue is requeued, not run;
+- otherwise the job goes to an idle worker of that queue; a worker process is
+  started (through the partition's WorkerSupervisor) when none is idle and
+  fewer than ``max_workers`` exist; idle workers are stopped after
+  :data:`WORKER_IDLE_SECONDS`, so an idle partition holds no worker process.
+
+The delivery is acked only once its outcome is recorded: done or
+non-retryable error → ack; retryable error → published (with confirm) to
+the retry queue of its level, then acked; last level failed → published to
+the buried queue, then acked. A job that runs past ``max_execution_time``
+has its worker killed and is handled as ``("timeout", ...)``; a worker that
+dies under a job, as ``("worker_crash", reason)``. Callbacks for those two
+run in the Consumer (the worker is gone).
+
+When the broker connection is lost the Consumer reconnects with back-off;
+unacked deliveries were requeued by the broker, and outcomes of jobs that
+finish meanwhile are not acked (the job runs again elsewhere: at-least-once).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from thespian.actors import WatchMessage
+
+from roger_actors.config import Config
+from roger_actors.errors import InvalidJobError
+from roger_actors.job import Job, set_allowed_modules
+from roger_actors.queue import Queue
+from roger_actors.transport.amqp import AmqpLink, Delivery, LinkLost, properties
+from roger_actors.transport.loop import LoopThread
+from supervision import NOREPLY, ChildSpec, From, Server
+from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
+
+from . import retry
+from .messages import JobFinished, RunJob, WorkerExited, WorkerReady
+from .worker import Worker, error_outcome, run_callback
+
+log = logging.getLogger("roger_actors.consumer")
+
+#: Seconds a worker may stay idle before it is stopped.
+WORKER_IDLE_SECONDS = 5.0
+#: Reconnection back-off: first delay, factor, cap (seconds).
+BACKOFF = (0.5, 2.0, 10.0)
+INVALID_HEADER = "x-roger-invalid"
+
+
+@dataclass(frozen=True)
+class _Io:
+    """Result of an I/O operation run on the loop thread."""
+
+    kind: str
+    value: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _WorkerRef:
+    queue: str
+    address: Any = None
+    pid: int | None = None
+    token: int | None = None
+    idle_since: float = 0.0
+
+
+@dataclass
+class _InFlight:
+    delivery: Delivery
+    job: Job
+    worker: _WorkerRef | None = None
+    timed_out: bool = False
+    timer: Any = None
+
+
+@dataclass
+class _QueueState:
+    name: str
+    max_workers: int
+    paused: bool = False
+    workers: list[_WorkerRef] = field(default_factory=list)
+    starting: int = 0
+    backlog: deque[int] = field(default_factory=deque)
+
+
+# ---------------------------------------------------------------- public requests
+
+
+@dataclass(frozen=True)
+class GetQueues:
+    """Call: ``{queue: {max_workers, paused, message_count, consumer_count}}``."""
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Call: pause consuming ``queue`` on this node."""
+
+    queue: str
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Call: resume consuming ``queue`` on this node."""
+
+    queue: str
+
+
+@dataclass(frozen=True)
+class PauseAll:
+    """Call: pause every queue of the partition on this node."""
+
+
+@dataclass(frozen=True)
+class Reconfigure:
+    """Call: the complete new list of queues ``{queue: max_workers}``."""
+
+    queues: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Status:
+    """Call: ``{"connected": bool, "running_jobs": [Job, ...]}``."""
+
+
+@dataclass(frozen=True)
+class StopConsuming:
+    """Call: stop taking jobs (all queues), keep running ones (safe stop)."""
+
+
+@dataclass(frozen=True)
+class Purge:
+    """Call: purge one queue; replies the number of messages removed."""
+
+    queue: str
+
+
+class Consumer(Server):
+    """The partition's job consumer; see the module docstring."""
+
+    def init(
+        self,
+        partition_id: str,
+        queues: dict[str, int],
+        config: Config,
+        registry: Any = None,
+    ) -> None:
+        """Start the I/O thread and the connection; find the WorkerSupervisor."""
+        self.partition_id = partition_id
+        self.config = config
+        self.registry = registry
+        set_allowed_modules(config.allowed_job_modules)
+        callbacks_class = config.callbacks_class()
+        self.callbacks = callbacks_class() if callbacks_class is not None else None
+        self.queues: dict[str, _QueueState] = {
+            name: _QueueState(name, limit) for name, limit in queues.items()
+        }
+        self.inflight: dict[int, _InFlight] = {}
+        self.tokens = itertools.count(1)
+        self.worker_sup: Any = None
+        self.connected = False
+        self.consuming = True
+        self.backoff = BACKOFF[0]
+        self.io = LoopThread(f"roger-consumer-{partition_id}")
+        self.link = AmqpLink(
+            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+        )
+        self.watch_fileno(self.io.fileno)
+        self.sup_ref = self.call_async(self.parent, WhichChildren())
+        self.pending_calls: dict[str, Any] = {}
+        self.starting_workers: dict[str, _WorkerRef] = {}
+        self.early_ready: list[WorkerReady] = []
+        self._tell_registry()
+        self._connect()
+        self.send_after(1.0, "tick")
+
+    # ------------------------------------------------------------ I/O plumbing
+
+    def _submit(self, kind: str, coro: Any) -> None:
+        async def run() -> None:
+            try:
+                value = await coro
+            except BaseException as exc:
+                self.io.post(_Io(kind, error=exc))
+            else:
+                self.io.post(_Io(kind, value))
+
+        self.io.submit(run())
+
+    def _connect(self) -> None:
+        plan = [
+            (name, q.max_workers, self.consuming and not q.paused)
+            for name, q in self.queues.items()
+        ]
+
+        async def connect() -> None:
+            await self.link.connect()
+            for name, limit, start in plan:
+                await self._declare(name)
+                if limit > 0:
+                    queue = Queue.make_name(self.partition_id, name)
+                    await self.link.consume(name, queue, limit, start=start)
+
+        self._submit("connected", connect())
+
+    async def _declare(self, queue: str) -> None:
+        await self.link.declare(Queue.make_name(self.partition_id, queue))
+        await self.link.declare(Queue.invalid_name(self.partition_id, queue))
+        name, args = retry.buried_queue(self.partition_id, queue, self.config.max_buried_queue_size)
+        await self.link.declare(name, args)
+
+    # ------------------------------------------------------------ messages
+
+    def handle_info(self, message: Any) -> None:
+        """I/O events, worker reports, timers and call replies."""
+        if isinstance(message, WatchMessage):
+            for event in self.io.drain():
+                self._on_event(event)
+        elif isinstance(message, JobFinished):
+            self._on_finished(message)
+        elif isinstance(message, WorkerReady):
+            self._on_worker_ready(message)
+        elif isinstance(message, WorkerExited):
+            self._on_worker_exited(message.address, message.reason)
+        elif isinstance(message, CallReply):
+            self._on_call_reply(message)
+        elif message == "tick":
+            self._tick()
+            self.send_after(1.0, "tick")
+        elif isinstance(message, tuple) and message and message[0] == "timeout":
+            self._on_timeout(message[1])
+        elif message == "reconnect":
+            self._connect()
+        else:
+            super().handle_info(message)
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, Delivery):
+            self._on_delivery(event)
+        elif isinstance(event, LinkLost):
+            self._on_link_lost(event.reason)
+        elif isinstance(event, _Io):
+            self._on_io(event)
+
+    def _on_io(self, event: _Io) -> None:
+        if event.kind == "connected":
+            if event.error is not None:
+                log.warning("%s: cannot connect: %r", self.partition_id, event.error)
+                self._schedule_reconnect()
+            else:
+                self.connected = True
+                self.backoff = BACKOFF[0]
+                log.info("%s: connected", self.partition_id)
+                self._tell_registry()
+        elif event.kind.startswith("call:"):
+            from_ = self.pending_calls.pop(event.kind[5:], None)
+            if from_ is not None:
+                if event.error is not None:
+                    self.reply_error(from_, _picklable(event.error))
+                else:
+                    self.reply(from_, event.value)
+        elif event.error is not None:
+            log.warning("%s: %s failed: %r", self.partition_id, event.kind, event.error)
+
+    def _tell_registry(self) -> None:
+        if self.registry is not None:
+            self.send(self.registry, ("consumer", self.partition_id, self.address, self.connected))
+
+    def _on_link_lost(self, reason: str) -> None:
+        log.warning("%s: broker connection lost: %s", self.partition_id, reason)
+        self.connected = False
+        for state in self.queues.values():
+            for token in state.backlog:
+                self.inflight.pop(token, None)
+            state.backlog.clear()
+        self._tell_registry()
+        self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        delay = self.backoff
+        self.backoff = min(self.backoff * BACKOFF[1], BACKOFF[2])
+        self.send_after(delay, "reconnect")
+
+    def _on_call_reply(self, reply: CallReply) -> None:
+        if reply.ref == self.sup_ref:
+            if reply.ok:
+                for info in reply.value:
+                    if info.id == "workers":
+                        self.worker_sup = info.address
+            if self.worker_sup is None:
+                raise RuntimeError("consumer cannot find its WorkerSupervisor")
+            for state in self.queues.values():
+                self._dispatch(state)
+            return
+        worker = self.starting_workers.pop(reply.ref, None)
+        if worker is None:
+            return
+        owner = self.queues.get(worker.queue)
+        if owner is not None:
+            owner.starting -= 1
+        if not reply.ok or reply.value is None:
+            log.error("%s: cannot start a worker: %s", self.partition_id, reply.value)
+            return
+        worker.address = reply.value
+        worker.idle_since = _monotonic()
+        for ready in self.early_ready:
+            if ready.address == worker.address:
+                worker.pid = ready.pid
+                self.early_ready.remove(ready)
+                break
+        if owner is None:
+            self._stop_worker(worker)
+            return
+        owner.workers.append(worker)
+        self._dispatch(owner)
+
+    def _on_worker_ready(self, ready: WorkerReady) -> None:
+        for state in self.queues.values():
+            for worker in state.workers:
+                if worker.address == ready.address:
+                    worker.pid = ready.pid
+                    return
+        self.early_ready.append(ready)
+        del self.early_ready[:-64]
+
+    # ------------------------------------------------------------ deliveries
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        state = self.queues.get(delivery.key)
+        if state is None or state.paused or not self.consuming:
+            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            return
+        try:
+            job = Job.decode(delivery.body)
+        except InvalidJobError as exc:
+            self._set_aside(delivery, str(exc))
+            return
+        token = next(self.tokens)
+        self.inflight[token] = _InFlight(delivery, job)
+        state.backlog.append(token)
+        self._dispatch(state)
+
+    def _set_aside(self, delivery: Delivery, reason: str) -> None:
+        log.warning("%s: invalid job payload set aside: %s", self.partition_id, reason)
+        name = Queue.invalid_name(self.partition_id, delivery.key)
+        headers = dict(delivery.headers)
+        headers[INVALID_HEADER] = reason[:1000]
+
+        async def move() -> None:
+            await self.link.publish(
+                name, delivery.body, properties(message_id=delivery.message_id, headers=headers)
+            )
+            await self.link.ack(delivery.key, delivery.generation, delivery.tag)
+
+        self._submit("invalid", move())
+
+    def _dispatch(self, state: _QueueState) -> None:
+        if self.worker_sup is None:
+            return
+        while state.backlog:
+            idle = next((w for w in state.workers if w.token is None), None)
+            if idle is None:
+                break
+            token = state.backlog.popleft()
+            flight = self.inflight.get(token)
+            if flight is None:
+                continue
+            idle.token = token
+            flight.worker = idle
+            self.send(idle.address, RunJob(token, flight.job))
+            limit = flight.job.max_execution_time
+            if limit is not None:
+                flight.timer = self.send_after(float(limit), ("timeout", token))
+        wanted = len(state.backlog) - state.starting
+        room = state.max_workers - len(state.workers) - state.starting
+        for _ in range(max(0, min(wanted, room))):
+            self._start_worker(state)
+
+    def _start_worker(self, state: _QueueState) -> None:
+        spec = ChildSpec(
+            f"worker-{state.name}",
+            (
+                Worker,
+                (),
+                {
+                    "owner": self.address,
+                    "partition_id": self.partition_id,
+                    "queue": state.name,
+                    "config": self.config,
+                },
+            ),
+            restart="temporary",
+            shutdown=2.0,
+        )
+        ref = self.call_async(self.worker_sup, StartChild(spec))
+        self.starting_workers[ref] = _WorkerRef(state.name)
+        state.starting += 1
+
+    def _stop_worker(self, worker: _WorkerRef) -> None:
+        if worker.address is not None and self.worker_sup is not None:
+            self.send(self.worker_sup, Call("stop-worker", TerminateChild(worker.address)))
+
+    # ------------------------------------------------------------ outcomes
+
+    def _on_finished(self, message: JobFinished) -> None:
+        flight = self.inflight.pop(message.token, None)
+        if flight is None:
+            return
+        if flight.timer is not None:
+            self.cancel_timer(flight.timer)
+        worker = flight.worker
+        if worker is not None:
+            worker.token = None
+            worker.idle_since = _monotonic()
+        self._settle(flight, message.outcome)
+        if worker is not None:
+            state = self.queues.get(worker.queue)
+            if state is not None:
+                self._dispatch(state)
+
+    def _settle(self, flight: _InFlight, outcome: str) -> None:
+        """Record the outcome of a job, then ack its delivery."""
+        delivery, job = flight.delivery, flight.job
+        if outcome in ("done", "error"):
+            self._submit("ack", self.link.ack(delivery.key, delivery.generation, delivery.tag))
+            return
+        if outcome == "retry":
+            level = retry.level_for(job.retry_count, self.config.retry_levels)
+            assert level is not None
+            name, args = retry.retry_queue(self.partition_id, delivery.key, level)
+            retried = job.copy_with(retry_count=job.retry_count + 1)
+        else:
+            name, args = retry.buried_queue(
+                self.partition_id, delivery.key, self.config.max_buried_queue_size
+            )
+            retried = job
+        body = retried.encode()
+        props = properties(message_id=job.id, app_id=self.partition_id)
+
+        async def republish() -> None:
+            await self.link.declare(name, args)
+            await self.link.publish(name, body, props)
+            await self.link.ack(delivery.key, delivery.generation, delivery.tag)
+
+        self._submit(outcome, republish())
+
+    def _on_timeout(self, token: int) -> None:
+        flight = self.inflight.get(token)
+        if flight is None or flight.worker is None or flight.worker.pid is None:
+            if flight is not None and flight.worker is not None:
+                flight.timed_out = True
+                self._stop_worker(flight.worker)
+            return
+        flight.timed_out = True
+        try:
+            os.kill(flight.worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _on_worker_exited(self, address: Any, reason: Any) -> None:
+        worker = None
+        for state in self.queues.values():
+            for candidate in state.workers:
+                if candidate.address == address:
+                    worker = candidate
+                    state.workers.remove(candidate)
+                    break
+        if worker is None or worker.token is None:
+            return
+        flight = self.inflight.pop(worker.token, None)
+        if flight is None:
+            return
+        job = flight.job
+        if flight.timed_out:
+            error = ("timeout", f"job exceeded max_execution_time of {job.max_execution_time} s")
+        else:
+            error = ("worker_crash", str(reason))
+        log.warning("%s: job %s ended with %s", self.partition_id, job.id, error)
+        run_callback(self.callbacks, "on_error", self.partition_id, job, error, None, None)
+        outcome = error_outcome(job, self.config.retry_levels)
+        if outcome == "buried":
+            run_callback(self.callbacks, "on_buried", self.partition_id, job, error, None, None)
+        self._settle(flight, outcome)
+        owner = self.queues.get(worker.queue)
+        if owner is not None:
+            self._dispatch(owner)
+
+    def _tick(self) -> None:
+        limit = _monotonic() - WORKER_IDLE_SECONDS
+        for state in self.queues.values():
+            for worker in list(state.workers):
+                if worker.token is None and worker.idle_since < limit and not state.backlog:
+                    state.workers.remove(worker)
+                    self._stop_worker(worker)
+
+    # ------------------------------------------------------------ requests
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        """GetQueues, Pause, Resume, PauseAll, Reconfigure, Status, StopConsuming, Purge."""
+        if isinstance(request, Status):
+            return {
+                "connected": self.connected,
+                "running_jobs": [f.job for f in self.inflight.values() if f.worker is not None],
+            }
+        if isinstance(request, GetQueues):
+            return self._io_call(from_, self._queue_stats(self._snapshot()))
+        if isinstance(request, (Pause, Resume)):
+            self._check_queue(request.queue)
+            return self._set_paused([request.queue], isinstance(request, Pause), from_)
+        if isinstance(request, PauseAll):
+            return self._set_paused(list(self.queues), True, from_)
+        if isinstance(request, StopConsuming):
+            self.consuming = False
+            return self._io_call(from_, self._pause_all(list(self.queues)))
+        if isinstance(request, Reconfigure):
+            return self._reconfigure(request.queues, from_)
+        if isinstance(request, Purge):
+            self._check_queue(request.queue)
+            return self._io_call(
+                from_, self.link.purge(Queue.make_name(self.partition_id, request.queue))
+            )
+        return super().handle_call(request, from_)
+
+    def _check_queue(self, name: str) -> None:
+        if name not in self.queues:
+            raise ValueError(f"queue {name!r} is not a queue of partition {self.partition_id!r}")
+
+    def _io_call(self, from_: From, coro: Any) -> Any:
+        self.pending_calls[from_.ref] = from_
+        self._submit("call:" + from_.ref, coro)
+        return NOREPLY
+
+    def _snapshot(self) -> dict[str, tuple[int, bool]]:
+        return {name: (q.max_workers, q.paused) for name, q in self.queues.items()}
+
+    async def _queue_stats(
+        self, snapshot: dict[str, tuple[int, bool]]
+    ) -> dict[str, dict[str, Any]]:
+        stats: dict[str, dict[str, Any]] = {}
+        for name, (max_workers, paused) in snapshot.items():
+            messages, consumers = await self.link.counts(Queue.make_name(self.partition_id, name))
+            stats[name] = {
+                "max_workers": max_workers,
+                "paused": paused,
+                "message_count": messages,
+                "consumer_count": consumers,
+            }
+        return stats
+
+    def _set_paused(self, names: list[str], paused: bool, from_: From) -> Any:
+        resume = []
+        for name in names:
+            state = self.queues[name]
+            state.paused = paused
+            if not paused and self.consuming and state.max_workers > 0:
+                resume.append(name)
+            if paused:
+                self._requeue_backlog(state)
+        if paused:
+            return self._io_call(from_, self._pause_all(names))
+        return self._io_call(from_, self._resume_all(resume))
+
+    def _requeue_backlog(self, state: _QueueState) -> None:
+        """Deliveries not yet running go back to the broker."""
+        while state.backlog:
+            flight = self.inflight.pop(state.backlog.popleft(), None)
+            if flight is not None:
+                d = flight.delivery
+                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+
+    async def _pause_all(self, names: list[str]) -> None:
+        for name in names:
+            await self.link.pause(name)
+
+    async def _resume_all(self, names: list[str]) -> None:
+        for name in names:
+            await self.link.resume(name)
+
+    def _reconfigure(self, queues: dict[str, int], from_: From) -> Any:
+        removed = [name for name in self.queues if name not in queues]
+        added: dict[str, int] = {}
+        changed: dict[str, tuple[int, int, bool]] = {}
+        for name in removed:
+            state = self.queues.pop(name)
+            self._requeue_backlog(state)
+            for worker in state.workers:
+                if worker.token is None:
+                    self._stop_worker(worker)
+        for name, limit in queues.items():
+            existing = self.queues.get(name)
+            if existing is None:
+                self.queues[name] = _QueueState(name, limit)
+                added[name] = limit
+            else:
+                changed[name] = (existing.max_workers, limit, existing.paused)
+                existing.max_workers = limit
+        return self._io_call(from_, self._apply_queues(removed, added, changed, self.consuming))
+
+    async def _apply_queues(
+        self,
+        removed: list[str],
+        added: dict[str, int],
+        changed: dict[str, tuple[int, int, bool]],
+        consuming: bool,
+    ) -> None:
+        for name in removed:
+            await self.link.pause(name)
+        for name, limit in added.items():
+            await self._declare(name)
+            if limit > 0:
+                queue = Queue.make_name(self.partition_id, name)
+                await self.link.consume(name, queue, limit, start=consuming)
+        for name, (previous, limit, paused) in changed.items():
+            if limit == 0:
+                await self.link.pause(name)
+            elif previous == 0:
+                queue = Queue.make_name(self.partition_id, name)
+                await self.link.consume(name, queue, limit, start=consuming and not paused)
+            else:
+                await self.link.set_prefetch(name, limit)
+
+    def terminate(self, reason: Any) -> None:
+        """Close the AMQP link (unacked deliveries go back to their queues)."""
+        try:
+            self.io.submit(self.link.close()).result(timeout=5)
+        except Exception:
+            log.debug("closing the AMQP link failed", exc_info=True)
+        self.io.stop()
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def _picklable(error: BaseException) -> Exception:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(repr(error))
+    return error if isinstance(error, Exception) else RuntimeError(repr(error))
+
+
+__all__ = ["Consumer"]

@@ -1,0 +1,44 @@
+"""Roger's Retry: back-off through TTL queues, and the buried queue.
+
+For every retry level (seconds) a queue ``<partition>-<queue>.retry.<level>``
+holds jobs for that long (per-queue message TTL) and then dead-letters them
+back to the work queue through the default exchange. A retry queue expires
+when unused for a while (``x-expires``). A job past the last level goes to
+``<partition>-<queue>.buried``, bounded by ``max_buried_queue_size``
+(``x-max-length``; the oldest are dropped first).
+
+(Roger passes the level unconverted as milliseconds to RabbitMQ; levels are
+documented in seconds and are seconds here.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from roger_actors.queue import Queue
+
+#: A retry queue is deleted after this many times its delay without use.
+EXPIRY_FACTOR = 2
+#: Extra lifetime of a retry queue beyond its delay, in milliseconds.
+EXPIRY_MARGIN_MS = 60_000
+
+
+def retry_queue(partition_id: str, queue: str, level: int) -> tuple[str, dict[str, Any]]:
+    """Name and declare arguments of the retry queue for ``level`` seconds."""
+    ttl = level * 1000
+    return Queue.retry_name(partition_id, queue, level), {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": Queue.make_name(partition_id, queue),
+        "x-message-ttl": ttl,
+        "x-expires": ttl * EXPIRY_FACTOR + EXPIRY_MARGIN_MS,
+    }
+
+
+def buried_queue(partition_id: str, queue: str, max_length: int) -> tuple[str, dict[str, Any]]:
+    """Name and declare arguments of the buried queue."""
+    return Queue.buried_name(partition_id, queue), {"x-max-length": max_length}
+
+
+def level_for(retry_count: int, levels: tuple[int, ...]) -> int | None:
+    """The delay before retry number ``retry_count + 1``, or None when exhausted."""
+    return levels[retry_count] if retry_count < len(levels) else None

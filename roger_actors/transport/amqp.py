@@ -1,0 +1,254 @@
+"""AMQP (RabbitMQ) through aiormq, for actors that own a :class:`LoopThread`.
+
+:class:`AmqpLink` lives on the loop thread. It holds one connection, one
+channel per consumed queue (with that queue's prefetch) and one channel with
+publisher confirms for publishing and queue management. Deliveries and
+connection loss are posted to the owning actor as :class:`Delivery` and
+:class:`LinkLost` events. Acks and nacks are fire-and-forget from the actor
+thread; a delivery from a channel that has since been closed cannot be
+acked (the broker has already requeued it) and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from pamqp import commands as spec
+
+log = logging.getLogger("roger_actors.amqp")
+
+PERSISTENT = 2
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message delivered on the consumer channel ``key`` (generation ``generation``)."""
+
+    key: str
+    generation: int
+    tag: int
+    body: bytes
+    headers: dict[str, Any]
+    message_id: str | None
+    redelivered: bool
+
+
+@dataclass(frozen=True)
+class LinkLost:
+    """The connection closed (broker restart, ``close_all_connections``, network)."""
+
+    reason: str
+
+
+@dataclass
+class _Consumer:
+    channel: AbstractChannel
+    queue: str
+    generation: int
+    consumer_tag: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def properties(
+    *,
+    message_id: str | None = None,
+    app_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+    expiration_ms: int | None = None,
+    content_type: str | None = None,
+    persistent: bool = True,
+) -> spec.Basic.Properties:
+    """Build message properties (persistent by default)."""
+    return spec.Basic.Properties(
+        message_id=message_id,
+        app_id=app_id,
+        headers=headers,
+        expiration=str(expiration_ms) if expiration_ms is not None else None,
+        content_type=content_type,
+        delivery_mode=PERSISTENT if persistent else 1,
+    )
+
+
+class AmqpLink:
+    """One AMQP connection and its channels; every coroutine runs on the loop thread."""
+
+    def __init__(self, url: str, post: Callable[[Any], None], timeout: float | None = 10.0):
+        self.url = url
+        self.post = post
+        self.timeout = timeout
+        self.connection: AbstractConnection | None = None
+        self.control: AbstractChannel | None = None
+        self.consumers: dict[str, _Consumer] = {}
+        self._generation = 0
+        self._lost = False
+
+    async def connect(self) -> None:
+        """Open the connection and the control channel (with confirms)."""
+        self._lost = False
+        self.connection = await asyncio.wait_for(aiormq.connect(self.url), self.timeout)
+        self.connection.closing.add_done_callback(self._on_close)
+        self.control = await self.connection.channel(publisher_confirms=True)
+
+    def _on_close(self, future: asyncio.Future[Any]) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        reason = "closed"
+        if not future.cancelled() and future.exception() is not None:
+            reason = repr(future.exception())
+        self.consumers.clear()
+        self.post(LinkLost(reason))
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is usable."""
+        return self.connection is not None and not self.connection.is_closed and not self._lost
+
+    async def close(self) -> None:
+        """Close everything (unacked deliveries go back to their queues)."""
+        self._lost = True
+        self.consumers.clear()
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+
+    def _control(self) -> AbstractChannel:
+        if self.control is None or self.control.is_closed:
+            raise ConnectionError("AMQP link is not connected")
+        return self.control
+
+    async def declare(self, name: str, arguments: dict[str, Any] | None = None) -> int:
+        """Declare a durable queue; returns its message count."""
+        ok = await self._control().queue_declare(name, durable=True, arguments=arguments)
+        assert ok is not None
+        return int(ok.message_count or 0)
+
+    async def counts(self, name: str) -> tuple[int, int]:
+        """(message_count, consumer_count) of an existing queue (passive declare)."""
+        channel = await self._scratch()
+        try:
+            ok = await channel.queue_declare(name, passive=True)
+            assert ok is not None
+            return int(ok.message_count or 0), int(ok.consumer_count or 0)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _scratch(self) -> AbstractChannel:
+        # A failing passive declare closes its channel: never use the control one.
+        assert self.connection is not None
+        return await self.connection.channel(publisher_confirms=False)
+
+    async def purge(self, name: str) -> int:
+        """Purge a queue; returns the number of messages removed."""
+        ok = await self._control().queue_purge(name)
+        return int(ok.message_count or 0)
+
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        props: spec.Basic.Properties,
+        exchange: str = "",
+    ) -> None:
+        """Publish and wait for the broker's confirm; raises if it is nacked."""
+        confirm = await self._control().basic_publish(
+            body, exchange=exchange, routing_key=routing_key, properties=props
+        )
+        if not isinstance(confirm, spec.Basic.Ack):
+            raise ConnectionError(f"publish to {routing_key!r} not confirmed: {confirm!r}")
+
+    async def consume(self, key: str, queue: str, prefetch: int, start: bool = True) -> None:
+        """Open a channel for ``queue`` with ``prefetch`` unacked at most; consume
+        from it unless ``start`` is False (see :meth:`resume`)."""
+        assert self.connection is not None
+        await self.cancel(key)
+        channel = await self.connection.channel(publisher_confirms=False)
+        await channel.basic_qos(prefetch_count=prefetch)
+        self._generation += 1
+        self.consumers[key] = _Consumer(channel, queue, self._generation)
+        if start:
+            await self.resume(key)
+
+    async def resume(self, key: str) -> None:
+        """Start (again) consuming on the channel of ``key``."""
+        consumer = self.consumers.get(key)
+        if consumer is None or consumer.consumer_tag:
+            return
+        generation = consumer.generation
+
+        async def on_message(message: DeliveredMessage) -> None:
+            delivery = message.delivery
+            props = message.header.properties
+            self.post(
+                Delivery(
+                    key,
+                    generation,
+                    int(getattr(delivery, "delivery_tag", 0) or 0),
+                    bytes(message.body),
+                    dict(props.headers or {}),
+                    props.message_id,
+                    bool(getattr(delivery, "redelivered", False)),
+                )
+            )
+
+        ok = await consumer.channel.basic_consume(consumer.queue, on_message)
+        consumer.consumer_tag = str(ok.consumer_tag)
+
+    async def pause(self, key: str) -> None:
+        """Stop new deliveries on ``key`` (basic.cancel); unacked ones stay with us."""
+        consumer = self.consumers.get(key)
+        if consumer is None or not consumer.consumer_tag:
+            return
+        tag, consumer.consumer_tag = consumer.consumer_tag, ""
+        await consumer.channel.basic_cancel(tag)
+
+    async def set_prefetch(self, key: str, prefetch: int) -> None:
+        """Change the prefetch of a consumer channel."""
+        consumer = self.consumers.get(key)
+        if consumer is not None:
+            await consumer.channel.basic_qos(prefetch_count=prefetch)
+
+    async def cancel(self, key: str) -> None:
+        """Stop consuming ``key``; its channel closes and unacked deliveries are requeued."""
+        consumer = self.consumers.pop(key, None)
+        if consumer is None:
+            return
+        with contextlib.suppress(Exception):
+            await consumer.channel.close()
+
+    def _channel_for(self, key: str, generation: int) -> AbstractChannel | None:
+        consumer = self.consumers.get(key)
+        if consumer is None or consumer.generation != generation or consumer.channel.is_closed:
+            return None
+        return consumer.channel
+
+    async def ack(self, key: str, generation: int, tag: int) -> bool:
+        """Ack one delivery; False when its channel is gone (it was requeued)."""
+        channel = self._channel_for(key, generation)
+        if channel is None:
+            return False
+        await channel.basic_ack(tag, wait=False)
+        return True
+
+    async def nack(self, key: str, generation: int, tag: int, requeue: bool = True) -> bool:
+        """Nack one delivery (requeue by default); False when its channel is gone."""
+        channel = self._channel_for(key, generation)
+        if channel is None:
+            return False
+        await channel.basic_nack(tag, requeue=requeue, wait=False)
+        return True
+
+    async def get(self, queue: str) -> DeliveredMessage | None:
+        """basic.get without ack (the caller acks or nacks with the returned channel)."""
+        message = await self._control().basic_get(queue, no_ack=False)
+        if isinstance(message.delivery, spec.Basic.GetEmpty):
+            return None
+        return message

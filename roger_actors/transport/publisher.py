@@ -1,0 +1,72 @@
+"""Publishing from ordinary code (producers, the facade): a blocking, thread-safe
+publisher over its own AMQP connection with publisher confirms."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .amqp import AmqpLink, properties
+from .loop import LoopThread
+
+
+class Publisher:
+    """Publish messages and wait for the broker's confirm.
+
+    Connects lazily and reconnects on the next publish after a connection
+    loss. Every method blocks the calling thread at most ``timeout`` seconds.
+    """
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._io: LoopThread | None = None
+        self._link: AmqpLink | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> tuple[LoopThread, AmqpLink]:
+        if self._io is None:
+            self._io = LoopThread("roger-publisher")
+        if self._link is None or not self._link.is_open:
+            link = AmqpLink(self.url, lambda event: None, self.timeout)
+            self._io.submit(link.connect()).result(self.timeout)
+            self._link = link
+        return self._io, self._link
+
+    def run(self, operation: str, *args: Any) -> Any:
+        """Run ``AmqpLink.<operation>(*args)`` on the connection; return its result."""
+        with self._lock:
+            io, link = self._ensure()
+            try:
+                return io.submit(getattr(link, operation)(*args)).result(self.timeout)
+            except BaseException:
+                if not link.is_open:
+                    self._link = None
+                raise
+
+    def publish(self, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
+        """Publish ``body`` to ``routing_key`` (default exchange); ``props`` by AMQP name."""
+        self.run(
+            "publish",
+            routing_key,
+            body,
+            properties(
+                message_id=props.get("message_id"),
+                app_id=props.get("app_id"),
+                headers=props.get("headers"),
+                content_type=props.get("content_type"),
+                persistent=props.get("delivery_mode", 2) == 2,
+            ),
+        )
+
+    def close(self) -> None:
+        """Close the connection and stop the I/O thread."""
+        with self._lock:
+            if self._io is not None:
+                if self._link is not None:
+                    try:
+                        self._io.submit(self._link.close()).result(self.timeout)
+                    except Exception:
+                        pass
+                self._io.stop()
+            self._io, self._link = None, None
