@@ -28,15 +28,31 @@ from roger_actors.job import Job
 from roger_actors.persisters import StatePersister
 from roger_actors.queue import Queue
 
+
+def __getattr__(name: str) -> object:
+    # The node layer imports Thespian and aiormq: load it only when used, so
+    # that producers importing roger_actors for Job stay light.
+    if name in _NODE_NAMES:
+        from roger_actors import node
+
+        return getattr(node, name)
+    raise AttributeError(f"module 'roger_actors' has no attribute {name!r}")
+
+
+_NODE_NAMES = ("start", "stop", "Partition", "Consumer", "Node")
+
 __all__ = [
     "AmqpSettings",
     "Config",
     "ConfigError",
+    "Consumer",
     "DuplicateJobError",
     "InvalidJobError",
     "Job",
+    "Node",
     "NotRunningError",
     "NotStartedError",
+    "Partition",
     "Queue",
     "RogerError",
     "StatePersister",
@@ -44,4 +60,6 @@ __all__ = [
     "load_config",
     "now",
     "persisters",
+    "start",
+    "stop",
 ]

@@ -90,9 +90,7 @@ def normalise_queue_type(queue_type: object, *, argument: str = "queue_type") ->
     if not name:
         raise ValueError(f"{argument} must be a non-empty str")
     if _has_control_character(name) or any(ch.isspace() for ch in name):
-        raise ValueError(
-            f"{argument} must not contain whitespace or control characters: {name!r}"
-        )
+        raise ValueError(f"{argument} must not contain whitespace or control characters: {name!r}")
     bad = sorted(_FORBIDDEN_IN_QUEUE_TYPE.intersection(name))
     if bad:
         raise ValueError(f"{argument} must not contain {' or '.join(map(repr, bad))}: {name!r}")
@@ -194,9 +192,7 @@ class Queue:
         ``int`` ``> 0`` (a retry level from the configuration).
         """
         if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, int):
-            raise TypeError(
-                f"delay_seconds must be an int > 0, got {type(delay_seconds).__name__}"
-            )
+            raise TypeError(f"delay_seconds must be an int > 0, got {type(delay_seconds).__name__}")
         if delay_seconds <= 0:
             raise ValueError(f"delay_seconds must be an int > 0, got {delay_seconds}")
         return Queue.make_name(partition_id, queue_type, f"{Queue.RETRY_POSTFIX}{delay_seconds}")
@@ -217,3 +213,16 @@ class Queue:
         from the work queue it arrived on (a queue that is new in the port).
         """
         return Queue.make_name(partition_id, queue_type, Queue.INVALID_POSTFIX)
+
+    @staticmethod
+    def purge(partition_id: str, queue_type: str | enum.Enum) -> int:
+        """Remove every message of a partition's queue; returns how many.
+
+        Acts through the partition's Consumer on the node running in this
+        process (:class:`~roger_actors.errors.NotStartedError` without one,
+        :class:`~roger_actors.errors.NotRunningError` when the partition does
+        not run on it).
+        """
+        from roger_actors.node import purge
+
+        return purge(validate_partition_id(partition_id), normalise_queue_type(queue_type))
