@@ -182,9 +182,7 @@ def _normalise_client_properties(value: object, key: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for index, item in enumerate(items):
         if not isinstance(item, list | tuple) or len(item) not in (2, 3):
-            raise _fail(
-                f"{key}[{index}]", "must be a (name, value) or (name, type, value) entry"
-            )
+            raise _fail(f"{key}[{index}]", "must be a (name, value) or (name, type, value) entry")
         name, prop = item[0], item[-1]
         if isinstance(name, bytes):
             name = name.decode("utf-8", "replace")
@@ -291,8 +289,9 @@ def _amqp_from_mapping(value: Mapping[Any, Any], key: str) -> AmqpSettings:
     unknown = sorted(str(k) for k in value if k not in _AMQP_KEYS)
     if unknown:
         raise _fail(
-            key, f"unknown AMQP option(s) {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(_AMQP_KEYS)})"
+            key,
+            f"unknown AMQP option(s) {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(_AMQP_KEYS)})",
         )
     ssl_options = _normalise_ssl_options(value.get("ssl_options"), f"{key}.ssl_options")
     default_port = 5671 if ssl_options is not None else 5672
@@ -593,9 +592,7 @@ class Config:
     """
 
     amqp: AmqpSettings = attrs.field(factory=AmqpSettings, converter=_convert_amqp)
-    partitions: dict[str, dict[str, int]] = attrs.field(
-        factory=dict, converter=_convert_partitions
-    )
+    partitions: dict[str, dict[str, int]] = attrs.field(factory=dict, converter=_convert_partitions)
     callbacks: type[WorkerCallback] | str | None = attrs.field(
         default=None, converter=_convert_callbacks
     )
@@ -650,9 +647,7 @@ class Config:
         value = self.persister
         if isinstance(value, StatePersister):
             if self.persister_options:
-                raise _fail(
-                    "persister_options", "must be empty when persister is an instance"
-                )
+                raise _fail("persister_options", "must be empty when persister is an instance")
             return value
         found: object = _resolve_reference(value, "persister") if isinstance(value, str) else value
         if not (isinstance(found, type) and issubclass(found, StatePersister)):
@@ -762,4 +757,3 @@ def load_config(
         config = Config(**{str(key): value for key, value in mapping.items()})
     overrides = _env_overrides(env)
     return attrs.evolve(config, **overrides) if overrides else config
-

@@ -286,9 +286,7 @@ def resolve_job_class(name: object) -> type[Job]:
 
 def _check_implements_perform(cls: type[Job], name: str) -> None:
     if cls.perform is Job.perform:
-        raise InvalidJobError(
-            f"Invalid job module: {name} does not implement perform(self, args)"
-        )
+        raise InvalidJobError(f"Invalid job module: {name} does not implement perform(self, args)")
 
 
 # --------------------------------------------------------------------------
@@ -308,9 +306,7 @@ def _normalise(value: object, path: str, depth: int, strict: bool) -> Any:
         return value
     if kind is list or (not strict and isinstance(value, list | tuple)):
         if depth >= MAX_ARGS_DEPTH:
-            raise InvalidJobError(
-                f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}"
-            )
+            raise InvalidJobError(f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}")
         items = cast("list[object] | tuple[object, ...]", value)
         return [
             _normalise(item, f"{path}[{index}]", depth + 1, strict)
@@ -318,9 +314,7 @@ def _normalise(value: object, path: str, depth: int, strict: bool) -> Any:
         ]
     if kind is dict or (not strict and isinstance(value, Mapping)):
         if depth >= MAX_ARGS_DEPTH:
-            raise InvalidJobError(
-                f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}"
-            )
+            raise InvalidJobError(f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}")
         result: dict[str, Any] = {}
         for key, item in cast("Mapping[object, object]", value).items():
             if type(key) is not str and (strict or not isinstance(key, str)):
@@ -443,8 +437,28 @@ def _refuse_unknown_tag(tag: cbor2.CBORTag, _immutable: bool) -> Any:
 # UUIDs, IP addresses, sets, string references, self-describe.
 _REFUSED_SEMANTIC_TAGS: dict[int, Any] = {
     tag: _refuse_semantic_tag
-    for tag in (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
-                1004, 55799)
+    for tag in (
+        0,
+        1,
+        4,
+        5,
+        25,
+        28,
+        29,
+        30,
+        35,
+        36,
+        37,
+        52,
+        54,
+        100,
+        256,
+        258,
+        260,
+        261,
+        1004,
+        55799,
+    )
 }
 
 
@@ -567,8 +581,7 @@ class Job:
             )
         if not isinstance(cls.retryable, bool):
             raise TypeError(
-                f"{cls.__qualname__}.retryable must be a bool, got "
-                f"{type(cls.retryable).__name__}"
+                f"{cls.__qualname__}.retryable must be a bool, got {type(cls.retryable).__name__}"
             )
         limit = cls.max_execution_time
         if limit is not None:
@@ -747,9 +760,7 @@ class Job:
             )
         payload = _decode_cbor(data)
         if type(payload) is not dict:
-            raise InvalidJobError(
-                f"Job payload must be a CBOR map, got {type(payload).__name__}"
-            )
+            raise InvalidJobError(f"Job payload must be a CBOR map, got {type(payload).__name__}")
         version = payload.get("v")
         if type(version) is not int or version != SCHEMA_VERSION:
             shown = "none" if version is None else repr(version)
@@ -796,9 +807,7 @@ class Job:
         job.__dict__.update(checked)
         return job
 
-    def to_amqp(
-        self, partition_id: str, queue: str | enum.Enum | None = None
-    ) -> AmqpMessage:
+    def to_amqp(self, partition_id: str, queue: str | enum.Enum | None = None) -> AmqpMessage:
         """Compute the publish of this job into a partition, without doing it.
 
         Returns ``AmqpMessage(routing_key, body, properties)``: the routing key
@@ -813,7 +822,8 @@ class Job:
         """
         partition = validate_partition_id(partition_id)
         queue_type = (
-            self.queue_type_name() if queue is None
+            self.queue_type_name()
+            if queue is None
             else normalise_queue_type(queue, argument="queue")
         )
         routing_key = Queue.make_name(partition, queue_type)

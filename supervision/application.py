@@ -64,8 +64,8 @@ class ApplicationMaster(_SupervisorBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._phase = "running"  # created by the actor system itself, no InitChild
-        self._parent_pid = os.getpid()
+        self._sv_phase = "running"  # created by the actor system itself, no InitChild
+        self._sv_parent_pid = os.getpid()
         self._root: _Child | None = None
         self._reason: ExitReason = None
         self._waiters: list[tuple[Any, str]] = []
@@ -89,14 +89,14 @@ class ApplicationMaster(_SupervisorBase):
             return lambda r: (self._root is not None and self._root.running, self._reason)
         return None
 
-    def _on_call(self, message: Call, sender: Any) -> None:
+    def _sv_on_call(self, message: Call, sender: Any) -> None:
         if isinstance(message.request, _WaitRoot):
             if self._root is not None and not self._root.running:
                 self.send(sender, CallReply(message.ref, True, self._reason))
             else:
                 self._waiters.append((sender, message.ref))
             return
-        super()._on_call(message, sender)
+        super()._sv_on_call(message, sender)
 
     def _start_root(self, request: _StartRoot) -> Generator[_Wait, Any, Any]:
         if self._root is not None:

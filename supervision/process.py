@@ -91,12 +91,12 @@ class Process(Actor):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._phase = "new"  # new -> running -> exited
-        self._parent: Any = None
-        self._parent_pid: int | None = None
-        self._exit_reason: ExitReason = None
-        self._killed = False
-        self._watched: list[int] = []
+        self._sv_phase = "new"  # new -> running -> exited
+        self._sv_parent: Any = None
+        self._sv_parent_pid: int | None = None
+        self._sv_exit_reason: ExitReason = None
+        self._sv_killed = False
+        self._sv_watched: list[int] = []
 
     # ------------------------------------------------------------ properties
 
@@ -108,53 +108,53 @@ class Process(Actor):  # type: ignore[misc]
     @property
     def parent(self) -> Any:
         """The address of the actor that started this one (its supervisor)."""
-        return self._parent
+        return self._sv_parent
 
     @property
     def multiprocess(self) -> bool:
         """True when this actor runs in its own OS process (not on simpleSystemBase)."""
-        return self._parent_pid is not None and self._parent_pid != os.getpid()
+        return self._sv_parent_pid is not None and self._sv_parent_pid != os.getpid()
 
     # ------------------------------------------------------------ Thespian entry
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         """Thespian's entry point: route by lifecycle phase; never lets an exception out."""
         try:
-            self._lifecycle(message, sender)
+            self._sv_lifecycle(message, sender)
         except Exception as exc:
-            if self._phase == "running":
-                self._crash(exc)
+            if self._sv_phase == "running":
+                self._sv_crash(exc)
             else:
-                log.exception("%s: error while %s", type(self).__qualname__, self._phase)
-        if self._watched and self._phase == "running":
-            return ThespianWatch(list(self._watched))
+                log.exception("%s: error while %s", type(self).__qualname__, self._sv_phase)
+        if self._sv_watched and self._sv_phase == "running":
+            return ThespianWatch(list(self._sv_watched))
         return None
 
     def watch_fileno(self, fileno: int) -> None:
         """Deliver a ``WatchMessage`` whenever ``fileno`` is readable
         (multi-process TCP/UDP bases only; Thespian's ``ThespianWatch``)."""
-        if fileno not in self._watched:
-            self._watched.append(fileno)
+        if fileno not in self._sv_watched:
+            self._sv_watched.append(fileno)
 
     def unwatch_fileno(self, fileno: int) -> None:
         """Stop watching ``fileno``."""
-        if fileno in self._watched:
-            self._watched.remove(fileno)
+        if fileno in self._sv_watched:
+            self._sv_watched.remove(fileno)
 
-    def _lifecycle(self, message: Any, sender: Any) -> None:
+    def _sv_lifecycle(self, message: Any, sender: Any) -> None:
         if isinstance(message, ActorExitRequest):
-            if self._phase == "running" and not self._killed:
-                self._abrupt_exit()
-            self._phase = "exited"
+            if self._sv_phase == "running" and not self._sv_killed:
+                self._sv_abrupt_exit()
+            self._sv_phase = "exited"
             return
         if isinstance(message, Kill):
-            self._killed = True
+            self._sv_killed = True
             return
-        if self._phase == "running":
-            self._running(message, sender)
-        elif self._phase == "new":
+        if self._sv_phase == "running":
+            self._sv_running(message, sender)
+        elif self._sv_phase == "new":
             if isinstance(message, InitChild):
-                self._init_child(message, sender)
+                self._sv_init_child(message, sender)
             elif isinstance(message, Call):
                 self.send(sender, CallReply(message.ref, False, NoProc("actor not started")))
         else:  # exited: only reaping matters
@@ -165,40 +165,40 @@ class Process(Actor):  # type: ignore[misc]
 
     # ------------------------------------------------------------ start
 
-    def _init_child(self, message: InitChild, sender: Any) -> None:
-        self._parent = sender
-        self._parent_pid = message.parent_pid
+    def _sv_init_child(self, message: InitChild, sender: Any) -> None:
+        self._sv_parent = sender
+        self._sv_parent_pid = message.parent_pid
         if self.multiprocess and not _die_with_parent(message.parent_pid):
-            self._phase = "exited"
+            self._sv_phase = "exited"
             self.send(self.myAddress, ActorExitRequest())
             return
-        self._phase = "running"
+        self._sv_phase = "running"
         try:
-            result = self._start(message.args, message.kwargs)
+            result = self._sv_start(message.args, message.kwargs)
         except Exception as exc:
             crash = Crash.from_exception(exc)
             log.error("%s failed to start: %s", type(self).__qualname__, crash)
-            self._start_failed(crash)
+            self._sv_start_failed(crash)
             return
         if result is IGNORE:
-            self._phase = "exited"
-            self.send(self._parent, ChildIgnored())
-            self._await_reaping()
+            self._sv_phase = "exited"
+            self.send(self._sv_parent, ChildIgnored())
+            self._sv_await_reaping()
         elif result is not _DEFERRED:
-            self._started()
+            self._sv_started()
 
-    def _started(self) -> None:
+    def _sv_started(self) -> None:
         """Tell the parent that the start succeeded."""
-        self.send(self._parent, ChildStarted(os.getpid()))
+        self.send(self._sv_parent, ChildStarted(os.getpid()))
 
-    def _start_failed(self, reason: ExitReason) -> None:
+    def _sv_start_failed(self, reason: ExitReason) -> None:
         """Tell the parent that the start failed, then wait to be reaped."""
-        self._phase = "exited"
-        self._exit_reason = reason
-        self.send(self._parent, ChildStartFailed(reason))
-        self._await_reaping()
+        self._sv_phase = "exited"
+        self._sv_exit_reason = reason
+        self.send(self._sv_parent, ChildStartFailed(reason))
+        self._sv_await_reaping()
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _sv_start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run the start logic; return ``IGNORE``, ``_DEFERRED`` or anything else.
 
         ``_DEFERRED`` means the start goes on asynchronously and the subclass
@@ -208,7 +208,7 @@ class Process(Actor):  # type: ignore[misc]
 
     # ------------------------------------------------------------ running
 
-    def _running(self, message: Any, sender: Any) -> None:
+    def _sv_running(self, message: Any, sender: Any) -> None:
         raise NotImplementedError
 
     def _on_child_actor_exited(self, message: ChildActorExited) -> None:
@@ -216,32 +216,32 @@ class Process(Actor):  # type: ignore[misc]
 
     # ------------------------------------------------------------ exit
 
-    def _crash(self, exc: BaseException) -> None:
+    def _sv_crash(self, exc: BaseException) -> None:
         reason = Crash.from_exception(exc)
         log.error("%s crashed: %s\n%s", type(self).__qualname__, reason, reason.traceback)
-        self._on_crash(reason)
-        self._exit(reason)
+        self._sv_on_crash(reason)
+        self._sv_exit(reason)
 
-    def _on_crash(self, reason: ExitReason) -> None:
+    def _sv_on_crash(self, reason: ExitReason) -> None:
         """Hook run once when a handler raised, before the exit notice."""
 
-    def _abrupt_exit(self) -> None:
+    def _sv_abrupt_exit(self) -> None:
         """Hook run when Thespian ends the actor without the protocol
         (its parent exited, or the actor system is shutting down)."""
 
-    def _exit(self, reason: ExitReason) -> None:
+    def _sv_exit(self, reason: ExitReason) -> None:
         """Leave the running phase with ``reason``: notify the parent, await reaping."""
-        if self._phase == "exited":
+        if self._sv_phase == "exited":
             return
-        self._phase = "exited"
-        self._exit_reason = reason
-        if self._parent is None:
+        self._sv_phase = "exited"
+        self._sv_exit_reason = reason
+        if self._sv_parent is None:
             self.send(self.myAddress, ActorExitRequest())
             return
-        self.send(self._parent, ExitNotice(reason))
-        self._await_reaping()
+        self.send(self._sv_parent, ExitNotice(reason))
+        self._sv_await_reaping()
 
-    def _await_reaping(self) -> None:
+    def _sv_await_reaping(self) -> None:
         if self.multiprocess:
             self.wakeupAfter(timedelta(seconds=ZOMBIE_TIMEOUT), _ZombieTimeout())
 

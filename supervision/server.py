@@ -87,11 +87,11 @@ class Server(Process):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._stop_reason: ExitReason = None
-        self._timers: set[int] = set()
-        self._timer_ids = itertools.count(1)
-        self._current_call: From | None = None
-        self._reaped: list[Any] = []
+        self._sv_stop_reason: ExitReason = None
+        self._sv_timers: set[int] = set()
+        self._sv_timer_ids = itertools.count(1)
+        self._sv_current_call: From | None = None
+        self._sv_reaped: list[Any] = []
 
     # ------------------------------------------------------------ callbacks
 
@@ -132,7 +132,7 @@ class Server(Process):
 
     def stop(self, reason: ExitReason = NORMAL) -> None:
         """End this server with ``reason`` once the current handler returns."""
-        self._stop_reason = reason
+        self._sv_stop_reason = reason
 
     def send_after(self, seconds: float, message: Any) -> TimerRef:
         """Deliver ``message`` to ``handle_info`` after ``seconds``; returns a timer ref.
@@ -140,15 +140,15 @@ class Server(Process):
         On simpleSystemBase timers fire only while some caller waits on the
         actor system (``call``, ``Application.wait``...).
         """
-        ref = TimerRef(next(self._timer_ids))
-        self._timers.add(ref)
+        ref = TimerRef(next(self._sv_timer_ids))
+        self._sv_timers.add(ref)
         self.wakeupAfter(timedelta(seconds=max(0.0, seconds)), _Timer(ref, message))
         return ref
 
     def cancel_timer(self, ref: TimerRef) -> bool:
         """Cancel a timer; False when it already fired or was cancelled."""
-        if ref in self._timers:
-            self._timers.discard(ref)
+        if ref in self._sv_timers:
+            self._sv_timers.discard(ref)
             return True
         return False
 
@@ -166,89 +166,89 @@ class Server(Process):
 
     # ------------------------------------------------------------ protocol
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _sv_start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         result = self.init(*args, **kwargs)
         if result is IGNORE:
             return IGNORE
-        if self._stop_reason is not None:
-            raise RuntimeError(f"stop({self._stop_reason!r}) called in init")
+        if self._sv_stop_reason is not None:
+            raise RuntimeError(f"stop({self._sv_stop_reason!r}) called in init")
         return result if result is not _DEFERRED else None
 
-    def _running(self, message: Any, sender: Any) -> None:
+    def _sv_running(self, message: Any, sender: Any) -> None:
         if isinstance(message, Call):
-            self._on_call(message, sender)
+            self._sv_on_call(message, sender)
         elif isinstance(message, Cast):
             self.handle_cast(message.request)
         elif isinstance(message, ShutdownRequest):
             if sender == self.parent:
-                self._finish(message.reason)
+                self._sv_finish(message.reason)
                 return
             self.handle_info(message)
         elif isinstance(message, WakeupMessage) and isinstance(message.payload, _Timer):
-            if message.payload.ref in self._timers:
-                self._timers.discard(message.payload.ref)
+            if message.payload.ref in self._sv_timers:
+                self._sv_timers.discard(message.payload.ref)
                 self.handle_info(message.payload.message)
         elif isinstance(message, ExitNotice):
-            self._reap(sender)
+            self._sv_reap(sender)
             self.handle_info(Exited(sender, message.reason))
         elif isinstance(message, ChildActorExited):
-            if not self._forget_reaped(message.childAddress):
+            if not self._sv_forget_reaped(message.childAddress):
                 self.handle_info(Exited(message.childAddress, KILLED))
         else:
             self.handle_info(message)
-        if self._stop_reason is not None:
-            self._finish(self._stop_reason)
+        if self._sv_stop_reason is not None:
+            self._sv_finish(self._sv_stop_reason)
 
-    def _on_call(self, message: Call, sender: Any) -> None:
+    def _sv_on_call(self, message: Call, sender: Any) -> None:
         from_ = From(sender, message.ref)
-        self._current_call = from_
+        self._sv_current_call = from_
         try:
             result = self.handle_call(message.request, from_)
         except _Unknown as unknown:
-            self._current_call = None
+            self._sv_current_call = None
             self.reply_error(
                 from_, UnknownRequest(f"{type(self).__qualname__}: no handler for {unknown}")
             )
             return
-        self._current_call = None
+        self._sv_current_call = None
         if result is not NOREPLY:
             self.reply(from_, result)
 
-    def _crash(self, exc: BaseException) -> None:
-        if self._current_call is not None:
+    def _sv_crash(self, exc: BaseException) -> None:
+        if self._sv_current_call is not None:
             self.reply_error(
-                self._current_call,
+                self._sv_current_call,
                 NoProc(f"{type(self).__qualname__} crashed handling the call: {exc!r}"),
             )
-            self._current_call = None
-        super()._crash(exc)
+            self._sv_current_call = None
+        super()._sv_crash(exc)
 
-    def _on_crash(self, reason: ExitReason) -> None:
-        self._run_terminate(reason)
+    def _sv_on_crash(self, reason: ExitReason) -> None:
+        self._sv_run_terminate(reason)
 
-    def _abrupt_exit(self) -> None:
-        self._run_terminate("shutdown")
+    def _sv_abrupt_exit(self) -> None:
+        self._sv_run_terminate("shutdown")
 
-    def _finish(self, reason: ExitReason) -> None:
-        self._run_terminate(reason)
-        self._exit(reason)
+    def _sv_finish(self, reason: ExitReason) -> None:
+        self._sv_run_terminate(reason)
+        self._sv_exit(reason)
 
-    def _run_terminate(self, reason: ExitReason) -> None:
-        self._timers.clear()
+    def _sv_run_terminate(self, reason: ExitReason) -> None:
+        self._sv_timers.clear()
         try:
             self.terminate(reason)
         except Exception:
             log.exception("%s: terminate(%r) raised", type(self).__qualname__, reason)
 
-    def _reap(self, address: Any) -> None:
+    def _sv_reap(self, address: Any) -> None:
         self.send(address, ActorExitRequest())
-        self._reaped.append(address)
-        del self._reaped[:-64]
+        self._sv_reaped.append(address)
+        del self._sv_reaped[:-64]
 
-    def _forget_reaped(self, address: Any) -> bool:
-        for i, known in enumerate(self._reaped):
+    def _sv_forget_reaped(self, address: Any) -> bool:
+        for i, known in enumerate(self._sv_reaped):
             if known == address:
-                del self._reaped[i]
+                del self._sv_reaped[i]
                 return True
         return False
 

@@ -202,11 +202,11 @@ class _SupervisorBase(Process):
                 return
 
     def _drain(self) -> None:
-        while self._op is None and self._deferred and self._phase == "running":
+        while self._op is None and self._deferred and self._sv_phase == "running":
             message, sender = self._deferred.pop(0)
             self._handle(message, sender)
 
-    def _running(self, message: Any, sender: Any) -> None:
+    def _sv_running(self, message: Any, sender: Any) -> None:
         if isinstance(message, WakeupMessage) and isinstance(message.payload, _OpTimeout):
             if self._wait is not None and message.payload.token == self._wait.token:
                 self._advance(_TIMEOUT)
@@ -223,7 +223,7 @@ class _SupervisorBase(Process):
     def _handle(self, message: Any, sender: Any) -> None:
         """Handle one message with no operation running."""
         if isinstance(message, Call):
-            self._on_call(message, sender)
+            self._sv_on_call(message, sender)
         elif isinstance(message, ExitNotice):
             child = self._find_address(sender)
             self.send(sender, ActorExitRequest())
@@ -243,7 +243,7 @@ class _SupervisorBase(Process):
         else:
             log.warning("%s: unexpected message %r", type(self).__qualname__, message)
 
-    def _on_call(self, message: Call, sender: Any) -> None:
+    def _sv_on_call(self, message: Call, sender: Any) -> None:
         request = message.request
 
         def answer(ok: bool, value: Any) -> None:
@@ -390,6 +390,7 @@ class _SupervisorBase(Process):
             else:
                 s.reason = KILLED
         for s in stopping:
+            self._notify_exit(s.child.address, s.child.spec, s.reason)
             s.child.address, s.child.pid = None, None
             expected = s.reason == SHUTDOWN or (s.killed and s.reason == KILLED)
             if not expected and not (s.child.spec.restart != "permanent" and is_normal(s.reason)):
@@ -405,7 +406,22 @@ class _SupervisorBase(Process):
         self._restarts.append(now)
         return len(self._restarts) <= self._max_restarts
 
+    def child_exited(self, address: Any, spec: ChildSpec, reason: ExitReason) -> None:
+        """Hook: the child process at ``address`` (started from ``spec``) ended.
+
+        Called once per child process, whether it exited by itself, was killed
+        or was stopped by this supervisor, before any restart. The default does
+        nothing; an exception here is logged and ignored.
+        """
+
+    def _notify_exit(self, address: Any, spec: ChildSpec, reason: ExitReason) -> None:
+        try:
+            self.child_exited(address, spec, reason)
+        except Exception:
+            log.exception("%s: child_exited hook raised", self)
+
     def _on_child_exit(self, child: _Child, reason: ExitReason) -> Op:
+        self._notify_exit(child.address, child.spec, reason)
         child.address, child.pid = None, None
         restart = child.spec.restart
         if restart == "permanent" or (restart == "transient" and not is_normal(reason)):
@@ -433,7 +449,7 @@ class _SupervisorBase(Process):
                 self._remove(child)
             child.restarting = False
             yield from self._stop_all()
-            self._exit(SHUTDOWN)
+            self._sv_exit(SHUTDOWN)
             return
         yield from self._restart_by_strategy(child)
 
@@ -458,13 +474,13 @@ class _SupervisorBase(Process):
 
     def _shutdown(self, reason: ExitReason) -> Op:
         yield from self._stop_all()
-        self._exit(reason)
+        self._sv_exit(reason)
 
-    def _abrupt_exit(self) -> None:
+    def _sv_abrupt_exit(self) -> None:
         # Thespian itself sends ActorExitRequest to every child after this.
         self._op = None
 
-    def _on_crash(self, reason: ExitReason) -> None:
+    def _sv_on_crash(self, reason: ExitReason) -> None:
         for child in self._children():
             if child.address is not None:
                 self._kill(child)
@@ -495,7 +511,7 @@ class Supervisor(_SupervisorBase):
             "(or start Supervisor with one SupervisorSpec argument)"
         )
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _sv_start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         spec = self.init(*args, **kwargs)
         if spec is IGNORE:
             return IGNORE
@@ -513,11 +529,11 @@ class Supervisor(_SupervisorBase):
             if result == "error":
                 log.error("%s: child %r failed to start: %s", self, spec.id, detail)
                 yield from self._stop_all()
-                self._start_failed((SHUTDOWN, ("failed_to_start_child", spec.id, detail)))
+                self._sv_start_failed((SHUTDOWN, ("failed_to_start_child", spec.id, detail)))
                 return
             if result == "ok" or spec.restart != "temporary":
                 self._kids.append(child)
-        self._started()
+        self._sv_started()
 
     # children bookkeeping
 
@@ -668,7 +684,7 @@ class DynamicSupervisor(_SupervisorBase):
             return args[0]
         raise InvalidSpec(f"{type(self).__qualname__}.init must return a DynamicSupervisorSpec")
 
-    def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _sv_start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         spec = self.init(*args, **kwargs)
         if spec is IGNORE:
             return IGNORE

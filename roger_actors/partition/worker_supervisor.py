@@ -10,11 +10,9 @@ accounted for.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
-from supervision import DynamicSupervisor, DynamicSupervisorSpec
-from supervision.supervisor import _Child, _Wait
+from supervision import ChildSpec, DynamicSupervisor, DynamicSupervisorSpec
 
 from .messages import WorkerExited
 
@@ -26,16 +24,8 @@ class WorkerSupervisor(DynamicSupervisor):
         """Workers are temporary: generous intensity, no bound on children."""
         return DynamicSupervisorSpec(max_restarts=1000, max_seconds=1)
 
-    def _on_child_exit(self, child: _Child, reason: Any) -> Generator[_Wait, Any, None]:
-        address = child.address
-        yield from super()._on_child_exit(child, reason)
-        owner = child.spec.start.kwargs.get("owner")
+    def child_exited(self, address: Any, spec: ChildSpec, reason: Any) -> None:
+        """Tell the worker's owner (its Consumer) that the worker ended."""
+        owner = spec.start.kwargs.get("owner")
         if owner is not None:
             self.send(owner, WorkerExited(address, reason))
-
-    def _terminate(self, child: _Child) -> Generator[_Wait, Any, None]:
-        address = child.address
-        yield from super()._terminate(child)
-        owner = child.spec.start.kwargs.get("owner")
-        if owner is not None:
-            self.send(owner, WorkerExited(address, "shutdown"))

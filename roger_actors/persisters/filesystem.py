@@ -38,7 +38,7 @@ def state_file_name(partition_id: str) -> str:
     )
     if len(stem) > _MAX_STEM:
         digest = hashlib.sha256(partition_id.encode("utf-8")).hexdigest()
-        stem = f"{stem[:_MAX_STEM - 1 - len(digest)]}~{digest}"
+        stem = f"{stem[: _MAX_STEM - 1 - len(digest)]}~{digest}"
     return stem + _SUFFIX
 
 
