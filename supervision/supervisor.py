@@ -258,6 +258,10 @@ class _SupervisorBase(Process):
         except SupervisionError as error:
             answer(False, error)
             return
+        except Exception as error:  # a malformed request never takes a supervisor down
+            log.warning("%s: cannot handle %r: %r", self, request, error)
+            answer(False, InvalidSpec(f"cannot handle {type(request).__name__}: {error!r}"))
+            return
         if isinstance(result, Generator):
             self._run(self._answering(result, answer))
         else:
@@ -466,6 +470,7 @@ class _SupervisorBase(Process):
             child.restarting = False
             if child.spec.restart == "temporary":
                 self._remove(child)
+            self._after_child_gone(child)
 
     # ------------------------------------------------------------ shutdown
 

@@ -72,3 +72,10 @@ class RecordingCallbacks(WorkerCallback):
         self, partition_id: str, job: Job, error: Any, stacktrace: Any, state: Any
     ) -> None:
         append(job.args[0], f"on_buried {job.id} {error[0]}")
+
+
+class NoopJob(Job):
+    """Does nothing (benchmarks)."""
+
+    def perform(self, args: Any) -> Any:
+        return None

@@ -1,0 +1,165 @@
+"""Specification of ``supervision.Application`` on simpleSystemBase."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from supervision import (
+    Application,
+    CallTimeout,
+    ChildSpec,
+    Crash,
+    NoProc,
+    SupervisionError,
+    call,
+    which_children,
+)
+from tests.unit_actors import Tree, sup_spec
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[Tree]:
+    with Tree(tmp_path) as t:
+        yield t
+
+
+def test_context_manager_starts_the_tree_and_stops_it_on_exit(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", [tree.worker("a"), tree.worker("b")]))
+
+    with app as entered:
+        assert entered is app
+        assert app.is_running
+        [a, _] = which_children(app.root)
+        assert call(a.address, "ping") == "pong"
+        assert tree.lines() == ["start a", "start b"]
+
+    assert not app.is_running
+    assert app.exit_reason == "shutdown"
+    assert tree.lines()[2:] == ["terminate b shutdown", "terminate a shutdown"]
+
+
+def test_start_returns_the_address_of_the_running_root(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", [tree.worker("a")]))
+
+    root = app.start()
+
+    assert root == app.root
+    assert [info.id for info in which_children(root)] == ["a"]
+
+
+def test_is_running_is_false_before_start_and_after_stop(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", []))
+    assert not app.is_running
+
+    app.start()
+    assert app.is_running
+
+    app.stop()
+    assert not app.is_running
+
+
+def test_stop_stops_the_tree_and_returns_shutdown(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", [tree.worker("a")]))
+    app.start()
+
+    assert app.stop() == "shutdown"
+
+    assert tree.lines() == ["start a", "terminate a shutdown"]
+    assert app.stop() == "shutdown"  # stopping again changes nothing
+
+
+def test_wait_returns_the_exit_reason_when_the_root_exits(tree: Tree) -> None:
+    app = tree.app(tree.worker("root-worker"))
+    root = app.start()
+
+    call(root, ("stop", "finished"))
+
+    assert app.wait() == "finished"
+    assert app.exit_reason == "finished"
+    assert not app.is_running
+
+
+def test_wait_returns_the_crash_of_a_root_that_crashed(tree: Tree) -> None:
+    app = tree.app(tree.worker("root-worker"))
+    root = app.start()
+
+    with pytest.raises(NoProc):
+        call(root, "crash")
+
+    reason = app.wait(timeout=1)
+    assert isinstance(reason, Crash)
+    assert reason.message == "root-worker crashed on request"
+
+
+def test_the_application_master_never_restarts_the_root(tree: Tree) -> None:
+    app = tree.app(tree.worker("root-worker"))
+    root = app.start()
+
+    with pytest.raises(NoProc):
+        call(root, "crash")
+
+    assert not app.is_running
+    assert tree.lines() == [
+        "start root-worker",
+        "terminate root-worker builtins.RuntimeError: root-worker crashed on request",
+    ]
+
+
+def test_wait_raises_call_timeout_while_the_root_runs(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", []))
+    app.start()
+
+    with pytest.raises(CallTimeout):
+        app.wait(timeout=0.1)
+
+    assert app.is_running
+
+
+def test_starting_an_application_twice_raises(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", [tree.worker("a")]))
+    app.start()
+
+    with pytest.raises(SupervisionError, match="already started"):
+        app.start()
+
+    assert app.is_running
+    assert tree.lines() == ["start a"]
+
+
+def test_application_root_must_be_a_child_spec() -> None:
+    with pytest.raises(TypeError, match="ChildSpec"):
+        Application("root", base="simpleSystemBase")  # type: ignore[arg-type]
+
+
+def test_start_returns_as_soon_as_the_tree_has_started(tree: Tree) -> None:
+    # Regression test (fixed library bug):
+    # test_call_returns_at_once_even_with_an_unrelated_timer_pending): the
+    # supervisor's start_timeout wake-up is still pending when the start
+    # reply arrives, and the start call sleeps until it (30 s with the
+    # default start_timeout; 2 s here).
+    spec = ChildSpec("a", tree.worker("a").start, start_timeout=2.0, shutdown="infinity")
+    app = tree.app(sup_spec("root", [spec]))
+
+    started = time.monotonic()
+    app.start()
+
+    assert time.monotonic() - started < 1
+
+
+def test_stop_returns_as_soon_as_the_tree_has_stopped(tree: Tree) -> None:
+    # Regression test (fixed library bug): the shutdown deadline wake-up of a
+    # worker with a numeric shutdown (5 s by default; 2 s here) is still pending
+    # when the stop reply arrives, and stop() sleeps until it.
+    spec = ChildSpec("a", tree.worker("a").start, start_timeout=None, shutdown=2.0)
+    app = tree.app(sup_spec("root", [spec]))
+    app.start()
+
+    started = time.monotonic()
+    assert app.stop() == "shutdown"
+
+    assert time.monotonic() - started < 1
+    assert tree.lines() == ["start a", "terminate a shutdown"]
