@@ -22,6 +22,7 @@ from typing import Any
 from supervision import (
     Application,
     ChildSpec,
+    NoProc,
     Supervisor,
     SupervisorSpec,
     which_children,
@@ -42,6 +43,7 @@ from .queue import normalise_queue_defs, normalise_queue_type, validate_partitio
 from .registry import (
     ConsumerOf,
     Partitions,
+    Ready,
     Registry,
     SafeStopPartition,
     StartPartition,
@@ -93,15 +95,23 @@ class Node:
     def start(self) -> Node:
         """Start the tree; returns self."""
         set_allowed_modules(self.config.allowed_job_modules)
-        root = self.app.start()
-        for info in which_children(root, system=self.app.system):
-            if info.id == "registry":
-                self.registry = info.address
+        self.app.start()
+        self._find_registry()
+        self.call(Ready())
         return self
 
     def call(self, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
-        """Call the registry."""
-        return sv_call(self.registry, request, timeout, system=self.app.system)
+        """Call the registry (looked up again if it was restarted)."""
+        try:
+            return sv_call(self.registry, request, timeout, system=self.app.system)
+        except NoProc:
+            self._find_registry()
+            return sv_call(self.registry, request, timeout, system=self.app.system)
+
+    def _find_registry(self) -> None:
+        for info in which_children(self.app.root, system=self.app.system):
+            if info.id == "registry" and info.address not in (None, "restarting"):
+                self.registry = info.address
 
     def consumer_call(self, partition_id: str, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         """Call the Consumer of a running partition."""

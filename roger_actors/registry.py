@@ -26,7 +26,7 @@ from supervision.protocol import (
 )
 
 from .config import Config
-from .errors import NotRunningError
+from .errors import NotRunningError, RogerError
 from .partition.consumer import Reconfigure, Status, StopConsuming
 from .partition.containing_supervisor import ContainingSupervisor
 from .queue import normalise_queue_defs, validate_partition_id
@@ -64,6 +64,11 @@ class ConsumerOf:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """Call: answered once the registry can take requests (after boot)."""
+
+
+@dataclass(frozen=True)
 class Partitions:
     """Call: ``{"running": {pid: queues}, "waiting": {pid: queues}}``."""
 
@@ -80,6 +85,8 @@ class _Partition:
 class Registry(Server):
     """The node's partition registry; see the module docstring."""
 
+    reply_errors = (RogerError, ValueError, TypeError)
+
     def init(self, config: Config) -> None:
         """Find the PartitionSupervisor (a sibling), then start predefined partitions."""
         self.config = config
@@ -87,11 +94,17 @@ class Registry(Server):
         self.partition_sup: Any = None
         self.pending: dict[str, tuple[str, str, From | None]] = {}
         self.sibling_ref = self.call_async(self.parent, WhichChildren())
+        self.ready_waiters: list[From] = []
 
     # ------------------------------------------------------------ calls
 
     def handle_call(self, request: Any, from_: From) -> Any:
         """Partition management requests (see the request classes)."""
+        if isinstance(request, Ready):
+            if self.partition_sup is not None:
+                return True
+            self.ready_waiters.append(from_)
+            return NOREPLY
         if isinstance(request, StartPartition):
             pid = validate_partition_id(request.partition_id)
             queues = normalise_queue_defs(request.queues)
@@ -173,6 +186,9 @@ class Registry(Server):
                 raise RuntimeError("registry cannot find the PartitionSupervisor")
             for pid, queues in self.config.partitions.items():
                 self._start_partition(pid, dict(queues), None)
+            for waiter in self.ready_waiters:
+                self.reply(waiter, True)
+            self.ready_waiters.clear()
             return
         kind, pid, from_ = self.pending.pop(reply.ref, ("", "", None))
         if kind == "start" and not reply.ok:

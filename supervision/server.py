@@ -30,6 +30,9 @@ Semantics (OTP's ``gen_server``, in Python terms):
 - An exception in any handler ends the server ("let it crash"): a pending
   caller gets :class:`~supervision.NoProc` at once, ``terminate(crash)``
   runs, and the supervisor sees the :class:`~supervision.reasons.Crash`.
+- Except: an exception of a class listed in ``reply_errors`` raised by
+  ``handle_call`` is sent to the caller, who raises it, and the server lives
+  on (bad input gets an error, not a crash).
 - ``self.stop(reason="normal")`` ends the server after the current handler
   (and its reply) with ``reason``.
 - ``terminate(reason)`` runs when the server stops for any reason it can
@@ -84,6 +87,11 @@ class _Timer:
 
 class Server(Process):
     """A generic server actor; see the module documentation for the contract."""
+
+    #: Exceptions that ``handle_call`` may raise to *answer* the caller with an
+    #: error (the caller raises it) instead of crashing the server: use for
+    #: bad requests (validation errors), never for broken state.
+    reply_errors: tuple[type[Exception], ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -209,6 +217,10 @@ class Server(Process):
             self.reply_error(
                 from_, UnknownRequest(f"{type(self).__qualname__}: no handler for {unknown}")
             )
+            return
+        except self.reply_errors as error:
+            self._sv_current_call = None
+            self.reply_error(from_, error)
             return
         self._sv_current_call = None
         if result is not NOREPLY:

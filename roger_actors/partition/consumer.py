@@ -80,6 +80,7 @@ class _WorkerRef:
     pid: int | None = None
     token: int | None = None
     idle_since: float = 0.0
+    ready: bool = False
 
 
 @dataclass
@@ -154,6 +155,8 @@ class Purge:
 
 class Consumer(Server):
     """The partition's job consumer; see the module docstring."""
+
+    reply_errors = (ValueError, TypeError)
 
     def init(
         self,
@@ -322,8 +325,8 @@ class Consumer(Server):
         worker.idle_since = _monotonic()
         for ready in self.early_ready:
             if ready.address == worker.address:
-                worker.pid = ready.pid
                 self.early_ready.remove(ready)
+                self._mark_ready(worker, ready)
                 break
         if owner is None:
             self._stop_worker(worker)
@@ -334,11 +337,19 @@ class Consumer(Server):
     def _on_worker_ready(self, ready: WorkerReady) -> None:
         for state in self.queues.values():
             for worker in state.workers:
-                if worker.address == ready.address:
-                    worker.pid = ready.pid
+                if not worker.ready and worker.address == ready.address:
+                    self._mark_ready(worker, ready)
+                    self._dispatch(state)
                     return
         self.early_ready.append(ready)
         del self.early_ready[:-64]
+
+    @staticmethod
+    def _mark_ready(worker: _WorkerRef, ready: WorkerReady) -> None:
+        # Send to the address the worker reported itself: an address relayed by
+        # the WorkerSupervisor may not be routable from here before the worker
+        # has been heard from (messages sent to it were seen to be lost).
+        worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
 
     # ------------------------------------------------------------ deliveries
 
@@ -375,7 +386,7 @@ class Consumer(Server):
         if self.worker_sup is None:
             return
         while state.backlog:
-            idle = next((w for w in state.workers if w.token is None), None)
+            idle = next((w for w in state.workers if w.ready and w.token is None), None)
             if idle is None:
                 break
             token = state.backlog.popleft()
@@ -506,7 +517,12 @@ class Consumer(Server):
         limit = _monotonic() - WORKER_IDLE_SECONDS
         for state in self.queues.values():
             for worker in list(state.workers):
-                if worker.token is None and worker.idle_since < limit and not state.backlog:
+                if (
+                    worker.ready
+                    and worker.token is None
+                    and worker.idle_since < limit
+                    and not state.backlog
+                ):
                     state.workers.remove(worker)
                     self._stop_worker(worker)
 

@@ -63,10 +63,13 @@ class LoopThread:
 
     def drain(self) -> list[Any]:
         """Take every queued event, oldest first (actor thread)."""
-        self._signalled.clear()
+        # Order matters: consume the wake-up bytes, then clear the flag, then
+        # empty the inbox. An event posted after the flag is cleared sends a
+        # new byte; one posted before is still in the inbox when it is emptied.
         with contextlib.suppress(BlockingIOError, OSError):
             while self._reader.recv(4096):
                 pass
+        self._signalled.clear()
         events = []
         while self._inbox:
             events.append(self._inbox.popleft())

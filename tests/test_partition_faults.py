@@ -1,0 +1,138 @@
+"""Fault specification of a partition on a real node: broker-side connection
+loss, a SIGKILLed Consumer, and a broker that cannot be reached.
+
+Same set-up as ``test_partition_data_path``: one node per test on its own
+admin port, uuid-suffixed partition ids, queues deleted in teardown, jobs
+reporting through a JSON-lines journal, bounded polls only.
+
+Finding the Consumer's process: a worker's parent is the partition's
+WorkerSupervisor (not the Consumer), whose parent is the partition's
+ContainingSupervisor; the ContainingSupervisor has exactly two children,
+the WorkerSupervisor and the Consumer, so the Consumer is the other one (it
+is also the only process of the partition holding an AMQP connection).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import roger_actors as roger
+from roger_actors import Queue
+from tests.partition_harness import (
+    NodeHarness,
+    amqp_socket_count,
+    close_connections_named,
+    counts,
+    holds_for,
+    is_alive,
+    live_children,
+    parent_of,
+    wait_for,
+)
+from tests.roger_test_jobs2 import TimedJob
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[NodeHarness]:
+    harness = NodeHarness(tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def _consumer_pid(h: NodeHarness, pid: str) -> tuple[int, int]:
+    """(consumer pid, WorkerSupervisor pid), found through a job's parent process."""
+    tag = f"probe-{len(h.events('start'))}"
+    h.enqueue(TimedJob, pid, tag, 0)
+    start = wait_for(
+        lambda: [e for e in h.events("start") if e["tag"] == tag], what="the probe job"
+    )[0]
+    worker_sup = start["ppid"]
+    containing = parent_of(worker_sup)
+    assert containing is not None
+    [consumer] = [p for p in live_children(containing) if p != worker_sup]
+    return consumer, worker_sup
+
+
+def test_consumer_reconnects_after_the_broker_closes_its_connection_and_no_job_is_lost(
+    h: NodeHarness,
+) -> None:
+    h.start()
+    pid = h.start_partition({"default": 2})
+    tags = [f"k{i}" for i in range(10)]
+    for tag in tags:
+        h.enqueue(TimedJob, pid, tag, 0.4)
+    h.wait_events("start", 1)
+
+    assert close_connections_named(h.connection_name) >= 1
+
+    # every job runs (at least once) although some were unacked at the close
+    h.wait_tags("after_run", set(tags), timeout=40)
+    assert h.tags("start") == set(tags)
+    wait_for(lambda: pid in roger.Partition.partitions()["running"], what="connected again")
+    wait_for(
+        lambda: counts(Queue.make_name(pid, "default")) == (0, 1),
+        what="work queue empty, one consumer",
+    )
+    # and it keeps consuming on the new connection
+    h.enqueue(TimedJob, pid, "after-reconnect", 0)
+    h.wait_tags("after_run", {"after-reconnect"})
+
+
+def test_sigkilled_consumer_is_restarted_by_the_partition_supervisor_and_queued_jobs_run(
+    h: NodeHarness,
+) -> None:
+    h.start()
+    pid = h.start_partition({"default": 2})
+    consumer, worker_sup = _consumer_pid(h, pid)
+    assert amqp_socket_count(consumer) == 1, "that process is not the Consumer"
+
+    os.kill(consumer, signal.SIGKILL)
+    tags = [f"q{i}" for i in range(4)]
+    for tag in tags:
+        h.enqueue(TimedJob, pid, tag, 0)
+
+    h.wait_tags("after_run", set(tags), timeout=30)
+    assert roger.Consumer.is_alive(pid)
+    assert pid in roger.Partition.partitions()["running"]
+    new_consumer, new_worker_sup = _consumer_pid(h, pid)
+    assert new_consumer != consumer and not is_alive(consumer)
+    # one_for_all: the WorkerSupervisor was restarted with the Consumer
+    assert new_worker_sup != worker_sup
+    assert parent_of(new_consumer) == parent_of(new_worker_sup)
+    wait_for(
+        lambda: counts(Queue.make_name(pid, "default")) == (0, 1),
+        what="work queue empty, one consumer",
+    )
+
+
+def test_partition_with_an_unreachable_broker_is_waiting_and_the_node_lives_on(
+    h: NodeHarness,
+) -> None:
+    h.start(amqp="amqp://guest:guest@127.0.0.1:5999/")
+    pid = h.partition_id("unreachable")
+
+    roger.Partition.start(pid, {"default": 2})
+
+    wait_for(
+        lambda: roger.Partition.partitions()["waiting"].get(pid) == {"default": 2},
+        what="the partition listed as waiting",
+    )
+    # the consumer retries with back-off (0.5, 1, 2 s...): watch a few attempts
+    holds_for(
+        lambda: roger.Partition.partitions() == {"running": {}, "waiting": {pid: {"default": 2}}},
+        4.0,
+        "the partition stays waiting and the node answers",
+        interval=0.25,
+    )
+    assert roger.Consumer.is_alive(pid)
+    roger.Partition.stop(pid)
+    assert roger.Partition.partitions() == {"running": {}, "waiting": {}}
