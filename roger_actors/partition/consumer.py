@@ -2,9 +2,11 @@
 
 One Consumer per partition per node. It owns the partition's AMQP link (on
 an I/O thread, see :mod:`roger_actors.transport.loop`) with one channel per
-queue whose prefetch is the queue's ``max_workers``: that is the hard bound
-on jobs of that queue in progress on this node, and it also bounds the
-messages this actor has in flight.
+queue. At most ``max_workers`` worker processes run jobs of a queue, one job
+each at a time: that is the hard bound on jobs of that queue running on this
+node. The channel's prefetch is ``max_workers * PREFETCH_PER_WORKER``, which
+bounds the deliveries (and so the messages) this actor has in flight; a busy
+queue hands each worker a batch of jobs per message.
 
 For each delivery:
 
@@ -51,14 +53,20 @@ from roger_actors.transport.loop import LoopThread
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
-from . import retry
-from .messages import JobFinished, RunJob, WorkerExited, WorkerReady
+from . import control, retry
+from .messages import JobFinished, JobsFinished, RunJobs, WorkerExited, WorkerReady
 from .worker import Worker, error_outcome, run_callback
 
 log = logging.getLogger("roger_actors.consumer")
 
 #: Seconds a worker may stay idle before it is stopped.
 WORKER_IDLE_SECONDS = 5.0
+#: Deliveries prefetched per allowed worker. ``max_workers`` stays the hard
+#: bound on jobs *running* at once; prefetching more lets a busy queue hand
+#: each worker a batch per message instead of one job per round trip.
+PREFETCH_PER_WORKER = 10
+#: Most jobs handed to a worker in one message.
+MAX_BATCH = 32
 #: Reconnection back-off: first delay, factor, cap (seconds).
 BACKOFF = (0.5, 2.0, 10.0)
 INVALID_HEADER = "x-roger-invalid"
@@ -78,9 +86,10 @@ class _WorkerRef:
     queue: str
     address: Any = None
     pid: int | None = None
-    token: int | None = None
+    tokens: list[int] = field(default_factory=list)
     idle_since: float = 0.0
     ready: bool = False
+    control: str = ""
 
 
 @dataclass
@@ -189,6 +198,7 @@ class Consumer(Server):
         self.sup_ref = self.call_async(self.parent, WhichChildren())
         self.pending_calls: dict[str, Any] = {}
         self.starting_workers: dict[str, _WorkerRef] = {}
+        self.acks: list[Delivery] = []
         self.early_ready: list[WorkerReady] = []
         self._tell_registry()
         self._connect()
@@ -219,7 +229,7 @@ class Consumer(Server):
                 await self._declare(name)
                 if limit > 0:
                     queue = Queue.make_name(self.partition_id, name)
-                    await self.link.consume(name, queue, limit, start=start)
+                    await self.link.consume(name, queue, _prefetch(limit), start=start)
 
         self._submit("connected", connect())
 
@@ -233,11 +243,33 @@ class Consumer(Server):
 
     def handle_info(self, message: Any) -> None:
         """I/O events, worker reports, timers and call replies."""
+        try:
+            self._handle_info(message)
+        finally:
+            self._flush_acks()
+
+    def _ack_later(self, delivery: Delivery) -> None:
+        """Ack ``delivery`` with the others of this message (one I/O hop for all)."""
+        self.acks.append(delivery)
+
+    def _flush_acks(self) -> None:
+        if not self.acks:
+            return
+        acks, self.acks = self.acks, []
+        link = self.link
+
+        async def ack_all() -> None:
+            for d in acks:
+                await link.ack(d.key, d.generation, d.tag)
+
+        self._submit("ack", ack_all())
+
+    def _handle_info(self, message: Any) -> None:
         if isinstance(message, WatchMessage):
             for event in self.io.drain():
                 self._on_event(event)
-        elif isinstance(message, JobFinished):
-            self._on_finished(message)
+        elif isinstance(message, JobsFinished):
+            self._on_finished(message.results)
         elif isinstance(message, WorkerReady):
             self._on_worker_ready(message)
         elif isinstance(message, WorkerExited):
@@ -350,6 +382,7 @@ class Consumer(Server):
         # the WorkerSupervisor may not be routable from here before the worker
         # has been heard from (messages sent to it were seen to be lost).
         worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
+        worker.control = ready.control
 
     # ------------------------------------------------------------ deliveries
 
@@ -386,23 +419,41 @@ class Consumer(Server):
         if self.worker_sup is None:
             return
         while state.backlog:
-            idle = next((w for w in state.workers if w.ready and w.token is None), None)
+            idle = next((w for w in state.workers if w.ready and not w.tokens), None)
             if idle is None:
                 break
-            token = state.backlog.popleft()
-            flight = self.inflight.get(token)
-            if flight is None:
-                continue
-            idle.token = token
-            flight.worker = idle
-            self.send(idle.address, RunJob(token, flight.job))
-            limit = flight.job.max_execution_time
-            if limit is not None:
-                flight.timer = self.send_after(float(limit), ("timeout", token))
+            self._hand_batch(state, idle)
         wanted = len(state.backlog) - state.starting
         room = state.max_workers - len(state.workers) - state.starting
         for _ in range(max(0, min(wanted, room))):
             self._start_worker(state)
+
+    def _hand_batch(self, state: _QueueState, worker: _WorkerRef) -> None:
+        """Give ``worker`` its share of the backlog (one job if it has a time limit)."""
+        share = -(-len(state.backlog) // max(1, state.max_workers))
+        items: list[tuple[int, Job]] = []
+        while state.backlog and len(items) < min(MAX_BATCH, share):
+            token = state.backlog[0]
+            flight = self.inflight.get(token)
+            if flight is None:
+                state.backlog.popleft()
+                continue
+            if flight.job.max_execution_time is not None:
+                if items:
+                    break  # a timed job travels alone: its timer starts now
+                state.backlog.popleft()
+                items.append((token, flight.job))
+                flight.timer = self.send_after(
+                    float(flight.job.max_execution_time), ("timeout", token)
+                )
+                break
+            state.backlog.popleft()
+            items.append((token, flight.job))
+        for token, _ in items:
+            self.inflight[token].worker = worker
+        worker.tokens = [token for token, _ in items]
+        if items:
+            self.send(worker.address, RunJobs(items))
 
     def _start_worker(self, state: _QueueState) -> None:
         spec = ChildSpec(
@@ -430,18 +481,22 @@ class Consumer(Server):
 
     # ------------------------------------------------------------ outcomes
 
-    def _on_finished(self, message: JobFinished) -> None:
-        flight = self.inflight.pop(message.token, None)
-        if flight is None:
-            return
-        if flight.timer is not None:
-            self.cancel_timer(flight.timer)
-        worker = flight.worker
-        if worker is not None:
-            worker.token = None
-            worker.idle_since = _monotonic()
-        self._settle(flight, message.outcome)
-        if worker is not None:
+    def _on_finished(self, results: list[JobFinished]) -> None:
+        freed: list[_WorkerRef] = []
+        for result in results:
+            flight = self.inflight.pop(result.token, None)
+            if flight is None:
+                continue
+            if flight.timer is not None:
+                self.cancel_timer(flight.timer)
+            worker = flight.worker
+            if worker is not None and result.token in worker.tokens:
+                worker.tokens.remove(result.token)
+                if not worker.tokens:
+                    worker.idle_since = _monotonic()
+                    freed.append(worker)
+            self._settle(flight, result.outcome)
+        for worker in freed:
             state = self.queues.get(worker.queue)
             if state is not None:
                 self._dispatch(state)
@@ -449,8 +504,11 @@ class Consumer(Server):
     def _settle(self, flight: _InFlight, outcome: str) -> None:
         """Record the outcome of a job, then ack its delivery."""
         delivery, job = flight.delivery, flight.job
+        if outcome == "returned":
+            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            return
         if outcome in ("done", "error"):
-            self._submit("ack", self.link.ack(delivery.key, delivery.generation, delivery.tag))
+            self._ack_later(delivery)
             return
         if outcome == "retry":
             level = retry.level_for(job.retry_count, self.config.retry_levels)
@@ -493,9 +551,18 @@ class Consumer(Server):
                     worker = candidate
                     state.workers.remove(candidate)
                     break
-        if worker is None or worker.token is None:
+        if worker is None or not worker.tokens:
             return
-        flight = self.inflight.pop(worker.token, None)
+        # The worker ran its batch in order: the first unfinished job is the
+        # one it died under; the ones after it never started and go back.
+        running, *unstarted = worker.tokens
+        worker.tokens = []
+        for token in unstarted:
+            waiting = self.inflight.pop(token, None)
+            if waiting is not None:
+                d = waiting.delivery
+                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+        flight = self.inflight.pop(running, None)
         if flight is None:
             return
         job = flight.job
@@ -519,7 +586,7 @@ class Consumer(Server):
             for worker in list(state.workers):
                 if (
                     worker.ready
-                    and worker.token is None
+                    and not worker.tokens
                     and worker.idle_since < limit
                     and not state.backlog
                 ):
@@ -544,6 +611,8 @@ class Consumer(Server):
             return self._set_paused(list(self.queues), True, from_)
         if isinstance(request, StopConsuming):
             self.consuming = False
+            for state in self.queues.values():
+                self._requeue_backlog(state)
             return self._io_call(from_, self._pause_all(list(self.queues)))
         if isinstance(request, Reconfigure):
             return self._reconfigure(request.queues, from_)
@@ -594,7 +663,11 @@ class Consumer(Server):
         return self._io_call(from_, self._resume_all(resume))
 
     def _requeue_backlog(self, state: _QueueState) -> None:
-        """Deliveries not yet running go back to the broker."""
+        """Deliveries not yet running go back to the broker (also those handed to
+        a worker in a batch and not started: the worker returns them)."""
+        for worker in state.workers:
+            if len(worker.tokens) > 1 and worker.control:
+                control.tell(worker.control, control.RETURN_UNSTARTED)
         while state.backlog:
             flight = self.inflight.pop(state.backlog.popleft(), None)
             if flight is not None:
@@ -617,7 +690,7 @@ class Consumer(Server):
             state = self.queues.pop(name)
             self._requeue_backlog(state)
             for worker in state.workers:
-                if worker.token is None:
+                if not worker.tokens:
                     self._stop_worker(worker)
         for name, limit in queues.items():
             existing = self.queues.get(name)
@@ -642,15 +715,17 @@ class Consumer(Server):
             await self._declare(name)
             if limit > 0:
                 queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(name, queue, limit, start=consuming)
+                await self.link.consume(name, queue, _prefetch(limit), start=consuming)
         for name, (previous, limit, paused) in changed.items():
             if limit == 0:
                 await self.link.pause(name)
             elif previous == 0:
                 queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(name, queue, limit, start=consuming and not paused)
+                await self.link.consume(
+                    name, queue, _prefetch(limit), start=consuming and not paused
+                )
             else:
-                await self.link.set_prefetch(name, limit)
+                await self.link.set_prefetch(name, _prefetch(limit))
 
     def terminate(self, reason: Any) -> None:
         """Close the AMQP link (unacked deliveries go back to their queues)."""
@@ -659,6 +734,10 @@ class Consumer(Server):
         except Exception:
             log.debug("closing the AMQP link failed", exc_info=True)
         self.io.stop()
+
+
+def _prefetch(max_workers: int) -> int:
+    return max_workers * PREFETCH_PER_WORKER
 
 
 def _monotonic() -> float:

@@ -14,18 +14,22 @@ from roger_actors.job import Job
 
 @dataclass(frozen=True)
 class WorkerReady:
-    """Worker -> Consumer: the worker process ``pid`` at ``address`` is up and idle."""
+    """Worker -> Consumer: the worker process ``pid`` at ``address`` is up and idle;
+    ``control`` names its control socket (:mod:`roger_actors.partition.control`)."""
 
     pid: int
     address: Any
+    control: str = ""
 
 
 @dataclass(frozen=True)
-class RunJob:
-    """Consumer -> Worker: run ``job``; ``token`` identifies the delivery."""
+class RunJobs:
+    """Consumer -> Worker: run these jobs one after another, in order.
 
-    token: int
-    job: Job
+    Each item is ``(token, job)``; the token identifies the delivery.
+    """
+
+    items: list[tuple[int, Job]]
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,26 @@ class JobFinished:
     """Worker -> Consumer: the job's outcome, after the callbacks ran.
 
     ``outcome`` is ``"done"``, ``"error"`` (not retryable: drop),
-    ``"retry"`` (publish ``job`` with one more retry) or ``"buried"``.
+    ``"retry"`` (publish ``job`` with one more retry), ``"buried"``, or
+    ``"returned"`` (not started: the Consumer took it back).
     ``error`` is ``(kind, detail)`` as a string pair (it is logged).
     """
 
     token: int
     outcome: str
     error: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class JobsFinished:
+    """Worker -> Consumer: outcomes of jobs of a batch, in the order they ran.
+
+    Sent when the batch is done, and sooner when a job took long
+    (:data:`roger_actors.partition.worker.FLUSH_SECONDS`), so that outcomes
+    are recorded (and acked) promptly.
+    """
+
+    results: list[JobFinished]
 
 
 @dataclass(frozen=True)

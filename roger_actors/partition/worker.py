@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 from typing import Any
 
@@ -23,9 +24,14 @@ from roger_actors.config import Config
 from roger_actors.job import Job, set_allowed_modules
 from supervision import Server
 
-from .messages import JobFinished, RunJob, WorkerReady
+from .control import RETURN_UNSTARTED, ControlSocket
+from .messages import JobFinished, JobsFinished, RunJobs, WorkerReady
 
 log = logging.getLogger("roger_actors.worker")
+
+#: Report the outcomes gathered so far once this many seconds passed since the
+#: last report, even in the middle of a batch.
+FLUSH_SECONDS = 0.05
 
 
 def run_callback(callbacks: WorkerCallback | None, name: str, *args: Any) -> Any:
@@ -58,18 +64,40 @@ class Worker(Server):
         set_allowed_modules(config.allowed_job_modules)
         callbacks_class = config.callbacks_class()
         self.callbacks = callbacks_class() if callbacks_class is not None else None
-        self.send(owner, WorkerReady(os.getpid(), self.address))
+        self.control = ControlSocket()
+        self.send(owner, WorkerReady(os.getpid(), self.address, self.control.name))
 
     def handle_info(self, message: Any) -> None:
-        """Run a ``RunJob``; anything else is logged."""
-        if isinstance(message, RunJob):
-            self.send(self.owner, self.run(message))
-        else:
+        """Run a ``RunJobs`` batch; anything else is logged."""
+        if not isinstance(message, RunJobs):
             super().handle_info(message)
+            return
+        results: list[JobFinished] = []
+        last_report = time.monotonic()
+        self.control.pending()  # signals meant for an earlier batch
+        returning = False
+        for index, (token, job) in enumerate(message.items):
+            if index and not returning:
+                returning = RETURN_UNSTARTED in self.control.pending()
+            if returning:
+                results.append(JobFinished(token, "returned"))
+                continue
+            results.append(self.run_job(token, job))
+            if time.monotonic() - last_report > FLUSH_SECONDS:
+                self.send(self.owner, JobsFinished(results))
+                results, last_report = [], time.monotonic()
+        if results:
+            self.send(self.owner, JobsFinished(results))
 
-    def run(self, message: RunJob) -> JobFinished:
+    def terminate(self, reason: Any) -> None:
+        """Release the control socket."""
+        control = getattr(self, "control", None)
+        if control is not None:
+            control.close()
+
+    def run_job(self, token: int, queued: Job) -> JobFinished:
         """Run one job with its callbacks; never raises."""
-        job = message.job.copy_with(started_at=now())
+        job = queued.copy_with(started_at=now())
         pid = self.partition_id
         state = run_callback(self.callbacks, "before_run", pid, job)
         try:
@@ -82,6 +110,6 @@ class Worker(Server):
             if outcome == "buried":
                 run_callback(self.callbacks, "on_buried", pid, job, error, stack, state)
             log.info("job %s (%s) failed: %r -> %s", job.id, job.module, exc, outcome)
-            return JobFinished(message.token, outcome, ("error", repr(exc)))
+            return JobFinished(token, outcome, ("error", repr(exc)))
         run_callback(self.callbacks, "after_run", pid, job, result, state)
-        return JobFinished(message.token, "done")
+        return JobFinished(token, "done")
