@@ -39,7 +39,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'roger_actors' has no attribute {name!r}")
 
 
-_NODE_NAMES = ("start", "stop", "Partition", "Consumer", "Node")
+_NODE_NAMES = ("start", "start_producer", "stop", "Partition", "Consumer", "Node")
 
 __all__ = [
     "AmqpSettings",
@@ -61,5 +61,6 @@ __all__ = [
     "now",
     "persisters",
     "start",
+    "start_producer",
     "stop",
 ]

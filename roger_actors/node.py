@@ -190,7 +190,7 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
     global _current
     cfg = load_config(config if config is not None else {})
     with _lock:
-        if _current is not None:
+        if _current is not None or _producer is not None:
             raise RuntimeError("a node is already started in this process; call stop() first")
         node = Node(cfg).start()
         _current = node
@@ -199,13 +199,42 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
 
 
 def stop() -> None:
-    """Stop the current node (no-op when none runs)."""
-    global _current
+    """Stop the current node, or the producer connection (no-op when neither runs)."""
+    global _current, _producer
     with _lock:
         node, _current = _current, None
-    if node is not None:
+        producer, _producer = _producer, None
+    if node is not None or producer is not None:
         set_enqueue_hook(None)
+    if node is not None:
         node.stop()
+    if producer is not None:
+        producer.close()
+
+
+_producer: Publisher | None = None
+
+
+def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
+    """Make this process able to enqueue jobs without running a node.
+
+    ``Job.enqueue`` then publishes (with confirms) over one connection of
+    this process. Use :func:`stop` to close it. Raises ``RuntimeError`` when
+    a node or a producer already runs here.
+    """
+    global _producer
+    cfg = load_config(config if config is not None else {})
+    with _lock:
+        if _current is not None or _producer is not None:
+            raise RuntimeError("a node or producer is already started in this process")
+        publisher = Publisher(cfg.amqp.url(), cfg.amqp.connection_timeout_seconds or 10)
+        _producer = publisher
+
+    def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
+        message = job.to_amqp(partition_id, queue)
+        publisher.publish(message.routing_key, message.body, message.properties)
+
+    set_enqueue_hook(enqueue)
 
 
 def current() -> Node:

@@ -8,6 +8,9 @@ node. The channel's prefetch is ``max_workers * PREFETCH_PER_WORKER``, which
 bounds the deliveries (and so the messages) this actor has in flight; a busy
 queue hands each worker a batch of jobs per message.
 
+Work queues are durable quorum queues where the broker supports them (a
+queue that already exists is used as it is).
+
 For each delivery:
 
 - a payload that does not decode or validate is published unchanged to
@@ -234,7 +237,7 @@ class Consumer(Server):
         self._submit("connected", connect())
 
     async def _declare(self, queue: str) -> None:
-        await self.link.declare(Queue.make_name(self.partition_id, queue))
+        await self.link.declare_work_queue(Queue.make_name(self.partition_id, queue))
         await self.link.declare(Queue.invalid_name(self.partition_id, queue))
         name, args = retry.buried_queue(self.partition_id, queue, self.config.max_buried_queue_size)
         await self.link.declare(name, args)

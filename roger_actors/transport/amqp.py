@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiormq
+import aiormq.exceptions
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
 
@@ -130,6 +131,34 @@ class AmqpLink:
         assert ok is not None
         return int(ok.message_count or 0)
 
+    async def declare_work_queue(self, name: str) -> str:
+        """Declare a durable work queue, as a quorum queue where the broker has
+        them; a queue that already exists keeps its type. Returns the type used
+        (``"quorum"``, ``"classic"`` or ``"existing"``)."""
+        channel = await self._scratch()
+        try:
+            await channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+            return "quorum"
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # It exists with other arguments (a classic queue): use it as it is.
+            await self._scratch_passive(name)
+            return "existing"
+        except aiormq.exceptions.AMQPError:
+            # No quorum queues on this broker.
+            await self.declare(name)
+            return "classic"
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def _scratch_passive(self, name: str) -> None:
+        channel = await self._scratch()
+        try:
+            await channel.queue_declare(name, passive=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def counts(self, name: str) -> tuple[int, int]:
         """(message_count, consumer_count) of an existing queue (passive declare)."""
         channel = await self._scratch()
@@ -157,10 +186,16 @@ class AmqpLink:
         body: bytes,
         props: spec.Basic.Properties,
         exchange: str = "",
+        mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm; raises if it is nacked."""
+        """Publish and wait for the broker's confirm; raises if it is nacked or,
+        being ``mandatory``, it reached no queue (``aiormq.exceptions.PublishError``)."""
         confirm = await self._control().basic_publish(
-            body, exchange=exchange, routing_key=routing_key, properties=props
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=props,
+            mandatory=mandatory,
         )
         if not isinstance(confirm, spec.Basic.Ack):
             raise ConnectionError(f"publish to {routing_key!r} not confirmed: {confirm!r}")

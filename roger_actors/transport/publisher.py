@@ -23,6 +23,7 @@ class Publisher:
         self._io: LoopThread | None = None
         self._link: AmqpLink | None = None
         self._lock = threading.Lock()
+        self._declared: set[str] = set()
 
     def _ensure(self) -> tuple[LoopThread, AmqpLink]:
         if self._io is None:
@@ -45,7 +46,16 @@ class Publisher:
                 raise
 
     def publish(self, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
-        """Publish ``body`` to ``routing_key`` (default exchange); ``props`` by AMQP name."""
+        """Publish ``body`` to the work queue ``routing_key`` (default exchange) and
+        wait for the confirm; ``props`` by AMQP name.
+
+        The queue is declared first (once per publisher), so a job enqueued
+        before any node started its partition waits in the queue instead of
+        being dropped by the broker.
+        """
+        if routing_key not in self._declared:
+            self.run("declare_work_queue", routing_key)
+            self._declared.add(routing_key)
         self.run(
             "publish",
             routing_key,
