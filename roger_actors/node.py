@@ -215,6 +215,13 @@ def stop() -> None:
 _producer: Publisher | None = None
 
 
+def _producer_publisher() -> Publisher:
+    """The producer's publisher (for tools such as the benchmark)."""
+    if _producer is None:
+        raise NotStartedError("no producer started in this process")
+    return _producer
+
+
 def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     """Make this process able to enqueue jobs without running a node.
 

@@ -1,0 +1,66 @@
+"""roger-actors itself: a producer enqueues, one node (``bench.roger_app``) consumes.
+
+Client side: ``roger_actors.start_producer`` and ``Job.enqueue`` — CBOR
+payload, persistent, with publisher confirms (the peers publish without
+confirms: Roger's enqueue waits for the broker to have the job).
+
+Worker side: ``python -m bench.roger_app``: a node with one partition whose
+``default`` queue has ``max_workers = --concurrency`` worker processes; the
+node prefetches ``10 x max_workers`` and hands workers batches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import roger_actors as roger
+from bench.common import BenchConfig, PeerRunner
+from bench.roger_jobs import BenchJob
+from roger_actors import node
+from roger_actors.partition.consumer import PREFETCH_PER_WORKER
+
+SUFFIX = "-default"
+
+
+class RogerRunner(PeerRunner):
+    """roger-actors: producer in the harness, a node in its own process tree."""
+
+    name = "roger"
+
+    def __init__(self, config: BenchConfig) -> None:
+        """The partition id is the trial's unique name; its queue adds ``-default``."""
+        super().__init__(config)
+        self.partition = self.queue
+        self.queue = f"{self.partition}{SUFFIX}"
+        self.notes.update(
+            max_workers=config.concurrency,
+            prefetch=config.concurrency * PREFETCH_PER_WORKER,
+            publisher_confirms=True,
+        )
+
+    def _open_client(self) -> None:
+        """A producer connection in this process."""
+        roger.start_producer({"amqp": self.config.url})
+
+    def _declare(self) -> None:
+        """Declare the work queue as a node would (the producer does it on first enqueue)."""
+        node._producer_publisher().run("declare_work_queue", self.queue)
+
+    def _publish(self, enqueued_at: float | None) -> None:
+        """``Job.enqueue``: Roger's ordinary enqueue."""
+        args = [] if enqueued_at is None else [enqueued_at]
+        roger.Job.create(BenchJob, args).enqueue(self.partition)
+
+    def _close_client(self) -> None:
+        """Close the producer connection."""
+        roger.stop()
+
+    def _owned_queues(self) -> list[str]:
+        """The work queue and the queues a node declares beside it."""
+        return [self.queue, f"{self.queue}.invalid", f"{self.queue}.buried"]
+
+    def _worker_argv(self) -> list[str]:
+        """The benchmark node."""
+        os.environ["BENCH_CONCURRENCY"] = str(self.config.concurrency)
+        return [sys.executable, "-m", "bench.roger_app"]
