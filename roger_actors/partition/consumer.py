@@ -37,6 +37,7 @@ finish meanwhile are not acked (the job runs again elsewhere: at-least-once).
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import logging
 import os
@@ -202,6 +203,7 @@ class Consumer(Server):
         self.pending_calls: dict[str, Any] = {}
         self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
+        self.pending_io: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
         self._tell_registry()
         self._connect()
@@ -218,7 +220,9 @@ class Consumer(Server):
             else:
                 self.io.post(_Io(kind, value))
 
-        self.io.submit(run())
+        self.pending_io.append(self.io.submit(run()))
+        if len(self.pending_io) > 256:
+            self.pending_io = [f for f in self.pending_io if not f.done()]
 
     def _connect(self) -> None:
         plan = [
@@ -731,7 +735,10 @@ class Consumer(Server):
                 await self.link.set_prefetch(name, _prefetch(limit))
 
     def terminate(self, reason: Any) -> None:
-        """Close the AMQP link (unacked deliveries go back to their queues)."""
+        """Finish the acks and publishes under way (a few seconds at most), then
+        close the AMQP link: unacked deliveries go back to their queues."""
+        self._flush_acks()
+        concurrent.futures.wait(self.pending_io, timeout=5)
         try:
             self.io.submit(self.link.close()).result(timeout=5)
         except Exception:
