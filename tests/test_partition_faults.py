@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,3 +137,62 @@ def test_partition_with_an_unreachable_broker_is_waiting_and_the_node_lives_on(
     assert roger.Consumer.is_alive(pid)
     roger.Partition.stop(pid)
     assert roger.Partition.partitions() == {"running": {}, "waiting": {}}
+
+
+def test_sigkilled_worker_supervisor_restarts_the_partition_and_the_running_job_comes_back(
+    h: NodeHarness,
+) -> None:
+    h.start()
+    pid = h.start_partition({"default": 2})
+    consumer, worker_sup = _consumer_pid(h, pid)
+    h.enqueue(TimedJob, pid, "interrupted", 30)
+    wait_for(lambda: "interrupted" in h.tags("start"), what="the long job running")
+
+    os.kill(worker_sup, signal.SIGKILL)
+
+    # one_for_all: the Consumer restarts too; the job's delivery was never
+    # acked, so the broker gives it to the new Consumer, which runs it again.
+    wait_for(
+        lambda: sum(1 for e in h.events("start") if e["tag"] == "interrupted") == 2,
+        timeout=30,
+        what="the interrupted job started a second time",
+    )
+    new_consumer, new_worker_sup = _consumer_pid(h, pid)
+    assert new_consumer != consumer and new_worker_sup != worker_sup
+    assert not is_alive(worker_sup)
+
+
+@pytest.mark.timeout(240)
+def test_the_node_reconnects_after_a_broker_restart_and_runs_every_job(h: NodeHarness) -> None:
+    h.start()
+    pid = h.start_partition({"default": 2})
+    before = [f"b{i}" for i in range(3)]
+    for tag in before:
+        h.enqueue(TimedJob, pid, tag, 0)
+    h.wait_tags("after_run", set(before))
+
+    subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=60)
+    try:
+        wait_for(
+            lambda: pid in roger.Partition.partitions()["waiting"],
+            timeout=20,
+            what="the partition waiting while the broker is down",
+        )
+    finally:
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        ["rabbitmqctl", "await_startup", "--timeout", "60"],
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+    wait_for(
+        lambda: pid in roger.Partition.partitions()["running"],
+        timeout=40,
+        what="the partition running again after the broker came back",
+    )
+    # the node's publisher reconnects on the next enqueue
+    after = [f"a{i}" for i in range(3)]
+    for tag in after:
+        h.enqueue(TimedJob, pid, tag, 0)
+    h.wait_tags("after_run", set(before) | set(after), timeout=30)
