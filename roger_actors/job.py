@@ -141,6 +141,7 @@ _RESERVED_NAMES = frozenset(
         "execute",
         "is_retryable",
         "queue_type_name",
+        "started",
         "to_amqp",
         "id",
         "module",
@@ -805,6 +806,16 @@ class Job:
         checked = _checked_fields(fields, strict=False)
         job = object.__new__(type(self))
         job.__dict__.update(checked)
+        return job
+
+    def started(self, at: int) -> Job:
+        """A copy of this job with ``started_at`` set to ``at`` (ms), without the
+        validation :meth:`copy_with` does (the job was validated when decoded)."""
+        if isinstance(at, bool) or not isinstance(at, int):
+            raise InvalidJobError("started_at must be an integer number of milliseconds")
+        job = object.__new__(type(self))
+        job.__dict__.update(self.__dict__)
+        job.__dict__["started_at"] = at
         return job
 
     def to_amqp(self, partition_id: str, queue: str | enum.Enum | None = None) -> AmqpMessage:

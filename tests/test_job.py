@@ -720,3 +720,18 @@ def test_the_job_model_imports_no_actor_system_or_broker_client() -> None:
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_started_copies_the_job_with_started_at_and_leaves_the_original_alone() -> None:
+    job = roger.Job.create(_StartedProbeJob, [1])
+    started = job.started(1234)
+    assert started.started_at == 1234
+    assert job.started_at is None
+    assert started.id == job.id and started.args == job.args
+    with pytest.raises(roger.InvalidJobError):
+        job.started("soon")  # type: ignore[arg-type]
+
+
+class _StartedProbeJob(roger.Job):
+    def perform(self, args: Any) -> Any:
+        return args

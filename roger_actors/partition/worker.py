@@ -97,7 +97,7 @@ class Worker(Server):
 
     def run_job(self, token: int, queued: Job) -> JobFinished:
         """Run one job with its callbacks; never raises."""
-        job = queued.copy_with(started_at=now())
+        job = queued.started(now())
         pid = self.partition_id
         state = run_callback(self.callbacks, "before_run", pid, job)
         try:
