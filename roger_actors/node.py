@@ -38,6 +38,7 @@ from .partition.consumer import (
     PauseAll,
     Purge,
     Resume,
+    StopConsuming,
 )
 from .queue import normalise_queue_defs, normalise_queue_type, validate_partition_id
 from .registry import (
@@ -314,6 +315,13 @@ class Consumer:
     def resume(partition_id: str, queue: str) -> None:
         """Consume ``queue`` again on this node."""
         current().consumer_call(partition_id, Resume(normalise_queue_type(queue)))
+
+    @staticmethod
+    def force_shutdown(partition_id: str) -> None:
+        """Stop taking jobs of every queue of the partition on this node at once:
+        deliveries not yet started go back to the broker; running jobs finish.
+        (The partition itself keeps running; ``Partition.stop`` ends it.)"""
+        current().consumer_call(partition_id, StopConsuming())
 
     @staticmethod
     def pause_all(partition_id: str) -> None:

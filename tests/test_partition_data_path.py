@@ -508,3 +508,21 @@ def test_loop_thread_wakes_its_actor_for_an_event_posted_while_it_drains() -> No
         assert loop.drain() == ["e2"]
     finally:
         loop.stop()
+
+
+def test_force_shutdown_stops_taking_jobs_while_the_running_one_finishes(h: NodeHarness) -> None:
+    pid = h.start_partition({"default": 1})
+    h.enqueue(TimedJob, pid, "running", 1.0)
+    h.enqueue(TimedJob, pid, "waiting", 0)
+    h.wait_tags("start", {"running"})
+
+    roger.Consumer.force_shutdown(pid)
+
+    h.wait_tags("end", {"running"})
+    wait_for(lambda: _message_count(pid) == 1, what="the job not started back in the queue")
+    holds_for(
+        lambda: "waiting" not in h.tags("start"),
+        1.0,
+        "no job is taken after force_shutdown",
+    )
+    assert roger.Consumer.is_alive(pid), "the partition itself keeps running"
