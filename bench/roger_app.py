@@ -14,7 +14,7 @@ import sys
 import threading
 
 import bench.roger_jobs  # noqa: F401  (registers BenchJob before the node forks)
-import roger_actors as roger
+from roger_actors.node import start, stop
 
 SUFFIX = "-default"
 
@@ -36,7 +36,7 @@ def main() -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    roger.start(
+    start(
         {
             "amqp": os.environ.get("BENCH_URL", "amqp://guest:guest@127.0.0.1:5672/"),
             "admin_port": free_port(),
@@ -47,7 +47,7 @@ def main() -> None:
     try:
         done.wait()
     finally:
-        roger.stop()
+        stop()
 
 
 if __name__ == "__main__":

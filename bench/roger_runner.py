@@ -18,6 +18,7 @@ import roger_actors as roger
 from bench.common import BenchConfig, PeerRunner
 from bench.roger_jobs import BenchJob
 from roger_actors import node
+from roger_actors.node import start_producer, stop
 from roger_actors.partition.consumer import PREFETCH_PER_WORKER
 
 SUFFIX = "-default"
@@ -41,7 +42,7 @@ class RogerRunner(PeerRunner):
 
     def _open_client(self) -> None:
         """A producer connection in this process."""
-        roger.start_producer({"amqp": self.config.url})
+        start_producer({"amqp": self.config.url})
 
     def _declare(self) -> None:
         """Declare the work queue as a node would (the producer does it on first enqueue)."""
@@ -54,7 +55,7 @@ class RogerRunner(PeerRunner):
 
     def _close_client(self) -> None:
         """Close the producer connection."""
-        roger.stop()
+        stop()
 
     def _owned_queues(self) -> list[str]:
         """The work queue and the queues a node declares beside it."""

@@ -7,6 +7,7 @@ The public surface so far (API.md lists what follows):
 * jobs: :class:`Job`, :func:`now`;
 * queues: :class:`Queue` (naming);
 * configuration: :class:`Config`, :class:`AmqpSettings`, :func:`load_config`;
+* key sets: :class:`KeySet` (an actor holding a set of keys);
 * extension points: :class:`WorkerCallback`, :class:`StatePersister` and the
   :mod:`roger_actors.persisters` package (``Stub``, ``Filesystem``);
 * errors: :class:`RogerError` and its subclasses.
@@ -32,6 +33,10 @@ from roger_actors.queue import Queue
 def __getattr__(name: str) -> object:
     # The node layer imports Thespian and aiormq: load it only when used, so
     # that producers importing roger_actors for Job stay light.
+    if name == "KeySet":
+        from roger_actors.key_set import KeySet
+
+        return KeySet
     if name in _NODE_NAMES:
         from roger_actors import node
 
@@ -49,6 +54,7 @@ __all__ = [
     "DuplicateJobError",
     "InvalidJobError",
     "Job",
+    "KeySet",
     "Node",
     "NotRunningError",
     "NotStartedError",

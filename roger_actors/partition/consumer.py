@@ -52,7 +52,7 @@ from roger_actors.config import Config
 from roger_actors.errors import InvalidJobError
 from roger_actors.job import Job, set_allowed_modules
 from roger_actors.queue import Queue
-from roger_actors.transport.amqp import AmqpLink, Delivery, LinkLost, properties
+from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.loop import LoopThread
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
@@ -265,9 +265,13 @@ class Consumer(Server):
         acks, self.acks = self.acks, []
         link = self.link
 
+        by_channel: dict[tuple[str, int], list[int]] = {}
+        for d in acks:
+            by_channel.setdefault((d.key, d.generation), []).append(d.tag)
+
         async def ack_all() -> None:
-            for d in acks:
-                await link.ack(d.key, d.generation, d.tag)
+            for (key, generation), tags in by_channel.items():
+                await link.ack_many(key, generation, tags)
 
         self._submit("ack", ack_all())
 
@@ -298,6 +302,8 @@ class Consumer(Server):
             self._on_delivery(event)
         elif isinstance(event, LinkLost):
             self._on_link_lost(event.reason)
+        elif isinstance(event, ChannelLost):
+            self._on_channel_lost(event.key)
         elif isinstance(event, _Io):
             self._on_io(event)
 
@@ -324,6 +330,23 @@ class Consumer(Server):
     def _tell_registry(self) -> None:
         if self.registry is not None:
             self.send(self.registry, ("consumer", self.partition_id, self.address, self.connected))
+
+    def _on_channel_lost(self, key: str) -> None:
+        """The broker closed one consumer channel: its unacked deliveries are back
+        in the queue; forget the ones not started and consume again."""
+        log.error("%s: consumer channel of queue %r closed by the broker", self.partition_id, key)
+        state = self.queues.get(key)
+        if state is None:
+            return
+        for token in state.backlog:
+            self.inflight.pop(token, None)
+        state.backlog.clear()
+        if state.max_workers > 0 and self.connected:
+            queue = Queue.make_name(self.partition_id, key)
+            start = self.consuming and not state.paused
+            self._submit(
+                "reconsume", self.link.consume(key, queue, _prefetch(state.max_workers), start)
+            )
 
     def _on_link_lost(self, reason: str) -> None:
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)

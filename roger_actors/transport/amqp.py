@@ -48,13 +48,31 @@ class LinkLost:
     reason: str
 
 
+@dataclass(frozen=True)
+class ChannelLost:
+    """The broker closed the consumer channel ``key`` (a channel error); its
+    unacked deliveries went back to the queue. The connection is still up."""
+
+    key: str
+    generation: int
+
+
 @dataclass
 class _Consumer:
     channel: AbstractChannel
     queue: str
     generation: int
     consumer_tag: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Every delivery tag up to this one is settled (a channel numbers its
+    #: deliveries 1, 2, 3...).
+    watermark: int = 0
+    #: Settled tags above the watermark.
+    settled: set[int] = field(default_factory=set)
+    #: Of those, the ones the broker was already told about (acked one by one
+    #: or nacked): a ``multiple`` ack must not name them again.
+    told: set[int] = field(default_factory=set)
+    closing_on_purpose: bool = False
+    ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def properties(
@@ -208,7 +226,19 @@ class AmqpLink:
         channel = await self.connection.channel(publisher_confirms=False)
         await channel.basic_qos(prefetch_count=prefetch)
         self._generation += 1
-        self.consumers[key] = _Consumer(channel, queue, self._generation)
+        consumer = _Consumer(channel, queue, self._generation)
+        self.consumers[key] = consumer
+
+        def on_close(future: asyncio.Future[Any]) -> None:
+            if consumer.closing_on_purpose or self._lost:
+                return
+            if not future.cancelled() and future.exception() is not None:
+                log.error("consumer channel %r closed: %r", key, future.exception())
+            if self.consumers.get(key) is consumer:
+                del self.consumers[key]
+            self.post(ChannelLost(key, consumer.generation))
+
+        channel.closing.add_done_callback(on_close)
         if start:
             await self.resume(key)
 
@@ -222,11 +252,12 @@ class AmqpLink:
         async def on_message(message: DeliveredMessage) -> None:
             delivery = message.delivery
             props = message.header.properties
+            tag = int(getattr(delivery, "delivery_tag", 0) or 0)
             self.post(
                 Delivery(
                     key,
                     generation,
-                    int(getattr(delivery, "delivery_tag", 0) or 0),
+                    tag,
                     bytes(message.body),
                     dict(props.headers or {}),
                     props.message_id,
@@ -256,6 +287,7 @@ class AmqpLink:
         consumer = self.consumers.pop(key, None)
         if consumer is None:
             return
+        consumer.closing_on_purpose = True
         with contextlib.suppress(Exception):
             await consumer.channel.close()
 
@@ -267,18 +299,57 @@ class AmqpLink:
 
     async def ack(self, key: str, generation: int, tag: int) -> bool:
         """Ack one delivery; False when its channel is gone (it was requeued)."""
+        return await self.ack_many(key, generation, [tag])
+
+    async def ack_many(self, key: str, generation: int, tags: list[int]) -> bool:
+        """Ack deliveries of one consumer channel with as few frames as possible.
+
+        The tags that, with those settled before, complete the oldest
+        outstanding ones are acked with one ``multiple`` ack; the others are
+        acked one by one at once (a long job never holds back the acks, and so
+        the prefetch window, of the jobs after it). False when the channel is
+        gone (its deliveries were requeued).
+        """
+        consumer = self.consumers.get(key)
         channel = self._channel_for(key, generation)
-        if channel is None:
+        if consumer is None or channel is None:
             return False
-        await channel.basic_ack(tag, wait=False)
+        async with consumer.ack_lock:
+            # Frames must reach the broker in the order decided here: a later
+            # multiple ack must not overtake the single ack of a tag it covers.
+            return await self._ack_in_order(consumer, channel, tags)
+
+    async def _ack_in_order(
+        self, consumer: _Consumer, channel: AbstractChannel, tags: list[int]
+    ) -> bool:
+        consumer.settled.update(tags)
+        top = 0  # highest tag of the settled prefix not yet told to the broker
+        covered = consumer.watermark  # every tag up to it is settled
+        while consumer.watermark + 1 in consumer.settled:
+            consumer.watermark = covered = consumer.watermark + 1
+            consumer.settled.discard(covered)
+            if covered in consumer.told:
+                consumer.told.discard(covered)
+            else:
+                top = covered
+        singles = [tag for tag in tags if tag > covered]
+        consumer.told.update(singles)
+        if top:
+            await channel.basic_ack(top, multiple=True, wait=False)
+        for tag in singles:
+            await channel.basic_ack(tag, wait=False)
         return True
 
     async def nack(self, key: str, generation: int, tag: int, requeue: bool = True) -> bool:
         """Nack one delivery (requeue by default); False when its channel is gone."""
+        consumer = self.consumers.get(key)
         channel = self._channel_for(key, generation)
-        if channel is None:
+        if consumer is None or channel is None:
             return False
-        await channel.basic_nack(tag, requeue=requeue, wait=False)
+        async with consumer.ack_lock:
+            consumer.settled.add(tag)
+            consumer.told.add(tag)
+            await channel.basic_nack(tag, requeue=requeue, wait=False)
         return True
 
     async def get(self, queue: str) -> DeliveredMessage | None:
