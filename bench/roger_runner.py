@@ -64,4 +64,4 @@ class RogerRunner(PeerRunner):
     def _worker_argv(self) -> list[str]:
         """The benchmark node."""
         os.environ["BENCH_CONCURRENCY"] = str(self.config.concurrency)
-        return [sys.executable, "-m", "bench.roger_app"]
+        return [sys.executable, "-m", "bench.roger_app", self.queue]
