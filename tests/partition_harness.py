@@ -27,6 +27,7 @@ import aiormq
 from pamqp import commands as spec
 
 import roger_actors as roger
+from tests.procs import is_alive, live_children, parent_of  # noqa: F401 (re-exported)
 from tests.roger_test_jobs2 import JsonCallbacks, read_events
 
 T = TypeVar("T")
@@ -69,37 +70,6 @@ def holds_for(
 
 # ---------------------------------------------------------------- processes
 
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def is_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def parent_of(pid: int) -> int | None:
-    """The parent pid of ``pid``, or None when it is gone."""
-    fields = _stat(pid)
-    return int(fields[1]) if fields is not None else None
-
-
-def live_children(pid: int) -> list[int]:
-    """Pids of the live (non-zombie) children of ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-                found.append(int(entry))
-    return sorted(found)
 
 
 def amqp_socket_count(pid: int) -> int:

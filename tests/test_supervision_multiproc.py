@@ -37,7 +37,9 @@ from supervision import (
     terminate_child,
     which_children,
 )
+from tests import procs
 from tests.actors import Sup, Worker, read_journal
+from tests.procs import is_alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,37 +51,23 @@ WAIT = 15.0
 # ---------------------------------------------------------------- processes
 
 
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name, or None if no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
 def alive(pid: int) -> bool:
     """True while ``pid`` is a process that has not exited (a zombie has exited)."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
+    return is_alive(pid)
 
 
 def parent_of(pid: int) -> int:
     """The parent process id of a live process."""
-    fields = _stat(pid)
-    assert fields is not None, f"process {pid} does not exist"
-    return int(fields[1])
-
-
-def _all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    parent = procs.parent_of(pid)
+    assert parent is not None, f"process {pid} does not exist"
+    return parent
 
 
 def descendants(pid: int) -> set[int]:
     """``pid`` and all its live descendants."""
     children: dict[int, list[int]] = {}
-    for other in _all_pids():
-        fields = _stat(other)
+    for other in procs.all_pids():
+        fields = procs.stat_fields(other)
         if fields is not None and fields[0] not in ("Z", "X"):
             children.setdefault(int(fields[1]), []).append(other)
     found, todo = set(), [pid]
@@ -105,7 +93,7 @@ def listener_pid(port: int) -> int | None:
                 inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return None
-    for pid in _all_pids():
+    for pid in procs.all_pids():
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:

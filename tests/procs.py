@@ -1,0 +1,42 @@
+"""Looking at processes through /proc (Linux), for tests that watch real processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def is_alive(pid: int) -> bool:
+    """True while ``pid`` exists and has not exited (a zombie has exited)."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid``, or None when it is gone."""
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields is not None else None
+
+
+def all_pids() -> list[int]:
+    """Every process id on the machine."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def live_children(pid: int) -> list[int]:
+    """Pids of the live (non-zombie) children of ``pid``."""
+    found = []
+    for other in all_pids():
+        fields = stat_fields(other)
+        if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.append(other)
+    return sorted(found)
