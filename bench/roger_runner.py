@@ -6,7 +6,7 @@ confirms: Roger's enqueue waits for the broker to have the job).
 
 Worker side: ``python -m bench.roger_app``: a node with one partition whose
 ``default`` queue has ``max_workers = --concurrency`` worker processes; the
-node prefetches ``10 x max_workers`` and hands workers batches.
+node hands workers batches sized by recent job durations, prefetch following.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bench.common import BenchConfig, PeerRunner
 from bench.roger_jobs import BenchJob
 from roger_actors import node
 from roger_actors.node import start_producer, stop
-from roger_actors.partition.consumer import PREFETCH_PER_WORKER
+from roger_actors.partition.consumer import MAX_BATCH
 
 SUFFIX = "-default"
 
@@ -36,7 +36,7 @@ class RogerRunner(PeerRunner):
         self.queue = f"{self.partition}{SUFFIX}"
         self.notes.update(
             max_workers=config.concurrency,
-            prefetch=config.concurrency * PREFETCH_PER_WORKER,
+            prefetch=f"adaptive, {2 * config.concurrency}-{(1 + MAX_BATCH) * config.concurrency}",
             publisher_confirms=True,
         )
 

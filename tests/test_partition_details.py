@@ -51,8 +51,10 @@ def test_partition_start_on_a_running_partition_reconfigures_it(h: NodeHarness) 
     roger.Partition.start(pid, {"default": 3, "extra": 2})
 
     wait_for(
-        lambda: {q: v["max_workers"] for q, v in roger.Consumer.get_queues(pid).items()}
-        == {"default": 3, "extra": 2},
+        lambda: (
+            {q: v["max_workers"] for q, v in roger.Consumer.get_queues(pid).items()}
+            == {"default": 3, "extra": 2}
+        ),
         what="the partition reconfigured",
     )
     h.enqueue(TimedJob, pid, "on-extra", 0, queue="extra")
@@ -96,9 +98,7 @@ def test_a_job_past_the_last_retry_level_is_buried_with_its_payload(h: NodeHarne
     pid = h.start_partition({"default": 1})
     job = h.enqueue(BuryAtOnceJob, pid, "doomed")
 
-    wait_for(
-        lambda: counts(Queue.buried_name(pid, "default")) == (1, 0), what="the job buried"
-    )
+    wait_for(lambda: counts(Queue.buried_name(pid, "default")) == (1, 0), what="the job buried")
     [(body, _headers, message_id)] = drain(Queue.buried_name(pid, "default"))
     assert message_id == job.id
     assert roger.Job.decode(body).id == job.id
@@ -118,3 +118,44 @@ def test_callbacks_that_raise_are_logged_and_never_stop_the_job_or_the_worker(
     assert h.tags("cb_before_run") == {"first", "second"}
     assert h.tags("cb_after_run") == {"first", "second"}
     wait_for(lambda: counts(Queue.make_name(pid, "default")) == (0, 1), what="both acked")
+
+
+def _prefetch_of(queue: str) -> int | None:
+    import subprocess
+
+    out = subprocess.run(
+        [
+            "rabbitmqctl",
+            "-q",
+            "list_consumers",
+            "--no-table-headers",
+            "queue_name",
+            "prefetch_count",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    counts_ = [
+        int(line.split("\t")[1]) for line in out.splitlines() if line.split("\t")[0] == queue
+    ]
+    return counts_[0] if counts_ else None
+
+
+def test_prefetch_grows_for_short_jobs_and_returns_to_twice_max_workers_for_long_ones(
+    h: NodeHarness,
+) -> None:
+    h.start()
+    pid = h.start_partition({"default": 2})
+    queue = Queue.make_name(pid, "default")
+    assert _prefetch_of(queue) == 4, "starts at 2 x max_workers: one job per worker at a time"
+
+    for i in range(40):
+        h.enqueue(TimedJob, pid, f"short{i}", 0)
+    h.wait_events("after_run", 40)
+    wait_for(lambda: (_prefetch_of(queue) or 0) > 4, what="prefetch raised for short jobs")
+
+    h.enqueue(TimedJob, pid, "long", 0.3)
+    h.wait_tags("after_run", {"long"})
+    wait_for(lambda: _prefetch_of(queue) == 4, what="prefetch back to 2 x max_workers")

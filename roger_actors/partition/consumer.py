@@ -4,9 +4,12 @@ One Consumer per partition per node. It owns the partition's AMQP link (on
 an I/O thread, see :mod:`roger_actors.transport.loop`) with one channel per
 queue. At most ``max_workers`` worker processes run jobs of a queue, one job
 each at a time: that is the hard bound on jobs of that queue running on this
-node. The channel's prefetch is ``max_workers * PREFETCH_PER_WORKER``, which
-bounds the deliveries (and so the messages) this actor has in flight; a busy
-queue hands each worker a batch of jobs per message.
+node. Each worker gets a batch of jobs per message, as many as fit in about
+:data:`BATCH_TARGET_SECONDS` of work judging by the queue's recent job
+durations (one job at a time for slow jobs, up to :data:`MAX_BATCH` for
+very short ones). The channel's prefetch follows: ``max_workers * (1 +
+batch)``, from ``2 * max_workers``; it bounds the deliveries (and so the
+messages) this actor has in flight.
 
 Work queues are durable quorum queues where the broker supports them (a
 queue that already exists is used as it is).
@@ -65,12 +68,12 @@ log = logging.getLogger("roger_actors.consumer")
 
 #: Seconds a worker may stay idle before it is stopped.
 WORKER_IDLE_SECONDS = 5.0
-#: Deliveries prefetched per allowed worker. ``max_workers`` stays the hard
-#: bound on jobs *running* at once; prefetching more lets a busy queue hand
-#: each worker a batch per message instead of one job per round trip.
-PREFETCH_PER_WORKER = 10
+#: A batch handed to a worker holds about this many seconds of work.
+BATCH_TARGET_SECONDS = 0.02
 #: Most jobs handed to a worker in one message.
 MAX_BATCH = 32
+#: Weight of the newest job duration in a queue's running average.
+DURATION_WEIGHT = 0.2
 #: Reconnection back-off: first delay, factor, cap (seconds).
 BACKOFF = (0.5, 2.0, 10.0)
 INVALID_HEADER = "x-roger-invalid"
@@ -113,6 +116,23 @@ class _QueueState:
     workers: list[_WorkerRef] = field(default_factory=list)
     starting: int = 0
     backlog: deque[int] = field(default_factory=deque)
+    #: Running average of job durations (seconds), None before the first.
+    avg_seconds: float | None = None
+    #: The prefetch asked of the broker for this queue's channel.
+    prefetch: int = 0
+
+    @property
+    def batch_limit(self) -> int:
+        """Jobs per batch: about BATCH_TARGET_SECONDS of work, 1 to MAX_BATCH."""
+        if self.avg_seconds is None:
+            return 1
+        fit = int(BATCH_TARGET_SECONDS / max(self.avg_seconds, 1e-6))
+        return max(1, min(MAX_BATCH, fit))
+
+    @property
+    def wanted_prefetch(self) -> int:
+        """Room for every worker's batch and the next one being gathered."""
+        return self.max_workers * (1 + self.batch_limit)
 
 
 # ---------------------------------------------------------------- public requests
@@ -225,18 +245,20 @@ class Consumer(Server):
             self.pending_io = [f for f in self.pending_io if not f.done()]
 
     def _connect(self) -> None:
+        for q in self.queues.values():
+            q.prefetch = q.wanted_prefetch
         plan = [
-            (name, q.max_workers, self.consuming and not q.paused)
+            (name, q.max_workers, q.prefetch, self.consuming and not q.paused)
             for name, q in self.queues.items()
         ]
 
         async def connect() -> None:
             await self.link.connect()
-            for name, limit, start in plan:
+            for name, limit, prefetch, start in plan:
                 await self._declare(name)
                 if limit > 0:
                     queue = Queue.make_name(self.partition_id, name)
-                    await self.link.consume(name, queue, _prefetch(limit), start=start)
+                    await self.link.consume(name, queue, prefetch, start=start)
 
         self._submit("connected", connect())
 
@@ -344,9 +366,7 @@ class Consumer(Server):
         if state.max_workers > 0 and self.connected:
             queue = Queue.make_name(self.partition_id, key)
             start = self.consuming and not state.paused
-            self._submit(
-                "reconsume", self.link.consume(key, queue, _prefetch(state.max_workers), start)
-            )
+            self._submit("reconsume", self.link.consume(key, queue, state.wanted_prefetch, start))
 
     def _on_link_lost(self, reason: str) -> None:
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)
@@ -462,7 +482,7 @@ class Consumer(Server):
         """Give ``worker`` its share of the backlog (one job if it has a time limit)."""
         share = -(-len(state.backlog) // max(1, state.max_workers))
         items: list[tuple[int, Job]] = []
-        while state.backlog and len(items) < min(MAX_BATCH, share):
+        while state.backlog and len(items) < min(state.batch_limit, share):
             token = state.backlog[0]
             flight = self.inflight.get(token)
             if flight is None:
@@ -513,6 +533,7 @@ class Consumer(Server):
 
     def _on_finished(self, results: list[JobFinished]) -> None:
         freed: list[_WorkerRef] = []
+        timed: set[str] = set()
         for result in results:
             flight = self.inflight.pop(result.token, None)
             if flight is None:
@@ -520,16 +541,41 @@ class Consumer(Server):
             if flight.timer is not None:
                 self.cancel_timer(flight.timer)
             worker = flight.worker
+            if worker is not None and result.outcome != "returned":
+                self._record_duration(worker.queue, result.seconds)
+                timed.add(worker.queue)
             if worker is not None and result.token in worker.tokens:
                 worker.tokens.remove(result.token)
                 if not worker.tokens:
                     worker.idle_since = _monotonic()
                     freed.append(worker)
             self._settle(flight, result.outcome)
+        for name in timed:
+            self._adjust_prefetch(name)
         for worker in freed:
             state = self.queues.get(worker.queue)
             if state is not None:
                 self._dispatch(state)
+
+    def _record_duration(self, queue: str, seconds: float) -> None:
+        state = self.queues.get(queue)
+        if state is None:
+            return
+        if state.avg_seconds is None:
+            state.avg_seconds = seconds
+        else:
+            state.avg_seconds += DURATION_WEIGHT * (seconds - state.avg_seconds)
+
+    def _adjust_prefetch(self, queue: str) -> None:
+        """Follow the batch size with the channel's prefetch (changes of 2x or more)."""
+        state = self.queues.get(queue)
+        if state is None or state.max_workers == 0 or not self.connected:
+            return
+        wanted = state.wanted_prefetch
+        if state.prefetch and state.prefetch // 2 < wanted < state.prefetch * 2:
+            return
+        state.prefetch = wanted
+        self._submit("prefetch", self.link.set_prefetch(queue, wanted))
 
     def _settle(self, flight: _InFlight, outcome: str) -> None:
         """Record the outcome of a job, then ack its delivery."""
@@ -725,11 +771,13 @@ class Consumer(Server):
         for name, limit in queues.items():
             existing = self.queues.get(name)
             if existing is None:
-                self.queues[name] = _QueueState(name, limit)
-                added[name] = limit
+                existing = self.queues[name] = _QueueState(name, limit)
+                existing.prefetch = existing.wanted_prefetch
+                added[name] = existing.prefetch
             else:
-                changed[name] = (existing.max_workers, limit, existing.paused)
-                existing.max_workers = limit
+                previous, existing.max_workers = existing.max_workers, limit
+                existing.prefetch = existing.wanted_prefetch
+                changed[name] = (previous, existing.prefetch, existing.paused)
         return self._io_call(from_, self._apply_queues(removed, added, changed, self.consuming))
 
     async def _apply_queues(
@@ -739,23 +787,23 @@ class Consumer(Server):
         changed: dict[str, tuple[int, int, bool]],
         consuming: bool,
     ) -> None:
+        """Apply a reconfiguration on the broker; ``added`` and ``changed`` carry
+        each queue's prefetch, which is 0 for ``max_workers`` 0."""
         for name in removed:
             await self.link.pause(name)
-        for name, limit in added.items():
+        for name, prefetch in added.items():
             await self._declare(name)
-            if limit > 0:
+            if prefetch > 0:
                 queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(name, queue, _prefetch(limit), start=consuming)
-        for name, (previous, limit, paused) in changed.items():
-            if limit == 0:
+                await self.link.consume(name, queue, prefetch, start=consuming)
+        for name, (previous, prefetch, paused) in changed.items():
+            if prefetch == 0:
                 await self.link.pause(name)
             elif previous == 0:
                 queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(
-                    name, queue, _prefetch(limit), start=consuming and not paused
-                )
+                await self.link.consume(name, queue, prefetch, start=consuming and not paused)
             else:
-                await self.link.set_prefetch(name, _prefetch(limit))
+                await self.link.set_prefetch(name, prefetch)
 
     def terminate(self, reason: Any) -> None:
         """Finish the acks and publishes under way (a few seconds at most), then
@@ -767,10 +815,6 @@ class Consumer(Server):
         except Exception:
             log.debug("closing the AMQP link failed", exc_info=True)
         self.io.stop()
-
-
-def _prefetch(max_workers: int) -> int:
-    return max_workers * PREFETCH_PER_WORKER
 
 
 def _monotonic() -> float:

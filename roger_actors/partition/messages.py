@@ -45,6 +45,8 @@ class JobFinished:
     token: int
     outcome: str
     error: tuple[str, str] | None = None
+    #: Seconds the job took in the worker (callbacks included).
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

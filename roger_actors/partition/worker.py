@@ -12,6 +12,7 @@ job's outcome then.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -82,7 +83,9 @@ class Worker(Server):
             if returning:
                 results.append(JobFinished(token, "returned"))
                 continue
-            results.append(self.run_job(token, job))
+            began = time.monotonic()
+            result = self.run_job(token, job)
+            results.append(dataclasses.replace(result, seconds=time.monotonic() - began))
             if time.monotonic() - last_report > FLUSH_SECONDS:
                 self.send(self.owner, JobsFinished(results))
                 results, last_report = [], time.monotonic()

@@ -277,10 +277,20 @@ class AmqpLink:
         await consumer.channel.basic_cancel(tag)
 
     async def set_prefetch(self, key: str, prefetch: int) -> None:
-        """Change the prefetch of a consumer channel."""
+        """Change the prefetch of a consumer channel.
+
+        A per-consumer prefetch only applies to consumers started after it is
+        set (and quorum queues refuse a channel-wide one), so a running
+        consumer is cancelled and started again; its unacked deliveries stay
+        with us and are acked as usual.
+        """
         consumer = self.consumers.get(key)
-        if consumer is not None:
-            await consumer.channel.basic_qos(prefetch_count=prefetch)
+        if consumer is None:
+            return
+        await consumer.channel.basic_qos(prefetch_count=prefetch)
+        if consumer.consumer_tag:
+            await self.pause(key)
+            await self.resume(key)
 
     async def cancel(self, key: str) -> None:
         """Stop consuming ``key``; its channel closes and unacked deliveries are requeued."""
