@@ -45,6 +45,17 @@ class Publisher:
                     self._link = None
                 raise
 
+    def run_on_link(self, operation: Any, *args: Any) -> Any:
+        """Run ``await operation(link, *args)`` on the connection; return its result."""
+        with self._lock:
+            io, link = self._ensure()
+            try:
+                return io.submit(operation(link, *args)).result(self.timeout)
+            except BaseException:
+                if not link.is_open:
+                    self._link = None
+                raise
+
     def publish(self, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
         """Publish ``body`` to the work queue ``routing_key`` (default exchange) and
         wait for the confirm; ``props`` by AMQP name.
