@@ -113,10 +113,15 @@ class Node:
             self._find_registry()
             return sv_call(self.registry, request, timeout, system=self.app.system)
 
-    def _find_registry(self) -> None:
+    def _child_address(self, child_id: str) -> Any:
+        """The address of a running child of the root supervisor, or None."""
         for info in which_children(self.app.root, system=self.app.system):
-            if info.id == "registry" and info.address not in (None, "restarting"):
-                self.registry = info.address
+            if info.id == child_id and info.address not in (None, "restarting"):
+                return info.address
+        return None
+
+    def _find_registry(self) -> None:
+        self.registry = self._child_address("registry") or self.registry
 
     def consumer_call(self, partition_id: str, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         """Call the Consumer of a running partition."""
@@ -124,10 +129,7 @@ class Node:
         return sv_call(consumer, request, timeout, system=self.app.system)
 
     def _graceful(self) -> None:
-        handler = None
-        for info in which_children(self.app.root, system=self.app.system):
-            if info.id == "shutdown" and info.address not in (None, "restarting"):
-                handler = info.address
+        handler = self._child_address("shutdown")
         if handler is None:
             return
         timeout = self.config.shutdown_timeout
@@ -144,10 +146,10 @@ class Node:
         return bool(self._sibling_call("system", IsConnected()))
 
     def _sibling_call(self, child_id: str, request: Any) -> Any:
-        for info in which_children(self.app.root, system=self.app.system):
-            if info.id == child_id and info.address not in (None, "restarting"):
-                return sv_call(info.address, request, CALL_TIMEOUT, system=self.app.system)
-        raise NotStartedError(f"{child_id} is not running")
+        address = self._child_address(child_id)
+        if address is None:
+            raise NotStartedError(f"{child_id} is not running")
+        return sv_call(address, request, CALL_TIMEOUT, system=self.app.system)
 
     def enqueue(self, job: Job, partition_id: str, queue: str | None) -> None:
         """Publish ``job`` (confirmed) to its queue in ``partition_id``."""

@@ -19,11 +19,10 @@ from supervision import From, Server
 
 from .config import Config
 from .transport.amqp import AmqpLink, LinkLost
+from .transport.backoff import Backoff
 from .transport.loop import LoopThread
 
 log = logging.getLogger("roger_actors.system")
-
-BACKOFF = (0.5, 2.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class System(Server):
         """Start connecting (in the background)."""
         self.connected = False
         self.active = True
-        self.backoff = BACKOFF[0]
+        self.backoff = Backoff()
         self.io = LoopThread("roger-system")
         self.link = AmqpLink(
             config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
@@ -93,11 +92,10 @@ class System(Server):
             if self.connected or isinstance(event, tuple):
                 log.warning("broker connection down: %s", event)
             self.connected = False
-            self.send_after(self.backoff, "reconnect")
-            self.backoff = min(self.backoff * BACKOFF[1], BACKOFF[2])
+            self.send_after(self.backoff.next(), "reconnect")
         elif isinstance(event, tuple) and event[0] == "connected":
             self.connected = True
-            self.backoff = BACKOFF[0]
+            self.backoff.reset()
 
     def terminate(self, reason: Any) -> None:
         """Close the connection and the I/O thread."""

@@ -41,6 +41,7 @@ finish meanwhile are not acked (the job runs again elsewhere: at-least-once).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import os
@@ -56,6 +57,7 @@ from roger_actors.errors import InvalidJobError
 from roger_actors.job import Job, set_allowed_modules
 from roger_actors.queue import Queue
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
+from roger_actors.transport.backoff import Backoff
 from roger_actors.transport.loop import LoopThread
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
@@ -74,8 +76,6 @@ BATCH_TARGET_SECONDS = 0.02
 MAX_BATCH = 32
 #: Weight of the newest job duration in a queue's running average.
 DURATION_WEIGHT = 0.2
-#: Reconnection back-off: first delay, factor, cap (seconds).
-BACKOFF = (0.5, 2.0, 10.0)
 INVALID_HEADER = "x-roger-invalid"
 
 
@@ -213,7 +213,7 @@ class Consumer(Server):
         self.worker_sup: Any = None
         self.connected = False
         self.consuming = True
-        self.backoff = BACKOFF[0]
+        self.backoff = Backoff()
         self.io = LoopThread(f"roger-consumer-{partition_id}")
         self.link = AmqpLink(
             config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
@@ -336,7 +336,7 @@ class Consumer(Server):
                 self._schedule_reconnect()
             else:
                 self.connected = True
-                self.backoff = BACKOFF[0]
+                self.backoff.reset()
                 log.info("%s: connected", self.partition_id)
                 self._tell_registry()
         elif event.kind.startswith("call:"):
@@ -379,9 +379,7 @@ class Consumer(Server):
         self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
-        delay = self.backoff
-        self.backoff = min(self.backoff * BACKOFF[1], BACKOFF[2])
-        self.send_after(delay, "reconnect")
+        self.send_after(self.backoff.next(), "reconnect")
 
     def _on_call_reply(self, reply: CallReply) -> None:
         if reply.ref == self.sup_ref:
@@ -608,16 +606,14 @@ class Consumer(Server):
 
     def _on_timeout(self, token: int) -> None:
         flight = self.inflight.get(token)
-        if flight is None or flight.worker is None or flight.worker.pid is None:
-            if flight is not None and flight.worker is not None:
-                flight.timed_out = True
-                self._stop_worker(flight.worker)
+        if flight is None or flight.worker is None:
             return
         flight.timed_out = True
-        try:
+        if flight.worker.pid is None:
+            self._stop_worker(flight.worker)
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.kill(flight.worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def _on_worker_exited(self, address: Any, reason: Any) -> None:
         worker = None

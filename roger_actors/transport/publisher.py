@@ -36,14 +36,7 @@ class Publisher:
 
     def run(self, operation: str, *args: Any) -> Any:
         """Run ``AmqpLink.<operation>(*args)`` on the connection; return its result."""
-        with self._lock:
-            io, link = self._ensure()
-            try:
-                return io.submit(getattr(link, operation)(*args)).result(self.timeout)
-            except BaseException:
-                if not link.is_open:
-                    self._link = None
-                raise
+        return self.run_on_link(lambda link, *a: getattr(link, operation)(*a), *args)
 
     def run_on_link(self, operation: Any, *args: Any) -> Any:
         """Run ``await operation(link, *args)`` on the connection; return its result."""
