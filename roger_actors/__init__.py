@@ -20,6 +20,7 @@ from roger_actors.config import AmqpSettings, Config, load_config
 from roger_actors.errors import (
     ConfigError,
     DuplicateJobError,
+    GlobalTimeoutError,
     InvalidJobError,
     NotRunningError,
     NotStartedError,
@@ -44,7 +45,16 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'roger_actors' has no attribute {name!r}")
 
 
-_NODE_NAMES = ("start", "start_producer", "stop", "Partition", "Consumer", "Node")
+_NODE_NAMES = (
+    "start",
+    "start_producer",
+    "stop",
+    "Partition",
+    "Consumer",
+    "Node",
+    "Global",
+    "System",
+)
 
 __all__ = [
     "AmqpSettings",
@@ -52,6 +62,8 @@ __all__ = [
     "ConfigError",
     "Consumer",
     "DuplicateJobError",
+    "Global",
+    "GlobalTimeoutError",
     "InvalidJobError",
     "Job",
     "KeySet",
@@ -62,6 +74,7 @@ __all__ = [
     "Queue",
     "RogerError",
     "StatePersister",
+    "System",
     "WorkerCallback",
     "load_config",
     "now",

@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DuplicateJobError",
+    "GlobalTimeoutError",
     "InvalidJobError",
     "NotRunningError",
     "NotStartedError",
@@ -54,6 +55,11 @@ class NotStartedError(RogerError):
     Examples: no node is started in this process, or a partition's Global
     is not running anywhere in the cluster.
     """
+
+
+class GlobalTimeoutError(RogerError, TimeoutError):
+    """A partition's Global did not answer in time (it is running somewhere,
+    but busy, failing over for longer than the timeout, or cut off)."""
 
 
 class NotRunningError(RogerError):

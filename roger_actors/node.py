@@ -29,9 +29,10 @@ from supervision import (
 )
 from supervision import call as sv_call
 
+from . import system as system_mod
 from .config import Config, load_config
-from .errors import NotStartedError
-from .job import Job, set_allowed_modules, set_enqueue_hook
+from .errors import DuplicateJobError, NotStartedError
+from .job import Job, queue_key_of, set_allowed_modules, set_enqueue_hook
 from .partition.consumer import (
     GetQueues,
     Pause,
@@ -51,7 +52,8 @@ from .registry import (
     StopPartition,
 )
 from .shutdown_handler import GracefulStop, ShutdownHandler
-from .system import IsConnected, System
+from .system import IsConnected
+from .system import System as SystemServer
 from .transport.publisher import Publisher
 
 log = logging.getLogger("roger_actors.node")
@@ -75,7 +77,7 @@ class RogerSupervisor(Supervisor):
         """System, PartitionSupervisor, the registry, ShutdownHandler; one_for_one."""
         return SupervisorSpec(
             [
-                ChildSpec("system", (System, (config,))),
+                ChildSpec("system", (SystemServer, (config,))),
                 ChildSpec("partitions", PartitionSupervisor),
                 ChildSpec("registry", (Registry, (config,))),
                 ChildSpec("shutdown", ShutdownHandler),
@@ -152,9 +154,9 @@ class Node:
         return sv_call(address, request, CALL_TIMEOUT, system=self.app.system)
 
     def enqueue(self, job: Job, partition_id: str, queue: str | None) -> None:
-        """Publish ``job`` (confirmed) to its queue in ``partition_id``."""
-        message = job.to_amqp(partition_id, queue)
-        self.publisher.publish(message.routing_key, message.body, message.properties)
+        """Publish ``job`` (confirmed) to its queue in ``partition_id``; see
+        :func:`publish_job`."""
+        publish_job(self.publisher, job, partition_id, queue)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop the node: first (if ``graceful``) the ShutdownHandler sequence —
@@ -241,10 +243,86 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
         _producer = publisher
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
-        message = job.to_amqp(partition_id, queue)
-        publisher.publish(message.routing_key, message.body, message.properties)
+        publish_job(publisher, job, partition_id, queue)
 
     set_enqueue_hook(enqueue)
+
+
+def publish_job(publisher: Publisher, job: Job, partition_id: str, queue: str | None) -> None:
+    """Publish ``job`` to its work queue in ``partition_id`` and wait for the confirm.
+
+    A job with a queue key is first registered with the partition's Global
+    (``is_queued(key, add=True)``): when the key is already queued this
+    raises DuplicateJobError and publishes nothing; when publishing then
+    fails, the key is given back. Raises NotStartedError for a job with a
+    queue key when the partition is started nowhere.
+    """
+    message = job.to_amqp(partition_id, queue)
+    key = queue_key_of(job)
+    if key is None:
+        publisher.publish(message.routing_key, message.body, message.properties)
+        return
+    if _global_request(publisher, partition_id, "is_queued", [key, True]):
+        raise DuplicateJobError(
+            f"a job with queue key {key!r} is already queued in partition {partition_id!r}", key
+        )
+    try:
+        publisher.publish(message.routing_key, message.body, message.properties)
+    except BaseException:
+        try:
+            _global_request(publisher, partition_id, "remove_queued", [key])
+        except Exception:
+            log.exception("could not give queue key %r back after a failed publish", key)
+        raise
+
+
+def _global_request(
+    publisher: Publisher, partition_id: str, op: str, args: list[Any], timeout: float = 10.0
+) -> Any:
+    from .partition.global_client import request
+
+    pid = validate_partition_id(partition_id)
+    return publisher.run_on_link(
+        lambda link: request(link, pid, op, args, timeout), timeout=timeout + 5
+    )
+
+
+def _ask_global(partition_id: str, op: str, args: list[Any], timeout: float) -> Any:
+    return _global_request(process_publisher(), partition_id, op, args, timeout)
+
+
+_worker_publisher: Publisher | None = None
+
+
+def install_worker_client(config: Config) -> None:
+    """Let jobs running in this (worker) process enqueue jobs and use ``Global``:
+    a publisher is made for it on first use. No-op where a node or producer runs."""
+    global _worker_publisher
+    with _lock:
+        if _current is not None or _producer is not None or _worker_publisher is not None:
+            return
+        publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
+        _worker_publisher = publisher
+
+    def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
+        publish_job(publisher, job, partition_id, queue)
+
+    set_enqueue_hook(enqueue)
+
+
+def process_publisher() -> Publisher:
+    """The connection this process talks to the broker over: the current node's,
+    the producer's, or a worker's. Raises NotStartedError when there is none."""
+    if _current is not None:
+        return _current.publisher
+    if _producer is not None:
+        return _producer
+    if _worker_publisher is not None:
+        return _worker_publisher
+    raise NotStartedError(
+        "no node or producer started in this process: call roger_actors.start() "
+        "or roger_actors.start_producer()"
+    )
 
 
 def current() -> Node:
@@ -331,7 +409,129 @@ class Consumer:
         current().consumer_call(partition_id, PauseAll())
 
 
+class Global:
+    """Roger's ``Roger.Partition.Global`` functions: the partition's cluster-wide
+    state, kept by its one active Global (see
+    :mod:`roger_actors.partition.global_server`).
+
+    Usable from any process with a node, a producer, or a job's worker. Each
+    raises NotStartedError when the partition is started nowhere in the
+    cluster, ValueError for a bad argument, and GlobalTimeoutError when the
+    active Global does not answer within ``timeout`` seconds (a request made
+    during a failover is answered by the Global that takes over).
+    """
+
+    @staticmethod
+    def cancel_job(partition_id: str, job_id: str, timeout: float = 10.0) -> None:
+        """Mark ``job_id`` cancelled: if queued it is not run when dequeued; if
+        running, it is killed wherever it runs; ``on_cancel`` runs once."""
+        _ask_global(partition_id, "cancel_job", [job_id], timeout)
+
+    @staticmethod
+    def is_cancelled(
+        partition_id: str, job_id: str, remove: bool = False, timeout: float = 10.0
+    ) -> bool:
+        """Whether ``job_id`` is marked cancelled; with ``remove`` the mark is cleared."""
+        args = [job_id, bool(remove)]
+        return bool(_ask_global(partition_id, "is_cancelled", args, timeout))
+
+    @staticmethod
+    def is_queued(
+        partition_id: str, queue_key: str, add: bool = False, timeout: float = 10.0
+    ) -> bool:
+        """Whether ``queue_key`` is marked queued (before this call); with ``add`` it is marked."""
+        args = [queue_key, bool(add)]
+        return bool(_ask_global(partition_id, "is_queued", args, timeout))
+
+    @staticmethod
+    def remove_queued(partition_id: str, queue_key: str, timeout: float = 10.0) -> None:
+        """Clear the queued mark of ``queue_key``."""
+        _ask_global(partition_id, "remove_queued", [queue_key], timeout)
+
+    @staticmethod
+    def is_executing(
+        partition_id: str, execution_key: str, add: bool = False, timeout: float = 10.0
+    ) -> bool:
+        """Whether ``execution_key`` is held (before this call); with ``add`` it is taken."""
+        args = [execution_key, bool(add)]
+        return bool(_ask_global(partition_id, "is_executing", args, timeout))
+
+    @staticmethod
+    def remove_executed(partition_id: str, execution_key: str, timeout: float = 10.0) -> None:
+        """Free ``execution_key``, whoever holds it."""
+        _ask_global(partition_id, "remove_executed", [execution_key], timeout)
+
+    @staticmethod
+    def queue_pause(partition_id: str, queue: str, timeout: float = 10.0) -> None:
+        """Pause ``queue`` on every node running the partition, now and later."""
+        name = normalise_queue_type(queue)
+        _ask_global(partition_id, "queue_pause", [name], timeout)
+
+    @staticmethod
+    def queue_resume(partition_id: str, queue: str, timeout: float = 10.0) -> None:
+        """Resume ``queue`` on every node running the partition."""
+        name = normalise_queue_type(queue)
+        _ask_global(partition_id, "queue_resume", [name], timeout)
+
+    @staticmethod
+    def queue_get_paused(partition_id: str, timeout: float = 10.0) -> set[str]:
+        """The queues of the partition paused cluster-wide."""
+        return set(_ask_global(partition_id, "queue_get_paused", [], timeout))
+
+
 def purge(partition_id: str, queue: str) -> int:
     """Purge a partition's queue; returns the number of messages removed."""
     name = normalise_queue_type(queue)
     return int(current().consumer_call(partition_id, Purge(name)))
+
+
+class System:
+    """Roger's ``Roger.System`` functions on the current node: commands run on
+    every node of the cluster (the nodes on the same broker and
+    ``system_exchange_prefix``), and this node's connection and active flag.
+    Each raises NotStartedError when no node runs in this process."""
+
+    @staticmethod
+    def _target() -> tuple[Any, Any]:
+        node = current()
+        address = node._child_address("system")
+        if address is None:
+            raise NotStartedError("system is not running")
+        return address, node.app.system
+
+    @staticmethod
+    def call(
+        command: str, *args: Any, timeout: float = system_mod.DEFAULT_CALL_TIMEOUT
+    ) -> list[tuple[str, Any]]:
+        """Run ``command`` with ``args`` on every live node and wait for them:
+        ``[(node_name, value), ...]`` sorted by node name, one per node that
+        answered within ``timeout`` seconds (``value`` is a ``CommandError``
+        when the command failed on that node). Raises ConnectionError when the
+        node is not connected to the broker."""
+        return system_mod.call(*System._target(), command, args, timeout)
+
+    @staticmethod
+    def cast(command: str, *args: Any) -> None:
+        """Send ``command`` with ``args`` to every node (this one included);
+        returns once the broker has it, without waiting for the nodes."""
+        system_mod.cast(*System._target(), command, args)
+
+    @staticmethod
+    def is_connected() -> bool:
+        """True while this node is connected to the broker."""
+        return system_mod.is_connected(*System._target())
+
+    @staticmethod
+    def is_active() -> bool:
+        """True until the node is set inactive (it is shutting down)."""
+        return system_mod.is_active(*System._target())
+
+    @staticmethod
+    def set_inactive() -> None:
+        """Mark this node inactive: it can no longer start new partitions."""
+        system_mod.set_inactive(*System._target())
+
+    @staticmethod
+    def unsubscribe_all() -> None:
+        """Stop taking System commands on this node (it leaves the cluster)."""
+        system_mod.unsubscribe_all(*System._target())

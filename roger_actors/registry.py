@@ -6,7 +6,9 @@ and keeps, for each, its queues, its Consumer's address and whether that
 Consumer is connected to the broker. A partition whose Consumer is not
 connected is *waiting*: its Consumer retries the connection with back-off
 until it starts. Predefined partitions from the configuration are started
-when the registry starts.
+when the registry starts. Partition commands the System receives from the
+cluster (cancel, queue_pause, queue_resume) are forwarded to the partition's
+Consumer; for a partition not running here they are dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from .config import Config
 from .errors import NotRunningError, RogerError
 from .partition.consumer import Reconfigure, Status, StopConsuming
 from .partition.containing_supervisor import ContainingSupervisor
+from .partition.messages import QueuesOf
 from .queue import normalise_queue_defs, validate_partition_id
+from .system_protocol import PartitionCommand
 
 log = logging.getLogger("roger_actors.registry")
 
@@ -129,6 +133,8 @@ class Registry(Server):
             if consumer is None:
                 raise NotRunningError(f"partition {pid!r} has no consumer yet")
             return consumer
+        if isinstance(request, QueuesOf):
+            return dict(self.partitions[self._require_running(request.partition_id)].queues)
         if isinstance(request, Partitions):
             running = {p: dict(v.queues) for p, v in self.partitions.items() if v.connected}
             waiting = {p: dict(v.queues) for p, v in self.partitions.items() if not v.connected}
@@ -172,6 +178,10 @@ class Registry(Server):
             part = self.partitions.get(pid)
             if part is not None:
                 part.consumer, part.connected = address, connected
+        elif isinstance(message, PartitionCommand):
+            part = self.partitions.get(message.partition_id)
+            if part is not None and part.consumer is not None:
+                self.send(part.consumer, message)
         elif isinstance(message, tuple) and message and message[0] == "safe-stop":
             self._poll_safe_stop(message[1])
         else:

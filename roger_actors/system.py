@@ -1,28 +1,89 @@
-"""Roger's System (connection status for now).
+"""Roger's System: the node's broker connection and the cluster around it.
 
-Holds the node's own AMQP connection to the broker and reports whether it
-is up; reconnects with back-off when it drops. A node is *active* until
-``set_inactive`` (the first step of a graceful shutdown). The cluster-wide
-part of Roger's System (the ``system`` fanout exchange, ``call``/``cast``
-across nodes) builds on this actor.
+The System actor holds the node's own AMQP connection (reconnecting with
+back-off when it drops) and, on it, the node's part of the cluster:
+
+- the durable fanout exchange :func:`~roger_actors.system_protocol.exchange_name`
+  (``system``, or ``<prefix>system``), and two exclusive server-named queues:
+  the *command* queue, bound to the exchange, and the *reply* queue, where
+  other nodes answer this node's calls (through the default exchange);
+- a heartbeat cast every :data:`HEARTBEAT_INTERVAL` seconds; the members of
+  the cluster are the nodes heard from within :data:`HEARTBEAT_TIMEOUT`
+  (a node that stops cleanly says ``leave`` and drops out at once);
+- the commands it answers: ``ping`` ("pong"), ``heartbeat``, ``leave``, and
+  the partition commands ``cancel``, ``queue_pause``, ``queue_resume``, which
+  are forwarded to the node's registry as
+  :class:`~roger_actors.system_protocol.PartitionCommand` (answered "ok");
+  anything else is answered with an error (ok=False) and logged. A
+  malformed message, or a reply nobody waits for, is logged and dropped.
+
+Cluster calls (:class:`ClusterCall`) publish the command and gather one reply
+per live member (this node included) until all answered or the timeout
+passed; casts (:class:`ClusterCast`) only wait for the broker's confirm.
+
+A node is *active* until ``SetInactive`` (the first step of a graceful
+shutdown). ``UnsubscribeAll`` stops taking commands: the command queue is
+deleted and heartbeats stop (the node leaves the cluster); its own calls
+still collect replies.
+
+The module functions at the bottom (:func:`call`, :func:`cast`...) are the
+client side, used by the ``roger_actors.System`` facade.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from thespian.actors import WatchMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from thespian.actors import ActorSystem, WatchMessage
 
-from supervision import From, Server
+from supervision import NOREPLY, From, Server, TimerRef
+from supervision import call as sv_call
+from supervision.protocol import CallReply, WhichChildren
 
 from .config import Config
+from .system_protocol import (
+    PARTITION_COMMANDS,
+    CommandError,
+    PartitionCommand,
+    SystemCommand,
+    SystemReply,
+    decode_message,
+    encode_command,
+    encode_reply,
+    exchange_name,
+    publish_command,
+    publish_reply,
+)
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
 from .transport.loop import LoopThread
 
 log = logging.getLogger("roger_actors.system")
+
+#: Seconds between two heartbeats of a node.
+HEARTBEAT_INTERVAL = 1.0
+#: A node not heard from for this many seconds is dead (not a member).
+HEARTBEAT_TIMEOUT = 5.0
+#: Default seconds a cluster call waits for the replies.
+DEFAULT_CALL_TIMEOUT = 5.0
+#: Extra seconds a client waits for the System beyond a cluster call's timeout.
+CLIENT_MARGIN = 10.0
+#: Seconds between two looks for the registry when it is not running.
+REGISTRY_RETRY = 0.5
+#: Looks for the registry before partition commands are dropped.
+REGISTRY_ATTEMPTS = 40
+
+
+# ---------------------------------------------------------------- requests
 
 
 @dataclass(frozen=True)
@@ -40,20 +101,198 @@ class SetInactive:
     """Call: mark the node inactive (it is shutting down)."""
 
 
+@dataclass(frozen=True)
+class ClusterCast:
+    """Call: publish ``command`` with ``args`` to every node (this one included);
+    answered None once the broker confirmed it, ConnectionError when not
+    connected."""
+
+    command: str
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterCall:
+    """Call: run ``command`` with ``args`` on every live node; answered with a
+    list of ``(node_name, value)`` sorted by node name, one per node that
+    replied within ``timeout`` seconds. ``value`` is the node's result, or a
+    :class:`~roger_actors.system_protocol.CommandError` when it failed there.
+    ConnectionError when not connected; ValueError for a bad timeout."""
+
+    command: str
+    args: tuple[Any, ...] = ()
+    timeout: float = DEFAULT_CALL_TIMEOUT
+
+
+@dataclass(frozen=True)
+class UnsubscribeAll:
+    """Call: stop taking commands from the System exchange (this node leaves the
+    cluster: no more heartbeats); answered None."""
+
+
+@dataclass(frozen=True)
+class Members:
+    """Call: sorted names of the live nodes (this one while it takes commands)."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Call: counters of messages received and dropped: ``{"commands",
+    "replies", "malformed", "unknown_command", "unknown_reply", "ignored"}``."""
+
+
+# ---------------------------------------------------------------- loop events
+
+
+@dataclass(frozen=True)
+class _Subscribed:
+    generation: int
+    command_queue: str
+    reply_queue: str
+
+
+@dataclass(frozen=True)
+class _SubscribeFailed:
+    generation: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Received:
+    generation: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Done:
+    tag: Any
+    error: str | None
+
+
+@dataclass
+class _PendingCall:
+    from_: From
+    expected: set[str]
+    #: False when the membership was unknown at the start: wait for the timeout.
+    wait_for_members: bool
+    timer: TimerRef
+    replies: dict[str, Any] = field(default_factory=dict)
+
+
+class _SystemChannel:
+    """The System's channel and consumers; used on the loop thread only."""
+
+    def __init__(self, link: AmqpLink, post: Callable[[Any], None]) -> None:
+        self.link = link
+        self.post = post
+        self.channel: AbstractChannel | None = None
+        self.command_queue = ""
+        self.command_tag = ""
+        self.generation = 0
+
+    async def open(self, generation: int, exchange: str, listen: bool) -> None:
+        """Declare the exchange and both queues, consume them; post the outcome."""
+        await self.close()
+        self.generation = generation
+        try:
+            connection = self.link.connection
+            if connection is None or not self.link.is_open:
+                raise ConnectionError("AMQP link is not connected")
+            channel = await connection.channel(publisher_confirms=False)
+            self.channel = channel
+
+            def on_close(future: asyncio.Future[Any]) -> None:
+                if self.channel is not channel or not self.link.is_open:
+                    return
+                self.channel = None
+                reason = "closed"
+                if not future.cancelled() and future.exception() is not None:
+                    reason = repr(future.exception())
+                self.post(_SubscribeFailed(generation, f"system channel lost: {reason}"))
+
+            channel.closing.add_done_callback(on_close)
+
+            async def on_message(message: DeliveredMessage) -> None:
+                self.post(_Received(generation, bytes(message.body)))
+
+            await channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+            replies = await channel.queue_declare("", exclusive=True, auto_delete=True)
+            assert replies is not None
+            await channel.basic_consume(str(replies.queue), on_message, no_ack=True)
+            if listen:
+                commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
+                assert commands is not None
+                self.command_queue = str(commands.queue)
+                await channel.queue_bind(self.command_queue, exchange)
+                ok = await channel.basic_consume(self.command_queue, on_message, no_ack=True)
+                self.command_tag = str(ok.consumer_tag)
+        except Exception as exc:
+            self.post(_SubscribeFailed(generation, repr(exc)))
+            await self.close()
+            return
+        self.post(_Subscribed(generation, self.command_queue, str(replies.queue)))
+
+    async def stop_listening(self) -> None:
+        """Cancel the command consumer and delete the command queue."""
+        channel, tag, queue = self.channel, self.command_tag, self.command_queue
+        self.command_tag = self.command_queue = ""
+        if channel is None or channel.is_closed:
+            return
+        if tag:
+            await channel.basic_cancel(tag)
+        if queue:
+            await channel.queue_delete(queue)
+
+    async def close(self) -> None:
+        """Close the channel (its exclusive queues go with the connection)."""
+        channel, self.channel = self.channel, None
+        self.command_tag = self.command_queue = ""
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+
 class System(Server):
-    """Broker connection status and the node's active flag."""
+    """The node's broker connection, active flag and cluster membership;
+    see the module docstring."""
+
+    reply_errors = (ValueError, TypeError, ConnectionError)
 
     def init(self, config: Config) -> None:
-        """Start connecting (in the background)."""
+        """Start connecting (in the background) and the heartbeat timer."""
+        self.config = config
+        self.node_name = config.node_name
+        self.exchange = exchange_name(config.system_exchange_prefix)
         self.connected = False
         self.active = True
+        #: False after UnsubscribeAll: commands are no longer taken.
+        self.listening = True
+        #: True while the system channel and its queues are up.
+        self.subscribed = False
+        self.reply_queue = ""
+        self.generation = 0
         self.backoff = Backoff()
+        self.subscribe_backoff = Backoff()
+        self.members: dict[str, float] = {}
+        self.calls: dict[str, _PendingCall] = {}
+        self.casts: dict[str, From] = {}
+        self.forwards: list[PartitionCommand] = []
+        self.lookup_ref = ""
+        self.lookup_attempts = 0
+        self.stats = dict.fromkeys(
+            ("commands", "replies", "malformed", "unknown_command", "unknown_reply", "ignored"),
+            0,
+        )
         self.io = LoopThread("roger-system")
         self.link = AmqpLink(
             config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
+        self.channel = _SystemChannel(self.link, self.io.post)
         self.watch_fileno(self.io.fileno)
         self._connect()
+        self.send_after(HEARTBEAT_INTERVAL, "tick")
+
+    # ------------------------------------------------------------ connection
 
     def _connect(self) -> None:
         async def connect() -> None:
@@ -66,8 +305,29 @@ class System(Server):
 
         self.io.submit(connect())
 
+    def _subscribe(self) -> None:
+        self.generation += 1
+        self.subscribed = False
+        self.io.submit(self.channel.open(self.generation, self.exchange, self.listening))
+
+    def _submit(self, coro: Any, tag: Any = None) -> None:
+        """Run ``coro`` on the loop; its outcome comes back as ``_Done(tag, error)``."""
+
+        async def run() -> None:
+            try:
+                await coro
+            except Exception as exc:
+                self.io.post(_Done(tag, repr(exc)))
+            else:
+                self.io.post(_Done(tag, None))
+
+        self.io.submit(run())
+
+    # ------------------------------------------------------------ calls
+
     def handle_call(self, request: Any, from_: From) -> Any:
-        """IsConnected, IsActive, SetInactive."""
+        """IsConnected, IsActive, SetInactive, ClusterCast, ClusterCall,
+        UnsubscribeAll, Members, Stats."""
         if isinstance(request, IsConnected):
             return self.connected
         if isinstance(request, IsActive):
@@ -75,32 +335,345 @@ class System(Server):
         if isinstance(request, SetInactive):
             self.active = False
             return None
+        if isinstance(request, ClusterCast):
+            return self._cast(request, from_)
+        if isinstance(request, ClusterCall):
+            return self._call(request, from_)
+        if isinstance(request, UnsubscribeAll):
+            return self._unsubscribe()
+        if isinstance(request, Members):
+            return sorted(self._live())
+        if isinstance(request, Stats):
+            return dict(self.stats)
         return super().handle_call(request, from_)
 
+    def _require_link(self) -> None:
+        if not self.connected or not self.subscribed:
+            raise ConnectionError("the node's System is not connected to the broker")
+
+    def _cast(self, request: ClusterCast, from_: From) -> Any:
+        self._require_link()
+        body = encode_command(request.command, request.args, self.node_name)
+        ref = uuid.uuid4().hex
+        self.casts[ref] = from_
+        self._submit(publish_command(self.link, self.exchange, body, declare=False), ("cast", ref))
+        return NOREPLY
+
+    def _call(self, request: ClusterCall, from_: From) -> Any:
+        timeout = request.timeout
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._require_link()
+        call_id = uuid.uuid4().hex
+        body = encode_command(
+            request.command, request.args, self.node_name, call_id, self.reply_queue
+        )
+        timer = self.send_after(float(timeout), ("call-timeout", call_id))
+        self.calls[call_id] = _PendingCall(from_, self._live(), self.listening, timer)
+        self._submit(
+            publish_command(self.link, self.exchange, body, declare=False), ("call", call_id)
+        )
+        return NOREPLY
+
+    def _unsubscribe(self) -> None:
+        if not self.listening:
+            return None
+        self.listening = False
+        self.members.clear()
+        if self.connected and self.subscribed:
+            self._submit(self.channel.stop_listening(), "unsubscribed")
+            self._publish_cast("leave", [self.node_name])
+        return None
+
+    def _live(self) -> set[str]:
+        """Nodes heard from within HEARTBEAT_TIMEOUT, and this one while it listens."""
+        horizon = time.monotonic() - HEARTBEAT_TIMEOUT
+        live = {name for name, seen in self.members.items() if seen >= horizon}
+        if self.listening and self.subscribed:
+            live.add(self.node_name)
+        return live
+
+    # ------------------------------------------------------------ infos
+
     def handle_info(self, message: Any) -> None:
-        """Connection events and reconnect timers."""
+        """Loop events, heartbeat ticks, call deadlines, registry lookups."""
         if isinstance(message, WatchMessage):
             for event in self.io.drain():
                 self._on_event(event)
         elif message == "reconnect":
             self._connect()
+        elif message == "tick":
+            self._tick()
+        elif isinstance(message, tuple) and message and message[0] == "resubscribe":
+            if message[1] == self.generation and self.connected and not self.subscribed:
+                self._subscribe()
+        elif isinstance(message, tuple) and message and message[0] == "call-timeout":
+            self._finish_call(message[1])
+        elif message == "lookup-registry":
+            self._lookup_registry()
+        elif isinstance(message, CallReply) and message.ref == self.lookup_ref:
+            self._on_registry_lookup(message)
         else:
             super().handle_info(message)
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, LinkLost) or (isinstance(event, tuple) and event[0] == "failed"):
+        if isinstance(event, _Received):
+            if event.generation == self.generation:
+                self._on_message(event.body)
+        elif isinstance(event, _Done):
+            self._on_done(event)
+        elif isinstance(event, _Subscribed):
+            if event.generation == self.generation:
+                self.subscribed = True
+                self.subscribe_backoff.reset()
+                self.reply_queue = event.reply_queue
+                self._heartbeat()
+        elif isinstance(event, _SubscribeFailed):
+            if event.generation == self.generation and self.connected:
+                log.warning("system exchange %r not subscribed: %s", self.exchange, event.reason)
+                self.subscribed = False
+                self.send_after(self.subscribe_backoff.next(), ("resubscribe", event.generation))
+        elif isinstance(event, LinkLost) or (isinstance(event, tuple) and event[0] == "failed"):
             if self.connected or isinstance(event, tuple):
                 log.warning("broker connection down: %s", event)
             self.connected = False
+            self.subscribed = False
+            self.generation += 1
             self.send_after(self.backoff.next(), "reconnect")
         elif isinstance(event, tuple) and event[0] == "connected":
             self.connected = True
             self.backoff.reset()
+            self._subscribe()
+
+    def _on_done(self, event: _Done) -> None:
+        tag = event.tag
+        if isinstance(tag, tuple) and tag[0] == "cast":
+            from_ = self.casts.pop(tag[1], None)
+            if from_ is not None:
+                if event.error is None:
+                    self.reply(from_, None)
+                else:
+                    self.reply_error(from_, ConnectionError(f"cast not published: {event.error}"))
+        elif isinstance(tag, tuple) and tag[0] == "call":
+            pending = self.calls.get(tag[1])
+            if event.error is not None and pending is not None:
+                del self.calls[tag[1]]
+                self.cancel_timer(pending.timer)
+                self.reply_error(
+                    pending.from_, ConnectionError(f"call not published: {event.error}")
+                )
+        elif event.error is not None:
+            log.debug("system publish %r failed: %s", tag, event.error)
+
+    def _tick(self) -> None:
+        self.send_after(HEARTBEAT_INTERVAL, "tick")
+        self._heartbeat()
+        horizon = time.monotonic() - HEARTBEAT_TIMEOUT
+        for name in [n for n, seen in self.members.items() if seen < horizon]:
+            log.info("node %s left the cluster (no heartbeat for %s s)", name, HEARTBEAT_TIMEOUT)
+            del self.members[name]
+        for call_id in list(self.calls):
+            self._check_call(call_id)
+
+    def _heartbeat(self) -> None:
+        if self.connected and self.subscribed and self.listening:
+            body = encode_command("heartbeat", [self.node_name], self.node_name)
+            self._submit(
+                publish_command(
+                    self.link,
+                    self.exchange,
+                    body,
+                    declare=False,
+                    expiration_ms=int(HEARTBEAT_TIMEOUT * 1000),
+                ),
+                "heartbeat",
+            )
+
+    def _publish_cast(self, command: str, args: list[Any]) -> None:
+        body = encode_command(command, args, self.node_name)
+        self._submit(publish_command(self.link, self.exchange, body, declare=False), command)
+
+    # ------------------------------------------------------------ messages
+
+    def _on_message(self, body: bytes) -> None:
+        try:
+            message = decode_message(body)
+        except ValueError as exc:
+            self.stats["malformed"] += 1
+            log.warning("dropped a malformed system message (%d bytes): %s", len(body), exc)
+            return
+        if isinstance(message, SystemReply):
+            self._on_reply(message)
+        else:
+            self._on_command(message)
+
+    def _on_reply(self, reply: SystemReply) -> None:
+        self.stats["replies"] += 1
+        pending = self.calls.get(reply.call_id)
+        if pending is None:
+            self.stats["unknown_reply"] += 1
+            log.info("dropped a reply from %s to unknown call %s", reply.from_node, reply.call_id)
+            return
+        pending.replies[reply.from_node] = reply.value if reply.ok else CommandError(reply.value)
+        self._check_call(reply.call_id)
+
+    def _check_call(self, call_id: str) -> None:
+        pending = self.calls.get(call_id)
+        if pending is None or not pending.wait_for_members:
+            return
+        if not (pending.expected & self._live()) - set(pending.replies):
+            self._finish_call(call_id)
+
+    def _finish_call(self, call_id: str) -> None:
+        pending = self.calls.pop(call_id, None)
+        if pending is None:
+            return
+        self.cancel_timer(pending.timer)
+        self.reply(pending.from_, sorted(pending.replies.items(), key=lambda item: item[0]))
+
+    def _on_command(self, command: SystemCommand) -> None:
+        if not self.listening:
+            self.stats["ignored"] += 1
+            return
+        self.stats["commands"] += 1
+        ok, value = True, None
+        if command.command == "ping":
+            value = "pong"
+        elif command.command == "heartbeat":
+            if command.from_node not in self.members:
+                log.info("node %s joined the cluster", command.from_node)
+            self.members[command.from_node] = time.monotonic()
+        elif command.command == "leave":
+            if self.members.pop(command.from_node, None) is not None:
+                log.info("node %s left the cluster", command.from_node)
+            for call_id in list(self.calls):
+                self._check_call(call_id)
+        elif command.command in PARTITION_COMMANDS:
+            ok, value = self._partition_command(command)
+        else:
+            self.stats["unknown_command"] += 1
+            log.warning("unknown system command %r from %s", command.command, command.from_node)
+            ok, value = False, f"unknown system command {command.command!r}"
+        if command.is_call:
+            assert command.call_id is not None and command.reply_to is not None
+            reply = encode_reply(command.call_id, self.node_name, ok, value)
+            self._submit(publish_reply(self.link, command.reply_to, reply), "reply")
+
+    def _partition_command(self, command: SystemCommand) -> tuple[bool, Any]:
+        names = PARTITION_COMMANDS[command.command]
+        args = command.args
+        if len(args) != len(names) or not all(isinstance(a, str) and a for a in args):
+            log.warning(
+                "bad arguments for %s from %s: %r", command.command, command.from_node, args
+            )
+            return False, f"{command.command} expects [{', '.join(names)}] (strings)"
+        self.forwards.append(PartitionCommand(args[0], command.command, tuple(args[1:])))
+        if not self.lookup_ref:
+            self.lookup_attempts = 0
+            self._lookup_registry()
+        return True, "ok"
+
+    # ------------------------------------------------------------ registry
+
+    def _lookup_registry(self) -> None:
+        self.lookup_attempts += 1
+        self.lookup_ref = self.call_async(self.parent, WhichChildren())
+
+    def _on_registry_lookup(self, reply: CallReply) -> None:
+        registry = None
+        for info in reply.value if reply.ok else []:
+            if info.id == "registry" and info.address not in (None, "restarting"):
+                registry = info.address
+        if registry is None:
+            if self.lookup_attempts < REGISTRY_ATTEMPTS:
+                self.lookup_ref = "waiting"
+                self.send_after(REGISTRY_RETRY, "lookup-registry")
+                return
+            log.error("no registry: dropped partition commands %r", self.forwards)
+            self.forwards.clear()
+            self.lookup_ref = ""
+            return
+        self.lookup_ref = ""
+        forwards, self.forwards = self.forwards, []
+        for forward in forwards:
+            self.send(registry, forward)
+
+    # ------------------------------------------------------------ stop
 
     def terminate(self, reason: Any) -> None:
-        """Close the connection and the I/O thread."""
+        """Say ``leave`` (best effort), close the connection and the I/O thread."""
+        if self.connected and self.subscribed and self.listening:
+            body = encode_command("leave", [self.node_name], self.node_name)
+            try:
+                self.io.submit(
+                    publish_command(self.link, self.exchange, body, declare=False)
+                ).result(timeout=2)
+            except Exception:
+                log.debug("publishing leave failed", exc_info=True)
         try:
+            self.io.submit(self.channel.close()).result(timeout=5)
             self.io.submit(self.link.close()).result(timeout=5)
         except Exception:
             log.debug("closing the system link failed", exc_info=True)
         self.io.stop()
+
+
+# ---------------------------------------------------------------- client side
+
+
+def call(
+    address: Any,
+    system: ActorSystem,
+    command: str,
+    args: list[Any] | tuple[Any, ...] = (),
+    timeout: float = DEFAULT_CALL_TIMEOUT,
+) -> list[tuple[str, Any]]:
+    """Run ``command`` on every live node through the System at ``address``;
+    returns ``[(node_name, value), ...]`` sorted by node name, one per node that
+    replied within ``timeout`` seconds (``value`` is a ``CommandError`` when
+    the command failed there). Raises ConnectionError when the node is not
+    connected, ValueError for a bad timeout."""
+    result: list[tuple[str, Any]] = sv_call(
+        address, ClusterCall(command, tuple(args), timeout), timeout + CLIENT_MARGIN, system=system
+    )
+    return result
+
+
+def cast(
+    address: Any, system: ActorSystem, command: str, args: list[Any] | tuple[Any, ...] = ()
+) -> None:
+    """Send ``command`` to every node (this one included) without waiting for
+    them; returns once the broker has it. Raises ConnectionError when not connected."""
+    sv_call(address, ClusterCast(command, tuple(args)), CLIENT_MARGIN, system=system)
+
+
+def is_connected(address: Any, system: ActorSystem) -> bool:
+    """True while the node's System has its broker connection."""
+    return bool(sv_call(address, IsConnected(), CLIENT_MARGIN, system=system))
+
+
+def is_active(address: Any, system: ActorSystem) -> bool:
+    """True until the node was set inactive (it is shutting down)."""
+    return bool(sv_call(address, IsActive(), CLIENT_MARGIN, system=system))
+
+
+def set_inactive(address: Any, system: ActorSystem) -> None:
+    """Mark the node inactive (it can no longer start new partitions)."""
+    sv_call(address, SetInactive(), CLIENT_MARGIN, system=system)
+
+
+def unsubscribe_all(address: Any, system: ActorSystem) -> None:
+    """Stop taking System commands on this node (it leaves the cluster)."""
+    sv_call(address, UnsubscribeAll(), CLIENT_MARGIN, system=system)
+
+
+def members(address: Any, system: ActorSystem) -> list[str]:
+    """Sorted names of the live nodes as the node at ``address`` sees them."""
+    result: list[str] = sv_call(address, Members(), CLIENT_MARGIN, system=system)
+    return result
+
+
+def stats(address: Any, system: ActorSystem) -> dict[str, int]:
+    """Counters of the System's received and dropped messages (see :class:`Stats`)."""
+    result: dict[str, int] = sv_call(address, Stats(), CLIENT_MARGIN, system=system)
+    return result

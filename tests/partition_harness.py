@@ -27,6 +27,7 @@ import aiormq
 from pamqp import commands as spec
 
 import roger_actors as roger
+from roger_actors import node as roger_node
 from tests.procs import is_alive, live_children, parent_of  # noqa: F401 (re-exported)
 from tests.roger_test_jobs2 import JsonCallbacks, read_events
 
@@ -264,6 +265,8 @@ class NodeHarness:
         finally:
             if self.partition_ids:
                 prefixes = [f"{pid}-" for pid in self.partition_ids]
+                prefixes += [f"roger-global.{pid}" for pid in self.partition_ids]
+                prefixes += [f"roger-state.{pid}" for pid in self.partition_ids]
                 try:
                     names = queues_with_prefixes(prefixes)
                 except Exception:
@@ -287,6 +290,38 @@ class NodeHarness:
             what=f"partition {pid} running",
         )
         return pid
+
+    # ------------------------------------------------------------ actors
+
+    def partition_child(self, pid: str, *path: str) -> Any:
+        """The address of an actor in partition ``pid``'s tree, by child ids:
+        ``("global",)``, ``("jobs", "consumer")``; None when not running."""
+        from supervision import which_children
+
+        node = roger_node.current()
+        address = node._child_address("partitions")
+        for child_id in (pid, *path):
+            if address is None:
+                return None
+            found = [
+                info.address
+                for info in which_children(address, system=node.app.system)
+                if info.id == child_id and info.address not in (None, "restarting")
+            ]
+            address = found[0] if found else None
+        return address
+
+    def global_status(self, pid: str) -> dict[str, Any]:
+        """The GlobalStatus of the partition's Global on this node."""
+        from roger_actors.partition.global_server import GlobalStatus
+        from supervision import call
+
+        address = wait_for(
+            lambda: self.partition_child(pid, "global"), what=f"the Global of {pid}"
+        )
+        system = roger_node.current().app.system
+        status: dict[str, Any] = call(address, GlobalStatus(), 10, system=system)
+        return status
 
     # ------------------------------------------------------------ journal
 

@@ -114,6 +114,9 @@ class JsonCallbacks(WorkerCallback):
             has_stacktrace=stacktrace is not None,
         )
 
+    def on_cancel(self, partition_id: str, job: Job) -> None:
+        record(job.args[0], "on_cancel", id=job.id, tag=job.args[1], partition=partition_id)
+
     def on_buried(
         self, partition_id: str, job: Job, error: Any, stacktrace: Any, state: Any
     ) -> None:
@@ -121,3 +124,20 @@ class JsonCallbacks(WorkerCallback):
             job.args[0], "on_buried", id=job.id, tag=job.args[1], partition=partition_id,
             kind=error[0], retry_count=job.retry_count,
         )
+
+
+class KeyedJob(Job):
+    """args: [path, tag, seconds, queue_key | None, execution_key | None] ->
+    "start", sleeps, "end"; its keys come from the args."""
+
+    def queue_key(self, args: Any) -> Any:
+        return args[3]
+
+    def execution_key(self, args: Any) -> Any:
+        return args[4]
+
+    def perform(self, args: Any) -> Any:
+        record(args[0], "start", tag=args[1])
+        time.sleep(args[2])
+        record(args[0], "end", tag=args[1])
+        return args[1]

@@ -40,8 +40,10 @@ finish meanwhile are not acked (the job runs again elsewhere: at-least-once).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -53,9 +55,10 @@ from typing import Any
 from thespian.actors import WatchMessage
 
 from roger_actors.config import Config
-from roger_actors.errors import InvalidJobError
-from roger_actors.job import Job, set_allowed_modules
+from roger_actors.errors import GlobalTimeoutError, InvalidJobError, NotStartedError
+from roger_actors.job import Job, execution_key_of, queue_key_of, set_allowed_modules
 from roger_actors.queue import Queue
+from roger_actors.system_protocol import PartitionCommand
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
 from roger_actors.transport.loop import LoopThread
@@ -63,7 +66,15 @@ from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
 from . import control, retry
-from .messages import JobFinished, JobsFinished, RunJobs, WorkerExited, WorkerReady
+from .global_client import request as global_request
+from .messages import (
+    JobFinished,
+    JobsFinished,
+    QueuesOf,
+    RunJobs,
+    WorkerExited,
+    WorkerReady,
+)
 from .worker import Worker, error_outcome, run_callback
 
 log = logging.getLogger("roger_actors.consumer")
@@ -77,6 +88,23 @@ MAX_BATCH = 32
 #: Weight of the newest job duration in a queue's running average.
 DURATION_WEIGHT = 0.2
 INVALID_HEADER = "x-roger-invalid"
+#: Header of a job parked in an execution-waiting queue: its work queue type.
+ORIGIN_HEADER = "x-roger-queue"
+#: An execution-waiting queue is deleted after this long unused (milliseconds).
+WAITING_QUEUE_ARGS: dict[str, Any] = {"x-expires": 24 * 3600 * 1000}
+#: Seconds a Global request from the Consumer may take.
+GLOBAL_TIMEOUT = 10.0
+
+
+def waiting_queue_name(partition_id: str, execution_key: str) -> str:
+    """The queue where jobs wait for ``execution_key`` to be free:
+    ``<partition>-execution-waiting-<key>`` (the key hashed when the name
+    would pass AMQP's 255-byte limit)."""
+    name = f"{partition_id}-execution-waiting-{execution_key}"
+    if len(name.encode()) > 255:
+        digest = hashlib.sha256(execution_key.encode()).hexdigest()
+        name = f"{partition_id}-execution-waiting-{digest}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -97,6 +125,9 @@ class _WorkerRef:
     idle_since: float = 0.0
     ready: bool = False
     control: str = ""
+    scoreboard: str = ""
+    #: Tokens of the batch last handed to the worker, in order.
+    batch: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +137,12 @@ class _InFlight:
     worker: _WorkerRef | None = None
     timed_out: bool = False
     timer: Any = None
+    #: Waiting for Global (queue key freed, execution key taken) before dispatch.
+    gating: bool = False
+    #: A cancel arrived while gating or running in a worker.
+    cancel_requested: bool = False
+    #: Being cancelled (Global asked to clear the mark).
+    cancelling: bool = False
 
 
 @dataclass
@@ -171,7 +208,7 @@ class Reconfigure:
 
 @dataclass(frozen=True)
 class Status:
-    """Call: ``{"connected": bool, "running_jobs": [Job, ...]}``."""
+    """Call: ``{"connected": bool, "running_jobs": [Job, ...], "pid": int}``."""
 
 
 @dataclass(frozen=True)
@@ -225,8 +262,25 @@ class Consumer(Server):
         self.acks: list[Delivery] = []
         self.pending_io: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
+        #: Local copy of the partition's cancelled job ids (from Global, then casts).
+        self.cancelled: set[str] = set()
+        #: Queues paused cluster-wide (from Global, then casts).
+        self.global_paused: set[str] = set()
+        #: Global's snapshot is in: deliveries may start.
+        self.snapshot_ready = False
+        #: Cancels waiting for Global's answer, by a private key.
+        self.cancelling: dict[int, _InFlight] = {}
+        #: Execution keys this node parked jobs for -> queue type; swept each tick.
+        self.parked: dict[str, str] = {}
+        self.sweeping: set[str] = set()
         self._tell_registry()
-        self._connect()
+        self.queues_ref = ""
+        if registry is not None:
+            # A restarted Consumer takes the partition's current queues (a
+            # reconfigure may have changed them since the partition started).
+            self.queues_ref = self.call_async(registry, QueuesOf(partition_id))
+        else:
+            self._connect()
         self.send_after(1.0, "tick")
 
     # ------------------------------------------------------------ I/O plumbing
@@ -247,20 +301,50 @@ class Consumer(Server):
     def _connect(self) -> None:
         for q in self.queues.values():
             q.prefetch = q.wanted_prefetch
-        plan = [
-            (name, q.max_workers, q.prefetch, self.consuming and not q.paused)
-            for name, q in self.queues.items()
-        ]
+        plan = [(name, q.max_workers, q.prefetch) for name, q in self.queues.items()]
 
         async def connect() -> None:
             await self.link.connect()
-            for name, limit, prefetch, start in plan:
+            for name, limit, prefetch in plan:
                 await self._declare(name)
                 if limit > 0:
                     queue = Queue.make_name(self.partition_id, name)
-                    await self.link.consume(name, queue, prefetch, start=start)
+                    # Deliveries start once Global's snapshot is in (_on_snapshot).
+                    await self.link.consume(name, queue, prefetch, start=False)
 
         self._submit("connected", connect())
+
+    async def _global(self, op: str, args: list[Any]) -> Any:
+        return await global_request(self.link, self.partition_id, op, args, GLOBAL_TIMEOUT)
+
+    async def _fetch_snapshot(self) -> Any:
+        """Global's cancelled ids and paused queues; waits for a Global to answer
+        (the one on this node may still be starting)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._global("snapshot", [])
+            except (NotStartedError, GlobalTimeoutError) as exc:
+                attempt += 1
+                if attempt % 20 == 0:
+                    log.warning("%s: no answer from Global yet: %s", self.partition_id, exc)
+                await asyncio.sleep(min(0.05 * attempt, 1.0))
+
+    def _on_snapshot(self, snapshot: dict[str, Any]) -> None:
+        self.cancelled.update(snapshot["cancelled"])
+        previous, self.global_paused = self.global_paused, set(snapshot["paused"])
+        for name, state in self.queues.items():
+            if name in self.global_paused:
+                state.paused = True
+            elif name in previous:
+                state.paused = False
+        self.snapshot_ready = True
+        start = [
+            name
+            for name, q in self.queues.items()
+            if self.consuming and not q.paused and q.max_workers > 0
+        ]
+        self._submit("resume", self._resume_all(start))
 
     async def _declare(self, queue: str) -> None:
         await self.link.declare_work_queue(Queue.make_name(self.partition_id, queue))
@@ -312,8 +396,15 @@ class Consumer(Server):
         elif message == "tick":
             self._tick()
             self.send_after(1.0, "tick")
+        elif isinstance(message, PartitionCommand):
+            self._on_command(message)
         elif isinstance(message, tuple) and message and message[0] == "timeout":
             self._on_timeout(message[1])
+        elif isinstance(message, tuple) and message and message[0] == "requeue":
+            flight = self.inflight.pop(message[1], None)
+            if flight is not None:
+                d = flight.delivery
+                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
         elif message == "reconnect":
             self._connect()
         else:
@@ -339,6 +430,21 @@ class Consumer(Server):
                 self.backoff.reset()
                 log.info("%s: connected", self.partition_id)
                 self._tell_registry()
+                self._submit("snapshot", self._fetch_snapshot())
+        elif event.kind == "snapshot":
+            if event.error is None:
+                self._on_snapshot(event.value)
+            else:
+                log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
+        elif event.kind == "gate":
+            self._on_gate(*event.value)
+        elif event.kind.startswith("cancel:"):
+            self._on_cancel_cleared(int(event.kind[7:]), event.value, event.error)
+        elif event.kind.startswith("sweep:"):
+            key = event.kind[6:]
+            self.sweeping.discard(key)
+            if event.value == "empty":
+                self.parked.pop(key, None)
         elif event.kind.startswith("call:"):
             from_ = self.pending_calls.pop(event.kind[5:], None)
             if from_ is not None:
@@ -363,6 +469,7 @@ class Consumer(Server):
         for token in state.backlog:
             self.inflight.pop(token, None)
         state.backlog.clear()
+        self._forget_gating(key)
         if state.max_workers > 0 and self.connected:
             queue = Queue.make_name(self.partition_id, key)
             start = self.consuming and not state.paused
@@ -371,17 +478,32 @@ class Consumer(Server):
     def _on_link_lost(self, reason: str) -> None:
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)
         self.connected = False
+        self.snapshot_ready = False
         for state in self.queues.values():
             for token in state.backlog:
                 self.inflight.pop(token, None)
             state.backlog.clear()
+        self._forget_gating(None)
         self._tell_registry()
         self._schedule_reconnect()
+
+    def _forget_gating(self, key: str | None) -> None:
+        """Deliveries waiting for Global whose channel is gone (the broker requeued them)."""
+        for token, flight in list(self.inflight.items()):
+            if flight.gating and key in (None, flight.delivery.key):
+                del self.inflight[token]
 
     def _schedule_reconnect(self) -> None:
         self.send_after(self.backoff.next(), "reconnect")
 
     def _on_call_reply(self, reply: CallReply) -> None:
+        if reply.ref == self.queues_ref:
+            if reply.ok and isinstance(reply.value, dict):
+                self.queues = {
+                    name: _QueueState(name, limit) for name, limit in reply.value.items()
+                }
+            self._connect()
+            return
         if reply.ref == self.sup_ref:
             if reply.ok:
                 for info in reply.value:
@@ -431,6 +553,7 @@ class Consumer(Server):
         # has been heard from (messages sent to it were seen to be lost).
         worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
         worker.control = ready.control
+        worker.scoreboard = ready.scoreboard
 
     # ------------------------------------------------------------ deliveries
 
@@ -445,9 +568,187 @@ class Consumer(Server):
             self._set_aside(delivery, str(exc))
             return
         token = next(self.tokens)
-        self.inflight[token] = _InFlight(delivery, job)
+        flight = self.inflight[token] = _InFlight(delivery, job)
+        if job.id in self.cancelled:
+            self.inflight.pop(token)
+            self._cancel_flight(flight)
+            return
+        if queue_key_of(job) is not None or execution_key_of(job) is not None:
+            flight.gating = True
+            self._submit("gate", self._gate(token, job, delivery))
+            return
         state.backlog.append(token)
         self._dispatch(state)
+
+    # ------------------------------------------------------------ keys and Global
+
+    async def _gate(self, token: int, job: Job, delivery: Delivery) -> tuple[int, str]:
+        """Before a keyed job runs: free its queue key (it left the queue), take
+        its execution key or park it in the key's waiting queue."""
+        try:
+            key = queue_key_of(job)
+            if key is not None:
+                await self._global("remove_queued", [key])
+            execution_key = execution_key_of(job)
+            if execution_key is not None and not await self._global(
+                "acquire_execution", [execution_key, job.id]
+            ):
+                await self._park(execution_key, job, delivery)
+                return token, "parked"
+        except Exception as exc:
+            log.warning("%s: job %s waits for Global: %r", self.partition_id, job.id, exc)
+            return token, "failed"
+        return token, "go"
+
+    def _on_gate(self, token: int, verdict: str) -> None:
+        flight = self.inflight.get(token)
+        if flight is None:
+            return  # its channel was lost: the broker requeued it
+        job, delivery = flight.job, flight.delivery
+        if verdict == "failed":
+            self.send_after(1.0, ("requeue", token))
+            return
+        flight.gating = False
+        if verdict == "parked":
+            del self.inflight[token]
+            key = execution_key_of(job)
+            assert key is not None
+            self.parked[key] = delivery.key
+            return
+        if flight.cancel_requested or job.id in self.cancelled:
+            del self.inflight[token]
+            self._cancel_flight(flight)
+            return
+        state = self.queues.get(delivery.key)
+        if state is None or state.paused or not self.consuming:
+            del self.inflight[token]
+            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            return
+        state.backlog.append(token)
+        self._dispatch(state)
+
+    async def _park(self, key: str, job: Job, delivery: Delivery) -> None:
+        """Move the delivery to the key's waiting queue (confirmed), then ack it."""
+        name = waiting_queue_name(self.partition_id, key)
+        headers = dict(delivery.headers)
+        headers[ORIGIN_HEADER] = delivery.key
+        await self.link.declare(name, WAITING_QUEUE_ARGS)
+        await self.link.publish(
+            name,
+            delivery.body,
+            properties(message_id=job.id, app_id=self.partition_id, headers=headers),
+        )
+        await self.link.ack(delivery.key, delivery.generation, delivery.tag)
+
+    async def _move_waiting(self, message: Any) -> None:
+        """Put a parked job back on its work queue (confirmed), then ack it."""
+        props = message.header.properties
+        headers = dict(props.headers or {})
+        origin = str(headers.pop(ORIGIN_HEADER, "default"))
+        await self.link.publish(
+            Queue.make_name(self.partition_id, origin),
+            bytes(message.body),
+            properties(message_id=props.message_id, app_id=self.partition_id, headers=headers),
+        )
+        await message.channel.basic_ack(message.delivery.delivery_tag)
+
+    async def _release(self, key: str, job_id: str) -> None:
+        """``job_id`` is done with ``key``: hand it to the first job waiting for
+        it (which goes back to its work queue holding the key), else free it."""
+        try:
+            name = waiting_queue_name(self.partition_id, key)
+            await self.link.declare(name, WAITING_QUEUE_ARGS)
+            message = await self.link.get(name)
+            next_id = None
+            if message is not None:
+                next_id = message.header.properties.message_id or ""
+            handed = await self._global("release_execution", [key, job_id, next_id or None])
+            if message is not None:
+                if handed:
+                    await self._move_waiting(message)
+                else:
+                    await _requeue(message)
+        except Exception as exc:
+            log.warning("%s: releasing execution key %r: %r", self.partition_id, key, exc)
+
+    async def _sweep(self, key: str) -> str:
+        """A job parked here may have missed its hand-over (the key was freed
+        while it was being parked): move the first waiting job if the key is free."""
+        name = waiting_queue_name(self.partition_id, key)
+        await self.link.declare(name, WAITING_QUEUE_ARGS)
+        message = await self.link.get(name)
+        if message is None:
+            return "empty"
+        next_id = message.header.properties.message_id or ""
+        if next_id and await self._global("acquire_execution", [key, next_id]):
+            await self._move_waiting(message)
+            return "moved"
+        await _requeue(message)
+        return "busy"
+
+    def _cancel_flight(self, flight: _InFlight) -> None:
+        """Never run ``flight``'s job: clear its cancel mark with Global (the
+        node that clears it runs ``on_cancel``: once in the cluster), give its
+        execution key up, then ack it."""
+        if flight.cancelling:
+            return
+        flight.cancelling = True
+        key = next(self.tokens)
+        self.cancelling[key] = flight
+        self._submit(f"cancel:{key}", self._global("is_cancelled", [flight.job.id, True]))
+
+    def _on_cancel_cleared(self, key: int, cleared: Any, error: BaseException | None) -> None:
+        flight = self.cancelling.pop(key, None)
+        if flight is None:
+            return
+        delivery, job = flight.delivery, flight.job
+        if error is not None:
+            # Try again later: the job comes back and is still marked here.
+            log.warning("%s: cancelling job %s: %r", self.partition_id, job.id, error)
+            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            return
+        log.info("%s: job %s cancelled", self.partition_id, job.id)
+        if cleared:
+            run_callback(self.callbacks, "on_cancel", self.partition_id, job)
+        self._settle(flight, "cancelled")
+
+    def _on_command(self, command: PartitionCommand) -> None:
+        """A cast from the cluster: cancel a job, pause or resume a queue."""
+        if not command.args or not isinstance(command.args[0], str):
+            log.warning("%s: malformed partition command %r", self.partition_id, command)
+            return
+        arg = command.args[0]
+        if command.command == "cancel":
+            self._on_cancel_command(arg)
+        elif command.command in ("queue_pause", "queue_resume"):
+            pause = command.command == "queue_pause"
+            if pause:
+                self.global_paused.add(arg)
+            else:
+                self.global_paused.discard(arg)
+            if arg in self.queues and self.queues[arg].paused != pause:
+                self._submit(command.command, self._change_paused([arg], pause))
+        else:
+            log.warning("%s: unknown partition command %r", self.partition_id, command)
+
+    def _on_cancel_command(self, job_id: str) -> None:
+        self.cancelled.add(job_id)
+        for token, flight in list(self.inflight.items()):
+            if flight.job.id != job_id or flight.cancelling:
+                continue
+            if flight.gating:
+                flight.cancel_requested = True
+            elif flight.worker is None:
+                state = self.queues.get(flight.delivery.key)
+                if state is not None and token in state.backlog:
+                    state.backlog.remove(token)
+                del self.inflight[token]
+                self._cancel_flight(flight)
+            else:
+                # The worker drops it if not started yet, or dies under it.
+                flight.cancel_requested = True
+                if flight.worker.control:
+                    control.tell(flight.worker.control, control.cancel_datagram(token))
 
     def _set_aside(self, delivery: Delivery, reason: str) -> None:
         log.warning("%s: invalid job payload set aside: %s", self.partition_id, reason)
@@ -500,6 +801,7 @@ class Consumer(Server):
         for token, _ in items:
             self.inflight[token].worker = worker
         worker.tokens = [token for token, _ in items]
+        worker.batch = list(worker.tokens)
         if items:
             self.send(worker.address, RunJobs(items))
 
@@ -539,7 +841,7 @@ class Consumer(Server):
             if flight.timer is not None:
                 self.cancel_timer(flight.timer)
             worker = flight.worker
-            if worker is not None and result.outcome != "returned":
+            if worker is not None and result.outcome not in ("returned", "cancelled"):
                 self._record_duration(worker.queue, result.seconds)
                 timed.add(worker.queue)
             if worker is not None and result.token in worker.tokens:
@@ -576,12 +878,23 @@ class Consumer(Server):
         self._submit("prefetch", self.link.set_prefetch(queue, wanted))
 
     def _settle(self, flight: _InFlight, outcome: str) -> None:
-        """Record the outcome of a job, then ack its delivery."""
+        """Record the outcome of a job, then ack its delivery.
+
+        ``returned`` (never started) goes back to the queue, keeping any
+        execution key it holds; ``cancelled`` clears the cancel mark first
+        (:meth:`_cancel_flight`). Every other outcome gives the job's
+        execution key up (to the next waiting job)."""
         delivery, job = flight.delivery, flight.job
         if outcome == "returned":
             self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
             return
-        if outcome in ("done", "error"):
+        if outcome == "cancelled" and not flight.cancelling:
+            self._cancel_flight(flight)
+            return
+        execution_key = execution_key_of(job)
+        if execution_key is not None:
+            self._submit("release", self._release(execution_key, job.id))
+        if outcome in ("done", "error", "cancelled"):
             self._ack_later(delivery)
             return
         if outcome == "retry":
@@ -623,21 +936,60 @@ class Consumer(Server):
                     worker = candidate
                     state.workers.remove(candidate)
                     break
+        record = self._read_scoreboard(worker)
         if worker is None or not worker.tokens:
             return
-        # The worker ran its batch in order: the first unfinished job is the
-        # one it died under; the ones after it never started and go back.
-        running, *unstarted = worker.tokens
-        worker.tokens = []
-        for token in unstarted:
-            waiting = self.inflight.pop(token, None)
-            if waiting is not None:
-                d = waiting.delivery
+        outstanding, worker.tokens = worker.tokens, []
+        running: int | None = outstanding[0]
+        finished: dict[int, str] = {}
+        if record is not None and worker.batch and record.batch_id == worker.batch[0]:
+            # The scoreboard says which jobs ended (outcomes not reported yet)
+            # and which one the worker died under.
+            running = None
+            for index, token in enumerate(worker.batch):
+                outcome = record.outcomes[index] if index < len(record.outcomes) else None
+                if outcome is not None:
+                    finished[token] = outcome
+                elif index == record.current:
+                    running = token
+        for token in outstanding:
+            if token == running:
+                continue
+            flight = self.inflight.pop(token, None)
+            if flight is None:
+                continue
+            if token in finished:
+                self._settle(flight, finished[token])
+            else:  # never started: back to the queue
+                d = flight.delivery
                 self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
-        flight = self.inflight.pop(running, None)
+        owner = self.queues.get(worker.queue)
+        if running is not None:
+            self._on_died_under(running, reason)
+        if owner is not None:
+            self._dispatch(owner)
+
+    def _read_scoreboard(self, worker: _WorkerRef | None) -> control.BatchRecord | None:
+        if worker is None or not worker.scoreboard:
+            return None
+        board = control.Scoreboard.attach(worker.scoreboard)
+        control.Scoreboard.unlink(worker.scoreboard)
+        if board is None:
+            return None
+        try:
+            return board.read()
+        finally:
+            board.close()
+
+    def _on_died_under(self, token: int, reason: Any) -> None:
+        """The worker process ended while running this job."""
+        flight = self.inflight.pop(token, None)
         if flight is None:
             return
         job = flight.job
+        if flight.cancel_requested:
+            self._cancel_flight(flight)
+            return
         if flight.timed_out:
             error = ("timeout", f"job exceeded max_execution_time of {job.max_execution_time} s")
         else:
@@ -648,11 +1000,13 @@ class Consumer(Server):
         if outcome == "buried":
             run_callback(self.callbacks, "on_buried", self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
-        owner = self.queues.get(worker.queue)
-        if owner is not None:
-            self._dispatch(owner)
 
     def _tick(self) -> None:
+        if self.connected:
+            for key in self.parked:
+                if key not in self.sweeping:
+                    self.sweeping.add(key)
+                    self._submit("sweep:" + key, self._sweep(key))
         limit = _monotonic() - WORKER_IDLE_SECONDS
         for state in self.queues.values():
             for worker in list(state.workers):
@@ -673,6 +1027,7 @@ class Consumer(Server):
             return {
                 "connected": self.connected,
                 "running_jobs": [f.job for f in self.inflight.values() if f.worker is not None],
+                "pid": os.getpid(),
             }
         if isinstance(request, GetQueues):
             return self._io_call(from_, self._queue_stats(self._snapshot()))
@@ -722,17 +1077,21 @@ class Consumer(Server):
         return stats
 
     def _set_paused(self, names: list[str], paused: bool, from_: From) -> Any:
+        return self._io_call(from_, self._change_paused(names, paused))
+
+    def _change_paused(self, names: list[str], paused: bool) -> Any:
+        """Mark ``names`` paused or not; returns the broker-side coroutine."""
         resume = []
         for name in names:
             state = self.queues[name]
             state.paused = paused
-            if not paused and self.consuming and state.max_workers > 0:
+            if not paused and self.consuming and self.snapshot_ready and state.max_workers > 0:
                 resume.append(name)
             if paused:
                 self._requeue_backlog(state)
         if paused:
-            return self._io_call(from_, self._pause_all(names))
-        return self._io_call(from_, self._resume_all(resume))
+            return self._pause_all(names)
+        return self._resume_all(resume)
 
     def _requeue_backlog(self, state: _QueueState) -> None:
         """Deliveries not yet running go back to the broker (also those handed to
@@ -767,14 +1126,17 @@ class Consumer(Server):
         for name, limit in queues.items():
             existing = self.queues.get(name)
             if existing is None:
-                existing = self.queues[name] = _QueueState(name, limit)
+                existing = self.queues[name] = _QueueState(
+                    name, limit, paused=name in self.global_paused
+                )
                 existing.prefetch = existing.wanted_prefetch
                 added[name] = existing.prefetch
             else:
                 previous, existing.max_workers = existing.max_workers, limit
                 existing.prefetch = existing.wanted_prefetch
                 changed[name] = (previous, existing.prefetch, existing.paused)
-        return self._io_call(from_, self._apply_queues(removed, added, changed, self.consuming))
+        consuming = self.consuming and self.snapshot_ready
+        return self._io_call(from_, self._apply_queues(removed, added, changed, consuming))
 
     async def _apply_queues(
         self,
@@ -791,7 +1153,8 @@ class Consumer(Server):
             await self._declare(name)
             if prefetch > 0:
                 queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(name, queue, prefetch, start=consuming)
+                paused = name in self.global_paused
+                await self.link.consume(name, queue, prefetch, start=consuming and not paused)
         for name, (previous, prefetch, paused) in changed.items():
             if prefetch == 0:
                 await self.link.pause(name)
@@ -811,6 +1174,11 @@ class Consumer(Server):
         except Exception:
             log.debug("closing the AMQP link failed", exc_info=True)
         self.io.stop()
+
+
+async def _requeue(message: Any) -> None:
+    """Put a message got with basic.get back at the head of its queue."""
+    await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
 
 
 def _monotonic() -> float:

@@ -15,11 +15,13 @@ from roger_actors.job import Job
 @dataclass(frozen=True)
 class WorkerReady:
     """Worker -> Consumer: the worker process ``pid`` at ``address`` is up and idle;
-    ``control`` names its control socket (:mod:`roger_actors.partition.control`)."""
+    ``control`` names its control socket and ``scoreboard`` is the path of its
+    scoreboard file (:mod:`roger_actors.partition.control`; ``""``: none)."""
 
     pid: int
     address: Any
     control: str = ""
+    scoreboard: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,11 @@ class JobFinished:
 
     ``outcome`` is ``"done"``, ``"error"`` (not retryable: drop),
     ``"retry"`` (publish ``job`` with one more retry), ``"buried"``, or
-    ``"returned"`` (not started: the Consumer took it back).
+    ``"returned"`` (not started: the Consumer took it back), or
+    ``"cancelled"`` (not started: cancelled through the control socket; the
+    worker ran none of its callbacks, the Consumer runs ``on_cancel``). A
+    job cancelled while running is not reported: the worker kills its own
+    process and its scoreboard says ``"cancelled"``.
     ``error`` is ``(kind, detail)`` as a string pair (it is logged).
     """
 
@@ -67,3 +73,12 @@ class WorkerExited:
 
     address: Any
     reason: Any
+
+
+@dataclass(frozen=True)
+class QueuesOf:
+    """Consumer -> registry (call): the partition's current queues
+    ``{queue: max_workers}``; a Consumer restarted after a reconfigure starts
+    with these, not with its start arguments."""
+
+    partition_id: str

@@ -38,12 +38,13 @@ class Publisher:
         """Run ``AmqpLink.<operation>(*args)`` on the connection; return its result."""
         return self.run_on_link(lambda link, *a: getattr(link, operation)(*a), *args)
 
-    def run_on_link(self, operation: Any, *args: Any) -> Any:
-        """Run ``await operation(link, *args)`` on the connection; return its result."""
+    def run_on_link(self, operation: Any, *args: Any, timeout: float | None = None) -> Any:
+        """Run ``await operation(link, *args)`` on the connection; return its result.
+        Waits at most ``timeout`` seconds (default: the publisher's)."""
         with self._lock:
             io, link = self._ensure()
             try:
-                return io.submit(operation(link, *args)).result(self.timeout)
+                return io.submit(operation(link, *args)).result(timeout or self.timeout)
             except BaseException:
                 if not link.is_open:
                     self._link = None

@@ -1,0 +1,218 @@
+"""Talking to a partition's Global over RabbitMQ.
+
+Every node running a partition runs a Global actor consuming the queue
+``roger-global.<partition>`` with ``x-single-active-consumer``: RabbitMQ
+delivers to one of them (the active one) and moves on to another when its
+consumer goes away. A request is a CBOR message ``{"v": 1, "op": str,
+"args": list}`` published (mandatory, confirmed) to that queue with
+``reply_to`` set to RabbitMQ's direct reply-to pseudo queue and an
+``expiration`` equal to the caller's timeout, so a request nobody took in
+time is dropped instead of being applied after the caller gave up. The
+reply is ``{"v": 1, "ok": bool, "value": any, "kind": str}``.
+
+The queue expires (``x-expires``) :data:`QUEUE_EXPIRES_SECONDS` after its
+last consumer left. So a request to a partition that is started nowhere
+fails at once (the broker returns the unroutable message) with
+:class:`~roger_actors.errors.NotStartedError`; during a failover or a
+restart of the Global (the queue still exists) the request waits in the
+queue and is answered by the next active Global. A request that gets no
+reply is checked every :data:`PROBE_SECONDS`: with no consumer on the queue
+it fails with ``NotStartedError``; past its timeout with
+:class:`~roger_actors.errors.GlobalTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import weakref
+from typing import Any
+
+import aiormq
+import cbor2
+from pamqp import commands as spec
+
+from roger_actors.errors import GlobalTimeoutError, NotStartedError, RogerError
+from roger_actors.queue import validate_partition_id
+from roger_actors.transport.amqp import AmqpLink
+
+#: Prefix of a partition's Global request queue.
+QUEUE_PREFIX = "roger-global."
+#: The Global request queue is deleted this long after its last consumer left.
+QUEUE_EXPIRES_SECONDS = 30
+#: Arguments of the Global request queue.
+QUEUE_ARGUMENTS: dict[str, Any] = {
+    "x-single-active-consumer": True,
+    "x-expires": QUEUE_EXPIRES_SECONDS * 1000,
+}
+#: RabbitMQ's direct reply-to pseudo queue.
+REPLY_TO = "amq.rabbitmq.reply-to"
+#: Seconds a request waits for Global by default.
+CALL_TIMEOUT = 10.0
+#: A request with no reply yet checks this often that some Global consumes.
+PROBE_SECONDS = 1.0
+VERSION = 1
+
+
+def queue_name(partition_id: str) -> str:
+    """The Global request queue of a partition."""
+    return QUEUE_PREFIX + validate_partition_id(partition_id)
+
+
+# ---------------------------------------------------------------- wire format
+
+
+def encode_request(op: str, args: list[Any]) -> bytes:
+    """The request message body for ``op(*args)``."""
+    return bytes(cbor2.dumps({"v": VERSION, "op": op, "args": list(args)}))
+
+
+def decode_request(body: bytes) -> tuple[str, list[Any]]:
+    """``(op, args)`` of a request body; ValueError naming the problem otherwise."""
+    try:
+        raw = cbor2.loads(body)
+    except Exception as exc:
+        raise ValueError(f"Global request is not CBOR: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("v") != VERSION:
+        raise ValueError("Global request must be a map with v=1")
+    op, args = raw.get("op"), raw.get("args")
+    if not isinstance(op, str) or not isinstance(args, list):
+        raise ValueError("Global request needs a str 'op' and a list 'args'")
+    return op, args
+
+
+def encode_reply(ok: bool, value: Any, kind: str = "") -> bytes:
+    """A reply body: ``value`` when ``ok``, else the error message and its ``kind``."""
+    return bytes(cbor2.dumps({"v": VERSION, "ok": ok, "value": value, "kind": kind}))
+
+
+def decode_reply(body: bytes) -> Any:
+    """The value of a reply; raises the error it carries (ValueError for bad
+    requests, RogerError otherwise)."""
+    try:
+        raw = cbor2.loads(body)
+    except Exception as exc:
+        raise RogerError(f"malformed reply from Global: {exc}") from None
+    if not isinstance(raw, dict) or "ok" not in raw:
+        raise RogerError("malformed reply from Global")
+    if raw["ok"]:
+        return raw.get("value")
+    message = str(raw.get("value"))
+    if raw.get("kind") == "ValueError":
+        raise ValueError(message)
+    raise RogerError(message)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class _ReplyChannel:
+    """A confirmed channel consuming direct reply-to; replies matched by correlation id."""
+
+    def __init__(self) -> None:
+        self.channel: Any = None
+        self.waiting: dict[str, asyncio.Future[bytes]] = {}
+
+    async def open(self, connection: Any) -> None:
+        self.channel = await connection.channel(publisher_confirms=True)
+        await self.channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+
+    async def _on_reply(self, message: Any) -> None:
+        future = self.waiting.pop(message.header.properties.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(bytes(message.body))
+
+
+_channels: weakref.WeakKeyDictionary[Any, _ReplyChannel] = weakref.WeakKeyDictionary()
+_opening: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def _reply_channel(link: AmqpLink) -> _ReplyChannel:
+    connection = link.connection
+    if connection is None or not link.is_open:
+        raise ConnectionError("AMQP link is not connected")
+    lock = _opening.setdefault(connection, asyncio.Lock())
+    async with lock:
+        found = _channels.get(connection)
+        if found is None or found.channel is None or found.channel.is_closed:
+            found = _ReplyChannel()
+            await found.open(connection)
+            _channels[connection] = found
+        return found
+
+
+async def request(
+    link: AmqpLink,
+    partition_id: str,
+    op: str,
+    args: list[Any],
+    timeout: float = CALL_TIMEOUT,
+) -> Any:
+    """Send ``op(*args)`` to the partition's active Global and return its reply.
+
+    Runs on the link's loop. Raises NotStartedError when no Global of the
+    partition runs anywhere, ValueError for a request Global refused, and
+    GlobalTimeoutError when no reply came within ``timeout`` seconds.
+    """
+    queue = queue_name(partition_id)
+    replies = await _reply_channel(link)
+    correlation = uuid.uuid4().hex
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    replies.waiting[correlation] = future
+    try:
+        try:
+            await replies.channel.basic_publish(
+                encode_request(op, args),
+                routing_key=queue,
+                properties=spec.Basic.Properties(
+                    reply_to=REPLY_TO,
+                    correlation_id=correlation,
+                    expiration=str(max(1, int(timeout * 1000))),
+                    content_type="application/cbor",
+                ),
+                mandatory=True,
+            )
+        except aiormq.exceptions.PublishError:
+            raise NotStartedError(
+                f"partition {partition_id!r} is not started anywhere (no Global)"
+            ) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise GlobalTimeoutError(
+                    f"Global of partition {partition_id!r} did not answer {op!r} "
+                    f"within {timeout} s"
+                )
+            try:
+                body = await asyncio.wait_for(asyncio.shield(future), min(left, PROBE_SECONDS))
+            except TimeoutError:
+                if not await _has_consumer(link, queue):
+                    raise NotStartedError(
+                        f"partition {partition_id!r} is not started anywhere (no Global)"
+                    ) from None
+                continue
+            return decode_reply(body)
+    finally:
+        replies.waiting.pop(correlation, None)
+
+
+async def _has_consumer(link: AmqpLink, queue: str) -> bool:
+    try:
+        _, consumers = await link.counts(queue)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    return consumers > 0
+
+
+__all__ = [
+    "CALL_TIMEOUT",
+    "QUEUE_ARGUMENTS",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+    "queue_name",
+    "request",
+]

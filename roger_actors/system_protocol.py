@@ -1,0 +1,321 @@
+"""The wire format of Roger's System exchange, shared by every publisher.
+
+Every node consumes a private queue bound to one durable fanout exchange
+(:func:`exchange_name`). What travels on it:
+
+- a *command*: the CBOR map ``{"v": 1, "command": str, "args": list,
+  "from": node_name, "call_id": str | None, "reply_to": str | None}``. A
+  command with a ``call_id`` and a ``reply_to`` is part of a call: each node
+  answers it; without them it is a cast.
+- a *reply* to a call, published through the default exchange to the
+  caller's ``reply_to`` queue: ``{"v": 1, "call_id": str, "from": node_name,
+  "ok": bool, "value": any}``.
+
+Bodies come from the network: decoding refuses anything that is not exactly
+one CBOR map of the right shape (no CBOR tags, bounded nesting) with a
+:class:`ValueError` that names the problem.
+
+The partition commands a node receives (``cancel``, ``queue_pause``,
+``queue_resume``) reach its registry as :class:`PartitionCommand`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from .transport.amqp import AmqpLink, properties
+
+#: Version of the command and reply maps.
+VERSION = 1
+
+#: Deepest nesting a decoded body may have (maps and lists).
+MAX_DEPTH = 32
+
+#: The commands forwarded to the registry, with the names of their arguments
+#: (the first one is always the partition id).
+PARTITION_COMMANDS: dict[str, tuple[str, ...]] = {
+    "cancel": ("partition_id", "job_id"),
+    "queue_pause": ("partition_id", "queue"),
+    "queue_resume": ("partition_id", "queue"),
+}
+
+
+@dataclass(frozen=True)
+class SystemCommand:
+    """A decoded command: ``call_id`` and ``reply_to`` are both set for a call,
+    both None for a cast."""
+
+    command: str
+    args: tuple[Any, ...]
+    from_node: str
+    call_id: str | None = None
+    reply_to: str | None = None
+
+    @property
+    def is_call(self) -> bool:
+        """True when the sender waits for a reply."""
+        return self.call_id is not None and self.reply_to is not None
+
+
+@dataclass(frozen=True)
+class SystemReply:
+    """A decoded reply of node ``from_node`` to the call ``call_id``: ``value``
+    is the result when ``ok``, an error description (str) otherwise."""
+
+    call_id: str
+    from_node: str
+    ok: bool
+    value: Any
+
+
+@dataclass(frozen=True)
+class PartitionCommand:
+    """Sent (a plain message) by the System to the node's registry for a
+    partition command received on the System exchange.
+
+    ``command`` is ``"cancel"``, ``"queue_pause"`` or ``"queue_resume"``;
+    ``args`` are the command's arguments after the partition id: ``(job_id,)``
+    for ``cancel``, ``(queue,)`` for the other two.
+    """
+
+    partition_id: str
+    command: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class CommandError:
+    """In the result of a cluster call: the node answered ok=False with ``message``."""
+
+    message: str
+
+
+def exchange_name(prefix: str | None) -> str:
+    """The System exchange: ``"system"``, or ``prefix + "system"`` when a prefix is set."""
+    return f"{prefix}system" if prefix else "system"
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_command(
+    command: str,
+    args: list[Any] | tuple[Any, ...],
+    from_node: str,
+    call_id: str | None = None,
+    reply_to: str | None = None,
+) -> bytes:
+    """The CBOR body of a command (a cast unless ``call_id`` and ``reply_to`` are given).
+
+    Raises ValueError for a malformed command (empty name, only one of
+    ``call_id``/``reply_to``) and TypeError when ``args`` cannot be CBOR-encoded.
+    """
+    if not isinstance(command, str) or not command:
+        raise ValueError(f"command must be a non-empty string, got {command!r}")
+    if not isinstance(from_node, str) or not from_node:
+        raise ValueError(f"from_node must be a non-empty string, got {from_node!r}")
+    if (call_id is None) != (reply_to is None):
+        raise ValueError("call_id and reply_to must be given together (a call) or not at all")
+    document = {
+        "v": VERSION,
+        "command": command,
+        "args": list(args),
+        "from": from_node,
+        "call_id": call_id,
+        "reply_to": reply_to,
+    }
+    return _dumps(document)
+
+
+def encode_reply(call_id: str, from_node: str, ok: bool, value: Any) -> bytes:
+    """The CBOR body of a reply. A ``value`` that CBOR cannot encode is replaced by
+    an ok=False reply describing the problem (the caller still gets an answer)."""
+    document = {"v": VERSION, "call_id": call_id, "from": from_node, "ok": ok, "value": value}
+    try:
+        return _dumps(document)
+    except TypeError as exc:
+        document.update(ok=False, value=f"reply value cannot be encoded: {exc}")
+        return _dumps(document)
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    try:
+        return cbor2.dumps(document)
+    except cbor2.CBOREncodeError as exc:
+        raise TypeError(f"not CBOR-encodable: {exc}") from None
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _refuse_tag(tag: Any, *_: Any) -> Any:
+    number = getattr(tag, "tag", "?")
+    raise ValueError(f"CBOR tag {number} is not allowed in a system message")
+
+
+# Semantic tags cbor2 would otherwise decode itself (dates, big numbers,
+# decimals, shared references, rationals, regexps, MIME, UUIDs, IP addresses,
+# sets, string references, self-describe): none belongs in a system message.
+_REFUSED: dict[int, Any] = {
+    tag: _refuse_tag
+    for tag in (
+        *(0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100),
+        *(256, 258, 260, 261, 1004, 55799),
+    )
+}
+
+
+def _load_map(body: bytes | bytearray | memoryview) -> dict[Any, Any]:
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise ValueError(f"system message body must be bytes, got {type(body).__name__}")
+    data = bytes(body)
+    if not data:
+        raise ValueError("system message is empty")
+    buffer = io.BytesIO(data)
+    try:
+        decoder = cbor2.CBORDecoder(
+            buffer,
+            tag_hook=_refuse_tag,
+            semantic_decoders=_REFUSED,
+            max_depth=MAX_DEPTH,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+        )
+        document = decoder.decode()
+    except Exception as exc:  # cbor2 raises several types: all mean "not valid CBOR"
+        detail = str(exc)
+        if exc.__cause__ is not None:
+            detail = f"{detail}: {exc.__cause__}"
+        raise ValueError(f"system message is not valid CBOR: {detail}") from None
+    if buffer.tell() != len(data):
+        raise ValueError("system message has trailing bytes after the CBOR item")
+    if not isinstance(document, dict):
+        raise ValueError(f"system message must be a CBOR map, got {type(document).__name__}")
+    if "v" not in document:
+        raise ValueError("system message has no version ('v')")
+    version = document["v"]
+    if type(version) is not int or version != VERSION:
+        raise ValueError(f"unknown system message version {version!r} (expected {VERSION})")
+    return document
+
+
+def _field(document: dict[Any, Any], key: str, kind: type, optional: bool = False) -> Any:
+    if key not in document:
+        raise ValueError(f"system message has no {key!r}")
+    value = document[key]
+    if value is None and optional:
+        return None
+    if type(value) is not kind:
+        expected = kind.__name__ + (" or null" if optional else "")
+        raise ValueError(f"system message {key!r} must be {expected}, got {type(value).__name__}")
+    if kind is str and not value:
+        raise ValueError(f"system message {key!r} must not be empty")
+    return value
+
+
+def _command_from(document: dict[Any, Any]) -> SystemCommand:
+    command = _field(document, "command", str)
+    args = _field(document, "args", list)
+    from_node = _field(document, "from", str)
+    call_id = _field(document, "call_id", str, optional=True)
+    reply_to = _field(document, "reply_to", str, optional=True)
+    if (call_id is None) != (reply_to is None):
+        raise ValueError("system message has only one of 'call_id' and 'reply_to'")
+    return SystemCommand(command, tuple(args), from_node, call_id, reply_to)
+
+
+def _reply_from(document: dict[Any, Any]) -> SystemReply:
+    call_id = _field(document, "call_id", str)
+    from_node = _field(document, "from", str)
+    ok = _field(document, "ok", bool)
+    if "value" not in document:
+        raise ValueError("system message has no 'value'")
+    value = document["value"]
+    if not ok and not isinstance(value, str):
+        raise ValueError(f"an ok=False reply's 'value' must be str, got {type(value).__name__}")
+    return SystemReply(call_id, from_node, ok, value)
+
+
+def decode_command(body: bytes | bytearray | memoryview) -> SystemCommand:
+    """Decode a command body; ValueError naming the problem for anything else
+    (not bytes, not CBOR, not a map, unknown version, missing or mistyped field)."""
+    document = _load_map(body)
+    if "command" not in document and "ok" in document:
+        raise ValueError("system message is a reply, not a command (no 'command')")
+    return _command_from(document)
+
+
+def decode_reply(body: bytes | bytearray | memoryview) -> SystemReply:
+    """Decode a reply body; ValueError naming the problem for anything else."""
+    document = _load_map(body)
+    if "ok" not in document and "command" in document:
+        raise ValueError("system message is a command, not a reply (no 'ok')")
+    return _reply_from(document)
+
+
+def decode_message(body: bytes | bytearray | memoryview) -> SystemCommand | SystemReply:
+    """Decode either kind: a map with ``"command"`` is a command, one with ``"ok"``
+    a reply. ValueError naming the problem for anything else."""
+    document = _load_map(body)
+    if "command" in document:
+        return _command_from(document)
+    if "ok" in document:
+        return _reply_from(document)
+    raise ValueError("system message is neither a command ('command') nor a reply ('ok')")
+
+
+# ---------------------------------------------------------------- publishing
+
+
+async def declare_exchange(link: AmqpLink, exchange: str) -> None:
+    """Declare the durable fanout ``exchange`` on the link's control channel
+    (idempotent). Run on the link's loop; ConnectionError when not connected."""
+    channel = link.control
+    if channel is None or channel.is_closed or not link.is_open:
+        raise ConnectionError("AMQP link is not connected")
+    await channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+
+
+async def publish_command(
+    link: AmqpLink,
+    exchange: str,
+    body: bytes,
+    *,
+    declare: bool = True,
+    expiration_ms: int | None = None,
+) -> None:
+    """Publish an encoded command to the fanout ``exchange`` (not mandatory, not
+    persistent) through the link's confirmed control channel; returns once the
+    broker confirmed it. Run on the link's loop.
+
+    With ``declare`` (the default) the exchange is declared first, so that
+    publishing never hits a missing exchange (which would close the control
+    channel); pass False when it is known to exist. ``expiration_ms`` sets a
+    per-message TTL. Raises ConnectionError when the link is down or the broker
+    did not confirm.
+    """
+    if declare:
+        await declare_exchange(link, exchange)
+    await link.publish(
+        "",
+        body,
+        properties(persistent=False, expiration_ms=expiration_ms, content_type="application/cbor"),
+        exchange=exchange,
+        mandatory=False,
+    )
+
+
+async def publish_reply(link: AmqpLink, reply_to: str, body: bytes) -> None:
+    """Publish an encoded reply to the caller's queue ``reply_to`` through the
+    default exchange (not mandatory: a caller that is gone loses it)."""
+    await link.publish(
+        reply_to,
+        body,
+        properties(persistent=False, content_type="application/cbor"),
+        exchange="",
+        mandatory=False,
+    )

@@ -1,0 +1,148 @@
+"""GlobalState: the operations of Roger's Global and its snapshot, without I/O."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from roger_actors.partition.global_client import (
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+)
+from roger_actors.partition.global_state import GlobalState
+
+PID = "p1"
+
+
+def test_cancel_job_marks_the_id_and_casts_cancel_to_the_cluster() -> None:
+    state = GlobalState()
+    applied = state.apply(PID, "cancel_job", ["j1"])
+    assert applied.dirty and applied.casts == (("cancel", [PID, "j1"]),)
+    assert state.apply(PID, "is_cancelled", ["j1", False]).value is True
+    assert state.apply(PID, "is_cancelled", ["j2", False]).value is False
+
+
+def test_is_cancelled_with_remove_is_true_exactly_once() -> None:
+    state = GlobalState()
+    state.apply(PID, "cancel_job", ["j1"])
+    assert state.apply(PID, "is_cancelled", ["j1", True]).value is True
+    assert state.apply(PID, "is_cancelled", ["j1", True]).value is False
+
+
+def test_is_queued_with_add_reports_the_state_before_and_marks_the_key() -> None:
+    state = GlobalState()
+    first = state.apply(PID, "is_queued", ["k", True])
+    assert first.value is False and first.dirty
+    assert state.apply(PID, "is_queued", ["k", True]).value is True
+    state.apply(PID, "remove_queued", ["k"])
+    assert state.apply(PID, "is_queued", ["k", False]).value is False
+
+
+def test_is_executing_and_remove_executed() -> None:
+    state = GlobalState()
+    assert state.apply(PID, "is_executing", ["e", True]).value is False
+    assert state.apply(PID, "is_executing", ["e", False]).value is True
+    state.apply(PID, "remove_executed", ["e"])
+    assert state.apply(PID, "is_executing", ["e", False]).value is False
+
+
+def test_an_execution_key_is_held_by_one_job_and_kept_by_it_on_redelivery() -> None:
+    state = GlobalState()
+    assert state.apply(PID, "acquire_execution", ["e", "a"]).value is True
+    assert state.apply(PID, "acquire_execution", ["e", "b"]).value is False
+    assert state.apply(PID, "acquire_execution", ["e", "a"]).value is True  # same job again
+
+
+def test_release_hands_the_key_to_the_next_job_or_frees_it() -> None:
+    state = GlobalState()
+    state.apply(PID, "acquire_execution", ["e", "a"])
+    assert state.apply(PID, "release_execution", ["e", "a", "b"]).value is True
+    assert state.executing == {"e": "b"}
+    assert state.apply(PID, "acquire_execution", ["e", "b"]).value is True
+    assert state.apply(PID, "release_execution", ["e", "b", None]).value is True
+    assert state.executing == {}
+
+
+def test_release_by_a_job_that_does_not_hold_the_key_changes_nothing() -> None:
+    state = GlobalState()
+    state.apply(PID, "acquire_execution", ["e", "a"])
+    assert state.apply(PID, "release_execution", ["e", "x", None]).value is False
+    assert state.executing == {"e": "a"}
+
+
+def test_pause_and_resume_cast_to_the_cluster_and_are_listed() -> None:
+    state = GlobalState()
+    assert state.apply(PID, "queue_pause", ["q"]).casts == (("queue_pause", [PID, "q"]),)
+    assert state.apply(PID, "queue_get_paused", []).value == ["q"]
+    assert state.apply(PID, "queue_resume", ["q"]).casts == (("queue_resume", [PID, "q"]),)
+    assert state.apply(PID, "queue_get_paused", []).value == []
+
+
+def test_the_snapshot_op_gives_what_a_consumer_needs() -> None:
+    state = GlobalState()
+    state.apply(PID, "cancel_job", ["j"])
+    state.apply(PID, "queue_pause", ["q"])
+    assert state.apply(PID, "snapshot", []).value == {"cancelled": ["j"], "paused": ["q"]}
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "message"),
+    [
+        ("explode", [], "unknown Global operation 'explode'"),
+        ("cancel_job", [], "takes 1 argument"),
+        ("cancel_job", [7], "job_id must be a non-empty string"),
+        ("is_queued", ["k", "yes"], "add must be a bool"),
+        ("release_execution", ["e", "a", 3], "next_id must be a non-empty string"),
+    ],
+)
+def test_bad_requests_raise_value_error_naming_the_problem(
+    op: str, args: list[object], message: str
+) -> None:
+    state = GlobalState()
+    with pytest.raises(ValueError, match=message):
+        state.apply(PID, op, args)
+    assert state == GlobalState()
+
+
+keys = st.sets(st.text(min_size=1, max_size=8), max_size=5)
+
+
+@given(keys, keys, st.dictionaries(st.text(min_size=1), st.text(), max_size=5), keys)
+def test_a_snapshot_round_trips(
+    cancelled: set[str], queued: set[str], executing: dict[str, str], paused: set[str]
+) -> None:
+    state = GlobalState(cancelled, queued, executing, paused)
+    assert GlobalState.decode(state.encode()) == state
+
+
+def test_no_snapshot_is_an_empty_state() -> None:
+    assert GlobalState.decode(None) == GlobalState()
+    assert GlobalState.decode(b"") == GlobalState()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff\x00", "not CBOR"),
+        (cbor2.dumps({"v": 99}), "no supported version"),
+        (cbor2.dumps({"v": 1, "cancelled": "j"}), "'cancelled' must be a list"),
+        (cbor2.dumps({"v": 1, "executing": {"e": 1}}), "'executing' must map"),
+    ],
+)
+def test_an_unreadable_snapshot_raises_value_error(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GlobalState.decode(data)
+
+
+def test_request_and_reply_wire_format() -> None:
+    assert decode_request(encode_request("is_queued", ["k", True])) == ("is_queued", ["k", True])
+    assert decode_reply(encode_reply(True, [1, 2])) == [1, 2]
+    with pytest.raises(ValueError, match="bad"):
+        decode_reply(encode_reply(False, "bad", "ValueError"))
+    for body in (b"\xff", cbor2.dumps([1]), cbor2.dumps({"v": 1, "op": 3, "args": []})):
+        with pytest.raises(ValueError):
+            decode_request(body)

@@ -1,0 +1,515 @@
+"""Roger's System across the cluster: the wire format, and real nodes on the broker.
+
+Every node test uses its own ``system_exchange_prefix`` so that tests (and
+other users of the shared broker) never see each other's nodes. The second
+node of the two-node tests is a separate ``python -c`` process in its own
+process group, killed in teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiormq
+import cbor2
+import pytest
+
+import roger_actors as roger
+from roger_actors import system as system_mod
+from roger_actors.system import HEARTBEAT_TIMEOUT
+from roger_actors.system_protocol import (
+    CommandError,
+    SystemCommand,
+    SystemReply,
+    decode_command,
+    decode_message,
+    decode_reply,
+    encode_command,
+    encode_reply,
+    exchange_name,
+)
+from tests.partition_harness import BROKER, NodeHarness, _free_admin_port, wait_for
+from tests.procs import all_pids, stat_fields
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------- wire format
+
+
+def test_exchange_name_with_and_without_prefix() -> None:
+    assert exchange_name(None) == "system"
+    assert exchange_name("") == "system"
+    assert exchange_name("app1.") == "app1.system"
+
+
+def test_a_call_command_round_trips() -> None:
+    body = encode_command("cancel", ["p1", "job-1"], "node-a", "cid", "amq.gen-x")
+    command = decode_command(body)
+    assert command == SystemCommand("cancel", ("p1", "job-1"), "node-a", "cid", "amq.gen-x")
+    assert command.is_call
+    assert decode_message(body) == command
+
+
+def test_a_cast_command_round_trips() -> None:
+    command = decode_command(encode_command("ping", [], "node-a"))
+    assert command == SystemCommand("ping", (), "node-a", None, None)
+    assert not command.is_call
+
+
+def test_replies_round_trip() -> None:
+    assert decode_reply(encode_reply("cid", "node-b", True, {"x": [1, 2]})) == SystemReply(
+        "cid", "node-b", True, {"x": [1, 2]}
+    )
+    body = encode_reply("cid", "node-b", False, "boom")
+    assert decode_message(body) == SystemReply("cid", "node-b", False, "boom")
+
+
+def test_a_reply_value_cbor_cannot_encode_becomes_an_error_reply() -> None:
+    reply = decode_reply(encode_reply("cid", "node-b", True, object()))
+    assert not reply.ok
+    assert "cannot be encoded" in reply.value
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (("", [], "n"), {}, ValueError, "command must be a non-empty string"),
+        (("ping", [], ""), {}, ValueError, "from_node"),
+        (("ping", [], "n"), {"call_id": "c"}, ValueError, "together"),
+        (("ping", [object()], "n"), {}, TypeError, "not CBOR-encodable"),
+    ],
+)
+def test_encode_command_refuses_malformed_commands(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        encode_command(*args, **kwargs)
+
+
+def _command(**changes: Any) -> bytes:
+    document: dict[str, Any] = {
+        "v": 1,
+        "command": "ping",
+        "args": [],
+        "from": "n",
+        "call_id": None,
+        "reply_to": None,
+    }
+    for key, value in changes.items():
+        if value is _DROP:
+            del document[key]
+        else:
+            document[key] = value
+    return cbor2.dumps(document)
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("text", "must be bytes"),
+        (b"", "empty"),
+        (b"\xff\x00", "not valid CBOR"),
+        (cbor2.dumps({"v": 1}) + b"\x00", "trailing bytes"),
+        (cbor2.dumps([1, 2]), "must be a CBOR map, got list"),
+        (_command(v=_DROP), "no version"),
+        (_command(v=2), "unknown system message version 2"),
+        (_command(v="1"), "unknown system message version '1'"),
+        (_command(v=True), "unknown system message version True"),
+        (_command(command=_DROP), "no 'command'"),
+        (_command(command=3), "'command' must be str"),
+        (_command(command=""), "'command' must not be empty"),
+        (_command(args=_DROP), "no 'args'"),
+        (_command(args="x"), "'args' must be list"),
+        (_command(**{"from": _DROP}), "no 'from'"),
+        (_command(**{"from": None}), "'from' must be str"),
+        (_command(call_id=_DROP), "no 'call_id'"),
+        (_command(call_id=5, reply_to="q"), "'call_id' must be str or null"),
+        (_command(call_id="c"), "only one of 'call_id' and 'reply_to'"),
+        (_command(args=[datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)]), "CBOR tag"),
+        (_command(args=[cbor2.CBORTag(4242, 1)]), "CBOR tag 4242"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_decode_refuses_malformed_commands(body: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        decode_command(body)
+
+
+def test_decode_message_refuses_a_map_of_neither_kind() -> None:
+    with pytest.raises(ValueError, match="neither a command"):
+        decode_message(cbor2.dumps({"v": 1, "x": 1}))
+
+
+@pytest.mark.parametrize(
+    ("document", "match"),
+    [
+        ({"v": 1, "from": "n", "ok": True, "value": 1}, "no 'call_id'"),
+        ({"v": 1, "call_id": "c", "ok": True, "value": 1}, "no 'from'"),
+        ({"v": 1, "call_id": "c", "from": "n", "ok": 1, "value": 1}, "'ok' must be bool"),
+        ({"v": 1, "call_id": "c", "from": "n", "ok": True}, "no 'value'"),
+        ({"v": 1, "call_id": "c", "from": "n", "ok": False, "value": 3}, "'value' must be str"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_decode_refuses_malformed_replies(document: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        decode_reply(cbor2.dumps(document))
+
+
+def test_decode_refuses_deep_nesting() -> None:
+    nested: Any = []
+    for _ in range(200):
+        nested = [nested]
+    with pytest.raises(ValueError, match="not valid CBOR"):
+        decode_command(_command(args=nested))
+
+
+def test_decode_command_refuses_a_reply_and_decode_reply_a_command() -> None:
+    with pytest.raises(ValueError, match="no 'command'"):
+        decode_command(encode_reply("c", "n", True, 1))
+    with pytest.raises(ValueError, match="no 'ok'"):
+        decode_reply(encode_command("ping", [], "n"))
+
+
+# ---------------------------------------------------------------- broker helpers
+
+
+def publish_to_exchange(exchange: str, bodies: list[bytes]) -> None:
+    """Publish each body as is to the fanout ``exchange`` (with publisher confirms)."""
+
+    async def run() -> None:
+        connection = await aiormq.connect(BROKER + "?name=roger-test-system-raw")
+        try:
+            channel = await connection.channel()
+            for body in bodies:
+                await channel.basic_publish(body, exchange=exchange, routing_key="")
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def delete_exchange(exchange: str) -> None:
+    """Delete ``exchange`` (missing is fine)."""
+
+    async def run() -> None:
+        connection = await aiormq.connect(BROKER + "?name=roger-test-system-raw")
+        try:
+            channel = await connection.channel()
+            await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------- one node
+
+
+class Cluster:
+    """A test's System exchange prefix, its in-process node, and extra node processes."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.prefix = f"t{uuid.uuid4().hex[:12]}."
+        self.exchange = exchange_name(self.prefix)
+        self.harness = NodeHarness(tmp_path)
+        self.node_name = f"n1-{self.harness.tag}"
+        self.others: list[OtherNode] = []
+
+    def start(self) -> roger.Node:
+        """Start the in-process node and wait until it answers its own ping."""
+        node = self.harness.start(system_exchange_prefix=self.prefix, node_name=self.node_name)
+        wait_for(roger.System.is_connected, what="System connected")
+        wait_for(lambda: self.members() == [self.node_name], what="own node listed as member")
+        return node
+
+    @property
+    def node(self) -> roger.Node:
+        assert self.harness.node is not None
+        return self.harness.node
+
+    def system_address(self) -> Any:
+        return self.node._child_address("system")
+
+    def members(self) -> list[str]:
+        return system_mod.members(self.system_address(), self.node.app.system)
+
+    def stats(self) -> dict[str, int]:
+        return system_mod.stats(self.system_address(), self.node.app.system)
+
+    def start_other(self, name: str) -> OtherNode:
+        """Start a node named ``name`` in another process; it stops when its stdin
+        closes. Returns once this node sees it as a member."""
+        port = _free_admin_port()
+        config = {
+            "amqp": f"{BROKER}?name=roger-test-{self.harness.tag}-{name}",
+            "admin_port": port,
+            "node_name": name,
+            "system_exchange_prefix": self.prefix,
+            "shutdown_timeout": 2,
+        }
+        script = (
+            "import json, sys\n"
+            "import roger_actors as roger\n"
+            "roger.start(json.loads(sys.argv[1]))\n"
+            "print('READY', flush=True)\n"
+            "sys.stdin.read()\n"
+            "roger.stop()\n"
+        )
+        log = open(self.tmp_path / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            start_new_session=True,
+        )
+        log.close()
+        other = OtherNode(proc)
+        self.others.append(other)
+        wait_for(
+            lambda: name in self.members() or proc.poll() is not None,
+            60,
+            what=f"node {name} joining",
+        )
+        assert proc.poll() is None, (self.tmp_path / f"{name}.log").read_text()
+        # Thespian's admin daemonizes into a process group of its own, and the
+        # node's actors are forked from it: that is the group to kill.
+        admin = wait_for(lambda: listening_pid(port), what=f"admin of {name} on port {port}")
+        fields = stat_fields(admin)
+        assert fields is not None
+        other.actor_group = int(fields[2])
+        return other
+
+    def close(self) -> None:
+        for other in self.others:
+            other.kill()
+        try:
+            self.harness.close()
+        finally:
+            delete_exchange(self.exchange)
+
+
+class OtherNode:
+    """A node in another process: the launcher, and the process group of its actors."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.actor_group: int | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the node's actor process group and its launcher; wait until all are gone."""
+        groups = [self.proc.pid] + ([self.actor_group] if self.actor_group else [])
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        wait_for(
+            lambda: not any(group_members(pgid) for pgid in groups), 10, what="node processes gone"
+        )
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on TCP ``port`` (IPv4 or IPv6), or None."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return None
+    for pid in all_pids():
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                        return pid
+    return None
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes of the process group ``pgid``."""
+    found = []
+    for pid in all_pids():
+        fields = stat_fields(pid)
+        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            found.append(pid)
+    return found
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_a_call_on_one_node_gets_its_pong(cluster: Cluster) -> None:
+    cluster.start()
+    assert roger.System.call("ping") == [(cluster.node_name, "pong")]
+    assert roger.System.is_connected()
+    assert roger.System.is_active()
+
+
+def test_a_cast_returns_at_once(cluster: Cluster) -> None:
+    cluster.start()
+    before = cluster.stats()["commands"]
+    started = time.monotonic()
+    assert roger.System.cast("ping") is None
+    assert time.monotonic() - started < 2.0
+    wait_for(lambda: cluster.stats()["commands"] > before, what="the cast received")
+
+
+def test_an_unknown_command_gets_an_error_entry_and_the_system_lives_on(
+    cluster: Cluster,
+) -> None:
+    cluster.start()
+    address = cluster.system_address()
+    [(name, value)] = roger.System.call("no_such_command", 1, "two")
+    assert name == cluster.node_name
+    assert isinstance(value, CommandError)
+    assert "unknown system command 'no_such_command'" in value.message
+    roger.System.cast("no_such_command")
+    wait_for(lambda: cluster.stats()["unknown_command"] == 2, what="the cast seen")
+    assert roger.System.call("ping") == [(cluster.node_name, "pong")]
+    assert cluster.system_address() == address, "the System was restarted"
+
+
+def test_partition_commands_are_answered_ok_and_checked(cluster: Cluster) -> None:
+    cluster.start()
+    assert roger.System.call("cancel", "tp-x", "job-1") == [(cluster.node_name, "ok")]
+    assert roger.System.call("queue_pause", "tp-x", "default") == [(cluster.node_name, "ok")]
+    assert roger.System.call("queue_resume", "tp-x", "default") == [(cluster.node_name, "ok")]
+    [(_, value)] = roger.System.call("cancel", "tp-x")
+    assert isinstance(value, CommandError)
+    assert "cancel expects [partition_id, job_id]" in value.message
+
+
+def test_malformed_messages_are_dropped_without_harm(cluster: Cluster) -> None:
+    cluster.start()
+    address = cluster.system_address()
+    bodies = [
+        b"\xff not cbor",
+        cbor2.dumps([1, 2, 3]),
+        cbor2.dumps({"v": 99, "command": "ping"}),
+        cbor2.dumps({"v": 1, "command": "ping"}),
+        b"",
+    ]
+    publish_to_exchange(cluster.exchange, bodies)
+    wait_for(lambda: cluster.stats()["malformed"] == len(bodies), what="malformed messages seen")
+    assert roger.System.call("ping") == [(cluster.node_name, "pong")]
+    assert cluster.system_address() == address, "the System was restarted"
+
+
+def test_a_reply_to_an_unknown_call_is_dropped(cluster: Cluster) -> None:
+    cluster.start()
+    address = cluster.system_address()
+    publish_to_exchange(cluster.exchange, [encode_reply("no-such-call", "ghost", True, "pong")])
+    wait_for(lambda: cluster.stats()["unknown_reply"] == 1, what="the stray reply seen")
+    assert roger.System.call("ping") == [(cluster.node_name, "pong")]
+    assert cluster.system_address() == address, "the System was restarted"
+
+
+def test_unsubscribe_all_makes_the_node_stop_answering(cluster: Cluster) -> None:
+    cluster.start()
+    roger.System.unsubscribe_all()
+    assert roger.System.call("ping", timeout=1.0) == []
+    assert cluster.members() == []
+    roger.System.unsubscribe_all()  # again: nothing to do
+    assert roger.System.is_connected()
+
+
+def test_set_inactive(cluster: Cluster) -> None:
+    cluster.start()
+    roger.System.set_inactive()
+    assert not roger.System.is_active()
+
+
+def test_a_bad_timeout_is_refused(cluster: Cluster) -> None:
+    cluster.start()
+    with pytest.raises(ValueError, match="timeout"):
+        roger.System.call("ping", timeout=0)
+
+
+def test_the_facade_needs_a_node() -> None:
+    with pytest.raises(roger.NotStartedError):
+        roger.System.call("ping")
+
+
+# ---------------------------------------------------------------- two nodes
+
+
+def test_a_call_gets_one_reply_per_node(cluster: Cluster) -> None:
+    cluster.start()
+    other = f"n2-{cluster.harness.tag}"
+    cluster.start_other(other)
+    replies = roger.System.call("ping")
+    assert replies == sorted([(cluster.node_name, "pong"), (other, "pong")])
+
+
+def test_a_killed_node_drops_out_within_the_heartbeat_timeout(cluster: Cluster) -> None:
+    cluster.start()
+    other = f"n2-{cluster.harness.tag}"
+    node2 = cluster.start_other(other)
+    assert len(roger.System.call("ping")) == 2
+
+    killed = time.monotonic()
+    node2.kill()
+    # A call made now does not wait out its timeout for the dead node: it
+    # returns once the node is declared dead.
+    replies = roger.System.call("ping", timeout=60)
+    elapsed = time.monotonic() - killed
+    assert replies == [(cluster.node_name, "pong")]
+    assert elapsed < HEARTBEAT_TIMEOUT + 3, f"took {elapsed:.1f} s"
+    assert cluster.members() == [cluster.node_name]
+
+
+def test_a_node_that_stops_cleanly_leaves_at_once(cluster: Cluster) -> None:
+    cluster.start()
+    other = f"n2-{cluster.harness.tag}"
+    proc = cluster.start_other(other).proc
+    assert proc.stdin is not None
+    proc.stdin.close()  # the node stops (roger.stop) and says "leave"
+    left = time.monotonic()
+    wait_for(lambda: cluster.members() == [cluster.node_name], 30, what="node left")
+    assert time.monotonic() - left < HEARTBEAT_TIMEOUT, "it timed out instead of leaving"
+    proc.wait(timeout=30)
+
+
+def test_a_queue_pause_cast_reaches_the_partition_consumer(cluster: Cluster) -> None:
+    cluster.start()
+    pid = cluster.harness.start_partition({"default": 1})
+    roger.System.cast("queue_pause", pid, "default")
+    wait_for(
+        lambda: roger.Consumer.get_queues(pid)["default"]["paused"],
+        what="queue paused through the System",
+    )
+    roger.System.cast("queue_resume", pid, "default")
+    wait_for(
+        lambda: not roger.Consumer.get_queues(pid)["default"]["paused"],
+        what="queue resumed through the System",
+    )
