@@ -96,6 +96,7 @@ __all__ = [
     "EnqueueHook",
     "Job",
     "allowed_modules",
+    "declared_queue_key",
     "execution_key_of",
     "job_class_name",
     "normalise_args",
@@ -517,6 +518,23 @@ def set_enqueue_hook(hook: EnqueueHook | None) -> EnqueueHook | None:
         previous = _enqueue_hook
         _enqueue_hook = hook
     return previous
+
+
+def declared_queue_key(data: bytes | bytearray | memoryview) -> str | None:
+    """The queue key a payload names, or None, without validating the rest.
+
+    For a payload that :meth:`Job.decode` refused: the key it was enqueued
+    with (registered with the partition's Global by the producer) can still
+    be given back. Never raises.
+    """
+    try:
+        payload = _decode_cbor(data)
+    except Exception:
+        return None
+    if type(payload) is not dict or payload.get("v") != SCHEMA_VERSION:
+        return None
+    key = payload.get("queue_key")
+    return key if isinstance(key, str) and key else None
 
 
 def queue_key_of(job: Job) -> str | None:

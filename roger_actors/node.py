@@ -298,11 +298,12 @@ def install_worker_client(config: Config) -> None:
     """Let jobs running in this (worker) process enqueue jobs and use ``Global``:
     a publisher is made for it on first use. No-op where a node or producer runs."""
     global _worker_publisher
-    with _lock:
-        if _current is not None or _producer is not None or _worker_publisher is not None:
-            return
-        publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
-        _worker_publisher = publisher
+    # No _lock here: a worker process is forked from the node's actor system,
+    # which was started while start() held _lock, so the copy here is locked.
+    if _current is not None or _producer is not None or _worker_publisher is not None:
+        return
+    publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
+    _worker_publisher = publisher
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
         publish_job(publisher, job, partition_id, queue)

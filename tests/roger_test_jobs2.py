@@ -141,3 +141,16 @@ class KeyedJob(Job):
         time.sleep(args[2])
         record(args[0], "end", tag=args[1])
         return args[1]
+
+
+class SpawningJob(Job):
+    """args: [path, tag, partition_id] -> asks Global whether it is cancelled,
+    then enqueues a TimedJob tagged ``<tag>-child`` in the same partition."""
+
+    def perform(self, args: Any) -> Any:
+        from roger_actors import node
+
+        cancelled = node.Global.is_cancelled(args[2], self.id)
+        record(args[0], "spawning", tag=args[1], cancelled=cancelled)
+        Job.enqueue(Job.create(TimedJob, [args[0], f"{args[1]}-child", 0]), args[2])
+        return args[1]

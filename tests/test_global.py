@@ -15,14 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cbor2
 import pytest
 
 import roger_actors as roger
 from roger_actors import Queue
 from roger_actors import node as roger_node
 from roger_actors.partition.consumer import Status
-from roger_actors.partition.global_state import GlobalState
-from roger_actors.persisters import RabbitMQ
 from tests.partition_harness import (
     BROKER,
     NodeHarness,
@@ -32,7 +31,7 @@ from tests.partition_harness import (
     publish_raw,
     wait_for,
 )
-from tests.roger_test_jobs2 import KeyedJob, TimedJob
+from tests.roger_test_jobs2 import KeyedJob, SpawningJob, TimedJob
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -185,6 +184,18 @@ def test_a_queue_key_is_freed_for_a_job_that_fails(h: NodeHarness) -> None:
     assert job.queue_key == "k-fail"
 
 
+def test_a_queue_key_is_freed_for_a_payload_set_aside_as_invalid(h: NodeHarness) -> None:
+    h.start()
+    pid = h.start_partition({"default": 1})
+    assert roger.Global.is_queued(pid, "k-invalid", add=True) is False
+    payload = cbor2.dumps(
+        {"v": 1, "id": "x1", "module": "nowhere.Unknown", "args": [], "queue_key": "k-invalid"}
+    )
+    publish_raw(Queue.make_name(pid, "default"), payload)
+    wait_for(lambda: not roger.Global.is_queued(pid, "k-invalid"), what="the key freed")
+    assert counts(Queue.invalid_name(pid, "default")) == (1, 0)
+
+
 def test_jobs_with_one_execution_key_never_overlap_and_run_in_order(h: NodeHarness) -> None:
     h.start()
     pid = h.start_partition({"default": 4})
@@ -252,23 +263,24 @@ def test_the_state_is_stored_on_clean_stop_and_loaded_on_start(
     assert roger.Global.queue_get_paused(pid) == {"default"}
 
 
-def test_a_sigkilled_global_is_restarted_with_the_stored_state_and_calls_go_on(
+def test_an_answered_change_survives_a_sigkill_right_after_and_calls_go_on(
     h: NodeHarness,
 ) -> None:
     h.start(persister="roger_actors.persisters:RabbitMQ", persister_options={"url": BROKER})
     pid = h.start_partition({"default": 1})
     roger.Global.cancel_job(pid, "before-kill")
-    persister = RabbitMQ(BROKER)
-    try:
-        wait_for(
-            lambda: "before-kill" in GlobalState.decode(persister.load(pid)).cancelled,
-            what="the state stored",
-        )
-    finally:
-        persister.close()
     victim = h.global_status(pid)["pid"]
 
     os.kill(victim, signal.SIGKILL)
     # Asked during the gap: answered by the restarted Global, from the snapshot.
     assert roger.Global.is_cancelled(pid, "before-kill") is True
     assert h.global_status(pid)["pid"] != victim
+
+
+def test_a_running_job_can_ask_global_and_enqueue_jobs(h: NodeHarness) -> None:
+    h.start()
+    pid = h.start_partition({"default": 2})
+    h.enqueue(SpawningJob, pid, "parent", pid)
+    h.wait_tags("end", {"parent-child"})
+    [spawning] = h.events("spawning")
+    assert spawning["cancelled"] is False

@@ -7,9 +7,8 @@ reporting through a JSON-lines journal, bounded polls only.
 
 Finding the Consumer's process: a worker's parent is the partition's
 WorkerSupervisor (not the Consumer), whose parent is the partition's
-ContainingSupervisor; the ContainingSupervisor has exactly two children,
-the WorkerSupervisor and the Consumer, so the Consumer is the other one (it
-is also the only process of the partition holding an AMQP connection).
+JobsSupervisor; the JobsSupervisor has exactly two children, the
+WorkerSupervisor and the Consumer, so the Consumer is the other one.
 """
 
 from __future__ import annotations

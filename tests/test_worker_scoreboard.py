@@ -37,7 +37,7 @@ from roger_actors.partition.control import (
     parse_cancel,
 )
 from roger_actors.partition.messages import JobFinished, WorkerReady
-from roger_actors.partition.worker import Worker, _BatchControl
+from roger_actors.partition.worker import EARLY_CANCELS, Worker, _BatchControl
 from roger_actors.partition.worker_supervisor import WorkerSupervisor
 from supervision import Application, ChildSpec, SupervisorSpec, start_child, terminate_child
 from supervision import call as sv_call
@@ -222,17 +222,28 @@ def _items(*tokens: int) -> list[tuple[int, Job]]:
     return [(t, Job.create(QuickJob, ["/nonexistent", str(t)])) for t in tokens]
 
 
-def test_signals_received_between_batches_are_dropped(board: Scoreboard) -> None:
+def test_a_return_signal_between_batches_is_dropped_but_an_early_cancel_applies(
+    board: Scoreboard,
+) -> None:
     shared = _BatchControl(board)
     shared.on_datagram(RETURN_UNSTARTED)
-    shared.on_datagram(cancel_datagram(2))
-    shared.begin(_items(1, 2))
+    shared.on_datagram(cancel_datagram(2))  # overtook the RunJobs holding token 2
+    shared.begin(_items(1, 2, 3))
     assert shared.claim(0, 1) is None
     shared.record(0, "done")
-    assert shared.claim(1, 2) is None
-    shared.record(1, "error")
+    assert shared.claim(1, 2) == "cancelled"
+    assert shared.claim(2, 3) is None
+    shared.record(2, "error")
     shared.end()
-    assert board.read().outcomes[:3] == ("done", "error", None)
+    assert board.read().outcomes[:4] == ("done", "cancelled", "error", None)
+
+
+def test_early_cancels_are_bounded(board: Scoreboard) -> None:
+    shared = _BatchControl(board)
+    for token in range(1, EARLY_CANCELS + 10):
+        shared.on_datagram(cancel_datagram(token))
+    assert len(shared.early) == EARLY_CANCELS
+    assert 1 not in shared.early and EARLY_CANCELS + 9 in shared.early
 
 
 def test_control_state_cancels_and_returns_jobs_not_started(board: Scoreboard) -> None:

@@ -25,6 +25,16 @@ For each delivery:
   fewer than ``max_workers`` exist; idle workers are stopped after
   :data:`WORKER_IDLE_SECONDS`, so an idle partition holds no worker process.
 
+Global (see ``docs/global.md``): the Consumer consumes nothing until the
+partition's Global gave it the cancelled job ids and the cluster-wide
+paused queues; casts from the cluster (through the node's System and
+registry) keep both up to date. A dequeued job whose id is cancelled is
+never run; a cancelled job in the backlog or a worker's batch is dropped,
+a running one has its worker killed; ``on_cancel`` runs on the node that
+clears the mark. A job with a queue key frees it when dequeued; a job with
+an execution key takes it first or is parked in the key's waiting queue,
+and hands it to the next parked job when it ends.
+
 The delivery is acked only once its outcome is recorded: done or
 non-retryable error → ack; retryable error → published (with confirm) to
 the retry queue of its level, then acked; last level failed → published to
@@ -56,7 +66,13 @@ from thespian.actors import WatchMessage
 
 from roger_actors.config import Config
 from roger_actors.errors import GlobalTimeoutError, InvalidJobError, NotStartedError
-from roger_actors.job import Job, execution_key_of, queue_key_of, set_allowed_modules
+from roger_actors.job import (
+    Job,
+    declared_queue_key,
+    execution_key_of,
+    queue_key_of,
+    set_allowed_modules,
+)
 from roger_actors.queue import Queue
 from roger_actors.system_protocol import PartitionCommand
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
@@ -745,7 +761,8 @@ class Consumer(Server):
                 del self.inflight[token]
                 self._cancel_flight(flight)
             else:
-                # The worker drops it if not started yet, or dies under it.
+                # The worker skips it if not started yet (also when this
+                # datagram overtakes the batch), or dies under it.
                 flight.cancel_requested = True
                 if flight.worker.control:
                     control.tell(flight.worker.control, control.cancel_datagram(token))
@@ -756,11 +773,15 @@ class Consumer(Server):
         headers = dict(delivery.headers)
         headers[INVALID_HEADER] = reason[:1000]
 
+        key = declared_queue_key(delivery.body)
+
         async def move() -> None:
             await self.link.publish(
                 name, delivery.body, properties(message_id=delivery.message_id, headers=headers)
             )
             await self.link.ack(delivery.key, delivery.generation, delivery.tag)
+            if key is not None:  # it left the queue: its queue key is free
+                await self._global("remove_queued", [key])
 
         self._submit("invalid", move())
 

@@ -15,11 +15,14 @@ answered by the next one. Casts that follow from a request (``cancel``,
 ``queue_pause``, ``queue_resume``) are published on the ``system`` fanout
 exchange, so every node hears them.
 
-Persistence: the state is stored through the configured ``StatePersister``
-when it changed, every :data:`SAVE_SECONDS`, when the broker connection is
-lost, and on a clean stop (before the consumer is closed, so the next
-Global loads what this one knew). A Global killed outright loses the changes
-of at most the last :data:`SAVE_SECONDS`.
+Persistence: requests that change the state are stored through the
+configured ``StatePersister`` before they are answered, one store for all
+the requests handled together (group commit), so an answered change is not
+lost when the Global is killed right after. A store that fails is logged
+and tried again every :data:`SAVE_SECONDS` (the answers are not held back:
+until it succeeds, such changes live only in this Global). The state is
+also stored when the broker connection is lost and on a clean stop (before
+the consumer is closed, so the next Global loads what this one knew).
 
 Bad input: a request that does not decode, names an unknown operation or
 has bad arguments is answered with an error (``ValueError`` at the caller)
@@ -48,7 +51,7 @@ from .global_state import Applied, GlobalState
 
 log = logging.getLogger("roger_actors.global")
 
-#: Seconds between two stores of a changed state.
+#: Seconds between two tries to store a state whose store failed.
 SAVE_SECONDS = 1.0
 #: Requests delivered to the active Global ahead of the one being handled.
 PREFETCH = 64
@@ -134,8 +137,19 @@ class Global(Server):
     def handle_info(self, message: Any) -> None:
         """Requests and connection events; the save timer; reconnects."""
         if isinstance(message, WatchMessage):
+            answers: list[tuple[Any, _Request, bytes, list[bytes]]] = []
             for event in self.io.drain():
-                self._on_event(event)
+                if isinstance(event, _Request):
+                    if event.generation == self.generation:
+                        answers.append(self._on_request(event))
+                else:
+                    self._on_event(event)
+            if answers:
+                # Group commit: what these requests changed is stored before
+                # any of them is answered (and acked).
+                self._save()
+                for answer in answers:
+                    self.io.submit(self._answer(*answer))
         elif message == "save":
             self._save()
             self.send_after(SAVE_SECONDS, "save")
@@ -145,10 +159,7 @@ class Global(Server):
             super().handle_info(message)
 
     def _on_event(self, event: Any) -> None:
-        if isinstance(event, _Request):
-            if event.generation == self.generation:
-                self._on_request(event)
-        elif isinstance(event, LinkLost):
+        if isinstance(event, LinkLost):
             self._on_lost(f"connection lost: {event.reason}")
         elif isinstance(event, tuple) and event[1] == self.generation:
             if event[0] == "connected":
@@ -206,7 +217,8 @@ class Global(Server):
             return
         self.dirty = False
 
-    def _on_request(self, request: _Request) -> None:
+    def _on_request(self, request: _Request) -> tuple[Any, _Request, bytes, list[bytes]]:
+        """Apply one request; returns what :meth:`_answer` needs to answer it."""
         if self.state is None:
             self.state = self._load()
         applied: Applied | None = None
@@ -225,7 +237,7 @@ class Global(Server):
         if applied is not None:
             self.dirty = self.dirty or applied.dirty
             casts = [encode_command(c, a, self.node_name) for c, a in applied.casts]
-        self.io.submit(self._answer(self.channel, request, reply, casts))
+        return self.channel, request, reply, casts
 
     async def _answer(
         self, channel: Any, request: _Request, reply: bytes, casts: list[bytes]

@@ -80,6 +80,10 @@ def error_outcome(job: Job, retry_levels: tuple[int, ...]) -> str:
     return "retry" if job.retry_count < len(retry_levels) else "buried"
 
 
+#: Most cancels kept for jobs whose batch has not arrived yet.
+EARLY_CANCELS = 1024
+
+
 class _BatchControl:
     """What the control thread and the batch loop share, under ``lock``."""
 
@@ -92,13 +96,19 @@ class _BatchControl:
         self.cancelled: set[int] = set()
         #: (index, token) of the job whose perform runs now.
         self.running: tuple[int, int] | None = None
+        #: Cancels for tokens not in the current batch: the datagram may overtake
+        #: the RunJobs it is about (tokens are never reused; bounded).
+        self.early: dict[int, None] = {}
 
     def begin(self, items: list[tuple[int, Job]]) -> None:
-        """A new batch: signals received before it are dropped."""
+        """A new batch: a return signal received before it is dropped; cancels
+        that arrived early for its jobs apply."""
         with self.lock:
             self.batch = {token: index for index, (token, _) in enumerate(items)}
             self.return_unstarted = False
-            self.cancelled = set()
+            self.cancelled = {token for token in self.batch if token in self.early}
+            for token in self.cancelled:
+                del self.early[token]
             self.running = None
             self.scoreboard.begin_batch(items[0][0])
 
@@ -145,6 +155,9 @@ class _BatchControl:
             return
         with self.lock:
             if token not in self.batch:
+                self.early[token] = None
+                while len(self.early) > EARLY_CANCELS:
+                    del self.early[next(iter(self.early))]
                 return
             if self.running is not None and self.running[1] == token:
                 index = self.running[0]
@@ -179,6 +192,9 @@ class Worker(Server):
         self.queue = queue
         self.retry_levels = config.retry_levels
         set_allowed_modules(config.allowed_job_modules)
+        from roger_actors.node import install_worker_client
+
+        install_worker_client(config)  # jobs may enqueue jobs and use Global
         callbacks_class = config.callbacks_class()
         self.callbacks = callbacks_class() if callbacks_class is not None else None
         self.scoreboard = Scoreboard.create()
