@@ -184,6 +184,19 @@ def test_a_queue_key_is_freed_for_a_job_that_fails(h: NodeHarness) -> None:
     assert job.queue_key == "k-fail"
 
 
+def test_a_queue_key_is_freed_for_a_job_cancelled_while_queued(h: NodeHarness) -> None:
+    h.start()
+    pid = h.start_partition({"default": 1})
+    roger.Consumer.pause(pid, "default")
+    job = h.enqueue(KeyedJob, pid, "dropped", 0, "k-cancel", None)
+    roger.Global.cancel_job(pid, job.id)
+    roger.Consumer.resume(pid, "default")
+    h.wait_tags("on_cancel", {"dropped"})
+    wait_for(lambda: not roger.Global.is_queued(pid, "k-cancel"), what="the key freed")
+    h.enqueue(KeyedJob, pid, "again", 0, "k-cancel", None)
+    h.wait_tags("end", {"again"})
+
+
 def test_a_queue_key_is_freed_for_a_payload_set_aside_as_invalid(h: NodeHarness) -> None:
     h.start()
     pid = h.start_partition({"default": 1})

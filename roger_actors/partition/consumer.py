@@ -711,7 +711,16 @@ class Consumer(Server):
         flight.cancelling = True
         key = next(self.tokens)
         self.cancelling[key] = flight
-        self._submit(f"cancel:{key}", self._global("is_cancelled", [flight.job.id, True]))
+        self._submit(f"cancel:{key}", self._clear_cancel(flight.job))
+
+    async def _clear_cancel(self, job: Job) -> bool:
+        """Clear the job's cancel mark (True when this call cleared it) and free
+        its queue key (it left the queue)."""
+        cleared = bool(await self._global("is_cancelled", [job.id, True]))
+        queue_key = queue_key_of(job)
+        if queue_key is not None:
+            await self._global("remove_queued", [queue_key])
+        return cleared
 
     def _on_cancel_cleared(self, key: int, cleared: Any, error: BaseException | None) -> None:
         flight = self.cancelling.pop(key, None)
