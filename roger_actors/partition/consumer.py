@@ -416,6 +416,11 @@ class Consumer(Server):
             self._on_command(message)
         elif isinstance(message, tuple) and message and message[0] == "timeout":
             self._on_timeout(message[1])
+        elif isinstance(message, tuple) and message and message[0] == "release":
+            if self.connected:
+                self._submit("release", self._release(message[1], message[2]))
+            else:
+                self.send_after(1.0, message)
         elif isinstance(message, tuple) and message and message[0] == "requeue":
             flight = self.inflight.pop(message[1], None)
             if flight is not None:
@@ -452,6 +457,8 @@ class Consumer(Server):
                 self._on_snapshot(event.value)
             else:
                 log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
+        elif event.kind == "release" and event.value is not None:
+            self.send_after(1.0, ("release", *event.value))
         elif event.kind == "gate":
             self._on_gate(*event.value)
         elif event.kind.startswith("cancel:"):
@@ -668,9 +675,10 @@ class Consumer(Server):
         )
         await message.channel.basic_ack(message.delivery.delivery_tag)
 
-    async def _release(self, key: str, job_id: str) -> None:
+    async def _release(self, key: str, job_id: str) -> tuple[str, str] | None:
         """``job_id`` is done with ``key``: hand it to the first job waiting for
-        it (which goes back to its work queue holding the key), else free it."""
+        it (which goes back to its work queue holding the key), else free it.
+        Returns ``(key, job_id)`` when that failed (to be tried again)."""
         try:
             name = waiting_queue_name(self.partition_id, key)
             await self.link.declare(name, WAITING_QUEUE_ARGS)
@@ -686,6 +694,8 @@ class Consumer(Server):
                     await _requeue(message)
         except Exception as exc:
             log.warning("%s: releasing execution key %r: %r", self.partition_id, key, exc)
+            return key, job_id
+        return None
 
     async def _sweep(self, key: str) -> str:
         """A job parked here may have missed its hand-over (the key was freed
