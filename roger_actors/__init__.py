@@ -8,6 +8,7 @@ The public surface so far (API.md lists what follows):
 * queues: :class:`Queue` (naming);
 * configuration: :class:`Config`, :class:`AmqpSettings`, :func:`load_config`;
 * key sets: :class:`KeySet` (an actor holding a set of keys);
+* cluster information: :class:`Info` (every node), :class:`NodeInfo` (this node);
 * extension points: :class:`WorkerCallback`, :class:`StatePersister` and the
   :mod:`roger_actors.persisters` package (``Stub``, ``Filesystem``);
 * errors: :class:`RogerError` and its subclasses.
@@ -38,6 +39,10 @@ def __getattr__(name: str) -> object:
         from roger_actors.key_set import KeySet
 
         return KeySet
+    if name in ("Info", "NodeInfo"):
+        from roger_actors import info
+
+        return getattr(info, name)
     if name in _NODE_NAMES:
         from roger_actors import node
 
@@ -64,10 +69,12 @@ __all__ = [
     "DuplicateJobError",
     "Global",
     "GlobalTimeoutError",
+    "Info",
     "InvalidJobError",
     "Job",
     "KeySet",
     "Node",
+    "NodeInfo",
     "NotRunningError",
     "NotStartedError",
     "Partition",

@@ -30,6 +30,8 @@ from supervision import (
 from supervision import call as sv_call
 
 from . import system as system_mod
+from .apply_system import ApplySystem
+from .cluster_client import ClusterClient
 from .config import Config, load_config
 from .errors import DuplicateJobError, NotStartedError
 from .job import Job, queue_key_of, set_allowed_modules, set_enqueue_hook
@@ -80,6 +82,7 @@ class RogerSupervisor(Supervisor):
                 ChildSpec("system", (SystemServer, (config,))),
                 ChildSpec("partitions", PartitionSupervisor),
                 ChildSpec("registry", (Registry, (config,))),
+                ChildSpec("apply_system", (ApplySystem, (config,))),
                 ChildSpec("shutdown", ShutdownHandler),
             ],
             "one_for_one",
@@ -204,20 +207,29 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
 
 
 def stop() -> None:
-    """Stop the current node, or the producer connection (no-op when neither runs)."""
-    global _current, _producer
+    """Stop the current node, or the producer connection and the producer's
+    cluster client (no-op when neither runs)."""
+    global _current, _producer, _producer_config, _cluster_client
     with _lock:
         node, _current = _current, None
         producer, _producer = _producer, None
+        client, _cluster_client = _cluster_client, None
+        _producer_config = None
     if node is not None or producer is not None:
         set_enqueue_hook(None)
     if node is not None:
         node.stop()
+    if client is not None:
+        client.close()
     if producer is not None:
         producer.close()
 
 
 _producer: Publisher | None = None
+#: The configuration the producer was started with (None when no producer runs).
+_producer_config: Config | None = None
+#: The producer's cluster client for ``System.call``/``cast``, made on first use.
+_cluster_client: ClusterClient | None = None
 
 
 def _producer_publisher() -> Publisher:
@@ -234,18 +246,31 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     this process. Use :func:`stop` to close it. Raises ``RuntimeError`` when
     a node or a producer already runs here.
     """
-    global _producer
+    global _producer, _producer_config
     cfg = load_config(config if config is not None else {})
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
         publisher = Publisher(cfg.amqp.url(), cfg.amqp.connection_timeout_seconds or 10)
         _producer = publisher
+        _producer_config = cfg
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
         publish_job(publisher, job, partition_id, queue)
 
     set_enqueue_hook(enqueue)
+
+
+def _producer_cluster_client() -> ClusterClient | None:
+    """The producer's cluster client (created on first use), or None when no
+    producer runs in this process."""
+    global _cluster_client
+    with _lock:
+        if _producer_config is None:
+            return None
+        if _cluster_client is None:
+            _cluster_client = ClusterClient(_producer_config)
+        return _cluster_client
 
 
 def publish_job(publisher: Publisher, job: Job, partition_id: str, queue: str | None) -> None:
@@ -487,10 +512,15 @@ def purge(partition_id: str, queue: str) -> int:
 
 
 class System:
-    """Roger's ``Roger.System`` functions on the current node: commands run on
-    every node of the cluster (the nodes on the same broker and
-    ``system_exchange_prefix``), and this node's connection and active flag.
-    Each raises NotStartedError when no node runs in this process."""
+    """Roger's ``Roger.System`` functions: commands run on every node of the
+    cluster (the nodes on the same broker and ``system_exchange_prefix``), and
+    this node's connection and active flag.
+
+    ``call`` and ``cast`` go through the current node's System; in a process
+    that runs no node but a producer (:func:`start_producer`) they go through
+    a :class:`~roger_actors.cluster_client.ClusterClient` on a connection of
+    the producer's own (its first call listens 1.5 s for heartbeats). The other
+    functions need a node. Each raises NotStartedError when neither runs."""
 
     @staticmethod
     def _target() -> tuple[Any, Any]:
@@ -501,6 +531,20 @@ class System:
         return address, node.app.system
 
     @staticmethod
+    def _client() -> ClusterClient | None:
+        """The producer's cluster client when no node runs here; NotStartedError
+        when neither a node nor a producer runs."""
+        if _current is not None:
+            return None
+        client = _producer_cluster_client()
+        if client is None:
+            raise NotStartedError(
+                "no node or producer started in this process: call roger_actors.start() "
+                "or roger_actors.start_producer()"
+            )
+        return client
+
+    @staticmethod
     def call(
         command: str, *args: Any, timeout: float = system_mod.DEFAULT_CALL_TIMEOUT
     ) -> list[tuple[str, Any]]:
@@ -508,15 +552,21 @@ class System:
         ``[(node_name, value), ...]`` sorted by node name, one per node that
         answered within ``timeout`` seconds (``value`` is a ``CommandError``
         when the command failed on that node). Raises ConnectionError when the
-        node is not connected to the broker."""
+        node (or the producer's client) is not connected to the broker."""
+        client = System._client()
+        if client is not None:
+            return client.call(command, args, timeout)
         return system_mod.call(*System._target(), command, args, timeout)
 
     @staticmethod
     def cast(command: str, *args: Any) -> None:
         """Send ``command`` with ``args`` to every node (this one included);
         returns once the broker has it, without waiting for the nodes."""
+        client = System._client()
+        if client is not None:
+            client.cast(command, args)
+            return
         system_mod.cast(*System._target(), command, args)
-
     @staticmethod
     def is_connected() -> bool:
         """True while this node is connected to the broker."""

@@ -211,7 +211,7 @@ class Registry(Server):
                 self.pending[ref] = ("delete", pid, from_)
                 return
         elif kind == "status" and reply.ok:
-            if not reply.value["running_jobs"]:
+            if not reply.value["busy"]:
                 ref = self.call_async(self.partition_sup, TerminateChild(pid))
                 self.pending[ref] = ("stop", pid, None)
             else:

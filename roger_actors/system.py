@@ -14,6 +14,12 @@ back-off when it drops) and, on it, the node's part of the cluster:
   the partition commands ``cancel``, ``queue_pause``, ``queue_resume``, which
   are forwarded to the node's registry as
   :class:`~roger_actors.system_protocol.PartitionCommand` (answered "ok");
+  the commands of :data:`~roger_actors.system_protocol.APPLY_COMMANDS`
+  (``node_info``, ``partition_start``...) it does not answer: it forwards
+  them as :class:`~roger_actors.system_protocol.ApplyCommand` to the node's
+  ApplySystem (:mod:`roger_actors.apply_system`), which replies over its own
+  connection (an error reply comes from the System only when the
+  ApplySystem cannot be reached);
   anything else is answered with an error (ok=False) and logged. A
   malformed message, or a reply nobody waits for, is logged and dropped.
 
@@ -43,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from thespian.actors import ActorSystem, WatchMessage
+from thespian.actors import ActorSystem, PoisonMessage, WatchMessage
 
 from supervision import NOREPLY, From, Server, TimerRef
 from supervision import call as sv_call
@@ -51,7 +57,9 @@ from supervision.protocol import CallReply, WhichChildren
 
 from .config import Config
 from .system_protocol import (
+    APPLY_COMMANDS,
     PARTITION_COMMANDS,
+    ApplyCommand,
     CommandError,
     PartitionCommand,
     SystemCommand,
@@ -77,9 +85,9 @@ HEARTBEAT_TIMEOUT = 5.0
 DEFAULT_CALL_TIMEOUT = 5.0
 #: Extra seconds a client waits for the System beyond a cluster call's timeout.
 CLIENT_MARGIN = 10.0
-#: Seconds between two looks for the registry when it is not running.
+#: Seconds between two looks for the registry (or ApplySystem) when it is not running.
 REGISTRY_RETRY = 0.5
-#: Looks for the registry before partition commands are dropped.
+#: Looks for the registry (or ApplySystem) before the commands for it are dropped.
 REGISTRY_ATTEMPTS = 40
 
 
@@ -276,7 +284,8 @@ class System(Server):
         self.members: dict[str, float] = {}
         self.calls: dict[str, _PendingCall] = {}
         self.casts: dict[str, From] = {}
-        self.forwards: list[PartitionCommand] = []
+        #: Messages waiting for a sibling's address: (child id, message).
+        self.forwards: list[tuple[str, Any]] = []
         self.lookup_ref = ""
         self.lookup_attempts = 0
         self.stats = dict.fromkeys(
@@ -413,6 +422,11 @@ class System(Server):
             self._lookup_registry()
         elif isinstance(message, CallReply) and message.ref == self.lookup_ref:
             self._on_registry_lookup(message)
+        elif isinstance(message, PoisonMessage) and isinstance(
+            message.poisonMessage, ApplyCommand
+        ):
+            # The ApplySystem died between the lookup and the send.
+            self._apply_failed(message.poisonMessage, "the node's apply_system is not running")
         else:
             super().handle_info(message)
 
@@ -550,6 +564,19 @@ class System(Server):
                 self._check_call(call_id)
         elif command.command in PARTITION_COMMANDS:
             ok, value = self._partition_command(command)
+        elif command.command in APPLY_COMMANDS:
+            # Answered by the ApplySystem, over its own connection.
+            self._forward(
+                "apply_system",
+                ApplyCommand(
+                    command.command,
+                    command.args,
+                    command.from_node,
+                    command.call_id,
+                    command.reply_to,
+                ),
+            )
+            return
         else:
             self.stats["unknown_command"] += 1
             log.warning("unknown system command %r from %s", command.command, command.from_node)
@@ -567,11 +594,22 @@ class System(Server):
                 "bad arguments for %s from %s: %r", command.command, command.from_node, args
             )
             return False, f"{command.command} expects [{', '.join(names)}] (strings)"
-        self.forwards.append(PartitionCommand(args[0], command.command, tuple(args[1:])))
+        self._forward("registry", PartitionCommand(args[0], command.command, tuple(args[1:])))
+        return True, "ok"
+
+    def _forward(self, child_id: str, message: Any) -> None:
+        """Send ``message`` to the sibling ``child_id`` once its address is known."""
+        self.forwards.append((child_id, message))
         if not self.lookup_ref:
             self.lookup_attempts = 0
             self._lookup_registry()
-        return True, "ok"
+
+    def _apply_failed(self, command: ApplyCommand, why: str) -> None:
+        """Answer a forwarded apply call with an error (the ApplySystem cannot)."""
+        log.error("%s from %s not applied: %s", command.command, command.from_node, why)
+        if command.call_id is not None and command.reply_to is not None and self.connected:
+            reply = encode_reply(command.call_id, self.node_name, False, why)
+            self._submit(publish_reply(self.link, command.reply_to, reply), "reply")
 
     # ------------------------------------------------------------ registry
 
@@ -580,23 +618,32 @@ class System(Server):
         self.lookup_ref = self.call_async(self.parent, WhichChildren())
 
     def _on_registry_lookup(self, reply: CallReply) -> None:
-        registry = None
-        for info in reply.value if reply.ok else []:
-            if info.id == "registry" and info.address not in (None, "restarting"):
-                registry = info.address
-        if registry is None:
-            if self.lookup_attempts < REGISTRY_ATTEMPTS:
-                self.lookup_ref = "waiting"
-                self.send_after(REGISTRY_RETRY, "lookup-registry")
-                return
-            log.error("no registry: dropped partition commands %r", self.forwards)
-            self.forwards.clear()
-            self.lookup_ref = ""
-            return
-        self.lookup_ref = ""
+        """Send the waiting forwards whose sibling (registry, apply_system) runs;
+        look again later for the others, and drop them after REGISTRY_ATTEMPTS."""
+        siblings = {
+            info.id: info.address
+            for info in (reply.value if reply.ok else [])
+            if info.address not in (None, "restarting")
+        }
         forwards, self.forwards = self.forwards, []
-        for forward in forwards:
-            self.send(registry, forward)
+        for child_id, message in forwards:
+            if child_id in siblings:
+                self.send(siblings[child_id], message)
+            else:
+                self.forwards.append((child_id, message))
+        self.lookup_ref = ""
+        if not self.forwards:
+            return
+        if self.lookup_attempts < REGISTRY_ATTEMPTS:
+            self.lookup_ref = "waiting"
+            self.send_after(REGISTRY_RETRY, "lookup-registry")
+            return
+        dropped, self.forwards = self.forwards, []
+        for child_id, message in dropped:
+            if isinstance(message, ApplyCommand):
+                self._apply_failed(message, f"the node's {child_id} is not running")
+            else:
+                log.error("no %s: dropped %r", child_id, message)
 
     # ------------------------------------------------------------ stop
 

@@ -16,7 +16,10 @@ one CBOR map of the right shape (no CBOR tags, bounded nesting) with a
 :class:`ValueError` that names the problem.
 
 The partition commands a node receives (``cancel``, ``queue_pause``,
-``queue_resume``) reach its registry as :class:`PartitionCommand`.
+``queue_resume``) reach its registry as :class:`PartitionCommand`; the
+commands of :data:`APPLY_COMMANDS` reach its ApplySystem
+(:mod:`roger_actors.apply_system`) as :class:`ApplyCommand`, and the
+ApplySystem, not the System, replies to them.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ PARTITION_COMMANDS: dict[str, tuple[str, ...]] = {
     "queue_pause": ("partition_id", "queue"),
     "queue_resume": ("partition_id", "queue"),
 }
+
+
+#: The commands the System hands to the node's ApplySystem, which answers them
+#: (the System does not reply): cluster information and partition management.
+APPLY_COMMANDS: frozenset[str] = frozenset(
+    {"node_info", "partition_start", "partition_stop", "partition_reconfigure"}
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,20 @@ class PartitionCommand:
     partition_id: str
     command: str
     args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ApplyCommand:
+    """Sent (a plain message) by the System to the node's ApplySystem for a
+    command of :data:`APPLY_COMMANDS`: the command as received. For a call
+    (``call_id`` and ``reply_to`` set) the ApplySystem publishes the reply to
+    ``reply_to`` with :func:`publish_reply`; for a cast it replies nothing."""
+
+    command: str
+    args: tuple[Any, ...]
+    from_node: str
+    call_id: str | None = None
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)

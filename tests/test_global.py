@@ -141,6 +141,9 @@ def test_a_job_waiting_in_a_workers_batch_is_cancelled_without_running(
         h.enqueue(TimedJob, pid, f"warm{i}", 0)
     h.wait_events("end", 40)
     roger.Consumer.pause(pid, "default")
+    # On resume "first" goes alone to the idle worker; the others arrive while
+    # it runs and go together as the worker's next batch.
+    h.enqueue(TimedJob, pid, "first", 0.02)
     blocker = h.enqueue(TimedJob, pid, "blocker", 2)
     victim = h.enqueue(TimedJob, pid, "victim", 0)
     tail = h.enqueue(TimedJob, pid, "tail", 0)

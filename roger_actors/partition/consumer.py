@@ -64,6 +64,7 @@ from typing import Any
 
 from thespian.actors import WatchMessage
 
+from roger_actors.clock import now
 from roger_actors.config import Config
 from roger_actors.errors import GlobalTimeoutError, InvalidJobError, NotStartedError
 from roger_actors.job import (
@@ -82,6 +83,7 @@ from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
 from . import control, retry
+from .control import Scoreboard
 from .global_client import request as global_request
 from .messages import (
     JobFinished,
@@ -142,6 +144,8 @@ class _WorkerRef:
     ready: bool = False
     control: str = ""
     scoreboard: str = ""
+    #: The scoreboard, attached read-only once the worker is ready.
+    board: Scoreboard | None = None
     #: Tokens of the batch last handed to the worker, in order.
     batch: list[int] = field(default_factory=list)
 
@@ -159,6 +163,8 @@ class _InFlight:
     cancel_requested: bool = False
     #: Being cancelled (Global asked to clear the mark).
     cancelling: bool = False
+    #: When it was handed to a worker (ms since the epoch), 0 before.
+    handed_at: int = 0
 
 
 @dataclass
@@ -224,7 +230,13 @@ class Reconfigure:
 
 @dataclass(frozen=True)
 class Status:
-    """Call: ``{"connected": bool, "running_jobs": [Job, ...], "pid": int}``."""
+    """Call: ``{"connected": bool, "running_jobs": [Job, ...], "busy": bool,
+    "pid": int, "worker_pids": [int, ...]}``.
+
+    ``running_jobs``: the jobs whose ``perform`` runs now, ``started_at`` set
+    to when they were handed to their worker; ``worker_pids``: the OS pids
+    (sorted) of their workers; ``busy``: some job was handed to a worker and
+    has no outcome yet (running, or waiting in a worker's batch)."""
 
 
 @dataclass(frozen=True)
@@ -577,6 +589,7 @@ class Consumer(Server):
         worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
         worker.control = ready.control
         worker.scoreboard = ready.scoreboard
+        worker.board = control.Scoreboard.attach(ready.scoreboard) if ready.scoreboard else None
 
     # ------------------------------------------------------------ deliveries
 
@@ -838,8 +851,10 @@ class Consumer(Server):
                 break
             state.backlog.popleft()
             items.append((token, flight.job))
+        handed_at = now()
         for token, _ in items:
             self.inflight[token].worker = worker
+            self.inflight[token].handed_at = handed_at
         worker.tokens = [token for token, _ in items]
         worker.batch = list(worker.tokens)
         if items:
@@ -866,6 +881,9 @@ class Consumer(Server):
         state.starting += 1
 
     def _stop_worker(self, worker: _WorkerRef) -> None:
+        if worker.board is not None:
+            worker.board.close()
+            worker.board = None
         if worker.address is not None and self.worker_sup is not None:
             self.send(self.worker_sup, Call("stop-worker", TerminateChild(worker.address)))
 
@@ -1010,9 +1028,11 @@ class Consumer(Server):
             self._dispatch(owner)
 
     def _read_scoreboard(self, worker: _WorkerRef | None) -> control.BatchRecord | None:
+        """The dead worker's last record; its scoreboard file is removed."""
         if worker is None or not worker.scoreboard:
             return None
-        board = control.Scoreboard.attach(worker.scoreboard)
+        board = worker.board or control.Scoreboard.attach(worker.scoreboard)
+        worker.board = None
         control.Scoreboard.unlink(worker.scoreboard)
         if board is None:
             return None
@@ -1020,6 +1040,27 @@ class Consumer(Server):
             return board.read()
         finally:
             board.close()
+
+    def _running(self) -> list[_InFlight]:
+        """The jobs whose ``perform`` runs now (as the workers' scoreboards say;
+        jobs handed in a batch but not started yet are not running)."""
+        running = []
+        for state in self.queues.values():
+            for worker in state.workers:
+                if not worker.tokens:
+                    continue
+                token = worker.tokens[0]
+                if worker.board is not None and worker.batch:
+                    record = worker.board.read()
+                    if record.batch_id != worker.batch[0] or not (
+                        0 <= record.current < len(worker.batch)
+                    ):
+                        continue
+                    token = worker.batch[record.current]
+                flight = self.inflight.get(token)
+                if flight is not None:
+                    running.append(flight)
+        return running
 
     def _on_died_under(self, token: int, reason: Any) -> None:
         """The worker process ended while running this job."""
@@ -1064,10 +1105,15 @@ class Consumer(Server):
     def handle_call(self, request: Any, from_: From) -> Any:
         """GetQueues, Pause, Resume, PauseAll, Reconfigure, Status, StopConsuming, Purge."""
         if isinstance(request, Status):
+            running = self._running()
             return {
                 "connected": self.connected,
-                "running_jobs": [f.job for f in self.inflight.values() if f.worker is not None],
+                "running_jobs": [f.job.started(f.handed_at) for f in running],
+                "busy": any(f.worker is not None for f in self.inflight.values()),
                 "pid": os.getpid(),
+                "worker_pids": sorted(
+                    {f.worker.pid for f in running if f.worker and f.worker.pid is not None}
+                ),
             }
         if isinstance(request, GetQueues):
             return self._io_call(from_, self._queue_stats(self._snapshot()))

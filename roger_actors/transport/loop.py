@@ -76,7 +76,7 @@ class LoopThread:
         return events
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the loop and join the thread (pending tasks are cancelled)."""
+        """Stop the loop, join the thread and close the loop (pending tasks are cancelled)."""
         if not self._thread.is_alive():
             return
 
@@ -87,6 +87,11 @@ class LoopThread:
 
         self.loop.call_soon_threadsafe(_cancel_all)
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            # Closed here, not by the loop's __del__ at interpreter exit, when
+            # its self-pipe may already be gone (a traceback on stderr).
+            with contextlib.suppress(Exception):
+                self.loop.close()
         with contextlib.suppress(Exception):
             self._reader.close()
             self._writer.close()

@@ -1,0 +1,379 @@
+"""The ``roger-actors`` command line, run as a real subprocess
+(``python -m roger_actors``) against nodes on the real broker.
+
+Every test has its own System exchange prefix (a :class:`Cluster`), handed to
+the CLI through ``ROGER_SYSTEM_EXCHANGE_PREFIX`` (or the TOML file for
+``node``), so the CLI sees only the test's nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import roger_actors as roger
+from tests.cluster_harness import ROOT, Cluster, group_members, listening_pid
+from tests.partition_harness import BROKER, _free_admin_port, counts, read_events, wait_for
+from tests.procs import stat_fields
+from tests.roger_test_jobs2 import TimedJob
+
+TIMED = "tests.roger_test_jobs2.TimedJob"
+KEYED = "tests.roger_test_jobs2:KeyedJob"
+
+
+def cli_env(prefix: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a CLI process: no ROGER_* from outside, the test broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
+    env.update(PYTHONPATH=str(ROOT), ROGER_AMQP_URL=f"{BROKER}?name=roger-test-cli")
+    if prefix is not None:
+        env["ROGER_SYSTEM_EXCHANGE_PREFIX"] = prefix
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, prefix: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m roger_actors *args``; never raises for a non-zero exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "roger_actors", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=cli_env(prefix),
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """stdout of a run that must have succeeded (the failure shows stderr)."""
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def failed(result: subprocess.CompletedProcess[str], code: int) -> str:
+    """stderr of a run that must have failed with ``code``, without a traceback."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A started in-process node on the test's own System exchange."""
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- ping
+
+
+def test_ping_lists_every_node(cluster: Cluster) -> None:
+    other = f"n2-{cluster.harness.tag}"
+    cluster.start_other(other)
+    lines = ok(run_cli("ping", prefix=cluster.prefix)).splitlines()
+    assert [line.split() for line in lines] == sorted(
+        [[cluster.node_name, "pong"], [other, "pong"]]
+    )
+    document = json.loads(ok(run_cli("ping", "--json", prefix=cluster.prefix)))
+    assert document == sorted(
+        [{"node": cluster.node_name, "reply": "pong"}, {"node": other, "reply": "pong"}],
+        key=lambda item: item["node"],
+    )
+    # Global options are accepted after the command too.
+    assert json.loads(ok(run_cli("--json", "ping", "--timeout", "3", prefix=cluster.prefix)))
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def test_enqueue_runs_the_job(cluster: Cluster) -> None:
+    h = cluster.harness
+    pid = h.start_partition({"default": 2})
+    out = ok(run_cli("enqueue", pid, TIMED, json.dumps([h.journal, "cli-1", 0]),
+                     prefix=cluster.prefix))
+    job_id = out.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", job_id), out
+    h.wait_tags("after_run", {"cli-1"})
+    [after] = [e for e in h.events("after_run") if e["tag"] == "cli-1"]
+    assert after["id"] == job_id and after["partition"] == pid
+
+    document = json.loads(
+        ok(run_cli("--json", "enqueue", pid, "tests.roger_test_jobs2:TimedJob",
+                   json.dumps([h.journal, "cli-2", 0]), "--queue", "default",
+                   prefix=cluster.prefix))
+    )
+    assert document["partition"] == pid and document["queue"] == "default"
+    assert document["type"] == TIMED
+    h.wait_tags("after_run", {"cli-2"})
+
+
+def test_enqueue_duplicate_queue_key_fails_with_its_message(cluster: Cluster) -> None:
+    h = cluster.harness
+    pid = h.start_partition({"default": 1})
+    roger.Consumer.pause(pid, "default")  # the first job stays queued
+    args = json.dumps([h.journal, "dup", 0, "the-key", None])
+    ok(run_cli("enqueue", pid, KEYED, args, prefix=cluster.prefix))
+    err = failed(run_cli("enqueue", pid, KEYED, args, prefix=cluster.prefix), 1)
+    assert "the-key" in err and "already queued" in err
+
+
+def test_cancel_kills_the_running_job(cluster: Cluster) -> None:
+    h = cluster.harness
+    pid = h.start_partition({"default": 1})
+    job = h.enqueue(TimedJob, pid, "long", 30)
+    h.wait_tags("start", {"long"})
+    out = ok(run_cli("cancel", pid, job.id, prefix=cluster.prefix))
+    assert job.id in out
+    h.wait_tags("on_cancel", {"long"})
+    assert "long" not in h.tags("end")
+
+
+def test_pause_and_resume_reach_the_node(cluster: Cluster) -> None:
+    pid = cluster.harness.start_partition({"default": 1, "other": 1})
+    ok(run_cli("pause", pid, "default", prefix=cluster.prefix))
+    wait_for(lambda: roger.Consumer.get_queues(pid)["default"]["paused"], what="default paused")
+    assert not roger.Consumer.get_queues(pid)["other"]["paused"]
+    document = json.loads(ok(run_cli("resume", pid, "default", "--json", prefix=cluster.prefix)))
+    assert document == {"partition": pid, "queue": "default", "paused": False}
+    wait_for(
+        lambda: not roger.Consumer.get_queues(pid)["default"]["paused"], what="default resumed"
+    )
+
+
+def test_purge_prints_the_count(cluster: Cluster) -> None:
+    h = cluster.harness
+    pid = h.start_partition({"default": 1})
+    roger.Consumer.pause(pid, "default")
+    for tag in ("a", "b", "c"):
+        h.enqueue(TimedJob, pid, tag, 0)
+    name = roger.Queue.make_name(pid, "default")
+    wait_for(lambda: (counts(name) or (0, 0))[0] == 3, what="3 jobs queued")
+    assert ok(run_cli("purge", pid, "default", prefix=cluster.prefix)).strip() == "3"
+    assert (counts(name) or (None,))[0] == 0
+    # A queue that does not exist: exit 4, the queue named.
+    err = failed(run_cli("purge", pid, "nosuchqueue", prefix=cluster.prefix), 4)
+    assert roger.Queue.make_name(pid, "nosuchqueue") in err
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["enqueue", "p1", TIMED, "[1,"], "JSON_ARGS"),
+        (["enqueue", "p1", "roger_actors.queue.Queue", "[]"], "JOB_TYPE"),
+        (["enqueue", "p1", "tests.no_such_module.Job", "[]"], "JOB_TYPE"),
+        (["enqueue", "p1", "NoDots", "[]"], "JOB_TYPE"),
+        (["enqueue", "amq.p1", TIMED, "[]"], "PID"),
+        (["enqueue", "p1", TIMED, "[]", "--queue", ""], "--queue"),
+        (["pause", "p1", ""], "QUEUE"),
+        (["partition", "start", "p1", '{"default": -1}'], "QUEUES_JSON"),
+        (["partition", "start", "p1", "{"], "QUEUES_JSON"),
+        (["jobs", "queued", "p1", "default", "--count", "0"], "--count"),
+        (["ping", "--timeout", "soon"], "--timeout"),
+        (["cancel", "p1"], "JOB_ID"),
+        (["frobnicate"], "COMMAND"),
+        (["--config", "/nonexistent/roger.toml", "ping"], "/nonexistent/roger.toml"),
+        (["--amqp", "ftp://example.org/", "ping"], "--amqp"),
+    ],
+)
+def test_bad_arguments_exit_2_naming_the_argument(args: list[str], named: str) -> None:
+    err = failed(run_cli(*args), 2)
+    assert named in err
+
+
+def test_no_command_is_a_usage_error() -> None:
+    assert "COMMAND" in failed(run_cli(), 2)
+
+
+def test_unreachable_broker_exits_3_quickly() -> None:
+    started = time.monotonic()
+    for command in (["ping"], ["cancel", "p1", "abc"], ["purge", "p1", "default"]):
+        result = run_cli("--amqp", "amqp://guest:guest@127.0.0.1:1/", *command, timeout=30)
+        err = failed(result, 3)
+        assert "cannot reach the broker" in err and "127.0.0.1:1" in err
+        assert "guest:guest" not in err  # the password is not printed
+    assert time.monotonic() - started < 20
+
+
+def test_cancel_in_unknown_partition_exits_4(tmp_path: Path) -> None:
+    pid = f"tnowhere-{tmp_path.name[-8:]}-{os.getpid()}"
+    err = failed(run_cli("cancel", pid, "abc"), 4)
+    assert pid in err
+
+
+# ---------------------------------------------------------------- info, jobs, partition
+
+
+def test_info_lists_partitions_and_queues(cluster: Cluster) -> None:
+    pytest.importorskip("roger_actors.info")
+    pid = cluster.harness.start_partition({"default": 2, "reports": 1})
+    document = json.loads(ok(run_cli("info", "--json", prefix=cluster.prefix)))
+    queues = document["running"][cluster.node_name][pid]
+    assert queues["default"]["max_workers"] == 2 and queues["reports"]["max_workers"] == 1
+    assert queues["default"]["paused"] is False
+    table = ok(run_cli("info", prefix=cluster.prefix)).splitlines()
+    assert table[0].split()[:4] == ["NODE", "PARTITION", "QUEUE", "STATE"]
+    rows = [line.split() for line in table[1:]]
+    assert [cluster.node_name, pid, "default", "running", "2", "no"] in [r[:6] for r in rows]
+
+
+def test_jobs_running_and_queued(cluster: Cluster) -> None:
+    pytest.importorskip("roger_actors.info")
+    h = cluster.harness
+    pid = h.start_partition({"default": 1, "later": 1})
+    running = h.enqueue(TimedJob, pid, "busy", 30)
+    h.wait_tags("start", {"busy"})
+    document = json.loads(
+        ok(run_cli("jobs", "running", "--partition", pid, "--json", prefix=cluster.prefix))
+    )
+    assert [(e["node"], e["partition"], e["id"]) for e in document] == [
+        (cluster.node_name, pid, running.id)
+    ]
+    assert document[0]["type"] == TIMED
+    table = ok(run_cli("jobs", "running", prefix=cluster.prefix))
+    assert running.id in table
+
+    roger.Consumer.pause(pid, "later")
+    queued = [h.enqueue(TimedJob, pid, f"q{i}", 0, queue="later") for i in range(3)]
+    name = roger.Queue.make_name(pid, "later")
+    wait_for(lambda: (counts(name) or (0, 0))[0] == 3, what="3 jobs queued")
+    document = json.loads(ok(run_cli("jobs", "queued", pid, "later", "--json",
+                                     prefix=cluster.prefix)))
+    assert [e["id"] for e in document] == [job.id for job in reversed(queued)]  # newest first
+    assert {e["type"] for e in document} == {TIMED}
+    limited = json.loads(ok(run_cli("jobs", "queued", pid, "later", "--count", "2", "--json",
+                                    prefix=cluster.prefix)))
+    assert len(limited) == 2
+    table = ok(run_cli("jobs", "queued", pid, "later", prefix=cluster.prefix)).splitlines()
+    assert table[0].split()[0] == "JOB_ID" and len(table) == 4
+    roger.Global.cancel_job(pid, running.id)
+    h.wait_tags("on_cancel", {"busy"})
+
+
+def test_partition_start_reconfigure_stop(cluster: Cluster) -> None:
+    pytest.importorskip("roger_actors.info")
+    h = cluster.harness
+    pid = h.partition_id("cli")
+    me = cluster.node_name
+    out = ok(run_cli("partition", "start", pid, '{"default": 2}', "--node", me,
+                     prefix=cluster.prefix))
+    assert out.split() == [me, "ok"]
+    wait_for(lambda: pid in roger.Partition.partitions()["running"], what=f"{pid} running")
+
+    document = json.loads(
+        ok(run_cli("partition", "reconfigure", pid, '{"default": 1, "extra": 3}', "--json",
+                   prefix=cluster.prefix))
+    )
+    assert document == [{"node": me, "result": "ok"}]
+    wait_for(
+        lambda: {q: s["max_workers"] for q, s in roger.Consumer.get_queues(pid).items()}
+        == {"default": 1, "extra": 3},
+        what="reconfigured queues",
+    )
+
+    # Another node's name: this node skips it, and that node did not answer.
+    failed(run_cli("partition", "stop", pid, "--node", "no-such-node", prefix=cluster.prefix), 4)
+    assert pid in roger.Partition.partitions()["running"]
+
+    assert ok(run_cli("partition", "stop", pid, prefix=cluster.prefix)).split() == [me, "ok"]
+    wait_for(lambda: pid not in roger.Partition.partitions()["running"], what=f"{pid} stopped")
+    # Stopping it again: it runs nowhere.
+    failed(run_cli("partition", "stop", pid, prefix=cluster.prefix), 4)
+
+
+# ---------------------------------------------------------------- node
+
+
+def _kill_node(proc: subprocess.Popen[bytes], port: int) -> None:
+    """SIGKILL what is left of a node process and its actor system (teardown)."""
+    groups = [proc.pid]
+    admin = listening_pid(port)
+    fields = stat_fields(admin) if admin else None
+    if fields is not None:
+        groups.append(int(fields[2]))
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    wait_for(lambda: not any(group_members(g) for g in groups), 10, what="node processes gone")
+
+
+def test_node_command_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)  # for its prefix and the teardown of the queues
+    h = c.harness
+    pid = h.partition_id("node")
+    name = f"cli-node-{h.tag}"
+    port = _free_admin_port()
+    shutdown_timeout = 8
+    config: dict[str, Any] = {
+        "amqp": f"{BROKER}?name=roger-test-cli-node-{h.tag}",
+        "system_exchange_prefix": c.prefix,
+        "node_name": name,
+        "admin_port": port,
+        "shutdown_timeout": shutdown_timeout,
+        "callbacks": "tests.roger_test_jobs2:JsonCallbacks",
+        "allowed_job_modules": ["tests"],
+    }
+    toml = tmp_path / "node.toml"
+    lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    lines += ["", "[partitions]", f'"{pid}" = {{ default = 2 }}']
+    toml.write_text("\n".join(lines) + "\n")
+    log = open(tmp_path / "node.log", "wb")
+    env = {k: v for k, v in cli_env().items() if not k.startswith("ROGER_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "roger_actors", "node", "--config", str(toml)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        def pinged() -> bool:
+            assert proc.poll() is None, (tmp_path / "node.log").read_text()
+            result = run_cli("--config", str(toml), "ping", "--json")
+            return result.returncode == 0 and [e["node"] for e in json.loads(result.stdout)] == [
+                name
+            ]
+
+        wait_for(pinged, 60, what="ping sees the node", interval=0.2)
+        job_id = ok(
+            run_cli("--config", str(toml), "enqueue", pid, TIMED,
+                    json.dumps([h.journal, "slow", 1.5]))
+        ).strip()
+        wait_for(lambda: read_events(h.journal, "start"), what="the job started")
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=shutdown_timeout + 15) == 0, (tmp_path / "node.log").read_text()
+        assert time.monotonic() - stopped_at < shutdown_timeout + 15
+        # The running job finished (it was not killed) before the node stopped.
+        assert [e["tag"] for e in read_events(h.journal, "end")] == ["slow"]
+        assert [e["id"] for e in read_events(h.journal, "after_run")] == [job_id]
+        log_text = (tmp_path / "node.log").read_text()
+        assert "SIGTERM received" in log_text and "Traceback" not in log_text
+        wait_for(lambda: listening_pid(port) is None, what="the node's actor system gone")
+    finally:
+        if proc.poll() is None or listening_pid(port) is not None:
+            _kill_node(proc, port)
+        c.close()
