@@ -41,7 +41,6 @@ import importlib
 import inspect
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -49,6 +48,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn, TextIO
+
+import attrs
 
 import roger_actors as roger
 from roger_actors import node as roger_node
@@ -352,13 +353,11 @@ def resolve_job_type(name: str) -> type[Job]:
 
 
 def _load_config(ns: argparse.Namespace) -> Config:
-    """The file, then ROGER_* variables, then ``--amqp``. ``roger.start`` and
-    ``roger.start_producer`` apply the environment again to the Config they
-    are given, so ``--amqp`` is put in ROGER_AMQP_URL (this process only)."""
+    """The file, then ROGER_* variables, then ``--amqp``."""
+    config = load_config(ns.config)
     if ns.amqp is not None:
-        parse_amqp(ns.amqp, "--amqp")  # a bad URL is named as --amqp
-        os.environ["ROGER_AMQP_URL"] = ns.amqp
-    return load_config(ns.config)
+        config = attrs.evolve(config, amqp=parse_amqp(ns.amqp, "--amqp"))
+    return config
 
 
 def _with_timeout(function: Callable[..., Any], ns: argparse.Namespace, *args: Any) -> Any:

@@ -188,6 +188,14 @@ _current: Node | None = None
 _lock = threading.Lock()
 
 
+def _final_config(config: Config | dict[str, Any] | str | None) -> Config:
+    """A :class:`Config` is used as it is; anything else goes through
+    :func:`load_config` (which applies the ``ROGER_*`` environment)."""
+    if isinstance(config, Config):
+        return config
+    return load_config(config if config is not None else {})
+
+
 def start(config: Config | dict[str, Any] | str | None = None) -> Node:
     """Start a node in this process and make it the current node.
 
@@ -196,7 +204,7 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
     configuration and ``RuntimeError`` when a node already runs here.
     """
     global _current
-    cfg = load_config(config if config is not None else {})
+    cfg = _final_config(config)
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node is already started in this process; call stop() first")
@@ -247,7 +255,7 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     a node or a producer already runs here.
     """
     global _producer, _producer_config
-    cfg = load_config(config if config is not None else {})
+    cfg = _final_config(config)
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")

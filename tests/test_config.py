@@ -482,3 +482,12 @@ def test_scalar_keys_accept_valid_values() -> None:
     assert config.system_exchange_prefix == "test-1"
     assert config.allowed_job_modules == ("myapp.jobs",)
     assert load({"retry_levels": []}).retry_levels == ()
+
+
+def test_a_config_given_to_start_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    from roger_actors import node
+
+    monkeypatch.setenv("ROGER_AMQP_URL", "amqp://other:other@elsewhere:5672/")
+    built = roger.load_config({"amqp": "amqp://guest:guest@127.0.0.1:5672/"}, env={})
+    assert node._final_config(built) is built
+    assert node._final_config({}).amqp.url().startswith("amqp://other:other@elsewhere")
