@@ -311,6 +311,15 @@ def test_a_call_gets_one_reply_per_node(cluster: Cluster) -> None:
     assert replies == sorted([(cluster.node_name, "pong"), (other, "pong")])
 
 
+def test_three_nodes_each_answer_a_call_once(cluster: Cluster) -> None:
+    cluster.start()
+    others = [f"n{i}-{cluster.harness.tag}" for i in (2, 3)]
+    for name in others:
+        cluster.start_other(name)
+    replies = roger.System.call("ping")
+    assert replies == sorted((name, "pong") for name in [cluster.node_name, *others])
+
+
 def test_a_killed_node_drops_out_within_the_heartbeat_timeout(cluster: Cluster) -> None:
     cluster.start()
     other = f"n2-{cluster.harness.tag}"
