@@ -74,7 +74,7 @@ from .registry import ConsumerOf, Partitions, StartPartition, StopPartition
 from .system_protocol import ApplyCommand, encode_reply, publish_reply
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
-from .transport.loop import LoopThread
+from .transport.loop import LoopThread, connect_in_background
 
 log = logging.getLogger("roger_actors.apply_system")
 
@@ -162,15 +162,7 @@ class ApplySystem(Server):
     # ------------------------------------------------------------ connection
 
     def _connect(self) -> None:
-        async def connect() -> None:
-            try:
-                await self.link.connect()
-            except Exception as exc:
-                self.io.post(("failed", repr(exc)))
-            else:
-                self.io.post(("connected", None))
-
-        self.io.submit(connect())
+        connect_in_background(self.io, self.link)
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, LinkLost) or (isinstance(event, tuple) and event[0] == "failed"):

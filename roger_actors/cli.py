@@ -385,20 +385,27 @@ def _info_class() -> Any:
 # ---------------------------------------------------------------- commands
 
 
-def _cmd_ping(ns: argparse.Namespace, out: TextIO) -> int:
-    timeout = ns.timeout or DEFAULT_CALL_TIMEOUT
-    replies = roger_node.System.call("ping", timeout=timeout)
-    if ns.json:
+def _print_replies(
+    replies: list[tuple[str, Any]], key: str, as_json: bool, out: TextIO
+) -> None:
+    """One line per node, or a JSON list of ``{"node", key | "error"}``."""
+    if as_json:
         _print_json(
             [
                 {"node": n, "error": v.message} if isinstance(v, CommandError) else
-                {"node": n, "reply": v}
+                {"node": n, key: v}
                 for n, v in replies
             ],
             out,
         )
     else:
         _print_table(replies, out)
+
+
+def _cmd_ping(ns: argparse.Namespace, out: TextIO) -> int:
+    timeout = ns.timeout or DEFAULT_CALL_TIMEOUT
+    replies = roger_node.System.call("ping", timeout=timeout)
+    _print_replies(replies, "reply", ns.json, out)
     if not replies:
         print("no node answered", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -583,17 +590,7 @@ def _cmd_partition(ns: argparse.Namespace, out: TextIO) -> int:
         args = [pid, _queues(ns.queues_json), node_name]
     timeout = ns.timeout or PARTITION_TIMEOUT
     replies = roger_node.System.call(f"partition_{action}", *args, timeout=timeout)
-    if ns.json:
-        _print_json(
-            [
-                {"node": n, "error": v.message} if isinstance(v, CommandError) else
-                {"node": n, "result": v}
-                for n, v in replies
-            ],
-            out,
-        )
-    else:
-        _print_table(replies, out)
+    _print_replies(replies, "result", ns.json, out)
     return _partition_exit(replies, node_name)
 
 

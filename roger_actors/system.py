@@ -73,7 +73,7 @@ from .system_protocol import (
 )
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
-from .transport.loop import LoopThread
+from .transport.loop import LoopThread, connect_in_background
 
 log = logging.getLogger("roger_actors.system")
 
@@ -304,15 +304,7 @@ class System(Server):
     # ------------------------------------------------------------ connection
 
     def _connect(self) -> None:
-        async def connect() -> None:
-            try:
-                await self.link.connect()
-            except Exception as exc:
-                self.io.post(("failed", repr(exc)))
-            else:
-                self.io.post(("connected", None))
-
-        self.io.submit(connect())
+        connect_in_background(self.io, self.link)
 
     def _subscribe(self) -> None:
         self.generation += 1

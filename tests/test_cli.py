@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +70,10 @@ def failed(result: subprocess.CompletedProcess[str], code: int) -> str:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A started in-process node on the test's own System exchange."""
-    c = Cluster(tmp_path)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+def cluster(cluster: Cluster) -> Cluster:
+    """The cluster of conftest, with its in-process node started."""
+    cluster.start()
+    return cluster
 
 
 # ---------------------------------------------------------------- ping

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 import roger_actors as roger
@@ -17,13 +14,10 @@ from tests.partition_harness import BROKER
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+def cluster(cluster: Cluster) -> Cluster:
+    """The cluster of conftest, with its in-process node started."""
+    cluster.start()
+    return cluster
 
 
 def test_client_calls_and_casts_without_being_a_member(cluster: Cluster) -> None:

@@ -14,8 +14,6 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,14 +31,6 @@ PERSISTER = {
     "persister_options": {"url": BROKER},
 }
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _start_two(cluster: Cluster, node1: dict[str, int], node2: dict[str, int]) -> str:

@@ -12,7 +12,6 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -35,14 +34,6 @@ from tests.roger_test_jobs2 import KeyedJob, SpawningJob, TimedJob
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[NodeHarness]:
-    harness = NodeHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def test_global_operations_behave_as_rogers(h: NodeHarness) -> None:

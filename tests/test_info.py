@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -28,14 +26,6 @@ from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _only(replies: list[tuple[str, Any]], node: str) -> Any:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,14 +13,6 @@ from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
 
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[NodeHarness]:
-    harness = NodeHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def test_the_node_system_reports_its_broker_connection(h: NodeHarness) -> None:

@@ -10,8 +10,6 @@ Jobs and callbacks report through a JSON-lines journal (see
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import cbor2
 import pytest
@@ -40,13 +38,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Iterator[NodeHarness]:
-    harness = NodeHarness(tmp_path)
-    harness.start()
-    try:
-        yield harness
-    finally:
-        harness.close()
+def h(h: NodeHarness) -> NodeHarness:
+    """The harness of conftest, with its node started."""
+    h.start()
+    return h
 
 
 def _message_count(pid: str, queue: str = "default") -> int:

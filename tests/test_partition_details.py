@@ -3,9 +3,6 @@ reconfigures it, pause_all, queue types and arguments, broken callbacks."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 import roger_actors as roger
@@ -17,14 +14,6 @@ from tests.roger_test_jobs3 import BuryAtOnceJob, RaisingCallbacks
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[NodeHarness]:
-    harness = NodeHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def _queue_info(name: str) -> dict[str, str]:

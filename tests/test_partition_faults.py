@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -38,14 +36,6 @@ from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[NodeHarness]:
-    harness = NodeHarness(tmp_path)
-    try:
-        yield harness
-    finally:
-        harness.close()
 
 
 def _consumer_pid(h: NodeHarness, pid: str) -> tuple[int, int]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiormq
@@ -198,14 +196,6 @@ def publish_to_exchange(exchange: str, bodies: list[bytes]) -> None:
 
 # ---------------------------------------------------------------- one node
 
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_a_call_on_one_node_gets_its_pong(cluster: Cluster) -> None:

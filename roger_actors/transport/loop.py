@@ -95,3 +95,19 @@ class LoopThread:
         with contextlib.suppress(Exception):
             self._reader.close()
             self._writer.close()
+
+
+def connect_in_background(io: LoopThread, link: Any) -> None:
+    """Connect ``link`` (an :class:`~roger_actors.transport.amqp.AmqpLink`) on
+    ``io``'s loop; post ``("connected", None)`` to ``io``'s inbox when it is
+    up, or ``("failed", repr(error))``."""
+
+    async def connect() -> None:
+        try:
+            await link.connect()
+        except Exception as exc:
+            io.post(("failed", repr(exc)))
+        else:
+            io.post(("connected", None))
+
+    io.submit(connect())
