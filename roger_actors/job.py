@@ -75,7 +75,6 @@ from __future__ import annotations
 
 import enum
 import importlib
-import io
 import math
 import threading
 import uuid
@@ -84,6 +83,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 
 import cbor2
 
+from roger_actors import cbor_strict
 from roger_actors.clock import now
 from roger_actors.errors import InvalidJobError, NotStartedError
 from roger_actors.queue import Queue, normalise_queue_type, validate_partition_id
@@ -426,64 +426,11 @@ def _checked_fields(fields: Mapping[str, Any], strict: bool) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def _refuse_semantic_tag(*_: object) -> Any:
-    raise ValueError("CBOR tags are not allowed in job payloads")
-
-
-def _refuse_unknown_tag(tag: cbor2.CBORTag, _immutable: bool) -> Any:
-    raise ValueError(f"CBOR tag {tag.tag} is not allowed in job payloads")
-
-
-# Every semantic tag cbor2 decodes natively except 2/3 (big integers): dates,
-# decimals, shared references (cycles), rationals, regular expressions, MIME,
-# UUIDs, IP addresses, sets, string references, self-describe.
-_REFUSED_SEMANTIC_TAGS: dict[int, Any] = {
-    tag: _refuse_semantic_tag
-    for tag in (
-        0,
-        1,
-        4,
-        5,
-        25,
-        28,
-        29,
-        30,
-        35,
-        36,
-        37,
-        52,
-        54,
-        100,
-        256,
-        258,
-        260,
-        261,
-        1004,
-        55799,
-    )
-}
-
-
 def _decode_cbor(data: bytes | bytearray | memoryview) -> object:
-    buffer = io.BytesIO(bytes(data))
     try:
-        decoder = cbor2.CBORDecoder(
-            buffer,
-            tag_hook=_refuse_unknown_tag,
-            semantic_decoders=_REFUSED_SEMANTIC_TAGS,
-            max_depth=MAX_ARGS_DEPTH + 1,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
-        value = decoder.decode()
-    except Exception as exc:  # cbor2 raises several types; all mean "not a valid payload"
-        detail = str(exc)
-        if exc.__cause__ is not None:
-            detail = f"{detail}: {exc.__cause__}"
-        raise InvalidJobError(f"Job decoding error: {detail}") from exc
-    if buffer.tell() != len(buffer.getbuffer()):
-        raise InvalidJobError("Job decoding error: trailing bytes after the CBOR item")
-    return value
+        return cbor_strict.loads(data, max_depth=MAX_ARGS_DEPTH + 1, big_integers=True)
+    except cbor_strict.CborError as exc:
+        raise InvalidJobError(f"Job decoding error: {exc}") from exc
 
 
 # --------------------------------------------------------------------------

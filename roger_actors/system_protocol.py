@@ -24,12 +24,12 @@ ApplySystem, not the System, replies to them.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
+from . import cbor_strict
 from .transport.amqp import AmqpLink, properties
 
 #: Version of the command and reply maps.
@@ -176,47 +176,18 @@ def _dumps(document: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------- decoding
 
 
-def _refuse_tag(tag: Any, *_: Any) -> Any:
-    number = getattr(tag, "tag", "?")
-    raise ValueError(f"CBOR tag {number} is not allowed in a system message")
-
-
-# Semantic tags cbor2 would otherwise decode itself (dates, big numbers,
-# decimals, shared references, rationals, regexps, MIME, UUIDs, IP addresses,
-# sets, string references, self-describe): none belongs in a system message.
-_REFUSED: dict[int, Any] = {
-    tag: _refuse_tag
-    for tag in (
-        *(0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100),
-        *(256, 258, 260, 261, 1004, 55799),
-    )
-}
-
-
 def _load_map(body: bytes | bytearray | memoryview) -> dict[Any, Any]:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise ValueError(f"system message body must be bytes, got {type(body).__name__}")
     data = bytes(body)
     if not data:
         raise ValueError("system message is empty")
-    buffer = io.BytesIO(data)
     try:
-        decoder = cbor2.CBORDecoder(
-            buffer,
-            tag_hook=_refuse_tag,
-            semantic_decoders=_REFUSED,
-            max_depth=MAX_DEPTH,
-            allow_duplicate_keys=False,
-            strict_hashable_types=True,
-        )
-        document = decoder.decode()
-    except Exception as exc:  # cbor2 raises several types: all mean "not valid CBOR"
-        detail = str(exc)
-        if exc.__cause__ is not None:
-            detail = f"{detail}: {exc.__cause__}"
-        raise ValueError(f"system message is not valid CBOR: {detail}") from None
-    if buffer.tell() != len(data):
-        raise ValueError("system message has trailing bytes after the CBOR item")
+        document = cbor_strict.loads(data, max_depth=MAX_DEPTH, big_integers=True)
+    except cbor_strict.CborError as exc:
+        if "trailing bytes" in str(exc):
+            raise ValueError(f"system message has {exc}") from None
+        raise ValueError(f"system message is not valid CBOR: {exc}") from None
     if not isinstance(document, dict):
         raise ValueError(f"system message must be a CBOR map, got {type(document).__name__}")
     if "v" not in document:

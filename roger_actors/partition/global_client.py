@@ -32,6 +32,7 @@ import aiormq
 import cbor2
 from pamqp import commands as spec
 
+from roger_actors import cbor_strict
 from roger_actors.errors import GlobalTimeoutError, NotStartedError, RogerError
 from roger_actors.queue import validate_partition_id
 from roger_actors.transport.amqp import AmqpLink
@@ -52,6 +53,8 @@ CALL_TIMEOUT = 10.0
 #: A request with no reply yet checks this often that some Global consumes.
 PROBE_SECONDS = 1.0
 VERSION = 1
+#: Deepest nesting accepted in a request.
+REQUEST_DEPTH = 8
 
 
 def queue_name(partition_id: str) -> str:
@@ -70,9 +73,9 @@ def encode_request(op: str, args: list[Any]) -> bytes:
 def decode_request(body: bytes) -> tuple[str, list[Any]]:
     """``(op, args)`` of a request body; ValueError naming the problem otherwise."""
     try:
-        raw = cbor2.loads(body)
-    except Exception as exc:
-        raise ValueError(f"Global request is not CBOR: {exc}") from None
+        raw = cbor_strict.loads(body, max_depth=REQUEST_DEPTH, big_integers=True)
+    except cbor_strict.CborError as exc:
+        raise ValueError(f"Global request is not acceptable CBOR: {exc}") from None
     if not isinstance(raw, dict) or raw.get("v") != VERSION:
         raise ValueError("Global request must be a map with v=1")
     op, args = raw.get("op"), raw.get("args")

@@ -22,6 +22,8 @@ from typing import Any
 
 import cbor2
 
+from roger_actors import cbor_strict
+
 SNAPSHOT_VERSION = 1
 
 
@@ -69,8 +71,8 @@ class GlobalState:
         if not data:
             return cls()
         try:
-            raw = cbor2.loads(data)
-        except Exception as exc:
+            raw = cbor_strict.loads(data, max_depth=4)
+        except cbor_strict.CborError as exc:
             raise ValueError(f"global state snapshot is not CBOR: {exc}") from None
         if not isinstance(raw, dict) or raw.get("v") != SNAPSHOT_VERSION:
             raise ValueError("global state snapshot has no supported version field")
