@@ -2,18 +2,22 @@
 
 ``one_for_one`` over, in start order:
 
-- ``global``: the partition's :class:`~roger_actors.partition.global_server.Global`
-  (a standby on this node unless RabbitMQ made it the active one);
 - ``jobs``: a :class:`JobsSupervisor`, ``one_for_all`` over the WorkerSupervisor
   (started first) and the Consumer. The Consumer hands jobs to the workers
   and tracks them, so neither is useful without the other: if either dies,
   both restart, and jobs that were running come back from the broker (their
   deliveries were never acked).
+- ``global``: the partition's :class:`~roger_actors.partition.global_server.Global`
+  (a standby on this node unless RabbitMQ made it the active one). The
+  Consumer consumes nothing until a Global answers it, so starting Global
+  second costs nothing; starting it first was measured to double the CPU
+  the worker processes spend per job (bench/README.md).
 
 A Global that crashes restarts alone (its requests wait in the broker
 meanwhile, or go to another node's Global); it never takes running jobs
-down. Shutdown is in reverse: jobs first, then Global, which stores the
-state before it lets go of the request queue.
+down. Shutdown is in reverse: Global first, which stores the state before
+it lets go of the request queue (another node's Global, if any, takes
+over), then the jobs subtree.
 """
 
 from __future__ import annotations
@@ -34,16 +38,16 @@ class ContainingSupervisor(Supervisor):
     def init(
         self, partition_id: str, queues: dict[str, int], config: Config, registry: Any = None
     ) -> SupervisorSpec:
-        """Children: ``global`` (Global) then ``jobs`` (JobsSupervisor)."""
+        """Children: ``jobs`` (JobsSupervisor) then ``global`` (Global)."""
         return SupervisorSpec(
             [
-                ChildSpec("global", (Global, (partition_id, config)), shutdown=15.0),
                 ChildSpec(
                     "jobs",
                     (JobsSupervisor, (partition_id, dict(queues), config, registry)),
                     shutdown="infinity",
                     type="supervisor",
                 ),
+                ChildSpec("global", (Global, (partition_id, config)), shutdown=15.0),
             ],
             strategy="one_for_one",
             max_restarts=5,
