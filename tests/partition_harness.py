@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import socket
 import subprocess
 import time
 import uuid
@@ -28,7 +26,7 @@ from pamqp import commands as spec
 
 import roger_actors as roger
 from roger_actors import node as roger_node
-from tests.procs import is_alive, live_children, parent_of  # noqa: F401 (re-exported)
+from tests.procs import free_port, is_alive, live_children, parent_of  # noqa: F401 (re-exported)
 from tests.roger_test_jobs2 import JsonCallbacks, read_events
 
 T = TypeVar("T")
@@ -206,20 +204,7 @@ def close_connections_named(name: str, reason: str = "test") -> int:
 
 def _free_admin_port() -> int:
     """A port in 22000-22999 that nothing listens on now."""
-    for _ in range(200):
-        port = random.randint(22000, 22999)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free admin port in 22000-22999")
+    return free_port(22000, 22999)
 
 
 class NodeHarness:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 from pathlib import Path
 
 
@@ -40,3 +42,28 @@ def live_children(pid: int) -> list[int]:
         if fields is not None and int(fields[1]) == pid and fields[0] not in ("Z", "X"):
             found.append(other)
     return sorted(found)
+
+
+_used_ports: set[int] = set()
+
+
+def free_port(low: int, high: int) -> int:
+    """A TCP port in ``low``..``high`` that nothing listens on now (on 127.0.0.1
+    nor on every interface) and that no test of this session was given before
+    (a port just released may still be in TIME_WAIT)."""
+    candidates = [p for p in range(low, high + 1) if p not in _used_ports]
+    random.shuffle(candidates)
+    for port in candidates:
+        if all(_can_bind(host, port) for host in ("127.0.0.1", "0.0.0.0")):
+            _used_ports.add(port)
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import random
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -62,6 +60,7 @@ from supervision import (
     use_system,
     which_children,
 )
+from tests.procs import free_port
 
 
 def simple_app() -> Application:
@@ -623,22 +622,9 @@ def test_unknown_casts_and_messages_are_ignored(app: Application) -> None:
 # ---------------------------------------------------------------- multiprocTCPBase
 
 
-_used_ports: set[int] = set()
-
-
 def free_admin_port() -> int:
     """A free TCP port in 23000-23999 not used before in this test session."""
-    candidates = [p for p in range(23000, 24000) if p not in _used_ports]
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _used_ports.add(port)
-        return port
-    raise RuntimeError("no free admin port in 23000-23999")
+    return free_port(23000, 23999)
 
 
 def forked_pids() -> set[int]:

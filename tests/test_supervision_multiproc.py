@@ -14,9 +14,7 @@ failed, then checks that every process of each actor system is gone.
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,7 +37,7 @@ from supervision import (
 )
 from tests import procs
 from tests.actors import Sup, Worker, read_journal
-from tests.procs import is_alive
+from tests.procs import free_port, is_alive
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,22 +146,9 @@ def _no_pid(line: str) -> str:
 
 # ---------------------------------------------------------------- fixtures
 
-_used_ports: set[int] = set()
-
-
 def free_admin_port() -> int:
     """A free TCP port in 20000-20999 not used before in this test session."""
-    candidates = [p for p in range(20000, 21000) if p not in _used_ports]
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("", port))
-            except OSError:
-                continue
-        _used_ports.add(port)
-        return port
-    raise RuntimeError("no free admin port in 20000-20999")
+    return free_port(20000, 20999)
 
 
 @pytest.fixture

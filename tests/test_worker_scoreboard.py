@@ -13,9 +13,7 @@ is a bounded poll.
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ from supervision import Application, ChildSpec, SupervisorSpec, start_child, ter
 from supervision import call as sv_call
 from supervision import which_children as sv_which_children
 from tests.actors import Sup
-from tests.procs import is_alive
+from tests.procs import free_port, is_alive
 from tests.roger_test_jobs_worker import GateJob, Owner, QuickJob, SignalledJob, SleepJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -288,22 +286,9 @@ def test_cancelling_the_running_job_records_it_then_kills_the_process(
 
 # ---------------------------------------------------------------- workers
 
-_used_ports: set[int] = set()
-
-
 def free_admin_port() -> int:
     """A free TCP port in 23000-23499 not used before in this test session."""
-    candidates = [p for p in range(23000, 23500) if p not in _used_ports]
-    random.shuffle(candidates)
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("", port))
-            except OSError:
-                continue
-        _used_ports.add(port)
-        return port
-    raise RuntimeError("no free admin port in 23000-23499")
+    return free_port(23000, 23499)
 
 
 @dataclass
