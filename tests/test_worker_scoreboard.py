@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -41,37 +40,11 @@ from supervision import Application, ChildSpec, SupervisorSpec, start_child, ter
 from supervision import call as sv_call
 from supervision import which_children as sv_which_children
 from tests.actors import Sup
+from tests.partition_harness import holds_for, wait_for
 from tests.procs import free_port, is_alive
 from tests.roger_test_jobs_worker import GateJob, Owner, QuickJob, SignalledJob, SleepJob
 
 pytestmark = pytest.mark.timeout(90)
-
-T = TypeVar("T")
-
-#: Bound of every wait for something asynchronous.
-WAIT = 20.0
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT) -> T:
-    """Poll ``condition`` until it returns a truthy value (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last {value!r}")
-        time.sleep(0.02)
-
-
-def holds_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Check ``condition`` repeatedly for ``seconds``; fail as soon as it is false."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert condition(), f"{what} stopped holding"
-        time.sleep(0.05)
-    assert condition(), f"{what} stopped holding"
-
 
 # ---------------------------------------------------------------- scoreboard units
 
@@ -349,7 +322,7 @@ class Rig:
         known = {r.pid for r in self.call("ready")}
         address = start_child(self.worker_sup, spec)
         [ready] = wait_for(
-            lambda: [r for r in self.call("ready") if r.pid not in known], "WorkerReady"
+            lambda: [r for r in self.call("ready") if r.pid not in known], what="WorkerReady"
         )
         assert ready.control and ready.scoreboard
         board = Scoreboard.attach(ready.scoreboard)
@@ -369,7 +342,7 @@ class Rig:
         """Wait until every token has a result; return them in the order reported."""
         return wait_for(
             lambda: (found := self.results(tokens)) and len(found) == len(tokens) and found,
-            f"results of {tokens}",
+            what=f"results of {tokens}",
         )
 
     def marker(self, tag: str, what: str) -> bool:
@@ -402,7 +375,7 @@ class Rig:
             try:
                 wait_for(
                     lambda: not [w for w in self.workers if is_alive(w.pid)],
-                    "every worker process has exited",
+                    what="every worker process has exited",
                     timeout=10,
                 )
             finally:
@@ -439,7 +412,7 @@ def test_a_job_cancelled_before_it_starts_is_reported_cancelled_and_not_run(rig:
     worker = rig.start_worker()
     first = rig.signalled("first", 22)  # ends once the worker took the cancel in
     rig.run(worker, [(21, first), (22, rig.quick("second")), (23, rig.quick("third"))])
-    wait_for(lambda: rig.marker("first", "started"), "the first job to start")
+    wait_for(lambda: rig.marker("first", "started"), what="the first job to start")
     assert worker.board.read().current == 0
     assert control.tell(worker.ready.control, cancel_datagram(22))
 
@@ -461,18 +434,18 @@ def test_cancelling_the_running_job_kills_the_worker_and_the_scoreboard_tells(
 ) -> None:
     worker = rig.start_worker()
     rig.run(worker, [(31, rig.quick("before")), (32, rig.gate("long")), (33, rig.quick("after"))])
-    wait_for(lambda: rig.marker("long", "started"), "the long job to start")
-    wait_for(lambda: worker.board.read().current == 1, "the scoreboard to show job 1 running")
+    wait_for(lambda: rig.marker("long", "started"), what="the long job to start")
+    wait_for(lambda: worker.board.read().current == 1, what="the scoreboard to show job 1 running")
 
     assert control.tell(worker.ready.control, cancel_datagram(32))
-    wait_for(lambda: not is_alive(worker.pid), "the worker process to die")
+    wait_for(lambda: not is_alive(worker.pid), what="the worker process to die")
 
     record = worker.board.read()
     assert (record.batch_id, record.current) == (31, -1)
     assert record.outcomes[:4] == ("done", "cancelled", None, None)
     assert not rig.marker("long", "done")
     assert not rig.marker("after", "started"), "no job runs after the cancelled one"
-    [exited] = wait_for(lambda: rig.call("exited"), "WorkerExited")
+    [exited] = wait_for(lambda: rig.call("exited"), what="WorkerExited")
     assert exited.address == worker.address or exited.address == worker.ready.address
     # The killed worker reported nothing about the cancelled or later jobs.
     assert [r for r in rig.call("finished") if r.token in (32, 33)] == []
@@ -486,7 +459,7 @@ def test_a_job_that_already_finished_is_never_cancelled(rig: Rig) -> None:
     worker = rig.start_worker()
     # Finished in the current batch: the cancel is ignored.
     rig.run(worker, [(41, rig.quick("one")), (42, rig.signalled("two", 41))])
-    wait_for(lambda: rig.marker("two", "started"), "the second job to start")
+    wait_for(lambda: rig.marker("two", "started"), what="the second job to start")
     assert worker.board.read().outcomes[0] == "done"
     assert control.tell(worker.ready.control, cancel_datagram(41))
     assert outcomes(rig.wait_results([41, 42])) == [(41, "done"), (42, "done")]
@@ -513,11 +486,11 @@ def _race_once(rig: Rig, first: int, victim_index: int, seconds: float) -> bool:
     tokens = list(range(first, first + 12))
     rig.run(worker, [(t, rig.sleep(f"r{t}", seconds)) for t in tokens])
     victim = tokens[victim_index]
-    wait_for(lambda: rig.marker(f"r{victim}", "started"), "the victim to start")
+    wait_for(lambda: rig.marker(f"r{victim}", "started"), what="the victim to start")
     assert control.tell(worker.ready.control, cancel_datagram(victim))
     wait_for(
         lambda: not is_alive(worker.pid) or len(rig.results(tokens)) == len(tokens),
-        "the batch to end or the worker to die",
+        what="the batch to end or the worker to die",
     )
     if is_alive(worker.pid):
         assert dict(outcomes(rig.results(tokens))) == {t: "done" for t in tokens}
@@ -554,7 +527,7 @@ def test_return_unstarted_returns_the_jobs_not_started(rig: Rig) -> None:
     rig.run(
         worker, [(51, rig.signalled("g", "return")), (52, rig.quick("x")), (53, rig.quick("y"))]
     )
-    wait_for(lambda: rig.marker("g", "started"), "the first job to start")
+    wait_for(lambda: rig.marker("g", "started"), what="the first job to start")
     assert control.tell(worker.ready.control, RETURN_UNSTARTED)
     assert outcomes(rig.wait_results([51, 52, 53])) == [
         (51, "done"),
@@ -575,6 +548,6 @@ def test_a_stopped_worker_removes_its_scoreboard(rig: Rig) -> None:
     worker = rig.start_worker()
     assert os.path.exists(worker.ready.scoreboard)
     terminate_child(rig.worker_sup, worker.address)
-    wait_for(lambda: not os.path.exists(worker.ready.scoreboard), "the scoreboard file to go")
-    wait_for(lambda: not is_alive(worker.pid), "the worker process to exit")
+    wait_for(lambda: not os.path.exists(worker.ready.scoreboard), what="the scoreboard file to go")
+    wait_for(lambda: not is_alive(worker.pid), what="the worker process to exit")
     assert not control.tell(worker.ready.control, cancel_datagram(1))
