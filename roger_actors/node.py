@@ -15,6 +15,7 @@ The node becomes *the current node* of this process: ``roger.Partition``,
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import Any
@@ -188,6 +189,16 @@ _current: Node | None = None
 _lock = threading.Lock()
 
 
+def _fresh_lock_in_child() -> None:
+    # The node's actor system is started (its processes forked) while start()
+    # holds _lock: without this, every actor process would inherit it locked.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 def _final_config(config: Config | dict[str, Any] | str | None) -> Config:
     """A :class:`Config` is used as it is; anything else goes through
     :func:`load_config` (which applies the ``ROGER_*`` environment)."""
@@ -331,12 +342,11 @@ def install_worker_client(config: Config) -> None:
     """Let jobs running in this (worker) process enqueue jobs and use ``Global``:
     a publisher is made for it on first use. No-op where a node or producer runs."""
     global _worker_publisher
-    # No _lock here: a worker process is forked from the node's actor system,
-    # which was started while start() held _lock, so the copy here is locked.
-    if _current is not None or _producer is not None or _worker_publisher is not None:
-        return
-    publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
-    _worker_publisher = publisher
+    with _lock:
+        if _current is not None or _producer is not None or _worker_publisher is not None:
+            return
+        publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
+        _worker_publisher = publisher
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
         publish_job(publisher, job, partition_id, queue)
