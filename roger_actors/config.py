@@ -21,15 +21,26 @@ Keys (all optional; API.md lists them with Roger's defaults):
 ``allowed_job_modules``     module prefixes job payloads may name before
                             their module is imported (see
                             ``Job.allow_modules``) [()]
+``cluster_secret``          the secret that signs every cluster message
+                            (System commands and replies, Global requests,
+                            replies and snapshots); ``None`` trusts everyone
+                            who can publish on the virtual host
+                            (``docs/security.md``) [None]
+``max_payload_bytes``       largest job payload: refused at enqueue, set
+                            aside when one arrives [1048576]
+``cancel_mark_ttl``         seconds a cancel mark is kept in Global when
+                            its job is never settled [604800, one week]
 ==========================  ===============================================
 
-``persister_options`` and ``allowed_job_modules`` are additions to API.md.
+``persister_options``, ``allowed_job_modules``, ``cluster_secret``,
+``max_payload_bytes`` and ``cancel_mark_ttl`` are additions to API.md.
 
 Environment variables override the source (see :func:`load_config`):
 ``ROGER_AMQP_URL`` replaces ``amqp``; ``ROGER_<KEY>`` (the key upper-cased)
 sets ``max_buried_queue_size``, ``shutdown_timeout``,
 ``system_exchange_prefix``, ``node_name``, ``actor_system_base``,
-``admin_port``, ``callbacks``, ``persister``, and, as comma-separated lists,
+``admin_port``, ``callbacks``, ``persister``, ``cluster_secret``,
+``max_payload_bytes``, ``cancel_mark_ttl``, and, as comma-separated lists,
 ``retry_levels`` and ``allowed_job_modules``. An empty variable is ignored.
 
 Every error is a :class:`~roger_actors.errors.ConfigError` naming the key.
@@ -327,8 +338,13 @@ def _amqp_from_url(url: str, key: str) -> AmqpSettings:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise _fail(key, f"invalid AMQP URL: {exc}") from None
+    except ValueError:
+        # urlsplit's message can quote part of the URL, which may be the password
+        raise _fail(
+            key,
+            "invalid AMQP URL (is the port a number, and are '/', '#', '?' and '@' in "
+            "the user name and password percent-encoded?)",
+        ) from None
     if parts.scheme not in ("amqp", "amqps"):
         raise _fail(key, f"URL scheme must be amqp or amqps, got {parts.scheme!r}")
     if not parts.hostname:
@@ -552,6 +568,54 @@ def _convert_allowed_modules(value: object) -> tuple[str, ...]:
     return tuple(result)
 
 
+#: The shortest ``cluster_secret`` accepted, in bytes (UTF-8).
+MIN_CLUSTER_SECRET_BYTES = 16
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+#: RabbitMQ's own ceiling on a message body (``max_message_size``, 128 MiB).
+MAX_PAYLOAD_BYTES_LIMIT = 128 * 1024 * 1024
+DEFAULT_CANCEL_MARK_TTL = 7 * 24 * 3600.0
+
+
+def _convert_cluster_secret(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _fail("cluster_secret", f"must be a str or null, got {type(value).__name__}")
+    if len(value.encode("utf-8")) < MIN_CLUSTER_SECRET_BYTES:
+        raise _fail(
+            "cluster_secret",
+            f"must be at least {MIN_CLUSTER_SECRET_BYTES} bytes long "
+            "(e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`)",
+        )
+    return str.__str__(value)
+
+
+def _redact_secret(value: object) -> str:
+    return "None" if value is None else "'***'"
+
+
+_SECRET_OPTION = re.compile(r"pass|secret|token|key|url|uri|dsn|credential", re.IGNORECASE)
+
+
+def _redact_options(value: Mapping[str, Any]) -> str:
+    """``persister_options`` for repr: values under names that may hold a secret
+    (password, token, URL, ...) are shown as ``'***'``."""
+    shown = {k: ("***" if _SECRET_OPTION.search(k) else v) for k, v in value.items()}
+    return repr(shown)
+
+
+def _convert_max_payload_bytes(value: object) -> int:
+    return _int(value, "max_payload_bytes", 1024, MAX_PAYLOAD_BYTES_LIMIT)
+
+
+def _convert_cancel_mark_ttl(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail("cancel_mark_ttl", f"must be a number of seconds, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < 1:
+        raise _fail("cancel_mark_ttl", f"must be a finite number of seconds >= 1, got {value}")
+    return float(value)
+
+
 def _default_node_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -600,7 +664,7 @@ class Config:
         default=Stub, converter=_convert_persister
     )
     persister_options: dict[str, Any] = attrs.field(
-        factory=dict, converter=_convert_persister_options
+        factory=dict, converter=_convert_persister_options, repr=_redact_options
     )
     retry_levels: tuple[int, ...] = attrs.field(
         default=DEFAULT_RETRY_LEVELS, converter=_convert_retry_levels
@@ -613,6 +677,15 @@ class Config:
     admin_port: int = attrs.field(default=1900, converter=_convert_admin_port)
     allowed_job_modules: tuple[str, ...] = attrs.field(
         default=(), converter=_convert_allowed_modules
+    )
+    cluster_secret: str | None = attrs.field(
+        default=None, converter=_convert_cluster_secret, repr=_redact_secret
+    )
+    max_payload_bytes: int = attrs.field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES, converter=_convert_max_payload_bytes
+    )
+    cancel_mark_ttl: float = attrs.field(
+        default=DEFAULT_CANCEL_MARK_TTL, converter=_convert_cancel_mark_ttl
     )
 
     @classmethod
@@ -671,8 +744,11 @@ ENV_OVERRIDES: dict[str, str] = {
     "ROGER_PERSISTER": "persister",
     "ROGER_RETRY_LEVELS": "retry_levels",
     "ROGER_ALLOWED_JOB_MODULES": "allowed_job_modules",
+    "ROGER_CLUSTER_SECRET": "cluster_secret",
+    "ROGER_MAX_PAYLOAD_BYTES": "max_payload_bytes",
+    "ROGER_CANCEL_MARK_TTL": "cancel_mark_ttl",
 }
-_INT_KEYS = frozenset({"max_buried_queue_size", "admin_port"})
+_INT_KEYS = frozenset({"max_buried_queue_size", "admin_port", "max_payload_bytes"})
 _LIST_KEYS = frozenset({"retry_levels", "allowed_job_modules"})
 
 
@@ -680,7 +756,7 @@ def _env_value(variable: str, key: str, raw: str) -> object:
     try:
         if key in _INT_KEYS:
             return int(raw)
-        if key == "shutdown_timeout":
+        if key in ("shutdown_timeout", "cancel_mark_ttl"):
             return float(raw)
         if key == "retry_levels":
             return [int(part) for part in raw.split(",") if part.strip()]

@@ -54,7 +54,8 @@ def test_config_keys_lists_every_key() -> None:
     assert set(roger.Config.keys()) == {
         "amqp", "partitions", "callbacks", "persister", "persister_options", "retry_levels",
         "max_buried_queue_size", "shutdown_timeout", "system_exchange_prefix", "node_name",
-        "actor_system_base", "admin_port", "allowed_job_modules",
+        "actor_system_base", "admin_port", "allowed_job_modules", "cluster_secret",
+        "max_payload_bytes", "cancel_mark_ttl",
     }
 
 
@@ -491,3 +492,39 @@ def test_a_config_given_to_start_is_used_as_it_is(monkeypatch: pytest.MonkeyPatc
     built = roger.load_config({"amqp": "amqp://guest:guest@127.0.0.1:5672/"}, env={})
     assert node._final_config(built) is built
     assert node._final_config({}).amqp.url().startswith("amqp://other:other@elsewhere")
+
+
+# ---------------------------------------------------------------- security keys
+
+
+def test_cluster_secret_is_never_shown_in_repr() -> None:
+    config = roger.Config(cluster_secret="x" * 40, persister_options={"url": "amqp://u:S3cr3t@h/"})
+    assert "x" * 40 not in repr(config)
+    assert "S3cr3t" not in repr(config)
+
+
+def test_cluster_secret_shorter_than_16_bytes_is_refused_without_echoing_it() -> None:
+    with pytest.raises(roger.ConfigError, match="cluster_secret") as info:
+        roger.Config(cluster_secret="short-secret")
+    assert "short-secret" not in str(info.value)
+
+
+def test_cluster_secret_and_payload_limit_come_from_the_environment() -> None:
+    config = load({}, ROGER_CLUSTER_SECRET="y" * 20, ROGER_MAX_PAYLOAD_BYTES="4096")
+    assert config.cluster_secret == "y" * 20
+    assert config.max_payload_bytes == 4096
+
+
+@pytest.mark.parametrize("value", [0, 1023, 2**27 + 1, "1024", True])
+def test_max_payload_bytes_out_of_range_is_refused(value: object) -> None:
+    with pytest.raises(roger.ConfigError, match="max_payload_bytes"):
+        roger.Config(max_payload_bytes=value)
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://guest:Pa55/word@127.0.0.1:5672/", "amqp://guest:S3cr3tPW#x@h/"]
+)
+def test_an_unparsable_amqp_url_never_echoes_the_password(url: str) -> None:
+    with pytest.raises(roger.ConfigError) as info:
+        roger.Config(amqp=url)
+    assert "Pa55" not in str(info.value) and "S3cr3tPW" not in str(info.value)
