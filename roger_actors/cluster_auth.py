@@ -39,11 +39,37 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_AGE",
+    "PURPOSE_GLOBAL_REPLY",
+    "PURPOSE_SYSTEM",
+    "PURPOSE_SYSTEM_REPLY",
     "SEAL_MAGIC",
     "AuthError",
     "ClusterAuth",
     "DropLog",
+    "purpose_global_request",
+    "purpose_snapshot",
 ]
+
+#: The purposes every signer and checker agrees on (the label under the MAC).
+#: System exchange traffic: commands, casts, heartbeats, leave (any publisher,
+#: Global's cancel/pause casts included).
+PURPOSE_SYSTEM = "system"
+#: Replies to System calls (published to the caller's reply queue).
+PURPOSE_SYSTEM_REPLY = "system-reply"
+#: Replies of a Global to a request.
+PURPOSE_GLOBAL_REPLY = "global-reply"
+
+
+def purpose_global_request(partition_id: str) -> str:
+    """The purpose of a request to partition ``partition_id``'s Global (bound to
+    the partition, so a request signed for one can't be replayed to another)."""
+    return f"global-request:{partition_id}"
+
+
+def purpose_snapshot(partition_id: str) -> str:
+    """The purpose of partition ``partition_id``'s stored Global snapshot."""
+    return f"snapshot:{partition_id}"
+
 
 #: Header names on AMQP messages.
 TS_HEADER = "x-roger-ts"
