@@ -67,8 +67,17 @@ fields above. :meth:`Job.decode` treats its input as untrusted: CBOR tags other
 than big integers are refused, only ``None``, ``bool``, ``int``, ``float``,
 ``str``, ``bytes``, lists and maps with ``str`` keys may appear in ``args``, and
 the job type is resolved *only* through the registry of imported subclasses or
-through module prefixes explicitly allowed with :meth:`Job.allow_modules`. Any
-other name is rejected ("Unknown job module") and never imported.
+through modules explicitly allowed with :meth:`Job.allow_modules` (exact module
+names: only a listed module is ever imported, never another module under it).
+Any other name is rejected ("Unknown job module") and never imported.
+
+Every bad payload raises :class:`~roger_actors.errors.InvalidJobError` and
+nothing else: integers are bounded (:data:`MAX_FIELD_INT`) before any
+arithmetic, the id and the keys are at most :data:`MAX_KEY_BYTES` bytes, and
+untrusted values appear in messages only through :func:`bounded_repr`. What a
+payload may not decide: ``max_execution_time`` is the class's (a payload value
+may only lower it), and the ``queue_key``/``execution_key`` a payload carries
+must be what the class's hooks give for its args (otherwise it is invalid).
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ from __future__ import annotations
 import enum
 import importlib
 import math
+import reprlib
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -91,11 +101,16 @@ from roger_actors.queue import Queue, normalise_queue_type, validate_partition_i
 __all__ = [
     "CONTENT_TYPE",
     "MAX_ARGS_DEPTH",
+    "MAX_FIELD_INT",
+    "MAX_KEY_BYTES",
+    "MAX_MODULE_NAME_CHARS",
     "SCHEMA_VERSION",
     "AmqpMessage",
     "EnqueueHook",
     "Job",
     "allowed_modules",
+    "bounded_repr",
+    "check_payload_size",
     "declared_queue_key",
     "execution_key_of",
     "job_class_name",
@@ -113,6 +128,14 @@ SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/cbor"
 #: Deepest nesting of lists/maps accepted in job arguments.
 MAX_ARGS_DEPTH = 100
+#: Largest magnitude of an integer field (``v``, ``retry_count``, ``queued_at``,
+#: ``started_at``, ``max_execution_time``): what a signed 64-bit integer holds.
+MAX_FIELD_INT = 2**63 - 1
+#: Longest job id, queue key or execution key, in UTF-8 bytes (RabbitMQ's
+#: short-string limit, which also bounds what the Global state holds).
+MAX_KEY_BYTES = 255
+#: Longest ``module`` name a payload may carry, in characters.
+MAX_MODULE_NAME_CHARS = 1000
 
 _FIELDS: tuple[str, ...] = (
     "id",
@@ -170,6 +193,60 @@ class _NoArgs(enum.Enum):
 _NO_ARGS = _NoArgs.TOKEN
 
 
+class _BoundedRepr(reprlib.Repr):
+    """reprlib with short limits that never formats a huge int or bytes in full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 60
+        self.maxlong = 40
+        self.maxother = 60
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 6
+
+    def repr_int(self, x: int, level: int) -> str:
+        """Digits of small ints; a huge int (which ``repr`` may refuse) by its size."""
+        bits = x.bit_length()
+        if bits > 128:
+            return f"<int of {bits} bits>"
+        return super().repr_int(x, level)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        """The first bytes only (never a copy of the whole value)."""
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return f"{x[: self.maxstring]!r}...<{len(x)} bytes>"
+
+    def repr_str(self, x: str, level: int) -> str:
+        """The first characters only, and the length when cut."""
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return f"{x[: self.maxstring]!r}...<{len(x)} chars>"
+
+
+_bounded = _BoundedRepr()
+
+
+def bounded_repr(value: object) -> str:
+    """Return a short ``repr`` of an untrusted value; never raises.
+
+    Strings and bytes are cut to 60 characters (with their length), containers
+    to 6 items and 3 levels, and an int of more than 128 bits is shown as
+    ``<int of N bits>`` (``repr`` refuses ints past 4300 digits).
+    """
+    try:
+        return _bounded.repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    """``text`` for a message: as is when short and printable, else bounded."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    return bounded_repr(text)
+
+
 # --------------------------------------------------------------------------
 # Registry and allow-list
 # --------------------------------------------------------------------------
@@ -188,24 +265,31 @@ def registered_job_classes() -> dict[str, type[Job]]:
 
 def _check_prefix(prefix: object) -> str:
     if not isinstance(prefix, str) or not prefix:
-        raise ValueError(f"module prefix must be a non-empty str, got {prefix!r}")
+        raise ValueError(f"module prefix must be a non-empty str, got {bounded_repr(prefix)}")
     if not all(part.isidentifier() for part in prefix.split(".")):
-        raise ValueError(f"module prefix must be a dotted Python module path, got {prefix!r}")
+        raise ValueError(
+            f"module prefix must be a dotted Python module path, got {bounded_repr(prefix)}"
+        )
     return prefix
 
 
 def allowed_modules() -> tuple[str, ...]:
-    """Return the module prefixes from which :meth:`Job.decode` may import job classes."""
+    """Return the modules from which :meth:`Job.decode` may import job classes."""
     return _allowed_prefixes
 
 
 def set_allowed_modules(prefixes: Iterable[str]) -> tuple[str, ...]:
-    """Replace the allow-list of module prefixes; return the previous one.
+    """Replace the allow-list of modules; return the previous one.
 
-    Each prefix is a dotted module path such as ``"myapp.jobs"``; it allows
-    that module and its submodules (``"myapp.jobs.billing"``), not other
-    modules that merely share the text (``"myapp.jobsx"``). Raises
-    :class:`ValueError` for a malformed prefix, leaving the list unchanged.
+    Each entry is the exact dotted name of a module, such as
+    ``"myapp.jobs"``: a payload naming ``"myapp.jobs.SomeJob"`` (or a nested
+    class, ``"myapp.jobs.Outer.Inner"``) makes :meth:`Job.decode` import
+    ``myapp.jobs`` (and so its parent packages). A module *under* a listed
+    one (``"myapp.jobs.billing"``) is never imported on a payload's demand:
+    list it too. (Until this rule, an entry was a prefix that allowed its
+    submodules: a payload could then run the module-level code of any module
+    in the package.) Raises :class:`ValueError` for a malformed entry,
+    leaving the list unchanged.
     """
     global _allowed_prefixes
     checked = tuple(dict.fromkeys(_check_prefix(p) for p in prefixes))
@@ -216,18 +300,19 @@ def set_allowed_modules(prefixes: Iterable[str]) -> tuple[str, ...]:
 
 
 def _module_allowed(module_name: str) -> bool:
-    return any(
-        module_name == prefix or module_name.startswith(prefix + ".")
-        for prefix in _allowed_prefixes
-    )
+    return module_name in _allowed_prefixes
 
 
 def _unknown(name: str) -> InvalidJobError:
-    return InvalidJobError(f"Unknown job module: {name}")
+    return InvalidJobError(f"Unknown job module: {_clip(name)}")
 
 
 def _import_allowed(name: str) -> object:
-    """Import the object ``name`` from an allow-listed module, or raise."""
+    """Import the object ``name`` from an allow-listed module, or raise.
+
+    Only a module that is itself on the allow-list is imported (the longest
+    listed one that ``name`` starts with); the rest of ``name`` is a path of
+    public attributes of that module."""
     parts = name.split(".")
     if len(parts) < 2 or not all(part.isidentifier() for part in parts):
         raise _unknown(name)
@@ -243,11 +328,13 @@ def _import_allowed(name: str) -> object:
             ):
                 continue  # that module (or a parent) does not exist; try a shorter path
             raise InvalidJobError(
-                f"Invalid job module: {name}: importing {module_name} failed: {exc}"
+                f"Invalid job module: {_clip(name)}: importing {module_name} failed: "
+                f"{_clip(str(exc))}"
             ) from exc
         except Exception as exc:
             raise InvalidJobError(
-                f"Invalid job module: {name}: importing {module_name} failed: {exc!r}"
+                f"Invalid job module: {_clip(name)}: importing {module_name} failed: "
+                f"{type(exc).__name__}"
             ) from exc
         registered = _registry.get(name)
         if registered is not None:
@@ -264,31 +351,43 @@ def resolve_job_class(name: object) -> type[Job]:
     """Return the job class that a payload's ``module`` field names.
 
     Resolution order: the registry of imported :class:`Job` subclasses; then,
-    only when the name lies under a prefix given to :meth:`Job.allow_modules`
-    (or :func:`set_allowed_modules`), an import of that module. Nothing else is
-    ever imported. Raises :class:`InvalidJobError` with Roger's messages:
-    "Job module must be set" (missing/empty), "Job module must be a string",
-    "Unknown job module: <name>" (not found), "Invalid job module: <name> ..."
-    (found but not a :class:`Job` subclass, or one without ``perform``).
+    only when the name is ``<module>.<attributes>`` with ``<module>`` given
+    to :meth:`Job.allow_modules` (or :func:`set_allowed_modules`), an import
+    of that module. Nothing else is ever imported. Raises
+    :class:`InvalidJobError` with Roger's messages: "Job module must be set"
+    (missing/empty), "Job module must be a string", "Job module name is too
+    long" (over :data:`MAX_MODULE_NAME_CHARS`), "Unknown job module: <name>"
+    (not found), "Invalid job module: <name> ..." (found but not a
+    :class:`Job` subclass, or one without ``perform``). The name is cut in
+    messages.
     """
     if name is None or name == "":
         raise InvalidJobError("Job module must be set")
-    if not isinstance(name, str):
+    if type(name) is not str:
         raise InvalidJobError(f"Job module must be a string, got {type(name).__name__}")
+    if len(name) > MAX_MODULE_NAME_CHARS:
+        raise InvalidJobError(
+            f"Job module name is too long: {len(name)} characters "
+            f"(at most {MAX_MODULE_NAME_CHARS}): {_clip(name)}"
+        )
     # No lock around the import: a module being imported by another thread may
     # be defining job classes, whose registration takes the lock.
     found: object = _registry.get(name)
     if found is None:
         found = _import_allowed(name)
     if not (isinstance(found, type) and issubclass(found, Job)) or found is Job:
-        raise InvalidJobError(f"Invalid job module: {name} is not a roger_actors.Job subclass")
+        raise InvalidJobError(
+            f"Invalid job module: {_clip(name)} is not a roger_actors.Job subclass"
+        )
     _check_implements_perform(found, name)
     return found
 
 
 def _check_implements_perform(cls: type[Job], name: str) -> None:
     if cls.perform is Job.perform:
-        raise InvalidJobError(f"Invalid job module: {name} does not implement perform(self, args)")
+        raise InvalidJobError(
+            f"Invalid job module: {_clip(name)} does not implement perform(self, args)"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -296,11 +395,28 @@ def _check_implements_perform(cls: type[Job], name: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def _describe(path: str, value: object) -> str:
-    return f"{path} is a {type(value).__module__}.{type(value).__qualname__}"
+#: Where a value sits in the args: ``None`` for ``args`` itself, else
+#: ``(parent, index or key)``. Built in O(1) per item; text only on error.
+_Path = tuple[Any, "int | str"] | None
 
 
-def _normalise(value: object, path: str, depth: int, strict: bool) -> Any:
+def _path_text(path: _Path) -> str:
+    segments: list[str] = []
+    while path is not None:
+        path, step = path
+        segments.append(f"[{step}]" if type(step) is int else f"[{bounded_repr(step)}]")
+        if len(segments) > 12:
+            segments.append("...")
+            break
+    return "args" + "".join(reversed(segments))
+
+
+def _describe(path: _Path | str, value: object) -> str:
+    where = path if isinstance(path, str) else _path_text(path)
+    return f"{where} is a {type(value).__module__}.{type(value).__qualname__}"
+
+
+def _normalise(value: object, path: _Path, depth: int, strict: bool) -> Any:
     kind = type(value)
     if value is None or kind is bool or kind is int or kind is float or kind is str:
         return value
@@ -308,24 +424,27 @@ def _normalise(value: object, path: str, depth: int, strict: bool) -> Any:
         return value
     if kind is list or (not strict and isinstance(value, list | tuple)):
         if depth >= MAX_ARGS_DEPTH:
-            raise InvalidJobError(f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}")
+            raise InvalidJobError(
+                f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {_path_text(path)}"
+            )
         items = cast("list[object] | tuple[object, ...]", value)
         return [
-            _normalise(item, f"{path}[{index}]", depth + 1, strict)
-            for index, item in enumerate(items)
+            _normalise(item, (path, index), depth + 1, strict) for index, item in enumerate(items)
         ]
     if kind is dict or (not strict and isinstance(value, Mapping)):
         if depth >= MAX_ARGS_DEPTH:
-            raise InvalidJobError(f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {path}")
+            raise InvalidJobError(
+                f"Job args nest deeper than {MAX_ARGS_DEPTH} levels at {_path_text(path)}"
+            )
         result: dict[str, Any] = {}
         for key, item in cast("Mapping[object, object]", value).items():
             if type(key) is not str and (strict or not isinstance(key, str)):
                 raise InvalidJobError(
                     "Job args are not CBOR-representable: map keys must be str, "
-                    f"{_describe(f'a key in {path}', key)}"
+                    f"{_describe(f'a key in {_path_text(path)}', key)}"
                 )
             text = str.__str__(key)
-            result[text] = _normalise(item, f"{path}[{text!r}]", depth + 1, strict)
+            result[text] = _normalise(item, (path, text), depth + 1, strict)
         return result
     if not strict:
         # Subclasses of the plain types (str/int-valued enums, ...) become the plain type.
@@ -355,12 +474,18 @@ def normalise_args(args: object) -> Any:
     through CBOR unchanged. Raises :class:`InvalidJobError` naming the path
     of the first value that cannot be carried, e.g. ``args[1]['when']``.
     """
-    return _normalise(args, "args", 0, strict=False)
+    return _normalise(args, None, 0, strict=False)
 
 
 # --------------------------------------------------------------------------
 # Field validation shared by create, decode and copy_with
 # --------------------------------------------------------------------------
+
+
+def _bounded_int(value: int, where: str) -> int:
+    if -MAX_FIELD_INT <= value <= MAX_FIELD_INT:
+        return value
+    raise InvalidJobError(f"{where} is out of range: {bounded_repr(value)} (|x| <= 2**63 - 1)")
 
 
 def _resolve_max_execution_time(value: object, where: str) -> int | float | None:
@@ -370,22 +495,41 @@ def _resolve_max_execution_time(value: object, where: str) -> int | float | None
         raise InvalidJobError(
             f"{where} must be None or a number of seconds, got {type(value).__name__}"
         )
+    if isinstance(value, int):
+        _bounded_int(int.__int__(value), where)
     if math.isnan(value) or value < 0:
-        raise InvalidJobError(f"{where} must be None or a number of seconds >= 0, got {value}")
+        raise InvalidJobError(
+            f"{where} must be None or a number of seconds >= 0, got {bounded_repr(value)}"
+        )
     if math.isinf(value):
         return None
     return value if value >= 1 else 1
 
 
+def _check_short_text(value: str, name: str) -> str:
+    # A str of more than MAX_KEY_BYTES characters is too long in any encoding.
+    size = len(value) if len(value) > MAX_KEY_BYTES else len(value.encode("utf-8", "replace"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidJobError(
+            f"Job {name} is too long: {size}{'+' if len(value) > MAX_KEY_BYTES else ''} "
+            f"bytes (at most {MAX_KEY_BYTES} bytes of UTF-8): {bounded_repr(value)}"
+        )
+    return value
+
+
 def _check_key(value: object, name: str) -> str | None:
-    if value is None or type(value) is str:
-        return value
+    if value is None:
+        return None
+    if type(value) is str:
+        return _check_short_text(value, name)
     raise InvalidJobError(f"Job {name} must be a string or None, got {type(value).__name__}")
 
 
 def _check_time(value: object, name: str) -> int | None:
-    if value is None or type(value) is int:
-        return value
+    if value is None:
+        return None
+    if type(value) is int:
+        return _bounded_int(value, f"Job {name}")
     raise InvalidJobError(
         f"Job {name} must be None or integer milliseconds, got {type(value).__name__}"
     )
@@ -393,14 +537,17 @@ def _check_time(value: object, name: str) -> int | None:
 
 def _check_id(value: object) -> str:
     if type(value) is not str or not value:
-        shown = "nothing" if value is None else f"{type(value).__name__} {value!r}"
+        shown = "nothing" if value is None else f"{type(value).__name__} {bounded_repr(value)}"
         raise InvalidJobError(f"Job id must be set (a non-empty string), got {shown}")
-    return value
+    return _check_short_text(value, "id")
 
 
 def _check_retry_count(value: object) -> int:
-    if type(value) is not int or value < 0:
-        raise InvalidJobError(f"Job retry_count must be an integer >= 0, got {value!r}")
+    if type(value) is not int or not 0 <= value <= MAX_FIELD_INT:
+        raise InvalidJobError(
+            f"Job retry_count must be an integer >= 0 (at most 2**63 - 1), "
+            f"got {bounded_repr(value)}"
+        )
     return value
 
 
@@ -409,7 +556,7 @@ def _checked_fields(fields: Mapping[str, Any], strict: bool) -> dict[str, Any]:
     return {
         "id": _check_id(fields["id"]),
         "module": fields["module"],
-        "args": _normalise(fields["args"], "args", 0, strict),
+        "args": _normalise(fields["args"], None, 0, strict),
         "queue_key": _check_key(fields["queue_key"], "queue_key"),
         "execution_key": _check_key(fields["execution_key"], "execution_key"),
         "retry_count": _check_retry_count(fields["retry_count"]),
@@ -419,6 +566,43 @@ def _checked_fields(fields: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             fields["max_execution_time"], "Job max_execution_time"
         ),
     }
+
+
+def _hook_key(cls: type[Job], job: Job, hook: str, args: Any) -> str | None:
+    """The value of the class's ``queue_key``/``execution_key`` hook for ``args``,
+    checked (str or None, at most :data:`MAX_KEY_BYTES` bytes)."""
+    value = getattr(cls, hook)(job, args)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidJobError(
+            f"{job_class_name(cls)}.{hook}(args) must return a str or None, "
+            f"got {type(value).__name__}"
+        )
+    return _check_short_text(str.__str__(value), f"{hook} (from {cls.__qualname__}.{hook})")
+
+
+def _lowest_limit(cls: type[Job], claimed: object) -> int | float | None:
+    """The class's ``max_execution_time``, or the payload's when that is lower."""
+    limit = _resolve_max_execution_time(
+        cls.max_execution_time, f"{cls.__qualname__}.max_execution_time"
+    )
+    value = _resolve_max_execution_time(claimed, "Job max_execution_time")
+    if value is not None and (limit is None or value < limit):
+        return value
+    return limit
+
+
+def check_payload_size(body: bytes | bytearray | memoryview, limit: int) -> None:
+    """Raise :class:`InvalidJobError` when ``body`` is larger than ``limit`` bytes.
+
+    The message names both numbers (the config key is ``max_payload_bytes``).
+    """
+    size = len(body)
+    if size > limit:
+        raise InvalidJobError(
+            f"Job payload is {size} bytes, larger than max_payload_bytes ({limit} bytes)"
+        )
 
 
 # --------------------------------------------------------------------------
@@ -481,7 +665,9 @@ def declared_queue_key(data: bytes | bytearray | memoryview) -> str | None:
     if type(payload) is not dict or payload.get("v") != SCHEMA_VERSION:
         return None
     key = payload.get("queue_key")
-    return key if isinstance(key, str) and key else None
+    if type(key) is not str or not key or len(key) > MAX_KEY_BYTES:
+        return None
+    return key if len(key.encode("utf-8", "replace")) <= MAX_KEY_BYTES else None
 
 
 def queue_key_of(job: Job) -> str | None:
@@ -643,7 +829,8 @@ class Job:
         normalised args, ``retry_count`` 0, ``queued_at``/``started_at``
         ``None`` and the class's ``max_execution_time`` resolved (``None`` or
         ``>= 1``). Raises :class:`InvalidJobError` for a bad class, id, args or
-        hook result; exceptions raised by the hooks themselves propagate.
+        hook result (the id and keys are at most :data:`MAX_KEY_BYTES` bytes);
+        exceptions raised by the hooks themselves propagate.
         """
         if isinstance(job_class, str):
             cls = resolve_job_class(job_class)
@@ -671,13 +858,7 @@ class Job:
             ),
         )
         for hook in ("queue_key", "execution_key"):
-            value = getattr(cls, hook)(job, normalised)
-            if value is not None and not isinstance(value, str):
-                raise InvalidJobError(
-                    f"{job.module}.{hook}(args) must return a str or None, "
-                    f"got {type(value).__name__}"
-                )
-            job.__dict__[hook] = None if value is None else str.__str__(value)
+            job.__dict__[hook] = _hook_key(cls, job, hook, normalised)
         return job
 
     def execute(self) -> Any:
@@ -708,17 +889,31 @@ class Job:
     def decode(data: bytes | bytearray | memoryview) -> Job:
         """Decode and validate an untrusted payload; return the job.
 
-        Raises :class:`InvalidJobError` whose message says what is wrong:
-        "Job decoding error: ..." (not CBOR, trailing bytes, CBOR tags,
-        nesting deeper than :data:`MAX_ARGS_DEPTH`, duplicate or non-str map
-        keys), "Job payload must be a CBOR map", "Unsupported job schema
-        version", "Job payload has unknown fields", "Job id must be set",
-        "Job module must be set", "Job module must be a string",
-        "Unknown job module", "Invalid job module", "Job args are not
-        CBOR-representable", or a message naming another bad field. Keys
-        ``v``, ``id``, ``module``, ``args`` are required; the others default
-        as in :meth:`create` (``max_execution_time`` to the class's). An
-        unregistered module outside the allow-list is never imported.
+        Raises :class:`InvalidJobError`, and only that, for any bad input,
+        with a message that says what is wrong (untrusted values in it are
+        bounded by :func:`bounded_repr`): "Job decoding error: ..." (not CBOR,
+        trailing bytes, CBOR tags, nesting deeper than :data:`MAX_ARGS_DEPTH`,
+        duplicate or non-str map keys), "Job payload must be a CBOR map",
+        "Unsupported job schema version", "Job payload has unknown fields",
+        "Job id must be set", "Job id is too long", "Job module must be set",
+        "Job module must be a string", "Unknown job module", "Invalid job
+        module", "Job args are not CBOR-representable", "... is out of range"
+        (an integer field beyond :data:`MAX_FIELD_INT`), "... does not match"
+        (a key the class's hook does not give), or a message naming another
+        bad field. Keys ``v``, ``id``, ``module``, ``args`` are required.
+
+        What the payload cannot decide (the port's trust model; Roger's wire
+        format, which carries these fields, is unchanged):
+
+        * ``max_execution_time`` is the job class's; a payload value may only
+          lower it (``None`` or a larger value in the payload is ignored).
+        * ``queue_key`` and ``execution_key`` are computed by the class's
+          hooks from the decoded args; a payload that carries a different
+          value is invalid (a tampered or stale key would free or hold another
+          job's key in Global). An absent key takes the hook's value. A hook
+          that raises makes the payload invalid.
+
+        An unregistered module outside the allow-list is never imported.
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise InvalidJobError(
@@ -729,30 +924,52 @@ class Job:
             raise InvalidJobError(f"Job payload must be a CBOR map, got {type(payload).__name__}")
         version = payload.get("v")
         if type(version) is not int or version != SCHEMA_VERSION:
-            shown = "none" if version is None else repr(version)
+            shown = "none" if version is None else bounded_repr(version)
             raise InvalidJobError(
                 f"Unsupported job schema version: {shown} (expected 'v': {SCHEMA_VERSION})"
             )
-        unknown = sorted(map(str, set(payload) - _PAYLOAD_KEYS))
+        unknown = [key for key in payload if key not in _PAYLOAD_KEYS]
         if unknown:
-            raise InvalidJobError(f"Job payload has unknown fields: {', '.join(unknown)}")
+            names = sorted(
+                _clip(key, 60) if type(key) is str else bounded_repr(key) for key in unknown[:5]
+            )
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise InvalidJobError(f"Job payload has unknown fields: {', '.join(names)}{more}")
         _check_id(payload.get("id"))
         cls = resolve_job_class(payload.get("module"))
         if "args" not in payload:
             raise InvalidJobError("Job args must be set (key 'args' is missing)")
-        fields = {
+        fields: dict[str, Any] = {
             "queue_key": None,
             "execution_key": None,
             "retry_count": 0,
             "queued_at": None,
             "started_at": None,
-            "max_execution_time": cls.max_execution_time,
         }
         fields.update(payload)
+        fields["max_execution_time"] = _lowest_limit(cls, payload.get("max_execution_time"))
         checked = _checked_fields(fields, strict=True)
         checked["module"] = job_class_name(cls)
         job = object.__new__(cls)
         job.__dict__.update(checked)
+        for hook in ("queue_key", "execution_key"):
+            try:
+                expected = _hook_key(cls, job, hook, checked["args"])
+            except InvalidJobError:
+                raise
+            except Exception as exc:
+                raise InvalidJobError(
+                    f"{_clip(checked['module'])}.{hook}(args) raised {type(exc).__name__} "
+                    "for the payload's args"
+                ) from None
+            if hook not in payload:
+                job.__dict__[hook] = expected
+            elif checked[hook] != expected:
+                raise InvalidJobError(
+                    f"Job {hook} does not match {cls.__qualname__}.{hook}(args): the payload "
+                    f"carries {bounded_repr(checked[hook])}, the hook gives "
+                    f"{bounded_repr(expected)}"
+                )
         return job
 
     def copy_with(self, **changes: Any) -> Job:
@@ -783,7 +1000,12 @@ class Job:
         job.__dict__["started_at"] = at
         return job
 
-    def to_amqp(self, partition_id: str, queue: str | enum.Enum | None = None) -> AmqpMessage:
+    def to_amqp(
+        self,
+        partition_id: str,
+        queue: str | enum.Enum | None = None,
+        max_payload_bytes: int | None = None,
+    ) -> AmqpMessage:
         """Compute the publish of this job into a partition, without doing it.
 
         Returns ``AmqpMessage(routing_key, body, properties)``: the routing key
@@ -794,7 +1016,8 @@ class Job:
         2 (persistent), ``message_id`` the job id and ``app_id`` the partition
         id, as in Roger's ``publish_opts/2``. Raises :class:`TypeError` or
         :class:`ValueError` for a bad partition id or queue, and
-        :class:`InvalidJobError` for an invalid job.
+        :class:`InvalidJobError` for an invalid job, or for a body larger than
+        ``max_payload_bytes`` when that is given (see :func:`check_payload_size`).
         """
         partition = validate_partition_id(partition_id)
         queue_type = (
@@ -804,6 +1027,8 @@ class Job:
         )
         routing_key = Queue.make_name(partition, queue_type)
         body = self.copy_with(queued_at=now()).encode()
+        if max_payload_bytes is not None:
+            check_payload_size(body, max_payload_bytes)
         properties: dict[str, Any] = {
             "content_type": CONTENT_TYPE,
             "delivery_mode": 2,
@@ -819,8 +1044,10 @@ class Job:
         delegates to the hook installed by the node running in this process
         (:func:`set_enqueue_hook`), which raises
         :class:`~roger_actors.errors.DuplicateJobError` when the job's queue key
-        is already queued. Raises :class:`NotStartedError` when no node is
-        started in this process.
+        is already queued, and :class:`InvalidJobError` (naming both sizes),
+        before publishing anything, when the payload is larger than the
+        node's ``max_payload_bytes``. Raises :class:`NotStartedError` when no
+        node is started in this process.
         """
         partition = validate_partition_id(partition_id)
         override = None if queue is None else normalise_queue_type(queue, argument="queue")
@@ -831,13 +1058,15 @@ class Job:
 
     @staticmethod
     def allow_modules(*prefixes: str) -> tuple[str, ...]:
-        """Add module prefixes from which :meth:`decode` may import job classes.
+        """Add modules from which :meth:`decode` may import job classes.
 
         Normally a job class is found because the module defining it was
         imported. ``Job.allow_modules("myapp.jobs")`` also lets payloads name
-        classes in ``myapp.jobs`` and its submodules before they are imported;
-        those modules are then imported on demand. Returns the whole allow-list.
-        Raises :class:`ValueError` for a prefix that is not a dotted module path.
+        classes of the module ``myapp.jobs`` before it is imported; it is then
+        imported on demand. Only listed modules are imported: a submodule such
+        as ``myapp.jobs.billing`` must be listed itself (see
+        :func:`set_allowed_modules`). Returns the whole allow-list. Raises
+        :class:`ValueError` for an entry that is not a dotted module path.
         """
         with _lock:
             set_allowed_modules((*_allowed_prefixes, *prefixes))
@@ -854,6 +1083,6 @@ class Job:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        """Show the class and every field."""
-        shown = ", ".join(f"{name}={self.__dict__.get(name)!r}" for name in _FIELDS)
+        """Show the class and every field, each bounded (:func:`bounded_repr`); never raises."""
+        shown = ", ".join(f"{name}={bounded_repr(self.__dict__.get(name))}" for name in _FIELDS)
         return f"{type(self).__qualname__}({shown})"

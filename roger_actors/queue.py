@@ -13,18 +13,27 @@ derives the names of the queues that belong to it by appending a postfix:
 
 To keep those names unambiguous the port is stricter than Roger about queue
 types: a queue type may not contain ``"-"`` or ``"."`` (see
-:func:`normalise_queue_type`). Broker operations on queues (``Queue.purge``)
+:func:`normalise_queue_type`). Partition ids and queue types are limited to
+the characters the AMQP client accepts in a queue name
+(:data:`QUEUE_NAME_CHARACTERS`) and to lengths that keep every name the port
+derives from them within RabbitMQ's 255 bytes (:data:`MAX_PARTITION_ID_BYTES`,
+:data:`MAX_QUEUE_TYPE_BYTES`). Broker operations on queues (``Queue.purge``)
 need a running node and live elsewhere.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "MAX_PARTITION_ID_BYTES",
     "MAX_QUEUE_NAME_BYTES",
+    "MAX_QUEUE_TYPE_BYTES",
+    "MAX_WORKERS",
+    "QUEUE_NAME_CHARACTERS",
     "Queue",
     "normalise_queue_defs",
     "normalise_queue_type",
@@ -33,6 +42,22 @@ __all__ = [
 
 #: RabbitMQ's limit on the length of a queue name, in UTF-8 bytes.
 MAX_QUEUE_NAME_BYTES = 255
+#: The characters pamqp (the AMQP client) accepts in a queue name
+#: (``pamqp.constants.DOMAIN_REGEX["queue-name"]``); any other makes every
+#: declare of the queue fail.
+QUEUE_NAME_CHARACTERS = re.compile(r"^[a-zA-Z0-9\-_.:@#,/+ ]*$")
+#: Longest partition id, in bytes: the longest name derived from it, an
+#: execution-waiting queue ``<pid>-execution-waiting-#<64 hex digits>``, must
+#: fit in :data:`MAX_QUEUE_NAME_BYTES`.
+MAX_PARTITION_ID_BYTES = MAX_QUEUE_NAME_BYTES - len("-execution-waiting-#") - 64
+#: Longest queue type, in bytes: ``<pid>-<type>.retry.<seconds>`` fits in 255
+#: bytes for the longest partition id and a retry level of up to 12 digits.
+MAX_QUEUE_TYPE_BYTES = MAX_QUEUE_NAME_BYTES - MAX_PARTITION_ID_BYTES - len("-.retry.") - 12
+#: Most workers a queue may have on one node. Each worker is an OS process, and
+#: the channel's prefetch is ``max_workers * (1 + batch)`` with a batch of up
+#: to 32 jobs (``consumer.MAX_BATCH``): 1000 keeps that (33,000) under AMQP's
+#: 16-bit prefetch limit of 65,535.
+MAX_WORKERS = 1000
 
 _FORBIDDEN_IN_QUEUE_TYPE = frozenset("-.")
 
@@ -41,24 +66,52 @@ def _has_control_character(text: str) -> bool:
     return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
 
 
+def _shown(text: str) -> str:
+    """``repr`` of ``text`` cut to 60 characters (the value may be hostile)."""
+    if len(text) <= 60:
+        return repr(text)
+    return f"{text[:60]!r}...<{len(text)} chars>"
+
+
+def _check_name_part(text: str, argument: str, limit: int) -> None:
+    """Refuse characters pamqp rejects in queue names and a text over ``limit`` bytes."""
+    if _has_control_character(text):
+        raise ValueError(f"{argument} must not contain control characters: {_shown(text)}")
+    if not QUEUE_NAME_CHARACTERS.match(text):
+        bad = sorted({ch for ch in text[:10_000] if not QUEUE_NAME_CHARACTERS.match(ch)})
+        raise ValueError(
+            f"{argument} may contain only ASCII letters, digits, spaces and '-_.:@#,/+' "
+            f"(what AMQP queue names allow), got {_shown(text)} with "
+            f"{', '.join(map(repr, bad[:5]))}{' ...' if len(bad) > 5 else ''}"
+        )
+    if len(text) > limit:  # ASCII only by now: one byte per character
+        raise ValueError(
+            f"{argument} is {len(text)} bytes long; at most {limit} (so that every queue "
+            f"name derived from it fits in RabbitMQ's {MAX_QUEUE_NAME_BYTES}): {_shown(text)}"
+        )
+
+
 def validate_partition_id(partition_id: object, *, argument: str = "partition_id") -> str:
     """Check a partition id and return it.
 
-    A partition id is a non-empty ``str`` without control characters that does
-    not start with ``"amq."`` (RabbitMQ reserves that prefix). ``argument`` is
-    the name used in error messages. Raises :class:`TypeError` when
-    ``partition_id`` is not a ``str`` and :class:`ValueError` when it is
+    A partition id is a non-empty ``str`` of at most
+    :data:`MAX_PARTITION_ID_BYTES` characters from
+    :data:`QUEUE_NAME_CHARACTERS` (ASCII letters, digits, space and
+    ``-_.:@#,/+``) that does not start with ``"amq."`` (RabbitMQ reserves that
+    prefix). ``argument`` is the name used in error messages. Raises
+    :class:`TypeError` when ``partition_id`` is not a ``str`` and
+    :class:`ValueError` (naming the problem, the value cut short) when it is
     malformed.
     """
     if not isinstance(partition_id, str):
         raise TypeError(f"{argument} must be a str, got {type(partition_id).__name__}")
     if not partition_id:
         raise ValueError(f"{argument} must be a non-empty str")
-    if _has_control_character(partition_id):
-        raise ValueError(f"{argument} must not contain control characters: {partition_id!r}")
+    _check_name_part(partition_id, argument, MAX_PARTITION_ID_BYTES)
     if partition_id.startswith("amq."):
         raise ValueError(
-            f"{argument} must not start with 'amq.' (reserved by RabbitMQ): {partition_id!r}"
+            f"{argument} must not start with 'amq.' (reserved by RabbitMQ): "
+            f"{_shown(partition_id)}"
         )
     return str.__str__(partition_id)
 
@@ -70,8 +123,10 @@ def normalise_queue_type(queue_type: object, *, argument: str = "queue_type") ->
     (normalised to that value), the Python spelling of Roger's queue type atoms.
     The name must be non-empty and contain no whitespace, no control characters,
     no ``"-"`` and no ``"."``, so that ``"<partition>-<type><postfix>"`` names
-    never collide. ``argument`` is the name used in error messages. Raises
-    :class:`TypeError` for other types and :class:`ValueError` for bad names.
+    never collide; its other characters come from :data:`QUEUE_NAME_CHARACTERS`
+    and it is at most :data:`MAX_QUEUE_TYPE_BYTES` long. ``argument`` is the
+    name used in error messages. Raises :class:`TypeError` for other types and
+    :class:`ValueError` for bad names.
     """
     value: object = queue_type
     if isinstance(queue_type, enum.Enum):
@@ -90,10 +145,15 @@ def normalise_queue_type(queue_type: object, *, argument: str = "queue_type") ->
     if not name:
         raise ValueError(f"{argument} must be a non-empty str")
     if _has_control_character(name) or any(ch.isspace() for ch in name):
-        raise ValueError(f"{argument} must not contain whitespace or control characters: {name!r}")
+        raise ValueError(
+            f"{argument} must not contain whitespace or control characters: {_shown(name)}"
+        )
     bad = sorted(_FORBIDDEN_IN_QUEUE_TYPE.intersection(name))
     if bad:
-        raise ValueError(f"{argument} must not contain {' or '.join(map(repr, bad))}: {name!r}")
+        raise ValueError(
+            f"{argument} must not contain {' or '.join(map(repr, bad))}: {_shown(name)}"
+        )
+    _check_name_part(name, argument, MAX_QUEUE_TYPE_BYTES)
     return name
 
 
@@ -103,7 +163,10 @@ def normalise_queue_defs(queues: object, *, argument: str = "queues") -> dict[st
     Accepts a mapping ``{"default": 10, "other": 5}`` or an iterable of
     ``(queue_type, max_workers)`` pairs (Roger's keyword list). Queue types go
     through :func:`normalise_queue_type`; ``max_workers`` must be an ``int``
-    ``>= 0`` (not a ``bool``). A queue type given twice is an error. Errors
+    from 0 to :data:`MAX_WORKERS` (not a ``bool``; the bound keeps the
+    worker processes and the AMQP prefetch in range, see there). This is the
+    one check behind the config, ``Partition.start``/``reconfigure`` and a
+    remote ``partition_start``. A queue type given twice is an error. Errors
     are :class:`TypeError`/:class:`ValueError` whose message starts with
     ``argument`` and names the bad entry (e.g. ``"queues.default"``).
     """
@@ -132,7 +195,8 @@ def normalise_queue_defs(queues: object, *, argument: str = "queues") -> dict[st
             pairs.append((pair[0], pair[1]))
     result: dict[str, int] = {}
     for raw_type, max_workers in pairs:
-        queue_type = normalise_queue_type(raw_type, argument=f"{argument} queue type {raw_type!r}")
+        shown = _shown(raw_type) if isinstance(raw_type, str) else type(raw_type).__name__
+        queue_type = normalise_queue_type(raw_type, argument=f"{argument} queue type {shown}")
         where = f"{argument}.{queue_type}"
         if queue_type in result:
             raise ValueError(f"{where} is defined more than once")
@@ -140,8 +204,12 @@ def normalise_queue_defs(queues: object, *, argument: str = "queues") -> dict[st
             raise TypeError(
                 f"{where}: max_workers must be an int >= 0, got {type(max_workers).__name__}"
             )
-        if max_workers < 0:
-            raise ValueError(f"{where}: max_workers must be an int >= 0, got {max_workers}")
+        if not 0 <= max_workers <= MAX_WORKERS:
+            shown_workers = max_workers if abs(max_workers) < 10**20 else "a huge int"
+            raise ValueError(
+                f"{where}: max_workers must be an int >= 0 and <= {MAX_WORKERS}, "
+                f"got {shown_workers}"
+            )
         result[queue_type] = int(max_workers)
     return result
 

@@ -391,10 +391,10 @@ def test_decode_returns_an_equal_job() -> None:
     assert decoded.max_execution_time == 5
 
 
-def test_decode_fills_optional_fields_with_defaults() -> None:
+def test_decode_fills_optional_fields_with_defaults_and_absent_keys_from_the_hooks() -> None:
     data = cbor2.dumps({"v": 1, "id": "j", "module": f"{__name__}.KeyedJob", "args": [7]})
     job = roger.Job.decode(data)
-    assert (job.queue_key, job.execution_key, job.retry_count) == (None, None, 0)
+    assert (job.queue_key, job.execution_key, job.retry_count) == ("num-7", "exec-7", 0)
     assert (job.queued_at, job.started_at, job.max_execution_time) == (None, None, 5)
 
 
@@ -602,7 +602,7 @@ def test_decode_imports_an_allow_listed_module_to_find_its_job(import_calls: lis
 
 @pytest.mark.usefixtures("isolated_registry")
 def test_an_allow_listed_name_that_is_no_job_class_is_an_invalid_job_module() -> None:
-    roger.Job.allow_modules("tests")
+    roger.Job.allow_modules("tests", SENTINEL)
     with pytest.raises(roger.InvalidJobError, match=r"Invalid job module: .*NOT_A_JOB"):
         roger.Job.decode(payload(module=f"{SENTINEL}.NOT_A_JOB"))
     with pytest.raises(roger.InvalidJobError, match="Unknown job module"):
@@ -611,6 +611,17 @@ def test_an_allow_listed_name_that_is_no_job_class_is_an_invalid_job_module() ->
         roger.Job.decode(payload(module="tests.no_such_module.Job"))
     with pytest.raises(roger.InvalidJobError, match="Unknown job module"):
         roger.Job.decode(payload(module=f"{SENTINEL}._private"))
+
+
+@pytest.mark.usefixtures("isolated_registry")
+def test_a_listed_package_never_imports_a_module_under_it_on_a_payloads_demand(
+    import_calls: list[str],
+) -> None:
+    roger.Job.allow_modules("tests")
+    with pytest.raises(roger.InvalidJobError, match="Unknown job module"):
+        roger.Job.decode(payload(module=f"{SENTINEL}.SentinelJob"))
+    assert SENTINEL not in sys.modules
+    assert SENTINEL not in import_calls
 
 
 @pytest.mark.usefixtures("isolated_registry")

@@ -9,6 +9,10 @@ import pytest
 
 import roger_actors as roger
 from roger_actors.queue import (
+    MAX_PARTITION_ID_BYTES,
+    MAX_QUEUE_TYPE_BYTES,
+    MAX_WORKERS,
+    QUEUE_NAME_CHARACTERS,
     normalise_queue_defs,
     normalise_queue_type,
     validate_partition_id,
@@ -88,16 +92,61 @@ def test_make_name_names_a_bad_postfix() -> None:
 
 
 def test_make_name_refuses_names_longer_than_rabbitmq_allows() -> None:
-    assert len(roger.Queue.make_name("p" * 247, "default")) == 255
+    pid, qtype = "p" * MAX_PARTITION_ID_BYTES, "q" * MAX_QUEUE_TYPE_BYTES
+    assert len(roger.Queue.make_name(pid, qtype, ".retry." + "9" * 12)) == 255
     with pytest.raises(ValueError, match="at most 255"):
-        roger.Queue.make_name("p" * 248, "default")
-    with pytest.raises(ValueError, match="at most 255"):
-        roger.Queue.make_name("é" * 124, "default")  # 248 bytes of UTF-8
+        roger.Queue.make_name(pid, qtype, ".retry." + "9" * 13)
 
 
-def test_partition_ids_may_contain_dashes_dots_and_unicode() -> None:
+def test_ids_and_types_are_refused_when_a_derived_name_could_pass_255_bytes() -> None:
+    with pytest.raises(ValueError, match=f"at most {MAX_PARTITION_ID_BYTES}"):
+        validate_partition_id("p" * (MAX_PARTITION_ID_BYTES + 1))
+    with pytest.raises(ValueError, match=f"at most {MAX_QUEUE_TYPE_BYTES}"):
+        normalise_queue_type("q" * (MAX_QUEUE_TYPE_BYTES + 1))
+    assert MAX_PARTITION_ID_BYTES + len("-execution-waiting-#") + 64 == 255
+
+
+def test_partition_ids_may_contain_dashes_and_dots() -> None:
     assert roger.Queue.make_name("my-app.eu", "default") == "my-app.eu-default"
-    assert validate_partition_id("tenant-ü") == "tenant-ü"
+    assert validate_partition_id("a_b:c@d#e,f/g+h i") == "a_b:c@d#e,f/g+h i"
+
+
+@pytest.mark.parametrize("bad", ["tenant-ü", "мой", "a=b", "a!b", "a?b", "a;b"])
+def test_partition_ids_and_queue_types_with_characters_amqp_queue_names_refuse_are_refused(
+    bad: str,
+) -> None:
+    with pytest.raises(ValueError, match="may contain only ASCII letters") as info:
+        validate_partition_id(bad)
+    assert "partition_id" in str(info.value)
+    with pytest.raises(ValueError, match="may contain only ASCII letters"):
+        normalise_queue_type(bad.replace("-", "_"))
+
+
+def test_queue_name_characters_are_the_ones_pamqp_accepts() -> None:
+    from pamqp.constants import DOMAIN_REGEX
+
+    for code in range(0x20, 0x250):
+        ch = chr(code)
+        assert bool(QUEUE_NAME_CHARACTERS.match(ch)) == bool(
+            DOMAIN_REGEX["queue-name"].match(ch)
+        ), ch
+
+
+def test_an_error_about_a_huge_partition_id_is_short() -> None:
+    with pytest.raises(ValueError) as info:
+        validate_partition_id("é" * 10_000_000)
+    assert len(str(info.value)) < 400
+
+
+def test_max_workers_is_bounded_so_the_prefetch_fits_amqps_16_bits() -> None:
+    from roger_actors.partition.consumer import MAX_BATCH
+
+    assert normalise_queue_defs({"default": MAX_WORKERS}) == {"default": MAX_WORKERS}
+    assert MAX_WORKERS * (1 + MAX_BATCH) <= 65535
+    with pytest.raises(ValueError, match=f"<= {MAX_WORKERS}"):
+        normalise_queue_defs({"default": MAX_WORKERS + 1})
+    with pytest.raises(ValueError, match=r"queues\.default: max_workers"):
+        normalise_queue_defs({"default": 10**9})
 
 
 def test_normalise_queue_type_returns_plain_str() -> None:
