@@ -18,9 +18,10 @@ Keys (all optional; API.md lists them with Roger's defaults):
 ``node_name``               [``"<host name>-<pid>"``]
 ``actor_system_base``       Thespian base [``"multiprocTCPBase"``]
 ``admin_port``              Thespian admin port [1900]
-``allowed_job_modules``     module prefixes job payloads may name before
-                            their module is imported (see
-                            ``Job.allow_modules``) [()]
+``allowed_job_modules``     modules (exact dotted names, not prefixes:
+                            a submodule must be listed itself) whose job
+                            classes payloads may name before the module is
+                            imported (see ``Job.allow_modules``) [()]
 ``cluster_secret``          the secret that signs every cluster message
                             (System commands and replies, Global requests,
                             replies and snapshots); ``None`` trusts everyone
@@ -558,7 +559,7 @@ def _convert_admin_port(value: object) -> int:
 def _convert_allowed_modules(value: object) -> tuple[str, ...]:
     key = "allowed_job_modules"
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise _fail(key, f"must be a list of module prefixes, got {type(value).__name__}")
+        raise _fail(key, f"must be a list of module names, got {type(value).__name__}")
     result: list[str] = []
     for index, prefix in enumerate(value):
         text = _str(prefix, f"{key}[{index}]")

@@ -101,7 +101,11 @@ class Node:
             admin_port=config.admin_port,
         )
         self.registry: Any = None
-        self.publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
+        self.publisher = Publisher(
+            config.amqp.url(),
+            config.amqp.connection_timeout_seconds or 10,
+            config.max_payload_bytes,
+        )
 
     def start(self) -> Node:
         """Start the tree; returns self."""
@@ -270,7 +274,9 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
-        publisher = Publisher(cfg.amqp.url(), cfg.amqp.connection_timeout_seconds or 10)
+        publisher = Publisher(
+            cfg.amqp.url(), cfg.amqp.connection_timeout_seconds or 10, cfg.max_payload_bytes
+        )
         _producer = publisher
         _producer_config = cfg
 
@@ -301,7 +307,7 @@ def publish_job(publisher: Publisher, job: Job, partition_id: str, queue: str | 
     fails, the key is given back. Raises NotStartedError for a job with a
     queue key when the partition is started nowhere.
     """
-    message = job.to_amqp(partition_id, queue)
+    message = job.to_amqp(partition_id, queue, publisher.max_payload_bytes)
     key = queue_key_of(job)
     if key is None:
         publisher.publish(message.routing_key, message.body, message.properties)
@@ -345,7 +351,11 @@ def install_worker_client(config: Config) -> None:
     with _lock:
         if _current is not None or _producer is not None or _worker_publisher is not None:
             return
-        publisher = Publisher(config.amqp.url(), config.amqp.connection_timeout_seconds or 10)
+        publisher = Publisher(
+            config.amqp.url(),
+            config.amqp.connection_timeout_seconds or 10,
+            config.max_payload_bytes,
+        )
         _worker_publisher = publisher
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:

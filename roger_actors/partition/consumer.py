@@ -16,9 +16,15 @@ queue that already exists is used as it is).
 
 For each delivery:
 
-- a payload that does not decode or validate is published unchanged to
-  ``<partition>-<queue>.invalid`` with the reason in the ``x-roger-invalid``
-  header, then acked (never redelivered, never dropped);
+- a payload larger than ``max_payload_bytes`` (not decoded at all), or that
+  does not decode or validate (any exception of the decoder counts), is
+  published with its body unchanged to ``<partition>-<queue>.invalid`` with
+  the reason (at most :data:`INVALID_REASON_CHARS` characters) in the
+  ``x-roger-invalid`` header, then acked (never redelivered, never dropped).
+  Its original headers are kept only up to :data:`KEPT_HEADERS_BYTES`
+  encoded bytes (bigger ones are replaced by ``x-roger-headers-dropped``,
+  their size), so the republished message always fits the connection's
+  ``frame_max``;
 - a delivery for a paused queue is requeued, not run;
 - otherwise the job goes to an idle worker of that queue; a worker process is
   started (through the partition's WorkerSupervisor) when none is idle and
@@ -62,6 +68,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from pamqp import encode as pamqp_encode
 from thespian.actors import WatchMessage
 
 from roger_actors.clock import now
@@ -69,12 +76,13 @@ from roger_actors.config import Config
 from roger_actors.errors import GlobalTimeoutError, InvalidJobError, NotStartedError
 from roger_actors.job import (
     Job,
+    bounded_repr,
     declared_queue_key,
     execution_key_of,
     queue_key_of,
     set_allowed_modules,
 )
-from roger_actors.queue import Queue
+from roger_actors.queue import QUEUE_NAME_CHARACTERS, Queue
 from roger_actors.system_protocol import PartitionCommand
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
@@ -106,6 +114,17 @@ MAX_BATCH = 32
 #: Weight of the newest job duration in a queue's running average.
 DURATION_WEIGHT = 0.2
 INVALID_HEADER = "x-roger-invalid"
+#: Longest reason put in the ``x-roger-invalid`` header, in characters.
+INVALID_REASON_CHARS = 256
+#: Most encoded bytes of a delivery's own headers kept when it is republished
+#: (set aside or parked); larger headers are dropped (the body never changes)
+#: and ``x-roger-headers-dropped`` says how large they were. Without a bound a
+#: producer's headers just under ``frame_max`` plus ours overflow the frame:
+#: the broker closes the whole connection, and the delivery comes back.
+KEPT_HEADERS_BYTES = 4096
+DROPPED_HEADERS_HEADER = "x-roger-headers-dropped"
+#: AMQP's prefetch count is a 16-bit field.
+MAX_PREFETCH = 65535
 #: Header of a job parked in an execution-waiting queue: its work queue type.
 ORIGIN_HEADER = "x-roger-queue"
 #: An execution-waiting queue is deleted after this long unused (milliseconds).
@@ -116,13 +135,40 @@ GLOBAL_TIMEOUT = 10.0
 
 def waiting_queue_name(partition_id: str, execution_key: str) -> str:
     """The queue where jobs wait for ``execution_key`` to be free:
-    ``<partition>-execution-waiting-<key>`` (the key hashed when the name
-    would pass AMQP's 255-byte limit)."""
+    ``<partition>-execution-waiting-<key>``.
+
+    A key that could not be part of a queue name as it is (characters AMQP
+    queue names refuse, such as ``"clé-42"`` or ``"a=b"``, a name past 255
+    bytes) or that starts with ``"#"`` is replaced by ``"#"`` and its SHA-256
+    in hex. So two keys never share a waiting queue (an unhashed key never
+    starts with ``"#"``), and with a valid partition id
+    (:data:`~roger_actors.queue.MAX_PARTITION_ID_BYTES`) the name is always
+    legal. Never raises for a ``str`` key."""
     name = f"{partition_id}-execution-waiting-{execution_key}"
-    if len(name.encode()) > 255:
-        digest = hashlib.sha256(execution_key.encode()).hexdigest()
-        name = f"{partition_id}-execution-waiting-{digest}"
+    if (
+        execution_key.startswith("#")
+        or len(name) > 255
+        or not QUEUE_NAME_CHARACTERS.match(name)
+    ):
+        digest = hashlib.sha256(execution_key.encode("utf-8", "surrogatepass")).hexdigest()
+        name = f"{partition_id}-execution-waiting-#{digest}"
     return name
+
+
+def kept_headers(headers: dict[str, Any], budget: int = KEPT_HEADERS_BYTES) -> dict[str, Any]:
+    """A copy of a delivery's ``headers`` to republish it with: the headers
+    themselves when their AMQP encoding takes at most ``budget`` bytes, else
+    only ``{x-roger-headers-dropped: <their encoded size>}`` (``-1`` when they
+    cannot be encoded again). Never raises."""
+    if not headers:
+        return {}
+    try:
+        size = len(pamqp_encode.field_table(headers))
+    except Exception:
+        return {DROPPED_HEADERS_HEADER: -1}
+    if size <= budget:
+        return dict(headers)
+    return {DROPPED_HEADERS_HEADER: size}
 
 
 @dataclass(frozen=True)
@@ -190,8 +236,11 @@ class _QueueState:
 
     @property
     def wanted_prefetch(self) -> int:
-        """Room for every worker's batch and the next one being gathered."""
-        return self.max_workers * (1 + self.batch_limit)
+        """Room for every worker's batch and the next one being gathered, at
+        most AMQP's :data:`MAX_PREFETCH` (``max_workers`` is bounded by
+        :data:`~roger_actors.queue.MAX_WORKERS` so that the clamp only matters
+        for states made without that check)."""
+        return min(MAX_PREFETCH, self.max_workers * (1 + self.batch_limit))
 
 
 # ---------------------------------------------------------------- public requests
@@ -301,6 +350,10 @@ class Consumer(Server):
         #: Execution keys this node parked jobs for -> queue type; swept each tick.
         self.parked: dict[str, str] = {}
         self.sweeping: set[str] = set()
+        #: Rate limit of the "invalid job payload" log lines (_log_invalid).
+        self.invalid_log_since = float("-inf")
+        self.invalid_log_lines = 0
+        self.invalid_log_skipped = 0
         self._tell_registry()
         self.queues_ref = ""
         if registry is not None:
@@ -598,10 +651,22 @@ class Consumer(Server):
         if state is None or state.paused or not self.consuming:
             self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
             return
+        limit = self.config.max_payload_bytes
+        if len(delivery.body) > limit:
+            self._set_aside(
+                delivery,
+                f"Job payload is {len(delivery.body)} bytes, larger than max_payload_bytes "
+                f"({limit} bytes); not decoded",
+                free_key=False,
+            )
+            return
         try:
             job = Job.decode(delivery.body)
         except InvalidJobError as exc:
             self._set_aside(delivery, str(exc))
+            return
+        except Exception as exc:  # a decoder bug must not crash the Consumer
+            self._set_aside(delivery, f"Job decoding failed: {type(exc).__name__}")
             return
         token = next(self.tokens)
         flight = self.inflight[token] = _InFlight(delivery, job)
@@ -666,7 +731,7 @@ class Consumer(Server):
     async def _park(self, key: str, job: Job, delivery: Delivery) -> None:
         """Move the delivery to the key's waiting queue (confirmed), then ack it."""
         name = waiting_queue_name(self.partition_id, key)
-        headers = dict(delivery.headers)
+        headers = kept_headers(delivery.headers, self._headers_budget())
         headers[ORIGIN_HEADER] = delivery.key
         await self.link.declare(name, WAITING_QUEUE_ARGS)
         await self.link.publish(
@@ -691,11 +756,24 @@ class Consumer(Server):
     async def _release(self, key: str, job_id: str) -> tuple[str, str] | None:
         """``job_id`` is done with ``key``: hand it to the first job waiting for
         it (which goes back to its work queue holding the key), else free it.
-        Returns ``(key, job_id)`` when that failed (to be tried again)."""
+
+        When the waiting queue cannot be read, the key is still freed in
+        Global (jobs this node parked there are moved later by the sweep of
+        :meth:`_tick`, which takes the key for them). Returns
+        ``(key, job_id)`` when Global could not be told (to be tried again)."""
+        message = None
         try:
             name = waiting_queue_name(self.partition_id, key)
             await self.link.declare(name, WAITING_QUEUE_ARGS)
             message = await self.link.get(name)
+        except Exception as exc:
+            log.warning(
+                "%s: reading the waiting queue of execution key %s: %r; freeing the key",
+                self.partition_id,
+                bounded_repr(key),
+                exc,
+            )
+        try:
             next_id = None
             if message is not None:
                 next_id = message.header.properties.message_id or ""
@@ -706,7 +784,9 @@ class Consumer(Server):
                 else:
                     await _requeue(message)
         except Exception as exc:
-            log.warning("%s: releasing execution key %r: %r", self.partition_id, key, exc)
+            log.warning(
+                "%s: releasing execution key %s: %r", self.partition_id, bounded_repr(key), exc
+            )
             return key, job_id
         return None
 
@@ -799,13 +879,45 @@ class Consumer(Server):
                 if flight.worker.control:
                     control.tell(flight.worker.control, control.cancel_datagram(token))
 
-    def _set_aside(self, delivery: Delivery, reason: str) -> None:
-        log.warning("%s: invalid job payload set aside: %s", self.partition_id, reason)
-        name = Queue.invalid_name(self.partition_id, delivery.key)
-        headers = dict(delivery.headers)
-        headers[INVALID_HEADER] = reason[:1000]
+    def _headers_budget(self) -> int:
+        """Bytes of a delivery's own headers that may be republished:
+        :data:`KEPT_HEADERS_BYTES`, less on a connection whose negotiated
+        ``frame_max`` is small (room is kept for our properties)."""
+        tune = getattr(self.link.connection, "connection_tune", None)
+        frame_max = int(getattr(tune, "frame_max", 0) or 0)
+        if frame_max <= 0:
+            return KEPT_HEADERS_BYTES
+        return max(0, min(KEPT_HEADERS_BYTES, frame_max - 2048))
 
-        key = declared_queue_key(delivery.body)
+    def _log_invalid(self, reason: str) -> None:
+        """Log a set-aside payload; at most 10 lines per 10 s, then a count."""
+        moment = _monotonic()
+        if moment - self.invalid_log_since > 10.0:
+            if self.invalid_log_skipped:
+                log.warning(
+                    "%s: %d more invalid job payloads set aside",
+                    self.partition_id,
+                    self.invalid_log_skipped,
+                )
+            self.invalid_log_since, self.invalid_log_lines, self.invalid_log_skipped = moment, 0, 0
+        if self.invalid_log_lines < 10:
+            self.invalid_log_lines += 1
+            log.warning("%s: invalid job payload set aside: %s", self.partition_id, reason)
+        else:
+            self.invalid_log_skipped += 1
+
+    def _set_aside(self, delivery: Delivery, reason: str, free_key: bool = True) -> None:
+        """Move a delivery that is no job to ``.invalid``: body unchanged, the
+        headers bounded (:func:`kept_headers`), the reason cut to
+        :data:`INVALID_REASON_CHARS`; then ack it and, when ``free_key``, give
+        back the queue key the payload declares."""
+        reason = reason[:INVALID_REASON_CHARS]
+        self._log_invalid(reason)
+        name = Queue.invalid_name(self.partition_id, delivery.key)
+        headers = kept_headers(delivery.headers, self._headers_budget())
+        headers[INVALID_HEADER] = reason
+
+        key = declared_queue_key(delivery.body) if free_key else None
 
         async def move() -> None:
             await self.link.publish(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from roger_actors.errors import InvalidJobError
+
 from .amqp import AmqpLink, properties
 from .loop import LoopThread
 
@@ -15,11 +17,16 @@ class Publisher:
 
     Connects lazily and reconnects on the next publish after a connection
     loss. Every method blocks the calling thread at most ``timeout`` seconds.
+    :meth:`publish` (jobs) refuses bodies over ``max_payload_bytes`` (the
+    node's config value; ``None``: no limit).
     """
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 10.0, max_payload_bytes: int | None = None
+    ) -> None:
         self.url = url
         self.timeout = timeout
+        self.max_payload_bytes = max_payload_bytes
         self._io: LoopThread | None = None
         self._link: AmqpLink | None = None
         self._lock = threading.Lock()
@@ -56,8 +63,15 @@ class Publisher:
 
         The queue is declared first (once per publisher), so a job enqueued
         before any node started its partition waits in the queue instead of
-        being dropped by the broker.
+        being dropped by the broker. A body larger than ``max_payload_bytes``
+        raises :class:`~roger_actors.errors.InvalidJobError` (naming both
+        sizes) and nothing is sent.
         """
+        if self.max_payload_bytes is not None and len(body) > self.max_payload_bytes:
+            raise InvalidJobError(
+                f"Job payload is {len(body)} bytes, larger than max_payload_bytes "
+                f"({self.max_payload_bytes} bytes)"
+            )
         if routing_key not in self._declared:
             self.run("declare_work_queue", routing_key)
             self._declared.add(routing_key)
