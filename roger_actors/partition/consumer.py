@@ -12,7 +12,14 @@ batch)``, from ``2 * max_workers``; it bounds the deliveries (and so the
 messages) this actor has in flight.
 
 Work queues are durable quorum queues where the broker supports them (a
-queue that already exists is used as it is).
+queue that already exists is used as it is). They have no dead-letter
+target and no ``x-delivery-limit`` of their own. RabbitMQ 4.x gives quorum
+queues a default delivery limit of 20, and a message past it is dropped
+without a dead-letter target. This Consumer never loops on a payload (what
+does not decode goes to ``.invalid``). But a message requeued many times
+(a queue paused for long, Global unreachable) could be dropped by a 4.x
+broker. Operators on 4.x should set a ``delivery-limit`` policy (``-1``: no
+limit) or a dead-letter policy toward ``<partition>-<queue>.invalid``.
 
 For each delivery:
 
