@@ -6,6 +6,8 @@ import enum
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import roger_actors as roger
 from roger_actors.queue import (
@@ -181,3 +183,22 @@ def test_queue_definitions_name_the_bad_entry(queues: Any, message: str) -> None
     with pytest.raises((TypeError, ValueError)) as info:
         normalise_queue_defs(queues)
     assert message in str(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pid=st.text(alphabet="abcXYZ019-_.:@#,/+ ", min_size=1, max_size=MAX_PARTITION_ID_BYTES),
+    keys=st.lists(st.text(max_size=300), min_size=2, max_size=2, unique=True),
+)
+def test_waiting_queue_names_are_always_legal_and_distinct_per_key(
+    pid: str, keys: list[str]
+) -> None:
+    from pamqp.constants import DOMAIN_REGEX
+
+    from roger_actors.partition.consumer import waiting_queue_name
+
+    names = [waiting_queue_name(pid, key) for key in keys]
+    for name in names:
+        assert DOMAIN_REGEX["queue-name"].match(name) and len(name.encode()) <= 255
+    assert names[0] != names[1]
+    assert waiting_queue_name(pid, "plain-key") == f"{pid}-execution-waiting-plain-key"
