@@ -202,3 +202,23 @@ def test_waiting_queue_names_are_always_legal_and_distinct_per_key(
         assert DOMAIN_REGEX["queue-name"].match(name) and len(name.encode()) <= 255
     assert names[0] != names[1]
     assert waiting_queue_name(pid, "plain-key") == f"{pid}-execution-waiting-plain-key"
+
+
+@pytest.mark.parametrize(
+    ("partitions", "message"),
+    [
+        ({"мой": {"default": 1}}, "may contain only ASCII letters"),
+        ({"a=b": {"default": 1}}, "may contain only ASCII letters"),
+        ({"ok": {"défaut": 1}}, "may contain only ASCII letters"),
+        ({"ok": {"default": 10**9}}, "<= 1000"),
+    ],
+)
+def test_config_refuses_partitions_the_broker_cannot_hold(
+    partitions: dict[str, Any], message: str
+) -> None:
+    from roger_actors.config import Config
+    from roger_actors.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="partitions") as info:
+        Config(partitions=partitions)
+    assert message in str(info.value)
