@@ -65,6 +65,7 @@ from typing import Any
 from thespian.actors import WatchMessage
 
 from roger_actors.clock import now
+from roger_actors.cluster_auth import ClusterAuth
 from roger_actors.config import Config
 from roger_actors.errors import GlobalTimeoutError, InvalidJobError, NotStartedError
 from roger_actors.job import (
@@ -266,6 +267,7 @@ class Consumer(Server):
         """Start the I/O thread and the connection; find the WorkerSupervisor."""
         self.partition_id = partition_id
         self.config = config
+        self.global_auth = ClusterAuth(config.cluster_secret)
         self.registry = registry
         set_allowed_modules(config.allowed_job_modules)
         callbacks_class = config.callbacks_class()
@@ -343,7 +345,9 @@ class Consumer(Server):
         self._submit("connected", connect())
 
     async def _global(self, op: str, args: list[Any]) -> Any:
-        return await global_request(self.link, self.partition_id, op, args, GLOBAL_TIMEOUT)
+        return await global_request(
+            self.link, self.partition_id, op, args, GLOBAL_TIMEOUT, self.global_auth
+        )
 
     async def _fetch_snapshot(self) -> Any:
         """Global's cancelled ids and paused queues; waits for a Global to answer
