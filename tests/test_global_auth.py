@@ -25,7 +25,7 @@ from roger_actors.partition.global_client import (
     request,
 )
 from roger_actors.partition.global_state import GlobalState
-from roger_actors.persisters.rabbitmq import APP_ID, MESSAGE_TYPE, RabbitMQ
+from roger_actors.persisters.rabbitmq import RabbitMQ
 from roger_actors.system_protocol import encode_command, exchange_name
 from roger_actors.transport.amqp import AmqpLink
 from tests.partition_harness import (
@@ -155,8 +155,8 @@ def test_a_message_put_into_the_state_queue_never_resets_the_state(h: NodeHarnes
         "",
         RabbitMQ.queue_name(pid),
         GlobalState().encode(),
-        message_type=MESSAGE_TYPE,
-        app_id=APP_ID,
+        message_type="roger-global-state",  # marked like a snapshot
+        app_id="roger-actors",
         delivery_mode=2,
     )
 
