@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
+import subprocess
 import uuid
 from typing import Any
 
@@ -214,3 +216,28 @@ def test_a_reply_that_is_not_signed_is_ignored_by_the_caller() -> None:
         assert asyncio.run(scenario(sign=True)) == "forged"
     finally:
         delete_queues([queue_name(pid)])
+
+
+def _rabbitmqctl(*args: str) -> list[list[str]]:
+    """Rows of a read-only ``rabbitmqctl`` listing (header lines dropped)."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "--no-table-headers", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
+def test_global_publishes_its_casts_on_a_channel_in_confirm_mode(h: NodeHarness) -> None:
+    h.start(system_exchange_prefix=prefix())
+    pid = h.start_partition({"default": 1})
+    roger.Global.queue_pause(pid, "default")  # answered once the cast is confirmed
+    wait_for(lambda: roger.Consumer.get_queues(pid)["default"]["paused"], what="paused")
+
+    [channel] = [c for q, c in _rabbitmqctl("list_consumers", "queue_name", "channel_pid")
+                 if q == queue_name(pid)]
+    confirm = dict(_rabbitmqctl("list_channels", "pid", "confirm"))
+    assert confirm[channel] == "true"
