@@ -39,7 +39,7 @@ from tests.partition_harness import (
     is_alive,
     wait_for,
 )
-from tests.roger_test_jobs2 import TimedJob
+from tests.roger_test_jobs2 import SpawningJob, TimedJob
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -115,9 +115,19 @@ def test_an_unsigned_global_request_is_dropped_without_a_change_or_a_reply(
     forge("", queue_name(pid), body, reply_to=inbox, correlation_id="c2", headers=bad)
 
     assert roger.Global.is_cancelled(pid, "forged") is False  # signed: answered
-    assert h.global_status(pid)["served"] == served + 1
+    status = h.global_status(pid)
+    assert status["served"] == served + 1 and status["dropped"] == 2
     assert counts(inbox) == (0, 0)
     delete_queues([inbox])
+
+
+def test_with_a_secret_nodes_and_running_jobs_talk_to_global(h: NodeHarness) -> None:
+    h.start(cluster_secret=SECRET, system_exchange_prefix=prefix())
+    pid = h.start_partition({"default": 2})
+    h.enqueue(SpawningJob, pid, "parent", pid)  # asks Global and enqueues, from its worker
+    h.wait_tags("end", {"parent-child"})
+    assert h.events("spawning")[0]["cancelled"] is False
+    assert h.global_status(pid)["dropped"] == 0
 
 
 def test_global_never_replies_into_a_queue_that_is_not_a_reply_queue(h: NodeHarness) -> None:

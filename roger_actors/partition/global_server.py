@@ -98,8 +98,9 @@ REFUSED_LOG_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class GlobalStatus:
-    """Call: ``{"pid", "connected", "loaded", "served"}`` of this Global
-    (``loaded``: it is, or was since it last consumed, the active one)."""
+    """Call: ``{"pid", "connected", "loaded", "served", "dropped"}`` of this
+    Global (``loaded``: it is, or was since it last consumed, the active one;
+    ``dropped``: requests refused unanswered, see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -391,6 +392,7 @@ class Global(Server):
                 "connected": self.connected,
                 "loaded": self.state is not None,
                 "served": self.served,
+                "dropped": self.drops.total,
             }
         return super().handle_call(request, from_)
 
