@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from roger_actors.errors import RogerError
+from roger_actors.partition.consumer import _snapshot_shape
 from roger_actors.partition.global_client import (
     decode_reply,
     decode_request,
@@ -253,3 +255,41 @@ def test_a_snapshot_with_many_marks_round_trips_in_marking_order() -> None:
     decoded = GlobalState.decode(data)
     assert list(decoded.cancelled) == ids and decoded.queued == {"k"}
     assert set(decoded.cancelled.values()) == {7}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        cbor2.dumps({"v": 1, "ok": True, "value": {"cancelled": {1, 2}}, "kind": ""}),  # a set
+        cbor2.dumps({"v": 1, "ok": True, "value": cbor2.CBORTag(1, 0), "kind": ""}),  # a date
+        cbor2.dumps({"ok": True, "value": 1}),  # no version
+        cbor2.dumps({"v": 1, "ok": 1, "value": 1, "kind": ""}),  # ok not a bool
+        encode_reply(True, 1) + b"\x00",  # trailing bytes
+    ],
+)
+def test_a_reply_is_decoded_strictly(body: bytes) -> None:
+    with pytest.raises(RogerError, match="malformed reply"):
+        decode_reply(body)
+
+
+def test_a_reply_to_another_request_is_refused() -> None:
+    body = encode_reply(True, 1, "", "cid-1")
+    assert decode_reply(body, "cid-1") == 1
+    with pytest.raises(RogerError, match="another request"):
+        decode_reply(body, "cid-2")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {"cancelled": [], "paused": [], "extra": 1},
+        {"cancelled": "abc", "paused": []},
+        {"cancelled": [1], "paused": []},
+        {"cancelled": [], "paused": [""]},
+    ],
+)
+def test_a_consumer_refuses_a_snapshot_of_the_wrong_shape(value: object) -> None:
+    with pytest.raises(ValueError, match="Global snapshot"):
+        _snapshot_shape(value)
+    assert _snapshot_shape({"cancelled": ["j"], "paused": ["q"]}) == (["j"], ["q"])
