@@ -32,6 +32,7 @@ from supervision import call as sv_call
 
 from . import system as system_mod
 from .apply_system import ApplySystem
+from .cluster_auth import ClusterAuth
 from .cluster_client import ClusterClient
 from .config import Config, load_config
 from .errors import DuplicateJobError, NotStartedError
@@ -191,6 +192,9 @@ class Node:
 
 _current: Node | None = None
 _lock = threading.Lock()
+#: Signs this process's Global requests: the cluster secret of the node,
+#: producer or worker configuration last started here.
+_global_auth = ClusterAuth(None)
 
 
 def _fresh_lock_in_child() -> None:
@@ -218,13 +222,14 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
     file, or None (defaults and environment). Raises ``ConfigError`` for a bad
     configuration and ``RuntimeError`` when a node already runs here.
     """
-    global _current
+    global _current, _global_auth
     cfg = _final_config(config)
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node is already started in this process; call stop() first")
         node = Node(cfg).start()
         _current = node
+        _global_auth = ClusterAuth(cfg.cluster_secret)
     set_enqueue_hook(node.enqueue)
     return node
 
@@ -269,7 +274,7 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     this process. Use :func:`stop` to close it. Raises ``RuntimeError`` when
     a node or a producer already runs here.
     """
-    global _producer, _producer_config
+    global _producer, _producer_config, _global_auth
     cfg = _final_config(config)
     with _lock:
         if _current is not None or _producer is not None:
@@ -279,6 +284,7 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
         )
         _producer = publisher
         _producer_config = cfg
+        _global_auth = ClusterAuth(cfg.cluster_secret)
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
         publish_job(publisher, job, partition_id, queue)
@@ -332,8 +338,9 @@ def _global_request(
     from .partition.global_client import request
 
     pid = validate_partition_id(partition_id)
+    auth = _global_auth
     return publisher.run_on_link(
-        lambda link: request(link, pid, op, args, timeout), timeout=timeout + 5
+        lambda link: request(link, pid, op, args, timeout, auth), timeout=timeout + 5
     )
 
 
@@ -347,7 +354,7 @@ _worker_publisher: Publisher | None = None
 def install_worker_client(config: Config) -> None:
     """Let jobs running in this (worker) process enqueue jobs and use ``Global``:
     a publisher is made for it on first use. No-op where a node or producer runs."""
-    global _worker_publisher
+    global _worker_publisher, _global_auth
     with _lock:
         if _current is not None or _producer is not None or _worker_publisher is not None:
             return
@@ -357,6 +364,7 @@ def install_worker_client(config: Config) -> None:
             config.max_payload_bytes,
         )
         _worker_publisher = publisher
+        _global_auth = ClusterAuth(config.cluster_secret)
 
     def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
         publish_job(publisher, job, partition_id, queue)

@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from roger_actors.errors import RogerError
+from roger_actors.partition.consumer import _snapshot_shape
 from roger_actors.partition.global_client import (
     decode_reply,
     decode_request,
@@ -109,14 +111,35 @@ def test_bad_requests_raise_value_error_naming_the_problem(
 
 
 keys = st.sets(st.text(min_size=1, max_size=8), max_size=5)
+marks = st.dictionaries(
+    st.text(st.characters(blacklist_characters="\0"), min_size=1, max_size=8),
+    st.integers(0, 2**32 - 1),
+    max_size=5,
+)
 
 
-@given(keys, keys, st.dictionaries(st.text(min_size=1), st.text(), max_size=5), keys)
+@given(marks, keys, st.dictionaries(st.text(min_size=1), st.text(), max_size=5), keys)
 def test_a_snapshot_round_trips(
-    cancelled: set[str], queued: set[str], executing: dict[str, str], paused: set[str]
+    cancelled: dict[str, int], queued: set[str], executing: dict[str, str], paused: set[str]
 ) -> None:
     state = GlobalState(cancelled, queued, executing, paused)
-    assert GlobalState.decode(state.encode()) == state
+    decoded = GlobalState.decode(state.encode())
+    assert decoded == state
+    assert list(decoded.cancelled) == list(cancelled)  # marking order kept
+
+
+def v1(**fields: object) -> bytes:
+    document: dict[str, object] = {
+        "v": 1, "cancelled": [], "queued": [], "executing": {}, "paused": []
+    }
+    document.update(fields)
+    return bytes(cbor2.dumps(document))
+
+
+def v2(**fields: object) -> bytes:
+    document = cbor2.loads(GlobalState().encode())
+    document.update(fields)
+    return bytes(cbor2.dumps(document))
 
 
 def test_no_snapshot_is_an_empty_state() -> None:
@@ -129,13 +152,86 @@ def test_no_snapshot_is_an_empty_state() -> None:
     [
         (b"\xff\x00", "not CBOR"),
         (cbor2.dumps({"v": 99}), "no supported version"),
-        (cbor2.dumps({"v": 1, "cancelled": "j"}), "'cancelled' must be a list"),
-        (cbor2.dumps({"v": 1, "executing": {"e": 1}}), "'executing' must map"),
+        (cbor2.dumps({"v": True}), "no supported version"),
+        (cbor2.dumps([1]), "not a map"),
+        (cbor2.dumps({"v": 1}), r"missing keys \['cancelled', 'executing', 'paused', 'queued'\]"),
+        (cbor2.dumps({"v": 2}), "missing keys"),
+        (v1(extra=1), "1 unknown key"),
+        (v1(cancelled="j"), "'cancelled' must be a list"),
+        (v1(executing={"e": 1}), "'executing' must map"),
+        (v2(cancelled="j"), "must be bytes"),
+        (v2(cancelled=b"a\0b", cancelled_at=b"\0\0\0\0"), "2 cancelled ids but 1 times"),
+        (v2(cancelled=b"a\0a", cancelled_at=bytes(8)), "id twice"),
+        (v2(cancelled=b"\xff", cancelled_at=bytes(4)), "not UTF-8"),
+        (v2(cancelled_at=bytes(3)), "whole 32-bit"),
+        # What H3 wrote into roger-state.<pid>: a System reply.
+        (cbor2.dumps({"v": 1, "call_id": "c", "from": "n", "ok": True, "value": 1}), "missing"),
     ],
 )
 def test_an_unreadable_snapshot_raises_value_error(data: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GlobalState.decode(data)
+
+
+def test_a_version_1_snapshot_is_read_with_its_marks_made_at_load_time() -> None:
+    state = GlobalState.decode(
+        v1(cancelled=["a", "b"], queued=["q"], paused=["p"]), clock=lambda: 5_000
+    )
+    assert state.cancelled == {"a": 5, "b": 5}
+    assert state.queued == {"q"} and state.paused == {"p"}
+
+
+class Clock:
+    """A settable clock in milliseconds."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def test_a_cancel_mark_expires_after_the_ttl() -> None:
+    clock = Clock(1_000_000)
+    state = GlobalState(ttl=60, clock=clock)
+    state.apply(PID, "cancel_job", ["old"])
+    clock.ms += 30_000
+    state.apply(PID, "cancel_job", ["young"])
+    clock.ms += 29_000
+    assert state.apply(PID, "is_cancelled", ["old", False]).value is True
+    clock.ms += 1_000  # "old" is 60 s old
+    applied = state.apply(PID, "is_cancelled", ["old", False])
+    assert applied.value is False and applied.dirty  # the expiry changed the state
+    assert state.apply(PID, "is_cancelled", ["young", False]).value is True
+    clock.ms += 30_000
+    assert state.expire() == 1 and state.cancelled == {}
+
+
+def test_cancelling_again_renews_the_mark() -> None:
+    clock = Clock(0)
+    state = GlobalState(ttl=60, clock=clock)
+    state.apply(PID, "cancel_job", ["a"])
+    state.apply(PID, "cancel_job", ["b"])
+    clock.ms = 50_000
+    state.apply(PID, "cancel_job", ["a"])
+    assert list(state.cancelled) == ["b", "a"]
+    clock.ms = 100_000
+    assert state.apply(PID, "is_cancelled", ["b", False]).value is False
+    assert state.apply(PID, "is_cancelled", ["a", False]).value is True
+
+
+def test_marks_keep_their_age_across_a_snapshot() -> None:
+    clock = Clock(0)
+    state = GlobalState(ttl=60, clock=clock)
+    state.apply(PID, "cancel_job", ["a"])
+    clock.ms = 61_000
+    loaded = GlobalState.decode(state.encode(), ttl=60, clock=clock)
+    assert loaded.apply(PID, "is_cancelled", ["a", False]).value is False
+
+
+def test_an_id_with_a_nul_cannot_be_cancelled() -> None:
+    with pytest.raises(ValueError, match="must not contain NUL"):
+        GlobalState().apply(PID, "cancel_job", ["a\0b"])
 
 
 def test_request_and_reply_wire_format() -> None:
@@ -146,3 +242,54 @@ def test_request_and_reply_wire_format() -> None:
     for body in (b"\xff", cbor2.dumps([1]), cbor2.dumps({"v": 1, "op": 3, "args": []})):
         with pytest.raises(ValueError):
             decode_request(body)
+
+
+def test_a_snapshot_with_many_marks_round_trips_in_marking_order() -> None:
+    state = GlobalState(clock=lambda: 7_000)
+    ids = [f"job-{i:05d}-é" for i in range(3000, 0, -1)]
+    for job_id in ids:
+        state.apply(PID, "cancel_job", [job_id])
+    state.apply(PID, "is_queued", ["k", True])
+    data = state.encode()
+    assert data == state.encode()  # the cached marks give the same bytes
+    decoded = GlobalState.decode(data)
+    assert list(decoded.cancelled) == ids and decoded.queued == {"k"}
+    assert set(decoded.cancelled.values()) == {7}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        cbor2.dumps({"v": 1, "ok": True, "value": {"cancelled": {1, 2}}, "kind": ""}),  # a set
+        cbor2.dumps({"v": 1, "ok": True, "value": cbor2.CBORTag(1, 0), "kind": ""}),  # a date
+        cbor2.dumps({"ok": True, "value": 1}),  # no version
+        cbor2.dumps({"v": 1, "ok": 1, "value": 1, "kind": ""}),  # ok not a bool
+        encode_reply(True, 1) + b"\x00",  # trailing bytes
+    ],
+)
+def test_a_reply_is_decoded_strictly(body: bytes) -> None:
+    with pytest.raises(RogerError, match="malformed reply"):
+        decode_reply(body)
+
+
+def test_a_reply_to_another_request_is_refused() -> None:
+    body = encode_reply(True, 1, "", "cid-1")
+    assert decode_reply(body, "cid-1") == 1
+    with pytest.raises(RogerError, match="another request"):
+        decode_reply(body, "cid-2")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        {"cancelled": [], "paused": [], "extra": 1},
+        {"cancelled": "abc", "paused": []},
+        {"cancelled": [1], "paused": []},
+        {"cancelled": [], "paused": [""]},
+    ],
+)
+def test_a_consumer_refuses_a_snapshot_of_the_wrong_shape(value: object) -> None:
+    with pytest.raises(ValueError, match="Global snapshot"):
+        _snapshot_shape(value)
+    assert _snapshot_shape({"cancelled": ["j"], "paused": ["q"]}) == (["j"], ["q"])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from roger_actors.persisters import RabbitMQ
-from tests.partition_harness import counts, delete_queues
+from tests.partition_harness import counts, delete_queues, publish_raw
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,5 +60,18 @@ def test_storing_something_else_than_bytes_is_refused(partition: str) -> None:
     try:
         with pytest.raises(TypeError, match="data must be bytes"):
             persister.store(partition, "text")  # type: ignore[arg-type]
+    finally:
+        persister.close()
+
+
+def test_a_message_not_marked_as_a_snapshot_is_refused_on_load(partition: str) -> None:
+    persister = RabbitMQ()
+    try:
+        persister.init(partition)
+        publish_raw(RabbitMQ.queue_name(partition), b"\xa1av\x01")  # anyone may publish there
+        with pytest.raises(ValueError, match="is not a Global snapshot"):
+            persister.load(partition)
+        persister.store(partition, b"mine")
+        assert persister.load(partition) == b"mine"
     finally:
         persister.close()

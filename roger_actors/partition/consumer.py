@@ -41,12 +41,16 @@ For each delivery:
 Global (see ``docs/global.md``): the Consumer consumes nothing until the
 partition's Global gave it the cancelled job ids and the cluster-wide
 paused queues; casts from the cluster (through the node's System and
-registry) keep both up to date. A dequeued job whose id is cancelled is
-never run; a cancelled job in the backlog or a worker's batch is dropped,
-a running one has its worker killed; ``on_cancel`` runs on the node that
-clears the mark. A job with a queue key frees it when dequeued; a job with
-an execution key takes it first or is parked in the key's waiting queue,
-and hands it to the next parked job when it ends.
+registry) keep both up to date. A ``cancel`` cast is only a hint: before
+a job is settled as cancelled (or its worker told to cancel it) Global
+must confirm the mark. A dequeued job whose id is cancelled is never run; a
+cancelled job in the backlog or a worker's batch is dropped, a running one
+has its worker killed; ``on_cancel`` runs on the node that clears the mark.
+A job whose mark Global does not confirm runs normally. Local marks are
+forgotten ``cancel_mark_ttl`` seconds after they were learned. A job with
+a queue key frees it when dequeued; a job with an execution key takes it
+first or is parked in the key's waiting queue, and hands it to the next
+parked job when it ends.
 
 The delivery is acked only once its outcome is recorded: done or
 non-retryable error → ack; retryable error → published (with confirm) to
@@ -79,8 +83,9 @@ from pamqp import encode as pamqp_encode
 from thespian.actors import WatchMessage
 
 from roger_actors.clock import now
+from roger_actors.cluster_auth import ClusterAuth
 from roger_actors.config import Config
-from roger_actors.errors import GlobalTimeoutError, InvalidJobError, NotStartedError
+from roger_actors.errors import InvalidJobError, RogerError
 from roger_actors.job import (
     Job,
     bounded_repr,
@@ -218,6 +223,10 @@ class _InFlight:
     cancelling: bool = False
     #: When it was handed to a worker (ms since the epoch), 0 before.
     handed_at: int = 0
+    #: Its keys were seen to (or it has none): it may go to the backlog.
+    gated: bool = False
+    #: Its worker reported it skipped (never started) because of a cancel.
+    skipped: bool = False
 
 
 @dataclass
@@ -322,6 +331,7 @@ class Consumer(Server):
         """Start the I/O thread and the connection; find the WorkerSupervisor."""
         self.partition_id = partition_id
         self.config = config
+        self.global_auth = ClusterAuth(config.cluster_secret)
         self.registry = registry
         set_allowed_modules(config.allowed_job_modules)
         callbacks_class = config.callbacks_class()
@@ -346,8 +356,9 @@ class Consumer(Server):
         self.acks: list[Delivery] = []
         self.pending_io: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
-        #: Local copy of the partition's cancelled job ids (from Global, then casts).
-        self.cancelled: set[str] = set()
+        #: Local copy of the partition's cancelled job ids (from Global, then
+        #: casts) -> when learned (monotonic), oldest first; a hint only.
+        self.cancelled: dict[str, float] = {}
         #: Queues paused cluster-wide (from Global, then casts).
         self.global_paused: set[str] = set()
         #: Global's snapshot is in: deliveries may start.
@@ -403,7 +414,9 @@ class Consumer(Server):
         self._submit("connected", connect())
 
     async def _global(self, op: str, args: list[Any]) -> Any:
-        return await global_request(self.link, self.partition_id, op, args, GLOBAL_TIMEOUT)
+        return await global_request(
+            self.link, self.partition_id, op, args, GLOBAL_TIMEOUT, self.global_auth
+        )
 
     async def _fetch_snapshot(self) -> Any:
         """Global's cancelled ids and paused queues; waits for a Global to answer
@@ -411,16 +424,24 @@ class Consumer(Server):
         attempt = 0
         while True:
             try:
-                return await self._global("snapshot", [])
-            except (NotStartedError, GlobalTimeoutError) as exc:
+                snapshot = await self._global("snapshot", [])
+                _snapshot_shape(snapshot)
+                return snapshot
+            except (RogerError, ValueError) as exc:
                 attempt += 1
                 if attempt % 20 == 0:
                     log.warning("%s: no answer from Global yet: %s", self.partition_id, exc)
                 await asyncio.sleep(min(0.05 * attempt, 1.0))
 
-    def _on_snapshot(self, snapshot: dict[str, Any]) -> None:
-        self.cancelled.update(snapshot["cancelled"])
-        previous, self.global_paused = self.global_paused, set(snapshot["paused"])
+    def _on_snapshot(self, snapshot: Any) -> None:
+        try:
+            cancelled, paused = _snapshot_shape(snapshot)
+        except ValueError as exc:
+            log.error("%s: refused Global snapshot: %s", self.partition_id, exc)
+            return
+        for job_id in cancelled:
+            self._note_cancelled(job_id)
+        previous, self.global_paused = self.global_paused, set(paused)
         for name, state in self.queues.items():
             if name in self.global_paused:
                 state.paused = True
@@ -488,6 +509,11 @@ class Consumer(Server):
             self._on_command(message)
         elif isinstance(message, tuple) and message and message[0] == "timeout":
             self._on_timeout(message[1])
+        elif isinstance(message, tuple) and message and message[0] == "confirm-cancel":
+            flight = self.inflight.get(message[1])
+            if flight is not None and not flight.cancel_requested:
+                request = self._global("is_cancelled", [flight.job.id, False])
+                self._submit(f"confirm:{message[1]}", request)
         elif isinstance(message, tuple) and message and message[0] == "release":
             if self.connected:
                 self._submit("release", self._release(message[1], message[2]))
@@ -535,6 +561,8 @@ class Consumer(Server):
             self._on_gate(*event.value)
         elif event.kind.startswith("cancel:"):
             self._on_cancel_cleared(int(event.kind[7:]), event.value, event.error)
+        elif event.kind.startswith("confirm:"):
+            self._confirm_cancel(int(event.kind[8:]), event.value, event.error)
         elif event.kind.startswith("sweep:"):
             key = event.kind[6:]
             self.sweeping.discard(key)
@@ -675,16 +703,29 @@ class Consumer(Server):
         except Exception as exc:  # a decoder bug must not crash the Consumer
             self._set_aside(delivery, f"Job decoding failed: {type(exc).__name__}")
             return
-        token = next(self.tokens)
-        flight = self.inflight[token] = _InFlight(delivery, job)
+        flight = _InFlight(delivery, job)
         if job.id in self.cancelled:
-            self.inflight.pop(token)
             self._cancel_flight(flight)
             return
-        if queue_key_of(job) is not None or execution_key_of(job) is not None:
+        self._admit(flight)
+
+    def _admit(self, flight: _InFlight) -> None:
+        """Take a job that is not (or no longer) cancelled: gate its keys, or
+        put it in its queue's backlog."""
+        delivery, job = flight.delivery, flight.job
+        state = self.queues.get(delivery.key)
+        if state is None or state.paused or not self.consuming:
+            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            return
+        token = next(self.tokens)
+        self.inflight[token] = flight
+        if not flight.gated and (
+            queue_key_of(job) is not None or execution_key_of(job) is not None
+        ):
             flight.gating = True
             self._submit("gate", self._gate(token, job, delivery))
             return
+        flight.gated = True
         state.backlog.append(token)
         self._dispatch(state)
 
@@ -717,6 +758,7 @@ class Consumer(Server):
             self.send_after(1.0, ("requeue", token))
             return
         flight.gating = False
+        flight.gated = True
         if verdict == "parked":
             del self.inflight[token]
             key = execution_key_of(job)
@@ -824,15 +866,21 @@ class Consumer(Server):
         self._submit(f"cancel:{key}", self._clear_cancel(flight.job))
 
     async def _clear_cancel(self, job: Job) -> bool:
-        """Clear the job's cancel mark (True when this call cleared it) and free
-        its queue key (it left the queue)."""
+        """Clear the job's cancel mark; True when this call cleared it (then its
+        queue key is freed too: it left the queue)."""
         cleared = bool(await self._global("is_cancelled", [job.id, True]))
         queue_key = queue_key_of(job)
-        if queue_key is not None:
+        if cleared and queue_key is not None:
             await self._global("remove_queued", [queue_key])
         return cleared
 
     def _on_cancel_cleared(self, key: int, cleared: Any, error: BaseException | None) -> None:
+        """Global answered whether ``flight``'s job is cancelled (clearing the
+        mark). Yes: ``on_cancel``, settled as cancelled. No (a forged or stale
+        cast, a stale local mark, an expired mark): never settled as
+        cancelled: a job not handed to a worker is taken normally, one its
+        worker skipped goes back to the queue, one whose worker was killed
+        is a worker crash."""
         flight = self.cancelling.pop(key, None)
         if flight is None:
             return
@@ -842,10 +890,25 @@ class Consumer(Server):
             log.warning("%s: cancelling job %s: %r", self.partition_id, job.id, error)
             self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
             return
-        log.info("%s: job %s cancelled", self.partition_id, job.id)
+        self.cancelled.pop(job.id, None)
         if cleared:
+            log.info("%s: job %s cancelled", self.partition_id, job.id)
             run_callback(self.callbacks, "on_cancel", self.partition_id, job)
-        self._settle(flight, "cancelled")
+            self._settle(flight, "cancelled")
+            return
+        log.warning(
+            "%s: job %s is not cancelled in Global (a cancel cast or mark it did not confirm)",
+            self.partition_id,
+            job.id,
+        )
+        flight.cancelling = flight.cancel_requested = False
+        if flight.worker is None:
+            if self.connected:  # else its channel is gone: the broker requeued it
+                self._admit(flight)
+        elif flight.skipped:
+            self._settle(flight, "returned")
+        else:
+            self._crashed(flight, ("worker_crash", "cancelled, but Global holds no cancel mark"))
 
     def _on_command(self, command: PartitionCommand) -> None:
         """A cast from the cluster: cancel a job, pause or resume a queue."""
@@ -866,8 +929,26 @@ class Consumer(Server):
         else:
             log.warning("%s: unknown partition command %r", self.partition_id, command)
 
+    def _note_cancelled(self, job_id: str) -> None:
+        """Remember ``job_id`` as cancelled (a hint, renewed if known)."""
+        self.cancelled.pop(job_id, None)
+        self.cancelled[job_id] = _monotonic()
+
+    def _expire_cancelled(self) -> None:
+        """Forget local marks older than ``cancel_mark_ttl`` (oldest first)."""
+        limit = _monotonic() - self.config.cancel_mark_ttl
+        while self.cancelled:
+            job_id, learned = next(iter(self.cancelled.items()))
+            if learned > limit:
+                break
+            del self.cancelled[job_id]
+
     def _on_cancel_command(self, job_id: str) -> None:
-        self.cancelled.add(job_id)
+        """A ``cancel`` cast (a hint): a job not handed to a worker yet is
+        checked with Global on the spot (:meth:`_cancel_flight`); for a job in
+        a worker, Global must confirm the mark before the worker is told
+        (:meth:`_confirm_cancel`), so a forged cast never kills a job."""
+        self._note_cancelled(job_id)
         for token, flight in list(self.inflight.items()):
             if flight.job.id != job_id or flight.cancelling:
                 continue
@@ -879,12 +960,31 @@ class Consumer(Server):
                     state.backlog.remove(token)
                 del self.inflight[token]
                 self._cancel_flight(flight)
-            else:
-                # The worker skips it if not started yet (also when this
-                # datagram overtakes the batch), or dies under it.
-                flight.cancel_requested = True
-                if flight.worker.control:
-                    control.tell(flight.worker.control, control.cancel_datagram(token))
+            elif not flight.cancel_requested:
+                self._submit(f"confirm:{token}", self._global("is_cancelled", [job_id, False]))
+
+    def _confirm_cancel(self, token: int, confirmed: Any, error: BaseException | None) -> None:
+        """Global answered whether the job of ``token`` (in a worker) is cancelled."""
+        flight = self.inflight.get(token)
+        if flight is None or flight.worker is None or flight.cancelling:
+            return
+        if error is not None:
+            log.warning("%s: confirming a cancel: %r", self.partition_id, error)
+            self.send_after(1.0, ("confirm-cancel", token))
+            return
+        if confirmed is not True:
+            self.cancelled.pop(flight.job.id, None)
+            log.warning(
+                "%s: cancel cast for job %s not confirmed by Global; it runs on",
+                self.partition_id,
+                flight.job.id,
+            )
+            return
+        # The worker skips it if not started yet (also when this datagram
+        # overtakes the batch), or dies under it.
+        flight.cancel_requested = True
+        if flight.worker.control:
+            control.tell(flight.worker.control, control.cancel_datagram(token))
 
     def _headers_budget(self) -> int:
         """Bytes of a delivery's own headers that may be republished:
@@ -1021,6 +1121,8 @@ class Consumer(Server):
             if worker is not None and result.outcome not in ("returned", "cancelled"):
                 self._record_duration(worker.queue, result.seconds)
                 timed.add(worker.queue)
+            if result.outcome == "cancelled":
+                flight.skipped = True  # a worker reports only jobs it did not start
             if worker is not None and result.token in worker.tokens:
                 worker.tokens.remove(result.token)
                 if not worker.tokens:
@@ -1194,6 +1296,12 @@ class Consumer(Server):
             error = ("timeout", f"job exceeded max_execution_time of {job.max_execution_time} s")
         else:
             error = ("worker_crash", str(reason))
+        self._crashed(flight, error)
+
+    def _crashed(self, flight: _InFlight, error: tuple[str, str]) -> None:
+        """The job's worker died under it: ``on_error`` (and ``on_buried``), then
+        retried or buried as its class says."""
+        job = flight.job
         log.warning("%s: job %s ended with %s", self.partition_id, job.id, error)
         run_callback(self.callbacks, "on_error", self.partition_id, job, error, None, None)
         outcome = error_outcome(job, self.config.retry_levels)
@@ -1202,6 +1310,7 @@ class Consumer(Server):
         self._settle(flight, outcome)
 
     def _tick(self) -> None:
+        self._expire_cancelled()
         if self.connected:
             for key in self.parked:
                 if key not in self.sweeping:
@@ -1384,6 +1493,18 @@ class Consumer(Server):
 async def _requeue(message: Any) -> None:
     """Put a message got with basic.get back at the head of its queue."""
     await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
+
+
+def _snapshot_shape(value: Any) -> tuple[list[str], list[str]]:
+    """``(cancelled, paused)`` of Global's ``snapshot`` reply; ValueError naming
+    what is wrong for anything else."""
+    if not isinstance(value, dict) or set(value) != {"cancelled", "paused"}:
+        raise ValueError("Global snapshot must be a map of 'cancelled' and 'paused'")
+    for name in ("cancelled", "paused"):
+        items = value[name]
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ValueError(f"Global snapshot: {name!r} must be a list of non-empty strings")
+    return value["cancelled"], value["paused"]
 
 
 def _monotonic() -> float:

@@ -8,7 +8,18 @@ consumer goes away. A request is a CBOR message ``{"v": 1, "op": str,
 ``reply_to`` set to RabbitMQ's direct reply-to pseudo queue and an
 ``expiration`` equal to the caller's timeout, so a request nobody took in
 time is dropped instead of being applied after the caller gave up. The
-reply is ``{"v": 1, "ok": bool, "value": any, "kind": str}``.
+reply is ``{"v": 1, "ok": bool, "value": any, "kind": str, "cid": str}``
+(``cid``: the request's correlation id, so a reply answers one request only).
+
+Authentication (``cluster_secret`` set, see :mod:`roger_actors.cluster_auth`):
+a request carries the signature headers for
+``purpose_global_request(partition)``, a reply those for
+``PURPOSE_GLOBAL_REPLY``. The Global drops a request that fails its check
+(no reply, no change); :func:`request` ignores a reply that fails its check
+or names another correlation id, as if it had not come (counted and logged
+by a :class:`~roger_actors.cluster_auth.DropLog`): the genuine reply, if
+any, is still taken, otherwise the call ends in ``GlobalTimeoutError``.
+Without a secret nothing is signed or checked.
 
 The queue expires (``x-expires``) :data:`QUEUE_EXPIRES_SECONDS` after its
 last consumer left. So a request to a partition that is started nowhere
@@ -24,6 +35,7 @@ it fails with ``NotStartedError``; past its timeout with
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 import weakref
 from typing import Any
@@ -33,6 +45,13 @@ import cbor2
 from pamqp import commands as spec
 
 from roger_actors import cbor_strict
+from roger_actors.cluster_auth import (
+    PURPOSE_GLOBAL_REPLY,
+    AuthError,
+    ClusterAuth,
+    DropLog,
+    purpose_global_request,
+)
 from roger_actors.errors import GlobalTimeoutError, NotStartedError, RogerError
 from roger_actors.queue import validate_partition_id
 from roger_actors.transport.amqp import AmqpLink
@@ -55,6 +74,17 @@ PROBE_SECONDS = 1.0
 VERSION = 1
 #: Deepest nesting accepted in a request.
 REQUEST_DEPTH = 8
+#: Deepest nesting accepted in a reply (the snapshot reply is a map of lists).
+REPLY_DEPTH = 8
+#: Prefixes of the reply queues a Global answers to: RabbitMQ's direct
+#: reply-to and server-named queues. Any other ``reply_to`` is refused, so a
+#: request cannot make the Global publish into a queue of the sender's choice.
+REPLY_TO_PREFIXES = ("amq.rabbitmq.reply-to", "amq.gen-")
+#: No authentication (no secret): the default of :func:`request`.
+NO_AUTH = ClusterAuth(None)
+
+log = logging.getLogger("roger_actors.global")
+_dropped_replies = DropLog(log, "Global replies")
 
 
 def queue_name(partition_id: str) -> str:
@@ -84,26 +114,46 @@ def decode_request(body: bytes) -> tuple[str, list[Any]]:
     return op, args
 
 
-def encode_reply(ok: bool, value: Any, kind: str = "") -> bytes:
-    """A reply body: ``value`` when ``ok``, else the error message and its ``kind``."""
-    return bytes(cbor2.dumps({"v": VERSION, "ok": ok, "value": value, "kind": kind}))
+def encode_reply(ok: bool, value: Any, kind: str = "", correlation_id: str = "") -> bytes:
+    """A reply body: ``value`` when ``ok``, else the error message and its
+    ``kind``; ``correlation_id`` is the request's."""
+    return bytes(
+        cbor2.dumps({"v": VERSION, "ok": ok, "value": value, "kind": kind, "cid": correlation_id})
+    )
 
 
-def decode_reply(body: bytes) -> Any:
+def decode_reply(body: bytes, correlation_id: str | None = None) -> Any:
     """The value of a reply; raises the error it carries (ValueError for bad
-    requests, RogerError otherwise)."""
+    requests, RogerError otherwise). The body is decoded strictly
+    (:mod:`roger_actors.cbor_strict`: no tags, bounded depth); a body that is
+    not a reply raises RogerError, and so does a reply to another
+    correlation id than ``correlation_id`` (when given)."""
     try:
-        raw = cbor2.loads(body)
-    except Exception as exc:
+        raw = cbor_strict.loads(body, max_depth=REPLY_DEPTH)
+    except cbor_strict.CborError as exc:
         raise RogerError(f"malformed reply from Global: {exc}") from None
-    if not isinstance(raw, dict) or "ok" not in raw:
+    if (
+        not isinstance(raw, dict)
+        or raw.get("v") != VERSION
+        or not isinstance(raw.get("ok"), bool)
+        or not isinstance(raw.get("kind", ""), str)
+    ):
         raise RogerError("malformed reply from Global")
+    if correlation_id is not None and raw.get("cid", correlation_id) != correlation_id:
+        raise RogerError("reply from Global answers another request")
     if raw["ok"]:
         return raw.get("value")
-    message = str(raw.get("value"))
+    value = raw.get("value")
+    message = value[:2000] if isinstance(value, str) else f"error of type {type(value).__name__}"
     if raw.get("kind") == "ValueError":
         raise ValueError(message)
     raise RogerError(message)
+
+
+def replyable(reply_to: str) -> bool:
+    """True for a ``reply_to`` a Global may publish its reply to (see
+    :data:`REPLY_TO_PREFIXES`)."""
+    return reply_to.startswith(REPLY_TO_PREFIXES)
 
 
 # ---------------------------------------------------------------- requests
@@ -114,16 +164,28 @@ class _ReplyChannel:
 
     def __init__(self) -> None:
         self.channel: Any = None
-        self.waiting: dict[str, asyncio.Future[bytes]] = {}
+        self.waiting: dict[str, tuple[asyncio.Future[bytes], ClusterAuth]] = {}
 
     async def open(self, connection: Any) -> None:
         self.channel = await connection.channel(publisher_confirms=True)
         await self.channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
 
     async def _on_reply(self, message: Any) -> None:
-        future = self.waiting.pop(message.header.properties.correlation_id or "", None)
-        if future is not None and not future.done():
-            future.set_result(bytes(message.body))
+        props = message.header.properties
+        correlation = props.correlation_id or ""
+        waiting = self.waiting.get(correlation)
+        if waiting is None:
+            return
+        future, auth = waiting
+        body = bytes(message.body)
+        try:
+            auth.check(PURPOSE_GLOBAL_REPLY, body, props.headers)
+        except AuthError as exc:
+            _dropped_replies.drop(str(exc))
+            return  # not the Global's: keep waiting for the genuine reply
+        self.waiting.pop(correlation, None)
+        if not future.done():
+            future.set_result(body)
 
 
 _channels: weakref.WeakKeyDictionary[Any, _ReplyChannel] = weakref.WeakKeyDictionary()
@@ -150,28 +212,34 @@ async def request(
     op: str,
     args: list[Any],
     timeout: float = CALL_TIMEOUT,
+    auth: ClusterAuth = NO_AUTH,
 ) -> Any:
     """Send ``op(*args)`` to the partition's active Global and return its reply.
 
-    Runs on the link's loop. Raises NotStartedError when no Global of the
-    partition runs anywhere, ValueError for a request Global refused, and
-    GlobalTimeoutError when no reply came within ``timeout`` seconds.
+    Runs on the link's loop. The request is signed with ``auth`` and the
+    reply must be (see the module docstring). Raises NotStartedError when no
+    Global of the partition runs anywhere, ValueError for a request Global
+    refused, RogerError for a malformed reply, and GlobalTimeoutError when no
+    (acceptable) reply came within ``timeout`` seconds.
     """
     queue = queue_name(partition_id)
     replies = await _reply_channel(link)
     correlation = uuid.uuid4().hex
     future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-    replies.waiting[correlation] = future
+    replies.waiting[correlation] = (future, auth)
+    body = encode_request(op, args)
+    signed: dict[str, Any] = auth.headers(purpose_global_request(partition_id), body)
     try:
         try:
             await replies.channel.basic_publish(
-                encode_request(op, args),
+                body,
                 routing_key=queue,
                 properties=spec.Basic.Properties(
                     reply_to=REPLY_TO,
                     correlation_id=correlation,
                     expiration=str(max(1, int(timeout * 1000))),
                     content_type="application/cbor",
+                    headers=signed or None,
                 ),
                 mandatory=True,
             )
@@ -189,14 +257,14 @@ async def request(
                     f"within {timeout} s"
                 )
             try:
-                body = await asyncio.wait_for(asyncio.shield(future), min(left, PROBE_SECONDS))
+                answer = await asyncio.wait_for(asyncio.shield(future), min(left, PROBE_SECONDS))
             except TimeoutError:
                 if not await _has_consumer(link, queue):
                     raise NotStartedError(
                         f"partition {partition_id!r} is not started anywhere (no Global)"
                     ) from None
                 continue
-            return decode_reply(body)
+            return decode_reply(answer, correlation)
     finally:
         replies.waiting.pop(correlation, None)
 
@@ -211,11 +279,14 @@ async def _has_consumer(link: AmqpLink, queue: str) -> bool:
 
 __all__ = [
     "CALL_TIMEOUT",
+    "NO_AUTH",
     "QUEUE_ARGUMENTS",
+    "REPLY_TO_PREFIXES",
     "decode_reply",
     "decode_request",
     "encode_reply",
     "encode_request",
     "queue_name",
+    "replyable",
     "request",
 ]

@@ -13,7 +13,21 @@ time in arrival order, replies, then acks the request. A request that was
 delivered but not acked when the Global died goes back to the queue and is
 answered by the next one. Casts that follow from a request (``cancel``,
 ``queue_pause``, ``queue_resume``) are published on the ``system`` fanout
-exchange, so every node hears them.
+exchange, so every node hears them, with publisher confirms: a cast that
+is not confirmed is published again (back-off up to
+:data:`CAST_RETRY_MAX_SECONDS`), and the request is answered and acked
+only once its casts are confirmed. If the Global dies or loses its channel
+before that, the request goes back to the queue and the next Global applies
+it again; every operation that casts is idempotent (``cancel_job`` renews
+the mark), so the cast then goes out from there.
+
+Authentication (``cluster_secret``, :mod:`roger_actors.cluster_auth`): a
+request must be signed for ``purpose_global_request(partition)``; one that is
+not, or that names a ``reply_to`` other than direct reply-to or a
+server-named queue, is acked and dropped, unanswered, without touching the
+state (counted and logged by a rate-limited :class:`DropLog`). Replies are
+signed with ``PURPOSE_GLOBAL_REPLY``, casts with ``PURPOSE_SYSTEM``, and
+snapshots are sealed with ``purpose_snapshot(partition)``.
 
 Persistence: requests that change the state are stored through the
 configured ``StatePersister`` before they are answered, one store for all
@@ -24,6 +38,15 @@ until it succeeds, such changes live only in this Global). The state is
 also stored when the broker connection is lost and on a clean stop (before
 the consumer is closed, so the next Global loads what this one knew).
 
+A stored snapshot that fails its check (bad seal, not a snapshot, a store
+that raises on load) is refused loudly (error log) and never replaced by an
+empty state: the Global holds no state, answers every request with an
+error (``RogerError`` at the caller, the request not applied), stores
+nothing, and tries the load again on the next request, at most every
+:data:`SAVE_SECONDS`. Only when nothing is stored at all does it start
+empty. Expired cancel marks are dropped on every request and every
+:data:`SAVE_SECONDS`.
+
 Bad input: a request that does not decode, names an unknown operation or
 has bad arguments is answered with an error (``ValueError`` at the caller)
 and acked; it never crashes the actor.
@@ -31,22 +54,33 @@ and acked; it never crashes the actor.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from pamqp import commands as spec
 from thespian.actors import WatchMessage
 
+from roger_actors.cluster_auth import (
+    PURPOSE_GLOBAL_REPLY,
+    PURPOSE_SYSTEM,
+    AuthError,
+    ClusterAuth,
+    DropLog,
+    purpose_global_request,
+    purpose_snapshot,
+)
 from roger_actors.config import Config
 from roger_actors.system_protocol import encode_command, exchange_name
-from roger_actors.transport.amqp import AmqpLink, LinkLost
+from roger_actors.transport.amqp import AmqpLink, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
 from roger_actors.transport.loop import LoopThread
 from supervision import From, Server
 
-from .global_client import QUEUE_ARGUMENTS, decode_request, encode_reply, queue_name
+from .global_client import QUEUE_ARGUMENTS, decode_request, encode_reply, queue_name, replyable
 from .global_state import Applied, GlobalState
 
 log = logging.getLogger("roger_actors.global")
@@ -55,12 +89,18 @@ log = logging.getLogger("roger_actors.global")
 SAVE_SECONDS = 1.0
 #: Requests delivered to the active Global ahead of the one being handled.
 PREFETCH = 64
+#: First and longest wait between two tries to publish a cast not confirmed.
+CAST_RETRY_SECONDS = 0.1
+CAST_RETRY_MAX_SECONDS = 5.0
+#: Seconds between two error lines about a refused snapshot.
+REFUSED_LOG_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class GlobalStatus:
-    """Call: ``{"pid", "connected", "loaded", "served"}`` of this Global
-    (``loaded``: it is, or was since it last consumed, the active one)."""
+    """Call: ``{"pid", "connected", "loaded", "served", "dropped"}`` of this
+    Global (``loaded``: it is, or was since it last consumed, the active one;
+    ``dropped``: requests refused unanswered, see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +110,11 @@ class _Request:
     body: bytes
     reply_to: str
     correlation_id: str
+    headers: dict[str, Any] | None = None
+
+
+class _Unavailable(Exception):
+    """The Global holds no state (its stored state was refused)."""
 
 
 class Global(Server):
@@ -78,6 +123,12 @@ class Global(Server):
     def init(self, partition_id: str, config: Config) -> None:
         """Connect and start consuming the partition's request queue."""
         self.partition_id = partition_id
+        self.auth = ClusterAuth(config.cluster_secret)
+        self.ttl = config.cancel_mark_ttl
+        self.drops = DropLog(log, f"requests to the Global of {partition_id!r}")
+        #: When the last load was refused (monotonic), None when it was not.
+        self.refused_at: float | None = None
+        self.refused_logged = float("-inf")
         self.persister = config.make_persister()
         self.persister_ready = False
         self.state: GlobalState | None = None
@@ -113,6 +164,7 @@ class Global(Server):
                     bytes(message.body),
                     props.reply_to or "",
                     props.correlation_id or "",
+                    dict(props.headers) if props.headers else None,
                 )
             )
 
@@ -120,7 +172,7 @@ class Global(Server):
             try:
                 await self.link.connect()
                 assert self.link.connection is not None
-                channel = await self.link.connection.channel(publisher_confirms=False)
+                channel = await self.link.connection.channel(publisher_confirms=True)
                 await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
                 await channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
                 await channel.basic_qos(prefetch_count=PREFETCH)
@@ -137,7 +189,7 @@ class Global(Server):
     def handle_info(self, message: Any) -> None:
         """Requests and connection events; the save timer; reconnects."""
         if isinstance(message, WatchMessage):
-            answers: list[tuple[Any, _Request, bytes, list[bytes]]] = []
+            answers: list[tuple[Any, _Request, bytes | None, list[bytes]]] = []
             for event in self.io.drain():
                 if isinstance(event, _Request):
                     if event.generation == self.generation:
@@ -151,6 +203,8 @@ class Global(Server):
                 for answer in answers:
                     self.io.submit(self._answer(*answer))
         elif message == "save":
+            if self.state is not None and self.state.expire():
+                self.dirty = True
             self._save()
             self.send_after(SAVE_SECONDS, "save")
         elif message == "reconnect":
@@ -184,16 +238,40 @@ class Global(Server):
 
     # ------------------------------------------------------------ state
 
-    def _load(self) -> GlobalState:
-        if not self.persister_ready:
-            self.persister.init(self.partition_id)
-            self.persister_ready = True
-        data = self.persister.load(self.partition_id)
+    def _load(self) -> GlobalState | None:
+        """The stored state; empty when nothing is stored; None (logged as an
+        error) when what is stored is refused or cannot be read."""
+        now = time.monotonic()
+        if self.refused_at is not None and now - self.refused_at < SAVE_SECONDS:
+            return None
         try:
-            state = GlobalState.decode(data)
-        except ValueError:
-            log.exception("%s: stored Global state unreadable; starting empty", self.partition_id)
-            state = GlobalState()
+            if not self.persister_ready:
+                self.persister.init(self.partition_id)
+                self.persister_ready = True
+            data = self.persister.load(self.partition_id)
+            if not data:
+                state = GlobalState(ttl=self.ttl)
+            else:
+                body = self.auth.unseal(purpose_snapshot(self.partition_id), data)
+                state = GlobalState.decode(body, ttl=self.ttl)
+        except Exception as exc:
+            self.refused_at = now
+            if now - self.refused_logged >= REFUSED_LOG_SECONDS:
+                self.refused_logged = now
+                shown = str(exc) if isinstance(exc, AuthError | ValueError) else repr(exc)
+                reason = shown[:300]
+                log.error(
+                    "%s: Global refuses the stored state (%s: %s); it answers every request "
+                    "with an error and tries again; it never starts empty while a state is "
+                    "stored (remove or repair the stored snapshot to recover)",
+                    self.partition_id,
+                    type(exc).__name__,
+                    reason,
+                )
+            return None
+        if self.refused_at is not None:
+            log.warning("%s: Global loaded its stored state after refusing it", self.partition_id)
+        self.refused_at = None
         log.info(
             "%s: Global active with %d cancelled, %d queued, %d executing, %d paused",
             self.partition_id,
@@ -211,27 +289,48 @@ class Global(Server):
             if not self.persister_ready:
                 self.persister.init(self.partition_id)
                 self.persister_ready = True
-            self.persister.store(self.partition_id, self.state.encode())
+            sealed = self.auth.seal(purpose_snapshot(self.partition_id), self.state.encode())
+            self.persister.store(self.partition_id, sealed)
         except Exception:
             log.exception("%s: storing the Global state failed; will retry", self.partition_id)
             return
         self.dirty = False
 
-    def _on_request(self, request: _Request) -> tuple[Any, _Request, bytes, list[bytes]]:
-        """Apply one request; returns what :meth:`_answer` needs to answer it."""
+    def _on_request(self, request: _Request) -> tuple[Any, _Request, bytes | None, list[bytes]]:
+        """Apply one request; returns what :meth:`_answer` needs to answer it
+        (reply None: acked unanswered)."""
+        try:
+            purpose = purpose_global_request(self.partition_id)
+            self.auth.check(purpose, request.body, request.headers)
+        except AuthError as exc:
+            self.drops.drop(str(exc))
+            return self.channel, request, None, []
+        if request.reply_to and not replyable(request.reply_to):
+            self.drops.drop("reply_to is not a reply queue")
+            return self.channel, request, None, []
         if self.state is None:
             self.state = self._load()
         applied: Applied | None = None
         try:
             op, args = decode_request(request.body)
+            if self.state is None:
+                raise _Unavailable()
             applied = self.state.apply(self.partition_id, op, args)
-            reply = encode_reply(True, applied.value)
+            reply = encode_reply(True, applied.value, "", request.correlation_id)
+        except _Unavailable:
+            reply = encode_reply(
+                False,
+                f"the stored Global state of partition {self.partition_id!r} is refused "
+                "(see the Global's log); the request was not applied",
+                "error",
+                request.correlation_id,
+            )
         except ValueError as exc:
-            log.warning("%s: Global refused a request: %s", self.partition_id, exc)
-            reply = encode_reply(False, str(exc), "ValueError")
+            log.warning("%s: Global refused a request: %s", self.partition_id, str(exc)[:500])
+            reply = encode_reply(False, str(exc), "ValueError", request.correlation_id)
         except Exception as exc:
             log.exception("%s: Global request failed", self.partition_id)
-            reply = encode_reply(False, repr(exc), "error")
+            reply = encode_reply(False, repr(exc), "error", request.correlation_id)
         self.served += 1
         casts: list[bytes] = []
         if applied is not None:
@@ -239,17 +338,45 @@ class Global(Server):
             casts = [encode_command(c, a, self.node_name) for c, a in applied.casts]
         return self.channel, request, reply, casts
 
+    async def _publish_cast(self, channel: Any, body: bytes) -> None:
+        """Publish one cast on the System exchange until the broker confirms it
+        (back-off between tries); raises when the channel is closed."""
+        wait = CAST_RETRY_SECONDS
+        while True:
+            try:
+                confirm = await channel.basic_publish(
+                    body,
+                    exchange=self.exchange,
+                    routing_key="",
+                    properties=properties(headers=self.auth.headers(PURPOSE_SYSTEM, body) or None),
+                )
+                if isinstance(confirm, spec.Basic.Ack):
+                    return
+                log.warning("%s: Global cast not confirmed (%r); again", self.partition_id, confirm)
+            except Exception as exc:
+                if channel.is_closed:
+                    raise
+                log.warning("%s: Global cast failed (%r); again", self.partition_id, exc)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, CAST_RETRY_MAX_SECONDS)
+
     async def _answer(
-        self, channel: Any, request: _Request, reply: bytes, casts: list[bytes]
+        self, channel: Any, request: _Request, reply: bytes | None, casts: list[bytes]
     ) -> None:
+        """Publish the casts (confirmed), then the reply (signed), then ack. On
+        any failure the request stays unacked: the broker gives it to the next
+        Global when this channel closes."""
         try:
             for body in casts:
-                await channel.basic_publish(body, exchange=self.exchange, routing_key="")
-            if request.reply_to:
+                await self._publish_cast(channel, body)
+            if request.reply_to and reply is not None:
+                signed: dict[str, Any] = self.auth.headers(PURPOSE_GLOBAL_REPLY, reply)
                 await channel.basic_publish(
                     reply,
                     routing_key=request.reply_to,
-                    properties=spec.Basic.Properties(correlation_id=request.correlation_id),
+                    properties=spec.Basic.Properties(
+                        correlation_id=request.correlation_id, headers=signed or None
+                    ),
                 )
             await channel.basic_ack(request.tag)
         except Exception as exc:
@@ -265,6 +392,7 @@ class Global(Server):
                 "connected": self.connected,
                 "loaded": self.state is not None,
                 "served": self.served,
+                "dropped": self.drops.total,
             }
         return super().handle_call(request, from_)
 

@@ -3,19 +3,45 @@
 Pure data, no I/O: the Global actor (:mod:`roger_actors.partition.global_server`)
 applies requests to a :class:`GlobalState` and persists its snapshot.
 
-- ``cancelled``: job ids marked cancelled (``cancel_job``); a job whose id is
-  here is not run when dequeued, and one running is killed.
+- ``cancelled``: job id -> when it was marked cancelled (``cancel_job``),
+  in whole seconds since the epoch. A job whose id is here is not run when
+  dequeued, and one running is killed. A mark is dropped when a Consumer
+  settles its job (``is_cancelled(id, remove=True)``) and expires
+  ``ttl`` seconds (the ``cancel_mark_ttl`` config key) after it was made,
+  whether or not its job was ever seen, so the set stays bounded by the rate
+  of cancels times the TTL. The dict is kept in marking order (a repeated
+  ``cancel_job`` renews the mark and moves it to the end), so expiry only
+  looks at the oldest marks.
 - ``queued``: queue keys of jobs waiting in a queue (``queue_key``).
 - ``executing``: execution key -> the id of the job holding it (``""`` when
   set through the public ``is_executing(..., add=True)``).
 - ``paused``: queue types paused cluster-wide.
 
-A snapshot is CBOR: ``{"v": 1, "cancelled": [...], "queued": [...],
-"executing": {key: holder}, "paused": [...]}``.
+A snapshot (version 2) is a CBOR map with exactly these keys::
+
+    {"v": 2, "cancelled": bytes, "cancelled_at": bytes,
+     "queued": [str], "executing": {str: str}, "paused": [str]}
+
+``cancelled`` is the UTF-8 of the marked ids joined by NUL (ids holding a
+NUL are refused by ``cancel_job``), ``cancelled_at`` the marking times as
+little-endian unsigned 32-bit seconds, one per id, in the same (marking)
+order. That keeps a snapshot of 10^6 marks cheap to build and to read (one
+join and one array instead of 10^6 CBOR strings), and the encoded marks are
+cached between changes of ``cancelled``, so a group commit that changed
+only keys does not encode them again. Version 1 snapshots (``cancelled`` a
+list of strings, no times) are still read, exactly as written by older
+releases: their marks count as made at load time.
+
+:meth:`GlobalState.decode` is strict: a snapshot that misses a key, has an
+extra one, or holds a value of the wrong type raises ``ValueError``; it never
+silently yields an empty state.
 """
 
 from __future__ import annotations
 
+import itertools
+import sys
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +49,27 @@ from typing import Any
 import cbor2
 
 from roger_actors import cbor_strict
+from roger_actors.clock import now as clock_now
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+#: Seconds a cancel mark lives by default (the ``cancel_mark_ttl`` default).
+DEFAULT_TTL = 7 * 24 * 3600.0
+_V1_KEYS = frozenset({"v", "cancelled", "queued", "executing", "paused"})
+_V2_KEYS = frozenset({"v", "cancelled", "cancelled_at", "queued", "executing", "paused"})
+_SEP = "\0"
+_VERSION_ENTRY = cbor2.dumps("v") + cbor2.dumps(SNAPSHOT_VERSION)
+_CANCELLED_KEY = cbor2.dumps("cancelled")
+_AT_KEY = cbor2.dumps("cancelled_at")
+
+
+def _bytes_head(length: int) -> bytes:
+    """The CBOR head of a byte string of ``length`` bytes (major type 2)."""
+    if length < 24:
+        return bytes((0x40 | length,))
+    for code, size in ((0x58, 1), (0x59, 2), (0x5A, 4), (0x5B, 8)):
+        if length < 1 << (8 * size):
+            return bytes((code,)) + length.to_bytes(size, "big")
+    raise ValueError("byte string too long for CBOR")
 
 
 @dataclass(frozen=True)
@@ -39,50 +84,132 @@ class Applied:
 
 @dataclass
 class GlobalState:
-    """One partition's global state; see the module docstring."""
+    """One partition's global state; see the module docstring.
 
-    cancelled: set[str] = field(default_factory=set)
+    ``ttl`` is the life of a cancel mark in seconds; ``clock`` returns the
+    time in milliseconds since the epoch (:func:`roger_actors.clock.now`,
+    injectable for tests). Neither is part of the state (nor of equality).
+    """
+
+    cancelled: dict[str, int] = field(default_factory=dict)
     queued: set[str] = field(default_factory=set)
     executing: dict[str, str] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
+    ttl: float = field(default=DEFAULT_TTL, compare=False, repr=False)
+    clock: Callable[[], int] = field(default=clock_now, compare=False, repr=False)
+    #: Encoded ``cancelled``/``cancelled_at`` and the change count they match.
+    _marks_blob: tuple[int, bytes] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
+    _marks_version: int = field(default=0, init=False, compare=False, repr=False)
+
+    def _seconds(self) -> int:
+        return int(self.clock()) // 1000
+
+    def mark(self, job_id: str, at: int | None = None) -> None:
+        """Mark ``job_id`` cancelled at ``at`` (seconds since the epoch, default
+        now), renewing an existing mark."""
+        self.cancelled.pop(job_id, None)
+        self.cancelled[job_id] = self._seconds() if at is None else at
+        self._marks_version += 1
+
+    def unmark(self, job_id: str) -> bool:
+        """Drop ``job_id``'s mark; True when there was one."""
+        if self.cancelled.pop(job_id, None) is None:
+            return False
+        self._marks_version += 1
+        return True
+
+    def expire(self) -> int:
+        """Drop the marks older than ``ttl``; returns how many were dropped.
+        Cost: the number dropped (marks are in marking order)."""
+        limit = self._seconds() - self.ttl
+        expired = 0
+        for at in self.cancelled.values():
+            if at > limit:
+                break
+            expired += 1
+        if expired:
+            for job_id in list(itertools.islice(self.cancelled, expired)):
+                del self.cancelled[job_id]
+            self._marks_version += 1
+        return expired
 
     # ------------------------------------------------------------ snapshots
 
-    def encode(self) -> bytes:
-        """The CBOR snapshot of this state."""
-        return bytes(
-            cbor2.dumps(
-                {
-                    "v": SNAPSHOT_VERSION,
-                    "cancelled": sorted(self.cancelled),
-                    "queued": sorted(self.queued),
-                    "executing": dict(sorted(self.executing.items())),
-                    "paused": sorted(self.paused),
-                }
-            )
+    def _encoded_marks(self) -> bytes:
+        """The ``cancelled`` and ``cancelled_at`` entries of the snapshot map,
+        encoded (cached until ``cancelled`` changes)."""
+        cached = self._marks_blob
+        if cached is not None and cached[0] == self._marks_version:
+            return cached[1]
+        ids = _SEP.join(self.cancelled).encode("utf-8")
+        times = array("I", self.cancelled.values())
+        if sys.byteorder != "little":
+            times.byteswap()
+        at = times.tobytes()
+        chunk = b"".join(
+            (_CANCELLED_KEY, _bytes_head(len(ids)), ids, _AT_KEY, _bytes_head(len(at)), at)
         )
+        self._marks_blob = (self._marks_version, chunk)
+        return chunk
+
+    def encode(self) -> bytes:
+        """The CBOR snapshot of this state (see the module docstring). The marks
+        are copied in as they were encoded last when they did not change."""
+        rest = cbor2.dumps(
+            {
+                "queued": sorted(self.queued),
+                "executing": dict(sorted(self.executing.items())),
+                "paused": sorted(self.paused),
+            }
+        )
+        # One map of six entries: v, the two mark entries, then the three of `rest`
+        # (without its own map header, 0xa3).
+        return b"".join((b"\xa6", _VERSION_ENTRY, self._encoded_marks(), rest[1:]))
 
     @classmethod
-    def decode(cls, data: bytes | None) -> GlobalState:
-        """The state a snapshot holds; an empty state for None or ``b""``.
+    def decode(
+        cls,
+        data: bytes | None,
+        *,
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], int] = clock_now,
+    ) -> GlobalState:
+        """The state a snapshot holds; an empty state for None or ``b""`` (nothing
+        was ever stored). ``ttl`` and ``clock`` are given to the new state.
 
-        Raises ValueError naming the problem for a snapshot that is not one.
+        Raises ValueError naming the problem for anything that is not exactly
+        a snapshot (see the module docstring): never an empty state for it.
         """
+        state = cls(ttl=ttl, clock=clock)
         if not data:
-            return cls()
+            return state
         try:
             raw = cbor_strict.loads(data, max_depth=4)
         except cbor_strict.CborError as exc:
             raise ValueError(f"global state snapshot is not CBOR: {exc}") from None
-        if not isinstance(raw, dict) or raw.get("v") != SNAPSHOT_VERSION:
+        if not isinstance(raw, dict):
+            raise ValueError("global state snapshot is not a map")
+        version = raw.get("v")
+        expected = {1: _V1_KEYS, 2: _V2_KEYS}.get(version) if type(version) is int else None
+        if expected is None:
             raise ValueError("global state snapshot has no supported version field")
-        state = cls()
-        for name in ("cancelled", "queued", "paused"):
-            items = raw.get(name, [])
-            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-                raise ValueError(f"global state snapshot: {name!r} must be a list of strings")
-            setattr(state, name, set(items))
-        executing = raw.get("executing", {})
+        if set(raw) != expected:
+            missing = sorted(expected - set(raw))
+            extra = len(set(raw) - expected)
+            raise ValueError(
+                f"global state snapshot v{version}: missing keys {missing}, {extra} unknown key(s)"
+            )
+        if version == 1:
+            ids = _strings(raw["cancelled"], "cancelled")
+            at = state._seconds()
+            state.cancelled = dict.fromkeys(ids, at)
+        else:
+            state.cancelled = _decode_marks(raw["cancelled"], raw["cancelled_at"])
+        state.queued = set(_strings(raw["queued"], "queued"))
+        state.paused = set(_strings(raw["paused"], "paused"))
+        executing = raw["executing"]
         if not isinstance(executing, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in executing.items()
         ):
@@ -94,25 +221,32 @@ class GlobalState:
 
     def apply(self, partition_id: str, op: str, args: list[Any]) -> Applied:
         """Apply request ``op`` with ``args``; raises ValueError (naming the
-        operation and the argument) for an unknown operation or bad arguments."""
+        operation and the argument) for an unknown operation or bad arguments.
+        Expired cancel marks are dropped first (``dirty`` then is True)."""
         handler = _OPERATIONS.get(op)
         if handler is None:
             raise ValueError(f"unknown Global operation {op!r}")
         arity, function = handler
         if not isinstance(args, list) or len(args) != arity:
             raise ValueError(f"Global operation {op!r} takes {arity} argument(s), got {args!r}")
-        return function(self, partition_id, *args)
+        expired = self.expire()
+        applied: Applied = function(self, partition_id, *args)
+        if expired and not applied.dirty:
+            applied = Applied(applied.value, True, applied.casts)
+        return applied
 
     def _cancel_job(self, pid: str, job_id: Any) -> Applied:
         job_id = _text(job_id, "cancel_job", "job_id")
-        self.cancelled.add(job_id)
+        if _SEP in job_id:
+            raise ValueError("Global operation 'cancel_job': job_id must not contain NUL")
+        self.mark(job_id)
         return Applied(None, True, (("cancel", [pid, job_id]),))
 
     def _is_cancelled(self, pid: str, job_id: Any, remove: Any) -> Applied:
         job_id = _text(job_id, "is_cancelled", "job_id")
         was = job_id in self.cancelled
         if _flag(remove, "is_cancelled", "remove") and was:
-            self.cancelled.discard(job_id)
+            self.unmark(job_id)
             return Applied(True, True)
         return Applied(was)
 
@@ -186,8 +320,9 @@ class GlobalState:
         return Applied(sorted(self.paused))
 
     def _snapshot(self, pid: str) -> Applied:
-        """What a starting Consumer needs: the cancelled ids and paused queues."""
-        return Applied({"cancelled": sorted(self.cancelled), "paused": sorted(self.paused)})
+        """What a starting Consumer needs: the cancelled ids (oldest mark first)
+        and the paused queues."""
+        return Applied({"cancelled": list(self.cancelled), "paused": sorted(self.paused)})
 
 
 def _text(value: Any, op: str, name: str) -> str:
@@ -196,6 +331,42 @@ def _text(value: Any, op: str, name: str) -> str:
             f"Global operation {op!r}: {name} must be a non-empty string, got {value!r}"
         )
     return value
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise ValueError(f"global state snapshot: {name!r} must be a list of strings")
+    return value
+
+
+def _decode_marks(ids: Any, times: Any) -> dict[str, int]:
+    """The ``cancelled`` dict of a version 2 snapshot's two blobs."""
+    if not isinstance(ids, bytes) or not isinstance(times, bytes):
+        raise ValueError("global state snapshot: 'cancelled' and 'cancelled_at' must be bytes")
+    if len(times) % 4:
+        raise ValueError("global state snapshot: 'cancelled_at' is not whole 32-bit times")
+    at = array("I")
+    at.frombytes(times)
+    if sys.byteorder != "little":
+        at.byteswap()
+    if not ids:
+        if at:
+            raise ValueError("global state snapshot: 'cancelled_at' has times for no ids")
+        return {}
+    try:
+        names = ids.decode("utf-8").split(_SEP)
+    except UnicodeDecodeError:
+        raise ValueError("global state snapshot: 'cancelled' is not UTF-8") from None
+    if len(names) != len(at):
+        raise ValueError(
+            f"global state snapshot: {len(names)} cancelled ids but {len(at)} times"
+        )
+    if "" in names:
+        raise ValueError("global state snapshot: 'cancelled' holds an empty id")
+    marks = dict(zip(names, at, strict=True))
+    if len(marks) != len(names):
+        raise ValueError("global state snapshot: 'cancelled' holds an id twice")
+    return marks
 
 
 def _flag(value: Any, op: str, name: str) -> bool:

@@ -6,6 +6,13 @@ shared disk: it is the one message of the durable queue
 store replaces the previous snapshot. ``store`` returns once the broker has
 confirmed the persistent message; ``load`` peeks at it with ``basic.get``
 and puts it back (nack with requeue), leaving the queue as it was.
+
+A snapshot message is marked: AMQP ``type`` :data:`MESSAGE_TYPE` and
+``app_id`` :data:`APP_ID`. ``load`` raises ``ValueError`` for a message
+without both marks (anyone who can publish to the queue can evict the
+snapshot, and the Global must not read their message as its state; with a
+``cluster_secret`` the Global also checks the snapshot's seal). A snapshot
+stored by a release before the marks is refused the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from roger_actors.persisters.base import StatePersister
 from roger_actors.queue import validate_partition_id
 
 QUEUE_PREFIX = "roger-state."
+#: AMQP ``type`` and ``app_id`` of a snapshot message.
+MESSAGE_TYPE = "roger-global-state"
+APP_ID = "roger-actors"
 ARGUMENTS: dict[str, Any] = {"x-max-length": 1, "x-overflow": "drop-head"}
 
 
@@ -51,30 +61,48 @@ class RabbitMQ(StatePersister):
                 self._declared.add(name)
 
     def load(self, partition_id: str) -> bytes | None:
-        """The last snapshot stored, or None; the queue is left as it was."""
+        """The last snapshot stored, or None; the queue is left as it was.
+        Raises ValueError when the queue holds a message that is not marked
+        as a snapshot (see the module docstring)."""
         self.init(partition_id)
-        snapshot: bytes | None = self._publisher.run_on_link(_peek, self.queue_name(partition_id))
-        return snapshot
+        name = self.queue_name(partition_id)
+        found: tuple[bytes, Any, Any] | None = self._publisher.run_on_link(_peek, name)
+        if found is None:
+            return None
+        body, message_type, app_id = found
+        if message_type != MESSAGE_TYPE or app_id != APP_ID:
+            raise ValueError(
+                f"the message in {name!r} is not a Global snapshot (no type "
+                f"{MESSAGE_TYPE!r} from {APP_ID!r}): written by someone else"
+            )
+        return body
 
     def store(self, partition_id: str, data: bytes) -> None:
         """Replace the snapshot with ``data`` (confirmed by the broker)."""
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         self.init(partition_id)
-        from roger_actors.transport.amqp import properties
+        from pamqp import commands as spec
 
-        self._publisher.run("publish", self.queue_name(partition_id), bytes(data), properties())
+        from roger_actors.transport.amqp import PERSISTENT
+
+        props = spec.Basic.Properties(
+            delivery_mode=PERSISTENT, message_type=MESSAGE_TYPE, app_id=APP_ID
+        )
+        self._publisher.run("publish", self.queue_name(partition_id), bytes(data), props)
 
     def close(self) -> None:
         """Close the broker connection."""
         self._publisher.close()
 
 
-async def _peek(link: Any, queue: str) -> bytes | None:
+async def _peek(link: Any, queue: str) -> tuple[bytes, Any, Any] | None:
+    """``(body, type, app_id)`` of the queue's message, put back; None when empty."""
     message = await link.get(queue)
     if message is None:
         return None
     body = bytes(message.body)
+    props = message.header.properties
     with contextlib.suppress(Exception):
         await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
-    return body
+    return body, props.message_type, props.app_id
