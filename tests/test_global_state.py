@@ -293,3 +293,22 @@ def test_a_consumer_refuses_a_snapshot_of_the_wrong_shape(value: object) -> None
     with pytest.raises(ValueError, match="Global snapshot"):
         _snapshot_shape(value)
     assert _snapshot_shape({"cancelled": ["j"], "paused": ["q"]}) == (["j"], ["q"])
+
+
+def test_ids_and_keys_longer_than_255_bytes_are_refused_without_being_echoed() -> None:
+    state = GlobalState()
+    for op, args in [
+        ("cancel_job", ["x" * 256]),
+        ("is_queued", ["é" * 128, True]),
+        ("is_executing", ["k" * 300, True]),
+    ]:
+        with pytest.raises(ValueError, match="longer than 255 bytes") as info:
+            state.apply("p", op, args)
+        assert "x" * 256 not in str(info.value)
+    assert not state.cancelled and not state.queued and not state.executing
+
+
+def test_a_huge_integer_argument_gets_a_bounded_error() -> None:
+    with pytest.raises(ValueError, match="bits") as info:
+        GlobalState().apply("p", "is_cancelled", ["j", 1 << 20000])
+    assert len(str(info.value)) < 300

@@ -50,6 +50,7 @@ import cbor2
 
 from roger_actors import cbor_strict
 from roger_actors.clock import now as clock_now
+from roger_actors.job import MAX_KEY_BYTES, bounded_repr
 
 SNAPSHOT_VERSION = 2
 #: Seconds a cancel mark lives by default (the ``cancel_mark_ttl`` default).
@@ -225,10 +226,11 @@ class GlobalState:
         Expired cancel marks are dropped first (``dirty`` then is True)."""
         handler = _OPERATIONS.get(op)
         if handler is None:
-            raise ValueError(f"unknown Global operation {op!r}")
+            raise ValueError(f"unknown Global operation {bounded_repr(op)}")
         arity, function = handler
         if not isinstance(args, list) or len(args) != arity:
-            raise ValueError(f"Global operation {op!r} takes {arity} argument(s), got {args!r}")
+            given = len(args) if isinstance(args, list) else type(args).__name__
+            raise ValueError(f"Global operation {op!r} takes {arity} argument(s), got {given}")
         expired = self.expire()
         applied: Applied = function(self, partition_id, *args)
         if expired and not applied.dirty:
@@ -328,7 +330,12 @@ class GlobalState:
 def _text(value: Any, op: str, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(
-            f"Global operation {op!r}: {name} must be a non-empty string, got {value!r}"
+            f"Global operation {op!r}: {name} must be a non-empty string, "
+            f"got {bounded_repr(value)}"
+        )
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise ValueError(
+            f"Global operation {op!r}: {name} is longer than {MAX_KEY_BYTES} bytes"
         )
     return value
 
@@ -371,7 +378,9 @@ def _decode_marks(ids: Any, times: Any) -> dict[str, int]:
 
 def _flag(value: Any, op: str, name: str) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"Global operation {op!r}: {name} must be a bool, got {value!r}")
+        raise ValueError(
+            f"Global operation {op!r}: {name} must be a bool, got {bounded_repr(value)}"
+        )
     return value
 
 
