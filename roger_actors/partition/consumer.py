@@ -75,7 +75,7 @@ from roger_actors.job import (
     set_allowed_modules,
 )
 from roger_actors.queue import Queue
-from roger_actors.system_protocol import PartitionCommand
+from roger_actors.system_protocol import PartitionCommand, Resync
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
 from roger_actors.transport.loop import LoopThread
@@ -296,6 +296,8 @@ class Consumer(Server):
         self.global_paused: set[str] = set()
         #: Global's snapshot is in: deliveries may start.
         self.snapshot_ready = False
+        #: A Resync came while the first snapshot was still being fetched.
+        self.resync_wanted = False
         #: Cancels waiting for Global's answer, by a private key.
         self.cancelling: dict[int, _InFlight] = {}
         #: Execution keys this node parked jobs for -> queue type; swept each tick.
@@ -374,6 +376,27 @@ class Consumer(Server):
         ]
         self._submit("resume", self._resume_all(start))
 
+    def _resync(self) -> None:
+        """The node's System subscribed again and may have missed casts: fetch
+        Global's snapshot again (after the first one, if that is still on its
+        way; not connected, the fetch on connecting does it)."""
+        self.resync_wanted = False
+        if not self.connected:
+            return
+        if not self.snapshot_ready:
+            self.resync_wanted = True
+            return
+        self._submit("resync", self._fetch_snapshot())
+
+    def _on_resync(self, snapshot: dict[str, Any]) -> None:
+        """Apply what changed in Global's snapshot as the casts would have."""
+        for job_id in sorted(set(snapshot["cancelled"]) - self.cancelled):
+            self._on_cancel_command(job_id)
+        paused = set(snapshot["paused"])
+        for name in sorted(paused ^ self.global_paused):
+            command = "queue_pause" if name in paused else "queue_resume"
+            self._on_command(PartitionCommand(self.partition_id, command, (name,)))
+
     async def _declare(self, queue: str) -> None:
         await self.link.declare_work_queue(Queue.make_name(self.partition_id, queue))
         await self.link.declare(Queue.invalid_name(self.partition_id, queue))
@@ -426,6 +449,8 @@ class Consumer(Server):
             self.send_after(1.0, "tick")
         elif isinstance(message, PartitionCommand):
             self._on_command(message)
+        elif isinstance(message, Resync):
+            self._resync()
         elif isinstance(message, tuple) and message and message[0] == "timeout":
             self._on_timeout(message[1])
         elif isinstance(message, tuple) and message and message[0] == "release":
@@ -467,6 +492,13 @@ class Consumer(Server):
         elif event.kind == "snapshot":
             if event.error is None:
                 self._on_snapshot(event.value)
+                if self.resync_wanted:
+                    self._resync()
+            else:
+                log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
+        elif event.kind == "resync":
+            if event.error is None:
+                self._on_resync(event.value)
             else:
                 log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
         elif event.kind == "release" and event.value is not None:
