@@ -121,7 +121,13 @@ def test_a_forged_partition_stop_does_nothing(secured: Secured) -> None:
     # A signed call goes the same way (System, then ApplySystem) after them.
     [(node, running)] = secured.client.call("node_info", ["running_partition_ids"])
     assert (node, running) == (secured.me, [secured.pid])
-    assert roger.Consumer.is_alive(secured.pid)
+    # A stop that got through takes a moment (the Consumer and its workers end).
+    holds_for(
+        lambda: secured.pid in roger.Partition.partitions()["running"]
+        and roger.Consumer.is_alive(secured.pid),
+        2.0,
+        "the partition running",
+    )
 
 
 def test_a_forged_node_info_call_gets_no_reply(secured: Secured) -> None:
