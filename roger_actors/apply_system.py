@@ -39,7 +39,12 @@ and ``partition_stop`` of a partition not running here fail
 
 A failure (unknown ``what``, bad parameters, an error from the registry, no
 answer within :data:`APPLY_TIMEOUT`) is an error reply (``ok=False``) whose
-message names the problem; the actor lives on. A partition that stops
+message names the problem; the actor lives on, whatever the arguments (they
+are only ever formatted bounded: :func:`~roger_actors.system_protocol.bounded_repr`).
+Replies are signed with the cluster secret
+(:data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM_REPLY`) and only published
+to a server-named ``reply_to``; a command with another ``reply_to`` is not
+run (the System drops those before they get here). A partition that stops
 while its information is being gathered is left out of the answer.
 
 The same commands can be run on this node only with the call
@@ -53,6 +58,7 @@ never blocks on another actor of the node.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -65,13 +71,19 @@ from thespian.actors import PoisonMessage, WatchMessage
 from supervision import NOREPLY, From, NoProc, Server, TimerRef
 from supervision.protocol import Call, CallReply, WhichChildren
 
+from .cluster_auth import ClusterAuth
 from .config import Config
 from .errors import NotRunningError, RogerError
-from .job import Job
+from .job import Job, bounded_repr
 from .partition.consumer import GetQueues, Status
 from .queue import normalise_queue_defs, validate_partition_id
 from .registry import ConsumerOf, Partitions, StartPartition, StopPartition
-from .system_protocol import ApplyCommand, encode_reply, publish_reply
+from .system_protocol import (
+    ApplyCommand,
+    encode_reply,
+    publish_reply,
+    valid_reply_to,
+)
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
 from .transport.loop import LoopThread, connect_in_background
@@ -126,10 +138,14 @@ def job_map(job: Job) -> dict[str, Any]:
 
 
 def _describe(error: Any) -> str:
-    if isinstance(error, BaseException):
-        text = str(error)
-        return f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return str(error)
+    """A bounded description of a failure (an exception or a message)."""
+    try:
+        if isinstance(error, BaseException):
+            text = str(error)[:2000]
+            return f"{type(error).__name__}: {text}" if text else type(error).__name__
+        return error[:2000] if isinstance(error, str) else bounded_repr(error, 2000)
+    except Exception:
+        return type(error).__name__
 
 
 def _is_gone(error: Any) -> bool:
@@ -145,6 +161,7 @@ class ApplySystem(Server):
         """Start connecting (in the background) the link replies are published on."""
         self.config = config
         self.node_name = config.node_name
+        self.auth = ClusterAuth(config.cluster_secret)
         self.connected = False
         self.backoff = Backoff()
         #: call ref -> (task, continuation taking the CallReply)
@@ -218,27 +235,40 @@ class ApplySystem(Server):
             super().handle_info(message)
 
     def _on_apply_command(self, command: ApplyCommand) -> None:
+        """Run a command from the System; never raises (a failure is an error
+        reply for a call, a log line for a cast)."""
         call_id, reply_to = command.call_id, command.reply_to
+        if reply_to is not None and not valid_reply_to(reply_to):
+            log.warning(
+                "apply_system: %s with a bad reply_to not run", bounded_repr(command.command)
+            )
+            return
+        label = bounded_repr(command.command, 80)
 
         def finish(ok: bool, value: Any) -> None:
             if call_id is None or reply_to is None:
                 if not ok:
-                    log.warning("cast %s from %s failed: %s", command.command,
-                                command.from_node, _describe(value))
+                    log.warning("cast %s from %s failed: %s", label,
+                                bounded_repr(command.from_node), _describe(value))
                 return
             body = encode_reply(call_id, self.node_name, ok, value if ok else _describe(value))
             self._publish(reply_to, body)
 
-        self._run(command.command, tuple(command.args), finish)
+        try:
+            self._run(command.command, tuple(command.args), finish)
+        except Exception as exc:  # _run does not raise; this is the last guard
+            log.exception("apply_system: %s failed", label)
+            with contextlib.suppress(Exception):
+                finish(False, exc)
 
     def _publish(self, reply_to: str, body: bytes) -> None:
         if not self.connected:
-            log.warning("apply_system: not connected, reply to %s dropped", reply_to)
+            log.warning("apply_system: not connected, reply to %s dropped", bounded_repr(reply_to))
             return
 
         async def publish() -> None:
             try:
-                await publish_reply(self.link, reply_to, body)
+                await publish_reply(self.link, reply_to, body, auth=self.auth)
             except Exception as exc:
                 self.io.post(("published", repr(exc)))
 
@@ -249,7 +279,9 @@ class ApplySystem(Server):
     def _run(self, command: str, args: tuple[Any, ...], reply: Callable[[bool, Any], None]) -> None:
         """Start answering ``command``; ``reply(ok, value)`` is called exactly once."""
         self.task_ids += 1
-        task = _Task(str(self.task_ids), f"{command} {list(args)!r}"[:200], reply)
+        # The label is bounded and never raises, whatever the arguments.
+        label = f"{bounded_repr(command, 60)} {bounded_repr(list(args))}"
+        task = _Task(str(self.task_ids), label, reply)
         self.tasks[task.key] = task
         task.timer = self.send_after(APPLY_TIMEOUT, ("deadline", task.key))
         self._step(task, lambda: self._dispatch(task, command, args))
@@ -396,7 +428,7 @@ class ApplySystem(Server):
         elif command == "partition_stop":
             self._partition_change(task, command, args, 2)
         else:
-            raise ValueError(f"unknown apply command {command!r}")
+            raise ValueError(f"unknown apply command {bounded_repr(command, 80)}")
 
     def _node_info(self, task: _Task, args: tuple[Any, ...]) -> None:
         if not args or not isinstance(args[0], str):
@@ -405,7 +437,9 @@ class ApplySystem(Server):
             )
         what, params = args[0], args[1:]
         if what not in NODE_INFO:
-            raise ValueError(f"node_info: unknown what {what!r} (one of {sorted(NODE_INFO)})")
+            raise ValueError(
+                f"node_info: unknown what {bounded_repr(what, 80)} (one of {sorted(NODE_INFO)})"
+            )
         low, high = NODE_INFO[what]
         if not low <= len(params) <= high:
             raise ValueError(
@@ -480,7 +514,9 @@ class ApplySystem(Server):
             raise ValueError(f"{command} expects [{names}], got {len(args)} arguments")
         node_name = args[arity - 1] if len(args) == arity else None
         if node_name is not None and not isinstance(node_name, str):
-            raise TypeError(f"{command}: node_name must be a str or None, got {node_name!r}")
+            raise TypeError(
+                f"{command}: node_name must be a str or None, got {type(node_name).__name__}"
+            )
         pid = validate_partition_id(args[0])
         queues = normalise_queue_defs(args[1]) if arity == 3 else {}
         if node_name is not None and node_name != self.node_name:

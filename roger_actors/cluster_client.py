@@ -11,6 +11,12 @@ without joining the cluster:
   where the nodes' replies to its calls arrive;
 - it never sends heartbeats, so nodes do not count it as a member.
 
+With a ``cluster_secret`` in its config (or ``ROGER_CLUSTER_SECRET``) it
+signs its commands and checks every message it takes: an unsigned or badly
+signed heartbeat, ``leave`` or reply, or one too big or malformed, is dropped
+and counted (:attr:`ClusterClient.dropped`; logged at most once per 10 s), and
+changes nothing. Its reply queue is server-named, the only kind nodes reply to.
+
 Calls are gathered as a node's System gathers them: the call expects the
 members live when it is published (heard within
 :data:`~roger_actors.system.HEARTBEAT_TIMEOUT`) and completes as soon as each
@@ -21,6 +27,7 @@ received so far.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import socket
@@ -31,12 +38,15 @@ from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
+from .cluster_auth import AuthError, ClusterAuth, DropLog
 from .config import Config, load_config
 from .system import DEFAULT_CALL_TIMEOUT, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .system_protocol import (
     CommandError,
     SystemCommand,
-    decode_message,
+    check_message,
+    decode_command,
+    decode_reply,
     encode_command,
     exchange_name,
     publish_command,
@@ -50,6 +60,8 @@ LISTEN_SECONDS = HEARTBEAT_INTERVAL * 1.5
 
 #: Seconds between two re-checks of a pending call's expected members.
 _RECHECK = 0.25
+
+log = logging.getLogger("roger_actors.cluster_client")
 
 
 class ClusterClient:
@@ -70,6 +82,8 @@ class ClusterClient:
         self.exchange = exchange_name(cfg.system_exchange_prefix)
         self.name = f"client-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.timeout = float(cfg.amqp.connection_timeout_seconds or 10.0)
+        self._auth = ClusterAuth(cfg.cluster_secret)
+        self._drops = DropLog(log, "cluster messages")
         self._cond = threading.Condition()
         self._conn_lock = threading.Lock()
         self._io: LoopThread | None = None
@@ -148,26 +162,53 @@ class ClusterClient:
             raise ConnectionError("AMQP link is not connected")
         channel = await connection.channel(publisher_confirms=False)
 
-        async def on_message(message: DeliveredMessage) -> None:
-            self._on_message(generation, bytes(message.body))
+        def receiver(kind: str) -> Any:
+            async def on_message(message: DeliveredMessage) -> None:
+                headers = message.header.properties.headers
+                self._on_message(
+                    generation,
+                    kind,
+                    bytes(message.body),
+                    dict(headers) if isinstance(headers, dict) else None,
+                )
+
+            return on_message
 
         await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
+        # Server-named (amq.gen-...): the only kind of queue nodes reply to.
         replies = await channel.queue_declare("", exclusive=True, auto_delete=True)
         assert replies is not None
-        await channel.basic_consume(str(replies.queue), on_message, no_ack=True)
+        await channel.basic_consume(str(replies.queue), receiver("reply"), no_ack=True)
         commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
         assert commands is not None
         await channel.queue_bind(str(commands.queue), self.exchange)
-        await channel.basic_consume(str(commands.queue), on_message, no_ack=True)
+        await channel.basic_consume(str(commands.queue), receiver("command"), no_ack=True)
         return channel, str(replies.queue)
 
     # ------------------------------------------------------------ messages
 
-    def _on_message(self, generation: int, body: bytes) -> None:
-        # Loop thread. Malformed messages are dropped: they come from the network.
+    @property
+    def dropped(self) -> int:
+        """How many messages this client refused so far (unsigned or badly
+        signed with a secret, oversized, malformed)."""
+        return self._drops.total
+
+    def _on_message(
+        self, generation: int, kind: str, body: bytes, headers: dict[str, Any] | None
+    ) -> None:
+        # Loop thread. Refused messages are dropped: they come from the network.
         try:
-            message = decode_message(body)
+            check_message(self._auth, kind, body, headers)
+        except AuthError:
+            self._drops.drop("unauthenticated")
+            return
         except ValueError:
+            self._drops.drop("oversized")
+            return
+        try:
+            message = decode_command(body) if kind == "command" else decode_reply(body)
+        except ValueError:
+            self._drops.drop("malformed")
             return
         with self._cond:
             if generation != self._generation:
@@ -181,11 +222,15 @@ class ClusterClient:
                     return
             else:
                 pending = self._calls.get(message.call_id)
-                if pending is None:
+                if pending is None or message.from_node in pending["replies"]:
                     return
                 value = message.value if message.ok else CommandError(message.value)
                 pending["replies"][message.from_node] = value
             self._cond.notify_all()
+
+    def _publish(self, link: AmqpLink, body: bytes) -> Any:
+        """The coroutine publishing the command ``body``, signed, to the exchange."""
+        return publish_command(link, self.exchange, body, auth=self._auth, declare=False)
 
     def _live(self) -> set[str]:
         """Members heard within HEARTBEAT_TIMEOUT (hold ``_cond``)."""
@@ -222,7 +267,7 @@ class ClusterClient:
         TimeoutError) when the broker cannot be reached."""
         body = encode_command(command, args, self.name)
         io, link, _ = self._ensure()
-        io.submit(publish_command(link, self.exchange, body, declare=False)).result(
+        io.submit(self._publish(link, body)).result(
             self.timeout + 1
         )
 
@@ -261,7 +306,7 @@ class ClusterClient:
             pending: dict[str, Any] = {"replies": {}}
             self._calls[call_id] = pending
         try:
-            io.submit(publish_command(link, self.exchange, body, declare=False)).result(
+            io.submit(self._publish(link, body)).result(
                 self.timeout + 1
             )
             deadline = time.monotonic() + float(timeout)

@@ -227,17 +227,22 @@ class _BoundedRepr(reprlib.Repr):
 _bounded = _BoundedRepr()
 
 
-def bounded_repr(value: object) -> str:
-    """Return a short ``repr`` of an untrusted value; never raises.
+def bounded_repr(value: object, limit: int | None = None) -> str:
+    """Return a short ``repr`` of an untrusted value (also cut to ``limit``
+    characters when given); never raises.
 
     Strings and bytes are cut to 60 characters (with their length), containers
     to 6 items and 3 levels, and an int of more than 128 bits is shown as
-    ``<int of N bits>`` (``repr`` refuses ints past 4300 digits).
+    ``<int of N bits>`` (``repr`` refuses ints past 4300 digits). A value
+    whose repr fails is named by its type.
     """
     try:
-        return _bounded.repr(value)
+        text = _bounded.repr(value)
     except Exception:
-        return f"<{type(value).__name__}>"
+        text = f"<{type(value).__name__}>"
+    if limit is None or len(text) <= limit:
+        return text
+    return text[: max(limit - 3, 0)] + "..."
 
 
 def _clip(text: str, limit: int = 200) -> str:

@@ -8,7 +8,10 @@ connected is *waiting*: its Consumer retries the connection with back-off
 until it starts. Predefined partitions from the configuration are started
 when the registry starts. Partition commands the System receives from the
 cluster (cancel, queue_pause, queue_resume) are forwarded to the partition's
-Consumer; for a partition not running here they are dropped.
+Consumer; for a partition not running here they are dropped. A
+:class:`~roger_actors.system_protocol.Resync` from the System (its
+subscription came back, casts may have been missed) goes to every running
+Consumer, which fetches its Global's snapshot again.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .partition.consumer import Reconfigure, Status, StopConsuming
 from .partition.containing_supervisor import ContainingSupervisor
 from .partition.messages import QueuesOf
 from .queue import normalise_queue_defs, validate_partition_id
-from .system_protocol import PartitionCommand
+from .system_protocol import PartitionCommand, Resync
 
 log = logging.getLogger("roger_actors.registry")
 
@@ -170,7 +173,8 @@ class Registry(Server):
     # ------------------------------------------------------------ infos
 
     def handle_info(self, message: Any) -> None:
-        """Replies from the supervisors and consumers, consumer status, safe-stop polls."""
+        """Replies from the supervisors and consumers, consumer status, partition
+        commands and Resync from the System, safe-stop polls."""
         if isinstance(message, CallReply):
             self._on_reply(message)
         elif isinstance(message, tuple) and message and message[0] == "consumer":
@@ -182,6 +186,10 @@ class Registry(Server):
             part = self.partitions.get(message.partition_id)
             if part is not None and part.consumer is not None:
                 self.send(part.consumer, message)
+        elif isinstance(message, Resync):
+            for part in self.partitions.values():
+                if part.consumer is not None:
+                    self.send(part.consumer, message)
         elif isinstance(message, tuple) and message and message[0] == "safe-stop":
             self._poll_safe_stop(message[1])
         else:

@@ -23,6 +23,26 @@ back-off when it drops) and, on it, the node's part of the cluster:
   anything else is answered with an error (ok=False) and logged. A
   malformed message, or a reply nobody waits for, is logged and dropped.
 
+Every message taken from the broker is checked before anything is done with
+it: its size, its signature (with a ``cluster_secret``: purpose
+:data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM` on the command queue,
+:data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM_REPLY` on the reply queue),
+its shape, and, for a call, its ``reply_to`` (a server-named queue or direct
+reply-to only). A message that fails is dropped: it changes nothing, is
+counted in :class:`Stats` and logged at most once per 10 s
+(:class:`~roger_actors.cluster_auth.DropLog`). Everything this System
+publishes is signed the same way. No message, however hostile, makes the
+System raise: a failure while handling one is logged and counted
+(``"errors"``).
+
+The System's connection is named ``<name>-system`` after the ``name`` query
+parameter of the AMQP URL (``roger-system <node name>`` without one), so an
+operator can tell it apart in ``rabbitmqctl list_connections``. Each time its
+subscription is (re)established it sends
+:class:`~roger_actors.system_protocol.Resync` to the registry: the partitions'
+Consumers fetch their Global's snapshot again, catching up on casts missed
+while it was down.
+
 Cluster calls (:class:`ClusterCall`) publish the command and gather one reply
 per live member (this node included) until all answered or the timeout
 passed; casts (:class:`ClusterCast`) only wait for the broker's confirm.
@@ -47,6 +67,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from thespian.actors import ActorSystem, PoisonMessage, WatchMessage
@@ -55,21 +76,27 @@ from supervision import NOREPLY, From, Server, TimerRef
 from supervision import call as sv_call
 from supervision.protocol import CallReply, WhichChildren
 
+from .cluster_auth import AuthError, ClusterAuth, DropLog
 from .config import Config
+from .job import bounded_repr
 from .system_protocol import (
     APPLY_COMMANDS,
     PARTITION_COMMANDS,
     ApplyCommand,
     CommandError,
     PartitionCommand,
+    Resync,
     SystemCommand,
     SystemReply,
-    decode_message,
+    check_message,
+    decode_command,
+    decode_reply,
     encode_command,
     encode_reply,
     exchange_name,
     publish_command,
     publish_reply,
+    valid_reply_to,
 )
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
@@ -89,6 +116,25 @@ CLIENT_MARGIN = 10.0
 REGISTRY_RETRY = 0.5
 #: Looks for the registry (or ApplySystem) before the commands for it are dropped.
 REGISTRY_ATTEMPTS = 40
+#: Most members a node keeps: heartbeats of further new names are dropped.
+MAX_MEMBERS = 4096
+
+#: The counters of :class:`Stats`.
+STATS_KEYS = (
+    "commands",
+    "replies",
+    "malformed",
+    "unknown_command",
+    "unknown_reply",
+    "ignored",
+    "unauthenticated",
+    "oversized",
+    "bad_reply_to",
+    "duplicate_reply",
+    "too_many_members",
+    "errors",
+    "dropped",
+)
 
 
 # ---------------------------------------------------------------- requests
@@ -145,8 +191,17 @@ class Members:
 
 @dataclass(frozen=True)
 class Stats:
-    """Call: counters of messages received and dropped: ``{"commands",
-    "replies", "malformed", "unknown_command", "unknown_reply", "ignored"}``."""
+    """Call: counters of the messages received (``commands``, ``replies``) and
+    of those dropped, by reason: ``malformed`` (not a command or reply of the
+    right shape), ``unknown_command``, ``unknown_reply`` (no such call
+    pending), ``ignored`` (commands after UnsubscribeAll),
+    ``unauthenticated`` (unsigned, or a bad signature, with a secret),
+    ``oversized``, ``bad_reply_to`` (a call whose ``reply_to`` is not a
+    server-named queue: not run), ``duplicate_reply`` (a second reply from a
+    node: the first counts), ``too_many_members`` (heartbeat of a new node
+    beyond :data:`MAX_MEMBERS`), ``errors`` (a failure while handling one);
+    ``dropped`` is the sum of all but ``ignored``, ``duplicate_reply`` and
+    ``errors`` (the refusals, logged at most once per 10 s)."""
 
 
 # ---------------------------------------------------------------- loop events
@@ -168,7 +223,10 @@ class _SubscribeFailed:
 @dataclass(frozen=True)
 class _Received:
     generation: int
+    #: "command" (the queue bound to the exchange) or "reply" (the reply queue).
+    kind: str
     body: bytes
+    headers: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -220,19 +278,34 @@ class _SystemChannel:
 
             channel.closing.add_done_callback(on_close)
 
-            async def on_message(message: DeliveredMessage) -> None:
-                self.post(_Received(generation, bytes(message.body)))
+            def receiver(kind: str) -> Callable[[DeliveredMessage], Any]:
+                async def on_message(message: DeliveredMessage) -> None:
+                    headers = message.header.properties.headers
+                    self.post(
+                        _Received(
+                            generation,
+                            kind,
+                            bytes(message.body),
+                            dict(headers) if isinstance(headers, dict) else None,
+                        )
+                    )
+
+                return on_message
 
             await channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+            # Both queues are server-named (amq.gen-...): the only names a
+            # reply may be published to.
             replies = await channel.queue_declare("", exclusive=True, auto_delete=True)
             assert replies is not None
-            await channel.basic_consume(str(replies.queue), on_message, no_ack=True)
+            await channel.basic_consume(str(replies.queue), receiver("reply"), no_ack=True)
             if listen:
                 commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
                 assert commands is not None
                 self.command_queue = str(commands.queue)
                 await channel.queue_bind(self.command_queue, exchange)
-                ok = await channel.basic_consume(self.command_queue, on_message, no_ack=True)
+                ok = await channel.basic_consume(
+                    self.command_queue, receiver("command"), no_ack=True
+                )
                 self.command_tag = str(ok.consumer_tag)
         except Exception as exc:
             self.post(_SubscribeFailed(generation, repr(exc)))
@@ -288,13 +361,14 @@ class System(Server):
         self.forwards: list[tuple[str, Any]] = []
         self.lookup_ref = ""
         self.lookup_attempts = 0
-        self.stats = dict.fromkeys(
-            ("commands", "replies", "malformed", "unknown_command", "unknown_reply", "ignored"),
-            0,
-        )
+        self.stats = dict.fromkeys(STATS_KEYS, 0)
+        self.auth = ClusterAuth(config.cluster_secret)
+        self.drops = DropLog(log, "system messages")
         self.io = LoopThread("roger-system")
         self.link = AmqpLink(
-            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+            connection_url(config.amqp.url(), config.node_name),
+            self.io.post,
+            config.amqp.connection_timeout_seconds or 10.0,
         )
         self.channel = _SystemChannel(self.link, self.io.post)
         self.watch_fileno(self.io.fileno)
@@ -345,7 +419,7 @@ class System(Server):
         if isinstance(request, Members):
             return sorted(self._live())
         if isinstance(request, Stats):
-            return dict(self.stats)
+            return {**self.stats, "dropped": self.drops.total}
         return super().handle_call(request, from_)
 
     def _require_link(self) -> None:
@@ -357,7 +431,7 @@ class System(Server):
         body = encode_command(request.command, request.args, self.node_name)
         ref = uuid.uuid4().hex
         self.casts[ref] = from_
-        self._submit(publish_command(self.link, self.exchange, body, declare=False), ("cast", ref))
+        self._submit(self._publish(body), ("cast", ref))
         return NOREPLY
 
     def _call(self, request: ClusterCall, from_: From) -> Any:
@@ -371,9 +445,7 @@ class System(Server):
         )
         timer = self.send_after(float(timeout), ("call-timeout", call_id))
         self.calls[call_id] = _PendingCall(from_, self._live(), self.listening, timer)
-        self._submit(
-            publish_command(self.link, self.exchange, body, declare=False), ("call", call_id)
-        )
+        self._submit(self._publish(body), ("call", call_id))
         return NOREPLY
 
     def _unsubscribe(self) -> None:
@@ -385,6 +457,21 @@ class System(Server):
             self._submit(self.channel.stop_listening(), "unsubscribed")
             self._publish_cast("leave", [self.node_name])
         return None
+
+    def _publish(self, body: bytes, expiration_ms: int | None = None) -> Any:
+        """The coroutine publishing the command ``body``, signed, to the exchange."""
+        return publish_command(
+            self.link,
+            self.exchange,
+            body,
+            auth=self.auth,
+            declare=False,
+            expiration_ms=expiration_ms,
+        )
+
+    def _reply(self, reply_to: str, body: bytes) -> None:
+        """Publish the reply ``body`` (signed) to the caller's ``reply_to``."""
+        self._submit(publish_reply(self.link, reply_to, body, auth=self.auth), "reply")
 
     def _live(self) -> set[str]:
         """Nodes heard from within HEARTBEAT_TIMEOUT, and this one while it listens."""
@@ -425,7 +512,7 @@ class System(Server):
     def _on_event(self, event: Any) -> None:
         if isinstance(event, _Received):
             if event.generation == self.generation:
-                self._on_message(event.body)
+                self._on_message(event)
         elif isinstance(event, _Done):
             self._on_done(event)
         elif isinstance(event, _Subscribed):
@@ -434,6 +521,9 @@ class System(Server):
                 self.subscribe_backoff.reset()
                 self.reply_queue = event.reply_queue
                 self._heartbeat()
+                # Casts sent while this node was not subscribed were lost:
+                # the Consumers catch up from their Global.
+                self._forward("registry", Resync())
         elif isinstance(event, _SubscribeFailed):
             if event.generation == self.generation and self.connected:
                 log.warning("system exchange %r not subscribed: %s", self.exchange, event.reason)
@@ -484,41 +574,59 @@ class System(Server):
     def _heartbeat(self) -> None:
         if self.connected and self.subscribed and self.listening:
             body = encode_command("heartbeat", [self.node_name], self.node_name)
-            self._submit(
-                publish_command(
-                    self.link,
-                    self.exchange,
-                    body,
-                    declare=False,
-                    expiration_ms=int(HEARTBEAT_TIMEOUT * 1000),
-                ),
-                "heartbeat",
-            )
+            self._submit(self._publish(body, int(HEARTBEAT_TIMEOUT * 1000)), "heartbeat")
 
     def _publish_cast(self, command: str, args: list[Any]) -> None:
         body = encode_command(command, args, self.node_name)
-        self._submit(publish_command(self.link, self.exchange, body, declare=False), command)
+        self._submit(self._publish(body), command)
 
     # ------------------------------------------------------------ messages
 
-    def _on_message(self, body: bytes) -> None:
+    def _drop(self, reason: str) -> None:
+        """Count (in Stats and the DropLog, which logs rate-limited) a refused message."""
+        self.stats[reason] += 1
+        self.drops.drop(reason)
+
+    def _on_message(self, event: _Received) -> None:
+        """Check, decode and act on one message; never raises (a failure is
+        logged and counted)."""
         try:
-            message = decode_message(body)
-        except ValueError as exc:
-            self.stats["malformed"] += 1
-            log.warning("dropped a malformed system message (%d bytes): %s", len(body), exc)
-            return
-        if isinstance(message, SystemReply):
-            self._on_reply(message)
-        else:
-            self._on_command(message)
+            try:
+                check_message(self.auth, event.kind, event.body, event.headers)
+            except AuthError:
+                self._drop("unauthenticated")
+                return
+            except ValueError:
+                self._drop("oversized")
+                return
+            try:
+                message = (
+                    decode_command(event.body)
+                    if event.kind == "command"
+                    else decode_reply(event.body)
+                )
+            except ValueError as exc:
+                self._drop("malformed")
+                log.debug("malformed system %s (%d bytes): %s", event.kind, len(event.body), exc)
+                return
+            if isinstance(message, SystemReply):
+                self._on_reply(message)
+            else:
+                self._on_command(message)
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("handling a system %s (%d bytes) failed", event.kind, len(event.body))
 
     def _on_reply(self, reply: SystemReply) -> None:
         self.stats["replies"] += 1
         pending = self.calls.get(reply.call_id)
         if pending is None:
-            self.stats["unknown_reply"] += 1
-            log.info("dropped a reply from %s to unknown call %s", reply.from_node, reply.call_id)
+            self._drop("unknown_reply")
+            return
+        if reply.from_node in pending.replies:
+            # A node answers a call once: a second reply under its name is
+            # someone else's (the first one counts).
+            self.stats["duplicate_reply"] += 1
             return
         pending.replies[reply.from_node] = reply.value if reply.ok else CommandError(reply.value)
         self._check_call(reply.call_id)
@@ -538,6 +646,10 @@ class System(Server):
         self.reply(pending.from_, sorted(pending.replies.items(), key=lambda item: item[0]))
 
     def _on_command(self, command: SystemCommand) -> None:
+        if command.reply_to is not None and not valid_reply_to(command.reply_to):
+            # Not run at all: the reply would write into someone's queue.
+            self._drop("bad_reply_to")
+            return
         if not self.listening:
             self.stats["ignored"] += 1
             return
@@ -547,6 +659,9 @@ class System(Server):
             value = "pong"
         elif command.command == "heartbeat":
             if command.from_node not in self.members:
+                if len(self.members) >= MAX_MEMBERS:
+                    self._drop("too_many_members")
+                    return
                 log.info("node %s joined the cluster", command.from_node)
             self.members[command.from_node] = time.monotonic()
         elif command.command == "leave":
@@ -570,20 +685,22 @@ class System(Server):
             )
             return
         else:
-            self.stats["unknown_command"] += 1
-            log.warning("unknown system command %r from %s", command.command, command.from_node)
-            ok, value = False, f"unknown system command {command.command!r}"
+            self._drop("unknown_command")
+            name = bounded_repr(command.command, 80)
+            ok, value = False, f"unknown system command {name}"
         if command.is_call:
             assert command.call_id is not None and command.reply_to is not None
-            reply = encode_reply(command.call_id, self.node_name, ok, value)
-            self._submit(publish_reply(self.link, command.reply_to, reply), "reply")
+            self._reply(command.reply_to, encode_reply(command.call_id, self.node_name, ok, value))
 
     def _partition_command(self, command: SystemCommand) -> tuple[bool, Any]:
         names = PARTITION_COMMANDS[command.command]
         args = command.args
         if len(args) != len(names) or not all(isinstance(a, str) and a for a in args):
             log.warning(
-                "bad arguments for %s from %s: %r", command.command, command.from_node, args
+                "bad arguments for %s from %s: %s",
+                command.command,
+                bounded_repr(command.from_node),
+                bounded_repr(args),
             )
             return False, f"{command.command} expects [{', '.join(names)}] (strings)"
         self._forward("registry", PartitionCommand(args[0], command.command, tuple(args[1:])))
@@ -598,10 +715,11 @@ class System(Server):
 
     def _apply_failed(self, command: ApplyCommand, why: str) -> None:
         """Answer a forwarded apply call with an error (the ApplySystem cannot)."""
-        log.error("%s from %s not applied: %s", command.command, command.from_node, why)
+        log.error(
+            "%s from %s not applied: %s", command.command, bounded_repr(command.from_node), why
+        )
         if command.call_id is not None and command.reply_to is not None and self.connected:
-            reply = encode_reply(command.call_id, self.node_name, False, why)
-            self._submit(publish_reply(self.link, command.reply_to, reply), "reply")
+            self._reply(command.reply_to, encode_reply(command.call_id, self.node_name, False, why))
 
     # ------------------------------------------------------------ registry
 
@@ -635,7 +753,7 @@ class System(Server):
             if isinstance(message, ApplyCommand):
                 self._apply_failed(message, f"the node's {child_id} is not running")
             else:
-                log.error("no %s: dropped %r", child_id, message)
+                log.error("no %s: dropped %s", child_id, bounded_repr(message))
 
     # ------------------------------------------------------------ stop
 
@@ -644,9 +762,7 @@ class System(Server):
         if self.connected and self.subscribed and self.listening:
             body = encode_command("leave", [self.node_name], self.node_name)
             try:
-                self.io.submit(
-                    publish_command(self.link, self.exchange, body, declare=False)
-                ).result(timeout=2)
+                self.io.submit(self._publish(body)).result(timeout=2)
             except Exception:
                 log.debug("publishing leave failed", exc_info=True)
         try:
@@ -655,6 +771,19 @@ class System(Server):
         except Exception:
             log.debug("closing the system link failed", exc_info=True)
         self.io.stop()
+
+
+def connection_url(url: str, node_name: str) -> str:
+    """``url`` with the connection name of a node's System: the ``name`` query
+    parameter (what ``rabbitmqctl list_connections`` shows as
+    ``connection_name``) becomes ``<name>-system``, or ``roger-system
+    <node_name>`` when the URL has none."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [value for key, value in query if key == "name"]
+    name = f"{names[-1]}-system" if names and names[-1] else f"roger-system {node_name}"
+    query = [(key, value) for key, value in query if key != "name"] + [("name", name)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 # ---------------------------------------------------------------- client side

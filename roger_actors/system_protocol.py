@@ -12,8 +12,17 @@ Every node consumes a private queue bound to one durable fanout exchange
   "ok": bool, "value": any}``.
 
 Bodies come from the network: decoding refuses anything that is not exactly
-one CBOR map of the right shape (no CBOR tags, bounded nesting) with a
-:class:`ValueError` that names the problem.
+one CBOR map of the right shape (no CBOR tags, bounded nesting, a valid node
+name in ``from``) with a :class:`ValueError` that names the problem.
+
+Authentication: with a ``cluster_secret`` every message on the exchange is
+signed with :data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM` and every reply
+with :data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM_REPLY`, in the AMQP
+headers (:func:`publish_command` and :func:`publish_reply` take the
+:class:`~roger_actors.cluster_auth.ClusterAuth` that signs); receivers check
+them (:func:`check_message`). Replies only ever go to a server-named queue
+or direct reply-to (:func:`valid_reply_to`): a ``reply_to`` naming any other
+queue would let a caller write into it (a work queue, a Global snapshot).
 
 The partition commands a node receives (``cancel``, ``queue_pause``,
 ``queue_resume``) reach its registry as :class:`PartitionCommand`; the
@@ -24,12 +33,15 @@ ApplySystem, not the System, replies to them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
 
 from . import cbor_strict
+from .cluster_auth import PURPOSE_SYSTEM, PURPOSE_SYSTEM_REPLY, ClusterAuth
+from .job import bounded_repr
 from .transport.amqp import AmqpLink, properties
 
 #: Version of the command and reply maps.
@@ -37,6 +49,23 @@ VERSION = 1
 
 #: Deepest nesting a decoded body may have (maps and lists).
 MAX_DEPTH = 32
+
+#: Largest command body taken from the exchange (commands are small: ids,
+#: queue maps); a larger one is dropped unread.
+MAX_COMMAND_BYTES = 64 * 1024
+#: Largest reply body taken (``node_info running_jobs`` of a busy node is big).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+#: Longest node name (``from``) accepted, in characters.
+MAX_NODE_NAME = 255
+#: Longest ``call_id`` accepted, in characters (the project's are 32).
+MAX_CALL_ID = 128
+#: The ``reply_to`` values a reply may be published to: queues the broker
+#: named (``queue_declare("")``) and direct reply-to. No client can declare a
+#: queue whose name starts with ``amq.``, so neither names a queue of the
+#: application (a work queue, ``roger-state.*``, ``roger-global.*``).
+REPLY_TO_PREFIXES = ("amq.gen-", "amq.rabbitmq.reply-to")
+#: Longest ``reply_to`` accepted (an AMQP short string).
+MAX_REPLY_TO = 255
 
 #: The commands forwarded to the registry, with the names of their arguments
 #: (the first one is always the partition id).
@@ -112,10 +141,62 @@ class ApplyCommand:
 
 
 @dataclass(frozen=True)
+class Resync:
+    """Sent (a plain message) by the System to the node's registry whenever its
+    subscription to the System exchange is (re)established, and by the
+    registry to every running Consumer: casts may have been missed while the
+    System was not subscribed, so the Consumer fetches its Global's snapshot
+    (cancelled jobs, paused queues) again and applies what changed."""
+
+
+@dataclass(frozen=True)
 class CommandError:
     """In the result of a cluster call: the node answered ok=False with ``message``."""
 
     message: str
+
+
+def valid_reply_to(reply_to: object) -> bool:
+    """True when ``reply_to`` may receive a reply: a server-named queue
+    (``amq.gen-...``) or direct reply-to (``amq.rabbitmq.reply-to...``) of
+    at most :data:`MAX_REPLY_TO` printable ASCII characters."""
+    return (
+        isinstance(reply_to, str)
+        and 0 < len(reply_to) <= MAX_REPLY_TO
+        and reply_to.isascii()
+        and reply_to.isprintable()
+        and reply_to.startswith(REPLY_TO_PREFIXES)
+    )
+
+
+def valid_node_name(name: object) -> bool:
+    """True for a node name a message may carry in ``from``: a non-empty str
+    of at most :data:`MAX_NODE_NAME` characters without control characters."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= MAX_NODE_NAME
+        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name)
+    )
+
+
+def check_message(
+    auth: ClusterAuth,
+    kind: str,
+    body: bytes | bytearray | memoryview,
+    headers: Mapping[str, Any] | None,
+) -> None:
+    """Check a message received on a System queue before it is decoded:
+    ``kind`` is ``"command"`` (the queue bound to the exchange: purpose
+    :data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM`, at most
+    :data:`MAX_COMMAND_BYTES`) or ``"reply"`` (a reply queue:
+    :data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM_REPLY`, at most
+    :data:`MAX_REPLY_BYTES`). Raises :class:`~roger_actors.cluster_auth.AuthError`
+    for a missing or bad signature (only with a secret) and ValueError for an
+    oversized body; the messages never quote the input."""
+    limit = MAX_COMMAND_BYTES if kind == "command" else MAX_REPLY_BYTES
+    if len(body) > limit:
+        raise ValueError(f"system {kind} of {len(body)} bytes is over the {limit} bytes limit")
+    auth.check(PURPOSE_SYSTEM if kind == "command" else PURPOSE_SYSTEM_REPLY, body, headers)
 
 
 def exchange_name(prefix: str | None) -> str:
@@ -194,7 +275,9 @@ def _load_map(body: bytes | bytearray | memoryview) -> dict[Any, Any]:
         raise ValueError("system message has no version ('v')")
     version = document["v"]
     if type(version) is not int or version != VERSION:
-        raise ValueError(f"unknown system message version {version!r} (expected {VERSION})")
+        raise ValueError(
+            f"unknown system message version {bounded_repr(version)} (expected {VERSION})"
+        )
     return document
 
 
@@ -212,11 +295,28 @@ def _field(document: dict[Any, Any], key: str, kind: type, optional: bool = Fals
     return value
 
 
+def _from_field(document: dict[Any, Any]) -> str:
+    from_node: str = _field(document, "from", str)
+    if not valid_node_name(from_node):
+        raise ValueError(
+            f"system message 'from' is not a node name ({len(from_node)} characters; "
+            f"at most {MAX_NODE_NAME}, no control characters)"
+        )
+    return from_node
+
+
+def _call_id_field(document: dict[Any, Any], optional: bool) -> str | None:
+    call_id: str | None = _field(document, "call_id", str, optional=optional)
+    if call_id is not None and len(call_id) > MAX_CALL_ID:
+        raise ValueError(f"system message 'call_id' is longer than {MAX_CALL_ID} characters")
+    return call_id
+
+
 def _command_from(document: dict[Any, Any]) -> SystemCommand:
     command = _field(document, "command", str)
     args = _field(document, "args", list)
-    from_node = _field(document, "from", str)
-    call_id = _field(document, "call_id", str, optional=True)
+    from_node = _from_field(document)
+    call_id = _call_id_field(document, optional=True)
     reply_to = _field(document, "reply_to", str, optional=True)
     if (call_id is None) != (reply_to is None):
         raise ValueError("system message has only one of 'call_id' and 'reply_to'")
@@ -224,8 +324,9 @@ def _command_from(document: dict[Any, Any]) -> SystemCommand:
 
 
 def _reply_from(document: dict[Any, Any]) -> SystemReply:
-    call_id = _field(document, "call_id", str)
-    from_node = _field(document, "from", str)
+    call_id = _call_id_field(document, optional=False)
+    assert call_id is not None
+    from_node = _from_field(document)
     ok = _field(document, "ok", bool)
     if "value" not in document:
         raise ValueError("system message has no 'value'")
@@ -280,12 +381,15 @@ async def publish_command(
     exchange: str,
     body: bytes,
     *,
+    auth: ClusterAuth,
     declare: bool = True,
     expiration_ms: int | None = None,
 ) -> None:
     """Publish an encoded command to the fanout ``exchange`` (not mandatory, not
-    persistent) through the link's confirmed control channel; returns once the
-    broker confirmed it. Run on the link's loop.
+    persistent) through the link's confirmed control channel, signed by
+    ``auth`` (:data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM`; unsigned
+    when it has no secret); returns once the broker confirmed it. Run on the
+    link's loop.
 
     With ``declare`` (the default) the exchange is declared first, so that
     publishing never hits a missing exchange (which would close the control
@@ -298,19 +402,35 @@ async def publish_command(
     await link.publish(
         "",
         body,
-        properties(persistent=False, expiration_ms=expiration_ms, content_type="application/cbor"),
+        properties(
+            persistent=False,
+            expiration_ms=expiration_ms,
+            content_type="application/cbor",
+            headers=auth.headers(PURPOSE_SYSTEM, body) or None,
+        ),
         exchange=exchange,
         mandatory=False,
     )
 
 
-async def publish_reply(link: AmqpLink, reply_to: str, body: bytes) -> None:
+async def publish_reply(link: AmqpLink, reply_to: str, body: bytes, *, auth: ClusterAuth) -> None:
     """Publish an encoded reply to the caller's queue ``reply_to`` through the
-    default exchange (not mandatory: a caller that is gone loses it)."""
+    default exchange (not mandatory: a caller that is gone loses it), signed
+    by ``auth`` (:data:`~roger_actors.cluster_auth.PURPOSE_SYSTEM_REPLY`).
+    Raises ValueError, publishing nothing, when ``reply_to`` is not a
+    server-named queue or direct reply-to (:func:`valid_reply_to`)."""
+    if not valid_reply_to(reply_to):
+        raise ValueError(
+            f"refused to reply to {bounded_repr(reply_to, 80)}: not a server-named queue"
+        )
     await link.publish(
         reply_to,
         body,
-        properties(persistent=False, content_type="application/cbor"),
+        properties(
+            persistent=False,
+            content_type="application/cbor",
+            headers=auth.headers(PURPOSE_SYSTEM_REPLY, body) or None,
+        ),
         exchange="",
         mandatory=False,
     )

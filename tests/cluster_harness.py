@@ -1,7 +1,9 @@
 """Clusters for tests: an in-process node plus node processes on one machine.
 
 Each :class:`Cluster` has its own ``system_exchange_prefix``, so tests (and
-other users of the shared broker) never see each other's nodes. Another
+other users of the shared broker) never see each other's nodes. A cluster
+made with a ``secret`` gives it (``cluster_secret``) to every node it starts:
+the signed System path. Another
 node is a ``python -c`` process that starts a node from a JSON config and
 stops when its stdin closes; :meth:`OtherNode.kill` SIGKILLs all of it.
 """
@@ -48,8 +50,9 @@ def delete_exchange(exchange: str) -> None:
 class Cluster:
     """A test's System exchange prefix, its in-process node, and extra node processes."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, secret: str | None = None) -> None:
         self.tmp_path = tmp_path
+        self.secret = secret
         self.prefix = f"t{uuid.uuid4().hex[:12]}."
         self.exchange = exchange_name(self.prefix)
         self.harness = NodeHarness(tmp_path)
@@ -59,6 +62,8 @@ class Cluster:
     def start(self, **settings: Any) -> roger.Node:
         """Start the in-process node (``settings``: more config keys) and wait
         until it lists itself as a member."""
+        if self.secret is not None:
+            settings.setdefault("cluster_secret", self.secret)
         node = self.harness.start(
             system_exchange_prefix=self.prefix, node_name=self.node_name, **settings
         )
@@ -91,6 +96,7 @@ class Cluster:
             "node_name": name,
             "system_exchange_prefix": self.prefix,
             "shutdown_timeout": 2,
+            **({"cluster_secret": self.secret} if self.secret is not None else {}),
             **settings,
         }
         script = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +23,12 @@ def h(tmp_path: Path) -> Iterator[NodeHarness]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A cluster (not started); its nodes killed, queues and exchange deleted afterwards."""
-    c = Cluster(tmp_path)
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster (not started); its nodes killed, queues and exchange deleted
+    afterwards. A test module that sets ``SIGNED_CLUSTER = True`` gets a
+    cluster with a fresh ``cluster_secret`` (its System messages signed)."""
+    signed = getattr(request.module, "SIGNED_CLUSTER", False)
+    c = Cluster(tmp_path, secrets.token_hex(16) if signed else None)
     try:
         yield c
     finally:

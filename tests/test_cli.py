@@ -27,22 +27,29 @@ from tests.partition_harness import BROKER, _free_admin_port, counts, read_event
 from tests.procs import stat_fields
 from tests.roger_test_jobs2 import TimedJob
 
+#: The cluster fixture gives every node a cluster secret (signed traffic).
+SIGNED_CLUSTER = True
 TIMED = "tests.roger_test_jobs2.TimedJob"
 KEYED = "tests.roger_test_jobs2:KeyedJob"
 
 
-def cli_env(prefix: str | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a CLI process: no ROGER_* from outside, the test broker."""
+def cli_env(
+    prefix: str | None = None, secret: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a CLI process: no ROGER_* from outside, the test broker,
+    the cluster's exchange prefix and secret when given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
     env.update(PYTHONPATH=str(ROOT), ROGER_AMQP_URL=f"{BROKER}?name=roger-test-cli")
     if prefix is not None:
         env["ROGER_SYSTEM_EXCHANGE_PREFIX"] = prefix
+    if secret is not None:
+        env["ROGER_CLUSTER_SECRET"] = secret
     env.update(extra)
     return env
 
 
 def run_cli(
-    *args: str, prefix: str | None = None, timeout: float = 60
+    *args: str, prefix: str | None = None, secret: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m roger_actors *args``; never raises for a non-zero exit."""
     return subprocess.run(
@@ -51,8 +58,13 @@ def run_cli(
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env=cli_env(prefix),
+        env=cli_env(prefix, secret),
     )
+
+
+def cluster_cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """:func:`run_cli` against ``cluster`` (its exchange prefix and secret)."""
+    return run_cli(*args, prefix=cluster.prefix, secret=cluster.secret)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -82,17 +94,17 @@ def cluster(cluster: Cluster) -> Cluster:
 def test_ping_lists_every_node(cluster: Cluster) -> None:
     other = f"n2-{cluster.harness.tag}"
     cluster.start_other(other)
-    lines = ok(run_cli("ping", prefix=cluster.prefix)).splitlines()
+    lines = ok(cluster_cli(cluster, "ping")).splitlines()
     assert [line.split() for line in lines] == sorted(
         [[cluster.node_name, "pong"], [other, "pong"]]
     )
-    document = json.loads(ok(run_cli("ping", "--json", prefix=cluster.prefix)))
+    document = json.loads(ok(cluster_cli(cluster, "ping", "--json")))
     assert document == sorted(
         [{"node": cluster.node_name, "reply": "pong"}, {"node": other, "reply": "pong"}],
         key=lambda item: item["node"],
     )
     # Global options are accepted after the command too.
-    assert json.loads(ok(run_cli("--json", "ping", "--timeout", "3", prefix=cluster.prefix)))
+    assert json.loads(ok(cluster_cli(cluster, "--json", "ping", "--timeout", "3")))
 
 
 # ---------------------------------------------------------------- jobs
@@ -101,8 +113,7 @@ def test_ping_lists_every_node(cluster: Cluster) -> None:
 def test_enqueue_runs_the_job(cluster: Cluster) -> None:
     h = cluster.harness
     pid = h.start_partition({"default": 2})
-    out = ok(run_cli("enqueue", pid, TIMED, json.dumps([h.journal, "cli-1", 0]),
-                     prefix=cluster.prefix))
+    out = ok(cluster_cli(cluster, "enqueue", pid, TIMED, json.dumps([h.journal, "cli-1", 0])))
     job_id = out.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", job_id), out
     h.wait_tags("after_run", {"cli-1"})
@@ -110,9 +121,8 @@ def test_enqueue_runs_the_job(cluster: Cluster) -> None:
     assert after["id"] == job_id and after["partition"] == pid
 
     document = json.loads(
-        ok(run_cli("--json", "enqueue", pid, "tests.roger_test_jobs2:TimedJob",
-                   json.dumps([h.journal, "cli-2", 0]), "--queue", "default",
-                   prefix=cluster.prefix))
+        ok(cluster_cli(cluster, "--json", "enqueue", pid, "tests.roger_test_jobs2:TimedJob",
+                   json.dumps([h.journal, "cli-2", 0]), "--queue", "default"))
     )
     assert document["partition"] == pid and document["queue"] == "default"
     assert document["type"] == TIMED
@@ -124,8 +134,8 @@ def test_enqueue_duplicate_queue_key_fails_with_its_message(cluster: Cluster) ->
     pid = h.start_partition({"default": 1})
     roger.Consumer.pause(pid, "default")  # the first job stays queued
     args = json.dumps([h.journal, "dup", 0, "the-key", None])
-    ok(run_cli("enqueue", pid, KEYED, args, prefix=cluster.prefix))
-    err = failed(run_cli("enqueue", pid, KEYED, args, prefix=cluster.prefix), 1)
+    ok(cluster_cli(cluster, "enqueue", pid, KEYED, args))
+    err = failed(cluster_cli(cluster, "enqueue", pid, KEYED, args), 1)
     assert "the-key" in err and "already queued" in err
 
 
@@ -134,7 +144,7 @@ def test_cancel_kills_the_running_job(cluster: Cluster) -> None:
     pid = h.start_partition({"default": 1})
     job = h.enqueue(TimedJob, pid, "long", 30)
     h.wait_tags("start", {"long"})
-    out = ok(run_cli("cancel", pid, job.id, prefix=cluster.prefix))
+    out = ok(cluster_cli(cluster, "cancel", pid, job.id))
     assert job.id in out
     h.wait_tags("on_cancel", {"long"})
     assert "long" not in h.tags("end")
@@ -142,10 +152,10 @@ def test_cancel_kills_the_running_job(cluster: Cluster) -> None:
 
 def test_pause_and_resume_reach_the_node(cluster: Cluster) -> None:
     pid = cluster.harness.start_partition({"default": 1, "other": 1})
-    ok(run_cli("pause", pid, "default", prefix=cluster.prefix))
+    ok(cluster_cli(cluster, "pause", pid, "default"))
     wait_for(lambda: roger.Consumer.get_queues(pid)["default"]["paused"], what="default paused")
     assert not roger.Consumer.get_queues(pid)["other"]["paused"]
-    document = json.loads(ok(run_cli("resume", pid, "default", "--json", prefix=cluster.prefix)))
+    document = json.loads(ok(cluster_cli(cluster, "resume", pid, "default", "--json")))
     assert document == {"partition": pid, "queue": "default", "paused": False}
     wait_for(
         lambda: not roger.Consumer.get_queues(pid)["default"]["paused"], what="default resumed"
@@ -160,10 +170,10 @@ def test_purge_prints_the_count(cluster: Cluster) -> None:
         h.enqueue(TimedJob, pid, tag, 0)
     name = roger.Queue.make_name(pid, "default")
     wait_for(lambda: (counts(name) or (0, 0))[0] == 3, what="3 jobs queued")
-    assert ok(run_cli("purge", pid, "default", prefix=cluster.prefix)).strip() == "3"
+    assert ok(cluster_cli(cluster, "purge", pid, "default")).strip() == "3"
     assert (counts(name) or (None,))[0] == 0
     # A queue that does not exist: exit 4, the queue named.
-    err = failed(run_cli("purge", pid, "nosuchqueue", prefix=cluster.prefix), 4)
+    err = failed(cluster_cli(cluster, "purge", pid, "nosuchqueue"), 4)
     assert roger.Queue.make_name(pid, "nosuchqueue") in err
 
 
@@ -221,11 +231,11 @@ def test_cancel_in_unknown_partition_exits_4(tmp_path: Path) -> None:
 def test_info_lists_partitions_and_queues(cluster: Cluster) -> None:
     pytest.importorskip("roger_actors.info")
     pid = cluster.harness.start_partition({"default": 2, "reports": 1})
-    document = json.loads(ok(run_cli("info", "--json", prefix=cluster.prefix)))
+    document = json.loads(ok(cluster_cli(cluster, "info", "--json")))
     queues = document["running"][cluster.node_name][pid]
     assert queues["default"]["max_workers"] == 2 and queues["reports"]["max_workers"] == 1
     assert queues["default"]["paused"] is False
-    table = ok(run_cli("info", prefix=cluster.prefix)).splitlines()
+    table = ok(cluster_cli(cluster, "info")).splitlines()
     assert table[0].split()[:4] == ["NODE", "PARTITION", "QUEUE", "STATE"]
     rows = [line.split() for line in table[1:]]
     assert [cluster.node_name, pid, "default", "running", "2", "no"] in [r[:6] for r in rows]
@@ -238,27 +248,27 @@ def test_jobs_running_and_queued(cluster: Cluster) -> None:
     running = h.enqueue(TimedJob, pid, "busy", 30)
     h.wait_tags("start", {"busy"})
     document = json.loads(
-        ok(run_cli("jobs", "running", "--partition", pid, "--json", prefix=cluster.prefix))
+        ok(cluster_cli(cluster, "jobs", "running", "--partition", pid, "--json"))
     )
     assert [(e["node"], e["partition"], e["id"]) for e in document] == [
         (cluster.node_name, pid, running.id)
     ]
     assert document[0]["type"] == TIMED
-    table = ok(run_cli("jobs", "running", prefix=cluster.prefix))
+    table = ok(cluster_cli(cluster, "jobs", "running"))
     assert running.id in table
 
     roger.Consumer.pause(pid, "later")
     queued = [h.enqueue(TimedJob, pid, f"q{i}", 0, queue="later") for i in range(3)]
     name = roger.Queue.make_name(pid, "later")
     wait_for(lambda: (counts(name) or (0, 0))[0] == 3, what="3 jobs queued")
-    document = json.loads(ok(run_cli("jobs", "queued", pid, "later", "--json",
-                                     prefix=cluster.prefix)))
+    document = json.loads(ok(cluster_cli(cluster, "jobs", "queued", pid, "later", "--json")))
     assert [e["id"] for e in document] == [job.id for job in reversed(queued)]  # newest first
     assert {e["type"] for e in document} == {TIMED}
-    limited = json.loads(ok(run_cli("jobs", "queued", pid, "later", "--count", "2", "--json",
-                                    prefix=cluster.prefix)))
+    limited = json.loads(
+        ok(cluster_cli(cluster, "jobs", "queued", pid, "later", "--count", "2", "--json"))
+    )
     assert len(limited) == 2
-    table = ok(run_cli("jobs", "queued", pid, "later", prefix=cluster.prefix)).splitlines()
+    table = ok(cluster_cli(cluster, "jobs", "queued", pid, "later")).splitlines()
     assert table[0].split()[0] == "JOB_ID" and len(table) == 4
     roger.Global.cancel_job(pid, running.id)
     h.wait_tags("on_cancel", {"busy"})
@@ -269,14 +279,16 @@ def test_partition_start_reconfigure_stop(cluster: Cluster) -> None:
     h = cluster.harness
     pid = h.partition_id("cli")
     me = cluster.node_name
-    out = ok(run_cli("partition", "start", pid, '{"default": 2}', "--node", me,
-                     prefix=cluster.prefix))
+    out = ok(cluster_cli(cluster, "partition", "start", pid, '{"default": 2}', "--node", me))
     assert out.split() == [me, "ok"]
     wait_for(lambda: pid in roger.Partition.partitions()["running"], what=f"{pid} running")
 
     document = json.loads(
-        ok(run_cli("partition", "reconfigure", pid, '{"default": 1, "extra": 3}', "--json",
-                   prefix=cluster.prefix))
+        ok(
+            cluster_cli(
+                cluster, "partition", "reconfigure", pid, '{"default": 1, "extra": 3}', "--json"
+            )
+        )
     )
     assert document == [{"node": me, "result": "ok"}]
     wait_for(
@@ -286,13 +298,13 @@ def test_partition_start_reconfigure_stop(cluster: Cluster) -> None:
     )
 
     # Another node's name: this node skips it, and that node did not answer.
-    failed(run_cli("partition", "stop", pid, "--node", "no-such-node", prefix=cluster.prefix), 4)
+    failed(cluster_cli(cluster, "partition", "stop", pid, "--node", "no-such-node"), 4)
     assert pid in roger.Partition.partitions()["running"]
 
-    assert ok(run_cli("partition", "stop", pid, prefix=cluster.prefix)).split() == [me, "ok"]
+    assert ok(cluster_cli(cluster, "partition", "stop", pid)).split() == [me, "ok"]
     wait_for(lambda: pid not in roger.Partition.partitions()["running"], what=f"{pid} stopped")
     # Stopping it again: it runs nowhere.
-    failed(run_cli("partition", "stop", pid, prefix=cluster.prefix), 4)
+    failed(cluster_cli(cluster, "partition", "stop", pid), 4)
 
 
 # ---------------------------------------------------------------- node
@@ -329,6 +341,8 @@ def test_node_command_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         "callbacks": "tests.roger_test_jobs2:JsonCallbacks",
         "allowed_job_modules": ["tests"],
     }
+    if c.secret is not None:
+        config["cluster_secret"] = c.secret
     toml = tmp_path / "node.toml"
     lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
     lines += ["", "[partitions]", f'"{pid}" = {{ default = 2 }}']

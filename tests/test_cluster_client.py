@@ -12,6 +12,9 @@ from roger_actors.system_protocol import CommandError
 from tests.cluster_harness import Cluster
 from tests.partition_harness import BROKER
 
+#: The ``cluster`` fixture gives its nodes a cluster secret (the clients get it too).
+SIGNED_CLUSTER = True
+
 
 @pytest.fixture
 def cluster(cluster: Cluster) -> Cluster:
@@ -22,7 +25,11 @@ def cluster(cluster: Cluster) -> Cluster:
 
 def test_client_calls_and_casts_without_being_a_member(cluster: Cluster) -> None:
     client = ClusterClient(
-        {"amqp": f"{BROKER}?name=roger-test-client", "system_exchange_prefix": cluster.prefix}
+        {
+            "amqp": f"{BROKER}?name=roger-test-client",
+            "system_exchange_prefix": cluster.prefix,
+            "cluster_secret": cluster.secret,
+        }
     )
     try:
         assert client.members() == [cluster.node_name]
@@ -61,7 +68,11 @@ def test_system_facade_needs_a_node_or_a_producer() -> None:
 
 
 def test_system_facade_uses_the_producers_client(cluster: Cluster) -> None:
-    config = {"amqp": BROKER, "system_exchange_prefix": cluster.prefix}
+    config = {
+        "amqp": BROKER,
+        "system_exchange_prefix": cluster.prefix,
+        "cluster_secret": cluster.secret,
+    }
     node = cluster.node
     from roger_actors import node as node_mod
 

@@ -26,6 +26,8 @@ from tests.roger_test_jobs2 import KeyedJob, TimedJob
 
 pytestmark = pytest.mark.timeout(150)
 
+#: The cluster fixture gives every node a cluster secret (signed traffic).
+SIGNED_CLUSTER = True
 PERSISTER = {
     "persister": "roger_actors.persisters:RabbitMQ",
     "persister_options": {"url": BROKER},

@@ -26,6 +26,9 @@ from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(60)
 
+#: The ``cluster`` fixture gives its nodes a cluster secret.
+SIGNED_CLUSTER = True
+
 
 
 def _only(replies: list[tuple[str, Any]], node: str) -> Any:

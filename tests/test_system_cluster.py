@@ -3,21 +3,22 @@
 Every node test uses its own ``system_exchange_prefix`` so that tests (and
 other users of the shared broker) never see each other's nodes. The second
 node of the two-node tests is a separate process (``tests.cluster_harness``),
-killed in teardown.
+killed in teardown. The clusters have a cluster secret (``SIGNED_CLUSTER``):
+the signed path is the one tested; ``test_system_auth.py`` runs a node
+without one too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import time
 from typing import Any
 
-import aiormq
 import cbor2
 import pytest
 
 import roger_actors as roger
+from roger_actors.cluster_auth import PURPOSE_SYSTEM_REPLY
 from roger_actors.system import HEARTBEAT_TIMEOUT
 from roger_actors.system_protocol import (
     CommandError,
@@ -31,9 +32,13 @@ from roger_actors.system_protocol import (
     exchange_name,
 )
 from tests.cluster_harness import Cluster
-from tests.partition_harness import BROKER, wait_for
+from tests.partition_harness import wait_for
+from tests.system_tap import Tap, publish, signed
 
 pytestmark = pytest.mark.timeout(120)
+
+#: The ``cluster`` fixture gives its nodes a cluster secret.
+SIGNED_CLUSTER = True
 
 # ---------------------------------------------------------------- wire format
 
@@ -179,19 +184,11 @@ def test_decode_command_refuses_a_reply_and_decode_reply_a_command() -> None:
 # ---------------------------------------------------------------- broker helpers
 
 
-def publish_to_exchange(exchange: str, bodies: list[bytes]) -> None:
-    """Publish each body as is to the fanout ``exchange`` (with publisher confirms)."""
-
-    async def run() -> None:
-        connection = await aiormq.connect(BROKER + "?name=roger-test-system-raw")
-        try:
-            channel = await connection.channel()
-            for body in bodies:
-                await channel.basic_publish(body, exchange=exchange, routing_key="")
-        finally:
-            await connection.close()
-
-    asyncio.run(run())
+def publish_to_exchange(exchange: str, bodies: list[bytes], secret: str | None) -> None:
+    """Publish each body as is, signed with ``secret``, to the fanout ``exchange``
+    (with publisher confirms)."""
+    for body in bodies:
+        publish(body, exchange=exchange, headers=signed(secret, body))
 
 
 # ---------------------------------------------------------------- one node
@@ -249,16 +246,30 @@ def test_malformed_messages_are_dropped_without_harm(cluster: Cluster) -> None:
         cbor2.dumps({"v": 1, "command": "ping"}),
         b"",
     ]
-    publish_to_exchange(cluster.exchange, bodies)
+    publish_to_exchange(cluster.exchange, bodies, cluster.secret)
     wait_for(lambda: cluster.stats()["malformed"] == len(bodies), what="malformed messages seen")
     assert roger.System.call("ping") == [(cluster.node_name, "pong")]
     assert cluster.system_address() == address, "the System was restarted"
 
 
-def test_a_reply_to_an_unknown_call_is_dropped(cluster: Cluster) -> None:
+def test_a_reply_on_the_exchange_is_malformed_and_one_to_an_unknown_call_dropped(
+    cluster: Cluster,
+) -> None:
     cluster.start()
     address = cluster.system_address()
-    publish_to_exchange(cluster.exchange, [encode_reply("no-such-call", "ghost", True, "pong")])
+    reply = encode_reply("no-such-call", "ghost", True, "pong")
+    publish_to_exchange(cluster.exchange, [reply], cluster.secret)
+    wait_for(lambda: cluster.stats()["malformed"] == 1, what="the reply on the exchange seen")
+
+    tap = Tap(cluster.exchange)  # learn the node's reply queue from one of its calls
+    try:
+        roger.System.call("ping")
+        call = tap.wait_command(lambda c: c.is_call, what="the node's call")
+    finally:
+        tap.close()
+    assert call.reply_to is not None
+    headers = signed(cluster.secret, reply, PURPOSE_SYSTEM_REPLY)
+    publish(reply, routing_key=call.reply_to, headers=headers)
     wait_for(lambda: cluster.stats()["unknown_reply"] == 1, what="the stray reply seen")
     assert roger.System.call("ping") == [(cluster.node_name, "pong")]
     assert cluster.system_address() == address, "the System was restarted"

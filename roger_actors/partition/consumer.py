@@ -95,7 +95,7 @@ from roger_actors.job import (
     set_allowed_modules,
 )
 from roger_actors.queue import QUEUE_NAME_CHARACTERS, Queue
-from roger_actors.system_protocol import PartitionCommand
+from roger_actors.system_protocol import PartitionCommand, Resync
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
 from roger_actors.transport.loop import LoopThread
@@ -363,6 +363,8 @@ class Consumer(Server):
         self.global_paused: set[str] = set()
         #: Global's snapshot is in: deliveries may start.
         self.snapshot_ready = False
+        #: A Resync came while the first snapshot was still being fetched.
+        self.resync_wanted = False
         #: Cancels waiting for Global's answer, by a private key.
         self.cancelling: dict[int, _InFlight] = {}
         #: Execution keys this node parked jobs for -> queue type; swept each tick.
@@ -455,6 +457,33 @@ class Consumer(Server):
         ]
         self._submit("resume", self._resume_all(start))
 
+    def _resync(self) -> None:
+        """The node's System subscribed again and may have missed casts: fetch
+        Global's snapshot again (after the first one, if that is still on its
+        way; not connected, the fetch on connecting does it)."""
+        self.resync_wanted = False
+        if not self.connected:
+            return
+        if not self.snapshot_ready:
+            self.resync_wanted = True
+            return
+        self._submit("resync", self._fetch_snapshot())
+
+    def _on_resync(self, snapshot: Any) -> None:
+        """Apply what changed in Global's snapshot as the casts would have
+        (each new cancel mark is a hint, confirmed with Global as a cast's)."""
+        try:
+            cancelled, paused_list = _snapshot_shape(snapshot)
+        except ValueError as exc:
+            log.error("%s: refused Global snapshot: %s", self.partition_id, exc)
+            return
+        for job_id in sorted(set(cancelled) - self.cancelled.keys()):
+            self._on_cancel_command(job_id)
+        paused = set(paused_list)
+        for name in sorted(paused ^ self.global_paused):
+            command = "queue_pause" if name in paused else "queue_resume"
+            self._on_command(PartitionCommand(self.partition_id, command, (name,)))
+
     async def _declare(self, queue: str) -> None:
         await self.link.declare_work_queue(Queue.make_name(self.partition_id, queue))
         await self.link.declare(Queue.invalid_name(self.partition_id, queue))
@@ -507,6 +536,8 @@ class Consumer(Server):
             self.send_after(1.0, "tick")
         elif isinstance(message, PartitionCommand):
             self._on_command(message)
+        elif isinstance(message, Resync):
+            self._resync()
         elif isinstance(message, tuple) and message and message[0] == "timeout":
             self._on_timeout(message[1])
         elif isinstance(message, tuple) and message and message[0] == "confirm-cancel":
@@ -553,6 +584,13 @@ class Consumer(Server):
         elif event.kind == "snapshot":
             if event.error is None:
                 self._on_snapshot(event.value)
+                if self.resync_wanted:
+                    self._resync()
+            else:
+                log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
+        elif event.kind == "resync":
+            if event.error is None:
+                self._on_resync(event.value)
             else:
                 log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
         elif event.kind == "release" and event.value is not None:
