@@ -325,8 +325,14 @@ def _raise_drop_level() -> None:
 
 def _route_thespian_log(level: int | str) -> None:
     """Thespian's internal log: its file (above) and, for the records Thespian
-    marks as primary, Python logging (logger ``Thespian``) at ``level``."""
+    marks as primary, Python logging (logger ``Thespian``) at ``level``.
+    Thespian caches its file's path on first use: the cache is cleared so
+    that this process and the ones it forks use ``THESPLOG_FILE`` as set now
+    (never the default ``$TMPDIR/thespian.log``)."""
+    from thespian.system import utilis
     from thespian.system.utilis import thesplog_control
+
+    utilis._thesplog_file = None
 
     numeric = logging.getLevelName(level) if isinstance(level, str) else level
     if not isinstance(numeric, int):
