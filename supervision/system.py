@@ -77,12 +77,14 @@ class AdminPortInUse(SupervisionError):
     """
 
     def __init__(self, port: int, uids: tuple[int, ...], after_start: bool = False) -> None:
-        owners = ", ".join(str(uid) for uid in uids) or "unknown"
-        when = "after the start, the listener on" if after_start else "something already listens on"
+        owners = ", ".join(str(uid) for uid in uids) or "none"
+        if after_start:
+            what = f"after the start, its listener is not this process's (listener uid {owners}"
+        else:
+            what = f"it is already in use (listener uid {owners}"
         super().__init__(
-            f"admin port {port}: {when} it is not this actor system's own "
-            f"(listener uid {owners}, ours {os.geteuid()}); a new actor system is "
-            "never joined to one it did not start: choose a free admin port"
+            f"admin port {port}: {what}, ours {os.geteuid()}); a new actor system never "
+            "joins one it did not start: choose a free admin port"
         )
         self.port = port
         self.uids = uids
