@@ -46,7 +46,9 @@ def test_no_process_of_a_node_listens_on_a_non_loopback_address(h: NodeHarness) 
     h.wait_tags("after_run", {"probe"})
     [worker_pid] = {e["pid"] for e in h.events("start")}
 
-    processes = node_processes(node.config.admin_port)
+    # The node's process itself (its handle on the actor system listens too),
+    # its descendants, the daemonized admin and the admin's descendants.
+    processes = node_processes(node.config.admin_port) | {os.getpid()}
     assert worker_pid in processes, "the worker that ran the job is one of the node's processes"
     sockets = listening_sockets(processes)
 
@@ -57,11 +59,13 @@ def test_no_process_of_a_node_listens_on_a_non_loopback_address(h: NodeHarness) 
     ]
     listening_pids = {pid for pid, _ in sockets}
     print(
-        f"checked {len(sockets)} listening sockets of {len(listening_pids)} of the node's "
-        f"{len(processes)} processes (worker {worker_pid} included: {worker_pid in listening_pids})"
+        f"checked {len(sockets)} listening sockets ({len({s.inode for _, s in sockets})} "
+        f"distinct) of {len(listening_pids)} of the node's {len(processes)} processes "
+        f"(worker {worker_pid} included: {worker_pid in listening_pids})"
     )
     assert len(sockets) > 0
     assert worker_pid in listening_pids, "the worker's own actor port was checked"
+    assert os.getpid() in listening_pids, "the node process's own socket was checked"
     assert node.config.admin_port in {s.port for _, s in sockets}, "the admin port was checked"
     assert exposed == [], f"listening on a non-loopback address: {exposed}"
 
