@@ -4,7 +4,8 @@ Run a node in the foreground, or act on a running cluster from a process
 that runs no node (it connects as a producer, :func:`roger_actors.start_producer`,
 and talks to the nodes through the System exchange and the partitions' Globals)::
 
-    roger-actors [--config PATH] [--amqp URL] [--json] [--timeout SECONDS] [-v] COMMAND ...
+    roger-actors [--config PATH] [--amqp URL] [--amqp-password-file PATH] [--json]
+                 [--timeout SECONDS] [-v] COMMAND ...
 
     node                                   run a node until SIGTERM/SIGINT (graceful stop)
     ping                                   one line per live node
@@ -21,7 +22,10 @@ and talks to the nodes through the System exchange and the partitions' Globals):
 
 The configuration comes from ``--config`` (TOML, as :func:`roger_actors.load_config`
 reads it), then the ``ROGER_*`` environment variables, then ``--amqp``. The
-global options may also follow the command (``roger-actors ping --json``).
+broker password can be kept out of the command line (every local user sees
+``ps``): ``ROGER_AMQP_PASSWORD`` and then ``--amqp-password-file PATH`` (the
+file's first line) replace the password of whatever URL the configuration
+gives. The global options may also follow the command (``roger-actors ping --json``).
 
 ``enqueue`` imports the module named in ``JOB_TYPE`` (``"package.module.Class"``
 or ``"package.module:Class"``): the operator names it, and it must be importable
@@ -41,11 +45,12 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any, NoReturn, TextIO
 
@@ -135,6 +140,15 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     )
     parser.add_argument(
         "--amqp", metavar="URL", default=default(None), help="broker URL (overrides the config)"
+    )
+    parser.add_argument(
+        "--amqp-password-file",
+        metavar="PATH",
+        default=default(None),
+        help=(
+            "read the broker password from the first line of PATH (replaces the URL's; "
+            "so does the ROGER_AMQP_PASSWORD environment variable): keeps it out of ps"
+        ),
     )
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="print one JSON document"
@@ -352,12 +366,44 @@ def resolve_job_type(name: str) -> type[Job]:
     return found
 
 
-def _load_config(ns: argparse.Namespace) -> Config:
-    """The file, then ROGER_* variables, then ``--amqp``."""
+#: Environment variable holding the broker password (applied on top of the URL).
+PASSWORD_ENV = "ROGER_AMQP_PASSWORD"
+
+
+def _load_config(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    """The file, then ROGER_* variables, then ``--amqp``, then the password
+    from ``ROGER_AMQP_PASSWORD``, then from ``--amqp-password-file``. Raises
+    ConfigError naming the option for a file that cannot be read or is empty
+    (its content is never shown)."""
+    environ = os.environ if env is None else env
     config = load_config(ns.config)
     if ns.amqp is not None:
         config = attrs.evolve(config, amqp=parse_amqp(ns.amqp, "--amqp"))
+    password = environ.get(PASSWORD_ENV)
+    if password is not None and password == "":
+        raise ConfigError(f"config key {PASSWORD_ENV!r}: the password is empty")
+    path = getattr(ns, "amqp_password_file", None)
+    if path is not None:
+        password = read_password_file(path)
+    if password is not None:
+        config = attrs.evolve(config, amqp=attrs.evolve(config.amqp, password=password))
     return config
+
+
+def read_password_file(path: str) -> str:
+    """The first line of the file ``path`` (without its line end). Raises
+    ConfigError naming ``--amqp-password-file`` and the path when it cannot be
+    read, is not UTF-8 or its first line is empty; never shows the content."""
+    where = f"config key '--amqp-password-file': {path[:200]!r}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            line = handle.readline(4096)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot be read ({type(exc).__name__})") from None
+    password = line.rstrip("\r\n")
+    if not password:
+        raise ConfigError(f"{where}: the first line (the password) is empty")
+    return password
 
 
 def _with_timeout(function: Callable[..., Any], ns: argparse.Namespace, *args: Any) -> Any:

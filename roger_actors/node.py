@@ -29,13 +29,14 @@ from supervision import (
     which_children,
 )
 from supervision import call as sv_call
+from supervision.system import AdminPortInUse
 
 from . import system as system_mod
 from .apply_system import ApplySystem
 from .cluster_auth import ClusterAuth
 from .cluster_client import ClusterClient
 from .config import Config, load_config
-from .errors import DuplicateJobError, NotStartedError
+from .errors import ConfigError, DuplicateJobError, NotStartedError
 from .job import Job, queue_key_of, set_allowed_modules, set_enqueue_hook
 from .partition.consumer import (
     GetQueues,
@@ -64,6 +65,9 @@ log = logging.getLogger("roger_actors.node")
 
 #: Seconds a facade call waits for the node to answer.
 CALL_TIMEOUT = 30.0
+
+#: Seconds the ordered shutdown of the tree may take past ``shutdown_timeout``.
+STOP_MARGIN = 60.0
 
 
 class PartitionSupervisor(Supervisor):
@@ -109,9 +113,19 @@ class Node:
         )
 
     def start(self) -> Node:
-        """Start the tree; returns self."""
+        """Start the actor system and the tree; returns self.
+
+        Raises ConfigError naming ``admin_port`` when that port is already
+        taken (a node never joins an actor system it did not start)."""
         set_allowed_modules(self.config.allowed_job_modules)
-        self.app.start()
+        try:
+            self.app.start()
+        except AdminPortInUse as exc:
+            self.publisher.close()
+            raise ConfigError(f"config key 'admin_port': {exc}") from None
+        except BaseException:
+            self.publisher.close()
+            raise
         self._find_registry()
         self.call(Ready())
         return self
@@ -140,11 +154,13 @@ class Node:
         return sv_call(consumer, request, timeout, system=self.app.system)
 
     def _graceful(self) -> None:
-        handler = self._child_address("shutdown")
-        if handler is None:
-            return
+        """The ShutdownHandler sequence; any failure (the tree is dead, a call
+        timed out) is logged and the stop goes on."""
         timeout = self.config.shutdown_timeout
         try:
+            handler = self._child_address("shutdown")
+            if handler is None:
+                return
             left = sv_call(handler, GracefulStop(timeout), timeout + 10, system=self.app.system)
         except Exception:
             log.exception("graceful stop failed; stopping anyway")
@@ -170,13 +186,20 @@ class Node:
     def stop(self, graceful: bool = True) -> None:
         """Stop the node: first (if ``graceful``) the ShutdownHandler sequence —
         stop taking jobs, wait up to ``shutdown_timeout`` for running ones —
-        then the ordered shutdown of the tree and the actor system."""
+        then the ordered shutdown of the tree and the actor system.
+
+        The actor system is always shut down, also when the tree has died or a
+        step fails: the ordered shutdown is bounded (``shutdown_timeout`` +
+        :data:`STOP_MARGIN` s), and its error (CallTimeout) is raised only
+        after the system and the publisher are gone."""
         try:
             if graceful:
                 self._graceful()
-            self.app.stop()
         finally:
-            self.publisher.close()
+            try:
+                self.app.stop(timeout=self.config.shutdown_timeout + STOP_MARGIN)
+            finally:
+                self.publisher.close()
 
     def __enter__(self) -> Node:
         return self

@@ -51,7 +51,7 @@ from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, is_normal
 from .server import NOREPLY, Server, TimerRef
 from .spec import ChildSpec, DynamicSupervisorSpec, Start, SupervisorSpec
 from .supervisor import DynamicSupervisor, Supervisor
-from .system import start_actor_system
+from .system import AdminPortInUse, start_actor_system
 
 __all__ = [
     "IGNORE",
@@ -59,6 +59,7 @@ __all__ = [
     "NOREPLY",
     "NORMAL",
     "SHUTDOWN",
+    "AdminPortInUse",
     "AlreadyPresent",
     "AlreadyStarted",
     "Application",

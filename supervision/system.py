@@ -13,26 +13,49 @@ Which base to use:
 
 What :func:`start_actor_system` does for safety on multi-process bases:
 
-- Binds the actor transport to 127.0.0.1 (``THESPIAN_BASE_IPADDR``): actor
-  ports accept pickled messages, so a reachable port would be remote code
-  execution.
+- Binds every socket of the actor system (the admin's, the logger's, every
+  actor's) to 127.0.0.1, or to the one address given as ``bind_address``:
+  actor ports accept pickled messages, so a reachable port is remote code
+  execution. Thespian itself only *advertises* ``THESPIAN_BASE_IPADDR`` and
+  binds to every interface; :func:`install_bind_fix` makes its addresses
+  bind where they advertise. The fix is installed in the starting process
+  before the admin is forked, so every process of the system inherits it
+  (hence only the ``fork`` start method is accepted).
+- Starts a new actor system and never joins one: the admin port must be
+  free, and after the start the admin's listener must belong to our uid
+  (:class:`AdminPortInUse` otherwise). Joining whatever listens on a port
+  would run our actors in another user's processes.
 - Takes the admin port from the caller, so several systems (nodes, parallel
   tests) can share a host.
 - Raises Thespian's drop threshold for queued transmits far above its
   back-pressure threshold: a sender blocks instead of a message being dropped.
-- Sends Thespian's internal log to a file of the caller's choosing (at the
-  caller's level, its primary records also to Python logging) and actor
-  logging to Python logging on stderr (see :func:`log_definitions`).
+- Sends Thespian's internal log to a file of the caller's choosing, by
+  default ``thespian-<admin_port>.log`` in a private directory
+  (:func:`private_directory`), at the caller's level (its primary records
+  also to Python logging), and actor logging to Python logging on stderr
+  (see :func:`log_definitions`).
+
+Even bound to loopback, every local user (and anything sharing the network
+namespace) can reach the ports: run nodes in their own network namespace or
+container when other users share the host.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import os
+import reprlib
+import stat
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from thespian.actors import ActorSystem
+
+from .errors import SupervisionError
 
 BASES = ("simpleSystemBase", "multiprocTCPBase", "multiprocQueueBase", "multiprocUDPBase")
 
@@ -40,6 +63,35 @@ BASES = ("simpleSystemBase", "multiprocTCPBase", "multiprocQueueBase", "multipro
 DROP_TRANSMITS_LEVEL = 10_000_000
 
 DEFAULT_ADMIN_PORT = 1900
+
+#: Name of the private directory (under ``$XDG_RUNTIME_DIR``, else the temporary
+#: directory with the uid appended) that holds Thespian's log by default.
+PRIVATE_DIR_NAME = "roger-actors"
+
+
+class AdminPortInUse(SupervisionError):
+    """The admin port of a new actor system is taken by another listener (or,
+    after the start, the admin's listener is not owned by this process's uid).
+
+    ``port`` is the admin port, ``uids`` the owners of what listens there.
+    """
+
+    def __init__(self, port: int, uids: tuple[int, ...], after_start: bool = False) -> None:
+        owners = ", ".join(str(uid) for uid in uids) or "none"
+        if after_start:
+            what = f"after the start, its listener is not this process's (listener uid {owners}"
+        else:
+            what = f"it is already in use (listener uid {owners}"
+        super().__init__(
+            f"admin port {port}: {what}, ours {os.geteuid()}); a new actor system never "
+            "joins one it did not start: choose a free admin port"
+        )
+        self.port = port
+        self.uids = uids
+        self.after_start = after_start
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.port, self.uids, self.after_start))
 
 
 def log_definitions(level: int | str = logging.INFO) -> dict[str, Any]:
@@ -76,32 +128,192 @@ def start_actor_system(
     bind_address: str = "127.0.0.1",
     capabilities: dict[str, Any] | None = None,
 ) -> ActorSystem:
-    """Start (or join) a Thespian actor system and return its handle.
+    """Start a new Thespian actor system and return its handle.
 
-    ``base`` is one of :data:`BASES`. ``admin_port`` must be free unless a
-    system of the same base already listens there (then it is joined).
-    ``thespian_log`` is the file for Thespian's internal log (default
-    ``$TMPDIR/thespian-<admin_port>.log``, unless ``THESPLOG_FILE`` is set).
+    ``base`` is one of :data:`BASES`. On the multi-process bases every socket
+    of the system binds to ``bind_address`` only: the default keeps it on
+    loopback; another address of this host (an IPv4 literal, not 0.0.0.0)
+    exposes the pickle ports there on purpose. ``admin_port`` must be free:
+    when anything (any address, IPv4 or IPv6, any user) already listens on
+    it, or when after the start the admin's listener is not owned by our
+    uid, :class:`AdminPortInUse` is raised naming the port; an existing
+    system is never joined. ``thespian_log`` is the file for Thespian's
+    internal log (default ``thespian-<admin_port>.log`` in
+    :func:`private_directory`, unless ``THESPLOG_FILE`` is set).
+    ``capabilities`` may not choose a start method other than ``fork``.
     Raises ``ValueError`` naming a bad argument.
     """
     if base not in BASES:
         raise ValueError(f"base must be one of {BASES}, got {base!r}")
-    if not isinstance(admin_port, int) or not 0 < admin_port < 65536:
-        raise ValueError(f"admin_port must be a TCP port number, got {admin_port!r}")
-    if base != "simpleSystemBase":
-        os.environ["THESPIAN_BASE_IPADDR"] = bind_address
-        os.environ.setdefault("THESPIAN_DROP_TRANSMITS_LEVEL", str(DROP_TRANSMITS_LEVEL))
-        if thespian_log is None and "THESPLOG_FILE" not in os.environ:
-            thespian_log = os.path.join(tempfile.gettempdir(), f"thespian-{admin_port}.log")
-        if thespian_log is not None:
-            os.environ["THESPLOG_FILE"] = thespian_log
-        _raise_drop_level()
-        _route_thespian_log(log_level)
+    if isinstance(admin_port, bool) or not isinstance(admin_port, int):
+        raise ValueError(f"admin_port must be a TCP port number, got {type(admin_port).__name__}")
+    if not 0 < admin_port < 2**16:
+        raise ValueError(f"admin_port must be a TCP port number, got {reprlib.repr(admin_port)}")
     caps = {"Admin Port": admin_port, "Convention Address.IPv4": None}
     caps.update(capabilities or {})
     if caps.get("Convention Address.IPv4") is None:
         caps.pop("Convention Address.IPv4")
-    return ActorSystem(base, caps, logDefs=log_definitions(log_level), transientUnique=True)
+    protocol = _PROTOCOLS.get(base)
+    if base != "simpleSystemBase":
+        host = _check_bind_address(bind_address)
+        method = caps.get("Process Startup Method", "fork")
+        if method != "fork":
+            raise ValueError(
+                "capabilities['Process Startup Method'] must be 'fork' (the loopback bind "
+                f"is inherited by forked processes), got {method!r}"
+            )
+        install_bind_fix()
+        os.environ["THESPIAN_BASE_IPADDR"] = host
+        os.environ.setdefault("THESPIAN_DROP_TRANSMITS_LEVEL", str(DROP_TRANSMITS_LEVEL))
+        if thespian_log is None and "THESPLOG_FILE" not in os.environ:
+            thespian_log = str(private_directory() / f"thespian-{admin_port}.log")
+        if thespian_log is not None:
+            os.environ["THESPLOG_FILE"] = thespian_log
+        _raise_drop_level()
+        _route_thespian_log(log_level)
+        if protocol is not None:
+            taken = listeners(admin_port, protocol)
+            if taken:
+                raise AdminPortInUse(admin_port, tuple(sorted({s.uid for s in taken})))
+    system = ActorSystem(base, caps, logDefs=log_definitions(log_level), transientUnique=True)
+    if protocol is not None:
+        _check_own_admin(admin_port, protocol, os.environ["THESPIAN_BASE_IPADDR"])
+    return system
+
+
+_PROTOCOLS = {"multiprocTCPBase": "tcp", "multiprocUDPBase": "udp"}
+
+
+def _check_bind_address(bind_address: str) -> str:
+    try:
+        address = ipaddress.IPv4Address(bind_address)
+    except (ipaddress.AddressValueError, TypeError, ValueError):
+        raise ValueError(
+            f"bind_address must be an IPv4 address of this host, got {str(bind_address)[:64]!r}"
+        ) from None
+    if address.is_unspecified:
+        raise ValueError(
+            "bind_address must be one address of this host, not 0.0.0.0 (every interface)"
+        )
+    return str(address)
+
+
+def _check_own_admin(port: int, protocol: str, host: str) -> None:
+    """After the start: what answers on ``host:port`` must be ours (closes the
+    race between the free-port check and the admin's bind)."""
+    serving = [s for s in listeners(port, protocol) if s.address in (host, "0.0.0.0", "::")]
+    foreign = tuple(sorted({s.uid for s in serving if s.uid != os.geteuid()}))
+    if foreign or not serving:
+        raise AdminPortInUse(port, foreign, after_start=True)
+
+
+# ---------------------------------------------------------------- binding
+
+
+def install_bind_fix() -> None:
+    """Make Thespian's IP addresses bind where they advertise.
+
+    Thespian builds every listening address (admin, logger, actors) with
+    ``bindname = ('', port)``, i.e. every interface, whatever
+    ``THESPIAN_BASE_IPADDR`` says. After this call (idempotent), an address
+    that would bind to every interface binds to ``THESPIAN_BASE_IPADDR`` when
+    that is set. Processes forked afterwards inherit the fix.
+    """
+    from thespian.system.transport import IPBase
+
+    cls: Any = IPBase.IPActorAddress
+    if getattr(cls.__init__, "_bind_fix", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        host = os.environ.get("THESPIAN_BASE_IPADDR")
+        if host and self.bindname[0] in ("", "0.0.0.0"):
+            self.bindname = (host, self.bindname[1])
+
+    __init__._bind_fix = True  # type: ignore[attr-defined]
+    cls.__init__ = __init__
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A socket of the host bound to a port: its address, owner uid and inode
+    (from ``/proc/net/tcp*``/``udp*``)."""
+
+    address: str
+    port: int
+    uid: int
+    inode: int
+
+
+def listeners(port: int | None = None, protocol: str = "tcp") -> list[Listener]:
+    """The listening TCP (``protocol="tcp"``, state LISTEN) or bound UDP
+    (``"udp"``) sockets of this network namespace, IPv4 and IPv6, on ``port``
+    (every port when None). Unreadable tables count as empty."""
+    found = []
+    for table in (f"/proc/net/{protocol}", f"/proc/net/{protocol}6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) < 10 or (protocol == "tcp" and cols[3] != "0A"):
+                continue
+            hex_address, hex_port = cols[1].rsplit(":", 1)
+            if port is not None and int(hex_port, 16) != port:
+                continue
+            found.append(Listener(_decode_address(hex_address), int(hex_port, 16),
+                                  int(cols[7]), int(cols[9])))
+    return found
+
+
+def _decode_address(hex_address: str) -> str:
+    """An address as ``/proc/net/tcp*`` writes it (host byte order words)."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    address = ipaddress.ip_address(words)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+# ---------------------------------------------------------------- private files
+
+
+def private_directory() -> Path:
+    """A directory only this uid can use, for files other users must not read
+    or plant (Thespian's log).
+
+    ``$XDG_RUNTIME_DIR/roger-actors`` when ``XDG_RUNTIME_DIR`` is a directory
+    of ours not open to others, else ``<tempdir>/roger-actors-<uid>``. Either
+    is created with mode 0700, and used only when it is a real directory (not
+    a symlink) owned by us with no access for group or others; otherwise a
+    fresh ``tempfile.mkdtemp`` directory is used. Never raises for a hostile
+    existing path; OSError only when no directory can be made at all.
+    """
+    uid = os.geteuid()
+    candidates = []
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime) and _is_private_dir(runtime, uid):
+        candidates.append(Path(runtime, PRIVATE_DIR_NAME))
+    candidates.append(Path(tempfile.gettempdir(), f"{PRIVATE_DIR_NAME}-{uid}"))
+    for path in candidates:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        if _is_private_dir(path, uid):
+            return path
+    return Path(tempfile.mkdtemp(prefix=f"{PRIVATE_DIR_NAME}-{uid}-"))
+
+
+def _is_private_dir(path: str | Path, uid: int) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    private = stat.S_IMODE(info.st_mode) & 0o077 == 0
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and private
 
 
 def _raise_drop_level() -> None:
@@ -115,8 +327,14 @@ def _raise_drop_level() -> None:
 
 def _route_thespian_log(level: int | str) -> None:
     """Thespian's internal log: its file (above) and, for the records Thespian
-    marks as primary, Python logging (logger ``Thespian``) at ``level``."""
+    marks as primary, Python logging (logger ``Thespian``) at ``level``.
+    Thespian caches its file's path on first use: the cache is cleared so
+    that this process and the ones it forks use ``THESPLOG_FILE`` as set now
+    (never the default ``$TMPDIR/thespian.log``)."""
+    from thespian.system import utilis
     from thespian.system.utilis import thesplog_control
+
+    utilis._thesplog_file = None
 
     numeric = logging.getLevelName(level) if isinstance(level, str) else level
     if not isinstance(numeric, int):

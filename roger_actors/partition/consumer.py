@@ -71,7 +71,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
-import itertools
 import logging
 import os
 import signal
@@ -340,7 +339,7 @@ class Consumer(Server):
             name: _QueueState(name, limit) for name, limit in queues.items()
         }
         self.inflight: dict[int, _InFlight] = {}
-        self.tokens = itertools.count(1)
+        self.tokens = control.Tokens(self.inflight)
         self.worker_sup: Any = None
         self.connected = False
         self.consuming = True
@@ -715,7 +714,7 @@ class Consumer(Server):
         worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
         worker.control = ready.control
         worker.scoreboard = ready.scoreboard
-        worker.board = control.Scoreboard.attach(ready.scoreboard) if ready.scoreboard else None
+        worker.board = control.Scoreboard.take(ready.scoreboard) if ready.scoreboard else None
 
     # ------------------------------------------------------------ deliveries
 

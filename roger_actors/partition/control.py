@@ -10,7 +10,11 @@ channels outside Thespian cover that:
   of the worker. Datagrams: :data:`RETURN_UNSTARTED` (give back every job
   of the batch not yet started: pause, safe stop, a queue removed by
   reconfigure) and :func:`cancel_datagram` (cancel one job, waiting or
-  running).
+  running). Abstract names have no permissions and are listed in
+  ``/proc/net/unix``, so the socket asks the kernel for every sender's
+  credentials (``SO_PASSCRED``) and drops any datagram not sent by a
+  process of our own uid; delivery tokens come from :class:`Tokens`
+  (random, not guessable), so a token is only known to the node.
 * The **scoreboard** (worker -> Consumer): a small shared-memory file named
   in ``WorkerReady.scoreboard`` where the worker records, as they happen,
   which batch it runs, which job of it runs now and the outcome of every job
@@ -21,13 +25,20 @@ channels outside Thespian cover that:
 from __future__ import annotations
 
 import contextlib
+import logging
 import mmap
 import os
+import re
+import secrets
 import socket
+import stat
 import struct
 import tempfile
 import uuid
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
+
+log = logging.getLogger("roger_actors.control")
 
 #: Datagram: return every job of the batch not yet started.
 RETURN_UNSTARTED = b"return-unstarted"
@@ -63,38 +74,79 @@ _INT32 = struct.Struct("<i")
 # ---------------------------------------------------------------- control socket
 
 
+_UCRED = struct.Struct("=iII")  # struct ucred: pid, uid, gid
+
+
 class ControlSocket:
-    """The worker's end: a datagram socket in the abstract namespace.
+    """The worker's end: a datagram socket in the abstract namespace that
+    accepts datagrams from processes of this process's uid only.
 
     Read it from one thread with :meth:`receive`, which waits at most
     ``timeout`` seconds so that the reader notices :meth:`close`.
+    ``dropped`` counts the datagrams refused because of their sender.
     """
 
     def __init__(self, timeout: float = 0.1) -> None:
-        """Bind a new socket named ``self.name`` (unique to this process)."""
+        """Bind a new socket named ``self.name`` (unique to this process) that
+        receives its senders' credentials."""
         self.name = f"\0roger-worker-{os.getpid()}-{uuid.uuid4().hex}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(self.name)
         self.sock.settimeout(timeout)
         self.closed = False
+        self.dropped = 0
 
     def receive(self) -> bytes | None:
-        """The next datagram, or None when none came within the timeout.
+        """The next datagram sent by a process of our uid, or None when none
+        came within the timeout. A datagram from another uid (or without
+        credentials) is dropped, counted in ``dropped`` and logged (the first
+        few), and also gives None.
 
         Raises :class:`OSError` once the socket is closed.
         """
         if self.closed:
             raise OSError("control socket closed")
         try:
-            return self.sock.recv(256)
+            data, ancillary, _, _ = self.sock.recvmsg(256, socket.CMSG_SPACE(_UCRED.size))
         except (TimeoutError, InterruptedError, BlockingIOError):
             return None
+        uid = _sender_uid(ancillary)
+        if uid != os.getuid():
+            self.dropped += 1
+            if self.dropped <= 3:
+                log.warning("control datagram from uid %s dropped (not ours)", uid)
+            return None
+        return data
 
     def close(self) -> None:
         """Release the socket; a reader blocked in :meth:`receive` sees OSError
         within its timeout."""
         self.closed = True
         self.sock.close()
+
+
+def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            if len(data) >= _UCRED.size:
+                return int(_UCRED.unpack_from(data)[1])
+    return None
+
+
+class Tokens(Iterator[int]):
+    """Delivery tokens nobody outside the node can guess: random positive
+    63-bit integers (they fit the scoreboard's int64 batch id), never one
+    that is in ``in_use`` (the tokens still in flight)."""
+
+    def __init__(self, in_use: Container[int]) -> None:
+        self._in_use = in_use
+
+    def __next__(self) -> int:
+        while True:
+            token = secrets.randbits(63)
+            if token > 0 and token not in self._in_use:
+                return token
 
 
 def tell(name: str, datagram: bytes) -> bool:
@@ -218,6 +270,16 @@ class Scoreboard:
             os.close(fd)
         return cls(path, memory, owner=False)
 
+    @classmethod
+    def take(cls, path: str) -> Scoreboard | None:
+        """:meth:`attach`, then remove the file: the mapping is all the reader
+        needs, and a removed file cannot outlive the worker and the reader
+        (the worker's own removal then finds nothing, which is fine)."""
+        board = cls.attach(path)
+        if board is not None:
+            cls.unlink(path)
+        return board
+
     @staticmethod
     def unlink(path: str) -> None:
         """Remove the scoreboard file ``path`` (a dead worker's); no error if gone."""
@@ -263,6 +325,48 @@ class Scoreboard:
             self._memory.close()
         if self._owner:
             self.unlink(self.path)
+
+
+_SCOREBOARD_NAME = re.compile(r"roger-sb-([0-9]{1,10})-[0-9a-f]{32}")
+
+
+def sweep_scoreboards(directory: str | None = None) -> int:
+    """Remove the scoreboard files left by dead workers: files named
+    ``roger-sb-<pid>-<hex>`` in ``directory`` (default: where
+    :meth:`Scoreboard.create` puts them) that are regular files owned by our
+    uid and whose pid no longer exists. Returns how many were removed; never
+    raises for a file that vanishes or cannot be examined."""
+    where = directory or _scoreboard_dir()
+    removed = 0
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return 0
+    for name in names:
+        match = _SCOREBOARD_NAME.fullmatch(name)
+        if match is None or _pid_exists(int(match.group(1))):
+            continue
+        path = os.path.join(where, name)
+        try:
+            info = os.lstat(path)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _pid_exists(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid a worker had: leave the file alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_index(index: int) -> None:

@@ -16,7 +16,9 @@ process is how a running job is stopped (``max_execution_time``,
 cancellation), and the Consumer then reads there which jobs of the batch
 ended, how, and which one was running.
 
-A daemon thread reads the control socket while the batch runs:
+A daemon thread reads the control socket while the batch runs (the socket
+drops every datagram that a process of another uid sent, see
+:class:`~roger_actors.partition.control.ControlSocket`; tokens are random):
 
 * ``RETURN_UNSTARTED``: the jobs of the batch not started yet are reported
   ``"returned"``. Only a signal received during the current batch counts.
