@@ -353,6 +353,12 @@ def test_a_node_that_stops_cleanly_leaves_at_once(cluster: Cluster) -> None:
 def test_a_queue_pause_cast_reaches_the_partition_consumer(cluster: Cluster) -> None:
     cluster.start()
     pid = cluster.harness.start_partition({"default": 1})
+    # Once the Consumer consumes, it has Global's paused set: a cast that came
+    # before would be replaced by it (Global's state is the truth).
+    wait_for(
+        lambda: roger.Consumer.get_queues(pid)["default"]["consumer_count"] == 1,
+        what="the queue consumed",
+    )
     roger.System.cast("queue_pause", pid, "default")
     wait_for(
         lambda: roger.Consumer.get_queues(pid)["default"]["paused"],

@@ -351,6 +351,8 @@ class Consumer(Server):
         self.watch_fileno(self.io.fileno)
         self.sup_ref = self.call_async(self.parent, WhichChildren())
         self.pending_calls: dict[str, Any] = {}
+        #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
+        self.reconfiguring: set[str] = set()
         self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
         self.pending_io: list[concurrent.futures.Future[None]] = []
@@ -606,7 +608,11 @@ class Consumer(Server):
             if event.value == "empty":
                 self.parked.pop(key, None)
         elif event.kind.startswith("call:"):
-            from_ = self.pending_calls.pop(event.kind[5:], None)
+            ref = event.kind[5:]
+            from_ = self.pending_calls.pop(ref, None)
+            if ref in self.reconfiguring:
+                self.reconfiguring.discard(ref)
+                self._reconcile_consuming()
             if from_ is not None:
                 if event.error is not None:
                     self.reply_error(from_, _picklable(event.error))
@@ -950,7 +956,9 @@ class Consumer(Server):
     def _on_command(self, command: PartitionCommand) -> None:
         """A cast from the cluster: cancel a job, pause or resume a queue."""
         if not command.args or not isinstance(command.args[0], str):
-            log.warning("%s: malformed partition command %r", self.partition_id, command)
+            log.warning(
+                "%s: malformed partition command %s", self.partition_id, bounded_repr(command)
+            )
             return
         arg = command.args[0]
         if command.command == "cancel":
@@ -964,7 +972,9 @@ class Consumer(Server):
             if arg in self.queues and self.queues[arg].paused != pause:
                 self._submit(command.command, self._change_paused([arg], pause))
         else:
-            log.warning("%s: unknown partition command %r", self.partition_id, command)
+            log.warning(
+                "%s: unknown partition command %s", self.partition_id, bounded_repr(command)
+            )
 
     def _note_cancelled(self, job_id: str) -> None:
         """Remember ``job_id`` as cancelled (a hint, renewed if known)."""
@@ -1487,7 +1497,27 @@ class Consumer(Server):
                 existing.prefetch = existing.wanted_prefetch
                 changed[name] = (previous, existing.prefetch, existing.paused)
         consuming = self.consuming and self.snapshot_ready
+        self.reconfiguring.add(from_.ref)
         return self._io_call(from_, self._apply_queues(removed, added, changed, consuming))
+
+    def _reconcile_consuming(self) -> None:
+        """A reconfiguration has reached the broker: consume exactly the queues
+        that should be consumed now. A pause, a resume or the Global snapshot
+        handled while it was under way may have reached the link before a new
+        queue's consumer existed (where it does nothing), which would leave
+        that queue never consumed, or consumed while paused."""
+        run: list[str] = []
+        stop: list[str] = []
+        for name, q in self.queues.items():
+            if q.max_workers > 0:
+                wanted = self.consuming and self.snapshot_ready and not q.paused
+                (run if wanted else stop).append(name)
+
+        async def reconcile() -> None:
+            await self._pause_all(stop)
+            await self._resume_all(run)
+
+        self._submit("reconcile", reconcile())
 
     async def _apply_queues(
         self,
