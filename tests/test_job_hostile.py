@@ -191,3 +191,14 @@ def test_module_constants_are_exported() -> None:
     assert {"MAX_KEY_BYTES", "MAX_FIELD_INT", "bounded_repr", "check_payload_size"} <= set(
         job_module.__all__
     )
+
+
+def test_a_batch_message_shows_its_job_ids_not_their_args() -> None:
+    # Thespian formats every message it sends; a batch of 32 jobs with large
+    # args must stay a short line.
+    from roger_actors.partition.messages import RunJobs
+
+    jobs = [(i, roger.Job.create(TimedJob, ["x" * 10_000, i, 0])) for i in range(32)]
+    text = repr(RunJobs(jobs))
+    assert text.startswith("RunJobs(32 jobs: ") and text.endswith("+29)")
+    assert jobs[0][1].id in text and "xxxx" not in text

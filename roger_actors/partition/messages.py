@@ -33,6 +33,13 @@ class RunJobs:
 
     items: list[tuple[int, Job]]
 
+    def __repr__(self) -> str:
+        # Thespian formats every message it sends (TransmitIntent.identify):
+        # showing each job in full was measured at 6% of a Consumer's CPU.
+        ids = ", ".join(job.id for _, job in self.items[:3])
+        more = f", +{len(self.items) - 3}" if len(self.items) > 3 else ""
+        return f"RunJobs({len(self.items)} jobs: {ids}{more})"
+
 
 @dataclass(frozen=True)
 class JobFinished:
