@@ -36,7 +36,7 @@ from .apply_system import ApplySystem
 from .cluster_auth import ClusterAuth
 from .cluster_client import ClusterClient
 from .config import Config, load_config
-from .errors import ConfigError, DuplicateJobError, NotStartedError
+from .errors import ConfigError, DuplicateJobError, NotRunningError, NotStartedError
 from .job import Job, queue_key_of, set_allowed_modules, set_enqueue_hook
 from .partition.consumer import (
     GetQueues,
@@ -421,12 +421,21 @@ class Partition:
     """Roger's ``Roger.Partition`` functions on the current node."""
 
     @staticmethod
-    def start(partition_id: str, queues: Any) -> None:
-        """Start a partition with ``{queue: max_workers}`` (or pairs); if it runs,
-        reconfigure it to exactly these queues."""
-        current().call(
+    def start(partition_id: str, queues: Any) -> str:
+        """Start a partition with ``{queue: max_workers}`` (or pairs); if it is
+        already here, reconfigure it to exactly these queues.
+
+        Returns ``"running"`` once the partition runs (its Consumer is connected
+        and has Global's snapshot: ``NodeInfo.running_partitions()`` lists it),
+        or ``"waiting"`` when it cannot run yet: the node is inactive (it is
+        shutting down; the partition is listed as waiting and never starts),
+        the broker cannot be reached (it starts when it can), or it did not run
+        within 20 s. Raises ValueError for a bad id or queue list, and
+        RogerError when its tree fails to start."""
+        answer = current().call(
             StartPartition(validate_partition_id(partition_id), normalise_queue_defs(queues))
         )
+        return "running" if answer is None else str(answer)
 
     @staticmethod
     def reconfigure(partition_id: str, queues: Any) -> None:
@@ -443,7 +452,11 @@ class Partition:
 
     @staticmethod
     def safe_stop(partition_id: str) -> None:
-        """Stop taking jobs; the partition stops once its running jobs are done."""
+        """Roger's ``safe_stop``: pause every queue of the partition on this node
+        (``Consumer.pause_all``). Jobs not started go back to their queues,
+        running ones finish; the partition stays (listed, ``Consumer.resume``
+        takes jobs again, ``Partition.stop`` removes it). Raises
+        NotRunningError when the partition is not here."""
         current().call(SafeStopPartition(partition_id))
 
     @staticmethod
@@ -638,10 +651,23 @@ class System:
 
     @staticmethod
     def set_inactive() -> None:
-        """Mark this node inactive: it can no longer start new partitions."""
+        """Mark this node inactive (the first step of its shutdown): from now on
+        ``Partition.start`` starts no partition here, it lists it as waiting.
+        Partitions already running go on. There is no way back (as in Roger)."""
         system_mod.set_inactive(*System._target())
 
     @staticmethod
     def unsubscribe_all() -> None:
-        """Stop taking System commands on this node (it leaves the cluster)."""
-        system_mod.unsubscribe_all(*System._target())
+        """On an inactive node, make every running partition stop taking jobs
+        (``Partition.safe_stop`` of each: its queues are paused, running jobs
+        finish); on an active node, do nothing. As in Roger, the node goes on
+        taking System commands (cancels, pauses) while it runs. Raises
+        NotStartedError when no node runs in this process."""
+        if System.is_active():
+            return
+        running = current().call(Partitions())["running"]
+        for partition_id in sorted(running):
+            try:
+                Partition.safe_stop(partition_id)
+            except NotRunningError:
+                pass  # it stopped meanwhile

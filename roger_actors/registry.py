@@ -2,13 +2,28 @@
 
 The registry is the node's single entry point for partition management. It
 starts a partition as a child (id = partition id) of the PartitionSupervisor
-and keeps, for each, its queues, its Consumer's address and whether that
-Consumer is connected to the broker. A partition whose Consumer is not
-connected is *waiting*: its Consumer retries the connection with back-off
-until it starts. Predefined partitions from the configuration are started
-when the registry starts. Partition commands the System receives from the
-cluster (cancel, queue_pause, queue_resume) are forwarded to the partition's
-Consumer; for a partition not running here they are dropped. A
+and keeps, for each, its queues, its Consumer's address and whether it
+*runs*: its Consumer is connected to the broker and has its Global's
+snapshot, so deliveries may start. Any other partition is *waiting*: its
+Consumer retries the connection with back-off until it runs. As in Roger, a
+node that was set inactive (it is shutting down) starts no partition: a
+start there lists the partition as waiting, with no tree.
+
+``StartPartition`` answers once the partition runs (``"running"``), or with
+``"waiting"`` when the node is inactive, when the Consumer's first
+connection attempt failed, or after :data:`START_WAIT` seconds; a start
+that fails is an error. On a partition that is already here it
+reconfigures it. Predefined partitions from the configuration are started
+when the registry starts.
+
+``SafeStopPartition`` is Roger's ``safe_stop``: it pauses every queue of the
+partition (running jobs finish; ``Consumer.resume`` takes jobs again) and
+the partition stays. ``DrainPartition`` (the graceful shutdown's) stops
+taking jobs and removes the partition once its running jobs are done.
+
+Partition commands the System receives from the cluster (cancel,
+queue_pause, queue_resume) are forwarded to the partition's Consumer; for a
+partition not running here they are dropped. A
 :class:`~roger_actors.system_protocol.Resync` from the System (its
 subscription came back, casts may have been missed) goes to every running
 Consumer, which fetches its Global's snapshot again.
@@ -32,13 +47,18 @@ from supervision.protocol import (
 
 from .config import Config
 from .errors import NotRunningError, RogerError
-from .partition.consumer import Reconfigure, Status, StopConsuming
+from .partition.consumer import PauseAll, Reconfigure, Status, StopConsuming
 from .partition.containing_supervisor import ContainingSupervisor
 from .partition.messages import QueuesOf
 from .queue import normalise_queue_defs, validate_partition_id
+from .system import IsActive
 from .system_protocol import PartitionCommand, Resync
 
 log = logging.getLogger("roger_actors.registry")
+
+#: Longest a StartPartition waits for the new partition to run (seconds)
+#: before it answers ``"waiting"``.
+START_WAIT = 20.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,13 @@ class StopPartition:
 
 @dataclass(frozen=True)
 class SafeStopPartition:
+    """Call: pause every queue of the partition (Roger's ``safe_stop``); it stays."""
+
+    partition_id: str
+
+
+@dataclass(frozen=True)
+class DrainPartition:
     """Call: stop taking jobs; the partition stops when its running jobs are done."""
 
     partition_id: str
@@ -84,9 +111,16 @@ class Partitions:
 class _Partition:
     queues: dict[str, int]
     consumer: Any = None
+    #: The Consumer's link is up.
     connected: bool = False
-    safe_stopping: bool = False
-    waiting_calls: list[From] = field(default_factory=list)
+    #: Connected with Global's snapshot in: the partition runs.
+    ready: bool = False
+    #: A tree was started (False while the node's active flag is checked, or
+    #: for good when the node is inactive).
+    started: bool = False
+    draining: bool = False
+    #: StartPartition calls answered once the partition runs or waits.
+    start_waiters: list[From] = field(default_factory=list)
 
 
 class Registry(Server):
@@ -100,6 +134,7 @@ class Registry(Server):
         self.partitions: dict[str, _Partition] = {}
         self.partition_sup: Any = None
         self.pending: dict[str, tuple[str, str, From | None]] = {}
+        self.system: Any = None
         self.sibling_ref = self.call_async(self.parent, WhichChildren())
         self.ready_waiters: list[From] = []
 
@@ -118,17 +153,33 @@ class Registry(Server):
             return self._start_partition(pid, queues, from_)
         if isinstance(request, StopPartition):
             pid = self._require_running(request.partition_id)
+            if not self.partitions[pid].started:
+                self._reply_start(pid, "waiting")
+                del self.partitions[pid]
+                return None
             ref = self.call_async(self.partition_sup, TerminateChild(pid))
             self.pending[ref] = ("stop", pid, from_)
             return NOREPLY
         if isinstance(request, SafeStopPartition):
             pid = self._require_running(request.partition_id)
+            consumer = self.partitions[pid].consumer
+            if consumer is None:
+                return None
+            ref = self.call_async(consumer, PauseAll())
+            self.pending[ref] = ("pause", pid, from_)
+            return NOREPLY
+        if isinstance(request, DrainPartition):
+            pid = self._require_running(request.partition_id)
             part = self.partitions[pid]
-            part.safe_stopping = True
+            if not part.started:
+                self._reply_start(pid, "waiting")
+                del self.partitions[pid]
+                return None
+            part.draining = True
             if part.consumer is not None:
                 ref = self.call_async(part.consumer, StopConsuming())
                 self.pending[ref] = ("ignore", pid, None)
-            self.send_after(0.2, ("safe-stop", pid))
+            self.send_after(0.2, ("drain", pid))
             return None
         if isinstance(request, ConsumerOf):
             pid = self._require_running(request.partition_id)
@@ -139,8 +190,8 @@ class Registry(Server):
         if isinstance(request, QueuesOf):
             return dict(self.partitions[self._require_running(request.partition_id)].queues)
         if isinstance(request, Partitions):
-            running = {p: dict(v.queues) for p, v in self.partitions.items() if v.connected}
-            waiting = {p: dict(v.queues) for p, v in self.partitions.items() if not v.connected}
+            running = {p: dict(v.queues) for p, v in self.partitions.items() if v.ready}
+            waiting = {p: dict(v.queues) for p, v in self.partitions.items() if not v.ready}
             return {"running": running, "waiting": waiting}
         return super().handle_call(request, from_)
 
@@ -154,21 +205,53 @@ class Registry(Server):
         part = self.partitions.get(pid)
         if part is not None:
             part.queues = dict(queues)
-            if part.consumer is None:
-                return None
+            if not part.started or part.consumer is None:
+                # Its tree is being checked or started, or the node is
+                # inactive: the new queues are what it will start with.
+                return self._answer_start(part, from_)
             ref = self.call_async(part.consumer, Reconfigure(dict(queues)))
             self.pending[ref] = ("reconfigure", pid, from_)
             return NOREPLY
         if self.partition_sup is None:
             raise NotRunningError("the node is still starting")
-        self.partitions[pid] = _Partition(dict(queues))
+        part = self.partitions[pid] = _Partition(dict(queues))
+        if from_ is not None:
+            part.start_waiters.append(from_)
+        if self.system is None:
+            self._start_tree(pid)
+        else:
+            ref = self.call_async(self.system, IsActive())
+            self.pending[ref] = ("active?", pid, None)
+        return NOREPLY
+
+    def _start_tree(self, pid: str) -> None:
+        """Start the partition's tree (the node is active)."""
+        part = self.partitions[pid]
+        part.started = True
         spec = ChildSpec(
             pid,
-            (ContainingSupervisor, (pid, dict(queues), self.config, self.address)),
+            (ContainingSupervisor, (pid, dict(part.queues), self.config, self.address)),
         )
         ref = self.call_async(self.partition_sup, StartChild(spec))
-        self.pending[ref] = ("start", pid, from_)
-        return NOREPLY
+        self.pending[ref] = ("start", pid, None)
+        self.send_after(START_WAIT, ("start-wait", pid))
+
+    def _answer_start(self, part: _Partition, from_: From | None) -> Any:
+        """The answer to a StartPartition of an existing, not running partition:
+        now when it waits for good (inactive node), else once it runs."""
+        if part.started or from_ is None:
+            if from_ is not None:
+                part.start_waiters.append(from_)
+            return NOREPLY if from_ is not None else None
+        return "waiting"
+
+    def _reply_start(self, pid: str, answer: str) -> None:
+        part = self.partitions.get(pid)
+        if part is None:
+            return
+        waiters, part.start_waiters = part.start_waiters, []
+        for waiter in waiters:
+            self.reply(waiter, answer)
 
     # ------------------------------------------------------------ infos
 
@@ -178,10 +261,18 @@ class Registry(Server):
         if isinstance(message, CallReply):
             self._on_reply(message)
         elif isinstance(message, tuple) and message and message[0] == "consumer":
-            _, pid, address, connected = message
+            _, pid, address, status = message
             part = self.partitions.get(pid)
             if part is not None:
-                part.consumer, part.connected = address, connected
+                part.consumer = address
+                part.connected = status in ("connected", "ready")
+                part.ready = status == "ready"
+                if part.ready:
+                    self._reply_start(pid, "running")
+                elif status == "failed":
+                    self._reply_start(pid, "waiting")
+        elif isinstance(message, tuple) and message and message[0] == "start-wait":
+            self._reply_start(message[1], "waiting")
         elif isinstance(message, PartitionCommand):
             part = self.partitions.get(message.partition_id)
             if part is not None and part.consumer is not None:
@@ -190,8 +281,8 @@ class Registry(Server):
             for part in self.partitions.values():
                 if part.consumer is not None:
                     self.send(part.consumer, message)
-        elif isinstance(message, tuple) and message and message[0] == "safe-stop":
-            self._poll_safe_stop(message[1])
+        elif isinstance(message, tuple) and message and message[0] == "drain":
+            self._poll_drain(message[1])
         else:
             super().handle_info(message)
 
@@ -200,6 +291,8 @@ class Registry(Server):
             for info in reply.value if reply.ok else []:
                 if info.id == "partitions":
                     self.partition_sup = info.address
+                elif info.id == "system" and info.address not in (None, "restarting"):
+                    self.system = info.address
             if self.partition_sup is None:
                 raise RuntimeError("registry cannot find the PartitionSupervisor")
             for pid, queues in self.config.partitions.items():
@@ -209,10 +302,26 @@ class Registry(Server):
             self.ready_waiters.clear()
             return
         kind, pid, from_ = self.pending.pop(reply.ref, ("", "", None))
-        if kind == "start" and not reply.ok:
-            self.partitions.pop(pid, None)
+        if kind == "active?":
+            part = self.partitions.get(pid)
+            if part is None:
+                return
+            if reply.ok and reply.value is False:
+                log.info("partition %s waits: this node is inactive", pid)
+                self._reply_start(pid, "waiting")
+            else:
+                # No answer from the System: start (its Consumer connects on its own).
+                self._start_tree(pid)
+            return
+        if kind == "start":
+            if reply.ok:
+                return  # answered once it runs (or waits)
+            part = self.partitions.pop(pid, None)
             log.error("partition %s failed to start: %s", pid, reply.value)
-        elif kind == "stop":
+            for waiter in part.start_waiters if part is not None else []:
+                self.reply_error(waiter, reply.value)
+            return
+        if kind == "stop":
             self.partitions.pop(pid, None)
             if reply.ok:
                 ref = self.call_async(self.partition_sup, DeleteChild(pid))
@@ -223,20 +332,23 @@ class Registry(Server):
                 ref = self.call_async(self.partition_sup, TerminateChild(pid))
                 self.pending[ref] = ("stop", pid, None)
             else:
-                self.send_after(0.2, ("safe-stop", pid))
+                self.send_after(0.2, ("drain", pid))
             return
         if from_ is not None:
-            if reply.ok:
-                self.reply(from_, None)
-            else:
+            if not reply.ok:
                 self.reply_error(from_, reply.value)
+            elif kind == "reconfigure":
+                part = self.partitions.get(pid)
+                self.reply(from_, "running" if part is not None and part.ready else "waiting")
+            else:
+                self.reply(from_, None)
 
-    def _poll_safe_stop(self, pid: str) -> None:
+    def _poll_drain(self, pid: str) -> None:
         part = self.partitions.get(pid)
-        if part is None or not part.safe_stopping:
+        if part is None or not part.draining:
             return
         if part.consumer is None:
-            self.send_after(0.2, ("safe-stop", pid))
+            self.send_after(0.2, ("drain", pid))
             return
         ref = self.call_async(part.consumer, Status())
         self.pending[ref] = ("status", pid, None)

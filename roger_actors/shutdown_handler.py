@@ -18,7 +18,7 @@ from typing import Any
 from supervision import NOREPLY, From, Server
 from supervision.protocol import CallReply, WhichChildren
 
-from .registry import Partitions, SafeStopPartition
+from .registry import DrainPartition, Partitions
 from .system import SetInactive
 
 log = logging.getLogger("roger_actors.shutdown")
@@ -76,7 +76,7 @@ class ShutdownHandler(Server):
         partitions = set(listed.get("running", {})) | set(listed.get("waiting", {}))
         for pid in partitions - self.stopping:
             log.info("graceful stop: partition %s stops taking jobs", pid)
-            self.call_async(self.siblings["registry"], SafeStopPartition(pid))
+            self.call_async(self.siblings["registry"], DrainPartition(pid))
             self.stopping.add(pid)
         if not partitions or time.monotonic() >= self.deadline:
             if partitions:

@@ -48,9 +48,10 @@ per live member (this node included) until all answered or the timeout
 passed; casts (:class:`ClusterCast`) only wait for the broker's confirm.
 
 A node is *active* until ``SetInactive`` (the first step of a graceful
-shutdown). ``UnsubscribeAll`` stops taking commands: the command queue is
-deleted and heartbeats stop (the node leaves the cluster); its own calls
-still collect replies.
+shutdown); an inactive node starts no partition (the registry asks). As in
+Roger, a node takes System commands for as long as it runs: the
+``System.unsubscribe_all`` facade stops the node's job consumption, not its
+commands (see :mod:`roger_actors.node`).
 
 The module functions at the bottom (:func:`call`, :func:`cast`...) are the
 client side, used by the ``roger_actors.System`` facade.
@@ -126,7 +127,6 @@ STATS_KEYS = (
     "malformed",
     "unknown_command",
     "unknown_reply",
-    "ignored",
     "unauthenticated",
     "oversized",
     "bad_reply_to",
@@ -179,12 +179,6 @@ class ClusterCall:
 
 
 @dataclass(frozen=True)
-class UnsubscribeAll:
-    """Call: stop taking commands from the System exchange (this node leaves the
-    cluster: no more heartbeats); answered None."""
-
-
-@dataclass(frozen=True)
 class Members:
     """Call: sorted names of the live nodes (this one while it takes commands)."""
 
@@ -194,13 +188,12 @@ class Stats:
     """Call: counters of the messages received (``commands``, ``replies``) and
     of those dropped, by reason: ``malformed`` (not a command or reply of the
     right shape), ``unknown_command``, ``unknown_reply`` (no such call
-    pending), ``ignored`` (commands after UnsubscribeAll),
-    ``unauthenticated`` (unsigned, or a bad signature, with a secret),
+    pending), ``unauthenticated`` (unsigned, or a bad signature, with a secret),
     ``oversized``, ``bad_reply_to`` (a call whose ``reply_to`` is not a
     server-named queue: not run), ``duplicate_reply`` (a second reply from a
     node: the first counts), ``too_many_members`` (heartbeat of a new node
     beyond :data:`MAX_MEMBERS`), ``errors`` (a failure while handling one);
-    ``dropped`` is the sum of all but ``ignored``, ``duplicate_reply`` and
+    ``dropped`` is the sum of all but ``duplicate_reply`` and
     ``errors`` (the refusals, logged at most once per 10 s)."""
 
 
@@ -239,8 +232,6 @@ class _Done:
 class _PendingCall:
     from_: From
     expected: set[str]
-    #: False when the membership was unknown at the start: wait for the timeout.
-    wait_for_members: bool
     timer: TimerRef
     replies: dict[str, Any] = field(default_factory=dict)
 
@@ -256,7 +247,7 @@ class _SystemChannel:
         self.command_tag = ""
         self.generation = 0
 
-    async def open(self, generation: int, exchange: str, listen: bool) -> None:
+    async def open(self, generation: int, exchange: str) -> None:
         """Declare the exchange and both queues, consume them; post the outcome."""
         await self.close()
         self.generation = generation
@@ -298,31 +289,17 @@ class _SystemChannel:
             replies = await channel.queue_declare("", exclusive=True, auto_delete=True)
             assert replies is not None
             await channel.basic_consume(str(replies.queue), receiver("reply"), no_ack=True)
-            if listen:
-                commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
-                assert commands is not None
-                self.command_queue = str(commands.queue)
-                await channel.queue_bind(self.command_queue, exchange)
-                ok = await channel.basic_consume(
-                    self.command_queue, receiver("command"), no_ack=True
-                )
-                self.command_tag = str(ok.consumer_tag)
+            commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
+            assert commands is not None
+            self.command_queue = str(commands.queue)
+            await channel.queue_bind(self.command_queue, exchange)
+            ok = await channel.basic_consume(self.command_queue, receiver("command"), no_ack=True)
+            self.command_tag = str(ok.consumer_tag)
         except Exception as exc:
             self.post(_SubscribeFailed(generation, repr(exc)))
             await self.close()
             return
         self.post(_Subscribed(generation, self.command_queue, str(replies.queue)))
-
-    async def stop_listening(self) -> None:
-        """Cancel the command consumer and delete the command queue."""
-        channel, tag, queue = self.channel, self.command_tag, self.command_queue
-        self.command_tag = self.command_queue = ""
-        if channel is None or channel.is_closed:
-            return
-        if tag:
-            await channel.basic_cancel(tag)
-        if queue:
-            await channel.queue_delete(queue)
 
     async def close(self) -> None:
         """Close the channel (its exclusive queues go with the connection)."""
@@ -346,8 +323,6 @@ class System(Server):
         self.exchange = exchange_name(config.system_exchange_prefix)
         self.connected = False
         self.active = True
-        #: False after UnsubscribeAll: commands are no longer taken.
-        self.listening = True
         #: True while the system channel and its queues are up.
         self.subscribed = False
         self.reply_queue = ""
@@ -383,7 +358,7 @@ class System(Server):
     def _subscribe(self) -> None:
         self.generation += 1
         self.subscribed = False
-        self.io.submit(self.channel.open(self.generation, self.exchange, self.listening))
+        self.io.submit(self.channel.open(self.generation, self.exchange))
 
     def _submit(self, coro: Any, tag: Any = None) -> None:
         """Run ``coro`` on the loop; its outcome comes back as ``_Done(tag, error)``."""
@@ -402,7 +377,7 @@ class System(Server):
 
     def handle_call(self, request: Any, from_: From) -> Any:
         """IsConnected, IsActive, SetInactive, ClusterCast, ClusterCall,
-        UnsubscribeAll, Members, Stats."""
+        Members, Stats."""
         if isinstance(request, IsConnected):
             return self.connected
         if isinstance(request, IsActive):
@@ -414,8 +389,6 @@ class System(Server):
             return self._cast(request, from_)
         if isinstance(request, ClusterCall):
             return self._call(request, from_)
-        if isinstance(request, UnsubscribeAll):
-            return self._unsubscribe()
         if isinstance(request, Members):
             return sorted(self._live())
         if isinstance(request, Stats):
@@ -444,19 +417,9 @@ class System(Server):
             request.command, request.args, self.node_name, call_id, self.reply_queue
         )
         timer = self.send_after(float(timeout), ("call-timeout", call_id))
-        self.calls[call_id] = _PendingCall(from_, self._live(), self.listening, timer)
+        self.calls[call_id] = _PendingCall(from_, self._live(), timer)
         self._submit(self._publish(body), ("call", call_id))
         return NOREPLY
-
-    def _unsubscribe(self) -> None:
-        if not self.listening:
-            return None
-        self.listening = False
-        self.members.clear()
-        if self.connected and self.subscribed:
-            self._submit(self.channel.stop_listening(), "unsubscribed")
-            self._publish_cast("leave", [self.node_name])
-        return None
 
     def _publish(self, body: bytes, expiration_ms: int | None = None) -> Any:
         """The coroutine publishing the command ``body``, signed, to the exchange."""
@@ -474,10 +437,10 @@ class System(Server):
         self._submit(publish_reply(self.link, reply_to, body, auth=self.auth), "reply")
 
     def _live(self) -> set[str]:
-        """Nodes heard from within HEARTBEAT_TIMEOUT, and this one while it listens."""
+        """Nodes heard from within HEARTBEAT_TIMEOUT, and this one while subscribed."""
         horizon = time.monotonic() - HEARTBEAT_TIMEOUT
         live = {name for name, seen in self.members.items() if seen >= horizon}
-        if self.listening and self.subscribed:
+        if self.subscribed:
             live.add(self.node_name)
         return live
 
@@ -572,13 +535,9 @@ class System(Server):
             self._check_call(call_id)
 
     def _heartbeat(self) -> None:
-        if self.connected and self.subscribed and self.listening:
+        if self.connected and self.subscribed:
             body = encode_command("heartbeat", [self.node_name], self.node_name)
             self._submit(self._publish(body, int(HEARTBEAT_TIMEOUT * 1000)), "heartbeat")
-
-    def _publish_cast(self, command: str, args: list[Any]) -> None:
-        body = encode_command(command, args, self.node_name)
-        self._submit(self._publish(body), command)
 
     # ------------------------------------------------------------ messages
 
@@ -633,7 +592,7 @@ class System(Server):
 
     def _check_call(self, call_id: str) -> None:
         pending = self.calls.get(call_id)
-        if pending is None or not pending.wait_for_members:
+        if pending is None:
             return
         if not (pending.expected & self._live()) - set(pending.replies):
             self._finish_call(call_id)
@@ -649,9 +608,6 @@ class System(Server):
         if command.reply_to is not None and not valid_reply_to(command.reply_to):
             # Not run at all: the reply would write into someone's queue.
             self._drop("bad_reply_to")
-            return
-        if not self.listening:
-            self.stats["ignored"] += 1
             return
         self.stats["commands"] += 1
         ok, value = True, None
@@ -759,7 +715,7 @@ class System(Server):
 
     def terminate(self, reason: Any) -> None:
         """Say ``leave`` (best effort), close the connection and the I/O thread."""
-        if self.connected and self.subscribed and self.listening:
+        if self.connected and self.subscribed:
             body = encode_command("leave", [self.node_name], self.node_name)
             try:
                 self.io.submit(self._publish(body)).result(timeout=2)
@@ -828,11 +784,6 @@ def is_active(address: Any, system: ActorSystem) -> bool:
 def set_inactive(address: Any, system: ActorSystem) -> None:
     """Mark the node inactive (it can no longer start new partitions)."""
     sv_call(address, SetInactive(), CLIENT_MARGIN, system=system)
-
-
-def unsubscribe_all(address: Any, system: ActorSystem) -> None:
-    """Stop taking System commands on this node (it leaves the cluster)."""
-    sv_call(address, UnsubscribeAll(), CLIENT_MARGIN, system=system)
 
 
 def members(address: Any, system: ActorSystem) -> list[str]:

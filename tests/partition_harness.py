@@ -267,13 +267,9 @@ class NodeHarness:
         return pid
 
     def start_partition(self, queues: dict[str, int], name: str = "p") -> str:
-        """Start a partition with a fresh id and wait until it runs (is connected)."""
+        """Start a partition with a fresh id; it runs when the start returns."""
         pid = self.partition_id(name)
-        roger.Partition.start(pid, queues)
-        wait_for(
-            lambda: pid in roger.Partition.partitions()["running"],
-            what=f"partition {pid} running",
-        )
+        assert roger.Partition.start(pid, queues) == "running"
         return pid
 
     # ------------------------------------------------------------ actors

@@ -438,29 +438,6 @@ def test_worker_pool_shrinks_to_no_process_when_idle(h: NodeHarness) -> None:
     h.wait_tags("after_run", {"again"})
 
 
-def test_safe_stop_lets_the_running_job_finish_then_the_partition_is_gone(
-    h: NodeHarness,
-) -> None:
-    pid = h.start_partition({"default": 1})
-    h.enqueue(TimedJob, pid, "long", 2.0)
-    h.enqueue(TimedJob, pid, "never", 0)  # beyond prefetch 1: still in the queue
-    h.wait_events("start", 1)
-
-    roger.Partition.safe_stop(pid)
-
-    def gone() -> bool:
-        listed = roger.Partition.partitions()
-        return pid not in listed["running"] and pid not in listed["waiting"]
-
-    assert not gone(), "the partition went away while its job was running"
-    wait_for(gone, timeout=20, what="the partition no longer listed", interval=0.1)
-    assert h.tags("end") == {"long"}, "the running job did not finish before the stop"
-    assert h.tags("after_run") == {"long"}
-    assert "never" not in h.tags("start")
-    # the finished job was acked; the other one waits for a consumer
-    assert counts(Queue.make_name(pid, "default")) == (1, 0)
-
-
 # ---------------------------------------------------------------- the Consumer's I/O wake-up
 
 

@@ -110,7 +110,7 @@ def test_partition_with_an_unreachable_broker_is_waiting_and_the_node_lives_on(
     h.start(amqp="amqp://guest:guest@127.0.0.1:5999/")
     pid = h.partition_id("unreachable")
 
-    roger.Partition.start(pid, {"default": 2})
+    assert roger.Partition.start(pid, {"default": 2}) == "waiting"
 
     wait_for(
         lambda: roger.Partition.partitions()["waiting"].get(pid) == {"default": 2},

@@ -275,15 +275,6 @@ def test_a_reply_on_the_exchange_is_malformed_and_one_to_an_unknown_call_dropped
     assert cluster.system_address() == address, "the System was restarted"
 
 
-def test_unsubscribe_all_makes_the_node_stop_answering(cluster: Cluster) -> None:
-    cluster.start()
-    roger.System.unsubscribe_all()
-    assert roger.System.call("ping", timeout=1.0) == []
-    assert cluster.members() == []
-    roger.System.unsubscribe_all()  # again: nothing to do
-    assert roger.System.is_connected()
-
-
 def test_set_inactive(cluster: Cluster) -> None:
     cluster.start()
     roger.System.set_inactive()

@@ -451,6 +451,7 @@ class Consumer(Server):
             elif name in previous:
                 state.paused = False
         self.snapshot_ready = True
+        self._tell_registry()
         start = [
             name
             for name, q in self.queues.items()
@@ -575,6 +576,7 @@ class Consumer(Server):
         if event.kind == "connected":
             if event.error is not None:
                 log.warning("%s: cannot connect: %r", self.partition_id, event.error)
+                self._tell_registry(failed=True)
                 self._schedule_reconnect()
             else:
                 self.connected = True
@@ -621,9 +623,17 @@ class Consumer(Server):
         elif event.error is not None:
             log.warning("%s: %s failed: %r", self.partition_id, event.kind, event.error)
 
-    def _tell_registry(self) -> None:
+    def _tell_registry(self, failed: bool = False) -> None:
+        """Report this Consumer's state to the registry: ``"starting"``,
+        ``"failed"`` (a connection attempt failed), ``"connected"``, or
+        ``"ready"`` (connected with Global's snapshot in: deliveries may start,
+        the partition runs)."""
         if self.registry is not None:
-            self.send(self.registry, ("consumer", self.partition_id, self.address, self.connected))
+            if self.connected:
+                status = "ready" if self.snapshot_ready else "connected"
+            else:
+                status = "failed" if failed else "starting"
+            self.send(self.registry, ("consumer", self.partition_id, self.address, status))
 
     def _on_channel_lost(self, key: str) -> None:
         """The broker closed one consumer channel: its unacked deliveries are back

@@ -73,6 +73,10 @@ class _Consumer:
     told: set[int] = field(default_factory=set)
     closing_on_purpose: bool = False
     ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Serialises resume and pause: a pause issued while a basic.consume is
+    #: under way waits for its consumer tag and then cancels it (without the
+    #: lock it saw no tag, did nothing, and the queue was consumed while paused).
+    switch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def properties(
@@ -245,8 +249,13 @@ class AmqpLink:
     async def resume(self, key: str) -> None:
         """Start (again) consuming on the channel of ``key``."""
         consumer = self.consumers.get(key)
-        if consumer is None or consumer.consumer_tag:
+        if consumer is None:
             return
+        async with consumer.switch_lock:
+            if not consumer.consumer_tag and self.consumers.get(key) is consumer:
+                await self._start_consuming(key, consumer)
+
+    async def _start_consuming(self, key: str, consumer: _Consumer) -> None:
         generation = consumer.generation
 
         async def on_message(message: DeliveredMessage) -> None:
@@ -269,12 +278,16 @@ class AmqpLink:
         consumer.consumer_tag = str(ok.consumer_tag)
 
     async def pause(self, key: str) -> None:
-        """Stop new deliveries on ``key`` (basic.cancel); unacked ones stay with us."""
+        """Stop new deliveries on ``key`` (basic.cancel); unacked ones stay with us.
+        A resume under way finishes first, then its consumer is cancelled."""
         consumer = self.consumers.get(key)
-        if consumer is None or not consumer.consumer_tag:
+        if consumer is None:
             return
-        tag, consumer.consumer_tag = consumer.consumer_tag, ""
-        await consumer.channel.basic_cancel(tag)
+        async with consumer.switch_lock:
+            if not consumer.consumer_tag:
+                return
+            tag, consumer.consumer_tag = consumer.consumer_tag, ""
+            await consumer.channel.basic_cancel(tag)
 
     async def set_prefetch(self, key: str, prefetch: int) -> None:
         """Change the prefetch of a consumer channel.

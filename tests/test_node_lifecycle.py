@@ -1,0 +1,100 @@
+"""Specification of a partition's and a node's lifecycle calls, as in Roger:
+``Partition.start`` answers once the partition runs, ``Partition.safe_stop``
+pauses a partition that stays, ``System.set_inactive`` makes a node start
+no partition and ``System.unsubscribe_all`` makes an inactive node stop
+taking jobs while it still answers System commands.
+
+Each test starts its own node against the RabbitMQ on 127.0.0.1:5672 (see
+``tests.partition_harness``). Run one with
+``scripts/test tests/test_node_lifecycle.py::<name>``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import roger_actors as roger
+from roger_actors import Queue
+from tests.partition_harness import NodeHarness, counts, holds_for
+from tests.roger_test_jobs2 import TimedJob
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def h(h: NodeHarness) -> NodeHarness:
+    """The harness of conftest, with its node started."""
+    h.start()
+    return h
+
+
+def test_partition_start_returns_once_the_partition_runs(h: NodeHarness) -> None:
+    pid = h.partition_id()
+    assert roger.Partition.start(pid, {"default": 1}) == "running"
+    # At once, with no polling: listed as running, its Global answers.
+    assert pid in roger.NodeInfo.running_partitions()
+    assert roger.Global.is_queued(pid, "k", add=True) is False
+    # Starting it again reconfigures it; it still runs.
+    assert roger.Partition.start(pid, {"default": 2}) == "running"
+    assert roger.Consumer.get_queues(pid)["default"]["max_workers"] == 2
+
+
+def test_an_inactive_node_starts_no_partition_and_lists_it_as_waiting(h: NodeHarness) -> None:
+    roger.System.set_inactive()
+    assert not roger.System.is_active()
+    pid = h.partition_id()
+    assert roger.Partition.start(pid, {"default": 1}) == "waiting"
+    assert roger.Partition.partitions()["waiting"] == {pid: {"default": 1}}
+    assert pid not in roger.NodeInfo.running_partitions()
+    assert not roger.Consumer.is_alive(pid)
+    # A second start updates its queues; it still waits.
+    assert roger.Partition.start(pid, {"default": 3}) == "waiting"
+    assert roger.Partition.partitions()["waiting"] == {pid: {"default": 3}}
+    roger.Partition.stop(pid)
+    assert pid not in roger.Partition.partitions()["waiting"]
+
+
+def test_safe_stop_pauses_every_queue_lets_the_running_job_finish_and_the_partition_stays(
+    h: NodeHarness,
+) -> None:
+    pid = h.start_partition({"default": 1, "other": 1})
+    h.enqueue(TimedJob, pid, "long", 1.0)
+    h.wait_tags("start", {"long"})
+
+    roger.Partition.safe_stop(pid)
+
+    queues = roger.Consumer.get_queues(pid)
+    assert queues["default"]["paused"] and queues["other"]["paused"]
+    h.enqueue(TimedJob, pid, "held", 0)
+    h.wait_tags("after_run", {"long"})
+    holds_for(lambda: "held" not in h.tags("start"), 1.0, what="the paused queue holding its job")
+    assert pid in roger.NodeInfo.running_partitions(), "the partition went away"
+    # Resumable, as in Roger.
+    roger.Consumer.resume(pid, "default")
+    h.wait_tags("end", {"held"})
+
+
+def test_unsubscribe_all_on_an_active_node_changes_nothing(h: NodeHarness) -> None:
+    pid = h.start_partition({"default": 1})
+    roger.System.unsubscribe_all()
+    assert not roger.Consumer.get_queues(pid)["default"]["paused"]
+    h.enqueue(TimedJob, pid, "runs", 0)
+    h.wait_tags("end", {"runs"})
+
+
+def test_unsubscribe_all_on_an_inactive_node_stops_consuming_jobs_and_commands_still_work(
+    h: NodeHarness,
+) -> None:
+    pid = h.start_partition({"default": 1})
+    other = h.start_partition({"default": 1}, name="q")
+    roger.System.set_inactive()
+    roger.System.unsubscribe_all()
+
+    for partition in (pid, other):
+        assert roger.Consumer.get_queues(partition)["default"]["paused"]
+    h.enqueue(TimedJob, pid, "held", 0)
+    holds_for(lambda: not h.tags("start"), 1.0, what="no job running after unsubscribe_all")
+    assert counts(Queue.make_name(pid, "default")) == (1, 0)
+    # The node still takes System commands.
+    assert h.node is not None
+    assert (h.node.config.node_name, "pong") in roger.System.call("ping")
