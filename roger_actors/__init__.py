@@ -29,7 +29,7 @@ from roger_actors.errors import (
 )
 from roger_actors.job import Job
 from roger_actors.persisters import StatePersister
-from roger_actors.queue import Queue
+from roger_actors.queue import Queue, QueueDef
 
 
 def __getattr__(name: str) -> object:
@@ -79,6 +79,7 @@ __all__ = [
     "NotStartedError",
     "Partition",
     "Queue",
+    "QueueDef",
     "RogerError",
     "StatePersister",
     "System",

@@ -479,6 +479,20 @@ class Consumer:
         return True
 
     @staticmethod
+    def reconfigure(partition_id: str, queues: Any) -> None:
+        """Roger's ``Consumer.reconfigure/2``: set the partition's complete list
+        of queues, as ``Partition.reconfigure`` does, but do nothing when its
+        Consumer does not run on this node (no error, as in Roger). Raises
+        ValueError/TypeError for a bad queue list."""
+        defs = normalise_queue_defs(queues)
+        node = current()
+        try:
+            node.call(ConsumerOf(partition_id))
+        except NotRunningError:
+            return
+        node.call(StartPartition(validate_partition_id(partition_id), defs))
+
+    @staticmethod
     def get_queues(partition_id: str) -> dict[str, dict[str, Any]]:
         """``{queue: {max_workers, paused, message_count, consumer_count}}``."""
         result: dict[str, dict[str, Any]] = current().consumer_call(partition_id, GetQueues())

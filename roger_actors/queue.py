@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_PARTITION_ID_BYTES",
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_WORKERS",
     "QUEUE_NAME_CHARACTERS",
     "Queue",
+    "QueueDef",
     "normalise_queue_defs",
     "normalise_queue_type",
     "validate_partition_id",
@@ -214,6 +215,16 @@ def normalise_queue_defs(queues: object, *, argument: str = "queues") -> dict[st
     return result
 
 
+class QueueDef(NamedTuple):
+    """One queue of a partition: its type and its concurrency on this node
+    (Roger's ``%Roger.Queue{}`` as it is defined, made by :meth:`Queue.define`).
+    It is a ``(queue_type, max_workers)`` pair, so a list of them is a queue
+    list ``Partition.start`` accepts."""
+
+    type: str
+    max_workers: int
+
+
 class Queue:
     """Namespace for Roger's queue functions (``roger.Queue.make_name(...)``).
 
@@ -224,6 +235,18 @@ class Queue:
     RETRY_POSTFIX = ".retry."
     BURIED_POSTFIX = ".buried"
     INVALID_POSTFIX = ".invalid"
+
+    @staticmethod
+    def define(queue_type: str | enum.Enum, max_workers: int) -> QueueDef:
+        """Roger's ``Queue.define/2``: the queue ``queue_type`` with at most
+        ``max_workers`` jobs running at once on a node, e.g.
+        ``Partition.start("myapp", [Queue.define("default", 10)])``. Checked as
+        :func:`normalise_queue_defs` checks a queue list: raises
+        :class:`TypeError`/:class:`ValueError` naming the bad argument."""
+        [(qtype, limit)] = normalise_queue_defs(
+            [(queue_type, max_workers)], argument="Queue.define"
+        ).items()
+        return QueueDef(qtype, limit)
 
     @staticmethod
     def make_name(partition_id: str, queue_type: str | enum.Enum, postfix: str = "") -> str:

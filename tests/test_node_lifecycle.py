@@ -98,3 +98,17 @@ def test_unsubscribe_all_on_an_inactive_node_stops_consuming_jobs_and_commands_s
     # The node still takes System commands.
     assert h.node is not None
     assert (h.node.config.node_name, "pong") in roger.System.call("ping")
+
+
+def test_consumer_reconfigure_sets_the_queues_and_ignores_a_partition_not_here(
+    h: NodeHarness,
+) -> None:
+    pid = h.start_partition({"default": 1})
+    roger.Consumer.reconfigure(pid, [Queue.define("default", 2), Queue.define("extra", 1)])
+    queues = roger.Consumer.get_queues(pid)
+    assert {name: q["max_workers"] for name, q in queues.items()} == {"default": 2, "extra": 1}
+    # Roger's facade answers :ok for a partition whose Consumer is not alive.
+    roger.Consumer.reconfigure(h.partition_id("elsewhere"), {"default": 1})
+    assert h.partition_ids[-1] not in roger.Partition.partitions()["waiting"]
+    with pytest.raises(ValueError, match="max_workers"):
+        roger.Consumer.reconfigure(pid, {"default": -1})

@@ -222,3 +222,14 @@ def test_config_refuses_partitions_the_broker_cannot_hold(
     with pytest.raises(ConfigError, match="partitions") as info:
         Config(partitions=partitions)
     assert message in str(info.value)
+
+
+def test_queue_define_gives_a_checked_type_and_max_workers_pair() -> None:
+    q = roger.Queue.define("default", 10)
+    assert (q.type, q.max_workers) == ("default", 10)
+    assert tuple(q) == ("default", 10)
+    assert normalise_queue_defs([q, roger.Queue.define("other", 0)]) == {"default": 10, "other": 0}
+    with pytest.raises(ValueError, match=r"Queue\.define.*max_workers"):
+        roger.Queue.define("default", -1)
+    with pytest.raises(ValueError, match=r"Queue\.define"):
+        roger.Queue.define("bad.type", 1)
