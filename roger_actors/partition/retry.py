@@ -7,8 +7,10 @@ when unused for a while (``x-expires``). A job past the last level goes to
 ``<partition>-<queue>.buried``, bounded by ``max_buried_queue_size``
 (``x-max-length``; the oldest are dropped first).
 
-(Roger passes the level unconverted as milliseconds to RabbitMQ; levels are
-documented in seconds and are seconds here.)
+Levels are seconds, as in Roger since 2018 (commit b933145 converted them to
+milliseconds for RabbitMQ; before it the level went through unconverted, as
+milliseconds). Roger sets each message's ``expiration``; here the retry
+queue's ``x-message-ttl`` does the same for every message in it.
 """
 
 from __future__ import annotations
