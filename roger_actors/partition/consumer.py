@@ -57,8 +57,11 @@ non-retryable error → ack; retryable error → published (with confirm) to
 the retry queue of its level, then acked; last level failed → published to
 the buried queue, then acked. A job that runs past ``max_execution_time``
 has its worker killed and is handled as ``("timeout", ...)``; a worker that
-dies under a job, as ``("worker_crash", reason)``. Callbacks for those two
-run in the Consumer (the worker is gone).
+dies under a job, as ``("worker_crash", reason)``. The callbacks for those
+two and ``on_cancel`` run on the Consumer's
+:class:`~roger_actors.partition.callback_runner.CallbackRunner` threads (the
+worker is gone), never on the actor's thread: the settle does not wait for
+them, and a slow or hung callback stalls neither dispatch nor acks.
 
 When the broker connection is lost the Consumer reconnects with back-off;
 unacked deliveries were requeued by the broker, and outcomes of jobs that
@@ -102,6 +105,7 @@ from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
 from . import control, retry
+from .callback_runner import CLOSE_SECONDS, CallbackRunner
 from .control import Scoreboard
 from .global_client import request as global_request
 from .messages import (
@@ -112,7 +116,7 @@ from .messages import (
     WorkerExited,
     WorkerReady,
 )
-from .worker import Worker, error_outcome, run_callback
+from .worker import Worker, error_outcome
 
 log = logging.getLogger("roger_actors.consumer")
 
@@ -335,6 +339,9 @@ class Consumer(Server):
         set_allowed_modules(config.allowed_job_modules)
         callbacks_class = config.callbacks_class()
         self.callbacks = callbacks_class() if callbacks_class is not None else None
+        #: Runs the callbacks above off this actor's thread (they may be called
+        #: from several threads at once).
+        self.callback_runner = CallbackRunner(self.callbacks, partition_id)
         self.queues: dict[str, _QueueState] = {
             name: _QueueState(name, limit) for name, limit in queues.items()
         }
@@ -946,7 +953,7 @@ class Consumer(Server):
         self.cancelled.pop(job.id, None)
         if cleared:
             log.info("%s: job %s cancelled", self.partition_id, job.id)
-            run_callback(self.callbacks, "on_cancel", self.partition_id, job)
+            self.callback_runner.submit("on_cancel", self.partition_id, job)
             self._settle(flight, "cancelled")
             return
         log.warning(
@@ -1360,10 +1367,10 @@ class Consumer(Server):
         retried or buried as its class says."""
         job = flight.job
         log.warning("%s: job %s ended with %s", self.partition_id, job.id, error)
-        run_callback(self.callbacks, "on_error", self.partition_id, job, error, None, None)
+        self.callback_runner.submit("on_error", self.partition_id, job, error, None, None)
         outcome = error_outcome(job, self.config.retry_levels)
         if outcome == "buried":
-            run_callback(self.callbacks, "on_buried", self.partition_id, job, error, None, None)
+            self.callback_runner.submit("on_buried", self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
 
     def _tick(self) -> None:
@@ -1557,9 +1564,18 @@ class Consumer(Server):
 
     def terminate(self, reason: Any) -> None:
         """Finish the acks and publishes under way (a few seconds at most), then
-        close the AMQP link: unacked deliveries go back to their queues."""
+        close the AMQP link: unacked deliveries go back to their queues.
+
+        Callbacks still queued or running get up to
+        :data:`~roger_actors.partition.callback_runner.CLOSE_SECONDS` of those
+        seconds, while the acks go on; past that, those not started never run
+        and those running are abandoned (see :meth:`CallbackRunner.close`)."""
         self._flush_acks()
-        concurrent.futures.wait(self.pending_io, timeout=5)
+        deadline = _monotonic() + 5
+        runner = getattr(self, "callback_runner", None)
+        if runner is not None:
+            runner.close(CLOSE_SECONDS)
+        concurrent.futures.wait(self.pending_io, timeout=max(0.0, deadline - _monotonic()))
         try:
             self.io.submit(self.link.close()).result(timeout=5)
         except Exception:
