@@ -53,6 +53,7 @@ def __getattr__(name: str) -> object:
 _NODE_NAMES = (
     "start",
     "start_producer",
+    "child_spec",
     "stop",
     "Partition",
     "Consumer",
@@ -84,6 +85,7 @@ __all__ = [
     "StatePersister",
     "System",
     "WorkerCallback",
+    "child_spec",
     "load_config",
     "now",
     "persisters",

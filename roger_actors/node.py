@@ -138,9 +138,13 @@ class Node:
             self._find_registry()
             return sv_call(self.registry, request, timeout, system=self.app.system)
 
+    def _root(self) -> Any:
+        """The address of Roger's application supervisor."""
+        return self.app.root
+
     def _child_address(self, child_id: str) -> Any:
         """The address of a running child of the root supervisor, or None."""
-        for info in which_children(self.app.root, system=self.app.system):
+        for info in which_children(self._root(), system=self.app.system):
             if info.id == child_id and info.address not in (None, "restarting"):
                 return info.address
         return None
@@ -211,6 +215,47 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         stop()
+
+
+class EmbeddedNode(Node):
+    """A Roger tree running in a user's application (see :func:`child_spec`):
+    the same calls as a :class:`Node`; :meth:`stop` drains it and leaves the
+    tree and the actor system to the application."""
+
+    def __init__(self, config: Config, app: Application, root: Any) -> None:
+        super().__init__(config)
+        #: The user's application (never started or stopped from here).
+        self.app = app
+        self.root = root
+
+    def attach(self) -> EmbeddedNode:
+        """Find the registry and wait until it is ready; returns self."""
+        self._find_registry()
+        self.call(Ready())
+        return self
+
+    def _root(self) -> Any:
+        return self.root
+
+    def _child_address(self, child_id: str) -> Any:
+        try:
+            return super()._child_address(child_id)
+        except NoProc:
+            # The user's supervisor restarted Roger's tree: find it again.
+            found = _find_embedded()
+            if found is None:
+                raise
+            self.root = found[1]
+            return super()._child_address(child_id)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Drain the partitions (if ``graceful``) and close the publisher; the
+        tree keeps running until the user's application stops it."""
+        try:
+            if graceful:
+                self._graceful()
+        finally:
+            self.publisher.close()
 
 
 _current: Node | None = None
@@ -411,10 +456,95 @@ def process_publisher() -> Publisher:
 
 
 def current() -> Node:
-    """The current node; raises NotStartedError when none runs."""
-    if _current is None:
+    """The current node: the one :func:`start` started, or else a tree of
+    :func:`child_spec` running in an application of this process (attached on
+    first use). Raises NotStartedError when there is neither."""
+    node = _current
+    if node is None and _embedded:
+        node = _attach_embedded()
+    if node is None:
         raise NotStartedError("no node started in this process: call roger_actors.start()")
-    return _current
+    return node
+
+
+# ---------------------------------------------------------------- embedding
+
+#: Configurations given to child_spec, by child id.
+_embedded: dict[Any, Config] = {}
+
+#: How deep in a user's tree :func:`current` looks for Roger's supervisor.
+EMBED_SEARCH_DEPTH = 8
+
+
+def child_spec(
+    config: Config | dict[str, Any] | str | None = None, *, id: str = "roger"
+) -> ChildSpec:
+    """Roger's tree as a child of your own ``supervision`` supervisor (Roger's
+    ``child_spec/1``): put the returned spec in a ``SupervisorSpec``, last, so
+    that it starts after what its jobs need and stops before it.
+
+    ``config`` is as for :func:`start`; ``admin_port`` and
+    ``actor_system_base`` are not used (your Application's actor system runs
+    the tree). Call it before your application starts: the allowed job
+    modules are set here, so that the forked actors inherit them. Once the
+    application runs, the facades (``Partition``, ``Job.enqueue``,
+    ``Global``...) of this process find the tree on first use.
+
+    On a crash the tree is restarted by your supervisor (the facades find it
+    again). To stop it gracefully, call :func:`stop` first: it drains the
+    partitions (stop taking jobs, wait up to ``shutdown_timeout`` for running
+    ones, remove them) and leaves the tree to your application, whose
+    shutdown then stops it. Without that, stopping your application kills
+    the jobs still running and their deliveries come back to their queues.
+    Raises ``ConfigError`` for a bad configuration."""
+    cfg = _final_config(config)
+    set_allowed_modules(cfg.allowed_job_modules)
+    with _lock:
+        _embedded[id] = cfg
+    return ChildSpec(id, (RogerSupervisor, (cfg,)), type="supervisor", shutdown="infinity")
+
+
+def _find_embedded() -> tuple[Application, Any, Config] | None:
+    """The first running application with a Roger tree of :func:`child_spec`:
+    ``(application, address of its RogerSupervisor, config)``."""
+    from supervision import running_applications
+
+    for app in running_applications():
+        if app.system is None or app.root is None:
+            continue
+        level = [app.root]
+        for _ in range(EMBED_SEARCH_DEPTH):
+            below = []
+            for address in level:
+                try:
+                    children = which_children(address, system=app.system)
+                except Exception:
+                    continue
+                for info in children:
+                    if info.address in (None, "restarting") or info.type != "supervisor":
+                        continue
+                    if info.id in _embedded and RogerSupervisor in info.modules:
+                        return app, info.address, _embedded[info.id]
+                    below.append(info.address)
+            level = below
+    return None
+
+
+def _attach_embedded() -> Node | None:
+    """Make the embedded tree (if one runs) this process's current node."""
+    global _current, _global_auth
+    with _lock:
+        if _current is not None:
+            return _current
+        found = _find_embedded()
+        if found is None:
+            return None
+        app, address, cfg = found
+        node = EmbeddedNode(cfg, app, address).attach()
+        _current = node
+        _global_auth = ClusterAuth(cfg.cluster_secret)
+    set_enqueue_hook(node.enqueue)
+    return node
 
 
 class Partition:

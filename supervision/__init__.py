@@ -16,7 +16,7 @@ The public surface, in OTP's vocabulary:
 See ``docs/supervision.md`` for the semantics and the choice of actor system base.
 """
 
-from .application import Application
+from .application import Application, running_applications
 from .calls import (
     call,
     cast,
@@ -94,6 +94,7 @@ __all__ = [
     "get_childspec",
     "is_normal",
     "restart_child",
+    "running_applications",
     "start_actor_system",
     "start_child",
     "terminate_child",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
@@ -179,6 +180,8 @@ class Application:
         except BaseException:
             self._shutdown_system()
             raise
+        with _running_lock:
+            _running.append(self)
         return self.root
 
     def stop(self, timeout: float | None = None) -> ExitReason:
@@ -219,6 +222,9 @@ class Application:
         return calls.call(address, request, timeout, system=self.system)
 
     def _shutdown_system(self) -> None:
+        with _running_lock:
+            if self in _running:
+                _running.remove(self)
         system, self.system = self.system, None
         self.master = None
         if system is not None:
@@ -240,4 +246,16 @@ class Application:
         self.stop()
 
 
-__all__ = ["KILLED", "Application", "ApplicationMaster"]
+#: Applications started (and not yet stopped) in this process, oldest first.
+_running: list[Application] = []
+_running_lock = threading.Lock()
+
+
+def running_applications() -> list[Application]:
+    """The applications started in this process and not stopped yet, oldest
+    first (a library embedded in a user's tree finds its subtree from here)."""
+    with _running_lock:
+        return list(_running)
+
+
+__all__ = ["KILLED", "Application", "ApplicationMaster", "running_applications"]
