@@ -16,6 +16,7 @@ from supervision import (
     NoProc,
     SupervisionError,
     call,
+    running_applications,
     which_children,
 )
 from tests.unit_actors import Tree, sup_spec
@@ -60,6 +61,17 @@ def test_is_running_is_false_before_start_and_after_stop(tree: Tree) -> None:
 
     app.stop()
     assert not app.is_running
+
+
+def test_running_applications_lists_started_ones_until_they_stop(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", []))
+    assert app not in running_applications()
+
+    app.start()
+    assert app in running_applications()
+
+    app.stop()
+    assert app not in running_applications()
 
 
 def test_stop_stops_the_tree_and_returns_shutdown(tree: Tree) -> None:
