@@ -200,8 +200,9 @@ def check_message(
 
 
 def exchange_name(prefix: str | None) -> str:
-    """The System exchange: ``"system"``, or ``prefix + "system"`` when a prefix is set."""
-    return f"{prefix}system" if prefix else "system"
+    """The System exchange: ``"system"``, or ``"<prefix>-system"`` when a prefix
+    is set (Roger's ``system_exchange_name``)."""
+    return f"{prefix}-system" if prefix else "system"
 
 
 # ---------------------------------------------------------------- encoding

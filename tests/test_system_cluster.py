@@ -46,7 +46,7 @@ SIGNED_CLUSTER = True
 def test_exchange_name_with_and_without_prefix() -> None:
     assert exchange_name(None) == "system"
     assert exchange_name("") == "system"
-    assert exchange_name("app1.") == "app1.system"
+    assert exchange_name("app1") == "app1-system"  # as Roger names it
 
 
 def test_a_call_command_round_trips() -> None:
