@@ -768,8 +768,9 @@ class Job:
     def queue_key(self, args: Any) -> str | None:
         """Return the job's queue key for ``args``, or ``None`` (optional hook).
 
-        A queue key makes the job unique in its queue: while a job with that
-        key is queued, enqueueing another one raises ``DuplicateJobError``.
+        A queue key makes the job unique in its queue: from its enqueue until
+        it has run (its outcome settled, as in Roger; see ``docs/global.md``),
+        enqueueing another job with that key raises ``DuplicateJobError``.
         Computed once, by :meth:`create`; the value is then ``job.queue_key``.
         """
         return None

@@ -48,9 +48,22 @@ cancelled job in the backlog or a worker's batch is dropped, a running one
 has its worker killed; ``on_cancel`` runs on the node that clears the mark.
 A job whose mark Global does not confirm runs normally. Local marks are
 forgotten ``cancel_mark_ttl`` seconds after they were learned. A job with
-a queue key frees it when dequeued; a job with an execution key takes it
-first or is parked in the key's waiting queue, and hands it to the next
-parked job when it ends.
+an execution key takes it first or is parked in the key's waiting queue,
+and hands it to the next parked job when it ends.
+
+A job with a queue key holds it until the job has left the queue for good,
+as in Roger: the key is freed in Global when the job's outcome is settled
+(done, error, retried, buried, timed out, worker crash; then the delivery
+is acked), when it is cancelled (with the mark), or when its payload is set
+aside as invalid. It stays held while the job waits in its work queue, in
+the Consumer, in a worker's batch, in an execution-waiting queue, or while
+it runs; a job that goes back to its queue (paused, returned, requeued by
+the broker) keeps it. The key is freed *before* the ack, so a Consumer that
+dies in between leaves the job to be redelivered, and the redelivered copy
+frees the key at its own outcome; an outcome whose delivery's channel is
+gone frees nothing (the broker requeued the job, whose copy holds the key).
+While Global does not answer, the free is tried again every second and the
+ack waits for it.
 
 The delivery is acked only once its outcome is recorded: done or
 non-retryable error → ack; retryable error → published (with confirm) to
@@ -214,7 +227,7 @@ class _InFlight:
     worker: _WorkerRef | None = None
     timed_out: bool = False
     timer: Any = None
-    #: Waiting for Global (queue key freed, execution key taken) before dispatch.
+    #: Waiting for Global (execution key taken, or parked) before dispatch.
     gating: bool = False
     #: A cancel arrived while gating or running in a worker.
     cancel_requested: bool = False
@@ -300,7 +313,8 @@ class Status:
     ``running_jobs``: the jobs whose ``perform`` runs now, ``started_at`` set
     to when they were handed to their worker; ``worker_pids``: the OS pids
     (sorted) of their workers; ``busy``: some job was handed to a worker and
-    has no outcome yet (running, or waiting in a worker's batch)."""
+    has no outcome yet (running, or waiting in a worker's batch), or its
+    outcome is still being recorded (a retry publish, its queue key freed)."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +369,9 @@ class Consumer(Server):
         self.reconfiguring: set[str] = set()
         self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
+        #: Outcomes being recorded on the broker (a republish, a queue key
+        #: being freed) before their ack: the Consumer is still busy.
+        self.settling = 0
         self.pending_io: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
         #: Local copy of the partition's cancelled job ids (from Global, then
@@ -607,6 +624,15 @@ class Consumer(Server):
             self.sweeping.discard(key)
             if event.value == "empty":
                 self.parked.pop(key, None)
+        elif event.kind.startswith("settle:"):
+            self.settling -= 1
+            if event.error is not None:
+                log.warning(
+                    "%s: settling a job (%s) failed: %r",
+                    self.partition_id,
+                    event.kind[7:],
+                    event.error,
+                )
         elif event.kind.startswith("call:"):
             ref = event.kind[5:]
             from_ = self.pending_calls.pop(ref, None)
@@ -762,9 +788,7 @@ class Consumer(Server):
             return
         token = next(self.tokens)
         self.inflight[token] = flight
-        if not flight.gated and (
-            queue_key_of(job) is not None or execution_key_of(job) is not None
-        ):
+        if not flight.gated and execution_key_of(job) is not None:
             flight.gating = True
             self._submit("gate", self._gate(token, job, delivery))
             return
@@ -775,12 +799,9 @@ class Consumer(Server):
     # ------------------------------------------------------------ keys and Global
 
     async def _gate(self, token: int, job: Job, delivery: Delivery) -> tuple[int, str]:
-        """Before a keyed job runs: free its queue key (it left the queue), take
-        its execution key or park it in the key's waiting queue."""
+        """Before a job with an execution key runs: take the key, or park the job
+        in the key's waiting queue (its queue key, if any, stays held)."""
         try:
-            key = queue_key_of(job)
-            if key is not None:
-                await self._global("remove_queued", [key])
             execution_key = execution_key_of(job)
             if execution_key is not None and not await self._global(
                 "acquire_execution", [execution_key, job.id]
@@ -906,16 +927,59 @@ class Consumer(Server):
         flight.cancelling = True
         key = next(self.tokens)
         self.cancelling[key] = flight
-        self._submit(f"cancel:{key}", self._clear_cancel(flight.job))
+        self._submit(f"cancel:{key}", self._clear_cancel(flight.job, flight.delivery))
 
-    async def _clear_cancel(self, job: Job) -> bool:
+    async def _clear_cancel(self, job: Job, delivery: Delivery) -> bool:
         """Clear the job's cancel mark; True when this call cleared it (then its
-        queue key is freed too: it left the queue)."""
+        queue key is freed too, before the ack: it left the queue)."""
         cleared = bool(await self._global("is_cancelled", [job.id, True]))
         queue_key = queue_key_of(job)
         if cleared and queue_key is not None:
-            await self._global("remove_queued", [queue_key])
+            await self._free_queue_key(queue_key, delivery)
         return cleared
+
+    def _delivery_open(self, delivery: Delivery) -> bool:
+        """True while ``delivery``'s consumer channel is the one it came on and
+        is open (it can still be acked); runs on the loop thread."""
+        consumer = self.link.consumers.get(delivery.key)
+        return (
+            self.link.is_open
+            and consumer is not None
+            and consumer.generation == delivery.generation
+            and not consumer.channel.is_closed
+        )
+
+    async def _free_queue_key(self, key: str, delivery: Delivery) -> None:
+        """The job of ``delivery`` left the queue for good: free its queue key in
+        Global. Never raises. Frees nothing when the delivery's channel is gone
+        (the broker requeued the job: the copy it delivers again holds the key
+        and frees it at its own outcome). While Global does not answer (no
+        Global, a timeout) it tries again every second, as long as the delivery
+        is open; a request Global refuses is logged and given up."""
+        failures = 0
+        while self._delivery_open(delivery):
+            try:
+                await self._global("remove_queued", [key])
+                return
+            except ValueError as exc:
+                log.error(
+                    "%s: Global refused to free queue key %s: %s",
+                    self.partition_id,
+                    bounded_repr(key),
+                    exc,
+                )
+                return
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning(
+                        "%s: freeing queue key %s (attempt %d): %r; trying again",
+                        self.partition_id,
+                        bounded_repr(key),
+                        failures,
+                        exc,
+                    )
+                await asyncio.sleep(1.0)
 
     def _on_cancel_cleared(self, key: int, cleared: Any, error: BaseException | None) -> None:
         """Global answered whether ``flight``'s job is cancelled (clearing the
@@ -1207,9 +1271,11 @@ class Consumer(Server):
         """Record the outcome of a job, then ack its delivery.
 
         ``returned`` (never started) goes back to the queue, keeping any
-        execution key it holds; ``cancelled`` clears the cancel mark first
-        (:meth:`_cancel_flight`). Every other outcome gives the job's
-        execution key up (to the next waiting job)."""
+        execution key and queue key it holds; ``cancelled`` clears the cancel
+        mark first (:meth:`_cancel_flight`, which frees the queue key). Every
+        other outcome gives the job's execution key up (to the next waiting
+        job), and frees its queue key (the job has run: Roger's ``job_done``)
+        after the retry or burial publish and before the ack."""
         delivery, job = flight.delivery, flight.job
         if outcome == "returned":
             self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
@@ -1220,28 +1286,33 @@ class Consumer(Server):
         execution_key = execution_key_of(job)
         if execution_key is not None:
             self._submit("release", self._release(execution_key, job.id))
-        if outcome in ("done", "error", "cancelled"):
+        queue_key = queue_key_of(job) if outcome != "cancelled" else None
+        if outcome in ("done", "error", "cancelled") and queue_key is None:
             self._ack_later(delivery)
             return
+        target: tuple[str, dict[str, Any], bytes] | None = None
         if outcome == "retry":
             level = retry.level_for(job.retry_count, self.config.retry_levels)
             assert level is not None
             name, args = retry.retry_queue(self.partition_id, delivery.key, level)
-            retried = job.copy_with(retry_count=job.retry_count + 1)
-        else:
+            target = (name, args, job.copy_with(retry_count=job.retry_count + 1).encode())
+        elif outcome == "buried":
             name, args = retry.buried_queue(
                 self.partition_id, delivery.key, self.config.max_buried_queue_size
             )
-            retried = job
-        body = retried.encode()
+            target = (name, args, job.encode())
         props = properties(message_id=job.id, app_id=self.partition_id)
 
-        async def republish() -> None:
-            await self.link.declare(name, args)
-            await self.link.publish(name, body, props)
+        async def finish() -> None:
+            if target is not None:
+                await self.link.declare(target[0], target[1])
+                await self.link.publish(target[0], target[2], props)
+            if queue_key is not None:
+                await self._free_queue_key(queue_key, delivery)
             await self.link.ack(delivery.key, delivery.generation, delivery.tag)
 
-        self._submit(outcome, republish())
+        self.settling += 1
+        self._submit(f"settle:{outcome}", finish())
 
     def _on_timeout(self, token: int) -> None:
         flight = self.inflight.get(token)
@@ -1384,7 +1455,8 @@ class Consumer(Server):
             return {
                 "connected": self.connected,
                 "running_jobs": [f.job.started(f.handed_at) for f in running],
-                "busy": any(f.worker is not None for f in self.inflight.values()),
+                "busy": self.settling > 0
+                or any(f.worker is not None for f in self.inflight.values()),
                 "pid": os.getpid(),
                 "worker_pids": sorted(
                     {f.worker.pid for f in running if f.worker and f.worker.pid is not None}
