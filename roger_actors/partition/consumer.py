@@ -330,7 +330,25 @@ class Purge:
 
 
 class Consumer(Server):
-    """The partition's job consumer; see the module docstring."""
+    """The partition's job consumer; see the module docstring.
+
+    Pausing: as in Roger, each queue type has **one** pause bit in the
+    Consumer, shared by the local and the cluster-wide pause. ``Pause``
+    (``roger.Consumer.pause``) and a ``queue_pause`` cast (Global's
+    ``queue_pause``) set it; ``Resume`` and a ``queue_resume`` cast clear it,
+    whichever set it (so ``Global.queue_resume`` also resumes a queue paused
+    locally, and ``Consumer.resume`` one paused cluster-wide, on this node
+    only: Global still lists it). The bit is kept per queue type, also for a
+    type not configured: a reconfiguration that removes a queue and adds it
+    back, or changes its ``max_workers`` (through 0 or not), keeps it, and a
+    queue added later starts paused if a cast paused it meanwhile. Global's
+    paused set is applied when the Consumer gets Global's snapshot (when it
+    starts, after every reconnect, on a Resync); a queue listed there is
+    paused, one Global stopped listing is resumed, other bits stay. A
+    Consumer that restarts (crash, partition restart, node restart) starts
+    with only Global's paused set: a local pause is lost then, as Roger's
+    Consumer, whose paused set is in its state, loses it.
+    """
 
     reply_errors = (ValueError, TypeError)
 
@@ -377,8 +395,14 @@ class Consumer(Server):
         #: Local copy of the partition's cancelled job ids (from Global, then
         #: casts) -> when learned (monotonic), oldest first; a hint only.
         self.cancelled: dict[str, float] = {}
-        #: Queues paused cluster-wide (from Global, then casts).
+        #: Queues paused cluster-wide as Global last said (its snapshot, then
+        #: casts): what a Resync compares Global's snapshot with.
         self.global_paused: set[str] = set()
+        #: The one pause bit per queue type (see the class docstring): set by
+        #: Pause, PauseAll, a ``queue_pause`` cast or Global's snapshot, cleared
+        #: by Resume or a ``queue_resume`` cast. Kept for queue types that are
+        #: not (or no longer) configured, so it outlives a reconfiguration.
+        self.paused: set[str] = set()
         #: Global's snapshot is in: deliveries may start.
         self.snapshot_ready = False
         #: A Resync came while the first snapshot was still being fetched.
@@ -462,11 +486,12 @@ class Consumer(Server):
         for job_id in cancelled:
             self._note_cancelled(job_id)
         previous, self.global_paused = self.global_paused, set(paused)
+        # Global's set is applied; a queue Global no longer lists (a resume
+        # cast this Consumer missed) is resumed; local pauses stay.
+        self.paused |= self.global_paused
+        self.paused -= previous - self.global_paused
         for name, state in self.queues.items():
-            if name in self.global_paused:
-                state.paused = True
-            elif name in previous:
-                state.paused = False
+            state.paused = name in self.paused
         self.snapshot_ready = True
         start = [
             name
@@ -692,7 +717,8 @@ class Consumer(Server):
         if reply.ref == self.queues_ref:
             if reply.ok and isinstance(reply.value, dict):
                 self.queues = {
-                    name: _QueueState(name, limit) for name, limit in reply.value.items()
+                    name: _QueueState(name, limit, paused=name in self.paused)
+                    for name, limit in reply.value.items()
                 }
             self._connect()
             return
@@ -1035,6 +1061,10 @@ class Consumer(Server):
                 self.global_paused.discard(arg)
             if arg in self.queues and self.queues[arg].paused != pause:
                 self._submit(command.command, self._change_paused([arg], pause))
+            elif pause:  # one bit per queue type, also for a queue not configured
+                self.paused.add(arg)
+            else:
+                self.paused.discard(arg)
         else:
             log.warning(
                 "%s: unknown partition command %s", self.partition_id, bounded_repr(command)
@@ -1518,6 +1548,10 @@ class Consumer(Server):
         for name in names:
             state = self.queues[name]
             state.paused = paused
+            if paused:
+                self.paused.add(name)
+            else:
+                self.paused.discard(name)
             if not paused and self.consuming and self.snapshot_ready and state.max_workers > 0:
                 resume.append(name)
             if paused:
@@ -1548,7 +1582,7 @@ class Consumer(Server):
 
     def _reconfigure(self, queues: dict[str, int], from_: From) -> Any:
         removed = [name for name in self.queues if name not in queues]
-        added: dict[str, int] = {}
+        added: dict[str, tuple[int, bool]] = {}
         changed: dict[str, tuple[int, int, bool]] = {}
         for name in removed:
             state = self.queues.pop(name)
@@ -1559,11 +1593,12 @@ class Consumer(Server):
         for name, limit in queues.items():
             existing = self.queues.get(name)
             if existing is None:
+                # A queue removed and added back keeps its pause bit.
                 existing = self.queues[name] = _QueueState(
-                    name, limit, paused=name in self.global_paused
+                    name, limit, paused=name in self.paused
                 )
                 existing.prefetch = existing.wanted_prefetch
-                added[name] = existing.prefetch
+                added[name] = (existing.prefetch, existing.paused)
             else:
                 previous, existing.max_workers = existing.max_workers, limit
                 existing.prefetch = existing.wanted_prefetch
@@ -1594,19 +1629,19 @@ class Consumer(Server):
     async def _apply_queues(
         self,
         removed: list[str],
-        added: dict[str, int],
+        added: dict[str, tuple[int, bool]],
         changed: dict[str, tuple[int, int, bool]],
         consuming: bool,
     ) -> None:
         """Apply a reconfiguration on the broker; ``added`` and ``changed`` carry
-        each queue's prefetch, which is 0 for ``max_workers`` 0."""
+        each queue's prefetch, which is 0 for ``max_workers`` 0, and whether it
+        is paused."""
         for name in removed:
             await self.link.pause(name)
-        for name, prefetch in added.items():
+        for name, (prefetch, paused) in added.items():
             await self._declare(name)
             if prefetch > 0:
                 queue = Queue.make_name(self.partition_id, name)
-                paused = name in self.global_paused
                 await self.link.consume(name, queue, prefetch, start=consuming and not paused)
         for name, (previous, prefetch, paused) in changed.items():
             if prefetch == 0:
