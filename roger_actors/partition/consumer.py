@@ -1447,14 +1447,14 @@ class Consumer(Server):
         self._crashed(flight, error)
 
     def _crashed(self, flight: _InFlight, error: tuple[str, str]) -> None:
-        """The job's worker died under it: ``on_error`` (and ``on_buried``), then
+        """The job's worker died under it: ``on_buried`` if that buries the job,
+        else ``on_error`` (exactly one, as Roger's ``handle_error``), then
         retried or buried as its class says."""
         job = flight.job
         log.warning("%s: job %s ended with %s", self.partition_id, job.id, error)
-        run_callback(self.callbacks, "on_error", self.partition_id, job, error, None, None)
         outcome = error_outcome(job, self.config.retry_levels)
-        if outcome == "buried":
-            run_callback(self.callbacks, "on_buried", self.partition_id, job, error, None, None)
+        callback = "on_buried" if outcome == "buried" else "on_error"
+        run_callback(self.callbacks, callback, self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
 
     def _tick(self) -> None:
