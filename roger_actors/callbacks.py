@@ -58,9 +58,11 @@ class WorkerCallback:
     ) -> None:
         """Called when the job failed: ``perform`` raised, it timed out or its worker died.
 
-        ``error`` is ``(kind, detail)`` (see :data:`ErrorInfo`). Called on every
-        failed attempt, including those that will be retried; the last failure
-        of a retryable job is followed by :meth:`on_buried`.
+        ``error`` is ``(kind, detail)`` (see :data:`ErrorInfo`). Called for a
+        failure of a job that is not retryable, and for each failed attempt of
+        a retryable job that is retried. Not called when the failure buries
+        the job: then :meth:`on_buried` is called instead. So exactly one of
+        ``on_error`` and ``on_buried`` runs per failure, as in Roger.
         """
 
     def on_cancel(self, partition_id: str, job: Job) -> None:
@@ -76,5 +78,6 @@ class WorkerCallback:
     ) -> None:
         """Called when a retryable job failed its last retry and was moved to the buried queue.
 
-        ``error``, ``stacktrace`` and ``state`` are those of that last failure.
+        ``error``, ``stacktrace`` and ``state`` are those of that last failure,
+        for which :meth:`on_error` is not called.
         """

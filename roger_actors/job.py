@@ -32,7 +32,9 @@ fields: ``id``, ``module``, ``args``, ``queue_key``, ``execution_key``,
 ``retry_count``, ``queued_at``, ``started_at`` and ``max_execution_time``. Build
 one with :meth:`Job.create` or :meth:`Job.decode`, never by calling the class
 (``__init__`` is reserved and raises). ``perform`` runs with ``self`` being the
-job, so it can read ``self.id`` or ``self.retry_count``.
+job, so it can read ``self.id`` or ``self.retry_count``. Defaults, as in
+Roger's struct: ``retry_count``, ``queued_at`` and ``started_at`` 0 (the
+times are set when the job is enqueued and when it is handed to a worker).
 
 Name sharing between hooks and fields (the design choice)
 ---------------------------------------------------------
@@ -565,8 +567,9 @@ def _checked_fields(fields: Mapping[str, Any], strict: bool) -> dict[str, Any]:
         "queue_key": _check_key(fields["queue_key"], "queue_key"),
         "execution_key": _check_key(fields["execution_key"], "execution_key"),
         "retry_count": _check_retry_count(fields["retry_count"]),
-        "queued_at": _check_time(fields["queued_at"], "queued_at"),
-        "started_at": _check_time(fields["started_at"], "started_at"),
+        # Roger's struct defaults are 0; a payload's null (older encoders) reads as 0 too.
+        "queued_at": _check_time(fields["queued_at"], "queued_at") or 0,
+        "started_at": _check_time(fields["started_at"], "started_at") or 0,
         "max_execution_time": _resolve_max_execution_time(
             fields["max_execution_time"], "Job max_execution_time"
         ),
@@ -710,8 +713,12 @@ class Job:
     module: str
     args: Any
     retry_count: int
-    queued_at: int | None
-    started_at: int | None
+    #: When the job was enqueued (ms since the epoch); 0 (Roger's default)
+    #: for a job not enqueued.
+    queued_at: int
+    #: When the job was handed to its worker (ms since the epoch); 0 (Roger's
+    #: default) for a job that has not started.
+    started_at: int
 
     def __init__(self) -> None:
         """Refuse direct construction: jobs come from :meth:`create` or :meth:`decode`."""
@@ -768,8 +775,9 @@ class Job:
     def queue_key(self, args: Any) -> str | None:
         """Return the job's queue key for ``args``, or ``None`` (optional hook).
 
-        A queue key makes the job unique in its queue: while a job with that
-        key is queued, enqueueing another one raises ``DuplicateJobError``.
+        A queue key makes the job unique in its queue: from its enqueue until
+        it has run (its outcome settled, as in Roger; see ``docs/global.md``),
+        enqueueing another job with that key raises ``DuplicateJobError``.
         Computed once, by :meth:`create`; the value is then ``job.queue_key``.
         """
         return None
@@ -831,9 +839,9 @@ class Job:
         list) is normalised by :func:`normalise_args`. ``id`` defaults to a
         random lowercase hex string (32 characters). The returned job has
         ``queue_key``/``execution_key`` computed by the class's hooks from the
-        normalised args, ``retry_count`` 0, ``queued_at``/``started_at``
-        ``None`` and the class's ``max_execution_time`` resolved (``None`` or
-        ``>= 1``). Raises :class:`InvalidJobError` for a bad class, id, args or
+        normalised args, ``retry_count``, ``queued_at`` and ``started_at`` 0
+        (Roger's defaults) and the class's ``max_execution_time`` resolved
+        (``None`` or ``>= 1``). Raises :class:`InvalidJobError` for a bad class, id, args or
         hook result (the id and keys are at most :data:`MAX_KEY_BYTES` bytes);
         exceptions raised by the hooks themselves propagate.
         """
@@ -856,8 +864,8 @@ class Job:
             queue_key=None,
             execution_key=None,
             retry_count=0,
-            queued_at=None,
-            started_at=None,
+            queued_at=0,
+            started_at=0,
             max_execution_time=_resolve_max_execution_time(
                 cls.max_execution_time, f"{cls.__qualname__}.max_execution_time"
             ),
@@ -905,7 +913,9 @@ class Job:
         module", "Job args are not CBOR-representable", "... is out of range"
         (an integer field beyond :data:`MAX_FIELD_INT`), "... does not match"
         (a key the class's hook does not give), or a message naming another
-        bad field. Keys ``v``, ``id``, ``module``, ``args`` are required.
+        bad field. Keys ``v``, ``id``, ``module``, ``args`` are required;
+        an absent ``retry_count``, ``queued_at`` or ``started_at`` is 0 (as
+        is a null ``queued_at`` or ``started_at``, which older encoders wrote).
 
         What the payload cannot decide (the port's trust model; Roger's wire
         format, which carries these fields, is unchanged):
@@ -948,8 +958,8 @@ class Job:
             "queue_key": None,
             "execution_key": None,
             "retry_count": 0,
-            "queued_at": None,
-            "started_at": None,
+            "queued_at": 0,
+            "started_at": 0,
         }
         fields.update(payload)
         fields["max_execution_time"] = _lowest_limit(cls, payload.get("max_execution_time"))

@@ -149,9 +149,11 @@ def test_a_job_waiting_in_a_workers_batch_is_cancelled_without_running(
     assert blocker.id != tail.id
 
 
-def test_a_queue_key_refuses_a_duplicate_until_the_job_leaves_the_queue(
+def test_a_queue_key_refuses_a_duplicate_until_the_job_has_run(
     h: NodeHarness,
 ) -> None:
+    """The key is freed once the job's outcome is settled (Roger's ``job_done``),
+    which follows ``after_run``; the running window is in test_fidelity_keys."""
     h.start()
     pid = h.start_partition({"default": 1})
     roger.Consumer.pause(pid, "default")
@@ -164,7 +166,8 @@ def test_a_queue_key_refuses_a_duplicate_until_the_job_leaves_the_queue(
 
     roger.Consumer.resume(pid, "default")
     h.wait_tags("after_run", {"first"})
-    h.enqueue(KeyedJob, pid, "again", 0, "report-42", None)  # right after: accepted
+    wait_for(lambda: not roger.Global.is_queued(pid, "report-42"), what="the key freed")
+    h.enqueue(KeyedJob, pid, "again", 0, "report-42", None)  # once it ran: accepted
     h.wait_tags("end", {"again", "other"})
     assert "dup" not in h.tags("start")
 

@@ -188,8 +188,8 @@ def test_create_returns_an_instance_of_the_job_class_with_roger_fields() -> None
     assert job.queue_key is None
     assert job.execution_key is None
     assert job.retry_count == 0
-    assert job.queued_at is None
-    assert job.started_at is None
+    assert job.queued_at == 0
+    assert job.started_at == 0
     assert job.max_execution_time is None
 
 
@@ -375,8 +375,8 @@ def test_encode_produces_a_versioned_cbor_map() -> None:
         "queue_key": "num-2",
         "execution_key": "exec-2",
         "retry_count": 0,
-        "queued_at": None,
-        "started_at": None,
+        "queued_at": 0,
+        "started_at": 0,
         "max_execution_time": 5,
     }
 
@@ -395,7 +395,23 @@ def test_decode_fills_optional_fields_with_defaults_and_absent_keys_from_the_hoo
     data = cbor2.dumps({"v": 1, "id": "j", "module": f"{__name__}.KeyedJob", "args": [7]})
     job = roger.Job.decode(data)
     assert (job.queue_key, job.execution_key, job.retry_count) == ("num-7", "exec-7", 0)
-    assert (job.queued_at, job.started_at, job.max_execution_time) == (None, None, 5)
+    assert (job.queued_at, job.started_at, job.max_execution_time) == (0, 0, 5)
+
+
+@pytest.mark.parametrize("field", ["started_at", "queued_at"])
+def test_times_default_to_zero_as_in_roger(field: str) -> None:
+    """Roger's %Roger.Job{} struct has started_at: 0 and queued_at: 0
+    (test/roger/info_test.exs asserts a queued job's started_at == 0): a
+    created job, a decoded payload without the field or with null (older
+    encoders), and the payload written."""
+    job = roger.Job.create(SquareJob, [3])
+    assert getattr(job, field) == 0
+    assert cbor2.loads(roger.Job.encode(job))[field] == 0
+    base = {"v": 1, "id": "j0", "module": f"{__name__}.SquareJob", "args": [3]}
+    assert getattr(roger.Job.decode(cbor2.dumps(base)), field) == 0
+    assert getattr(roger.Job.decode(cbor2.dumps({**base, field: None})), field) == 0
+    assert getattr(job.copy_with(**{field: None}), field) == 0
+    assert getattr(roger.Job.decode(cbor2.dumps({**base, field: 17})), field) == 17
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:
@@ -649,8 +665,8 @@ def test_to_amqp_computes_queue_body_and_persistent_properties() -> None:
     }
     queued = roger.Job.decode(body)
     assert queued.queued_at is not None and before <= queued.queued_at <= after
-    assert queued.copy_with(queued_at=None) == job
-    assert job.queued_at is None
+    assert queued.copy_with(queued_at=0) == job
+    assert job.queued_at == 0
 
 
 def test_to_amqp_uses_the_job_queue_type_or_the_override() -> None:
@@ -737,7 +753,7 @@ def test_started_copies_the_job_with_started_at_and_leaves_the_original_alone() 
     job = roger.Job.create(_StartedProbeJob, [1])
     started = job.started(1234)
     assert started.started_at == 1234
-    assert job.started_at is None
+    assert job.started_at == 0
     assert started.id == job.id and started.args == job.args
     with pytest.raises(roger.InvalidJobError):
         job.started("soon")  # type: ignore[arg-type]

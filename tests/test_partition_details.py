@@ -92,6 +92,7 @@ def test_a_job_past_the_last_retry_level_is_buried_with_its_payload(h: NodeHarne
     assert message_id == job.id
     assert roger.Job.decode(body).id == job.id
     assert h.tags("on_buried") == {"doomed"}
+    assert not h.events("on_error"), "burial gets on_buried only, as in Roger"
 
 
 def test_callbacks_that_raise_are_logged_and_never_stop_the_job_or_the_worker(

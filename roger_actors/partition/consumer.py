@@ -48,9 +48,22 @@ cancelled job in the backlog or a worker's batch is dropped, a running one
 has its worker killed; ``on_cancel`` runs on the node that clears the mark.
 A job whose mark Global does not confirm runs normally. Local marks are
 forgotten ``cancel_mark_ttl`` seconds after they were learned. A job with
-a queue key frees it when dequeued; a job with an execution key takes it
-first or is parked in the key's waiting queue, and hands it to the next
-parked job when it ends.
+an execution key takes it first or is parked in the key's waiting queue,
+and hands it to the next parked job when it ends.
+
+A job with a queue key holds it until the job has left the queue for good,
+as in Roger: the key is freed in Global when the job's outcome is settled
+(done, error, retried, buried, timed out, worker crash; then the delivery
+is acked), when it is cancelled (with the mark), or when its payload is set
+aside as invalid. It stays held while the job waits in its work queue, in
+the Consumer, in a worker's batch, in an execution-waiting queue, or while
+it runs; a job that goes back to its queue (paused, returned, requeued by
+the broker) keeps it. The key is freed *before* the ack, so a Consumer that
+dies in between leaves the job to be redelivered, and the redelivered copy
+frees the key at its own outcome; an outcome whose delivery's channel is
+gone frees nothing (the broker requeued the job, whose copy holds the key).
+While Global does not answer, the free is tried again every second and the
+ack waits for it.
 
 The delivery is acked only once its outcome is recorded: done or
 non-retryable error → ack; retryable error → published (with confirm) to
@@ -218,7 +231,7 @@ class _InFlight:
     worker: _WorkerRef | None = None
     timed_out: bool = False
     timer: Any = None
-    #: Waiting for Global (queue key freed, execution key taken) before dispatch.
+    #: Waiting for Global (execution key taken, or parked) before dispatch.
     gating: bool = False
     #: A cancel arrived while gating or running in a worker.
     cancel_requested: bool = False
@@ -304,7 +317,8 @@ class Status:
     ``running_jobs``: the jobs whose ``perform`` runs now, ``started_at`` set
     to when they were handed to their worker; ``worker_pids``: the OS pids
     (sorted) of their workers; ``busy``: some job was handed to a worker and
-    has no outcome yet (running, or waiting in a worker's batch)."""
+    has no outcome yet (running, or waiting in a worker's batch), or its
+    outcome is still being recorded (a retry publish, its queue key freed)."""
 
 
 @dataclass(frozen=True)
@@ -320,7 +334,25 @@ class Purge:
 
 
 class Consumer(Server):
-    """The partition's job consumer; see the module docstring."""
+    """The partition's job consumer; see the module docstring.
+
+    Pausing: as in Roger, each queue type has **one** pause bit in the
+    Consumer, shared by the local and the cluster-wide pause. ``Pause``
+    (``roger.Consumer.pause``) and a ``queue_pause`` cast (Global's
+    ``queue_pause``) set it; ``Resume`` and a ``queue_resume`` cast clear it,
+    whichever set it (so ``Global.queue_resume`` also resumes a queue paused
+    locally, and ``Consumer.resume`` one paused cluster-wide, on this node
+    only: Global still lists it). The bit is kept per queue type, also for a
+    type not configured: a reconfiguration that removes a queue and adds it
+    back, or changes its ``max_workers`` (through 0 or not), keeps it, and a
+    queue added later starts paused if a cast paused it meanwhile. Global's
+    paused set is applied when the Consumer gets Global's snapshot (when it
+    starts, after every reconnect, on a Resync); a queue listed there is
+    paused, one Global stopped listing is resumed, other bits stay. A
+    Consumer that restarts (crash, partition restart, node restart) starts
+    with only Global's paused set: a local pause is lost then, as Roger's
+    Consumer, whose paused set is in its state, loses it.
+    """
 
     reply_errors = (ValueError, TypeError)
 
@@ -362,13 +394,22 @@ class Consumer(Server):
         self.reconfiguring: set[str] = set()
         self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
+        #: Outcomes being recorded on the broker (a republish, a queue key
+        #: being freed) before their ack: the Consumer is still busy.
+        self.settling = 0
         self.pending_io: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
         #: Local copy of the partition's cancelled job ids (from Global, then
         #: casts) -> when learned (monotonic), oldest first; a hint only.
         self.cancelled: dict[str, float] = {}
-        #: Queues paused cluster-wide (from Global, then casts).
+        #: Queues paused cluster-wide as Global last said (its snapshot, then
+        #: casts): what a Resync compares Global's snapshot with.
         self.global_paused: set[str] = set()
+        #: The one pause bit per queue type (see the class docstring): set by
+        #: Pause, PauseAll, a ``queue_pause`` cast or Global's snapshot, cleared
+        #: by Resume or a ``queue_resume`` cast. Kept for queue types that are
+        #: not (or no longer) configured, so it outlives a reconfiguration.
+        self.paused: set[str] = set()
         #: Global's snapshot is in: deliveries may start.
         self.snapshot_ready = False
         #: A Resync came while the first snapshot was still being fetched.
@@ -452,11 +493,12 @@ class Consumer(Server):
         for job_id in cancelled:
             self._note_cancelled(job_id)
         previous, self.global_paused = self.global_paused, set(paused)
+        # Global's set is applied; a queue Global no longer lists (a resume
+        # cast this Consumer missed) is resumed; local pauses stay.
+        self.paused |= self.global_paused
+        self.paused -= previous - self.global_paused
         for name, state in self.queues.items():
-            if name in self.global_paused:
-                state.paused = True
-            elif name in previous:
-                state.paused = False
+            state.paused = name in self.paused
         self.snapshot_ready = True
         self._tell_registry()
         start = [
@@ -616,6 +658,15 @@ class Consumer(Server):
             self.sweeping.discard(key)
             if event.value == "empty":
                 self.parked.pop(key, None)
+        elif event.kind.startswith("settle:"):
+            self.settling -= 1
+            if event.error is not None:
+                log.warning(
+                    "%s: settling a job (%s) failed: %r",
+                    self.partition_id,
+                    event.kind[7:],
+                    event.error,
+                )
         elif event.kind.startswith("call:"):
             ref = event.kind[5:]
             from_ = self.pending_calls.pop(ref, None)
@@ -683,7 +734,8 @@ class Consumer(Server):
         if reply.ref == self.queues_ref:
             if reply.ok and isinstance(reply.value, dict):
                 self.queues = {
-                    name: _QueueState(name, limit) for name, limit in reply.value.items()
+                    name: _QueueState(name, limit, paused=name in self.paused)
+                    for name, limit in reply.value.items()
                 }
             self._connect()
             return
@@ -779,9 +831,7 @@ class Consumer(Server):
             return
         token = next(self.tokens)
         self.inflight[token] = flight
-        if not flight.gated and (
-            queue_key_of(job) is not None or execution_key_of(job) is not None
-        ):
+        if not flight.gated and execution_key_of(job) is not None:
             flight.gating = True
             self._submit("gate", self._gate(token, job, delivery))
             return
@@ -792,12 +842,9 @@ class Consumer(Server):
     # ------------------------------------------------------------ keys and Global
 
     async def _gate(self, token: int, job: Job, delivery: Delivery) -> tuple[int, str]:
-        """Before a keyed job runs: free its queue key (it left the queue), take
-        its execution key or park it in the key's waiting queue."""
+        """Before a job with an execution key runs: take the key, or park the job
+        in the key's waiting queue (its queue key, if any, stays held)."""
         try:
-            key = queue_key_of(job)
-            if key is not None:
-                await self._global("remove_queued", [key])
             execution_key = execution_key_of(job)
             if execution_key is not None and not await self._global(
                 "acquire_execution", [execution_key, job.id]
@@ -923,16 +970,59 @@ class Consumer(Server):
         flight.cancelling = True
         key = next(self.tokens)
         self.cancelling[key] = flight
-        self._submit(f"cancel:{key}", self._clear_cancel(flight.job))
+        self._submit(f"cancel:{key}", self._clear_cancel(flight.job, flight.delivery))
 
-    async def _clear_cancel(self, job: Job) -> bool:
+    async def _clear_cancel(self, job: Job, delivery: Delivery) -> bool:
         """Clear the job's cancel mark; True when this call cleared it (then its
-        queue key is freed too: it left the queue)."""
+        queue key is freed too, before the ack: it left the queue)."""
         cleared = bool(await self._global("is_cancelled", [job.id, True]))
         queue_key = queue_key_of(job)
         if cleared and queue_key is not None:
-            await self._global("remove_queued", [queue_key])
+            await self._free_queue_key(queue_key, delivery)
         return cleared
+
+    def _delivery_open(self, delivery: Delivery) -> bool:
+        """True while ``delivery``'s consumer channel is the one it came on and
+        is open (it can still be acked); runs on the loop thread."""
+        consumer = self.link.consumers.get(delivery.key)
+        return (
+            self.link.is_open
+            and consumer is not None
+            and consumer.generation == delivery.generation
+            and not consumer.channel.is_closed
+        )
+
+    async def _free_queue_key(self, key: str, delivery: Delivery) -> None:
+        """The job of ``delivery`` left the queue for good: free its queue key in
+        Global. Never raises. Frees nothing when the delivery's channel is gone
+        (the broker requeued the job: the copy it delivers again holds the key
+        and frees it at its own outcome). While Global does not answer (no
+        Global, a timeout) it tries again every second, as long as the delivery
+        is open; a request Global refuses is logged and given up."""
+        failures = 0
+        while self._delivery_open(delivery):
+            try:
+                await self._global("remove_queued", [key])
+                return
+            except ValueError as exc:
+                log.error(
+                    "%s: Global refused to free queue key %s: %s",
+                    self.partition_id,
+                    bounded_repr(key),
+                    exc,
+                )
+                return
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    log.warning(
+                        "%s: freeing queue key %s (attempt %d): %r; trying again",
+                        self.partition_id,
+                        bounded_repr(key),
+                        failures,
+                        exc,
+                    )
+                await asyncio.sleep(1.0)
 
     def _on_cancel_cleared(self, key: int, cleared: Any, error: BaseException | None) -> None:
         """Global answered whether ``flight``'s job is cancelled (clearing the
@@ -988,6 +1078,10 @@ class Consumer(Server):
                 self.global_paused.discard(arg)
             if arg in self.queues and self.queues[arg].paused != pause:
                 self._submit(command.command, self._change_paused([arg], pause))
+            elif pause:  # one bit per queue type, also for a queue not configured
+                self.paused.add(arg)
+            else:
+                self.paused.discard(arg)
         else:
             log.warning(
                 "%s: unknown partition command %s", self.partition_id, bounded_repr(command)
@@ -1224,9 +1318,11 @@ class Consumer(Server):
         """Record the outcome of a job, then ack its delivery.
 
         ``returned`` (never started) goes back to the queue, keeping any
-        execution key it holds; ``cancelled`` clears the cancel mark first
-        (:meth:`_cancel_flight`). Every other outcome gives the job's
-        execution key up (to the next waiting job)."""
+        execution key and queue key it holds; ``cancelled`` clears the cancel
+        mark first (:meth:`_cancel_flight`, which frees the queue key). Every
+        other outcome gives the job's execution key up (to the next waiting
+        job), and frees its queue key (the job has run: Roger's ``job_done``)
+        after the retry or burial publish and before the ack."""
         delivery, job = flight.delivery, flight.job
         if outcome == "returned":
             self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
@@ -1237,28 +1333,33 @@ class Consumer(Server):
         execution_key = execution_key_of(job)
         if execution_key is not None:
             self._submit("release", self._release(execution_key, job.id))
-        if outcome in ("done", "error", "cancelled"):
+        queue_key = queue_key_of(job) if outcome != "cancelled" else None
+        if outcome in ("done", "error", "cancelled") and queue_key is None:
             self._ack_later(delivery)
             return
+        target: tuple[str, dict[str, Any], bytes] | None = None
         if outcome == "retry":
             level = retry.level_for(job.retry_count, self.config.retry_levels)
             assert level is not None
             name, args = retry.retry_queue(self.partition_id, delivery.key, level)
-            retried = job.copy_with(retry_count=job.retry_count + 1)
-        else:
+            target = (name, args, job.copy_with(retry_count=job.retry_count + 1).encode())
+        elif outcome == "buried":
             name, args = retry.buried_queue(
                 self.partition_id, delivery.key, self.config.max_buried_queue_size
             )
-            retried = job
-        body = retried.encode()
+            target = (name, args, job.encode())
         props = properties(message_id=job.id, app_id=self.partition_id)
 
-        async def republish() -> None:
-            await self.link.declare(name, args)
-            await self.link.publish(name, body, props)
+        async def finish() -> None:
+            if target is not None:
+                await self.link.declare(target[0], target[1])
+                await self.link.publish(target[0], target[2], props)
+            if queue_key is not None:
+                await self._free_queue_key(queue_key, delivery)
             await self.link.ack(delivery.key, delivery.generation, delivery.tag)
 
-        self._submit(outcome, republish())
+        self.settling += 1
+        self._submit(f"settle:{outcome}", finish())
 
     def _on_timeout(self, token: int) -> None:
         flight = self.inflight.get(token)
@@ -1363,14 +1464,14 @@ class Consumer(Server):
         self._crashed(flight, error)
 
     def _crashed(self, flight: _InFlight, error: tuple[str, str]) -> None:
-        """The job's worker died under it: ``on_error`` (and ``on_buried``), then
+        """The job's worker died under it: ``on_buried`` if that buries the job,
+        else ``on_error`` (exactly one, as Roger's ``handle_error``), then
         retried or buried as its class says."""
         job = flight.job
         log.warning("%s: job %s ended with %s", self.partition_id, job.id, error)
-        self.callback_runner.submit("on_error", self.partition_id, job, error, None, None)
         outcome = error_outcome(job, self.config.retry_levels)
-        if outcome == "buried":
-            self.callback_runner.submit("on_buried", self.partition_id, job, error, None, None)
+        callback = "on_buried" if outcome == "buried" else "on_error"
+        self.callback_runner.submit(callback, self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
 
     def _tick(self) -> None:
@@ -1401,7 +1502,8 @@ class Consumer(Server):
             return {
                 "connected": self.connected,
                 "running_jobs": [f.job.started(f.handed_at) for f in running],
-                "busy": any(f.worker is not None for f in self.inflight.values()),
+                "busy": self.settling > 0
+                or any(f.worker is not None for f in self.inflight.values()),
                 "pid": os.getpid(),
                 "worker_pids": sorted(
                     {f.worker.pid for f in running if f.worker and f.worker.pid is not None}
@@ -1463,6 +1565,10 @@ class Consumer(Server):
         for name in names:
             state = self.queues[name]
             state.paused = paused
+            if paused:
+                self.paused.add(name)
+            else:
+                self.paused.discard(name)
             if not paused and self.consuming and self.snapshot_ready and state.max_workers > 0:
                 resume.append(name)
             if paused:
@@ -1493,7 +1599,7 @@ class Consumer(Server):
 
     def _reconfigure(self, queues: dict[str, int], from_: From) -> Any:
         removed = [name for name in self.queues if name not in queues]
-        added: dict[str, int] = {}
+        added: dict[str, tuple[int, bool]] = {}
         changed: dict[str, tuple[int, int, bool]] = {}
         for name in removed:
             state = self.queues.pop(name)
@@ -1504,11 +1610,12 @@ class Consumer(Server):
         for name, limit in queues.items():
             existing = self.queues.get(name)
             if existing is None:
+                # A queue removed and added back keeps its pause bit.
                 existing = self.queues[name] = _QueueState(
-                    name, limit, paused=name in self.global_paused
+                    name, limit, paused=name in self.paused
                 )
                 existing.prefetch = existing.wanted_prefetch
-                added[name] = existing.prefetch
+                added[name] = (existing.prefetch, existing.paused)
             else:
                 previous, existing.max_workers = existing.max_workers, limit
                 existing.prefetch = existing.wanted_prefetch
@@ -1539,19 +1646,19 @@ class Consumer(Server):
     async def _apply_queues(
         self,
         removed: list[str],
-        added: dict[str, int],
+        added: dict[str, tuple[int, bool]],
         changed: dict[str, tuple[int, int, bool]],
         consuming: bool,
     ) -> None:
         """Apply a reconfiguration on the broker; ``added`` and ``changed`` carry
-        each queue's prefetch, which is 0 for ``max_workers`` 0."""
+        each queue's prefetch, which is 0 for ``max_workers`` 0, and whether it
+        is paused."""
         for name in removed:
             await self.link.pause(name)
-        for name, prefetch in added.items():
+        for name, (prefetch, paused) in added.items():
             await self._declare(name)
             if prefetch > 0:
                 queue = Queue.make_name(self.partition_id, name)
-                paused = name in self.global_paused
                 await self.link.consume(name, queue, prefetch, start=consuming and not paused)
         for name, (previous, prefetch, paused) in changed.items():
             if prefetch == 0:

@@ -3,8 +3,10 @@
 A worker is started by the partition's WorkerSupervisor on the Consumer's
 demand, tells the Consumer it is ready (``WorkerReady``, naming its control
 socket and its scoreboard), then runs every ``RunJobs`` batch it is sent,
-one job after another: ``before_run``, ``perform``, then ``after_run`` or
-``on_error`` (and ``on_buried`` when the last retry level failed). Outcomes
+one job after another: ``before_run``, ``perform``, then exactly one of
+``after_run`` (done), ``on_error`` (failed: not retryable, or retried) or
+``on_buried`` (a retryable job failed its last retry level), as Roger's
+``handle_error`` picks one of the last two. Outcomes
 are reported in ``JobsFinished`` messages, at the end of the batch and every
 :data:`FLUSH_SECONDS`. A callback that raises is logged and never takes the
 worker down.
@@ -265,7 +267,8 @@ class Worker(Server):
         """Run one job with its callbacks; never raises.
 
         ``record(outcome)`` is called as soon as ``perform`` returned or
-        raised, before ``after_run``/``on_error``/``on_buried`` run.
+        raised, before the one callback of the outcome runs: ``after_run``,
+        or for a failure ``on_buried`` when it buries the job, else ``on_error``.
         """
         job = queued.started(now())
         pid = self.partition_id
@@ -278,9 +281,8 @@ class Worker(Server):
             if record is not None:
                 record(outcome)
             error = ("error", exc)
-            run_callback(self.callbacks, "on_error", pid, job, error, stack, state)
-            if outcome == "buried":
-                run_callback(self.callbacks, "on_buried", pid, job, error, stack, state)
+            callback = "on_buried" if outcome == "buried" else "on_error"
+            run_callback(self.callbacks, callback, pid, job, error, stack, state)
             log.info("job %s (%s) failed: %r -> %s", job.id, job.module, exc, outcome)
             return JobFinished(token, outcome, ("error", repr(exc)))
         if record is not None:
