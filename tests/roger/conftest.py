@@ -130,6 +130,12 @@ class RogerHarness(NodeHarness):
 
         wait_for(consuming, what=f"partition {pid} consuming {sorted(wanted)}")
 
+    def partition_id(self, name: str = "p") -> str:
+        """A partition id unique to this call (its queues are deleted when the
+        node stops): ``t<name><n>-<tag>``."""
+        self.sequence = getattr(self, "sequence", 0) + 1
+        return super().partition_id(f"{name}{self.sequence}")
+
     def new_journal(self) -> Journal:
         """A fresh journal, made the one jobs and callbacks write to from now on."""
         path = self.journal_dir / f"events-{uuid.uuid4().hex[:8]}.jsonl"
