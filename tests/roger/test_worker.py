@@ -24,6 +24,6 @@ pytestmark = pytest.mark.timeout(60)
 def test_start_worker_in_partition_worker_supervisor(app: str, journal: Journal) -> None:
     """test/roger/worker_test.exs: "start worker in partition worker supervisor"."""
     payload = roger.Job.encode(roger.Job.create(WorkerTest.TestJob, [], id="asdf"))
-    roger.Worker.run(app, payload)
+    roger.Worker.run(app, payload=payload)
 
     journal.wait("job_ok", job="asdf", timeout=1.0)  # Roger: within 1000 ms

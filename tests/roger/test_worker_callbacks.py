@@ -32,14 +32,14 @@ def payload(job_class: type[roger.Job]) -> bytes:
 
 def test_test_before_run_worker_callback(app: str, journal: Journal) -> None:
     """test/roger/worker/callbacks_test.exs: "test before-run worker callback"."""
-    roger.Worker.run(app, payload(CallbacksTest.TestJob))
+    roger.Worker.run(app, payload=payload(CallbacksTest.TestJob))
 
     journal.wait("before_run", job="asdf", timeout=1.0)
 
 
 def test_test_after_run_worker_callback(app: str, journal: Journal) -> None:
     """test/roger/worker/callbacks_test.exs: "test after-run worker callback"."""
-    roger.Worker.run(app, payload(CallbacksTest.TestJob))
+    roger.Worker.run(app, payload=payload(CallbacksTest.TestJob))
 
     journal.wait("after_run", job="asdf", timeout=1.0)
 
@@ -49,7 +49,7 @@ def test_test_before_and_after_run_worker_callbacks_with_state_passing_through(
 ) -> None:
     """test/roger/worker/callbacks_test.exs: "test before-and-after-run worker
     callbacks with state passing through"."""
-    roger.Worker.run(app, payload(CallbacksTest.TestJob))
+    roger.Worker.run(app, payload=payload(CallbacksTest.TestJob))
 
     [after] = journal.wait("after_run", job="asdf", timeout=1.0)
     [before] = journal.events("before_run", job="asdf")
@@ -59,7 +59,7 @@ def test_test_before_and_after_run_worker_callbacks_with_state_passing_through(
 
 def test_test_on_error_worker_callback(app: str, journal: Journal) -> None:
     """test/roger/worker/callbacks_test.exs: "test on_error worker callback"."""
-    roger.Worker.run(app, payload(CallbacksTest.ErrorJob))
+    roger.Worker.run(app, payload=payload(CallbacksTest.ErrorJob))
 
     [error] = journal.wait("on_error", job="asdf", timeout=1.0)
     assert error["stacktrace_is_list"] is True
