@@ -1,0 +1,1 @@
+"""Roger's own ExUnit suite (bettyblocks/roger, ``test/``), ported test by test."""
