@@ -49,6 +49,7 @@ from .partition.consumer import (
 from .queue import normalise_queue_defs, normalise_queue_type, validate_partition_id
 from .registry import (
     ConsumerOf,
+    PartitionExited,
     Partitions,
     Ready,
     Registry,
@@ -76,6 +77,15 @@ class PartitionSupervisor(Supervisor):
     def init(self) -> SupervisorSpec:
         """No children at start; one_for_one, 10 restarts in 10 s."""
         return SupervisorSpec([], "one_for_one", max_restarts=10, max_seconds=10)
+
+    def child_exited(self, address: Any, spec: ChildSpec, reason: Any) -> None:
+        """Tell the registry (named in the partition's start arguments) that a
+        partition's tree ended: it lists the partition as waiting, and starts
+        it again when this supervisor does not (see :mod:`roger_actors.registry`)."""
+        args = spec.start.args
+        registry = args[3] if len(args) > 3 else None
+        if registry is not None:
+            self.send(registry, PartitionExited(str(spec.id), reason))
 
 
 class RogerSupervisor(Supervisor):
@@ -561,7 +571,8 @@ class Partition:
         shutting down; the partition is listed as waiting and never starts),
         the broker cannot be reached (it starts when it can), or it did not run
         within 20 s. Raises ValueError for a bad id or queue list, and
-        RogerError when its tree fails to start."""
+        RogerError when its tree fails to start (the partition then waits and
+        is started again every second until it runs or is stopped)."""
         answer = current().call(
             StartPartition(validate_partition_id(partition_id), normalise_queue_defs(queues))
         )

@@ -16,6 +16,13 @@ that fails is an error. On a partition that is already here it
 reconfigures it. Predefined partitions from the configuration are started
 when the registry starts.
 
+A partition's tree that ends (the PartitionSupervisor tells, see
+:class:`PartitionExited`) makes the partition *waiting*. When it was
+terminated rather than crashed (so the PartitionSupervisor does not restart
+it), or when its start failed, the registry starts it again every
+:data:`RESTART_SECONDS` until it runs or is stopped, as Roger's
+``Partition`` does with its waiting partitions.
+
 ``SafeStopPartition`` is Roger's ``safe_stop``: it pauses every queue of the
 partition (running jobs finish; ``Consumer.resume`` takes jobs again) and
 the partition stays. ``DrainPartition`` (the graceful shutdown's) stops
@@ -36,17 +43,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervision import NOREPLY, ChildSpec, From, Server
+from supervision.errors import NotFound, Restarting, Running
 from supervision.protocol import (
     Call,
     CallReply,
     DeleteChild,
+    RestartChild,
     StartChild,
     TerminateChild,
     WhichChildren,
 )
+from supervision.reasons import is_normal
 
 from .config import Config
 from .errors import NotRunningError, RogerError
+from .job import bounded_repr
 from .partition.consumer import PauseAll, Reconfigure, Status, StopConsuming
 from .partition.containing_supervisor import ContainingSupervisor
 from .partition.messages import QueuesOf
@@ -59,6 +70,9 @@ log = logging.getLogger("roger_actors.registry")
 #: Longest a StartPartition waits for the new partition to run (seconds)
 #: before it answers ``"waiting"``.
 START_WAIT = 20.0
+#: Seconds between attempts to start again a partition whose tree was
+#: terminated or failed to start.
+RESTART_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,14 @@ class StopPartition:
     """Call: stop a partition now (running jobs are stopped with the workers)."""
 
     partition_id: str
+
+
+@dataclass(frozen=True)
+class PartitionExited:
+    """Info (from the PartitionSupervisor): a partition's tree ended with ``reason``."""
+
+    partition_id: str
+    reason: Any
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,10 @@ class _Partition:
     #: for good when the node is inactive).
     started: bool = False
     draining: bool = False
+    #: The registry is stopping it (its exit is expected).
+    stopping: bool = False
+    #: A restart attempt is scheduled or under way.
+    restarting: bool = False
     #: StartPartition calls answered once the partition runs or waits.
     start_waiters: list[From] = field(default_factory=list)
 
@@ -157,6 +183,7 @@ class Registry(Server):
                 self._reply_start(pid, "waiting")
                 del self.partitions[pid]
                 return None
+            self.partitions[pid].stopping = True
             ref = self.call_async(self.partition_sup, TerminateChild(pid))
             self.pending[ref] = ("stop", pid, from_)
             return NOREPLY
@@ -273,6 +300,10 @@ class Registry(Server):
                     self._reply_start(pid, "waiting")
         elif isinstance(message, tuple) and message and message[0] == "start-wait":
             self._reply_start(message[1], "waiting")
+        elif isinstance(message, PartitionExited):
+            self._on_partition_exited(message)
+        elif isinstance(message, tuple) and message and message[0] == "restart":
+            self._restart(message[1])
         elif isinstance(message, PartitionCommand):
             part = self.partitions.get(message.partition_id)
             if part is not None and part.consumer is not None:
@@ -316,10 +347,36 @@ class Registry(Server):
         if kind == "start":
             if reply.ok:
                 return  # answered once it runs (or waits)
-            part = self.partitions.pop(pid, None)
-            log.error("partition %s failed to start: %s", pid, reply.value)
-            for waiter in part.start_waiters if part is not None else []:
-                self.reply_error(waiter, reply.value)
+            part = self.partitions.get(pid)
+            log.error(
+                "partition %s failed to start (tried again in %s s): %s",
+                pid,
+                RESTART_SECONDS,
+                reply.value,
+            )
+            if part is not None:
+                waiters, part.start_waiters = part.start_waiters, []
+                error = RogerError(
+                    f"partition {pid!r} failed to start (it waits and is started again "
+                    f"every {RESTART_SECONDS:g} s): {bounded_repr(reply.value)}"
+                )
+                for waiter in waiters:
+                    self.reply_error(waiter, error)
+                self._schedule_restart(pid)
+            return
+        if kind == "restart":
+            part = self.partitions.get(pid)
+            if part is None:
+                return
+            part.restarting = False
+            if reply.ok or isinstance(reply.value, (Running, Restarting)):
+                return  # running again (or its supervisor is on it)
+            if isinstance(reply.value, NotFound):
+                # It failed to start and was never added: add it again.
+                self._start_tree(pid)
+                return
+            log.error("partition %s failed to start again: %s", pid, reply.value)
+            self._schedule_restart(pid)
             return
         if kind == "stop":
             self.partitions.pop(pid, None)
@@ -327,8 +384,13 @@ class Registry(Server):
                 ref = self.call_async(self.partition_sup, DeleteChild(pid))
                 self.pending[ref] = ("delete", pid, from_)
                 return
+            if isinstance(reply.value, NotFound):
+                # Its start had failed (a retry was due): nothing to stop.
+                reply = CallReply(reply.ref, True, None)
         elif kind == "status" and reply.ok:
             if not reply.value["busy"]:
+                if pid in self.partitions:
+                    self.partitions[pid].stopping = True
                 ref = self.call_async(self.partition_sup, TerminateChild(pid))
                 self.pending[ref] = ("stop", pid, None)
             else:
@@ -342,6 +404,36 @@ class Registry(Server):
                 self.reply(from_, "running" if part is not None and part.ready else "waiting")
             else:
                 self.reply(from_, None)
+
+    def _on_partition_exited(self, message: PartitionExited) -> None:
+        """A partition's tree ended: it waits (not running) until its Consumer
+        reports again. Terminated by someone else than the registry (or a
+        supervisor's shutdown), it is not restarted by its supervisor: start it
+        again after RESTART_SECONDS."""
+        part = self.partitions.get(message.partition_id)
+        if part is None or part.stopping:
+            return
+        part.consumer, part.connected, part.ready = None, False, False
+        if is_normal(message.reason):
+            log.warning(
+                "partition %s was stopped by its supervisor; starting it again in %s s",
+                message.partition_id,
+                RESTART_SECONDS,
+            )
+            self._schedule_restart(message.partition_id)
+
+    def _schedule_restart(self, pid: str) -> None:
+        part = self.partitions.get(pid)
+        if part is not None and not part.restarting and not part.stopping:
+            part.restarting = True
+            self.send_after(RESTART_SECONDS, ("restart", pid))
+
+    def _restart(self, pid: str) -> None:
+        part = self.partitions.get(pid)
+        if part is None or part.stopping:
+            return
+        ref = self.call_async(self.partition_sup, RestartChild(pid))
+        self.pending[ref] = ("restart", pid, None)
 
     def _poll_drain(self, pid: str) -> None:
         part = self.partitions.get(pid)

@@ -11,21 +11,54 @@ Each test starts its own node against the RabbitMQ on 127.0.0.1:5672 (see
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import roger_actors as roger
 from roger_actors import Queue
-from tests.partition_harness import NodeHarness, counts, holds_for
+from roger_actors.persisters import Stub
+from tests.partition_harness import NodeHarness, counts, holds_for, wait_for
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(60)
 
 
+class FailsOnce(Stub):
+    """A persister whose first construction fails (the partition's Global, and
+    so the partition's tree, then fails to start); later ones work."""
+
+    def __init__(self, marker: str) -> None:
+        if not os.path.exists(marker):
+            with open(marker, "w"):
+                pass
+            raise RuntimeError("first start fails")
+        super().__init__()
+
+
 @pytest.fixture
-def h(h: NodeHarness) -> NodeHarness:
-    """The harness of conftest, with its node started."""
-    h.start()
+def h(request: pytest.FixtureRequest, h: NodeHarness) -> NodeHarness:
+    """The harness of conftest, with its node started (with the FailsOnce
+    persister for tests marked ``fails_once``)."""
+    if request.node.get_closest_marker("fails_once") is not None:
+        marker = h.tmp_path / "persister-started"
+        marker.touch()  # the harness's probe partition starts
+        h.start(persister=FailsOnce, persister_options={"marker": str(marker)})
+        marker.unlink()  # the next partition's start fails once
+    else:
+        h.start()
     return h
+
+
+@pytest.mark.fails_once
+def test_a_partition_whose_start_failed_waits_and_is_started_again(h: NodeHarness) -> None:
+    pid = h.partition_id()
+    with pytest.raises(roger.RogerError):
+        roger.Partition.start(pid, {"default": 1})
+    assert pid in roger.Partition.partitions()["waiting"]
+    wait_for(lambda: pid in roger.NodeInfo.running_partitions(), what="the partition started again")
+    h.enqueue(TimedJob, pid, "runs", 0)
+    h.wait_tags("end", {"runs"})
 
 
 def test_partition_start_returns_once_the_partition_runs(h: NodeHarness) -> None:

@@ -398,6 +398,8 @@ class Consumer(Server):
         #: being freed) before their ack: the Consumer is still busy.
         self.settling = 0
         self.pending_io: list[concurrent.futures.Future[None]] = []
+        #: Snapshot fetches under way (cancelled by terminate).
+        self.fetches: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
         #: Local copy of the partition's cancelled job ids (from Global, then
         #: casts) -> when learned (monotonic), oldest first; a hint only.
@@ -435,7 +437,7 @@ class Consumer(Server):
 
     # ------------------------------------------------------------ I/O plumbing
 
-    def _submit(self, kind: str, coro: Any) -> None:
+    def _submit(self, kind: str, coro: Any) -> concurrent.futures.Future[None]:
         async def run() -> None:
             try:
                 value = await coro
@@ -444,9 +446,18 @@ class Consumer(Server):
             else:
                 self.io.post(_Io(kind, value))
 
-        self.pending_io.append(self.io.submit(run()))
+        future = self.io.submit(run())
+        self.pending_io.append(future)
         if len(self.pending_io) > 256:
             self.pending_io = [f for f in self.pending_io if not f.done()]
+        return future
+
+    def _fetch_snapshot_in_background(self, kind: str) -> None:
+        """Fetch Global's snapshot (retried until a Global answers); terminate
+        cancels the fetch, so a Consumer stopped before its Global answered
+        does not wait for it."""
+        self.fetches = [f for f in self.fetches if not f.done()]
+        self.fetches.append(self._submit(kind, self._fetch_snapshot()))
 
     def _connect(self) -> None:
         for q in self.queues.values():
@@ -518,7 +529,7 @@ class Consumer(Server):
         if not self.snapshot_ready:
             self.resync_wanted = True
             return
-        self._submit("resync", self._fetch_snapshot())
+        self._fetch_snapshot_in_background("resync")
 
     def _on_resync(self, snapshot: Any) -> None:
         """Apply what changed in Global's snapshot as the casts would have
@@ -632,7 +643,7 @@ class Consumer(Server):
                 self.backoff.reset()
                 log.info("%s: connected", self.partition_id)
                 self._tell_registry()
-                self._submit("snapshot", self._fetch_snapshot())
+                self._fetch_snapshot_in_background("snapshot")
         elif event.kind == "snapshot":
             if event.error is None:
                 self._on_snapshot(event.value)
@@ -1678,6 +1689,8 @@ class Consumer(Server):
         seconds, while the acks go on; past that, those not started never run
         and those running are abandoned (see :meth:`CallbackRunner.close`)."""
         self._flush_acks()
+        for fetch in getattr(self, "fetches", []):
+            fetch.cancel()  # Global's snapshot is of no use any more
         deadline = _monotonic() + 5
         runner = getattr(self, "callback_runner", None)
         if runner is not None:

@@ -35,7 +35,6 @@ def _not_done(journal: Journal, tag: str, seconds: float = 0.1) -> None:
     holds_for(lambda: not journal.events("done", args=tag), seconds, f"{tag} not run")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 9: roger.Consumer.reconfigure is missing")
 def test_consumer_starting(app: str) -> None:
     """test/roger/consumer_test.exs: "consumer starting"."""
     assert roger.Consumer.is_alive(app)
@@ -71,11 +70,6 @@ def test_pause_resume_api(app: str, journal: Journal) -> None:
     journal.wait("done", args="job_1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 items 2, 9: a local pause is lost by a reconfigure to [] and back; "
-    "roger.Consumer.reconfigure is missing",
-)
 def test_pause_resume_state_should_survive_reconfigure(app: str, journal: Journal) -> None:
     """test/roger/consumer_test.exs: "pause/resume state should survive reconfigure"."""
     roger.Consumer.pause(app, "default")

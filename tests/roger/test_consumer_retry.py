@@ -25,10 +25,6 @@ pytestmark = pytest.mark.timeout(90)
 Retryable = RetryTest.Retryable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 5: the last failure fires on_error as well as on_buried",
-)
 def test_retryable_job(roger_node: Callable[[], RogerHarness]) -> None:
     """test/roger/consumer/retry_test.exs: "retryable job"."""
     h = roger_node()

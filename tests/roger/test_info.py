@@ -26,7 +26,6 @@ def test_get_roger_info_over_the_entire_cluster(app: str, node: RogerHarness) ->
     assert list(roger.Info.running_jobs()) == [me]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 4: Job started_at defaults to None, not 0")
 def test_retrieve_queued_jobs(app: str, journal: Journal) -> None:
     """test/roger/info_test.exs: "retrieve queued jobs"."""
     roger.Consumer.pause(app, "default")

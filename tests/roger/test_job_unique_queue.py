@@ -15,11 +15,6 @@ from tests.roger.jobs import UniqueQueueTest
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 1: the queue key is released when the job is dequeued, "
-    "not after it has executed",
-)
 def test_job_gets_refused_when_queued_twice(app: str, journal: Journal) -> None:
     """test/roger/job/unique_queue_test.exs: "job gets refused when queued twice"."""
     job = roger.Job.create(UniqueQueueTest.MyJob, ["job1"])

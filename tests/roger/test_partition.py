@@ -1,7 +1,7 @@
 """Port of Roger's ``test/roger/partition_test.exs`` (no AppCase: each test
 starts and stops its partition itself).
 
-Roger's ``Partition.start`` answers ``{:ok, pid}``; the port's returns None.
+Roger's ``Partition.start`` answers ``{:ok, pid}``; the port's answers ``"running"``.
 """
 
 from __future__ import annotations
@@ -21,15 +21,10 @@ def has_test_app(apps: dict[str, object], app: str) -> bool:
     return apps.get(app) is not None
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race today: it fails about one run in six (make it strict once fixed)
-    reason="issue 10 item 3: Partition.start returns before NodeInfo.running_partitions "
-    "lists the partition",
-)
 def test_start_and_stop_partition(node: RogerHarness) -> None:
     """test/roger/partition_test.exs: "start and stop partition"."""
     app = node.partition_id("app")
-    assert roger.Partition.start(app, {"default": 10}) is None
+    assert roger.Partition.start(app, {"default": 10}) == "running"
 
     assert has_test_app(roger.NodeInfo.running_partitions(), app)
 
@@ -75,8 +70,8 @@ def test_test_start_stop_start(node: RogerHarness) -> None:
     """test/roger/partition_test.exs: "test start / stop / start"."""
     app2 = node.partition_id("app2")
     queues = [("default", 20), ("expression", 0), ("fast", 20)]
-    assert roger.Partition.start(app2, queues) is None
+    assert roger.Partition.start(app2, queues) == "running"
     roger.Partition.stop(app2)
-    assert roger.Partition.start(app2, queues) is None
+    assert roger.Partition.start(app2, queues) == "running"
 
     assert roger.Partition.stop(app2) is None
