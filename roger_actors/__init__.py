@@ -58,6 +58,7 @@ _NODE_NAMES = (
     "Partition",
     "Consumer",
     "Node",
+    "Worker",
     "Global",
     "System",
 )
@@ -84,6 +85,7 @@ __all__ = [
     "RogerError",
     "StatePersister",
     "System",
+    "Worker",
     "WorkerCallback",
     "child_spec",
     "load_config",

@@ -46,6 +46,7 @@ from .partition.consumer import (
     Resume,
     StopConsuming,
 )
+from .partition.worker import execute_job, run_callback
 from .queue import normalise_queue_defs, normalise_queue_type, validate_partition_id
 from .registry import (
     ConsumerOf,
@@ -605,6 +606,41 @@ class Partition:
         """``{"running": {pid: queues}, "waiting": {pid: queues}}`` on this node."""
         result: dict[str, dict[str, dict[str, int]]] = current().call(Partitions())
         return result
+
+
+class Worker:
+    """Run a job payload the way a partition's worker does (Roger starts a
+    ``Worker`` by hand with ``WorkerSupervisor.start_child(pid, channel,
+    payload, nil)``)."""
+
+    @staticmethod
+    def run(partition_id: str, payload: bytes) -> str:
+        """Decode ``payload`` (an encoded job, as ``Job.encode`` makes it) and
+        run it in this process with the node's callbacks, as a worker runs a
+        delivery: a job whose cancel mark is set in Global is not run
+        (``on_cancel``, ``"cancelled"``); otherwise ``before_run``,
+        ``perform``, then ``after_run`` (``"done"``) or, for a failure,
+        exactly one of ``on_error``/``on_buried`` (``"error"``, ``"retry"`` or
+        ``"buried"``, as the retry levels say). Returns the outcome.
+
+        There is no broker message: nothing is acked, retried, buried or
+        parked, and the job's keys are not taken. A failure of ``perform`` is
+        the outcome, never raised; a callback that raises is logged. Raises
+        NotRunningError when the partition does not run on this node,
+        InvalidJobError for a payload that does not decode, NotStartedError
+        or GlobalTimeoutError when its Global cannot answer."""
+        node = current()
+        pid = validate_partition_id(partition_id)
+        node.call(ConsumerOf(pid))
+        if not isinstance(payload, bytes | bytearray):
+            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
+        job = Job.decode(bytes(payload))
+        callbacks_class = node.config.callbacks_class()
+        callbacks = callbacks_class() if callbacks_class is not None else None
+        if Global.is_cancelled(pid, job.id, remove=True):
+            run_callback(callbacks, "on_cancel", pid, job)
+            return "cancelled"
+        return execute_job(pid, job, callbacks, node.config.retry_levels).outcome
 
 
 class Consumer:

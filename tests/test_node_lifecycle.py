@@ -19,7 +19,7 @@ import roger_actors as roger
 from roger_actors import Queue
 from roger_actors.persisters import Stub
 from tests.partition_harness import NodeHarness, counts, holds_for, wait_for
-from tests.roger_test_jobs2 import TimedJob
+from tests.roger_test_jobs2 import PlainFailJob, TimedJob
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,3 +145,26 @@ def test_consumer_reconfigure_sets_the_queues_and_ignores_a_partition_not_here(
     assert h.partition_ids[-1] not in roger.Partition.partitions()["waiting"]
     with pytest.raises(ValueError, match="max_workers"):
         roger.Consumer.reconfigure(pid, {"default": -1})
+
+
+def test_worker_run_runs_a_payload_with_the_callbacks_and_returns_its_outcome(
+    h: NodeHarness,
+) -> None:
+    pid = h.start_partition({"default": 1})
+    ok = roger.Job.create(TimedJob, [h.journal, "direct", 0])
+    assert roger.Worker.run(pid, roger.Job.encode(ok)) == "done"
+    assert h.tags("after_run") == {"direct"}, "after_run ran (in this process, at once)"
+    failing = roger.Job.create(PlainFailJob, [h.journal, "fails"])
+    assert roger.Worker.run(pid, roger.Job.encode(failing)) == "error"
+    assert "fails" in h.tags("on_error")
+    # A cancelled job is not run: on_cancel instead.
+    cancelled = roger.Job.create(TimedJob, [h.journal, "cancelled", 0])
+    roger.Global.cancel_job(pid, cancelled.id)
+    assert roger.Worker.run(pid, roger.Job.encode(cancelled)) == "cancelled"
+    assert "cancelled" not in h.tags("start")
+    # Nothing went through the broker.
+    assert counts(Queue.make_name(pid, "default")) == (0, 1)  # (messages, consumers)
+    with pytest.raises(roger.InvalidJobError):
+        roger.Worker.run(pid, b"not a job")
+    with pytest.raises(roger.NotRunningError):
+        roger.Worker.run(h.partition_id("elsewhere"), roger.Job.encode(ok))

@@ -264,28 +264,42 @@ class Worker(Server):
     def run_job(
         self, token: int, queued: Job, record: Callable[[str], None] | None = None
     ) -> JobFinished:
-        """Run one job with its callbacks; never raises.
+        """Run one job with its callbacks (:func:`execute_job`); never raises."""
+        return execute_job(
+            self.partition_id, queued, self.callbacks, self.retry_levels, token, record
+        )
 
-        ``record(outcome)`` is called as soon as ``perform`` returned or
-        raised, before the one callback of the outcome runs: ``after_run``,
-        or for a failure ``on_buried`` when it buries the job, else ``on_error``.
-        """
-        job = queued.started(now())
-        pid = self.partition_id
-        state = run_callback(self.callbacks, "before_run", pid, job)
-        try:
-            result = Job.execute(job)
-        except Exception as exc:
-            stack = traceback.extract_tb(exc.__traceback__)
-            outcome = error_outcome(job, self.retry_levels)
-            if record is not None:
-                record(outcome)
-            error = ("error", exc)
-            callback = "on_buried" if outcome == "buried" else "on_error"
-            run_callback(self.callbacks, callback, pid, job, error, stack, state)
-            log.info("job %s (%s) failed: %r -> %s", job.id, job.module, exc, outcome)
-            return JobFinished(token, outcome, ("error", repr(exc)))
+
+def execute_job(
+    partition_id: str,
+    queued: Job,
+    callbacks: WorkerCallback | None,
+    retry_levels: tuple[int, ...],
+    token: int = 0,
+    record: Callable[[str], None] | None = None,
+) -> JobFinished:
+    """Run one job the way a worker does: ``started_at`` set, ``before_run``,
+    ``perform``, then ``after_run``, or for a failure ``on_buried`` when it
+    buries the job (by ``retry_levels``), else ``on_error``. Never raises: a
+    failure of ``perform`` is the outcome, a callback that raises is logged.
+
+    ``record(outcome)`` is called as soon as ``perform`` returned or raised,
+    before the one callback of the outcome runs."""
+    job = queued.started(now())
+    state = run_callback(callbacks, "before_run", partition_id, job)
+    try:
+        result = Job.execute(job)
+    except Exception as exc:
+        stack = traceback.extract_tb(exc.__traceback__)
+        outcome = error_outcome(job, retry_levels)
         if record is not None:
-            record("done")
-        run_callback(self.callbacks, "after_run", pid, job, result, state)
-        return JobFinished(token, "done")
+            record(outcome)
+        error = ("error", exc)
+        callback = "on_buried" if outcome == "buried" else "on_error"
+        run_callback(callbacks, callback, partition_id, job, error, stack, state)
+        log.info("job %s (%s) failed: %r -> %s", job.id, job.module, exc, outcome)
+        return JobFinished(token, outcome, ("error", repr(exc)))
+    if record is not None:
+        record("done")
+    run_callback(callbacks, "after_run", partition_id, job, result, state)
+    return JobFinished(token, "done")

@@ -5,7 +5,8 @@ Its ``doctest Roger.Worker`` line is commented out: nothing to port.
 Roger starts a worker by hand with ``WorkerSupervisor.start_child(@app,
 :channel, @payload, nil)``: the payload runs as a delivery would, with no
 broker message. The port's public counterpart is ``roger.Worker.run
-(partition_id, payload)``. Roger's payload is ``term_to_binary(%Job{id:
+(partition_id, payload)``, which runs it in the calling process the way a
+worker does. Roger's payload is ``term_to_binary(%Job{id:
 "asdf", ...})``; here it is that job encoded by ``Job.encode`` (CBOR).
 """
 
@@ -20,7 +21,6 @@ from tests.roger.jobs import WorkerTest
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 9: roger.Worker.run is missing")
 def test_start_worker_in_partition_worker_supervisor(app: str, journal: Journal) -> None:
     """test/roger/worker_test.exs: "start worker in partition worker supervisor"."""
     payload = roger.Job.encode(roger.Job.create(WorkerTest.TestJob, [], id="asdf"))

@@ -19,10 +19,7 @@ from tests.roger import jobs
 from tests.roger.conftest import Journal
 from tests.roger.jobs import CallbacksTest
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.xfail(strict=True, reason="issue 10 item 9: roger.Worker.run is missing"),
-]
+pytestmark = pytest.mark.timeout(60)
 
 
 def payload(job_class: type[roger.Job]) -> bytes:
