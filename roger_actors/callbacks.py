@@ -6,6 +6,14 @@ key (the class or its ``"module:Name"``). The worker makes one instance of it
 job's life cycle. Every method here does nothing, so a subclass overrides only
 what it needs. A callback that raises is logged by the worker and never takes
 the worker down or changes the job's outcome.
+
+Where they run: in the worker process that ran the job, except three that
+have no worker left to run in: ``on_error``/``on_buried`` for a job that
+timed out or whose worker died, and ``on_cancel``. Those run in the
+partition's Consumer process, on a pool of up to four threads of their own
+(:mod:`roger_actors.partition.callback_runner`), so the methods of a
+Consumer's instance may be called from several threads at once: make them
+thread-safe. ``roger.Worker.run`` calls them in the calling process.
 """
 
 from __future__ import annotations
