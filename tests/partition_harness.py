@@ -221,8 +221,10 @@ class NodeHarness:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self, **config: Any) -> roger.Node:
-        """Start the node (JsonCallbacks, retry levels [1, 2] unless given)."""
+    def settings(self, **config: Any) -> dict[str, Any]:
+        """The node's configuration: the harness defaults (a free admin port,
+        the broker under this test's connection name, JsonCallbacks, retry
+        levels [1, 2], shutdown_timeout 5), then ``config``."""
         settings: dict[str, Any] = {
             "admin_port": _free_admin_port(),
             "amqp": f"{BROKER}?name={self.connection_name}",
@@ -231,6 +233,11 @@ class NodeHarness:
             "shutdown_timeout": 5,
         }
         settings.update(config)
+        return settings
+
+    def start(self, **config: Any) -> roger.Node:
+        """Start the node (:meth:`settings` with ``config``)."""
+        settings = self.settings(**config)
         # A predefined partition (max_workers 0) proves the configuration's
         # partitions start at boot; it is stopped before the test runs.
         probe = self.partition_id("ready")

@@ -28,7 +28,7 @@ import pytest
 import roger_actors as roger
 from roger_actors import Job, Queue
 from tests.partition_harness import NodeHarness, wait_for
-from tests.roger_test_jobs2 import JsonCallbacks, TimedJob, record
+from tests.roger_test_jobs2 import JsonCallbacks, LimitedJob, TimedJob, record
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -109,18 +109,6 @@ class GatedCallbacks(JsonCallbacks):
         self._gate("on_cancel", job)
 
 
-class OneSecondJob(Job):
-    """args: [path, tag, seconds]: "start", sleeps; ``max_execution_time`` is 1 s."""
-
-    max_execution_time = 1
-
-    def perform(self, args: Any) -> Any:
-        record(args[0], "start", tag=args[1])
-        time.sleep(args[2])
-        record(args[0], "end", tag=args[1])
-        return args[1]
-
-
 class CrashingJob(Job):
     """args: [path, tag]: "start", then ends its worker process."""
 
@@ -146,7 +134,7 @@ def _start_failing_job(h: NodeHarness, pid: str, how: str, tag: str) -> Job:
     """Enqueue a job whose callback the Consumer runs: ``timeout`` and ``crash``
     fire ``on_error``, ``cancel`` fires ``on_cancel`` (it is cancelled while running)."""
     if how == "timeout":
-        return h.enqueue(OneSecondJob, pid, tag, 30)
+        return h.enqueue(LimitedJob, pid, tag, 30)
     if how == "crash":
         return h.enqueue(CrashingJob, pid, tag)
     job = h.enqueue(TimedJob, pid, tag, 30)
@@ -196,7 +184,7 @@ def test_a_raising_callback_is_logged_and_the_partition_goes_on(h: NodeHarness) 
     pid = h.start_partition({"default": 2})
     work = Queue.make_name(pid, "default")
 
-    first = h.enqueue(OneSecondJob, pid, "raise1", 30)
+    first = h.enqueue(LimitedJob, pid, "raise1", 30)
     h.wait_tags("on_error_raising", {"raise1"})
     h.enqueue(TimedJob, pid, "after1", 0)
     h.wait_tags("after_run", {"after1"})

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import roger_actors as roger
-from tests.partition_harness import BROKER, WAIT, NodeHarness, _free_admin_port, wait_for
+from tests.partition_harness import WAIT, NodeHarness, wait_for
 from tests.roger.jobs import JOURNAL_DIR_ENV, RecordingCallbacks, journal_path
 from tests.roger_test_jobs2 import read_events
 
@@ -87,18 +87,14 @@ class RogerHarness(NodeHarness):
     def start(self, partitions: dict[str, Any] | None = None, **config: Any) -> roger.Node:
         """Start the node with ``config`` over the harness defaults and boot
         ``partitions`` (ids from :meth:`partition_id`) besides the probe."""
-        settings: dict[str, Any] = {
-            "admin_port": _free_admin_port(),
-            "amqp": f"{BROKER}?name={self.connection_name}",
-            "callbacks": RecordingCallbacks,
-            "retry_levels": [1, 2],
-            "shutdown_timeout": 5,
-            "system_exchange_prefix": f"roger-port-{self.tag}.",
-        }
-        settings.update(config)
-        # The probe proves boot partitions start; it is stopped once it
-        # consumes (stopping a partition whose Consumer still waits for its
-        # Global's first answer takes 5 s: see the report of this port).
+        settings = self.settings(
+            **{
+                "callbacks": RecordingCallbacks,
+                "system_exchange_prefix": f"roger-port-{self.tag}",
+                **config,
+            }
+        )
+        # The probe proves boot partitions start; it is stopped once it consumes.
         probe = self.partition_id("ready")
         settings["partitions"] = {probe: {"default": 1}, **(partitions or {})}
         os.environ[JOURNAL_DIR_ENV] = str(self.journal_dir)
