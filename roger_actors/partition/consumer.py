@@ -385,6 +385,8 @@ class Consumer(Server):
         self.pending_calls: dict[str, Any] = {}
         #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
         self.reconfiguring: set[str] = set()
+        #: Serialises the changes of the consumers on the broker (see _in_turn).
+        self.consumer_turns: asyncio.Lock | None = None
         self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
         #: Outcomes being recorded on the broker (a republish, a queue key
@@ -455,7 +457,7 @@ class Consumer(Server):
                     # Deliveries start once Global's snapshot is in (_on_snapshot).
                     await self.link.consume(name, queue, prefetch, start=False)
 
-        self._submit("connected", connect())
+        self._submit("connected", self._in_turn(connect()))
 
     async def _global(self, op: str, args: list[Any]) -> Any:
         return await global_request(
@@ -498,7 +500,7 @@ class Consumer(Server):
             for name, q in self.queues.items()
             if self.consuming and not q.paused and q.max_workers > 0
         ]
-        self._submit("resume", self._resume_all(start))
+        self._submit("resume", self._in_turn(self._resume_all(start)))
 
     def _resync(self) -> None:
         """The node's System subscribed again and may have missed casts: fetch
@@ -690,7 +692,10 @@ class Consumer(Server):
         if state.max_workers > 0 and self.connected:
             queue = Queue.make_name(self.partition_id, key)
             start = self.consuming and not state.paused
-            self._submit("reconsume", self.link.consume(key, queue, state.wanted_prefetch, start))
+            self._submit(
+                "reconsume",
+                self._in_turn(self.link.consume(key, queue, state.wanted_prefetch, start)),
+            )
 
     def _on_link_lost(self, reason: str) -> None:
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)
@@ -1295,7 +1300,7 @@ class Consumer(Server):
         if state.prefetch and state.prefetch // 2 < wanted < state.prefetch * 2:
             return
         state.prefetch = wanted
-        self._submit("prefetch", self.link.set_prefetch(queue, wanted))
+        self._submit("prefetch", self._in_turn(self.link.set_prefetch(queue, wanted)))
 
     def _settle(self, flight: _InFlight, outcome: str) -> None:
         """Record the outcome of a job, then ack its delivery.
@@ -1503,7 +1508,7 @@ class Consumer(Server):
             self.consuming = False
             for state in self.queues.values():
                 self._requeue_backlog(state)
-            return self._io_call(from_, self._pause_all(list(self.queues)))
+            return self._io_call(from_, self._in_turn(self._pause_all(list(self.queues))))
         if isinstance(request, Reconfigure):
             return self._reconfigure(request.queues, from_)
         if isinstance(request, Purge):
@@ -1557,8 +1562,8 @@ class Consumer(Server):
             if paused:
                 self._requeue_backlog(state)
         if paused:
-            return self._pause_all(names)
-        return self._resume_all(resume)
+            return self._in_turn(self._pause_all(names))
+        return self._in_turn(self._resume_all(resume))
 
     def _requeue_backlog(self, state: _QueueState) -> None:
         """Deliveries not yet running go back to the broker (also those handed to
@@ -1571,6 +1576,18 @@ class Consumer(Server):
             if flight is not None:
                 d = flight.delivery
                 self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+
+    async def _in_turn(self, change: Any) -> Any:
+        """Await ``change``, a coroutine that starts, stops or re-creates consumer
+        channels' consumers (connect, consume, pause, resume, prefetch), after
+        the ones submitted before it have finished; returns its result. Without
+        this a pause could run while a resume's ``basic.consume`` is under way
+        (it then finds no consumer to cancel, and the queue is consumed while
+        paused), or two resumes could both start a consumer."""
+        if self.consumer_turns is None:
+            self.consumer_turns = asyncio.Lock()  # made on the loop thread
+        async with self.consumer_turns:
+            return await change
 
     async def _pause_all(self, names: list[str]) -> None:
         for name in names:
@@ -1605,7 +1622,9 @@ class Consumer(Server):
                 changed[name] = (previous, existing.prefetch, existing.paused)
         consuming = self.consuming and self.snapshot_ready
         self.reconfiguring.add(from_.ref)
-        return self._io_call(from_, self._apply_queues(removed, added, changed, consuming))
+        return self._io_call(
+            from_, self._in_turn(self._apply_queues(removed, added, changed, consuming))
+        )
 
     def _reconcile_consuming(self) -> None:
         """A reconfiguration has reached the broker: consume exactly the queues
@@ -1624,7 +1643,7 @@ class Consumer(Server):
             await self._pause_all(stop)
             await self._resume_all(run)
 
-        self._submit("reconcile", reconcile())
+        self._submit("reconcile", self._in_turn(reconcile()))
 
     async def _apply_queues(
         self,
