@@ -7,9 +7,11 @@ each at a time: that is the hard bound on jobs of that queue running on this
 node. Each worker gets a batch of jobs per message, as many as fit in about
 :data:`BATCH_TARGET_SECONDS` of work judging by the queue's recent job
 durations (one job at a time for slow jobs, up to :data:`MAX_BATCH` for
-very short ones). The channel's prefetch follows: ``max_workers * (1 +
-batch)``, from ``2 * max_workers``; it bounds the deliveries (and so the
-messages) this actor has in flight.
+very short ones). The channel's prefetch bounds the deliveries (and so the
+messages) this actor has in flight; the ``prefetch`` config key chooses it:
+``"roger"``, ``max_workers`` (Roger's: batches then hold what the channel
+has, mostly one job), or ``"adaptive"``, ``max_workers * (1 + batch)``,
+from ``2 * max_workers``, following the batch size.
 
 Work queues are durable quorum queues where the broker supports them (a
 queue that already exists is used as it is). They have no dead-letter
@@ -253,6 +255,9 @@ class _QueueState:
     avg_seconds: float | None = None
     #: The prefetch asked of the broker for this queue's channel.
     prefetch: int = 0
+    #: The prefetch follows the batch size (config ``prefetch = "adaptive"``);
+    #: else it is ``max_workers`` (``"roger"``).
+    adaptive: bool = True
 
     @property
     def batch_limit(self) -> int:
@@ -264,10 +269,12 @@ class _QueueState:
 
     @property
     def wanted_prefetch(self) -> int:
-        """Room for every worker's batch and the next one being gathered, at
-        most AMQP's :data:`MAX_PREFETCH` (``max_workers`` is bounded by
-        :data:`~roger_actors.queue.MAX_WORKERS` so that the clamp only matters
-        for states made without that check)."""
+        """Adaptive: room for every worker's batch and the next one being
+        gathered; else ``max_workers``. At most AMQP's :data:`MAX_PREFETCH`
+        (``max_workers`` is bounded by :data:`~roger_actors.queue.MAX_WORKERS`
+        so that the clamp only matters for states made without that check)."""
+        if not self.adaptive:
+            return min(MAX_PREFETCH, self.max_workers)
         return min(MAX_PREFETCH, self.max_workers * (1 + self.batch_limit))
 
 
@@ -367,8 +374,10 @@ class Consumer(Server):
         set_allowed_modules(config.allowed_job_modules)
         callbacks_class = config.callbacks_class()
         self.callbacks = callbacks_class() if callbacks_class is not None else None
+        self.adaptive_prefetch = config.prefetch == "adaptive"
         self.queues: dict[str, _QueueState] = {
-            name: _QueueState(name, limit) for name, limit in queues.items()
+            name: _QueueState(name, limit, adaptive=self.adaptive_prefetch)
+            for name, limit in queues.items()
         }
         self.inflight: dict[int, _InFlight] = {}
         self.tokens = control.Tokens(self.inflight)
@@ -722,7 +731,9 @@ class Consumer(Server):
         if reply.ref == self.queues_ref:
             if reply.ok and isinstance(reply.value, dict):
                 self.queues = {
-                    name: _QueueState(name, limit, paused=name in self.paused)
+                    name: _QueueState(
+                        name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
+                    )
                     for name, limit in reply.value.items()
                 }
             self._connect()
@@ -1292,9 +1303,10 @@ class Consumer(Server):
             state.avg_seconds += DURATION_WEIGHT * (seconds - state.avg_seconds)
 
     def _adjust_prefetch(self, queue: str) -> None:
-        """Follow the batch size with the channel's prefetch (changes of 2x or more)."""
+        """Follow the batch size with the channel's prefetch (changes of 2x or
+        more), when the prefetch is adaptive."""
         state = self.queues.get(queue)
-        if state is None or state.max_workers == 0 or not self.connected:
+        if state is None or not state.adaptive or state.max_workers == 0 or not self.connected:
             return
         wanted = state.wanted_prefetch
         if state.prefetch and state.prefetch // 2 < wanted < state.prefetch * 2:
@@ -1612,7 +1624,7 @@ class Consumer(Server):
             if existing is None:
                 # A queue removed and added back keeps its pause bit.
                 existing = self.queues[name] = _QueueState(
-                    name, limit, paused=name in self.paused
+                    name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
                 )
                 existing.prefetch = existing.wanted_prefetch
                 added[name] = (existing.prefetch, existing.paused)
