@@ -1173,8 +1173,8 @@ class Consumer(Server):
     def _set_aside(self, delivery: Delivery, reason: str, free_key: bool = True) -> None:
         """Move a delivery that is no job to ``.invalid``: body unchanged, the
         headers bounded (:func:`kept_headers`), the reason cut to
-        :data:`INVALID_REASON_CHARS`; then ack it and, when ``free_key``, give
-        back the queue key the payload declares."""
+        :data:`INVALID_REASON_CHARS`; then, when ``free_key``, give back the
+        queue key the payload declares (:meth:`_free_queue_key`), and ack it."""
         reason = reason[:INVALID_REASON_CHARS]
         self._log_invalid(reason)
         name = Queue.invalid_name(self.partition_id, delivery.key)
@@ -1187,9 +1187,9 @@ class Consumer(Server):
             await self.link.publish(
                 name, delivery.body, properties(message_id=delivery.message_id, headers=headers)
             )
+            if key is not None:  # it left the queue for good: its queue key is free
+                await self._free_queue_key(key, delivery)
             await self.link.ack(delivery.key, delivery.generation, delivery.tag)
-            if key is not None:  # it left the queue: its queue key is free
-                await self._global("remove_queued", [key])
 
         self._submit("invalid", move())
 
