@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -102,3 +103,27 @@ def test_a_cluster_pause_and_a_local_one_share_the_queues_bit(h: NodeHarness) ->
     assert _paused(pid) == {"default": True, "later": True}
     roger.Consumer.resume(pid, "later")
     assert _paused(pid) == {"default": True, "later": False}
+
+
+def test_a_pause_that_races_a_resume_never_leaves_a_paused_queue_consumed(
+    h: NodeHarness,
+) -> None:
+    """A Pause handled while a Resume's ``basic.consume`` (or the resume that
+    follows Global's snapshot, right after the partition runs) is still on
+    its way to the broker: the broker-side consumer must end up matching the
+    pause bit. Before the Consumer ran its consumer changes one at a time,
+    the pause found no consumer to cancel, and the paused queue kept being
+    consumed (each delivery requeued, again and again)."""
+    h.start()
+    pid = h.start_partition({"default": 1})
+    mismatches = []
+    for attempt in range(20):
+        roger.Consumer.pause(pid, "default")
+        resumer = threading.Thread(target=roger.Consumer.resume, args=(pid, "default"))
+        resumer.start()
+        roger.Consumer.pause(pid, "default")
+        resumer.join()
+        queue = roger.Consumer.get_queues(pid)["default"]
+        if queue["consumer_count"] != (0 if queue["paused"] else 1):
+            mismatches.append((attempt, queue["paused"], queue["consumer_count"]))
+    assert mismatches == []

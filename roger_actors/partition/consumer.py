@@ -7,9 +7,11 @@ each at a time: that is the hard bound on jobs of that queue running on this
 node. Each worker gets a batch of jobs per message, as many as fit in about
 :data:`BATCH_TARGET_SECONDS` of work judging by the queue's recent job
 durations (one job at a time for slow jobs, up to :data:`MAX_BATCH` for
-very short ones). The channel's prefetch follows: ``max_workers * (1 +
-batch)``, from ``2 * max_workers``; it bounds the deliveries (and so the
-messages) this actor has in flight.
+very short ones). The channel's prefetch bounds the deliveries (and so the
+messages) this actor has in flight; the ``prefetch`` config key chooses it:
+``"roger"``, ``max_workers`` (Roger's: batches then hold what the channel
+has, mostly one job), or ``"adaptive"``, ``max_workers * (1 + batch)``,
+from ``2 * max_workers``, following the batch size.
 
 Work queues are durable quorum queues where the broker supports them (a
 queue that already exists is used as it is). They have no dead-letter
@@ -257,6 +259,9 @@ class _QueueState:
     avg_seconds: float | None = None
     #: The prefetch asked of the broker for this queue's channel.
     prefetch: int = 0
+    #: The prefetch follows the batch size (config ``prefetch = "adaptive"``);
+    #: else it is ``max_workers`` (``"roger"``).
+    adaptive: bool = True
 
     @property
     def batch_limit(self) -> int:
@@ -268,10 +273,12 @@ class _QueueState:
 
     @property
     def wanted_prefetch(self) -> int:
-        """Room for every worker's batch and the next one being gathered, at
-        most AMQP's :data:`MAX_PREFETCH` (``max_workers`` is bounded by
-        :data:`~roger_actors.queue.MAX_WORKERS` so that the clamp only matters
-        for states made without that check)."""
+        """Adaptive: room for every worker's batch and the next one being
+        gathered; else ``max_workers``. At most AMQP's :data:`MAX_PREFETCH`
+        (``max_workers`` is bounded by :data:`~roger_actors.queue.MAX_WORKERS`
+        so that the clamp only matters for states made without that check)."""
+        if not self.adaptive:
+            return min(MAX_PREFETCH, self.max_workers)
         return min(MAX_PREFETCH, self.max_workers * (1 + self.batch_limit))
 
 
@@ -374,8 +381,10 @@ class Consumer(Server):
         #: Runs the callbacks above off this actor's thread (they may be called
         #: from several threads at once).
         self.callback_runner = CallbackRunner(self.callbacks, partition_id)
+        self.adaptive_prefetch = config.prefetch == "adaptive"
         self.queues: dict[str, _QueueState] = {
-            name: _QueueState(name, limit) for name, limit in queues.items()
+            name: _QueueState(name, limit, adaptive=self.adaptive_prefetch)
+            for name, limit in queues.items()
         }
         self.inflight: dict[int, _InFlight] = {}
         self.tokens = control.Tokens(self.inflight)
@@ -392,6 +401,8 @@ class Consumer(Server):
         self.pending_calls: dict[str, Any] = {}
         #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
         self.reconfiguring: set[str] = set()
+        #: Serialises the changes of the consumers on the broker (see _in_turn).
+        self.consumer_turns: asyncio.Lock | None = None
         self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
         #: Outcomes being recorded on the broker (a republish, a queue key
@@ -473,7 +484,7 @@ class Consumer(Server):
                     # Deliveries start once Global's snapshot is in (_on_snapshot).
                     await self.link.consume(name, queue, prefetch, start=False)
 
-        self._submit("connected", connect())
+        self._submit("connected", self._in_turn(connect()))
 
     async def _global(self, op: str, args: list[Any]) -> Any:
         return await global_request(
@@ -517,7 +528,7 @@ class Consumer(Server):
             for name, q in self.queues.items()
             if self.consuming and not q.paused and q.max_workers > 0
         ]
-        self._submit("resume", self._resume_all(start))
+        self._submit("resume", self._in_turn(self._resume_all(start)))
 
     def _resync(self) -> None:
         """The node's System subscribed again and may have missed casts: fetch
@@ -718,7 +729,10 @@ class Consumer(Server):
         if state.max_workers > 0 and self.connected:
             queue = Queue.make_name(self.partition_id, key)
             start = self.consuming and not state.paused
-            self._submit("reconsume", self.link.consume(key, queue, state.wanted_prefetch, start))
+            self._submit(
+                "reconsume",
+                self._in_turn(self.link.consume(key, queue, state.wanted_prefetch, start)),
+            )
 
     def _on_link_lost(self, reason: str) -> None:
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)
@@ -745,7 +759,9 @@ class Consumer(Server):
         if reply.ref == self.queues_ref:
             if reply.ok and isinstance(reply.value, dict):
                 self.queues = {
-                    name: _QueueState(name, limit, paused=name in self.paused)
+                    name: _QueueState(
+                        name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
+                    )
                     for name, limit in reply.value.items()
                 }
             self._connect()
@@ -1185,8 +1201,8 @@ class Consumer(Server):
     def _set_aside(self, delivery: Delivery, reason: str, free_key: bool = True) -> None:
         """Move a delivery that is no job to ``.invalid``: body unchanged, the
         headers bounded (:func:`kept_headers`), the reason cut to
-        :data:`INVALID_REASON_CHARS`; then ack it and, when ``free_key``, give
-        back the queue key the payload declares."""
+        :data:`INVALID_REASON_CHARS`; then, when ``free_key``, give back the
+        queue key the payload declares (:meth:`_free_queue_key`), and ack it."""
         reason = reason[:INVALID_REASON_CHARS]
         self._log_invalid(reason)
         name = Queue.invalid_name(self.partition_id, delivery.key)
@@ -1199,9 +1215,9 @@ class Consumer(Server):
             await self.link.publish(
                 name, delivery.body, properties(message_id=delivery.message_id, headers=headers)
             )
+            if key is not None:  # it left the queue for good: its queue key is free
+                await self._free_queue_key(key, delivery)
             await self.link.ack(delivery.key, delivery.generation, delivery.tag)
-            if key is not None:  # it left the queue: its queue key is free
-                await self._global("remove_queued", [key])
 
         self._submit("invalid", move())
 
@@ -1315,15 +1331,16 @@ class Consumer(Server):
             state.avg_seconds += DURATION_WEIGHT * (seconds - state.avg_seconds)
 
     def _adjust_prefetch(self, queue: str) -> None:
-        """Follow the batch size with the channel's prefetch (changes of 2x or more)."""
+        """Follow the batch size with the channel's prefetch (changes of 2x or
+        more), when the prefetch is adaptive."""
         state = self.queues.get(queue)
-        if state is None or state.max_workers == 0 or not self.connected:
+        if state is None or not state.adaptive or state.max_workers == 0 or not self.connected:
             return
         wanted = state.wanted_prefetch
         if state.prefetch and state.prefetch // 2 < wanted < state.prefetch * 2:
             return
         state.prefetch = wanted
-        self._submit("prefetch", self.link.set_prefetch(queue, wanted))
+        self._submit("prefetch", self._in_turn(self.link.set_prefetch(queue, wanted)))
 
     def _settle(self, flight: _InFlight, outcome: str) -> None:
         """Record the outcome of a job, then ack its delivery.
@@ -1531,7 +1548,7 @@ class Consumer(Server):
             self.consuming = False
             for state in self.queues.values():
                 self._requeue_backlog(state)
-            return self._io_call(from_, self._pause_all(list(self.queues)))
+            return self._io_call(from_, self._in_turn(self._pause_all(list(self.queues))))
         if isinstance(request, Reconfigure):
             return self._reconfigure(request.queues, from_)
         if isinstance(request, Purge):
@@ -1585,8 +1602,8 @@ class Consumer(Server):
             if paused:
                 self._requeue_backlog(state)
         if paused:
-            return self._pause_all(names)
-        return self._resume_all(resume)
+            return self._in_turn(self._pause_all(names))
+        return self._in_turn(self._resume_all(resume))
 
     def _requeue_backlog(self, state: _QueueState) -> None:
         """Deliveries not yet running go back to the broker (also those handed to
@@ -1599,6 +1616,18 @@ class Consumer(Server):
             if flight is not None:
                 d = flight.delivery
                 self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+
+    async def _in_turn(self, change: Any) -> Any:
+        """Await ``change``, a coroutine that starts, stops or re-creates consumer
+        channels' consumers (connect, consume, pause, resume, prefetch), after
+        the ones submitted before it have finished; returns its result. Without
+        this a pause could run while a resume's ``basic.consume`` is under way
+        (it then finds no consumer to cancel, and the queue is consumed while
+        paused), or two resumes could both start a consumer."""
+        if self.consumer_turns is None:
+            self.consumer_turns = asyncio.Lock()  # made on the loop thread
+        async with self.consumer_turns:
+            return await change
 
     async def _pause_all(self, names: list[str]) -> None:
         for name in names:
@@ -1623,7 +1652,7 @@ class Consumer(Server):
             if existing is None:
                 # A queue removed and added back keeps its pause bit.
                 existing = self.queues[name] = _QueueState(
-                    name, limit, paused=name in self.paused
+                    name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
                 )
                 existing.prefetch = existing.wanted_prefetch
                 added[name] = (existing.prefetch, existing.paused)
@@ -1633,7 +1662,9 @@ class Consumer(Server):
                 changed[name] = (previous, existing.prefetch, existing.paused)
         consuming = self.consuming and self.snapshot_ready
         self.reconfiguring.add(from_.ref)
-        return self._io_call(from_, self._apply_queues(removed, added, changed, consuming))
+        return self._io_call(
+            from_, self._in_turn(self._apply_queues(removed, added, changed, consuming))
+        )
 
     def _reconcile_consuming(self) -> None:
         """A reconfiguration has reached the broker: consume exactly the queues
@@ -1652,7 +1683,7 @@ class Consumer(Server):
             await self._pause_all(stop)
             await self._resume_all(run)
 
-        self._submit("reconcile", reconcile())
+        self._submit("reconcile", self._in_turn(reconcile()))
 
     async def _apply_queues(
         self,
