@@ -38,7 +38,7 @@ class InvalidJobError(RogerError, ValueError):
 
 
 class DuplicateJobError(RogerError):
-    """``Job.enqueue`` refused a job whose queue key is already queued.
+    """``Job.enqueue`` refused a job whose queue key is held by a job queued or running.
 
     Roger returns ``{:error, :duplicate}`` in that case. ``queue_key`` holds the
     offending key when it is known, else ``None``.

@@ -12,7 +12,7 @@ applies requests to a :class:`GlobalState` and persists its snapshot.
   of cancels times the TTL. The dict is kept in marking order (a repeated
   ``cancel_job`` renews the mark and moves it to the end), so expiry only
   looks at the oldest marks.
-- ``queued``: queue keys of jobs waiting in a queue (``queue_key``).
+- ``queued``: queue keys of jobs queued or running (``queue_key``; freed when the job has run).
 - ``executing``: execution key -> the id of the job holding it (``""`` when
   set through the public ``is_executing(..., add=True)``).
 - ``paused``: queue types paused cluster-wide.
