@@ -399,7 +399,9 @@ def publish_job(publisher: Publisher, job: Job, partition_id: str, queue: str | 
         return
     if _global_request(publisher, partition_id, "is_queued", [key, True]):
         raise DuplicateJobError(
-            f"a job with queue key {key!r} is already queued or running in partition {partition_id!r}", key
+            f"a job with queue key {key!r} is already queued or running in partition "
+            f"{partition_id!r}",
+            key,
         )
     try:
         publisher.publish(message.routing_key, message.body, message.properties)
