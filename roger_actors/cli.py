@@ -674,11 +674,17 @@ def _partition_exit(replies: list[tuple[str, Any]], node_name: str | None) -> in
 # ---------------------------------------------------------------- node
 
 
+#: How often the node command checks that its node can still run (seconds).
+WATCH_SECONDS = 0.5
+
+
 def run_node(config: Config) -> int:
     """Run a node with ``config`` in the foreground (logging to stderr at INFO)
     until SIGTERM or SIGINT, then stop it gracefully (stop taking jobs, wait up
     to ``shutdown_timeout`` for running ones). Must run in the main thread.
-    Returns 0 after a clean stop."""
+    Returns 0 after a clean stop, and 1 (after logging why and stopping what
+    is left) when the node can no longer run: its application root exited or
+    its actor system's admin is gone (see ``Node.failure``)."""
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
@@ -705,7 +711,15 @@ def run_node(config: Config) -> int:
             config.node_name,
             ", ".join(sorted(config.partitions)) or "none",
         )
-        stopping.wait()
+        node = roger_node.current()
+        while not stopping.wait(WATCH_SECONDS):
+            why = node.failure()
+            if why is not None:
+                # A permanent application's node stops when its root dies, so
+                # that the process manager starts a new one.
+                log.error("node %s cannot go on: %s; exiting", config.node_name, why)
+                roger_node.stop()
+                return EXIT_FAILURE
         log.info(
             "%s received: stopping node %s (running jobs get up to %s s)",
             signal.Signals(received[0]).name,

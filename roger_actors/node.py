@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
 from supervision import (
     Application,
+    CallTimeout,
     ChildSpec,
     NoProc,
     Supervisor,
@@ -37,7 +40,7 @@ from .cluster_auth import ClusterAuth
 from .cluster_client import ClusterClient
 from .config import Config, load_config
 from .errors import ConfigError, DuplicateJobError, NotRunningError, NotStartedError
-from .job import Job, queue_key_of, set_allowed_modules, set_enqueue_hook
+from .job import Job, bounded_repr, queue_key_of, set_allowed_modules, set_enqueue_hook
 from .partition.consumer import (
     GetQueues,
     Pause,
@@ -183,6 +186,41 @@ class Node:
         if left:
             log.warning("stopping with partitions still running jobs: %s", left)
 
+    def failure(self, timeout: float = 2.0) -> str | None:
+        """Why this node can no longer run, or None while it runs: its
+        application root ``roger`` exited (with the reason), or the actor
+        system's admin process is gone or does not answer within ``timeout``
+        seconds. A node that failed is stopped with :func:`stop` as usual."""
+        port = self.config.admin_port
+        if self._admin_gone():
+            return f"the actor system's admin (port {port}) is gone"
+        try:
+            running, reason = self.app.poll(timeout)
+        except CallTimeout:
+            return f"the actor system's admin (port {port}) does not answer within {timeout:g} s"
+        except Exception as exc:
+            return f"the actor system cannot be asked: {exc!r}"
+        if not running:
+            return f"application root 'roger' exited with {bounded_repr(reason)}"
+        return None
+
+    def _admin_gone(self) -> bool:
+        """True when the node's multi-process actor system has no admin listening."""
+        if self.config.actor_system_base == "simpleSystemBase":
+            return False
+        return not _listens("127.0.0.1", self.config.admin_port)
+
+    def wait(self, interval: float = 0.5) -> str:
+        """Block until the node fails (see :meth:`failure`) and return why; a
+        permanent OTP application's node stops when its root dies, so a
+        process embedding a node can do the same. Checks every ``interval``
+        seconds; returns at once for a node already stopped."""
+        while True:
+            why = self.failure()
+            if why is not None:
+                return why
+            time.sleep(interval)
+
     def is_connected(self) -> bool:
         """True while the node's System has its broker connection."""
         return bool(self._sibling_call("system", IsConnected()))
@@ -207,8 +245,9 @@ class Node:
         step fails: the ordered shutdown is bounded (``shutdown_timeout`` +
         :data:`STOP_MARGIN` s), and its error (CallTimeout) is raised only
         after the system and the publisher are gone."""
+        failed = self.failure(timeout=1.0)
         try:
-            if graceful:
+            if graceful and failed is None:
                 self._graceful()
         finally:
             try:
@@ -226,6 +265,15 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         stop()
+
+
+def _listens(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 class EmbeddedNode(Node):
@@ -247,6 +295,21 @@ class EmbeddedNode(Node):
 
     def _root(self) -> Any:
         return self.root
+
+    def failure(self, timeout: float = 2.0) -> str | None:
+        """Why Roger's tree can no longer run, or None: the user's application
+        stopped, or the tree is gone and not restarted."""
+        try:
+            running, reason = self.app.poll(timeout)
+        except Exception as exc:
+            return f"the user's application cannot be asked: {exc!r}"
+        if not running:
+            return f"the user's application exited with {bounded_repr(reason)}"
+        try:
+            self._child_address("registry")
+        except NoProc:
+            return "Roger's tree is gone from the user's application"
+        return None
 
     def _child_address(self, child_id: str) -> Any:
         try:

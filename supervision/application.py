@@ -205,6 +205,18 @@ class Application:
         self.exit_reason = calls.call(self.master, _WaitRoot(), timeout, system=self.system)
         return self.exit_reason
 
+    def poll(self, timeout: float = 5.0) -> tuple[bool, ExitReason]:
+        """``(running, exit_reason)`` of the root, asked within ``timeout``
+        seconds (``(False, exit_reason)`` once stopped). Raises ``CallTimeout``
+        when the application master does not answer in time (its actor system
+        is gone or stuck)."""
+        if self.master is None or self.system is None:
+            return False, self.exit_reason
+        running, reason = calls.call(self.master, _RootStatus(), timeout, system=self.system)
+        if not running:
+            self.exit_reason = reason
+        return bool(running), reason
+
     @property
     def is_running(self) -> bool:
         """True while the root supervisor runs."""

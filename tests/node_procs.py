@@ -8,13 +8,21 @@ admin's descendants (the actors, forked from it and from each other).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from supervision.system import Listener, listeners
-from tests.cluster_harness import listening_pid
-from tests.procs import all_pids, stat_fields
+from tests.cluster_harness import ROOT, group_members, listening_pid
+from tests.partition_harness import wait_for
+from tests.procs import all_pids, live_children, stat_fields
 
 
 def descendants(root: int) -> set[int]:
@@ -32,6 +40,19 @@ def descendants(root: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
+
+
+def root_supervisor_pid(admin: int) -> int:
+    """The application root's process: the one child of the admin's child
+    that has children (the ApplicationMaster's only child)."""
+    roots = [
+        grandchild
+        for child in live_children(admin)
+        for grandchild in live_children(child)
+        if live_children(grandchild)
+    ]
+    assert len(roots) == 1, f"expected one root under admin {admin}, got {roots}"
+    return roots[0]
 
 
 def node_processes(admin_port: int, launcher: int | None = None) -> set[int]:
@@ -114,3 +135,81 @@ def squatter(port: int, host: str = "127.0.0.1", uid: int = NOBODY) -> Iterator[
         os.close(ready_r)
         os.close(hold_w)
         os.waitpid(child, 0)
+
+
+@dataclass
+class NodeProcess:
+    """A ``roger-actors node`` process started by :func:`start_node_process`."""
+
+    proc: subprocess.Popen[bytes]
+    toml: Path
+    name: str
+    admin_port: int
+    log: Path
+
+    def log_text(self) -> str:
+        """What the node printed so far."""
+        return self.log.read_text(errors="replace")
+
+
+def start_node_process(
+    tmp_path: Path,
+    prefix: str,
+    tag: str,
+    partitions: dict[str, dict[str, int]],
+    secret: str | None = None,
+    **config: Any,
+) -> NodeProcess:
+    """Start ``python -m roger_actors node`` (in a session of its own) with a
+    TOML config: the test broker, ``prefix``, a free admin port, JsonCallbacks,
+    job modules under ``tests`` and ``partitions``; ``config`` adds keys."""
+    from tests.partition_harness import BROKER, _free_admin_port
+
+    name = f"cli-node-{tag}"
+    port = _free_admin_port()
+    settings: dict[str, Any] = {
+        "amqp": f"{BROKER}?name=roger-test-cli-node-{tag}",
+        "system_exchange_prefix": prefix,
+        "node_name": name,
+        "admin_port": port,
+        "callbacks": "tests.roger_test_jobs2:JsonCallbacks",
+        "allowed_job_modules": ["tests"],
+        **config,
+    }
+    if secret is not None:
+        settings["cluster_secret"] = secret
+    toml = tmp_path / "node.toml"
+    lines = [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    lines += ["", "[partitions]"]
+    for pid, queues in partitions.items():
+        body = ", ".join(f"{q} = {n}" for q, n in queues.items())
+        lines.append(f'"{pid}" = {{ {body} }}')
+    toml.write_text("\n".join(lines) + "\n")
+    log_path = tmp_path / "node.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "roger_actors", "node", "--config", str(toml)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    return NodeProcess(proc, toml, name, port, log_path)
+
+
+def kill_node(node: NodeProcess) -> None:
+    """SIGKILL what is left of a node process and its actor system (teardown)."""
+    groups = [node.proc.pid]
+    admin = listening_pid(node.admin_port)
+    fields = stat_fields(admin) if admin else None
+    if fields is not None:
+        groups.append(int(fields[2]))
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        node.proc.wait(timeout=10)
+    wait_for(lambda: not any(group_members(g) for g in groups), 10, what="node processes gone")

@@ -74,6 +74,15 @@ def test_running_applications_lists_started_ones_until_they_stop(tree: Tree) -> 
     assert app not in running_applications()
 
 
+def test_poll_reports_a_running_root_and_the_exit_reason_after_stop(tree: Tree) -> None:
+    app = tree.app(sup_spec("root", []))
+    assert app.poll() == (False, None)
+    app.start()
+    assert app.poll(timeout=5) == (True, None)
+    app.stop()
+    assert app.poll() == (False, "shutdown")
+
+
 def test_stop_stops_the_tree_and_returns_shutdown(tree: Tree) -> None:
     app = tree.app(sup_spec("root", [tree.worker("a")]))
     app.start()

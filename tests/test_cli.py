@@ -8,7 +8,6 @@ the CLI through ``ROGER_SYSTEM_EXCHANGE_PREFIX`` (or the TOML file for
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -17,14 +16,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import roger_actors as roger
-from tests.cluster_harness import ROOT, Cluster, group_members, listening_pid
-from tests.partition_harness import BROKER, _free_admin_port, counts, read_events, wait_for
-from tests.procs import stat_fields
+from tests.cluster_harness import ROOT, Cluster, listening_pid
+from tests.node_procs import kill_node, start_node_process
+from tests.partition_harness import BROKER, counts, read_events, wait_for
 from tests.roger_test_jobs2 import TimedJob
 
 #: The cluster fixture gives every node a cluster secret (signed traffic).
@@ -310,60 +308,22 @@ def test_partition_start_reconfigure_stop(cluster: Cluster) -> None:
 # ---------------------------------------------------------------- node
 
 
-def _kill_node(proc: subprocess.Popen[bytes], port: int) -> None:
-    """SIGKILL what is left of a node process and its actor system (teardown)."""
-    groups = [proc.pid]
-    admin = listening_pid(port)
-    fields = stat_fields(admin) if admin else None
-    if fields is not None:
-        groups.append(int(fields[2]))
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    wait_for(lambda: not any(group_members(g) for g in groups), 10, what="node processes gone")
-
-
 def test_node_command_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     c = Cluster(tmp_path)  # for its prefix and the teardown of the queues
     h = c.harness
     pid = h.partition_id("node")
-    name = f"cli-node-{h.tag}"
-    port = _free_admin_port()
     shutdown_timeout = 8
-    config: dict[str, Any] = {
-        "amqp": f"{BROKER}?name=roger-test-cli-node-{h.tag}",
-        "system_exchange_prefix": c.prefix,
-        "node_name": name,
-        "admin_port": port,
-        "shutdown_timeout": shutdown_timeout,
-        "callbacks": "tests.roger_test_jobs2:JsonCallbacks",
-        "allowed_job_modules": ["tests"],
-    }
-    if c.secret is not None:
-        config["cluster_secret"] = c.secret
-    toml = tmp_path / "node.toml"
-    lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
-    lines += ["", "[partitions]", f'"{pid}" = {{ default = 2 }}']
-    toml.write_text("\n".join(lines) + "\n")
-    log = open(tmp_path / "node.log", "wb")
-    env = {k: v for k, v in cli_env().items() if not k.startswith("ROGER_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "roger_actors", "node", "--config", str(toml)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
+    node = start_node_process(
+        tmp_path, c.prefix, h.tag, {pid: {"default": 2}}, c.secret,
+        shutdown_timeout=shutdown_timeout,
     )
-    log.close()
+    proc, toml = node.proc, node.toml
     try:
         def pinged() -> bool:
-            assert proc.poll() is None, (tmp_path / "node.log").read_text()
+            assert proc.poll() is None, node.log_text()
             result = run_cli("--config", str(toml), "ping", "--json")
             return result.returncode == 0 and [e["node"] for e in json.loads(result.stdout)] == [
-                name
+                node.name
             ]
 
         wait_for(pinged, 60, what="ping sees the node", interval=0.2)
@@ -374,15 +334,17 @@ def test_node_command_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         wait_for(lambda: read_events(h.journal, "start"), what="the job started")
         stopped_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=shutdown_timeout + 15) == 0, (tmp_path / "node.log").read_text()
+        assert proc.wait(timeout=shutdown_timeout + 15) == 0, node.log_text()
         assert time.monotonic() - stopped_at < shutdown_timeout + 15
         # The running job finished (it was not killed) before the node stopped.
         assert [e["tag"] for e in read_events(h.journal, "end")] == ["slow"]
         assert [e["id"] for e in read_events(h.journal, "after_run")] == [job_id]
-        log_text = (tmp_path / "node.log").read_text()
+        log_text = node.log_text()
         assert "SIGTERM received" in log_text and "Traceback" not in log_text
-        wait_for(lambda: listening_pid(port) is None, what="the node's actor system gone")
+        wait_for(
+            lambda: listening_pid(node.admin_port) is None, what="the node's actor system gone"
+        )
     finally:
-        if proc.poll() is None or listening_pid(port) is not None:
-            _kill_node(proc, port)
+        if proc.poll() is None or listening_pid(node.admin_port) is not None:
+            kill_node(node)
         c.close()

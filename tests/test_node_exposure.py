@@ -23,10 +23,11 @@ from tests.node_procs import (
     descendants,
     listening_sockets,
     node_processes,
+    root_supervisor_pid,
     squatter,
     uid_of,
 )
-from tests.partition_harness import NodeHarness, _free_admin_port, is_alive, live_children, wait_for
+from tests.partition_harness import NodeHarness, _free_admin_port, is_alive, wait_for
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -91,19 +92,6 @@ def test_a_node_refuses_an_admin_port_taken_on_another_address_or_ipv6(h: NodeHa
             h.start(admin_port=port)
 
 
-def _root_pid(admin: int) -> int:
-    """The application root's process: the one child of the admin's child
-    that has children (the ApplicationMaster's only child)."""
-    roots = [
-        grandchild
-        for child in live_children(admin)
-        for grandchild in live_children(child)
-        if live_children(grandchild)
-    ]
-    assert len(roots) == 1, f"expected one root under admin {admin}, got {roots}"
-    return roots[0]
-
-
 def test_stop_after_the_tree_died_still_ends_every_process_of_the_node(h: NodeHarness) -> None:
     node = h.start()
     port = node.config.admin_port
@@ -112,7 +100,7 @@ def test_stop_after_the_tree_died_still_ends_every_process_of_the_node(h: NodeHa
     processes = node_processes(port) - {os.getpid()}
     assert len(processes) > 3
 
-    os.kill(_root_pid(admin), signal.SIGKILL)
+    os.kill(root_supervisor_pid(admin), signal.SIGKILL)
     wait_for(lambda: not node.app.is_running, what="the application root to be reported dead")
 
     started = time.monotonic()

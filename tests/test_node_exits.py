@@ -1,0 +1,94 @@
+"""Specification: a node whose application tree died exits non-zero (as a
+permanent OTP application's node does, so that its process manager starts a
+new one) and leaves no process behind.
+
+Each test runs a real ``roger-actors node`` process against the RabbitMQ on
+127.0.0.1:5672 and SIGKILLs one of its processes. Run one with
+``scripts/test tests/test_node_exits.py::<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import roger_actors as roger
+from tests.cluster_harness import Cluster, listening_pid
+from tests.node_procs import (
+    NodeProcess,
+    kill_node,
+    node_processes,
+    root_supervisor_pid,
+    start_node_process,
+)
+from tests.partition_harness import NodeHarness, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Seconds a failed node may take to notice, log and exit (it checks every
+#: 0.5 s; what is left of the actor system then goes down).
+EXIT_WITHIN = 15.0
+
+
+def _started(tmp_path: Path) -> tuple[Cluster, NodeProcess]:
+    c = Cluster(tmp_path)
+    node = start_node_process(
+        tmp_path, c.prefix, c.harness.tag, {c.harness.partition_id(): {"default": 1}}
+    )
+    wait_for(
+        lambda: node.proc.poll() is None and "started (partitions" in node.log_text(),
+        60,
+        what="the node started",
+        interval=0.2,
+    )
+    return c, node
+
+
+def _exits_non_zero_and_leaves_nothing(node: NodeProcess, killed_at: float) -> None:
+    code = node.proc.wait(timeout=EXIT_WITHIN + 30)
+    took = time.monotonic() - killed_at
+    assert code == 1, node.log_text()
+    assert took < EXIT_WITHIN, f"the node took {took:.1f} s to exit"
+    assert "cannot go on" in node.log_text()
+    wait_for(
+        lambda: (
+            not node_processes(node.admin_port, node.proc.pid)
+            and listening_pid(node.admin_port) is None
+        ),
+        20,
+        what="no process of the node left",
+    )
+
+
+def test_the_node_exits_non_zero_when_its_application_root_dies(tmp_path: Path) -> None:
+    c, node = _started(tmp_path)
+    try:
+        admin = listening_pid(node.admin_port)
+        assert admin is not None
+        root = root_supervisor_pid(admin)
+        os.kill(root, signal.SIGKILL)
+        killed_at = time.monotonic()
+        _exits_non_zero_and_leaves_nothing(node, killed_at)
+        assert "application root 'roger' exited" in node.log_text()
+    finally:
+        if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
+            kill_node(node)
+        c.close()
+
+
+def test_an_embedding_process_learns_from_wait_that_its_nodes_root_died(
+    h: NodeHarness,
+) -> None:
+    node = h.start()
+    assert node.failure() is None
+    admin = listening_pid(node.config.admin_port)
+    assert admin is not None
+    os.kill(root_supervisor_pid(admin), signal.SIGKILL)
+    why = node.wait(interval=0.1)
+    assert "application root 'roger' exited" in why
+    roger.stop()  # still cleans up
+    assert listening_pid(node.config.admin_port) is None
