@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from types import TracebackType
@@ -192,8 +191,9 @@ class Node:
         system's admin process is gone or does not answer within ``timeout``
         seconds. A node that failed is stopped with :func:`stop` as usual."""
         port = self.config.admin_port
-        if self._admin_gone():
-            return f"the actor system's admin (port {port}) is gone"
+        if not self.app.admin_alive():
+            assert self.app.admin is not None
+            return f"the actor system's admin (pid {self.app.admin[0]}, port {port}) is gone"
         try:
             running, reason = self.app.poll(timeout)
         except CallTimeout:
@@ -203,12 +203,6 @@ class Node:
         if not running:
             return f"application root 'roger' exited with {bounded_repr(reason)}"
         return None
-
-    def _admin_gone(self) -> bool:
-        """True when the node's multi-process actor system has no admin listening."""
-        if self.config.actor_system_base == "simpleSystemBase":
-            return False
-        return not _listens("127.0.0.1", self.config.admin_port)
 
     def wait(self, interval: float = 0.5) -> str:
         """Block until the node fails (see :meth:`failure`) and return why; a
@@ -251,7 +245,11 @@ class Node:
                 self._graceful()
         finally:
             try:
-                self.app.stop(timeout=self.config.shutdown_timeout + STOP_MARGIN)
+                if self.app.admin_alive():
+                    self.app.stop(timeout=self.config.shutdown_timeout + STOP_MARGIN)
+                else:
+                    # Nothing of it answers any more: end what is left.
+                    self.app.kill_actor_system()
             finally:
                 self.publisher.close()
 
@@ -265,15 +263,6 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         stop()
-
-
-def _listens(host: str, port: int) -> bool:
-    """True when something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 class EmbeddedNode(Node):

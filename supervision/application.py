@@ -19,8 +19,10 @@ stopped; :meth:`Application.wait` returns the root's exit reason and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from .protocol import Call, CallReply
 from .reasons import KILLED, SHUTDOWN, ExitReason
 from .spec import ChildSpec
 from .supervisor import Op, _Child, _SupervisorBase, _Wait
-from .system import DEFAULT_ADMIN_PORT, start_actor_system
+from .system import _PROTOCOLS, DEFAULT_ADMIN_PORT, admin_process, process_alive, start_actor_system
 
 log = logging.getLogger("supervision.application")
 
@@ -159,6 +161,9 @@ class Application:
         self.system: ActorSystem | None = system
         self.master: Any = None
         self.root: Any = None
+        #: ``(pid, process group)`` of the admin of the actor system this
+        #: application started (multi-process bases), else None.
+        self.admin: tuple[int, int] | None = None
         self.exit_reason: ExitReason = None
 
     def start(self) -> Any:
@@ -182,6 +187,9 @@ class Application:
             raise
         with _running_lock:
             _running.append(self)
+        protocol = _PROTOCOLS.get(self.base)
+        if self._given_system is None and protocol is not None:
+            self.admin = admin_process(self.admin_port, protocol)
         return self.root
 
     def stop(self, timeout: float | None = None) -> ExitReason:
@@ -204,6 +212,30 @@ class Application:
             return self.exit_reason
         self.exit_reason = calls.call(self.master, _WaitRoot(), timeout, system=self.system)
         return self.exit_reason
+
+    def admin_alive(self) -> bool:
+        """False once the admin process of the actor system this application
+        started is gone (always True when it did not start one, or on
+        ``simpleSystemBase``). Without its admin an actor system answers
+        nothing: see :meth:`kill_actor_system`."""
+        return self.admin is None or process_alive(self.admin[0])
+
+    def kill_actor_system(self) -> None:
+        """End, with SIGKILL, every process left of the actor system this
+        application started (its admin's process group: the admin, logger and
+        actors); for an actor system whose admin died, which can no longer be
+        shut down in order. The application is stopped afterwards."""
+        if self.admin is not None:
+            group = self.admin[1]
+            if group != os.getpgrp():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(group, signal.SIGKILL)
+        with _running_lock:
+            if self in _running:
+                _running.remove(self)
+        system, self.system, self.master = self.system, None, None
+        if calls._current is system:
+            calls.use_system(None)
 
     def poll(self, timeout: float = 5.0) -> tuple[bool, ExitReason]:
         """``(running, exit_reason)`` of the root, asked within ``timeout``

@@ -269,6 +269,43 @@ def listeners(port: int | None = None, protocol: str = "tcp") -> list[Listener]:
     return found
 
 
+def admin_process(port: int, protocol: str = "tcp") -> tuple[int, int] | None:
+    """``(pid, process group)`` of the actor system's admin listening on
+    ``port``, or None. Forked actors inherit the admin's listening socket, so
+    the admin is the holder of that socket whose parent does not hold it."""
+    inodes = {s.inode for s in listeners(port, protocol)}
+    if not inodes:
+        return None
+    holders: dict[int, int] = {}  # pid -> parent pid
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            links = {os.readlink(fd) for fd in (entry / "fd").iterdir()}
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            fields = stat.rsplit(")", 1)[1].split()
+            holders[int(entry.name)] = int(fields[1])
+    roots = [pid for pid, parent in holders.items() if parent not in holders]
+    if len(roots) != 1:
+        return None
+    try:
+        return roots[0], os.getpgid(roots[0])
+    except OSError:
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def _decode_address(hex_address: str) -> str:
     """An address as ``/proc/net/tcp*`` writes it (host byte order words)."""
     raw = bytes.fromhex(hex_address)

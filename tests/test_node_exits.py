@@ -1,6 +1,7 @@
-"""Specification: a node whose application tree died exits non-zero (as a
-permanent OTP application's node does, so that its process manager starts a
-new one) and leaves no process behind.
+"""Specification: a node whose application tree died, or whose actor
+system's admin died, exits non-zero (as a permanent OTP application's node
+does, so that its process manager starts a new one) and leaves no process
+behind.
 
 Each test runs a real ``roger-actors node`` process against the RabbitMQ on
 127.0.0.1:5672 and SIGKILLs one of its processes. Run one with
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import roger_actors as roger
+from supervision.system import admin_process
 from tests.cluster_harness import Cluster, listening_pid
 from tests.node_procs import (
     NodeProcess,
@@ -67,13 +69,28 @@ def _exits_non_zero_and_leaves_nothing(node: NodeProcess, killed_at: float) -> N
 def test_the_node_exits_non_zero_when_its_application_root_dies(tmp_path: Path) -> None:
     c, node = _started(tmp_path)
     try:
-        admin = listening_pid(node.admin_port)
+        admin = admin_process(node.admin_port)
         assert admin is not None
-        root = root_supervisor_pid(admin)
+        root = root_supervisor_pid(admin[0])
         os.kill(root, signal.SIGKILL)
         killed_at = time.monotonic()
         _exits_non_zero_and_leaves_nothing(node, killed_at)
         assert "application root 'roger' exited" in node.log_text()
+    finally:
+        if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
+            kill_node(node)
+        c.close()
+
+
+def test_the_node_exits_non_zero_when_its_actor_system_admin_dies(tmp_path: Path) -> None:
+    c, node = _started(tmp_path)
+    try:
+        admin = admin_process(node.admin_port)
+        assert admin is not None
+        os.kill(admin[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        _exits_non_zero_and_leaves_nothing(node, killed_at)
+        assert "admin" in node.log_text()
     finally:
         if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
             kill_node(node)
@@ -85,9 +102,9 @@ def test_an_embedding_process_learns_from_wait_that_its_nodes_root_died(
 ) -> None:
     node = h.start()
     assert node.failure() is None
-    admin = listening_pid(node.config.admin_port)
+    admin = admin_process(node.config.admin_port)
     assert admin is not None
-    os.kill(root_supervisor_pid(admin), signal.SIGKILL)
+    os.kill(root_supervisor_pid(admin[0]), signal.SIGKILL)
     why = node.wait(interval=0.1)
     assert "application root 'roger' exited" in why
     roger.stop()  # still cleans up
