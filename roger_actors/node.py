@@ -75,7 +75,12 @@ STOP_MARGIN = 60.0
 
 
 class PartitionSupervisor(Supervisor):
-    """Supervises the partitions of this node (children added at run time)."""
+    """Supervises the partitions of this node (children added at run time).
+
+    Partitions are temporary children: the registry starts them, and starts
+    again with back-off those that ended (see :mod:`roger_actors.registry`),
+    so a fault in a partition never counts against this supervisor's
+    intensity, nor reaches the root."""
 
     def init(self) -> SupervisorSpec:
         """No children at start; one_for_one, 10 restarts in 10 s."""
@@ -627,7 +632,7 @@ class Partition:
         the broker cannot be reached (it starts when it can), or it did not run
         within 20 s. Raises ValueError for a bad id or queue list, and
         RogerError when its tree fails to start (the partition then waits and
-        is started again every second until it runs or is stopped)."""
+        is started again with back-off until it runs or is stopped)."""
         answer = current().call(
             StartPartition(validate_partition_id(partition_id), normalise_queue_defs(queues))
         )

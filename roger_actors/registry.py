@@ -16,12 +16,15 @@ that fails is an error. On a partition that is already here it
 reconfigures it. Predefined partitions from the configuration are started
 when the registry starts.
 
-A partition's tree that ends (the PartitionSupervisor tells, see
-:class:`PartitionExited`) makes the partition *waiting*. When it was
-terminated rather than crashed (so the PartitionSupervisor does not restart
-it), or when its start failed, the registry starts it again every
-:data:`RESTART_SECONDS` until it runs or is stopped, as Roger's
-``Partition`` does with its waiting partitions.
+Partitions are *temporary* children of the PartitionSupervisor: a
+partition's tree that ends, however (the PartitionSupervisor tells, see
+:class:`PartitionExited`), or whose start fails, makes the partition
+*waiting*, and the registry starts it again with back-off (from
+:data:`RESTART_FIRST` up to :data:`RESTART_CAP` seconds, reset once it runs)
+until it runs or is stopped, as Roger's ``Partition`` does with its waiting
+partitions. So no fault of a partition, however often it repeats, counts
+against the intensity of the supervisors above it: one partition cannot
+take the node down.
 
 ``SafeStopPartition`` is Roger's ``safe_stop``: it pauses every queue of the
 partition (running jobs finish; ``Consumer.resume`` takes jobs again) and
@@ -43,12 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervision import NOREPLY, ChildSpec, From, Server
-from supervision.errors import NotFound, Restarting, Running
+from supervision.errors import NotFound
 from supervision.protocol import (
     Call,
     CallReply,
     DeleteChild,
-    RestartChild,
     StartChild,
     TerminateChild,
     WhichChildren,
@@ -64,15 +66,17 @@ from .partition.messages import QueuesOf
 from .queue import normalise_queue_defs, validate_partition_id
 from .system import IsActive
 from .system_protocol import PartitionCommand, Resync
+from .transport.backoff import Backoff
 
 log = logging.getLogger("roger_actors.registry")
 
 #: Longest a StartPartition waits for the new partition to run (seconds)
 #: before it answers ``"waiting"``.
 START_WAIT = 20.0
-#: Seconds between attempts to start again a partition whose tree was
-#: terminated or failed to start.
-RESTART_SECONDS = 1.0
+#: Back-off between attempts to start again a partition whose tree ended or
+#: failed to start (seconds): the first delay and the longest.
+RESTART_FIRST = 1.0
+RESTART_CAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class _Partition:
     stopping: bool = False
     #: A restart attempt is scheduled or under way.
     restarting: bool = False
+    #: Delays between restart attempts; reset once it runs.
+    backoff: Backoff = field(default_factory=lambda: Backoff(RESTART_FIRST, 2.0, RESTART_CAP))
     #: StartPartition calls answered once the partition runs or waits.
     start_waiters: list[From] = field(default_factory=list)
 
@@ -258,6 +264,9 @@ class Registry(Server):
         spec = ChildSpec(
             pid,
             (ContainingSupervisor, (pid, dict(part.queues), self.config, self.address)),
+            restart="temporary",
+            type="supervisor",
+            shutdown="infinity",
         )
         ref = self.call_async(self.partition_sup, StartChild(spec))
         self.pending[ref] = ("start", pid, None)
@@ -295,6 +304,7 @@ class Registry(Server):
                 part.connected = status in ("connected", "ready")
                 part.ready = status == "ready"
                 if part.ready:
+                    part.backoff.reset()
                     self._reply_start(pid, "running")
                 elif status == "failed":
                     self._reply_start(pid, "waiting")
@@ -348,34 +358,16 @@ class Registry(Server):
             if reply.ok:
                 return  # answered once it runs (or waits)
             part = self.partitions.get(pid)
-            log.error(
-                "partition %s failed to start (tried again in %s s): %s",
-                pid,
-                RESTART_SECONDS,
-                reply.value,
+            if part is None or part.stopping:
+                return
+            log.error("partition %s failed to start: %s", pid, bounded_repr(reply.value))
+            waiters, part.start_waiters = part.start_waiters, []
+            error = RogerError(
+                f"partition {pid!r} failed to start (it waits and is started again "
+                f"with back-off): {bounded_repr(reply.value)}"
             )
-            if part is not None:
-                waiters, part.start_waiters = part.start_waiters, []
-                error = RogerError(
-                    f"partition {pid!r} failed to start (it waits and is started again "
-                    f"every {RESTART_SECONDS:g} s): {bounded_repr(reply.value)}"
-                )
-                for waiter in waiters:
-                    self.reply_error(waiter, error)
-                self._schedule_restart(pid)
-            return
-        if kind == "restart":
-            part = self.partitions.get(pid)
-            if part is None:
-                return
-            part.restarting = False
-            if reply.ok or isinstance(reply.value, (Running, Restarting)):
-                return  # running again (or its supervisor is on it)
-            if isinstance(reply.value, NotFound):
-                # It failed to start and was never added: add it again.
-                self._start_tree(pid)
-                return
-            log.error("partition %s failed to start again: %s", pid, reply.value)
+            for waiter in waiters:
+                self.reply_error(waiter, error)
             self._schedule_restart(pid)
             return
         if kind == "stop":
@@ -384,9 +376,10 @@ class Registry(Server):
                 ref = self.call_async(self.partition_sup, DeleteChild(pid))
                 self.pending[ref] = ("delete", pid, from_)
                 return
-            if isinstance(reply.value, NotFound):
-                # Its start had failed (a retry was due): nothing to stop.
-                reply = CallReply(reply.ref, True, None)
+        if kind in ("stop", "delete") and isinstance(reply.value, NotFound):
+            # Not (or no longer) a child: its tree had ended or failed to
+            # start (a restart was due), or, temporary, it went with its stop.
+            reply = CallReply(reply.ref, True, None)
         elif kind == "status" and reply.ok:
             if not reply.value["busy"]:
                 if pid in self.partitions:
@@ -406,34 +399,31 @@ class Registry(Server):
                 self.reply(from_, None)
 
     def _on_partition_exited(self, message: PartitionExited) -> None:
-        """A partition's tree ended: it waits (not running) until its Consumer
-        reports again. Terminated by someone else than the registry (or a
-        supervisor's shutdown), it is not restarted by its supervisor: start it
-        again after RESTART_SECONDS."""
+        """A partition's tree ended (it is a temporary child: gone): unless the
+        registry stopped it, it waits and is started again with back-off."""
         part = self.partitions.get(message.partition_id)
         if part is None or part.stopping:
             return
         part.consumer, part.connected, part.ready = None, False, False
-        if is_normal(message.reason):
-            log.warning(
-                "partition %s was stopped by its supervisor; starting it again in %s s",
-                message.partition_id,
-                RESTART_SECONDS,
-            )
-            self._schedule_restart(message.partition_id)
+        (log.warning if is_normal(message.reason) else log.error)(
+            "partition %s ended (%s); it waits and is started again",
+            message.partition_id,
+            bounded_repr(message.reason),
+        )
+        self._schedule_restart(message.partition_id)
 
     def _schedule_restart(self, pid: str) -> None:
         part = self.partitions.get(pid)
         if part is not None and not part.restarting and not part.stopping:
             part.restarting = True
-            self.send_after(RESTART_SECONDS, ("restart", pid))
+            self.send_after(part.backoff.next(), ("restart", pid))
 
     def _restart(self, pid: str) -> None:
         part = self.partitions.get(pid)
         if part is None or part.stopping:
             return
-        ref = self.call_async(self.partition_sup, RestartChild(pid))
-        self.pending[ref] = ("restart", pid, None)
+        part.restarting = False
+        self._start_tree(pid)
 
     def _poll_drain(self, pid: str) -> None:
         part = self.partitions.get(pid)

@@ -12,13 +12,24 @@ Each test starts its own node against the RabbitMQ on 127.0.0.1:5672 (see
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 import roger_actors as roger
-from roger_actors import Queue
+from roger_actors import Queue, registry
+from roger_actors import node as roger_node
+from roger_actors.partition.consumer import Status
 from roger_actors.persisters import Stub
-from tests.partition_harness import NodeHarness, counts, holds_for, wait_for
+from supervision import CallTimeout, NoProc
+from tests.partition_harness import (
+    NodeHarness,
+    counts,
+    holds_for,
+    is_alive,
+    parent_of,
+    wait_for,
+)
 from tests.roger_test_jobs2 import PlainFailJob, TimedJob
 
 pytestmark = pytest.mark.timeout(60)
@@ -168,3 +179,54 @@ def test_worker_run_runs_a_payload_with_the_callbacks_and_returns_its_outcome(
         roger.Worker.run(pid, b"not a job")
     with pytest.raises(roger.NotRunningError):
         roger.Worker.run(h.partition_id("elsewhere"), roger.Job.encode(ok))
+
+
+def test_a_partition_crashing_again_and_again_never_takes_the_node_down(
+    h: NodeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short back-off (the registry's actor process is forked with these).
+    monkeypatch.setattr(registry, "RESTART_FIRST", 0.05)
+    monkeypatch.setattr(registry, "RESTART_CAP", 0.2)
+    roger.stop()
+    h.start()
+    steady = h.start_partition({"default": 1}, name="steady")
+    flaky = h.start_partition({"default": 1}, name="flaky")
+
+    def containing_supervisor(pid: str) -> int | None:
+        """The partition's ContainingSupervisor (its Consumer's grandparent),
+        or None between two trees."""
+        try:
+            consumer = roger_node.current().consumer_call(pid, Status(), timeout=2)["pid"]
+        except (roger.NotRunningError, CallTimeout, NoProc):
+            return None
+        jobs = parent_of(consumer)
+        return parent_of(jobs) if jobs is not None else None
+
+    victim = containing_supervisor(flaky)
+    assert victim is not None
+    partition_sup = parent_of(victim)
+    # Far more crashes than the PartitionSupervisor's intensity (10 in 10 s).
+    for _ in range(25):
+        os.kill(victim, signal.SIGKILL)
+        seen: list[int] = []
+
+        def running_again(killed: int = victim, seen: list[int] = seen) -> bool:
+            sup = containing_supervisor(flaky)
+            if sup is None or sup == killed:
+                return False
+            seen.append(sup)
+            return flaky in roger.Partition.partitions()["running"]
+
+        wait_for(running_again, what="the partition running again")
+        victim = seen[-1]
+    assert partition_sup is not None and is_alive(partition_sup), "the PartitionSupervisor gave up"
+
+    def under_the_same_partition_supervisor() -> bool:
+        sup = containing_supervisor(flaky)
+        return sup is not None and parent_of(sup) == partition_sup
+
+    wait_for(under_the_same_partition_supervisor, what="the partition under the same supervisor")
+    assert steady in roger.NodeInfo.running_partitions()
+    h.enqueue(TimedJob, steady, "still", 0)
+    h.enqueue(TimedJob, flaky, "again", 0)
+    h.wait_tags("end", {"still", "again"})
