@@ -72,16 +72,24 @@ def test_a_local_pause_survives_a_changed_reconfigure_and_is_lost_on_restart(
     consumer = _consumer_pid(pid)
     os.kill(consumer, signal.SIGKILL)
 
+    seen: list[object] = []
+
     def restarted() -> bool:
         try:
-            return _consumer_pid(pid, 2) != consumer and _paused(pid) == {
-                "default": False,
-                "other": False,
-            }
-        except Exception:
+            now = _consumer_pid(pid, 2)
+            paused = _paused(pid)
+        except Exception as exc:  # between two Consumers
+            seen.append(repr(exc))
             return False
+        seen.append((now, paused))
+        return now != consumer and paused == {"default": False, "other": False}
 
-    wait_for(restarted, what="a new Consumer, the local pause gone")
+    try:
+        # The one_for_all restart waits for the workers' shutdown (up to 5 s
+        # each, then SIGKILL): give it more than the default 20 s.
+        wait_for(restarted, timeout=45, what="a new Consumer, the local pause gone")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen {seen[-3:]}") from None
     h.wait_tags("end", {"held"})
 
 
