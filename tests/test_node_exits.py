@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,18 +37,26 @@ pytestmark = pytest.mark.timeout(120)
 EXIT_WITHIN = 15.0
 
 
-def _started(tmp_path: Path) -> tuple[Cluster, NodeProcess]:
+@pytest.fixture
+def cli_node(tmp_path: Path) -> Iterator[NodeProcess]:
+    """A started ``roger-actors node`` process with one partition; whatever is
+    left of it is killed afterwards, and the test's queues deleted."""
     c = Cluster(tmp_path)
     node = start_node_process(
         tmp_path, c.prefix, c.harness.tag, {c.harness.partition_id(): {"default": 1}}
     )
-    wait_for(
-        lambda: node.proc.poll() is None and "started (partitions" in node.log_text(),
-        60,
-        what="the node started",
-        interval=0.2,
-    )
-    return c, node
+    try:
+        wait_for(
+            lambda: node.proc.poll() is None and "started (partitions" in node.log_text(),
+            60,
+            what="the node started",
+            interval=0.2,
+        )
+        yield node
+    finally:
+        if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
+            kill_node(node)
+        c.close()
 
 
 def _exits_non_zero_and_leaves_nothing(node: NodeProcess, killed_at: float) -> None:
@@ -66,35 +75,20 @@ def _exits_non_zero_and_leaves_nothing(node: NodeProcess, killed_at: float) -> N
     )
 
 
-def test_the_node_exits_non_zero_when_its_application_root_dies(tmp_path: Path) -> None:
-    c, node = _started(tmp_path)
-    try:
-        admin = admin_process(node.admin_port)
-        assert admin is not None
-        root = root_supervisor_pid(admin[0])
-        os.kill(root, signal.SIGKILL)
-        killed_at = time.monotonic()
-        _exits_non_zero_and_leaves_nothing(node, killed_at)
-        assert "application root 'roger' exited" in node.log_text()
-    finally:
-        if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
-            kill_node(node)
-        c.close()
+def test_the_node_exits_non_zero_when_its_application_root_dies(cli_node: NodeProcess) -> None:
+    admin = admin_process(cli_node.admin_port)
+    assert admin is not None
+    os.kill(root_supervisor_pid(admin[0]), signal.SIGKILL)
+    _exits_non_zero_and_leaves_nothing(cli_node, time.monotonic())
+    assert "application root 'roger' exited" in cli_node.log_text()
 
 
-def test_the_node_exits_non_zero_when_its_actor_system_admin_dies(tmp_path: Path) -> None:
-    c, node = _started(tmp_path)
-    try:
-        admin = admin_process(node.admin_port)
-        assert admin is not None
-        os.kill(admin[0], signal.SIGKILL)
-        killed_at = time.monotonic()
-        _exits_non_zero_and_leaves_nothing(node, killed_at)
-        assert "admin" in node.log_text()
-    finally:
-        if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
-            kill_node(node)
-        c.close()
+def test_the_node_exits_non_zero_when_its_actor_system_admin_dies(cli_node: NodeProcess) -> None:
+    admin = admin_process(cli_node.admin_port)
+    assert admin is not None
+    os.kill(admin[0], signal.SIGKILL)
+    _exits_non_zero_and_leaves_nothing(cli_node, time.monotonic())
+    assert "admin" in cli_node.log_text()
 
 
 def test_an_embedding_process_learns_from_wait_that_its_nodes_root_died(
