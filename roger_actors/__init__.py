@@ -55,6 +55,7 @@ _NODE_NAMES = (
     "start_producer",
     "child_spec",
     "stop",
+    "stop_on_signals",
     "Partition",
     "Consumer",
     "Node",
@@ -94,4 +95,5 @@ __all__ = [
     "start",
     "start_producer",
     "stop",
+    "stop_on_signals",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from types import TracebackType
@@ -387,6 +388,51 @@ def stop() -> None:
         client.close()
     if producer is not None:
         producer.close()
+
+
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+    """Opt in: when this process gets one of ``signals``, stop the current
+    node gracefully (stop taking jobs, wait up to ``shutdown_timeout`` for the
+    running ones, then the ordered shutdown), then let the signal do what it
+    did before (restore the previous handler and deliver the signal again:
+    the default SIGTERM ends the process, SIGINT raises KeyboardInterrupt).
+
+    The stop runs in a thread of its own, so the handler returns at once; a
+    second signal while it runs is ignored. Call it from the main thread
+    (Python's rule for signal handlers), after :func:`start` (starting an
+    actor system may set handlers of its own). ``roger-actors node`` has its
+    own handling and does not need this."""
+    previous = {signum: signal.getsignal(signum) for signum in signals}
+    stopping, stopped = threading.Event(), threading.Event()
+
+    def finish(signum: int) -> None:
+        try:
+            stop()
+        except Exception:
+            log.exception("graceful stop on %s failed", signal.Signals(signum).name)
+        finally:
+            stopped.set()
+            os.kill(os.getpid(), signum)  # handled again, by on_signal, in the main thread
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stopped.is_set():
+            # The node is stopped: let the signal do what it did before.
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            before = previous.get(signum)
+            if callable(before):
+                before(signum, frame)
+            elif before != signal.SIG_IGN:
+                os.kill(os.getpid(), signum)
+            return
+        if stopping.is_set():
+            return
+        stopping.set()
+        log.info("%s received: stopping the node gracefully", signal.Signals(signum).name)
+        threading.Thread(target=finish, args=(signum,), name="roger-stop", daemon=True).start()
+
+    for signum in signals:
+        signal.signal(signum, on_signal)
 
 
 _producer: Publisher | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 
 import roger_actors as roger
 from supervision.system import admin_process
-from tests.cluster_harness import Cluster, listening_pid
+from tests.cluster_harness import ROOT, Cluster, listening_pid
 from tests.node_procs import (
     NodeProcess,
     kill_node,
@@ -28,7 +30,7 @@ from tests.node_procs import (
     root_supervisor_pid,
     start_node_process,
 )
-from tests.partition_harness import NodeHarness, wait_for
+from tests.partition_harness import BROKER, NodeHarness, _free_admin_port, read_events, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,3 +105,53 @@ def test_an_embedding_process_learns_from_wait_that_its_nodes_root_died(
     assert "application root 'roger' exited" in why
     roger.stop()  # still cleans up
     assert listening_pid(node.config.admin_port) is None
+
+
+EMBEDDED = """
+import sys, time
+import roger_actors as roger
+from tests.roger_test_jobs2 import JsonCallbacks, TimedJob
+journal, pid, port, prefix, amqp = sys.argv[1:6]
+roger.start({"amqp": amqp, "admin_port": int(port), "callbacks": JsonCallbacks,
+             "system_exchange_prefix": prefix, "shutdown_timeout": 10,
+             "partitions": {pid: {"default": 1}}})
+roger.stop_on_signals()
+roger.Job.enqueue(roger.Job.create(TimedJob, [journal, "slow", 1.5]), pid)
+print("ready", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_an_embedding_process_that_opted_in_drains_its_node_on_sigterm(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    h = c.harness
+    pid = h.partition_id("embedded")
+    port = _free_admin_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    amqp = f"{BROKER}?name=roger-test-embedded-{h.tag}"
+    log = tmp_path / "embedded.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EMBEDDED, h.journal, pid, str(port), c.prefix, amqp],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: read_events(h.journal, "start"), 60, what="the job started")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == -signal.SIGTERM, log.read_text(errors="replace")
+        # The running job finished before the node stopped, then SIGTERM ended the process.
+        assert [e["tag"] for e in read_events(h.journal, "end")] == ["slow"]
+        wait_for(lambda: listening_pid(port) is None, what="the node's actor system gone")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        admin = admin_process(port)
+        if admin is not None:  # a failed run's actor system
+            os.killpg(admin[1], signal.SIGKILL)
+        c.close()
