@@ -10,6 +10,7 @@ Each test runs a real ``roger-actors node`` process against the RabbitMQ on
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,6 +59,10 @@ def cli_node(tmp_path: Path) -> Iterator[NodeProcess]:
     finally:
         if node.proc.poll() is None or listening_pid(node.admin_port) is not None:
             kill_node(node)
+        # A process of the node's session can outlive it (reparented to init,
+        # so not found below the node or the admin): never leave one behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.proc.pid, signal.SIGKILL)
         c.close()
 
 
