@@ -73,10 +73,6 @@ class _Consumer:
     told: set[int] = field(default_factory=set)
     closing_on_purpose: bool = False
     ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    #: Serialises resume and pause: a pause issued while a basic.consume is
-    #: under way waits for its consumer tag and then cancels it (without the
-    #: lock it saw no tag, did nothing, and the queue was consumed while paused).
-    switch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def properties(
@@ -247,15 +243,12 @@ class AmqpLink:
             await self.resume(key)
 
     async def resume(self, key: str) -> None:
-        """Start (again) consuming on the channel of ``key``."""
+        """Start (again) consuming on the channel of ``key``. Not safe to run
+        at the same time as :meth:`pause` of the same key (a pause during the
+        basic.consume finds no tag): the Consumer runs them one at a time."""
         consumer = self.consumers.get(key)
-        if consumer is None:
+        if consumer is None or consumer.consumer_tag:
             return
-        async with consumer.switch_lock:
-            if not consumer.consumer_tag and self.consumers.get(key) is consumer:
-                await self._start_consuming(key, consumer)
-
-    async def _start_consuming(self, key: str, consumer: _Consumer) -> None:
         generation = consumer.generation
 
         async def on_message(message: DeliveredMessage) -> None:
@@ -278,16 +271,12 @@ class AmqpLink:
         consumer.consumer_tag = str(ok.consumer_tag)
 
     async def pause(self, key: str) -> None:
-        """Stop new deliveries on ``key`` (basic.cancel); unacked ones stay with us.
-        A resume under way finishes first, then its consumer is cancelled."""
+        """Stop new deliveries on ``key`` (basic.cancel); unacked ones stay with us."""
         consumer = self.consumers.get(key)
-        if consumer is None:
+        if consumer is None or not consumer.consumer_tag:
             return
-        async with consumer.switch_lock:
-            if not consumer.consumer_tag:
-                return
-            tag, consumer.consumer_tag = consumer.consumer_tag, ""
-            await consumer.channel.basic_cancel(tag)
+        tag, consumer.consumer_tag = consumer.consumer_tag, ""
+        await consumer.channel.basic_cancel(tag)
 
     async def set_prefetch(self, key: str, prefetch: int) -> None:
         """Change the prefetch of a consumer channel.
