@@ -165,7 +165,7 @@ class BrokerNode:
         Raises ``RuntimeError`` (with the node's log tail) when it does not
         start within ``timeout`` seconds or its VM exits.
         """
-        log = open(self.base / "server.out", "ab")  # noqa: SIM115 - kept by the process
+        log = open(self.base / "server.out", "ab")
         self.process = subprocess.Popen(
             [str(BIN / "rabbitmq-server")],
             env=self.env(),
