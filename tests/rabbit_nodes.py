@@ -172,6 +172,7 @@ class BrokerNode:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            cwd=self.base,
             start_new_session=True,
         )
         log.close()

@@ -81,6 +81,9 @@ them, and a slow or hung callback stalls neither dispatch nor acks.
 When the broker connection is lost the Consumer reconnects with back-off;
 unacked deliveries were requeued by the broker, and outcomes of jobs that
 finish meanwhile are not acked (the job runs again elsewhere: at-least-once).
+So that only the jobs running at that moment run twice, the workers are told
+at once to give back the jobs of their batches not started yet (reported
+``returned``, not run); the same when the broker closes one consumer channel.
 """
 
 from __future__ import annotations
@@ -717,11 +720,15 @@ class Consumer(Server):
 
     def _on_channel_lost(self, key: str) -> None:
         """The broker closed one consumer channel: its unacked deliveries are back
-        in the queue; forget the ones not started and consume again."""
+        in the queue; forget the ones not started, have the workers give back
+        the jobs of their batches not started yet (their copies are back in
+        the queue: running them here would run them twice), and consume
+        again."""
         log.error("%s: consumer channel of queue %r closed by the broker", self.partition_id, key)
         state = self.queues.get(key)
         if state is None:
             return
+        self._return_unstarted(state)
         for token in state.backlog:
             self.inflight.pop(token, None)
         state.backlog.clear()
@@ -739,6 +746,7 @@ class Consumer(Server):
         self.connected = False
         self.snapshot_ready = False
         for state in self.queues.values():
+            self._return_unstarted(state)
             for token in state.backlog:
                 self.inflight.pop(token, None)
             state.backlog.clear()
@@ -1605,12 +1613,17 @@ class Consumer(Server):
             return self._in_turn(self._pause_all(names))
         return self._in_turn(self._resume_all(resume))
 
-    def _requeue_backlog(self, state: _QueueState) -> None:
-        """Deliveries not yet running go back to the broker (also those handed to
-        a worker in a batch and not started: the worker returns them)."""
+    def _return_unstarted(self, state: _QueueState) -> None:
+        """Ask every worker of ``state`` that holds a batch to report its jobs
+        not started yet as ``returned`` instead of running them."""
         for worker in state.workers:
             if len(worker.tokens) > 1 and worker.control:
                 control.tell(worker.control, control.RETURN_UNSTARTED)
+
+    def _requeue_backlog(self, state: _QueueState) -> None:
+        """Deliveries not yet running go back to the broker (also those handed to
+        a worker in a batch and not started: the worker returns them)."""
+        self._return_unstarted(state)
         while state.backlog:
             flight = self.inflight.pop(state.backlog.popleft(), None)
             if flight is not None:
