@@ -395,6 +395,14 @@ class GlobalState:
         self._hand(key, job_id)
         return Applied(True, True)
 
+    def _execution_holder(self, pid: str, key: Any) -> Applied:
+        """``[job_id, token]`` of ``key``'s holder (token ``""`` for a
+        reservation), None when the key is free."""
+        key = _text(key, "execution_holder", "execution_key")
+        if key not in self.executing:
+            return Applied(None)
+        return Applied([self.executing[key], self.holders.get(key, "")])
+
     def _hand(self, key: str, next_id: str | None) -> None:
         """Free ``key``, or reserve it for ``next_id``."""
         self.holders.pop(key, None)
@@ -506,6 +514,7 @@ _OPERATIONS: dict[str, tuple[int, _Handler]] = {
     "take_execution": (3, GlobalState._take_execution),
     "give_execution": (4, GlobalState._give_execution),
     "seize_execution": (3, GlobalState._seize_execution),
+    "execution_holder": (1, GlobalState._execution_holder),
     "queue_pause": (1, GlobalState._queue_pause),
     "queue_resume": (1, GlobalState._queue_resume),
     "queue_get_paused": (0, GlobalState._queue_get_paused),
