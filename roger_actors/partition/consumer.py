@@ -50,8 +50,11 @@ cancelled job in the backlog or a worker's batch is dropped, a running one
 has its worker killed; ``on_cancel`` runs on the node that clears the mark.
 A job whose mark Global does not confirm runs normally. Local marks are
 forgotten ``cancel_mark_ttl`` seconds after they were learned. A job with
-an execution key takes it first or is parked in the key's waiting queue,
-and hands it to the next parked job when it ends.
+an execution key takes it first, with its delivery's token (so a
+redelivered copy of a job still running elsewhere waits), or is parked in
+the key's waiting queue, and hands it to the next parked job when it ends;
+a key whose holder's Consumer is gone for good is taken over
+(:mod:`~roger_actors.partition.execution_fence`).
 
 A job with a queue key holds it until the job has left the queue for good,
 as in Roger: the key is freed in Global when the job's outcome is settled

@@ -6,10 +6,16 @@ partition's request queue (:mod:`roger_actors.partition.global_client`) with
 them at a time, the *active* one, and to another one when its consumer goes
 away (the process died, the connection dropped, the partition stopped there).
 
-The active Global loads the state from the persister when it gets its first
-request after starting to consume (so a Global that takes over starts from
-the last snapshot, not from what it knew before), applies requests one at a
-time in arrival order, replies, then acks the request. A request that was
+A Global becomes the active one when it gets its first request after it
+(re)connected. Before it answers anything it *takes over*: it reads the
+partition's replica queue (:func:`replica_queue_name`) and the persister's
+snapshot and takes the newest (largest ``(epoch, seq)``, see
+:mod:`~roger_actors.partition.global_state`) of those and of its own memory
+(the state it held when it last lost its connection), in a new epoch past
+every one it saw, and commits that before its first answer. So a Global that
+comes back after another one was active and changed the state never wins
+with its old state: the other's replicas are newer. It applies requests one
+at a time in arrival order, replies, then acks the request. A request that was
 delivered but not acked when the Global died goes back to the queue and is
 answered by the next one. Casts that follow from a request (``cancel``,
 ``queue_pause``, ``queue_resume``) are published on the ``system`` fanout
@@ -29,18 +35,28 @@ state (counted and logged by a rate-limited :class:`DropLog`). Replies are
 signed with ``PURPOSE_GLOBAL_REPLY``, casts with ``PURPOSE_SYSTEM``, and
 snapshots are sealed with ``purpose_snapshot(partition)``.
 
-Persistence: requests that change the state are stored through the
-configured ``StatePersister`` before they are answered, one store for all
-the requests handled together (group commit), so an answered change is not
-lost when the Global is killed right after. A store that fails is logged
-and tried again every :data:`SAVE_SECONDS` (the answers are not held back:
-until it succeeds, such changes live only in this Global). The state is
-also stored when the broker connection is lost and on a clean stop (before
-the consumer is closed, so the next Global loads what this one knew).
+Persistence and replication: requests that change the state get the next
+``seq`` and are stored through the configured ``StatePersister`` and
+published (persistent, confirmed) to the replica queue before they are
+answered, one store and one replica for all the requests handled together
+(group commit), so an answered change is not lost when the Global is killed
+right after or loses its connection, even with the ``Stub`` persister. The
+replica queue is durable, keeps the two newest replicas (``x-max-length``
+2, so a late replica of a Global that lost its turn cannot evict the newer
+one alone) and expires :data:`REPLICA_EXPIRES_SECONDS` after no Global of
+the partition declared it (each does every :data:`REPLICA_RENEW_SECONDS`).
+Its messages are marked (AMQP ``type`` :data:`REPLICA_TYPE`, ``app_id``
+:data:`REPLICA_APP_ID`) and sealed as snapshots are. A store or a replica
+that fails is logged and tried again every :data:`SAVE_SECONDS` (the answers
+are not held back: until it succeeds, such changes live only in this
+Global). The state is also stored when the broker connection is lost and on
+a clean stop (before the consumer is closed, so the next Global loads what
+this one knew).
 
-A stored snapshot that fails its check (bad seal, not a snapshot, a store
-that raises on load) is refused loudly (error log) and never replaced by an
-empty state: the Global holds no state, answers every request with an
+A stored snapshot or a replica that fails its check (bad seal, not a
+snapshot, a message in the replica queue that is not marked as a replica, a
+store that raises on load) is refused loudly (error log) and never replaced
+by an empty state: the Global holds no state, answers every request with an
 error (``RogerError`` at the caller, the request not applied), stores
 nothing, and tries the load again on the next request, at most every
 :data:`SAVE_SECONDS`. Only when nothing is stored at all does it start
