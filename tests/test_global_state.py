@@ -312,3 +312,89 @@ def test_a_huge_integer_argument_gets_a_bounded_error() -> None:
     with pytest.raises(ValueError, match="bits") as info:
         GlobalState().apply("p", "is_cancelled", ["j", 1 << 20000])
     assert len(str(info.value)) < 300
+
+
+# ---------------------------------------------------------------- fencing and versions
+
+
+def test_a_key_taken_with_a_token_is_refused_to_another_copy_of_the_same_job() -> None:
+    state = GlobalState()
+    assert state.apply(PID, "take_execution", ["e", "a", "c1.1"]).value is True
+    assert state.apply(PID, "take_execution", ["e", "a", "c1.1"]).value is True  # same delivery
+    assert state.apply(PID, "take_execution", ["e", "a", "c2.1"]).value == "c1.1"  # the copy
+    assert state.apply(PID, "take_execution", ["e", "b", "c2.2"]).value == "c1.1"
+    assert state.apply(PID, "acquire_execution", ["e", "a"]).value is False
+    assert state.apply(PID, "release_execution", ["e", "a", None]).value is False
+    assert state.apply(PID, "execution_holder", ["e"]).value == ["a", "c1.1"]
+
+
+def test_give_hands_a_reservation_over_that_the_next_job_takes_with_its_token() -> None:
+    state = GlobalState()
+    state.apply(PID, "take_execution", ["e", "a", "c1.1"])
+    assert state.apply(PID, "give_execution", ["e", "a", "c2.1", "b"]).value is False
+    assert state.apply(PID, "give_execution", ["e", "a", "c1.1", "b"]).value is True
+    assert state.apply(PID, "execution_holder", ["e"]).value == ["b", ""]
+    assert state.apply(PID, "take_execution", ["e", "x", "c3.1"]).value == ""
+    assert state.apply(PID, "take_execution", ["e", "b", "c3.1"]).value is True
+    assert state.apply(PID, "give_execution", ["e", "b", "c3.1", None]).value is True
+    assert state.executing == {} and state.holders == {}
+    assert state.apply(PID, "execution_holder", ["e"]).value is None
+
+
+def test_a_delivery_that_never_took_the_key_gives_up_only_a_reservation() -> None:
+    state = GlobalState()
+    state.apply(PID, "acquire_execution", ["e", "a"])
+    assert state.apply(PID, "give_execution", ["e", "a", "", None]).value is True
+    state.apply(PID, "take_execution", ["e", "a", "c1.1"])
+    assert state.apply(PID, "give_execution", ["e", "a", "", None]).value is False
+
+
+def test_seize_is_a_compare_and_set_on_the_dead_token() -> None:
+    state = GlobalState()
+    state.apply(PID, "take_execution", ["e", "a", "dead.1"])
+    assert state.apply(PID, "seize_execution", ["e", "b", "other.1"]).value is False
+    assert state.apply(PID, "seize_execution", ["e", "b", "dead.1"]).value is True
+    assert state.executing == {"e": "b"} and state.holders == {}
+    assert state.apply(PID, "seize_execution", ["e", "c", "dead.1"]).value is False
+    # the dead holder's own late give-up changes nothing now
+    assert state.apply(PID, "give_execution", ["e", "a", "dead.1", None]).value is False
+
+
+def test_remove_executed_drops_the_holder_too() -> None:
+    state = GlobalState()
+    state.apply(PID, "take_execution", ["e", "a", "c1.1"])
+    state.apply(PID, "remove_executed", ["e"])
+    assert state.holders == {} and state.executing == {}
+
+
+def test_a_snapshot_keeps_holders_and_the_version() -> None:
+    state = GlobalState(executing={"e": "a", "f": "b"}, holders={"e": "c1.1"}, epoch=7, seq=3)
+    decoded = GlobalState.decode(state.encode())
+    assert decoded == state and decoded.version() == (7, 3)
+    assert cbor2.loads(state.encode())["v"] == 3
+
+
+def test_a_version_2_snapshot_reads_as_version_zero_with_every_key_reserved() -> None:
+    v2_document = {
+        "v": 2, "cancelled": b"", "cancelled_at": b"", "queued": [],
+        "executing": {"e": "a"}, "paused": [],
+    }
+    state = GlobalState.decode(cbor2.dumps(v2_document))
+    assert state.version() == (0, 0) and state.holders == {} and state.executing == {"e": "a"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"holders": {"e": "c"}}, "names a key not executing"),
+        ({"holders": {"e": ""}, "executing": {"e": "a"}}, "non-empty strings"),
+        ({"epoch": -1}, "'epoch' must be an integer"),
+        ({"seq": True}, "'seq' must be an integer"),
+        ({"seq": "1"}, "'seq' must be an integer"),
+    ],
+)
+def test_a_version_3_snapshot_with_bad_holders_or_version_is_refused(
+    fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        GlobalState.decode(v2(**fields))

@@ -50,8 +50,11 @@ cancelled job in the backlog or a worker's batch is dropped, a running one
 has its worker killed; ``on_cancel`` runs on the node that clears the mark.
 A job whose mark Global does not confirm runs normally. Local marks are
 forgotten ``cancel_mark_ttl`` seconds after they were learned. A job with
-an execution key takes it first or is parked in the key's waiting queue,
-and hands it to the next parked job when it ends.
+an execution key takes it first, with its delivery's token (so a
+redelivered copy of a job still running elsewhere waits), or is parked in
+the key's waiting queue, and hands it to the next parked job when it ends;
+a key whose holder's Consumer is gone for good is taken over
+(:mod:`~roger_actors.partition.execution_fence`).
 
 A job with a queue key holds it until the job has left the queue for good,
 as in Roger: the key is freed in Global when the job's outcome is settled
@@ -92,9 +95,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import signal
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +127,7 @@ from roger_actors.transport.loop import LoopThread
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
-from . import control, retry
+from . import control, execution_fence, retry
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
 from .control import Scoreboard
 from .global_client import request as global_request
@@ -248,6 +253,10 @@ class _InFlight:
     gated: bool = False
     #: Its worker reported it skipped (never started) because of a cancel.
     skipped: bool = False
+    #: The token this delivery takes its execution key with (execution_fence).
+    exec_token: str = ""
+    #: Its worker was killed by the fence (once).
+    fenced: bool = False
 
 
 @dataclass
@@ -435,6 +444,16 @@ class Consumer(Server):
         #: Execution keys this node parked jobs for -> queue type; swept each tick.
         self.parked: dict[str, str] = {}
         self.sweeping: set[str] = set()
+        #: Execution-key fencing (execution_fence): this incarnation, its
+        #: take counter, the connection its presence queue is on, since when
+        #: it is disconnected, and holders seen absent -> since when.
+        self.incarnation = uuid.uuid4().hex
+        self.presence = execution_fence.presence_queue_name(partition_id, self.incarnation)
+        self.exec_takes = itertools.count(1)
+        self.presence_on: Any = None
+        self.presence_lock: asyncio.Lock | None = None
+        self.lost_since: float | None = None
+        self.absent: dict[str, float] = {}
         #: Rate limit of the "invalid job payload" log lines (_log_invalid).
         self.invalid_log_since = float("-inf")
         self.invalid_log_lines = 0
@@ -623,7 +642,7 @@ class Consumer(Server):
                 self._submit(f"confirm:{message[1]}", request)
         elif isinstance(message, tuple) and message and message[0] == "release":
             if self.connected:
-                self._submit("release", self._release(message[1], message[2]))
+                self._submit("release", self._release(*message[1:]))
             else:
                 self.send_after(1.0, message)
         elif isinstance(message, tuple) and message and message[0] == "requeue":
@@ -674,6 +693,10 @@ class Consumer(Server):
             self.send_after(1.0, ("release", *event.value))
         elif event.kind == "gate":
             self._on_gate(*event.value)
+        elif event.kind == "reassert" and event.value:
+            for flight in list(self.inflight.values()):
+                if flight.exec_token in event.value and flight.worker and not flight.fenced:
+                    self._fence_kill(flight, "its execution key went to another delivery")
         elif event.kind.startswith("cancel:"):
             self._on_cancel_cleared(int(event.kind[7:]), event.value, event.error)
         elif event.kind.startswith("confirm:"):
@@ -868,7 +891,8 @@ class Consumer(Server):
         self.inflight[token] = flight
         if not flight.gated and execution_key_of(job) is not None:
             flight.gating = True
-            self._submit("gate", self._gate(token, job, delivery))
+            flight.exec_token = f"{self.incarnation}.{next(self.exec_takes)}"
+            self._submit("gate", self._gate(token, job, delivery, flight.exec_token))
             return
         flight.gated = True
         state.backlog.append(token)
@@ -876,13 +900,33 @@ class Consumer(Server):
 
     # ------------------------------------------------------------ keys and Global
 
-    async def _gate(self, token: int, job: Job, delivery: Delivery) -> tuple[int, str]:
-        """Before a job with an execution key runs: take the key, or park the job
-        in the key's waiting queue (its queue key, if any, stays held)."""
+    async def _present(self) -> None:
+        """Hold this incarnation's presence queue on the current connection.
+        One declare per connection; callers pass in turn (FIFO lock), so the
+        takes of the gates that wait for it keep their order."""
+        if self.presence_lock is None:
+            self.presence_lock = asyncio.Lock()
+        async with self.presence_lock:
+            connection = self.link.connection
+            if self.presence_on is not connection:
+                await execution_fence.declare_presence(self.link, self.presence)
+                self.presence_on = connection
+
+    async def _gate(
+        self, token: int, job: Job, delivery: Delivery, exec_token: str
+    ) -> tuple[int, str]:
+        """Before a job with an execution key runs: take the key with this
+        delivery's token, or park the job in the key's waiting queue (its
+        queue key, if any, stays held): also when the key is held by another
+        copy of the same job (execution_fence)."""
         try:
             execution_key = execution_key_of(job)
-            if execution_key is not None and not await self._global(
-                "acquire_execution", [execution_key, job.id]
+            if execution_key is None:
+                return token, "go"
+            await self._present()
+            if (
+                await self._global("take_execution", [execution_key, job.id, exec_token])
+                is not True
             ):
                 await self._park(execution_key, job, delivery)
                 return token, "parked"
@@ -944,14 +988,19 @@ class Consumer(Server):
         )
         await message.channel.basic_ack(message.delivery.delivery_tag)
 
-    async def _release(self, key: str, job_id: str) -> tuple[str, str] | None:
-        """``job_id`` is done with ``key``: hand it to the first job waiting for
-        it (which goes back to its work queue holding the key), else free it.
+    async def _release(
+        self, key: str, job_id: str, exec_token: str = ""
+    ) -> tuple[str, str, str] | None:
+        """``job_id`` (its delivery ``exec_token``) is done with ``key``: hand it
+        to the first job waiting for it (which goes back to its work queue
+        holding the key), else free it. A key held by another delivery is
+        left alone (the waiting job goes back to its waiting queue).
 
         When the waiting queue cannot be read, the key is still freed in
         Global (jobs this node parked there are moved later by the sweep of
         :meth:`_tick`, which takes the key for them). Returns
-        ``(key, job_id)`` when Global could not be told (to be tried again)."""
+        ``(key, job_id, exec_token)`` when Global could not be told (to be
+        tried again)."""
         message = None
         try:
             name = waiting_queue_name(self.partition_id, key)
@@ -968,7 +1017,9 @@ class Consumer(Server):
             next_id = None
             if message is not None:
                 next_id = message.header.properties.message_id or ""
-            handed = await self._global("release_execution", [key, job_id, next_id or None])
+            handed = await self._global(
+                "give_execution", [key, job_id, exec_token, next_id or None]
+            )
             if message is not None:
                 if handed:
                     await self._move_waiting(message)
@@ -978,7 +1029,7 @@ class Consumer(Server):
             log.warning(
                 "%s: releasing execution key %s: %r", self.partition_id, bounded_repr(key), exc
             )
-            return key, job_id
+            return key, job_id, exec_token
         return None
 
     async def _sweep(self, key: str) -> str:
@@ -990,11 +1041,40 @@ class Consumer(Server):
         if message is None:
             return "empty"
         next_id = message.header.properties.message_id or ""
-        if next_id and await self._global("acquire_execution", [key, next_id]):
+        if next_id and (
+            await self._global("acquire_execution", [key, next_id])
+            or await self._seize_from_dead(key, next_id)
+        ):
             await self._move_waiting(message)
             return "moved"
         await _requeue(message)
         return "busy"
+
+    async def _seize_from_dead(self, key: str, next_id: str) -> bool:
+        """Reserve ``key`` for ``next_id`` when its holder's Consumer has been
+        gone (no presence queue) for :data:`execution_fence.GRACE_SECONDS`."""
+        holder = await self._global("execution_holder", [key])
+        dead = holder[1] if isinstance(holder, list) and len(holder) == 2 else ""
+        if not isinstance(dead, str) or not dead:
+            return False  # free meanwhile, or a reservation: no presence to check
+        incarnation = execution_fence.incarnation_of(dead)
+        if incarnation == self.incarnation:
+            return False  # ours: alive while this Consumer is
+        name = execution_fence.presence_queue_name(self.partition_id, incarnation)
+        if await execution_fence.is_present(self.link, name):
+            self.absent.pop(dead, None)
+            return False
+        since = self.absent.setdefault(dead, _monotonic())
+        if _monotonic() - since < execution_fence.GRACE_SECONDS:
+            return False
+        log.warning(
+            "%s: execution key %s: its holder's Consumer is gone; the key goes to job %s",
+            self.partition_id,
+            bounded_repr(key),
+            next_id,
+        )
+        self.absent.pop(dead, None)
+        return bool(await self._global("seize_execution", [key, next_id, dead]))
 
     def _cancel_flight(self, flight: _InFlight) -> None:
         """Never run ``flight``'s job: clear its cancel mark with Global (the
@@ -1368,7 +1448,7 @@ class Consumer(Server):
             return
         execution_key = execution_key_of(job)
         if execution_key is not None:
-            self._submit("release", self._release(execution_key, job.id))
+            self._submit("release", self._release(execution_key, job.id, flight.exec_token))
         queue_key = queue_key_of(job) if outcome != "cancelled" else None
         if outcome in ("done", "error", "cancelled") and queue_key is None:
             self._ack_later(delivery)
@@ -1512,6 +1592,7 @@ class Consumer(Server):
 
     def _tick(self) -> None:
         self._expire_cancelled()
+        self._fence_tick()
         if self.connected:
             for key in self.parked:
                 if key not in self.sweeping:
@@ -1528,6 +1609,55 @@ class Consumer(Server):
                 ):
                     state.workers.remove(worker)
                     self._stop_worker(worker)
+
+    def _fence_tick(self) -> None:
+        """Execution-key fencing (execution_fence), every tick: connected, hold
+        the presence queue again after a reconnect while keyed jobs run, and
+        take their keys again (a copy whose key went to another delivery is
+        killed); disconnected for :data:`execution_fence.HOLD_SECONDS`, kill
+        the workers running keyed jobs."""
+        keyed = [
+            f
+            for f in self.inflight.values()
+            if f.worker is not None and f.exec_token and not f.fenced
+        ]
+        if not self.connected:
+            if self.lost_since is None:
+                self.lost_since = _monotonic()
+            elif _monotonic() - self.lost_since >= execution_fence.HOLD_SECONDS:
+                for flight in keyed:
+                    self._fence_kill(flight, "disconnected from the broker too long")
+            return
+        self.lost_since = None
+        if keyed and self.presence_on is not self.link.connection:
+            holds = [(execution_key_of(f.job), f.job.id, f.exec_token) for f in keyed]
+            self._submit("reassert", self._reassert(holds))
+
+    async def _reassert(self, holds: list[tuple[str | None, str, str]]) -> list[str]:
+        """Hold the presence queue again, then take each key again with its
+        token; returns the tokens that lost their key."""
+        await self._present()
+        lost = []
+        for key, job_id, exec_token in holds:
+            if key is not None and (
+                await self._global("take_execution", [key, job_id, exec_token]) is not True
+            ):
+                lost.append(exec_token)
+        return lost
+
+    def _fence_kill(self, flight: _InFlight, why: str) -> None:
+        """Kill the worker running ``flight``'s keyed job (handled as a crash)."""
+        log.warning(
+            "%s: killing job %s, which holds an execution key: %s",
+            self.partition_id,
+            flight.job.id,
+            why,
+        )
+        flight.fenced = True
+        worker = flight.worker
+        if worker is not None and worker.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ requests
 

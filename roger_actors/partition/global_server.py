@@ -6,10 +6,16 @@ partition's request queue (:mod:`roger_actors.partition.global_client`) with
 them at a time, the *active* one, and to another one when its consumer goes
 away (the process died, the connection dropped, the partition stopped there).
 
-The active Global loads the state from the persister when it gets its first
-request after starting to consume (so a Global that takes over starts from
-the last snapshot, not from what it knew before), applies requests one at a
-time in arrival order, replies, then acks the request. A request that was
+A Global becomes the active one when it gets its first request after it
+(re)connected. Before it answers anything it *takes over*: it reads the
+partition's replica queue (:func:`replica_queue_name`) and the persister's
+snapshot and takes the newest (largest ``(epoch, seq)``, see
+:mod:`~roger_actors.partition.global_state`) of those and of its own memory
+(the state it held when it last lost its connection), in a new epoch past
+every one it saw, and commits that before its first answer. So a Global that
+comes back after another one was active and changed the state never wins
+with its old state: the other's replicas are newer. It applies requests one
+at a time in arrival order, replies, then acks the request. A request that was
 delivered but not acked when the Global died goes back to the queue and is
 answered by the next one. Casts that follow from a request (``cancel``,
 ``queue_pause``, ``queue_resume``) are published on the ``system`` fanout
@@ -29,18 +35,28 @@ state (counted and logged by a rate-limited :class:`DropLog`). Replies are
 signed with ``PURPOSE_GLOBAL_REPLY``, casts with ``PURPOSE_SYSTEM``, and
 snapshots are sealed with ``purpose_snapshot(partition)``.
 
-Persistence: requests that change the state are stored through the
-configured ``StatePersister`` before they are answered, one store for all
-the requests handled together (group commit), so an answered change is not
-lost when the Global is killed right after. A store that fails is logged
-and tried again every :data:`SAVE_SECONDS` (the answers are not held back:
-until it succeeds, such changes live only in this Global). The state is
-also stored when the broker connection is lost and on a clean stop (before
-the consumer is closed, so the next Global loads what this one knew).
+Persistence and replication: requests that change the state get the next
+``seq`` and are stored through the configured ``StatePersister`` and
+published (persistent, confirmed) to the replica queue before they are
+answered, one store and one replica for all the requests handled together
+(group commit), so an answered change is not lost when the Global is killed
+right after or loses its connection, even with the ``Stub`` persister. The
+replica queue is durable, keeps the two newest replicas (``x-max-length``
+2, so a late replica of a Global that lost its turn cannot evict the newer
+one alone) and expires :data:`REPLICA_EXPIRES_SECONDS` after no Global of
+the partition declared it (each does every :data:`REPLICA_RENEW_SECONDS`).
+Its messages are marked (AMQP ``type`` :data:`REPLICA_TYPE`, ``app_id``
+:data:`REPLICA_APP_ID`) and sealed as snapshots are. A store or a replica
+that fails is logged and tried again every :data:`SAVE_SECONDS` (the answers
+are not held back: until it succeeds, such changes live only in this
+Global). The state is also stored when the broker connection is lost and on
+a clean stop (before the consumer is closed, so the next Global loads what
+this one knew).
 
-A stored snapshot that fails its check (bad seal, not a snapshot, a store
-that raises on load) is refused loudly (error log) and never replaced by an
-empty state: the Global holds no state, answers every request with an
+A stored snapshot or a replica that fails its check (bad seal, not a
+snapshot, a message in the replica queue that is not marked as a replica, a
+store that raises on load) is refused loudly (error log) and never replaced
+by an empty state: the Global holds no state, answers every request with an
 error (``RogerError`` at the caller, the request not applied), stores
 nothing, and tries the load again on the next request, at most every
 :data:`SAVE_SECONDS`. Only when nothing is stored at all does it start
@@ -55,6 +71,7 @@ and acked; it never crashes the actor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -74,6 +91,7 @@ from roger_actors.cluster_auth import (
     purpose_snapshot,
 )
 from roger_actors.config import Config
+from roger_actors.queue import validate_partition_id
 from roger_actors.system_protocol import encode_command, exchange_name
 from roger_actors.transport.amqp import AmqpLink, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
@@ -94,13 +112,38 @@ CAST_RETRY_SECONDS = 0.1
 CAST_RETRY_MAX_SECONDS = 5.0
 #: Seconds between two error lines about a refused snapshot.
 REFUSED_LOG_SECONDS = 30.0
+#: Prefix of a partition's replica queue (see the module docstring).
+REPLICA_PREFIX = "roger-replica."
+#: The replica queue keeps the two newest replicas (a late one from a Global
+#: that lost its turn cannot evict the newer one alone) and is deleted this
+#: long after no Global of the partition declared it.
+REPLICA_EXPIRES_SECONDS = 600
+REPLICA_ARGUMENTS: dict[str, Any] = {
+    "x-max-length": 2,
+    "x-overflow": "drop-head",
+    "x-expires": REPLICA_EXPIRES_SECONDS * 1000,
+}
+#: Every Global declares the replica queue again this often (renews x-expires).
+REPLICA_RENEW_SECONDS = 60.0
+#: AMQP ``type`` and ``app_id`` of a replica message.
+REPLICA_TYPE = "roger-global-replica"
+REPLICA_APP_ID = "roger-actors"
+#: Most messages read from the replica queue at a take-over.
+REPLICA_READ_LIMIT = 16
+
+
+def replica_queue_name(partition_id: str) -> str:
+    """The durable queue holding the newest replicas of a partition's state."""
+    return REPLICA_PREFIX + validate_partition_id(partition_id)
 
 
 @dataclass(frozen=True)
 class GlobalStatus:
-    """Call: ``{"pid", "connected", "loaded", "served", "dropped"}`` of this
-    Global (``loaded``: it is, or was since it last consumed, the active one;
-    ``dropped``: requests refused unanswered, see the module docstring)."""
+    """Call: ``{"pid", "connected", "loaded", "served", "dropped", "version"}``
+    of this Global (``loaded``: it is, or was since it last consumed, the
+    active one; ``dropped``: requests refused unanswered, see the module
+    docstring; ``version``: ``[epoch, seq]`` of the state it holds, None
+    when it holds none)."""
 
 
 @dataclass(frozen=True)
@@ -126,17 +169,33 @@ class Global(Server):
         self.auth = ClusterAuth(config.cluster_secret)
         self.ttl = config.cancel_mark_ttl
         self.drops = DropLog(log, f"requests to the Global of {partition_id!r}")
-        #: When the last load was refused (monotonic), None when it was not.
+        #: When the last take-over was refused (monotonic), None when it was not.
         self.refused_at: float | None = None
         self.refused_logged = float("-inf")
         self.persister = config.make_persister()
         self.persister_ready = False
+        #: The state while this Global is the active one, else None.
         self.state: GlobalState | None = None
+        #: The state this Global held when it last stopped being active: one
+        #: candidate of its next take-over (see :meth:`_take_over`).
+        self.memory: GlobalState | None = None
+        #: Requests that came while the take-over reads the replicas.
+        self.pending: list[_Request] = []
+        self.taking_over = False
+        #: The state changed since it was last committed (needs a new seq).
         self.dirty = False
+        #: The last committed snapshot (sealed) and whether the persister
+        #: and the replica queue have it.
+        self.committed: bytes | None = None
+        self.unstored = False
+        self.unreplicated = False
+        self.renewed = time.monotonic()
         self.served = 0
         self.connected = False
         self.generation = 0
         self.channel: Any = None
+        self.replica_channel: Any = None
+        self.replica_queue = replica_queue_name(partition_id)
         self.exchange = exchange_name(config.system_exchange_prefix)
         self.node_name = config.node_name
         self.backoff = Backoff()
@@ -175,6 +234,7 @@ class Global(Server):
                 channel = await self.link.connection.channel(publisher_confirms=True)
                 await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
                 await channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+                await self._replica_channel()
                 await channel.basic_qos(prefetch_count=PREFETCH)
                 self.channel = channel
                 await channel.basic_consume(queue, on_message)
@@ -186,26 +246,54 @@ class Global(Server):
 
         self.io.submit(connect())
 
+    async def _replica_channel(self) -> Any:
+        """The open channel (with confirms) for the replica queue, opened (and
+        the queue declared) when there is none; raises when the link is down."""
+        channel = self.replica_channel
+        if channel is None or channel.is_closed or channel.connection is not self.link.connection:
+            if self.link.connection is None or not self.link.is_open:
+                raise ConnectionError("AMQP link is not connected")
+            channel = await self.link.connection.channel(publisher_confirms=True)
+            await channel.queue_declare(
+                self.replica_queue, durable=True, arguments=REPLICA_ARGUMENTS
+            )
+            self.replica_channel = channel
+        return channel
+
     def handle_info(self, message: Any) -> None:
         """Requests and connection events; the save timer; reconnects."""
         if isinstance(message, WatchMessage):
             answers: list[tuple[Any, _Request, bytes | None, list[bytes]]] = []
             for event in self.io.drain():
                 if isinstance(event, _Request):
-                    if event.generation == self.generation:
+                    if event.generation != self.generation:
+                        continue
+                    if self.state is None and (self.pending or not self._refused_recently()):
+                        # Nothing is answered before the take-over is done.
+                        self.pending.append(event)
+                        self._start_take_over()
+                    else:
                         answers.append(self._on_request(event))
+                elif isinstance(event, tuple) and event[0] == "replicas":
+                    if event[1] == self.generation and self.taking_over:
+                        self.taking_over = False
+                        self._take_over(event[2], event[3])
+                        pending, self.pending = self.pending, []
+                        answers.extend(self._on_request(r) for r in pending)
+                elif isinstance(event, tuple) and event[0] == "unreplicated":
+                    if event[1] == self.generation and event[2] is self.committed:
+                        self.unreplicated = True
                 else:
                     self._on_event(event)
             if answers:
-                # Group commit: what these requests changed is stored before
-                # any of them is answered (and acked).
-                self._save()
-                for answer in answers:
-                    self.io.submit(self._answer(*answer))
+                # Group commit: what these requests changed is stored and
+                # replicated before any of them is answered (and acked).
+                self._commit(answers)
         elif message == "save":
             if self.state is not None and self.state.expire():
                 self.dirty = True
-            self._save()
+            self._commit([])
+            self._renew()
             self.send_after(SAVE_SECONDS, "save")
         elif message == "reconnect":
             self._connect()
@@ -226,11 +314,16 @@ class Global(Server):
                 self._on_lost("request channel closed")
 
     def _on_lost(self, why: str) -> None:
-        """Save what changed, forget the state (another Global may own it now),
-        and connect again after a back-off."""
+        """Store what changed, keep the state only as a candidate of the next
+        take-over (another Global may own it now), and connect again after a
+        back-off."""
         log.warning("%s: Global %s", self.partition_id, why)
-        self._save()
+        self._commit([], replicate=False)
+        if self.state is not None:
+            self.memory = self.state
         self.state = None
+        self.pending.clear()  # the broker requeued them with the channel
+        self.taking_over = False
         self.connected = False
         self.generation += 1  # requests of the old channel were requeued by the broker
         self.io.submit(self.link.close())
@@ -238,63 +331,213 @@ class Global(Server):
 
     # ------------------------------------------------------------ state
 
-    def _load(self) -> GlobalState | None:
-        """The stored state; empty when nothing is stored; None (logged as an
-        error) when what is stored is refused or cannot be read."""
+    def _refused_recently(self) -> bool:
+        return self.refused_at is not None and time.monotonic() - self.refused_at < SAVE_SECONDS
+
+    def _start_take_over(self) -> None:
+        """Read the replica queue (on the loop), then :meth:`_take_over`."""
+        if self.taking_over:
+            return
+        self.taking_over = True
+        generation = self.generation
+
+        async def read() -> None:
+            try:
+                found = await self._read_replicas()
+            except Exception as exc:
+                self.io.post(("replicas", generation, None, exc))
+            else:
+                self.io.post(("replicas", generation, found, None))
+
+        self.io.submit(read())
+
+    async def _read_replicas(self) -> list[bytes]:
+        """The bodies of the messages in the replica queue, which is left as it
+        was (they are got unacked on a channel of their own, closed after).
+        Raises ValueError for a message that is not marked as a replica."""
+        assert self.link.connection is not None
+        await self._replica_channel()
+        channel = await self.link.connection.channel()
+        found: list[bytes] = []
+        try:
+            for _ in range(REPLICA_READ_LIMIT):
+                message = await channel.basic_get(self.replica_queue, no_ack=False)
+                if isinstance(message.delivery, spec.Basic.GetEmpty):
+                    break
+                props = message.header.properties
+                if props.message_type != REPLICA_TYPE or props.app_id != REPLICA_APP_ID:
+                    raise ValueError(
+                        f"a message in {self.replica_queue!r} is not a replica of the Global "
+                        f"state (no type {REPLICA_TYPE!r} from {REPLICA_APP_ID!r})"
+                    )
+                found.append(bytes(message.body))
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+        return found
+
+    def _take_over(self, replicas: list[bytes] | None, error: BaseException | None) -> None:
+        """Become the active Global: the state is the newest (largest
+        ``(epoch, seq)``) of this Global's memory, the replicas and the
+        persister's snapshot, in a new epoch past every one seen. Refused
+        (``self.state`` stays None, logged) when the replicas could not be read
+        or one of them, or the stored snapshot, fails its check."""
+        candidates: list[GlobalState] = []
+        try:
+            if error is not None:
+                raise error
+            assert replicas is not None
+            purpose = purpose_snapshot(self.partition_id)
+            for blob in replicas:
+                candidates.append(
+                    GlobalState.decode(self.auth.unseal(purpose, blob), ttl=self.ttl)
+                )
+            stored = self._load()
+        except Exception as exc:
+            self._refuse(exc)
+            return
+        if stored is None:
+            return  # refused (logged by _load)
+        candidates.append(stored)
+        if self.memory is not None:
+            candidates.append(self.memory)
+        state = max(candidates, key=GlobalState.version)
+        state.epoch = max(c.epoch for c in candidates) + 1
+        state.seq = 0
+        self.state, self.memory = state, None
+        # The new epoch is committed (stored, replicated) before any answer.
+        self.dirty = True
+        if self.refused_at is not None:
+            log.warning("%s: Global took over after refusing the state", self.partition_id)
+        self.refused_at = None
+        log.info(
+            "%s: Global active (epoch %d) with %d cancelled, %d queued, %d executing, "
+            "%d paused (from %d replicas, the persister%s)",
+            self.partition_id,
+            state.epoch,
+            len(state.cancelled),
+            len(state.queued),
+            len(state.executing),
+            len(state.paused),
+            len(replicas or ()),
+            " and its memory" if len(candidates) > len(replicas or ()) + 1 else "",
+        )
+
+    def _refuse(self, exc: BaseException) -> None:
         now = time.monotonic()
-        if self.refused_at is not None and now - self.refused_at < SAVE_SECONDS:
-            return None
+        self.refused_at = now
+        if now - self.refused_logged >= REFUSED_LOG_SECONDS:
+            self.refused_logged = now
+            shown = str(exc) if isinstance(exc, AuthError | ValueError) else repr(exc)
+            log.error(
+                "%s: Global refuses the stored or replicated state (%s: %s); it answers "
+                "every request with an error and tries again; it never starts empty while "
+                "a state is stored (remove or repair the stored snapshot, or purge %r, "
+                "to recover)",
+                self.partition_id,
+                type(exc).__name__,
+                shown[:300],
+                self.replica_queue,
+            )
+
+    def _load(self) -> GlobalState | None:
+        """The persister's state; empty (version (0, 0)) when nothing is
+        stored; None (logged as an error) when what is stored is refused or
+        cannot be read."""
         try:
             if not self.persister_ready:
                 self.persister.init(self.partition_id)
                 self.persister_ready = True
             data = self.persister.load(self.partition_id)
             if not data:
-                state = GlobalState(ttl=self.ttl)
-            else:
-                body = self.auth.unseal(purpose_snapshot(self.partition_id), data)
-                state = GlobalState.decode(body, ttl=self.ttl)
+                return GlobalState(ttl=self.ttl)
+            body = self.auth.unseal(purpose_snapshot(self.partition_id), data)
+            return GlobalState.decode(body, ttl=self.ttl)
         except Exception as exc:
-            self.refused_at = now
-            if now - self.refused_logged >= REFUSED_LOG_SECONDS:
-                self.refused_logged = now
-                shown = str(exc) if isinstance(exc, AuthError | ValueError) else repr(exc)
-                reason = shown[:300]
-                log.error(
-                    "%s: Global refuses the stored state (%s: %s); it answers every request "
-                    "with an error and tries again; it never starts empty while a state is "
-                    "stored (remove or repair the stored snapshot to recover)",
-                    self.partition_id,
-                    type(exc).__name__,
-                    reason,
-                )
+            self._refuse(exc)
             return None
-        if self.refused_at is not None:
-            log.warning("%s: Global loaded its stored state after refusing it", self.partition_id)
-        self.refused_at = None
-        log.info(
-            "%s: Global active with %d cancelled, %d queued, %d executing, %d paused",
-            self.partition_id,
-            len(state.cancelled),
-            len(state.queued),
-            len(state.executing),
-            len(state.paused),
-        )
-        return state
 
-    def _save(self) -> None:
-        if not self.dirty or self.state is None:
+    def _commit(
+        self,
+        answers: list[tuple[Any, _Request, bytes | None, list[bytes]]],
+        replicate: bool = True,
+    ) -> None:
+        """Group commit: a changed state gets the next ``seq`` and its sealed
+        snapshot is stored (persister, on this thread) and replicated (the
+        replica queue, confirmed); then ``answers`` are sent. A failed store or
+        replication is logged and tried again every :data:`SAVE_SECONDS`; the
+        answers are not held back for it."""
+        if self.state is not None and self.dirty:
+            self.state.seq += 1
+            self.committed = self.auth.seal(
+                purpose_snapshot(self.partition_id), self.state.encode()
+            )
+            self.dirty = False
+            self.unstored = self.unreplicated = True
+        if self.unstored and self.committed is not None:
+            self._store(self.committed)
+        body = self.committed if replicate and self.unreplicated else None
+        if body is not None:
+            self.unreplicated = False
+        if body is None and not answers:
             return
+        self.io.submit(self._replicate_then_answer(self.generation, body, answers))
+
+    def _store(self, sealed: bytes) -> None:
         try:
             if not self.persister_ready:
                 self.persister.init(self.partition_id)
                 self.persister_ready = True
-            sealed = self.auth.seal(purpose_snapshot(self.partition_id), self.state.encode())
             self.persister.store(self.partition_id, sealed)
         except Exception:
             log.exception("%s: storing the Global state failed; will retry", self.partition_id)
             return
-        self.dirty = False
+        self.unstored = False
+
+    async def _replicate_then_answer(
+        self,
+        generation: int,
+        body: bytes | None,
+        answers: list[tuple[Any, _Request, bytes | None, list[bytes]]],
+    ) -> None:
+        """Publish the replica ``body`` (persistent, confirmed), then answer."""
+        if body is not None:
+            try:
+                channel = await self._replica_channel()
+                confirm = await channel.basic_publish(
+                    body,
+                    routing_key=self.replica_queue,
+                    properties=spec.Basic.Properties(
+                        message_type=REPLICA_TYPE, app_id=REPLICA_APP_ID, delivery_mode=2
+                    ),
+                )
+                if not isinstance(confirm, spec.Basic.Ack):
+                    raise RuntimeError(f"not confirmed: {confirm!r}")
+            except Exception as exc:
+                log.warning(
+                    "%s: replicating the Global state failed (%r); will retry",
+                    self.partition_id,
+                    exc,
+                )
+                self.io.post(("unreplicated", generation, body))
+        if answers:
+            await asyncio.gather(*(self._answer(*answer) for answer in answers))
+
+    def _renew(self) -> None:
+        """Declare the replica queue again now and then (renews its x-expires)."""
+        now = time.monotonic()
+        if not self.connected or now - self.renewed < REPLICA_RENEW_SECONDS:
+            return
+        self.renewed = now
+
+        async def renew() -> None:
+            with contextlib.suppress(Exception):
+                channel = await self._replica_channel()
+                await channel.queue_declare(
+                    self.replica_queue, durable=True, arguments=REPLICA_ARGUMENTS
+                )
+
+        self.io.submit(renew())
 
     def _on_request(self, request: _Request) -> tuple[Any, _Request, bytes | None, list[bytes]]:
         """Apply one request; returns what :meth:`_answer` needs to answer it
@@ -308,8 +551,6 @@ class Global(Server):
         if request.reply_to and not replyable(request.reply_to):
             self.drops.drop("reply_to is not a reply queue")
             return self.channel, request, None, []
-        if self.state is None:
-            self.state = self._load()
         applied: Applied | None = None
         try:
             op, args = decode_request(request.body)
@@ -393,13 +634,21 @@ class Global(Server):
                 "loaded": self.state is not None,
                 "served": self.served,
                 "dropped": self.drops.total,
+                "version": list(self.state.version()) if self.state is not None else None,
             }
         return super().handle_call(request, from_)
 
     def terminate(self, reason: Any) -> None:
         """Store a changed state, then close the connection: requests not
         answered go back to the queue, for the next active Global."""
-        self._save()
+        self._commit([], replicate=False)
+        if self.connected and self.unreplicated and self.committed is not None:
+            try:
+                self.io.submit(
+                    self._replicate_then_answer(self.generation, self.committed, [])
+                ).result(timeout=5)
+            except Exception:
+                log.debug("replicating the Global state at stop failed", exc_info=True)
         try:
             self.io.submit(self.link.close()).result(timeout=5)
         except Exception:
@@ -413,4 +662,4 @@ class Global(Server):
                 log.debug("closing the persister failed", exc_info=True)
 
 
-__all__ = ["Global", "GlobalStatus"]
+__all__ = ["Global", "GlobalStatus", "replica_queue_name"]

@@ -15,12 +15,28 @@ applies requests to a :class:`GlobalState` and persists its snapshot.
 - ``queued``: queue keys of jobs queued or running (``queue_key``; freed when the job has run).
 - ``executing``: execution key -> the id of the job holding it (``""`` when
   set through the public ``is_executing(..., add=True)``).
+- ``holders``: execution key -> the *token* of the Consumer delivery that
+  took it (``take_execution``). A key in ``executing`` without a token is
+  *reserved* for its job (handed over to a waiting job, or taken by an older
+  Consumer): the first delivery of that job to take it sets the token. A key
+  with a token is held by that delivery only: another delivery, even of the
+  same job (a redelivered copy while the first copy still runs), gets the
+  holder's token back instead and waits, until the holder gives the key up
+  (``give_execution``, by job id and token) or a Consumer that found the
+  holder gone for good seizes it (``seize_execution``, compare-and-set on
+  the dead token). See ``docs/global.md`` (Execution keys).
 - ``paused``: queue types paused cluster-wide.
 
-A snapshot (version 2) is a CBOR map with exactly these keys::
+``epoch`` and ``seq`` are the state's version, not part of it: the active
+Global bumps ``epoch`` (past every version it saw) when it takes over and
+``seq`` on every stored change, so of two snapshots of one partition the one
+with the larger ``(epoch, seq)`` is the newer (:meth:`GlobalState.version`).
 
-    {"v": 2, "cancelled": bytes, "cancelled_at": bytes,
-     "queued": [str], "executing": {str: str}, "paused": [str]}
+A snapshot (version 3) is a CBOR map with exactly these keys::
+
+    {"v": 3, "cancelled": bytes, "cancelled_at": bytes,
+     "queued": [str], "executing": {str: str}, "holders": {str: str},
+     "paused": [str], "epoch": int, "seq": int}
 
 ``cancelled`` is the UTF-8 of the marked ids joined by NUL (ids holding a
 NUL are refused by ``cancel_job``), ``cancelled_at`` the marking times as
@@ -28,9 +44,11 @@ little-endian unsigned 32-bit seconds, one per id, in the same (marking)
 order. That keeps a snapshot of 10^6 marks cheap to build and to read (one
 join and one array instead of 10^6 CBOR strings), and the encoded marks are
 cached between changes of ``cancelled``, so a group commit that changed
-only keys does not encode them again. Version 1 snapshots (``cancelled`` a
-list of strings, no times) are still read, exactly as written by older
-releases: their marks count as made at load time.
+only keys does not encode them again. Version 2 snapshots (no ``holders``,
+``epoch``, ``seq``: version ``(0, 0)``, every key reserved) and version 1
+snapshots (``cancelled`` a list of strings, no times) are still read,
+exactly as written by older releases: version 1 marks count as made at load
+time.
 
 :meth:`GlobalState.decode` is strict: a snapshot that misses a key, has an
 extra one, or holds a value of the wrong type raises ``ValueError``; it never
@@ -52,11 +70,14 @@ from roger_actors import cbor_strict
 from roger_actors.clock import now as clock_now
 from roger_actors.job import MAX_KEY_BYTES, bounded_repr
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 #: Seconds a cancel mark lives by default (the ``cancel_mark_ttl`` default).
 DEFAULT_TTL = 7 * 24 * 3600.0
 _V1_KEYS = frozenset({"v", "cancelled", "queued", "executing", "paused"})
 _V2_KEYS = frozenset({"v", "cancelled", "cancelled_at", "queued", "executing", "paused"})
+_V3_KEYS = _V2_KEYS | {"holders", "epoch", "seq"}
+#: Largest epoch or seq a snapshot may hold (CBOR unsigned 64-bit).
+MAX_VERSION_PART = 2**63 - 1
 _SEP = "\0"
 _VERSION_ENTRY = cbor2.dumps("v") + cbor2.dumps(SNAPSHOT_VERSION)
 _CANCELLED_KEY = cbor2.dumps("cancelled")
@@ -96,6 +117,10 @@ class GlobalState:
     queued: set[str] = field(default_factory=set)
     executing: dict[str, str] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
+    holders: dict[str, str] = field(default_factory=dict)
+    #: The version (see the module docstring); not part of equality.
+    epoch: int = field(default=0, compare=False)
+    seq: int = field(default=0, compare=False)
     ttl: float = field(default=DEFAULT_TTL, compare=False, repr=False)
     clock: Callable[[], int] = field(default=clock_now, compare=False, repr=False)
     #: Encoded ``cancelled``/``cancelled_at`` and the change count they match.
@@ -103,6 +128,10 @@ class GlobalState:
         default=None, init=False, compare=False, repr=False
     )
     _marks_version: int = field(default=0, init=False, compare=False, repr=False)
+
+    def version(self) -> tuple[int, int]:
+        """``(epoch, seq)``: of two snapshots of a partition, the larger is newer."""
+        return (self.epoch, self.seq)
 
     def _seconds(self) -> int:
         return int(self.clock()) // 1000
@@ -162,12 +191,15 @@ class GlobalState:
             {
                 "queued": sorted(self.queued),
                 "executing": dict(sorted(self.executing.items())),
+                "holders": dict(sorted(self.holders.items())),
                 "paused": sorted(self.paused),
+                "epoch": self.epoch,
+                "seq": self.seq,
             }
         )
-        # One map of six entries: v, the two mark entries, then the three of `rest`
-        # (without its own map header, 0xa3).
-        return b"".join((b"\xa6", _VERSION_ENTRY, self._encoded_marks(), rest[1:]))
+        # One map of nine entries: v, the two mark entries, then the six of `rest`
+        # (without its own map header, 0xa6).
+        return b"".join((b"\xa9", _VERSION_ENTRY, self._encoded_marks(), rest[1:]))
 
     @classmethod
     def decode(
@@ -193,7 +225,8 @@ class GlobalState:
         if not isinstance(raw, dict):
             raise ValueError("global state snapshot is not a map")
         version = raw.get("v")
-        expected = {1: _V1_KEYS, 2: _V2_KEYS}.get(version) if type(version) is int else None
+        known = {1: _V1_KEYS, 2: _V2_KEYS, 3: _V3_KEYS}
+        expected = known.get(version) if type(version) is int else None
         if expected is None:
             raise ValueError("global state snapshot has no supported version field")
         if set(raw) != expected:
@@ -216,6 +249,24 @@ class GlobalState:
         ):
             raise ValueError("global state snapshot: 'executing' must map strings to strings")
         state.executing = dict(executing)
+        if version == 3:
+            holders = raw["holders"]
+            if not isinstance(holders, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v for k, v in holders.items()
+            ):
+                raise ValueError(
+                    "global state snapshot: 'holders' must map strings to non-empty strings"
+                )
+            if not holders.keys() <= executing.keys():
+                raise ValueError("global state snapshot: 'holders' names a key not executing")
+            state.holders = dict(holders)
+            for name in ("epoch", "seq"):
+                part = raw[name]
+                if type(part) is not int or not 0 <= part <= MAX_VERSION_PART:
+                    raise ValueError(
+                        f"global state snapshot: {name!r} must be an integer in 0..2**63-1"
+                    )
+            state.epoch, state.seq = raw["epoch"], raw["seq"]
         return state
 
     # ------------------------------------------------------------ requests
@@ -277,35 +328,101 @@ class GlobalState:
 
     def _remove_executed(self, pid: str, key: Any) -> Applied:
         key = _text(key, "remove_executed", "execution_key")
+        self.holders.pop(key, None)
         if self.executing.pop(key, None) is not None:
             return Applied(None, True)
         return Applied(None)
 
     def _acquire_execution(self, pid: str, key: Any, job_id: Any) -> Applied:
-        """True when ``job_id`` now holds ``key`` (it was free, or it held it
-        already: a redelivered job keeps its key)."""
+        """Reserve ``key`` for ``job_id`` (no token): True when it was free or
+        already reserved for that job. A key a delivery holds (with a token) is
+        never granted here, even to the same job: that is :meth:`_take_execution`'s."""
         key = _text(key, "acquire_execution", "execution_key")
         job_id = _text(job_id, "acquire_execution", "job_id")
         holder = self.executing.get(key)
         if holder is None:
             self.executing[key] = job_id
             return Applied(True, True)
-        return Applied(holder == job_id)
+        return Applied(holder == job_id and key not in self.holders)
 
-    def _release_execution(self, pid: str, key: Any, job_id: Any, next_id: Any) -> Applied:
-        """``job_id`` gives ``key`` up: to ``next_id`` when given (hand-over to the
-        next waiting job), else the key is free. A key held by another job is
-        left alone."""
-        key = _text(key, "release_execution", "execution_key")
-        job_id = _text(job_id, "release_execution", "job_id")
+    def _take_execution(self, pid: str, key: Any, job_id: Any, token: Any) -> Applied:
+        """The delivery ``token`` of ``job_id`` takes ``key``: True when it now
+        holds it (it was free, reserved for that job, or held by this very
+        token); else the holder's token (``""`` for a reservation for another
+        job), which the caller may check for presence (see :meth:`_seize_execution`)."""
+        key = _text(key, "take_execution", "execution_key")
+        job_id = _text(job_id, "take_execution", "job_id")
+        token = _text(token, "take_execution", "token")
+        holder = self.executing.get(key)
+        held_by = self.holders.get(key)
+        if holder is None or (holder == job_id and held_by is None):
+            self.executing[key] = job_id
+            self.holders[key] = token
+            return Applied(True, True)
+        if holder == job_id and held_by == token:
+            return Applied(True)
+        return Applied(held_by or "")
+
+    def _give_execution(
+        self, pid: str, key: Any, job_id: Any, token: Any, next_id: Any
+    ) -> Applied:
+        """The delivery ``token`` of ``job_id`` gives ``key`` up: reserved for
+        ``next_id`` when given (hand-over), else free. True when it did; a key
+        held by another job or another delivery is left alone (False).
+        ``token`` ``""``: a delivery that never took the key, which may only
+        give up a reservation for its job."""
+        key = _text(key, "give_execution", "execution_key")
+        job_id = _text(job_id, "give_execution", "job_id")
+        if not isinstance(token, str):
+            raise ValueError("Global operation 'give_execution': token must be a string")
         if next_id is not None:
-            next_id = _text(next_id, "release_execution", "next_id")
-        if self.executing.get(key) != job_id:
+            next_id = _text(next_id, "give_execution", "next_id")
+        if self.executing.get(key) != job_id or self.holders.get(key, token) != token:
             return Applied(False)
+        self._hand(key, next_id)
+        return Applied(True, True)
+
+    def _seize_execution(self, pid: str, key: Any, job_id: Any, dead: Any) -> Applied:
+        """Take ``key`` from the delivery ``dead`` (whose Consumer is known to be
+        gone) and reserve it for ``job_id``: True when ``dead`` still held it
+        (compare-and-set: a holder that gave the key up or re-took it meanwhile
+        is left alone)."""
+        key = _text(key, "seize_execution", "execution_key")
+        job_id = _text(job_id, "seize_execution", "job_id")
+        dead = _text(dead, "seize_execution", "dead_token")
+        if self.holders.get(key) != dead:
+            return Applied(False)
+        self._hand(key, job_id)
+        return Applied(True, True)
+
+    def _execution_holder(self, pid: str, key: Any) -> Applied:
+        """``[job_id, token]`` of ``key``'s holder (token ``""`` for a
+        reservation), None when the key is free."""
+        key = _text(key, "execution_holder", "execution_key")
+        if key not in self.executing:
+            return Applied(None)
+        return Applied([self.executing[key], self.holders.get(key, "")])
+
+    def _hand(self, key: str, next_id: str | None) -> None:
+        """Free ``key``, or reserve it for ``next_id``."""
+        self.holders.pop(key, None)
         if next_id is None:
             del self.executing[key]
         else:
             self.executing[key] = next_id
+
+    def _release_execution(self, pid: str, key: Any, job_id: Any, next_id: Any) -> Applied:
+        """``job_id`` gives ``key`` up: to ``next_id`` when given (hand-over to the
+        next waiting job), else the key is free. A key held by another job, or
+        held by a delivery (with a token: see :meth:`_give_execution`), is left
+        alone."""
+        key = _text(key, "release_execution", "execution_key")
+        job_id = _text(job_id, "release_execution", "job_id")
+        if next_id is not None:
+            next_id = _text(next_id, "release_execution", "next_id")
+        if self.executing.get(key) != job_id or key in self.holders:
+            return Applied(False)
+        self._hand(key, next_id)
         return Applied(True, True)
 
     def _queue_pause(self, pid: str, queue: Any) -> Applied:
@@ -394,6 +511,10 @@ _OPERATIONS: dict[str, tuple[int, _Handler]] = {
     "remove_executed": (1, GlobalState._remove_executed),
     "acquire_execution": (2, GlobalState._acquire_execution),
     "release_execution": (3, GlobalState._release_execution),
+    "take_execution": (3, GlobalState._take_execution),
+    "give_execution": (4, GlobalState._give_execution),
+    "seize_execution": (3, GlobalState._seize_execution),
+    "execution_holder": (1, GlobalState._execution_holder),
     "queue_pause": (1, GlobalState._queue_pause),
     "queue_resume": (1, GlobalState._queue_resume),
     "queue_get_paused": (0, GlobalState._queue_get_paused),
