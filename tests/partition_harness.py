@@ -259,6 +259,7 @@ class NodeHarness:
                 prefixes = [f"{pid}-" for pid in self.partition_ids]
                 prefixes += [f"roger-global.{pid}" for pid in self.partition_ids]
                 prefixes += [f"roger-state.{pid}" for pid in self.partition_ids]
+                prefixes += [f"roger-replica.{pid}" for pid in self.partition_ids]
                 try:
                     names = queues_with_prefixes(prefixes)
                 except Exception:

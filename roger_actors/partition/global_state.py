@@ -450,7 +450,13 @@ def _text(value: Any, op: str, name: str) -> str:
             f"Global operation {op!r}: {name} must be a non-empty string, "
             f"got {bounded_repr(value)}"
         )
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"Global operation {op!r}: {name} is not valid Unicode text (a lone surrogate)"
+        ) from None
+    if size > MAX_KEY_BYTES:
         raise ValueError(
             f"Global operation {op!r}: {name} is longer than {MAX_KEY_BYTES} bytes"
         )
