@@ -15,6 +15,14 @@ never restarts the root: if the root exits (its restart intensity was
 exceeded, escalation reached the top, or it was killed), the application has
 stopped; :meth:`Application.wait` returns the root's exit reason and
 :attr:`Application.exit_reason` keeps it.
+
+An application that started its own multi-process actor system owns it: if
+the process that called :meth:`Application.start` dies without stopping it
+(SIGKILL included), the master SIGKILLs the actor system's process group
+(admin, logger, every actor) within about a second, so that no orphaned
+actor system lives on, holding its admin port and its work, with nobody to
+stop it. The master watches that process through a pidfd (Linux), else
+checks every :data:`OWNER_CHECK_SECONDS`.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ import signal
 import threading
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from thespian.actors import ActorSystem
+from thespian.actors import ActorSystem, WakeupMessage, WatchMessage
 
 from . import calls
 from .errors import StartError, SupervisionError
@@ -41,10 +50,21 @@ from .system import _PROTOCOLS, DEFAULT_ADMIN_PORT, admin_process, process_alive
 
 log = logging.getLogger("supervision.application")
 
+#: Seconds between two looks at the owner process where no pidfd can watch it.
+OWNER_CHECK_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class _StartRoot:
     spec: ChildSpec
+    #: ``(pid, process group)`` of the process that started the actor system,
+    #: when the master is to end the actor system once that process is gone.
+    owner: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class _OwnerCheck:
+    """Wake-up payload: look again whether the owner process is alive."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,46 @@ class ApplicationMaster(_SupervisorBase):
         self._root: _Child | None = None
         self._reason: ExitReason = None
         self._waiters: list[tuple[Any, str]] = []
+        self._owner: tuple[int, int] | None = None
+        self._owner_fd: int | None = None
+
+    # ------------------------------------------------------------ the owner
+
+    def _watch_owner(self, owner: tuple[int, int]) -> None:
+        """End the actor system when ``owner`` (the process that started it)
+        is gone: watched through a pidfd where Linux has them, else checked
+        every :data:`OWNER_CHECK_SECONDS`."""
+        self._owner = owner
+        try:
+            self._owner_fd = os.pidfd_open(owner[0])
+        except (AttributeError, OSError):
+            self.wakeupAfter(timedelta(seconds=OWNER_CHECK_SECONDS), _OwnerCheck())
+        else:
+            self.watch_fileno(self._owner_fd)
+        self._check_owner()
+
+    def _check_owner(self) -> None:
+        if self._owner is None or process_alive(self._owner[0]):
+            return
+        group = os.getpgrp()
+        log.error(
+            "the process that started this actor system (pid %d) is gone: "
+            "ending the actor system (process group %d)",
+            self._owner[0],
+            group,
+        )
+        if group != self._owner[1] and group != 1:
+            os.killpg(group, signal.SIGKILL)
+
+    def _sv_running(self, message: Any, sender: Any) -> None:
+        if isinstance(message, WatchMessage):
+            self._check_owner()
+            return
+        if isinstance(message, WakeupMessage) and isinstance(message.payload, _OwnerCheck):
+            self._check_owner()
+            self.wakeupAfter(timedelta(seconds=OWNER_CHECK_SECONDS), _OwnerCheck())
+            return
+        super()._sv_running(message, sender)
 
     def _children(self) -> list[_Child]:
         return [self._root] if self._root is not None else []
@@ -104,6 +164,8 @@ class ApplicationMaster(_SupervisorBase):
     def _start_root(self, request: _StartRoot) -> Generator[_Wait, Any, Any]:
         if self._root is not None:
             raise SupervisionError("the application was already started")
+        if request.owner is not None:
+            self._watch_owner(request.owner)
         child = _Child(request.spec, request.spec.id)
         result, detail = yield from self._start_child(child)
         if result != "ok":
@@ -178,17 +240,23 @@ class Application:
             self.system = start_actor_system(self.base, self.admin_port, log_level=self.log_level)
         calls.use_system(self.system)
         self.master = self.system.createActor(ApplicationMaster)
+        protocol = _PROTOCOLS.get(self.base)
+        owner = None
+        if self._given_system is None and protocol is not None:
+            owner = (os.getpid(), os.getpgrp())
         try:
             self.root = calls.call(
-                self.master, _StartRoot(self.root_spec), self.start_timeout, system=self.system
+                self.master,
+                _StartRoot(self.root_spec, owner),
+                self.start_timeout,
+                system=self.system,
             )
         except BaseException:
             self._shutdown_system()
             raise
         with _running_lock:
             _running.append(self)
-        protocol = _PROTOCOLS.get(self.base)
-        if self._given_system is None and protocol is not None:
+        if owner is not None and protocol is not None:
             self.admin = admin_process(self.admin_port, protocol)
         return self.root
 

@@ -160,3 +160,88 @@ def test_an_embedding_process_that_opted_in_drains_its_node_on_sigterm(tmp_path:
         if admin is not None:  # a failed run's actor system
             os.killpg(admin[1], signal.SIGKILL)
         c.close()
+
+
+def test_a_sigkilled_node_process_takes_its_actor_system_along(
+    cli_node: NodeProcess, tmp_path: Path
+) -> None:
+    """The node process dies without stopping its actor system: the actor
+    system (which daemonized into a session of its own) ends too, within
+    seconds, so no orphan keeps the admin port and the partitions' work, and
+    the node the process manager starts next starts."""
+    before = node_processes(cli_node.admin_port, cli_node.proc.pid)
+    assert len(before) > 3
+    os.kill(cli_node.proc.pid, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            not node_processes(cli_node.admin_port, cli_node.proc.pid)
+            and listening_pid(cli_node.admin_port) is None
+        ),
+        EXIT_WITHIN,
+        what="no process of the killed node left",
+    )
+    log = tmp_path / "next.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "roger_actors", "node", "--config", str(cli_node.toml)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    following = NodeProcess(proc, cli_node.toml, cli_node.name, cli_node.admin_port, log)
+    try:
+        wait_for(
+            lambda: proc.poll() is None and "started (partitions" in following.log_text(),
+            60,
+            what=f"the next node started: {following.log_text()[-500:]}",
+            interval=0.2,
+        )
+    finally:
+        kill_node(following)
+
+
+ABANDONED = """
+import sys, time
+import roger_actors as roger
+port, prefix, amqp = sys.argv[1:4]
+roger.start({"amqp": amqp, "admin_port": int(port), "system_exchange_prefix": prefix})
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_embedding_process_ended_by_a_signal_leaves_no_actor_system(tmp_path: Path) -> None:
+    """An embedding process that did not opt in to signal handling dies of
+    SIGTERM with its node running: its actor system ends with it."""
+    c = Cluster(tmp_path)
+    port = _free_admin_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    amqp = f"{BROKER}?name=roger-test-abandoned-{c.harness.tag}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ABANDONED, str(port), c.prefix, amqp],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        assert admin_process(port) is not None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+        wait_for(lambda: admin_process(port) is None, EXIT_WITHIN, what="its actor system gone")
+        assert not node_processes(port, proc.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        admin = admin_process(port)
+        if admin is not None:
+            os.killpg(admin[1], signal.SIGKILL)
+        c.close()
