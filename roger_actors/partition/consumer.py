@@ -123,6 +123,7 @@ from . import control, retry
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
 from .control import Scoreboard
 from .global_client import request as global_request
+from .lease import HANDOVER_FRACTION, LeaseKeeper, delivery_id, failed_deliveries, lease_ttl
 from .messages import (
     JobFinished,
     JobsFinished,
@@ -397,6 +398,17 @@ class Consumer(Server):
             config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
+        #: Leases of deliveries held past half the broker's consumer_timeout,
+        #: and the returns that do not count as failed deliveries (lease.py).
+        self.keeper = LeaseKeeper(
+            self.link,
+            partition_id,
+            lease_ttl(config.consumer_timeout),
+            lambda key: Queue.make_name(partition_id, key),
+            lambda headers: kept_headers(headers, self._headers_budget()),
+        )
+        #: Deliveries whose hand-over to a lease was asked for (see _lease_tick).
+        self.handed_over: set[tuple[str, int, int]] = set()
         self.sup_ref = self.call_async(self.parent, WhichChildren())
         self.pending_calls: dict[str, Any] = {}
         #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
@@ -558,7 +570,9 @@ class Consumer(Server):
             self._on_command(PartitionCommand(self.partition_id, command, (name,)))
 
     async def _declare(self, queue: str) -> None:
-        await self.link.declare_work_queue(Queue.make_name(self.partition_id, queue))
+        await self.link.declare_work_queue(
+            Queue.make_name(self.partition_id, queue), self.config.delivery_limit
+        )
         await self.link.declare(Queue.invalid_name(self.partition_id, queue))
         name, args = retry.buried_queue(self.partition_id, queue, self.config.max_buried_queue_size)
         await self.link.declare(name, args)
@@ -573,7 +587,12 @@ class Consumer(Server):
             self._flush_acks()
 
     def _ack_later(self, delivery: Delivery) -> None:
-        """Ack ``delivery`` with the others of this message (one I/O hop for all)."""
+        """Ack ``delivery`` with the others of this message (one I/O hop for all);
+        one handed over to a lease is settled through its lease."""
+        if delivery_id(delivery) in self.handed_over:
+            self.handed_over.discard(delivery_id(delivery))
+            self._submit("ack", self.keeper.settle(delivery))
+            return
         self.acks.append(delivery)
 
     def _flush_acks(self) -> None:
@@ -626,8 +645,7 @@ class Consumer(Server):
         elif isinstance(message, tuple) and message and message[0] == "requeue":
             flight = self.inflight.pop(message[1], None)
             if flight is not None:
-                d = flight.delivery
-                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+                self._give_back(flight.delivery)
         elif message == "reconnect":
             self._connect()
         else:
@@ -821,9 +839,19 @@ class Consumer(Server):
     # ------------------------------------------------------------ deliveries
 
     def _on_delivery(self, delivery: Delivery) -> None:
+        failed = failed_deliveries(delivery.headers)
+        if failed >= self.config.delivery_limit:
+            # Before the broker's x-delivery-limit drops (4.x, no dead-letter
+            # target) or dead-letters it; also for a queue declared elsewhere.
+            self._set_aside(
+                delivery,
+                f"Delivered {failed} times without an outcome (delivery_limit "
+                f"{self.config.delivery_limit}); not run again",
+            )
+            return
         state = self.queues.get(delivery.key)
         if state is None or state.paused or not self.consuming:
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         limit = self.config.max_payload_bytes
         if len(delivery.body) > limit:
@@ -854,7 +882,7 @@ class Consumer(Server):
         delivery, job = flight.delivery, flight.job
         state = self.queues.get(delivery.key)
         if state is None or state.paused or not self.consuming:
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         token = next(self.tokens)
         self.inflight[token] = flight
@@ -906,7 +934,7 @@ class Consumer(Server):
         state = self.queues.get(delivery.key)
         if state is None or state.paused or not self.consuming:
             del self.inflight[token]
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         state.backlog.append(token)
         self._dispatch(state)
@@ -1011,6 +1039,8 @@ class Consumer(Server):
     def _delivery_open(self, delivery: Delivery) -> bool:
         """True while ``delivery``'s consumer channel is the one it came on and
         is open (it can still be acked); runs on the loop thread."""
+        if self.keeper.holds(delivery):
+            return True  # a lease holds it: it is ours whatever its channel
         consumer = self.link.consumers.get(delivery.key)
         return (
             self.link.is_open
@@ -1065,7 +1095,7 @@ class Consumer(Server):
         if error is not None:
             # Try again later: the job comes back and is still marked here.
             log.warning("%s: cancelling job %s: %r", self.partition_id, job.id, error)
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         self.cancelled.pop(job.id, None)
         if cleared:
@@ -1353,7 +1383,7 @@ class Consumer(Server):
         after the retry or burial publish and before the ack."""
         delivery, job = flight.delivery, flight.job
         if outcome == "returned":
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         if outcome == "cancelled" and not flight.cancelling:
             self._cancel_flight(flight)
@@ -1377,14 +1407,16 @@ class Consumer(Server):
             )
             target = (name, args, job.encode())
         props = properties(message_id=job.id, app_id=self.partition_id)
+        self.handed_over.discard(delivery_id(delivery))
 
         async def finish() -> None:
+            self.keeper.claim(delivery)  # a lease it has is settled below
             if target is not None:
                 await self.link.declare(target[0], target[1])
                 await self.link.publish(target[0], target[2], props)
             if queue_key is not None:
                 await self._free_queue_key(queue_key, delivery)
-            await self.link.ack(delivery.key, delivery.generation, delivery.tag)
+            await self.keeper.settle(delivery)  # the ack, or the lease's end
 
         self.settling += 1
         self._submit(f"settle:{outcome}", finish())
@@ -1433,8 +1465,7 @@ class Consumer(Server):
             if token in finished:
                 self._settle(flight, finished[token])
             else:  # never started: back to the queue
-                d = flight.delivery
-                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+                self._give_back(flight.delivery)
         owner = self.queues.get(worker.queue)
         if running is not None:
             self._on_died_under(running, reason)
@@ -1502,7 +1533,39 @@ class Consumer(Server):
         self.callback_runner.submit(callback, self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
 
+    def _give_back(self, delivery: Delivery) -> None:
+        """Return a delivery not run (paused queue, returned by its worker,
+        Global unreachable) to its work queue without it counting as a failed
+        delivery: a fresh copy, then the ack (or its lease's end); see
+        :mod:`~roger_actors.partition.lease`. A ``basic.nack`` would count
+        toward the quorum queue's delivery limit."""
+        self.handed_over.discard(delivery_id(delivery))
+        self._submit("give-back", self.keeper.give_back(delivery, self._delivery_open))
+
+    def _lease_tick(self) -> None:
+        """Hand over to a lease each delivery held for half the broker's
+        ``consumer_timeout``; renew the leases due, and give back the leased
+        jobs this Consumer forgot (lease.py)."""
+        if not self.connected:
+            return
+        live = {delivery_id(f.delivery) for f in self.inflight.values()}
+        live |= {delivery_id(f.delivery) for f in self.cancelling.values()}
+        oldest = _monotonic() - self.config.consumer_timeout * HANDOVER_FRACTION
+        for flight in self.inflight.values():
+            ident = delivery_id(flight.delivery)
+            if (
+                flight.delivery.received <= oldest
+                and not flight.gating
+                and not flight.cancelling
+                and ident not in self.handed_over
+            ):
+                self.handed_over.add(ident)
+                self._submit("lease", self.keeper.hand_over(flight.delivery, self._delivery_open))
+        if self.keeper.slots:
+            self._submit("lease-renew", self.keeper.renew_due(live))
+
     def _tick(self) -> None:
+        self._lease_tick()
         self._expire_cancelled()
         if self.connected:
             for key in self.parked:
@@ -1614,8 +1677,7 @@ class Consumer(Server):
         while state.backlog:
             flight = self.inflight.pop(state.backlog.popleft(), None)
             if flight is not None:
-                d = flight.delivery
-                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+                self._give_back(flight.delivery)
 
     async def _in_turn(self, change: Any) -> Any:
         """Await ``change``, a coroutine that starts, stops or re-creates consumer
