@@ -13,15 +13,24 @@ messages) this actor has in flight; the ``prefetch`` config key chooses it:
 has, mostly one job), or ``"adaptive"``, ``max_workers * (1 + batch)``,
 from ``2 * max_workers``, following the batch size.
 
-Work queues are durable quorum queues where the broker supports them (a
-queue that already exists is used as it is). They have no dead-letter
-target and no ``x-delivery-limit`` of their own. RabbitMQ 4.x gives quorum
-queues a default delivery limit of 20, and a message past it is dropped
-without a dead-letter target. This Consumer never loops on a payload (what
-does not decode goes to ``.invalid``). But a message requeued many times
-(a queue paused for long, Global unreachable) could be dropped by a 4.x
-broker. Operators on 4.x should set a ``delivery-limit`` policy (``-1``: no
-limit) or a dead-letter policy toward ``<partition>-<queue>.invalid``.
+Work queues are durable quorum queues where the broker supports them, with
+``x-delivery-limit`` (config ``delivery_limit``, 20 by default) and
+``<partition>-<queue>.invalid`` as their dead-letter target (at-least-once
+dead-lettering): a message returned more often than that lands there with
+the broker's ``x-death`` (reason ``delivery_limit``). A work queue that
+already exists with other arguments is used as it is (see
+:meth:`~roger_actors.transport.amqp.AmqpLink.declare_work_queue`). On any
+queue, the Consumer itself sets aside, before running it, a job whose
+headers say it was delivered ``delivery_limit`` times without an outcome
+(:func:`~roger_actors.partition.lease.failed_deliveries`): on RabbitMQ 4.x,
+whose quorum queues drop a message past their default limit of 20 when they
+have no dead-letter target, it does so before the broker would drop it.
+Returns the Consumer makes on purpose (a paused queue's deliveries, jobs a
+worker returned unstarted, Global unreachable) are republished as fresh
+copies, then acked: they never count toward the limit (and go to the tail
+of the queue). A delivery held for half the broker's ``consumer_timeout``
+(config key) is handed over to a lease (:mod:`~roger_actors.partition.lease`),
+so that long jobs outlive the timeout.
 
 For each delivery:
 
@@ -34,7 +43,10 @@ For each delivery:
   encoded bytes (bigger ones are replaced by ``x-roger-headers-dropped``,
   their size), so the republished message always fits the connection's
   ``frame_max``;
-- a delivery for a paused queue is requeued, not run;
+- a delivery delivered ``delivery_limit`` times without an outcome is set
+  aside in ``.invalid`` the same way (reason ``Delivered N times without an
+  outcome``), its queue key freed;
+- a delivery for a paused queue is given back (a fresh copy), not run;
 - otherwise the job goes to an idle worker of that queue; a worker process is
   started (through the partition's WorkerSupervisor) when none is idle and
   fewer than ``max_workers`` exist; idle workers are stopped after
