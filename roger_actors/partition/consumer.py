@@ -419,8 +419,10 @@ class Consumer(Server):
             lambda key: Queue.make_name(partition_id, key),
             lambda headers: kept_headers(headers, self._headers_budget()),
         )
-        #: Deliveries whose hand-over to a lease was asked for (see _lease_tick).
+        #: Deliveries whose hand-over to a lease was asked for (see _lease_tick),
+        #: and the hand-overs under way by a private key.
         self.handed_over: set[tuple[str, int, int]] = set()
+        self.handing: dict[int, tuple[str, int, int]] = {}
         self.sup_ref = self.call_async(self.parent, WhichChildren())
         self.pending_calls: dict[str, Any] = {}
         #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
@@ -705,6 +707,14 @@ class Consumer(Server):
             self._on_cancel_cleared(int(event.kind[7:]), event.value, event.error)
         elif event.kind.startswith("confirm:"):
             self._confirm_cancel(int(event.kind[8:]), event.value, event.error)
+        elif event.kind.startswith("lease:"):
+            ident = self.handing.pop(int(event.kind[6:]), None)
+            if event.error is not None or event.value is False:
+                if event.error is not None:
+                    log.warning("%s: handing a delivery over to a lease: %r",
+                                self.partition_id, event.error)
+                if ident is not None:  # not leased: the next tick tries again
+                    self.handed_over.discard(ident)
         elif event.kind.startswith("sweep:"):
             key = event.kind[6:]
             self.sweeping.discard(key)
@@ -1572,7 +1582,12 @@ class Consumer(Server):
                 and ident not in self.handed_over
             ):
                 self.handed_over.add(ident)
-                self._submit("lease", self.keeper.hand_over(flight.delivery, self._delivery_open))
+                key = next(self.tokens)
+                self.handing[key] = ident
+                coro = self.keeper.hand_over(flight.delivery, self._delivery_open)
+                self._submit(f"lease:{key}", coro)
+        # Forgotten deliveries (their channel was lost) need no hand-over.
+        self.handed_over &= live | set(self.handing.values())
         if self.keeper.slots:
             self._submit("lease-renew", self.keeper.renew_due(live))
 
