@@ -37,6 +37,9 @@ Keys (all optional; API.md lists them with Roger's defaults):
                             (1 + batch)``: 2 to 33 times ``max_workers``,
                             following the recent job durations); see
                             :data:`PREFETCH_MODES` [``"adaptive"``]
+``delivery_limit``          deliveries without an outcome before a job is
+                            set aside in ``<queue>.invalid`` [20]
+``consumer_timeout``        the broker's ``consumer_timeout``, seconds [1800]
 ==========================  ===============================================
 
 ``persister_options``, ``allowed_job_modules``, ``cluster_secret``,
@@ -646,6 +649,18 @@ def _convert_cancel_mark_ttl(value: object) -> float:
     return float(value)
 
 
+def _convert_delivery_limit(value: object) -> int:
+    return _int(value, "delivery_limit", 1, 1_000_000)
+
+
+def _convert_consumer_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail("consumer_timeout", f"must be a number of seconds, got {value!r}")
+    if math.isnan(value) or math.isinf(value) or value < 2:
+        raise _fail("consumer_timeout", f"must be a finite number of seconds >= 2, got {value}")
+    return float(value)
+
+
 def _convert_prefetch(value: object) -> str:
     if not isinstance(value, str) or value not in PREFETCH_MODES:
         choices = " or ".join(map(repr, PREFETCH_MODES))
@@ -725,6 +740,16 @@ class Config:
         default=DEFAULT_CANCEL_MARK_TTL, converter=_convert_cancel_mark_ttl
     )
     prefetch: str = attrs.field(default=DEFAULT_PREFETCH, converter=_convert_prefetch)
+    #: A job delivered this many times without an outcome (its node or
+    #: Consumer died under it each time) is set aside in ``<queue>.invalid``;
+    #: also the ``x-delivery-limit`` of new work queues, whose dead-letter
+    #: target is ``<queue>.invalid``. At most 20 (RabbitMQ 4.x's default limit
+    #: of quorum queues declared without one) keeps existing queues safe.
+    delivery_limit: int = attrs.field(default=20, converter=_convert_delivery_limit)
+    #: The broker's ``consumer_timeout`` in seconds (RabbitMQ's default 1800):
+    #: a delivery held for half of it is handed over to a lease
+    #: (``roger_actors/partition/lease.py``) so that long jobs survive it.
+    consumer_timeout: float = attrs.field(default=1800.0, converter=_convert_consumer_timeout)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

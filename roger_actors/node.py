@@ -129,6 +129,7 @@ class Node:
             config.amqp.url(),
             config.amqp.connection_timeout_seconds or 10,
             config.max_payload_bytes,
+            delivery_limit=config.delivery_limit,
         )
 
     def start(self) -> Node:
@@ -462,7 +463,10 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
         publisher = Publisher(
-            cfg.amqp.url(), cfg.amqp.connection_timeout_seconds or 10, cfg.max_payload_bytes
+            cfg.amqp.url(),
+            cfg.amqp.connection_timeout_seconds or 10,
+            cfg.max_payload_bytes,
+            delivery_limit=cfg.delivery_limit,
         )
         _producer = publisher
         _producer_config = cfg
@@ -546,6 +550,7 @@ def install_worker_client(config: Config) -> None:
             config.amqp.url(),
             config.amqp.connection_timeout_seconds or 10,
             config.max_payload_bytes,
+            delivery_limit=config.delivery_limit,
         )
         _worker_publisher = publisher
         _global_auth = ClusterAuth(config.cluster_secret)

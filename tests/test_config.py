@@ -55,7 +55,7 @@ def test_config_keys_lists_every_key() -> None:
         "amqp", "partitions", "callbacks", "persister", "persister_options", "retry_levels",
         "max_buried_queue_size", "shutdown_timeout", "system_exchange_prefix", "node_name",
         "actor_system_base", "admin_port", "allowed_job_modules", "cluster_secret",
-        "max_payload_bytes", "cancel_mark_ttl", "prefetch",
+        "max_payload_bytes", "cancel_mark_ttl", "prefetch", "delivery_limit", "consumer_timeout",
     }
 
 

@@ -13,15 +13,24 @@ messages) this actor has in flight; the ``prefetch`` config key chooses it:
 has, mostly one job), or ``"adaptive"``, ``max_workers * (1 + batch)``,
 from ``2 * max_workers``, following the batch size.
 
-Work queues are durable quorum queues where the broker supports them (a
-queue that already exists is used as it is). They have no dead-letter
-target and no ``x-delivery-limit`` of their own. RabbitMQ 4.x gives quorum
-queues a default delivery limit of 20, and a message past it is dropped
-without a dead-letter target. This Consumer never loops on a payload (what
-does not decode goes to ``.invalid``). But a message requeued many times
-(a queue paused for long, Global unreachable) could be dropped by a 4.x
-broker. Operators on 4.x should set a ``delivery-limit`` policy (``-1``: no
-limit) or a dead-letter policy toward ``<partition>-<queue>.invalid``.
+Work queues are durable quorum queues where the broker supports them, with
+``x-delivery-limit`` (config ``delivery_limit``, 20 by default) and
+``<partition>-<queue>.invalid`` as their dead-letter target (at-least-once
+dead-lettering): a message returned more often than that lands there with
+the broker's ``x-death`` (reason ``delivery_limit``). A work queue that
+already exists with other arguments is used as it is (see
+:meth:`~roger_actors.transport.amqp.AmqpLink.declare_work_queue`). On any
+queue, the Consumer itself sets aside, before running it, a job whose
+headers say it was delivered ``delivery_limit`` times without an outcome
+(:func:`~roger_actors.partition.lease.failed_deliveries`): on RabbitMQ 4.x,
+whose quorum queues drop a message past their default limit of 20 when they
+have no dead-letter target, it does so before the broker would drop it.
+Returns the Consumer makes on purpose (a paused queue's deliveries, jobs a
+worker returned unstarted, Global unreachable) are republished as fresh
+copies, then acked: they never count toward the limit (and go to the tail
+of the queue). A delivery held for half the broker's ``consumer_timeout``
+(config key) is handed over to a lease (:mod:`~roger_actors.partition.lease`),
+so that long jobs outlive the timeout.
 
 For each delivery:
 
@@ -34,7 +43,10 @@ For each delivery:
   encoded bytes (bigger ones are replaced by ``x-roger-headers-dropped``,
   their size), so the republished message always fits the connection's
   ``frame_max``;
-- a delivery for a paused queue is requeued, not run;
+- a delivery delivered ``delivery_limit`` times without an outcome is set
+  aside in ``.invalid`` the same way (reason ``Delivered N times without an
+  outcome``), its queue key freed;
+- a delivery for a paused queue is given back (a fresh copy), not run;
 - otherwise the job goes to an idle worker of that queue; a worker process is
   started (through the partition's WorkerSupervisor) when none is idle and
   fewer than ``max_workers`` exist; idle workers are stopped after
@@ -131,6 +143,7 @@ from . import control, execution_fence, retry
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
 from .control import Scoreboard
 from .global_client import request as global_request
+from .lease import HANDOVER_FRACTION, LeaseKeeper, delivery_id, failed_deliveries, lease_ttl
 from .messages import (
     JobFinished,
     JobsFinished,
@@ -409,6 +422,19 @@ class Consumer(Server):
             config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
+        #: Leases of deliveries held past half the broker's consumer_timeout,
+        #: and the returns that do not count as failed deliveries (lease.py).
+        self.keeper = LeaseKeeper(
+            self.link,
+            partition_id,
+            lease_ttl(config.consumer_timeout),
+            lambda key: Queue.make_name(partition_id, key),
+            lambda headers: kept_headers(headers, self._headers_budget()),
+        )
+        #: Deliveries whose hand-over to a lease was asked for (see _lease_tick),
+        #: and the hand-overs under way by a private key.
+        self.handed_over: set[tuple[str, int, int]] = set()
+        self.handing: dict[int, tuple[str, int, int]] = {}
         self.sup_ref = self.call_async(self.parent, WhichChildren())
         self.pending_calls: dict[str, Any] = {}
         #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
@@ -580,7 +606,9 @@ class Consumer(Server):
             self._on_command(PartitionCommand(self.partition_id, command, (name,)))
 
     async def _declare(self, queue: str) -> None:
-        await self.link.declare_work_queue(Queue.make_name(self.partition_id, queue))
+        await self.link.declare_work_queue(
+            Queue.make_name(self.partition_id, queue), self.config.delivery_limit
+        )
         await self.link.declare(Queue.invalid_name(self.partition_id, queue))
         name, args = retry.buried_queue(self.partition_id, queue, self.config.max_buried_queue_size)
         await self.link.declare(name, args)
@@ -595,7 +623,12 @@ class Consumer(Server):
             self._flush_acks()
 
     def _ack_later(self, delivery: Delivery) -> None:
-        """Ack ``delivery`` with the others of this message (one I/O hop for all)."""
+        """Ack ``delivery`` with the others of this message (one I/O hop for all);
+        one handed over to a lease is settled through its lease."""
+        if delivery_id(delivery) in self.handed_over:
+            self.handed_over.discard(delivery_id(delivery))
+            self._submit("ack", self.keeper.settle(delivery))
+            return
         self.acks.append(delivery)
 
     def _flush_acks(self) -> None:
@@ -648,8 +681,7 @@ class Consumer(Server):
         elif isinstance(message, tuple) and message and message[0] == "requeue":
             flight = self.inflight.pop(message[1], None)
             if flight is not None:
-                d = flight.delivery
-                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+                self._give_back(flight.delivery)
         elif message == "reconnect":
             self._connect()
         else:
@@ -701,6 +733,14 @@ class Consumer(Server):
             self._on_cancel_cleared(int(event.kind[7:]), event.value, event.error)
         elif event.kind.startswith("confirm:"):
             self._confirm_cancel(int(event.kind[8:]), event.value, event.error)
+        elif event.kind.startswith("lease:"):
+            ident = self.handing.pop(int(event.kind[6:]), None)
+            if event.error is not None or event.value is False:
+                if event.error is not None:
+                    log.warning("%s: handing a delivery over to a lease: %r",
+                                self.partition_id, event.error)
+                if ident is not None:  # not leased: the next tick tries again
+                    self.handed_over.discard(ident)
         elif event.kind.startswith("sweep:"):
             key = event.kind[6:]
             self.sweeping.discard(key)
@@ -852,9 +892,19 @@ class Consumer(Server):
     # ------------------------------------------------------------ deliveries
 
     def _on_delivery(self, delivery: Delivery) -> None:
+        failed = failed_deliveries(delivery.headers)
+        if failed >= self.config.delivery_limit:
+            # Before the broker's x-delivery-limit drops (4.x, no dead-letter
+            # target) or dead-letters it; also for a queue declared elsewhere.
+            self._set_aside(
+                delivery,
+                f"Delivered {failed} times without an outcome (delivery_limit "
+                f"{self.config.delivery_limit}); not run again",
+            )
+            return
         state = self.queues.get(delivery.key)
         if state is None or state.paused or not self.consuming:
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         limit = self.config.max_payload_bytes
         if len(delivery.body) > limit:
@@ -885,7 +935,7 @@ class Consumer(Server):
         delivery, job = flight.delivery, flight.job
         state = self.queues.get(delivery.key)
         if state is None or state.paused or not self.consuming:
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         token = next(self.tokens)
         self.inflight[token] = flight
@@ -958,7 +1008,7 @@ class Consumer(Server):
         state = self.queues.get(delivery.key)
         if state is None or state.paused or not self.consuming:
             del self.inflight[token]
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         state.backlog.append(token)
         self._dispatch(state)
@@ -1099,6 +1149,8 @@ class Consumer(Server):
     def _delivery_open(self, delivery: Delivery) -> bool:
         """True while ``delivery``'s consumer channel is the one it came on and
         is open (it can still be acked); runs on the loop thread."""
+        if self.keeper.holds(delivery):
+            return True  # a lease holds it: it is ours whatever its channel
         consumer = self.link.consumers.get(delivery.key)
         return (
             self.link.is_open
@@ -1153,7 +1205,7 @@ class Consumer(Server):
         if error is not None:
             # Try again later: the job comes back and is still marked here.
             log.warning("%s: cancelling job %s: %r", self.partition_id, job.id, error)
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         self.cancelled.pop(job.id, None)
         if cleared:
@@ -1441,7 +1493,7 @@ class Consumer(Server):
         after the retry or burial publish and before the ack."""
         delivery, job = flight.delivery, flight.job
         if outcome == "returned":
-            self._submit("nack", self.link.nack(delivery.key, delivery.generation, delivery.tag))
+            self._give_back(delivery)
             return
         if outcome == "cancelled" and not flight.cancelling:
             self._cancel_flight(flight)
@@ -1465,14 +1517,16 @@ class Consumer(Server):
             )
             target = (name, args, job.encode())
         props = properties(message_id=job.id, app_id=self.partition_id)
+        self.handed_over.discard(delivery_id(delivery))
 
         async def finish() -> None:
+            self.keeper.claim(delivery)  # a lease it has is settled below
             if target is not None:
                 await self.link.declare(target[0], target[1])
                 await self.link.publish(target[0], target[2], props)
             if queue_key is not None:
                 await self._free_queue_key(queue_key, delivery)
-            await self.link.ack(delivery.key, delivery.generation, delivery.tag)
+            await self.keeper.settle(delivery)  # the ack, or the lease's end
 
         self.settling += 1
         self._submit(f"settle:{outcome}", finish())
@@ -1521,8 +1575,7 @@ class Consumer(Server):
             if token in finished:
                 self._settle(flight, finished[token])
             else:  # never started: back to the queue
-                d = flight.delivery
-                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+                self._give_back(flight.delivery)
         owner = self.queues.get(worker.queue)
         if running is not None:
             self._on_died_under(running, reason)
@@ -1590,7 +1643,44 @@ class Consumer(Server):
         self.callback_runner.submit(callback, self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
 
+    def _give_back(self, delivery: Delivery) -> None:
+        """Return a delivery not run (paused queue, returned by its worker,
+        Global unreachable) to its work queue without it counting as a failed
+        delivery: a fresh copy, then the ack (or its lease's end); see
+        :mod:`~roger_actors.partition.lease`. A ``basic.nack`` would count
+        toward the quorum queue's delivery limit."""
+        self.handed_over.discard(delivery_id(delivery))
+        self._submit("give-back", self.keeper.give_back(delivery, self._delivery_open))
+
+    def _lease_tick(self) -> None:
+        """Hand over to a lease each delivery held for half the broker's
+        ``consumer_timeout``; renew the leases due, and give back the leased
+        jobs this Consumer forgot (lease.py)."""
+        if not self.connected:
+            return
+        live = {delivery_id(f.delivery) for f in self.inflight.values()}
+        live |= {delivery_id(f.delivery) for f in self.cancelling.values()}
+        oldest = _monotonic() - self.config.consumer_timeout * HANDOVER_FRACTION
+        for flight in self.inflight.values():
+            ident = delivery_id(flight.delivery)
+            if (
+                flight.delivery.received <= oldest
+                and not flight.gating
+                and not flight.cancelling
+                and ident not in self.handed_over
+            ):
+                self.handed_over.add(ident)
+                key = next(self.tokens)
+                self.handing[key] = ident
+                coro = self.keeper.hand_over(flight.delivery, self._delivery_open)
+                self._submit(f"lease:{key}", coro)
+        # Forgotten deliveries (their channel was lost) need no hand-over.
+        self.handed_over &= live | set(self.handing.values())
+        if self.keeper.slots:
+            self._submit("lease-renew", self.keeper.renew_due(live))
+
     def _tick(self) -> None:
+        self._lease_tick()
         self._expire_cancelled()
         self._fence_tick()
         if self.connected:
@@ -1757,8 +1847,7 @@ class Consumer(Server):
         while state.backlog:
             flight = self.inflight.pop(state.backlog.popleft(), None)
             if flight is not None:
-                d = flight.delivery
-                self._submit("nack", self.link.nack(d.key, d.generation, d.tag))
+                self._give_back(flight.delivery)
 
     async def _in_turn(self, change: Any) -> Any:
         """Await ``change``, a coroutine that starts, stops or re-creates consumer

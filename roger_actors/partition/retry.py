@@ -3,7 +3,11 @@
 For every retry level (seconds) a queue ``<partition>-<queue>.retry.<level>``
 holds jobs for that long (per-queue message TTL) and then dead-letters them
 back to the work queue through the default exchange. A retry queue expires
-when unused for a while (``x-expires``). A job past the last level goes to
+when unused for a while (``x-expires``: twice its delay and a minute). That
+never drops a job: RabbitMQ deletes an expired queue with its messages, but
+every publish into a retry queue comes right after its declare (a use that
+starts the expiry again), and a message leaves it after the delay, well
+before the queue can expire. A job past the last level goes to
 ``<partition>-<queue>.buried``, bounded by ``max_buried_queue_size``
 (``x-max-length``; the oldest are dropped first).
 

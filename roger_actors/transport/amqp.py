@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,35 @@ class Delivery:
     headers: dict[str, Any]
     message_id: str | None
     redelivered: bool
+    #: The message's properties as delivered (to republish it faithfully).
+    properties: Any = None
+    #: When it was delivered (``time.monotonic()`` on the loop thread): the
+    #: broker's ``consumer_timeout`` counts from about then.
+    received: float = field(default_factory=time.monotonic)
+
+
+#: ``x-delivery-limit`` of a new work queue unless the caller names one:
+#: RabbitMQ 4.x's own default for quorum queues.
+DEFAULT_DELIVERY_LIMIT = 20
+#: Suffix of a work queue's dead-letter target (``<work queue>.invalid``).
+DEAD_LETTER_SUFFIX = ".invalid"
+
+
+def work_queue_arguments(name: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> dict[str, Any]:
+    """The arguments a new work queue ``name`` is declared with: a quorum queue
+    whose messages returned more than ``delivery_limit`` times (and any other
+    dead letter: a producer's per-message TTL, a reject) go, at least once
+    (``x-dead-letter-strategy``, which needs ``x-overflow: reject-publish``;
+    work queues have no length limit, so the overflow setting never applies),
+    to ``<name>.invalid`` with the broker's ``x-death`` header saying why."""
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": name + DEAD_LETTER_SUFFIX,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
 
 
 @dataclass(frozen=True)
@@ -149,13 +179,26 @@ class AmqpLink:
         assert ok is not None
         return int(ok.message_count or 0)
 
-    async def declare_work_queue(self, name: str) -> str:
-        """Declare a durable work queue, as a quorum queue where the broker has
-        them; a queue that already exists keeps its type. Returns the type used
-        (``"quorum"``, ``"classic"`` or ``"existing"``)."""
+    async def declare_work_queue(
+        self, name: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    ) -> str:
+        """Declare a durable work queue and its dead-letter target
+        ``<name>.invalid``: a quorum queue with :func:`work_queue_arguments`
+        where the broker has them. A queue that already exists with other
+        arguments (an older version's plain quorum queue, a classic queue: the
+        broker answers PRECONDITION_FAILED, on a scratch channel) is used as it
+        is; the Consumer's own delivery count check still sets its poison
+        messages aside, and an operator can add the dead-letter target with a
+        policy (``docs/roger-differences.md``). Returns the type used
+        (``"quorum"``, ``"classic"`` when the broker has no quorum queues, or
+        ``"existing"``). Raises what the broker or the connection raises
+        otherwise (a lost connection: ``aiormq`` errors, ``ConnectionError``)."""
+        await self.declare(name + DEAD_LETTER_SUFFIX)
         channel = await self._scratch()
         try:
-            await channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+            await channel.queue_declare(
+                name, durable=True, arguments=work_queue_arguments(name, delivery_limit)
+            )
             return "quorum"
         except aiormq.exceptions.ChannelPreconditionFailed:
             # It exists with other arguments (a classic queue): use it as it is.
@@ -264,6 +307,7 @@ class AmqpLink:
                     dict(props.headers or {}),
                     props.message_id,
                     bool(getattr(delivery, "redelivered", False)),
+                    props,
                 )
             )
 
@@ -363,6 +407,11 @@ class AmqpLink:
             consumer.told.add(tag)
             await channel.basic_nack(tag, requeue=requeue, wait=False)
         return True
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete the queue ``name`` with its messages (a missing one is fine);
+        raises when the connection is not usable."""
+        await self._control().queue_delete(name)
 
     async def get(self, queue: str) -> DeliveredMessage | None:
         """basic.get without ack (the caller acks or nacks with the returned channel)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from roger_actors.errors import InvalidJobError
 
-from .amqp import AmqpLink, properties
+from .amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, properties
 from .loop import LoopThread
 
 
@@ -18,13 +18,19 @@ class Publisher:
     Connects lazily and reconnects on the next publish after a connection
     loss. Every method blocks the calling thread at most ``timeout`` seconds.
     :meth:`publish` (jobs) refuses bodies over ``max_payload_bytes`` (the
-    node's config value; ``None``: no limit).
+    node's config value; ``None``: no limit). Work queues it declares get
+    ``delivery_limit`` (the config key) as their ``x-delivery-limit``.
     """
 
     def __init__(
-        self, url: str, timeout: float = 10.0, max_payload_bytes: int | None = None
+        self,
+        url: str,
+        timeout: float = 10.0,
+        max_payload_bytes: int | None = None,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     ) -> None:
         self.url = url
+        self.delivery_limit = delivery_limit
         self.timeout = timeout
         self.max_payload_bytes = max_payload_bytes
         self._io: LoopThread | None = None
@@ -73,7 +79,7 @@ class Publisher:
                 f"({self.max_payload_bytes} bytes)"
             )
         if routing_key not in self._declared:
-            self.run("declare_work_queue", routing_key)
+            self.run("declare_work_queue", routing_key, self.delivery_limit)
             self._declared.add(routing_key)
         self.run(
             "publish",

@@ -1,0 +1,77 @@
+"""No queue expiry drops a job (reliability issue, item 5.3).
+
+RabbitMQ deletes a queue unused for its ``x-expires`` together with its
+messages. Each queue of ours that expires must therefore lose every message
+first: retry queues and lease holding queues hold a message at most its TTL
+after a use of the queue (the declare right before the publish, or a
+renewal), and expire only twice that TTL and a minute after the last use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiormq
+import pytest
+from pamqp import commands as spec
+
+from roger_actors.partition import lease, retry
+from tests.partition_harness import BROKER, counts, delete_queues, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize("level", [1, 5, 60, 1800, 86400])
+def test_a_retry_queue_expires_long_after_its_messages_left(level: int) -> None:
+    _, args = retry.retry_queue("tp", "default", level)
+    assert args["x-message-ttl"] == level * 1000
+    assert args["x-expires"] >= 2 * args["x-message-ttl"] + 60_000
+
+
+@pytest.mark.parametrize("timeout", [2, 5, 120, 1800, 10**6])
+def test_a_holding_queue_expires_long_after_its_copy(timeout: float) -> None:
+    ttl = lease.lease_ttl(timeout)
+    args = lease.holding_queue_arguments("tp-default", ttl)
+    assert args["x-expires"] >= 2 * ttl * 1000 + 60_000
+    # Renewals (each a use of the queue) come four times per TTL.
+    assert lease.RENEW_FRACTION * ttl < ttl
+
+
+def test_a_lease_copy_expires_back_into_its_work_queue() -> None:
+    """A copy left in a holding queue (its node died) goes back to the work
+    queue when its TTL is over; it is never dropped."""
+    tag = uuid.uuid4().hex[:10]
+    work = f"texpiry-{tag}-default"
+    holding = work + lease.LEASE_POSTFIX + "0" * lease.LEASE_ID_HEX
+
+    async def run() -> None:
+        connection = await aiormq.connect(BROKER + "?name=roger-test-expiry")
+        try:
+            channel = await connection.channel()
+            await channel.queue_declare(work, durable=True)
+            await channel.queue_declare(
+                holding, durable=True, arguments=lease.holding_queue_arguments(work, 1.0)
+            )
+            props: Any = lease.copy_properties(None, {"x-roger-deliveries": 1}, 1000)
+            await channel.basic_publish(b"job", routing_key=holding, properties=props)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(run())
+        wait_for(lambda: counts(work) == (1, 0), what="the copy back in the work queue")
+        assert counts(holding) == (0, 0)
+    finally:
+        delete_queues([work, holding])
+
+
+def test_failed_deliveries_reads_untrusted_headers() -> None:
+    assert lease.failed_deliveries({}) == 0
+    assert lease.failed_deliveries({"x-delivery-count": 3, "x-roger-deliveries": 2}) == 5
+    assert lease.failed_deliveries({"x-delivery-count": True, "x-roger-deliveries": "9"}) == 0
+    assert lease.failed_deliveries({"x-roger-deliveries": -4}) == 0
+    headers = lease.copy_headers({"x-delivery-count": 2, "a": 1}, extra_failures=1)
+    assert headers == {"a": 1, "x-roger-deliveries": 3}
+    assert isinstance(lease.copy_properties(None, {}), spec.Basic.Properties)
