@@ -13,8 +13,12 @@ What it does:
 
 1. It starts a RabbitMQ node of its own (``tests/rabbit_nodes.py``), so that
    it may drop every connection and restart the broker without touching the
-   machine's shared broker (``--broker shared`` uses the shared one, with no
-   broker restarts and connection drops scoped to the node's connections).
+   machine's shared broker. ``--broker cluster`` starts a 3-node RabbitMQ
+   cluster instead, gives the node all three addresses, and may SIGKILL a
+   broker node (``--broker-node-kills``; it is started again after
+   ``--broker-down-seconds``). ``--broker shared`` uses the shared broker,
+   with no broker restarts and connection drops scoped to the node's
+   connections.
 2. A restart loop, as a process manager would (systemd's ``Restart=always``,
    ``RestartSec=1``), runs ``python -m roger_actors node`` with ``--partitions``
    partitions of one queue (``default = --workers``) and starts it again
@@ -26,9 +30,11 @@ What it does:
 4. Faults, while jobs run: every ``--kill-every`` seconds a SIGKILL of a
    random process of the node (the node process, the actor system's admin,
    its logger, any actor or worker); ``--drops`` times every client
-   connection is closed from the broker side; ``--broker-restarts`` times the
-   broker node is stopped and started again. Faults stop when every job has
-   run or after ``--fault-seconds``.
+   connection is closed from the broker side; ``--broker-restarts`` times a
+   broker node is stopped and started again; ``--broker-node-kills`` times a
+   broker node of the cluster is SIGKILLed. These broker faults come at points
+   of progress spread from 10% to 70% of the jobs done. Faults stop when every
+   job has run or after ``--fault-seconds``.
 5. Then it waits (at most ``--drain-timeout`` s) until every job has run,
    stops the node with SIGTERM, and accounts by job id from the journal
    each run writes (:mod:`bench.soak_jobs`): jobs lost (never ran), jobs
@@ -84,6 +90,8 @@ class Settings:
     kill_every: float = 0.5
     drops: int = 2
     broker_restarts: int = 1
+    broker_node_kills: int = 0
+    broker_down_seconds: float = 10.0
     fail_share: float = 0.05
     work_ms: int = 1
     fault_seconds: float = 300.0
@@ -105,6 +113,7 @@ class Report:
     kills_by_kind: dict[str, int] = field(default_factory=dict)
     connection_drops: int = 0
     broker_restarts: int = 0
+    broker_node_kills: int = 0
     node_starts: int = 0
     node_exit_codes: list[int] = field(default_factory=list)
     enqueue_seconds: float = 0.0
@@ -123,42 +132,61 @@ class Report:
 
 
 class Broker:
-    """The broker the soak's node uses: a node of the soak's own, or the shared one."""
+    """The broker the soak's node uses: a node of the soak's own (``own``), a
+    3-node cluster of its own (``cluster``), or the shared one (``shared``)."""
 
     def __init__(self, kind: str, workdir: Path) -> None:
-        """Start an own broker node (``kind == "own"``) or use the shared one."""
-        self.kind = kind
-        self.node: Any = None
-        if kind == "own":
-            from tests.rabbit_nodes import BrokerNode
+        """Start the broker nodes of ``kind`` (none for ``shared``)."""
+        from tests.rabbit_nodes import BrokerCluster, BrokerNode
 
-            self.node = BrokerNode.create(
-                f"roger-soak-{secrets.token_hex(3)}", base=workdir / "broker"
-            )
-            self.node.start()
-            self.url = self.node.url()
-        elif kind == "shared":
-            self.url = SHARED_BROKER
-        else:
-            raise ValueError(f"--broker must be own or shared, got {kind!r}")
+        self.kind = kind
+        self.nodes: list[Any] = []
+        self.cluster: Any = None
+        name = f"roger-soak-{secrets.token_hex(3)}"
+        if kind == "own":
+            node = BrokerNode.create(name, base=workdir / "broker")
+            node.start()
+            self.nodes = [node]
+        elif kind == "cluster":
+            self.cluster = BrokerCluster.start_new(name, 3)
+            self.nodes = list(self.cluster.nodes)
+        elif kind != "shared":
+            raise ValueError(f"--broker must be own, cluster or shared, got {kind!r}")
+        self.urls = [node.url() for node in self.nodes] or [SHARED_BROKER]
+        self.url = self.urls[0]
+
+    def running(self) -> list[Any]:
+        """The broker nodes of the soak's own that run now."""
+        return [node for node in self.nodes if node.running()]
 
     def drop_connections(self, name_prefix: str) -> None:
         """Close the node's client connections from the broker side: every
-        connection of an own broker node, or, on the shared broker, those
-        named after the soak's node."""
-        if self.node is not None:
-            self.node.close_all_connections("soak: connection drop")
+        connection of the soak's own broker nodes, or, on the shared broker,
+        those named after the soak's node."""
+        if self.nodes:
+            for node in self.running():
+                node.close_all_connections("soak: connection drop")
             return
         for line in self._ctl("list_connections", "pid", "client_properties").splitlines():
             if name_prefix in line:
                 pid = line.split("\t", 1)[0]
                 self._ctl("close_connection", pid, "soak: connection drop", check=False)
 
-    def restart(self) -> None:
-        """Stop the broker node and start it again (same data, same ports)."""
-        assert self.node is not None, "--broker shared cannot be restarted"
-        self.node.stop()
-        self.node.start()
+    def restart(self, rng: random.Random) -> str:
+        """Stop one broker node and start it again (same data, same ports);
+        return its name."""
+        assert self.nodes, "--broker shared cannot be restarted"
+        node = rng.choice(self.nodes)
+        node.stop()
+        node.start()
+        return str(node.node_name)
+
+    def kill_node(self, rng: random.Random) -> Any:
+        """SIGKILL one running node of the cluster; return it (to start again)."""
+        assert self.cluster is not None, "broker node kills need --broker cluster"
+        node = rng.choice(self.running())
+        node.kill()
+        return node
 
     def queue_counts(self, prefix: str) -> dict[str, int]:
         """Messages in every queue whose name starts with ``prefix``."""
@@ -170,13 +198,13 @@ class Broker:
         return counts
 
     def delete_queues(self, prefix: str) -> None:
-        """Delete the soak's queues (shared broker only: an own node is removed)."""
+        """Delete the soak's queues (shared broker only: own nodes are removed)."""
         for name in self.queue_counts(prefix):
             self._ctl("delete_queue", name, check=False)
 
     def _ctl(self, *args: str, check: bool = True) -> str:
-        if self.node is not None:
-            return str(self.node.ctl("--no-table-headers", *args, check=check))
+        if self.nodes:
+            return str(self.running()[0].ctl("--no-table-headers", *args, check=check))
         done = subprocess.run(
             ["rabbitmqctl", "-q", "--no-table-headers", *args],
             capture_output=True,
@@ -186,10 +214,17 @@ class Broker:
         )
         return done.stdout
 
+    def stop(self) -> None:
+        """SIGKILL the soak's own broker nodes (their data stays)."""
+        for node in self.nodes:
+            node.kill()
+
     def remove(self) -> None:
-        """Stop and delete an own broker node."""
-        if self.node is not None:
-            self.node.remove()
+        """Stop and delete the soak's own broker nodes."""
+        if self.cluster is not None:
+            self.cluster.remove()
+        for node in self.nodes:
+            node.remove()
 
 
 # ---------------------------------------------------------------- the node
@@ -284,11 +319,15 @@ def node_processes(launcher: int | None, admin_port: int) -> dict[int, str]:
     return found
 
 
-def write_node_config(path: Path, url: str, prefix: str, admin_port: int, s: Settings) -> list[str]:
-    """Write the node's TOML; return the partition ids."""
+def write_node_config(
+    path: Path, urls: list[str], prefix: str, admin_port: int, s: Settings
+) -> list[str]:
+    """Write the node's TOML (every broker address, for failover); return the
+    partition ids."""
     partitions = [f"{prefix}-p{i:02d}" for i in range(s.partitions)]
+    named = [f"{url}?name={prefix}-node" for url in urls]
     settings: dict[str, Any] = {
-        "amqp": f"{url}?name={prefix}-node",
+        "amqp": named[0] if len(named) == 1 else named,
         "system_exchange_prefix": prefix,
         "node_name": f"{prefix}-node",
         "admin_port": admin_port,
@@ -415,7 +454,7 @@ def run(s: Settings) -> Report:
     from tests.procs import free_port
 
     admin_port = free_port(19000, 19999)
-    partitions = write_node_config(workdir / "node.toml", broker.url, prefix, admin_port, s)
+    partitions = write_node_config(workdir / "node.toml", broker.urls, prefix, admin_port, s)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
     env.update(PYTHONPATH=str(ROOT), **{JOURNAL_ENV: str(journal)})
     loop = RestartLoop(workdir / "node.toml", workdir / "node.log", env)
@@ -435,7 +474,12 @@ def run(s: Settings) -> Report:
         fault_end = time.monotonic() + s.fault_seconds
         # The broker faults come at points of progress spread over the drain
         # (from 10% to 70% of the jobs done), so that they hit running work.
-        kinds_planned = ["drop"] * s.drops + ["restart"] * s.broker_restarts
+        kinds_planned = (
+            ["drop"] * s.drops
+            + ["restart"] * s.broker_restarts
+            + ["node-kill"] * s.broker_node_kills
+        )
+        revive: list[tuple[float, Any]] = []
         rng.shuffle(kinds_planned)
         count = len(kinds_planned)
         planned = [
@@ -464,11 +508,20 @@ def run(s: Settings) -> Report:
                     broker.drop_connections(prefix)
                     report.connection_drops += 1
                     log_line(f"dropped every connection ({done}/{len(ids)} jobs done)")
-                elif broker.node is not None:
-                    log_line(f"restarting the broker ({done}/{len(ids)} jobs done)")
-                    broker.restart()
+                elif fault == "restart":
+                    log_line(f"restarting a broker node ({done}/{len(ids)} jobs done)")
+                    name = broker.restart(rng)
                     report.broker_restarts += 1
-                    log_line("broker up again")
+                    log_line(f"broker node {name} up again")
+                elif fault == "node-kill":
+                    killed = broker.kill_node(rng)
+                    report.broker_node_kills += 1
+                    log_line(f"SIGKILLed broker node {killed.node_name} ({done}/{len(ids)} done)")
+                    revive.append((time.monotonic() + s.broker_down_seconds, killed))
+            if revive and time.monotonic() >= revive[0][0]:
+                killed = revive.pop(0)[1]
+                killed.start()
+                log_line(f"broker node {killed.node_name} started again")
             time.sleep(0.05)  # the fault clock's tick
         log_line(f"faults over: {report.kills} kills; {done}/{len(ids)} jobs done; draining")
         deadline = time.monotonic() + s.drain_timeout
@@ -505,8 +558,7 @@ def run(s: Settings) -> Report:
         if s.broker == "shared":
             broker.delete_queues(prefix)
         if s.keep:
-            if broker.node is not None:
-                broker.node.kill()
+            broker.stop()
             log_line(f"kept {workdir}")
         else:
             broker.remove()
