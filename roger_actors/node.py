@@ -126,7 +126,7 @@ class Node:
         )
         self.registry: Any = None
         self.publisher = Publisher(
-            config.amqp.url(),
+            config.amqp.urls(),
             config.amqp.connection_timeout_seconds or 10,
             config.max_payload_bytes,
         )
@@ -462,7 +462,7 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
         publisher = Publisher(
-            cfg.amqp.url(), cfg.amqp.connection_timeout_seconds or 10, cfg.max_payload_bytes
+            cfg.amqp.urls(), cfg.amqp.connection_timeout_seconds or 10, cfg.max_payload_bytes
         )
         _producer = publisher
         _producer_config = cfg
@@ -543,7 +543,7 @@ def install_worker_client(config: Config) -> None:
         if _current is not None or _producer is not None or _worker_publisher is not None:
             return
         publisher = Publisher(
-            config.amqp.url(),
+            config.amqp.urls(),
             config.amqp.connection_timeout_seconds or 10,
             config.max_payload_bytes,
         )

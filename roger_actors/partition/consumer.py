@@ -394,7 +394,7 @@ class Consumer(Server):
         self.backoff = Backoff()
         self.io = LoopThread(f"roger-consumer-{partition_id}")
         self.link = AmqpLink(
-            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
         self.sup_ref = self.call_async(self.parent, WhichChildren())

@@ -142,7 +142,7 @@ class Global(Server):
         self.backoff = Backoff()
         self.io = LoopThread(f"roger-global-{partition_id}")
         self.link = AmqpLink(
-            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
         self._connect()
@@ -174,7 +174,7 @@ class Global(Server):
                 assert self.link.connection is not None
                 channel = await self.link.connection.channel(publisher_confirms=True)
                 await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
-                await channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+                await self.link.declare(queue, QUEUE_ARGUMENTS)  # quorum where possible
                 await channel.basic_qos(prefetch_count=PREFETCH)
                 self.channel = channel
                 await channel.basic_consume(queue, on_message)
