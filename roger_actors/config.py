@@ -3,7 +3,11 @@
 Keys (all optional; API.md lists them with Roger's defaults):
 
 ==========================  ===============================================
-``amqp``                    URL string or dict of Roger's AMQP options
+``amqp``                    URL string or dict of Roger's AMQP options;
+                            several broker addresses (a RabbitMQ cluster):
+                            a list of URLs, URLs separated by commas, or
+                            ``addresses`` in the dict (:func:`parse_amqp`,
+                            ``docs/operations.md``)
                             [``amqp://guest:guest@localhost:5672/``]
 ``partitions``              ``{"myapp": {"default": 10}}`` or pairs [none]
 ``callbacks``               ``WorkerCallback`` subclass or ``"module:Name"``
@@ -44,7 +48,8 @@ Keys (all optional; API.md lists them with Roger's defaults):
 API.md.
 
 Environment variables override the source (see :func:`load_config`):
-``ROGER_AMQP_URL`` replaces ``amqp``; ``ROGER_<KEY>`` (the key upper-cased)
+``ROGER_AMQP_URL`` replaces ``amqp`` (one URL, or several separated by
+commas); ``ROGER_<KEY>`` (the key upper-cased)
 sets ``max_buried_queue_size``, ``shutdown_timeout``,
 ``system_exchange_prefix``, ``node_name``, ``actor_system_base``,
 ``admin_port``, ``callbacks``, ``persister``, ``cluster_secret``,

@@ -24,6 +24,16 @@ Start a cluster (the second and later nodes ``join_cluster`` the first)::
 By hand, from a shell, the same with ``python -m tests.rabbit_nodes
 --cluster 3`` (prints the URLs, stops the nodes on Ctrl-C).
 
+A Roger node on the cluster gets every address, and fails over among them
+(``docs/operations.md``)::
+
+    roger.start({"amqp": cluster.urls(), ...})     # or ROGER_AMQP_URL=",".join(urls)
+    cluster.nodes[0].kill()   # SIGKILL of a broker node: the node moves to another
+    cluster.nodes[0].start()  # it starts again (same data) and rejoins the cluster
+
+A test module shares one cluster through a module-scoped fixture and starts a
+killed node again before the next test (``tests/test_broker_cluster.py``).
+
 Starting a node takes a few seconds; a cluster of three about half a minute
 on this machine. The base directory is removed by :meth:`BrokerNode.remove`
 (:class:`BrokerCluster` does it on exit).
