@@ -22,7 +22,8 @@ Start a cluster (the second and later nodes ``join_cluster`` the first)::
         cluster.urls()
 
 By hand, from a shell, the same with ``python -m tests.rabbit_nodes
---cluster 3`` (prints the URLs, stops the nodes on Ctrl-C).
+--cluster 3`` (prints the URLs, stops and removes the nodes on Ctrl-C or
+SIGTERM).
 
 A Roger node on the cluster gets every address, and fails over among them
 (``docs/operations.md``)::
@@ -337,6 +338,13 @@ def main() -> None:
     parser.add_argument("--conf", action="append", default=[], help="key=value for rabbitmq.conf")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.conf)
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM too (and SIGINT even when started in the background, where a
+    # shell ignores it): the nodes and their directories must not outlive us.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     cluster = BrokerCluster.start_new(args.prefix, args.cluster, extra)
     print("\n".join(cluster.urls()), flush=True)
     try:

@@ -174,7 +174,7 @@ class Global(Server):
                 assert self.link.connection is not None
                 channel = await self.link.connection.channel(publisher_confirms=True)
                 await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
-                await self.link.declare(queue, QUEUE_ARGUMENTS)  # quorum where possible
+                await channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
                 await channel.basic_qos(prefetch_count=PREFETCH)
                 self.channel = channel
                 await channel.basic_consume(queue, on_message)

@@ -37,8 +37,7 @@ class RabbitMQ(StatePersister):
 
     ``url`` is the AMQP URL (default: the local broker as guest), or several
     (a list, or a string separated by commas: the nodes of one RabbitMQ
-    cluster, tried in turn). The state queue is a quorum queue where the
-    broker has them (replicated: it outlives a broker node).
+    cluster, tried in turn).
     ``timeout`` bounds each broker operation, in seconds.
     """
 

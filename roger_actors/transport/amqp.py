@@ -274,6 +274,12 @@ class AmqpLink:
         return self.control
 
     async def declare(self, name: str, arguments: dict[str, Any] | None = None) -> int:
+        """Declare a durable (classic) queue; returns its message count."""
+        ok = await self._control().queue_declare(name, durable=True, arguments=arguments)
+        assert ok is not None
+        return int(ok.message_count or 0)
+
+    async def declare_replicated(self, name: str, arguments: dict[str, Any] | None = None) -> int:
         """Declare a durable queue with ``arguments``, as a quorum queue where the
         broker has them; returns its message count.
 
@@ -284,6 +290,8 @@ class AmqpLink:
         ``arguments``, or only checked when its arguments differ). Raises the
         broker's channel error when the queue cannot be declared (e.g.
         ``ChannelNotFoundEntity`` for a classic queue whose home node is down).
+        Not yet used by the Consumer: quorum queues put a requeued message
+        behind the others, which changes the order of execution-waiting queues.
         """
         known = self._declared.get(name)
         if known is None:
@@ -297,7 +305,7 @@ class AmqpLink:
         return int(ok.message_count or 0)
 
     async def _declare_first(self, name: str, arguments: dict[str, Any] | None) -> tuple[str, int]:
-        """The first :meth:`declare` of ``name`` on this connection, on scratch
+        """The first :meth:`declare_replicated` of ``name`` on this connection, on scratch
         channels (a failed declare closes its channel): ``(kind, message count)``
         with kind ``"quorum"``, ``"classic"`` (no quorum queues here) or
         ``"existing"`` (a classic queue there already)."""
