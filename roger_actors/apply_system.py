@@ -171,7 +171,7 @@ class ApplySystem(Server):
         self.task_ids = 0
         self.io = LoopThread("roger-apply-system")
         self.link = AmqpLink(
-            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
         self._connect()

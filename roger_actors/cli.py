@@ -386,7 +386,7 @@ def _load_config(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -
     if path is not None:
         password = read_password_file(path)
     if password is not None:
-        config = attrs.evolve(config, amqp=attrs.evolve(config.amqp, password=password))
+        config = attrs.evolve(config, amqp=config.amqp.with_password(password))
     return config
 
 
@@ -759,7 +759,7 @@ def _classify(exc: BaseException, config: Config | None) -> int:
     if isinstance(exc, aiormq.exceptions.AMQPChannelError):
         return _fail(EXIT_FAILURE, f"the broker refused: {exc}")
     if isinstance(exc, (ConnectionError, OSError)):
-        where = config.amqp.redacted_url() if config is not None else "the broker"
+        where = ", ".join(config.amqp.redacted_urls()) if config is not None else "the broker"
         detail = str(exc) or type(exc).__name__
         return _fail(EXIT_BROKER, f"cannot reach the broker at {where}: {detail}")
     if isinstance(exc, ValueError):

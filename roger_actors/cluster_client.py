@@ -51,7 +51,7 @@ from .system_protocol import (
     exchange_name,
     publish_command,
 )
-from .transport.amqp import AmqpLink, LinkLost
+from .transport.amqp import AmqpLink, BrokerAddresses, LinkLost
 from .transport.loop import LoopThread
 
 #: Seconds a fresh client listens for heartbeats before its first call or
@@ -82,6 +82,9 @@ class ClusterClient:
         self.exchange = exchange_name(cfg.system_exchange_prefix)
         self.name = f"client-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.timeout = float(cfg.amqp.connection_timeout_seconds or 10.0)
+        #: The broker addresses, shared by the successive links (a reconnect
+        #: starts with the address after the one last used).
+        self._addresses = BrokerAddresses(cfg.amqp.urls())
         self._auth = ClusterAuth(cfg.cluster_secret)
         self._drops = DropLog(log, "cluster messages")
         self._cond = threading.Condition()
@@ -128,10 +131,10 @@ class ClusterClient:
                 with contextlib.suppress(Exception):
                     self._io.submit(link.close()).result(self.timeout)
             self._link = self._channel = None
-            link = AmqpLink(self.config.amqp.url(), self._on_link_event, self.timeout)
+            link = AmqpLink(self._addresses, self._on_link_event, self.timeout)
             future = self._io.submit(link.connect())
             try:
-                future.result(self.timeout + 1)
+                future.result(self.timeout * len(self._addresses) + 1)
             except BaseException:
                 future.cancel()
                 with contextlib.suppress(Exception):

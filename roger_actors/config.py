@@ -3,7 +3,11 @@
 Keys (all optional; API.md lists them with Roger's defaults):
 
 ==========================  ===============================================
-``amqp``                    URL string or dict of Roger's AMQP options
+``amqp``                    URL string or dict of Roger's AMQP options;
+                            several broker addresses (a RabbitMQ cluster):
+                            a list of URLs, URLs separated by commas, or
+                            ``addresses`` in the dict (:func:`parse_amqp`,
+                            ``docs/operations.md``)
                             [``amqp://guest:guest@localhost:5672/``]
 ``partitions``              ``{"myapp": {"default": 10}}`` or pairs [none]
 ``callbacks``               ``WorkerCallback`` subclass or ``"module:Name"``
@@ -47,7 +51,8 @@ Keys (all optional; API.md lists them with Roger's defaults):
 API.md.
 
 Environment variables override the source (see :func:`load_config`):
-``ROGER_AMQP_URL`` replaces ``amqp``; ``ROGER_<KEY>`` (the key upper-cased)
+``ROGER_AMQP_URL`` replaces ``amqp`` (one URL, or several separated by
+commas); ``ROGER_<KEY>`` (the key upper-cased)
 sets ``max_buried_queue_size``, ``shutdown_timeout``,
 ``system_exchange_prefix``, ``node_name``, ``actor_system_base``,
 ``admin_port``, ``callbacks``, ``persister``, ``cluster_secret``,
@@ -76,6 +81,7 @@ from roger_actors.errors import ConfigError
 from roger_actors.persisters.base import StatePersister
 from roger_actors.persisters.stub import Stub
 from roger_actors.queue import normalise_queue_defs, validate_partition_id
+from roger_actors.transport.urls import split_urls
 
 __all__ = [
     "ACTOR_SYSTEM_BASES",
@@ -97,6 +103,7 @@ ACTOR_SYSTEM_BASES = frozenset(
 
 _AMQP_KEYS = (
     "host",
+    "addresses",
     "port",
     "username",
     "password",
@@ -247,6 +254,12 @@ class AmqpSettings:
     ``query`` (aiormq URL parameters passed through: ``name``, ``auth``,
     ``cadata``). Build it with :func:`parse_amqp`; the constructor does not
     validate.
+
+    Several broker addresses (the nodes of one RabbitMQ cluster): the fields
+    above are the first address's, and ``failover`` holds the others. Every
+    connection of a node tries them in turn (see :meth:`urls`); the
+    per-attempt connection timeout is the first address's
+    ``connection_timeout``.
     """
 
     host: str = "localhost"
@@ -261,6 +274,40 @@ class AmqpSettings:
     ssl_options: dict[str, str] | None = None
     client_properties: dict[str, Any] = attrs.field(factory=dict)
     query: dict[str, str] = attrs.field(factory=dict)
+    #: The other broker addresses (nodes of the same RabbitMQ cluster), in
+    #: order, each with its own complete settings; their own ``failover`` is
+    #: empty. A connection tries this address and then these in turn
+    #: (:meth:`urls`).
+    failover: tuple[AmqpSettings, ...] = ()
+
+    def endpoints(self) -> tuple[AmqpSettings, ...]:
+        """Every address's settings, first this one (without ``failover``), then
+        the ``failover`` ones."""
+        return (attrs.evolve(self, failover=()), *self.failover)
+
+    def urls(self) -> list[str]:
+        """The :meth:`url` of every address, in order (one for a single broker)."""
+        return [endpoint.url() for endpoint in self.endpoints()]
+
+    def redacted_urls(self) -> list[str]:
+        """:meth:`urls` with the passwords replaced by ``***`` (for logs)."""
+        return [endpoint.redacted_url() for endpoint in self.endpoints()]
+
+    @property
+    def addresses(self) -> list[str]:
+        """``host:port`` of every address, in order (``[::1]:5672`` for IPv6)."""
+        return [
+            f"[{e.host}]:{e.port}" if ":" in e.host else f"{e.host}:{e.port}"
+            for e in self.endpoints()
+        ]
+
+    def with_password(self, password: str) -> AmqpSettings:
+        """A copy whose every address uses ``password`` (the CLI's password file)."""
+        return attrs.evolve(
+            self,
+            password=password,
+            failover=tuple(attrs.evolve(e, password=password) for e in self.failover),
+        )
 
     @property
     def use_ssl(self) -> bool:
@@ -273,7 +320,8 @@ class AmqpSettings:
         return None if self.connection_timeout is None else self.connection_timeout / 1000
 
     def url(self) -> str:
-        """Return an ``amqp://`` or ``amqps://`` URL that aiormq understands.
+        """Return an ``amqp://`` or ``amqps://`` URL that aiormq understands,
+        for the first address (:meth:`urls` gives them all).
 
         User name, password and virtual host are percent-encoded (the default
         virtual host ``/`` is written as the path ``/``). Query parameters in
@@ -287,7 +335,8 @@ class AmqpSettings:
         return self._url(self.password)
 
     def redacted_url(self) -> str:
-        """Return :meth:`url` with the password replaced by ``***`` (for logs)."""
+        """Return :meth:`url` with the password replaced by ``***`` (for logs);
+        the first address only (see :meth:`redacted_urls`)."""
         return self._url("***", quote_password=False)
 
     def _url(self, password: str, quote_password: bool = True) -> str:
@@ -318,9 +367,19 @@ def _amqp_from_mapping(value: Mapping[Any, Any], key: str) -> AmqpSettings:
     ssl_options = _normalise_ssl_options(value.get("ssl_options"), f"{key}.ssl_options")
     default_port = 5671 if ssl_options is not None else 5672
     heartbeat = value.get("heartbeat")
-    return AmqpSettings(
+    port = _int(value.get("port", default_port), f"{key}.port", 1, 65535)
+    addresses: list[tuple[str, int]] = []
+    if "addresses" in value:
+        if "host" in value:
+            raise _fail(
+                key,
+                "give either 'host' (one broker) or 'addresses' (several), not both "
+                "(with 'addresses', 'port' is the port of an address that names none)",
+            )
+        addresses = _addresses(value["addresses"], f"{key}.addresses", port)
+    first = AmqpSettings(
         host=_str(value.get("host", "localhost"), f"{key}.host"),
-        port=_int(value.get("port", default_port), f"{key}.port", 1, 65535),
+        port=port,
         username=_str(value.get("username", "guest"), f"{key}.username", allow_empty=True),
         password=_str(value.get("password", "guest"), f"{key}.password", allow_empty=True),
         virtual_host=_str(value.get("virtual_host", "/"), f"{key}.virtual_host"),
@@ -335,6 +394,64 @@ def _amqp_from_mapping(value: Mapping[Any, Any], key: str) -> AmqpSettings:
             value.get("client_properties"), f"{key}.client_properties"
         ),
     )
+    if not addresses:
+        return first
+    (host, port), *others = addresses
+    return attrs.evolve(
+        first,
+        host=host,
+        port=port,
+        failover=tuple(attrs.evolve(first, host=h, port=p) for h, p in others),
+    )
+
+
+def _addresses(value: object, key: str, default_port: int) -> list[tuple[str, int]]:
+    """The ``addresses`` of the mapping form: ``"host"``, ``"host:port"``,
+    ``"[v6 address]:port"`` or ``{"host": ..., "port": ...}`` entries."""
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        raise _fail(
+            key,
+            f"must be a list of 'host', 'host:port' or {{host, port}} entries, "
+            f"got {type(value).__name__}",
+        )
+    if not value:
+        raise _fail(key, "must name at least one broker address")
+    result: list[tuple[str, int]] = []
+    for index, entry in enumerate(value):
+        where = f"{key}[{index}]"
+        if isinstance(entry, Mapping):
+            unknown = sorted(str(k) for k in entry if k not in ("host", "port"))
+            if unknown or "host" not in entry:
+                raise _fail(where, "an address mapping has 'host' and optionally 'port', only")
+            host = _str(entry["host"], f"{where}.host")
+            port = _int(entry.get("port", default_port), f"{where}.port", 1, 65535)
+        else:
+            text = _str(entry, where)
+            if any(ch.isspace() or ch in "/@?#" for ch in text):
+                # no credentials or paths here (and never echo what may be a password)
+                raise _fail(where, "is not a 'host' or 'host:port' (no user, '/', '?' or '#')")
+            host, port = _host_port(text, where, default_port)
+        if (host, port) in result:
+            raise _fail(where, f"names {host}:{port} a second time")
+        result.append((host, port))
+    return result
+
+
+def _host_port(text: str, where: str, default_port: int) -> tuple[str, int]:
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise _fail(where, f"must be '[address]' or '[address]:port', got {text!r}")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:  # a host name, or a bare IPv6 address
+        host, port_text = text, None
+    if not host:
+        raise _fail(where, f"has no host: {text!r}")
+    if port_text is None:
+        return host, default_port
+    return host, _query_int(port_text, f"{where} port", 1, 65535)
 
 
 def _query_int(raw: str, where: str, minimum: int, maximum: int) -> int:
@@ -409,7 +526,7 @@ def parse_amqp(value: object, key: str = "amqp") -> AmqpSettings:
 
     ``value`` is an :class:`AmqpSettings` (returned unchanged), ``None`` (the
     default URL), an ``amqp://``/``amqps://`` URL, or a mapping of Roger's AMQP
-    options (``host``, ``port``, ``username``, ``password``, ``virtual_host``,
+    options (``host`` or ``addresses``, ``port``, ``username``, ``password``, ``virtual_host``,
     ``channel_max``, ``frame_max``, ``heartbeat``, ``connection_timeout`` in
     ms, ``ssl_options``, ``client_properties``). URLs may carry the query
     parameters of aiormq (``heartbeat``, ``timeout`` in seconds, ``cafile``,
@@ -418,20 +535,73 @@ def parse_amqp(value: object, key: str = "amqp") -> AmqpSettings:
     ms, ``channel_max``, ``frame_max``, ``cacertfile``, ``verify``).
     ``ssl_options`` is a mapping of those ssl names, ``true`` (TLS with
     defaults) or ``null``; ``client_properties`` a mapping or a list of
-    ``(name, value)`` / ``(name, type, value)`` entries. Raises
-    :class:`ConfigError` naming ``key`` and the bad option.
+    ``(name, value)`` / ``(name, type, value)`` entries.
+
+    Several broker addresses (nodes of one RabbitMQ cluster; connections try
+    them in turn and fail over, see :meth:`AmqpSettings.urls`): a list of
+    URLs or of mappings, each with its own credentials and TLS settings
+    (``key[i]`` in errors); a string of URLs separated by commas (split only
+    where ``amqp://``/``amqps://`` follows the comma); or, in the mapping,
+    ``addresses`` instead of ``host``: a list of ``"host"``, ``"host:port"``,
+    ``"[IPv6]:port"`` or ``{"host", "port"}`` entries sharing the mapping's
+    other options (``port`` is then the port of an entry that names none).
+    All addresses must have the same virtual host, and no address may appear
+    twice. Raises :class:`ConfigError` naming ``key`` and the bad option.
     """
     if isinstance(value, AmqpSettings):
         return value
     if value is None:
         return _amqp_from_url(DEFAULT_AMQP_URL, key)
     if isinstance(value, str):
-        return _amqp_from_url(value, key)
+        urls = split_urls(value)
+        if len(urls) == 1:
+            return _amqp_from_url(urls[0], key)
+        return _join_endpoints(
+            [_amqp_from_url(url, f"{key}[{i}]") for i, url in enumerate(urls)], key
+        )
     if isinstance(value, Mapping):
         return _amqp_from_mapping(value, key)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise _fail(key, "must name at least one broker (the list is empty)")
+        endpoints = []
+        for index, item in enumerate(value):
+            where = f"{key}[{index}]"
+            if isinstance(item, Mapping) and "addresses" in item:
+                raise _fail(where, "'addresses' belongs in a single mapping, not in a list entry")
+            if not isinstance(item, str | Mapping):
+                raise _fail(where, f"must be an AMQP URL or a mapping, got {type(item).__name__}")
+            endpoints.append(
+                _amqp_from_url(item, where)
+                if isinstance(item, str)
+                else _amqp_from_mapping(item, where)
+            )
+        return _join_endpoints(endpoints, key)
     raise _fail(
-        key, f"must be an AMQP URL or a mapping of AMQP options, got {type(value).__name__}"
+        key,
+        "must be an AMQP URL or a mapping of AMQP options, or a list of them "
+        f"(several broker addresses), got {type(value).__name__}",
     )
+
+
+def _join_endpoints(endpoints: list[AmqpSettings], key: str) -> AmqpSettings:
+    """One :class:`AmqpSettings`: the first address, the others as ``failover``.
+    All must reach the same virtual host (one cluster) at distinct addresses."""
+    first = endpoints[0]
+    seen = {(first.host, first.port): 0}
+    for index, endpoint in enumerate(endpoints[1:], start=1):
+        where = f"{key}[{index}]"
+        if endpoint.virtual_host != first.virtual_host:
+            raise _fail(
+                where,
+                f"virtual host {endpoint.virtual_host!r} differs from {key}[0]'s "
+                f"{first.virtual_host!r} (every address must reach the same virtual "
+                "host of one RabbitMQ cluster)",
+            )
+        previous = seen.setdefault((endpoint.host, endpoint.port), index)
+        if previous != index:
+            raise _fail(where, f"names {endpoint.host}:{endpoint.port}, as {key}[{previous}] does")
+    return attrs.evolve(first, failover=tuple(endpoints[1:]))
 
 
 # --------------------------------------------------------------------------

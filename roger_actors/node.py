@@ -126,7 +126,7 @@ class Node:
         )
         self.registry: Any = None
         self.publisher = Publisher(
-            config.amqp.url(),
+            config.amqp.urls(),
             config.amqp.connection_timeout_seconds or 10,
             config.max_payload_bytes,
             delivery_limit=config.delivery_limit,
@@ -463,7 +463,7 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
         publisher = Publisher(
-            cfg.amqp.url(),
+            cfg.amqp.urls(),
             cfg.amqp.connection_timeout_seconds or 10,
             cfg.max_payload_bytes,
             delivery_limit=cfg.delivery_limit,
@@ -547,7 +547,7 @@ def install_worker_client(config: Config) -> None:
         if _current is not None or _producer is not None or _worker_publisher is not None:
             return
         publisher = Publisher(
-            config.amqp.url(),
+            config.amqp.urls(),
             config.amqp.connection_timeout_seconds or 10,
             config.max_payload_bytes,
             delivery_limit=config.delivery_limit,

@@ -341,7 +341,7 @@ class System(Server):
         self.drops = DropLog(log, "system messages")
         self.io = LoopThread("roger-system")
         self.link = AmqpLink(
-            connection_url(config.amqp.url(), config.node_name),
+            [connection_url(url, config.node_name) for url in config.amqp.urls()],
             self.io.post,
             config.amqp.connection_timeout_seconds or 10.0,
         )

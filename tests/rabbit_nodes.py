@@ -22,7 +22,18 @@ Start a cluster (the second and later nodes ``join_cluster`` the first)::
         cluster.urls()
 
 By hand, from a shell, the same with ``python -m tests.rabbit_nodes
---cluster 3`` (prints the URLs, stops the nodes on Ctrl-C).
+--cluster 3`` (prints the URLs, stops and removes the nodes on Ctrl-C or
+SIGTERM).
+
+A Roger node on the cluster gets every address, and fails over among them
+(``docs/operations.md``)::
+
+    roger.start({"amqp": cluster.urls(), ...})     # or ROGER_AMQP_URL=",".join(urls)
+    cluster.nodes[0].kill()   # SIGKILL of a broker node: the node moves to another
+    cluster.nodes[0].start()  # it starts again (same data) and rejoins the cluster
+
+A test module shares one cluster through a module-scoped fixture and starts a
+killed node again before the next test (``tests/test_broker_cluster.py``).
 
 Starting a node takes a few seconds; a cluster of three about half a minute
 on this machine. The base directory is removed by :meth:`BrokerNode.remove`
@@ -328,6 +339,13 @@ def main() -> None:
     parser.add_argument("--conf", action="append", default=[], help="key=value for rabbitmq.conf")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.conf)
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM too (and SIGINT even when started in the background, where a
+    # shell ignores it): the nodes and their directories must not outlive us.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     cluster = BrokerCluster.start_new(args.prefix, args.cluster, extra)
     print("\n".join(cluster.urls()), flush=True)
     try:

@@ -355,6 +355,113 @@ def test_connection_timeout_may_be_infinity() -> None:
     assert parse_amqp({"connection_timeout": "infinity"}).connection_timeout is None
 
 
+# ------------------------------------------------- several broker addresses
+
+
+def test_amqp_list_of_urls_keeps_each_address_settings() -> None:
+    amqp = load(
+        {"amqp": ["amqp://a:pa@rabbit1:5701/vh", "amqps://b:pb@rabbit2/vh?heartbeat=5"]}
+    ).amqp
+    assert (amqp.host, amqp.port, amqp.username, amqp.password) == ("rabbit1", 5701, "a", "pa")
+    assert amqp.url() == "amqp://a:pa@rabbit1:5701/vh"  # the first address, as before
+    assert amqp.urls() == [
+        "amqp://a:pa@rabbit1:5701/vh",
+        "amqps://b:pb@rabbit2:5671/vh?heartbeat=5",
+    ]
+    assert amqp.addresses == ["rabbit1:5701", "rabbit2:5671"]
+    assert [e.use_ssl for e in amqp.endpoints()] == [False, True]
+    assert all(e.failover == () for e in amqp.endpoints())
+
+
+def test_amqp_comma_separated_urls_in_a_string_or_the_environment() -> None:
+    urls = ["amqp://u:p@rabbit1:5701/", "amqp://u:p@rabbit2:5702/", "amqp://u:p@rabbit3:5703/"]
+    assert load({"amqp": ", ".join(urls)}).amqp.urls() == urls
+    from_env = load({"amqp": "amqp://file-host/"}, ROGER_AMQP_URL=",".join(urls)).amqp
+    assert from_env.urls() == urls
+    # A comma inside a password does not split the URL.
+    one = load({}, ROGER_AMQP_URL="amqp://u:a,b@rabbit1/").amqp
+    assert one.password == "a,b" and one.failover == ()
+
+
+def test_amqp_mapping_addresses_share_the_other_options() -> None:
+    amqp = parse_amqp(
+        {
+            "addresses": ["rabbit1", "rabbit2:5673", "[::1]:5674", {"host": "rabbit4"}, "::2"],
+            "port": 5999,
+            "username": "user",
+            "password": "pw",
+            "virtual_host": "vh",
+            "ssl_options": {"cafile": "/ca.pem"},
+            "heartbeat": 7,
+        }
+    )
+    assert amqp.addresses == [
+        "rabbit1:5999", "rabbit2:5673", "[::1]:5674", "rabbit4:5999", "[::2]:5999",
+    ]
+    for endpoint in amqp.endpoints():
+        assert (endpoint.username, endpoint.password, endpoint.virtual_host) == ("user", "pw", "vh")
+        assert endpoint.ssl_options == {"cafile": "/ca.pem"} and endpoint.heartbeat == 7
+    assert amqp.urls()[1] == "amqps://user:pw@rabbit2:5673/vh?heartbeat=7&cafile=%2Fca.pem"
+    # The default port follows TLS, as for "host".
+    assert parse_amqp({"addresses": ["a", "b"], "ssl_options": True}).addresses == [
+        "a:5671", "b:5671",
+    ]
+
+
+def test_toml_forms_of_several_addresses(tmp_path: Path) -> None:
+    listed = tmp_path / "listed.toml"
+    listed.write_text('amqp = ["amqp://rabbit1/", "amqp://rabbit2/"]\n')
+    assert load(listed).amqp.addresses == ["rabbit1:5672", "rabbit2:5672"]
+    table = tmp_path / "table.toml"
+    table.write_text('[roger.amqp]\naddresses = ["rabbit1:5701", "rabbit2:5702"]\npassword = "x"\n')
+    assert load(table).amqp.addresses == ["rabbit1:5701", "rabbit2:5702"]
+
+
+def test_several_addresses_pickle_redact_and_take_the_cli_password() -> None:
+    amqp = parse_amqp(["amqp://u:secret1@rabbit1/", "amqp://u:secret2@rabbit2/"])
+    assert pickle.loads(pickle.dumps(amqp)) == amqp
+    shown = repr(amqp) + " ".join(amqp.redacted_urls())
+    assert "secret1" not in shown and "secret2" not in shown
+    assert amqp.redacted_urls() == ["amqp://u:***@rabbit1:5672/", "amqp://u:***@rabbit2:5672/"]
+    changed = amqp.with_password("new")
+    assert [e.password for e in changed.endpoints()] == ["new", "new"]
+
+
+@pytest.mark.parametrize(
+    ("amqp", "message"),
+    [
+        ([], r"'amqp': must name at least one broker"),
+        (["amqp://rabbit1/", "http://rabbit2/"], r"'amqp\[1\]': URL scheme must be amqp"),
+        (["amqp://rabbit1/", 5], r"'amqp\[1\]': must be an AMQP URL or a mapping"),
+        (["amqp://rabbit1/", {"hostname": "x"}], r"'amqp\[1\]': unknown AMQP option"),
+        (["amqp://rabbit1/", {"addresses": ["x"]}], r"'amqp\[1\]': 'addresses' belongs"),
+        (["amqp://rabbit1/a", "amqp://rabbit2/b"], r"'amqp\[1\]': virtual host 'b' differs"),
+        (["amqp://rabbit1/", "amqp://u:p@rabbit1:5672/"], r"'amqp\[1\]': names rabbit1:5672"),
+        ("amqp://rabbit1/,amqp://rabbit2:99999/", r"'amqp\[1\]': invalid AMQP URL"),
+        ({"host": "a", "addresses": ["b"]}, r"'amqp': give either 'host'.*or 'addresses'"),
+        ({"addresses": []}, r"'amqp.addresses': must name at least one"),
+        ({"addresses": "rabbit1,rabbit2"}, r"'amqp.addresses': must be a list"),
+        ({"addresses": ["rabbit1", "rabbit1:5672"]}, r"'amqp.addresses\[1\]': names rabbit1"),
+        ({"addresses": ["rabbit1:http"]}, r"'amqp.addresses\[0\] port': must be an integer"),
+        ({"addresses": ["rabbit1:0"]}, r"'amqp.addresses\[0\] port': must be >= 1"),
+        ({"addresses": ["[::1"]}, r"'amqp.addresses\[0\]': must be '\[address\]'"),
+        ({"addresses": ["u:p@rabbit1"]}, r"'amqp.addresses\[0\]': is not a 'host'"),
+        ({"addresses": [{"host": "a", "user": "x"}]}, r"'amqp.addresses\[0\]': an address"),
+        ({"addresses": [{"host": "a", "port": 0}]}, r"'amqp.addresses\[0\].port'"),
+        ({"addresses": [""]}, r"'amqp.addresses\[0\]': must be a non-empty str"),
+    ],
+)
+def test_bad_broker_addresses_name_the_entry(amqp: Any, message: str) -> None:
+    with pytest.raises(roger.ConfigError, match=message):
+        load({"amqp": amqp})
+
+
+def test_bad_addresses_in_the_environment_name_the_entry_without_the_password() -> None:
+    with pytest.raises(roger.ConfigError, match=r"'amqp\[1\]'") as caught:
+        load({}, ROGER_AMQP_URL="amqp://u:hunter22@rabbit1/,amqp://u:hunter22@rabbit2:x/")
+    assert "hunter22" not in str(caught.value)
+
+
 # -------------------------------------------------------------- partitions
 
 

@@ -419,7 +419,7 @@ class Consumer(Server):
         self.backoff = Backoff()
         self.io = LoopThread(f"roger-consumer-{partition_id}")
         self.link = AmqpLink(
-            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
         #: Leases of deliveries held past half the broker's consumer_timeout,

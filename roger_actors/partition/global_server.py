@@ -201,7 +201,7 @@ class Global(Server):
         self.backoff = Backoff()
         self.io = LoopThread(f"roger-global-{partition_id}")
         self.link = AmqpLink(
-            config.amqp.url(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
         )
         self.watch_fileno(self.io.fileno)
         self._connect()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from roger_actors.persisters.base import StatePersister
@@ -34,12 +35,16 @@ ARGUMENTS: dict[str, Any] = {"x-max-length": 1, "x-overflow": "drop-head"}
 class RabbitMQ(StatePersister):
     """Keeps the state snapshot in a one-message queue per partition.
 
-    ``url`` is the AMQP URL (default: the local broker as guest).
+    ``url`` is the AMQP URL (default: the local broker as guest), or several
+    (a list, or a string separated by commas: the nodes of one RabbitMQ
+    cluster, tried in turn).
     ``timeout`` bounds each broker operation, in seconds.
     """
 
     def __init__(
-        self, url: str = "amqp://guest:guest@localhost:5672/", timeout: float = 10.0
+        self,
+        url: str | Sequence[str] = "amqp://guest:guest@localhost:5672/",
+        timeout: float = 10.0,
     ) -> None:
         from roger_actors.transport.publisher import Publisher
 

@@ -15,14 +15,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import aiormq
 import aiormq.exceptions
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp import commands as spec
+
+from .urls import address_of, redact_url, split_urls
 
 log = logging.getLogger("roger_actors.amqp")
 
@@ -125,23 +128,150 @@ def properties(
     )
 
 
-class AmqpLink:
-    """One AMQP connection and its channels; every coroutine runs on the loop thread."""
+def quorum_arguments(arguments: dict[str, Any] | None) -> dict[str, Any]:
+    """``arguments`` with ``x-queue-type: quorum`` (a new dict)."""
+    return {**(arguments or {}), "x-queue-type": "quorum"}
 
-    def __init__(self, url: str, post: Callable[[Any], None], timeout: float | None = 10.0):
-        self.url = url
+
+class BrokerAddresses:
+    """The broker URLs a connection may use (the nodes of one RabbitMQ cluster)
+    and where the next connection attempt starts.
+
+    ``urls`` is one URL, a string of several separated by commas (see
+    :func:`~roger_actors.transport.urls.split_urls`) or a sequence of URLs.
+    :meth:`connect` tries them in turn and remembers the one that answered:
+    the next :meth:`connect` (a reconnect, usually because that broker node
+    went away) starts with the address after it, so it reaches a surviving
+    node at the first attempt. Share one instance between the successive
+    links of one user (as :class:`~roger_actors.transport.publisher.Publisher`
+    does) to keep that order across links. Not thread-safe: use it from one
+    event loop.
+    """
+
+    def __init__(self, urls: str | Sequence[str]) -> None:
+        self.urls: tuple[str, ...] = tuple(split_urls(urls))
+        if not self.urls or not all(self.urls):
+            raise ValueError("at least one broker URL is needed, and none may be empty")
+        #: Index of the address the next :meth:`connect` tries first.
+        self.start = 0
+        #: Index of the address of the last connection made (None: none yet).
+        self.current: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def order(self) -> list[int]:
+        """Indices of the addresses in the order the next :meth:`connect` tries them."""
+        return [(self.start + k) % len(self.urls) for k in range(len(self.urls))]
+
+    async def connect(self, timeout: float | None) -> AbstractConnection:
+        """Connect to the first address that answers, in :meth:`order`, waiting
+        at most ``timeout`` seconds (None: no limit) for each attempt.
+
+        Returns the open connection. Raises :class:`ConnectionError` when no
+        address answered; its message names every address tried (``host:port``,
+        never a password) and why each failed, and it is chained to the last
+        failure. Cancellation propagates at once (no further address is tried).
+        """
+        failures: list[str] = []
+        last: BaseException | None = None
+        for index in self.order():
+            url = self.urls[index]
+            try:
+                connection = await asyncio.wait_for(aiormq.connect(url), timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                last = exc
+                failures.append(f"{address_of(url)}: {_describe_failure(exc, url, timeout)}")
+                continue
+            self.current = index
+            self.start = (index + 1) % len(self.urls)
+            if failures:
+                log.warning(
+                    "connected to the broker at %s after failing at %s",
+                    address_of(url),
+                    "; ".join(failures),
+                )
+            return connection
+        if len(self.urls) == 1:
+            message = f"cannot connect to the broker at {failures[0]}"
+        else:
+            message = (
+                f"cannot connect to any of the {len(self.urls)} broker addresses: "
+                + "; ".join(failures)
+            )
+        raise ConnectionError(message) from last
+
+    def redacted(self) -> list[str]:
+        """The URLs with their passwords replaced by ``***``."""
+        return [redact_url(url) for url in self.urls]
+
+
+def _describe_failure(exc: BaseException, url: str, timeout: float | None) -> str:
+    """``exc`` as text for an error message, with ``url``'s password removed."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError) and not str(exc):
+        return f"no answer within {timeout} s"
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = text.replace(url, redact_url(url))
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        for form in {password, unquote(password), quote(unquote(password), safe="")}:
+            if len(form) >= 3:  # replacing a one-letter password would garble the text
+                text = text.replace(form, "***")
+    return text
+
+
+class AmqpLink:
+    """One AMQP connection and its channels; every coroutine runs on the loop thread.
+
+    ``url``: one broker URL, several (a sequence, or a string separated by
+    commas) or a shared :class:`BrokerAddresses`; :meth:`connect` fails over
+    among them. ``timeout``: seconds per connection attempt (None: no limit).
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | BrokerAddresses,
+        post: Callable[[Any], None],
+        timeout: float | None = 10.0,
+    ):
+        self.addresses = url if isinstance(url, BrokerAddresses) else BrokerAddresses(url)
         self.post = post
         self.timeout = timeout
         self.connection: AbstractConnection | None = None
         self.control: AbstractChannel | None = None
         self.consumers: dict[str, _Consumer] = {}
+        #: Queues :meth:`declare` made on this connection -> their kind.
+        self._declared: dict[str, str] = {}
         self._generation = 0
         self._lost = False
 
+    @property
+    def url(self) -> str:
+        """The URL of the current (or last) connection; the first one before any."""
+        current = self.addresses.current
+        return self.addresses.urls[0 if current is None else current]
+
+    @property
+    def connect_timeout(self) -> float | None:
+        """The longest :meth:`connect` may take: ``timeout`` per address (None: no limit)."""
+        return None if self.timeout is None else self.timeout * len(self.addresses)
+
     async def connect(self) -> None:
-        """Open the connection and the control channel (with confirms)."""
+        """Open the connection and the control channel (with confirms).
+
+        Tries the broker addresses in turn (:meth:`BrokerAddresses.connect`),
+        each for at most ``timeout`` seconds: a reconnect starts with the
+        address after the one last used. Raises :class:`ConnectionError`
+        naming every address tried when none answered.
+        """
         self._lost = False
-        self.connection = await asyncio.wait_for(aiormq.connect(self.url), self.timeout)
+        self._declared.clear()
+        self.connection = await self.addresses.connect(self.timeout)
         self.connection.closing.add_done_callback(self._on_close)
         self.control = await self.connection.channel(publisher_confirms=True)
 
@@ -174,10 +304,72 @@ class AmqpLink:
         return self.control
 
     async def declare(self, name: str, arguments: dict[str, Any] | None = None) -> int:
-        """Declare a durable queue; returns its message count."""
+        """Declare a durable (classic) queue; returns its message count."""
         ok = await self._control().queue_declare(name, durable=True, arguments=arguments)
         assert ok is not None
         return int(ok.message_count or 0)
+
+    async def declare_replicated(self, name: str, arguments: dict[str, Any] | None = None) -> int:
+        """Declare a durable queue with ``arguments``, as a quorum queue where the
+        broker has them; returns its message count.
+
+        A quorum queue is replicated on the nodes of a RabbitMQ cluster, so it
+        stays usable (and keeps its messages) when one broker node dies; a
+        classic queue is reachable only while its home node runs. A queue that
+        already exists as a classic one keeps its type (it is declared with
+        ``arguments``, or only checked when its arguments differ). Raises the
+        broker's channel error when the queue cannot be declared (e.g.
+        ``ChannelNotFoundEntity`` for a classic queue whose home node is down).
+        Not yet used by the Consumer: quorum queues put a requeued message
+        behind the others, which changes the order of execution-waiting queues.
+        """
+        known = self._declared.get(name)
+        if known is None:
+            known, count = await self._declare_first(name, arguments)
+            if known != "existing":
+                self._declared[name] = known
+            return count
+        args = quorum_arguments(arguments) if known == "quorum" else arguments
+        ok = await self._control().queue_declare(name, durable=True, arguments=args)
+        assert ok is not None
+        return int(ok.message_count or 0)
+
+    async def _declare_first(self, name: str, arguments: dict[str, Any] | None) -> tuple[str, int]:
+        """The first :meth:`declare_replicated` of ``name`` on this connection, on scratch
+        channels (a failed declare closes its channel): ``(kind, message count)``
+        with kind ``"quorum"``, ``"classic"`` (no quorum queues here) or
+        ``"existing"`` (a classic queue there already)."""
+        attempts: list[tuple[str, dict[str, Any] | None, bool]] = [
+            ("quorum", quorum_arguments(arguments), False)
+        ]
+        for attempt, (kind, args, passive) in enumerate(attempts):
+            channel = await self._scratch()
+            try:
+                if passive:
+                    ok = await channel.queue_declare(name, passive=True)
+                else:
+                    ok = await channel.queue_declare(name, durable=True, arguments=args)
+                assert ok is not None
+                return kind, int(ok.message_count or 0)
+            except aiormq.exceptions.ChannelPreconditionFailed:
+                # It exists with other arguments: a classic queue. Declare it as
+                # one (which renews its x-expires), else only check it is there.
+                if attempt == 0:
+                    attempts.append(("existing", arguments, False))
+                elif not passive:
+                    attempts.append(("existing", None, True))
+                else:
+                    raise
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                raise  # a classic queue whose home node is down
+            except aiormq.exceptions.AMQPChannelError:
+                if attempt != 0:
+                    raise
+                attempts.append(("classic", arguments, False))  # no quorum queues here
+            finally:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def declare_work_queue(
         self, name: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT

@@ -4,19 +4,25 @@ publisher over its own AMQP connection with publisher confirms."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from roger_actors.errors import InvalidJobError
 
-from .amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, properties
+from .amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, BrokerAddresses, properties
 from .loop import LoopThread
 
 
 class Publisher:
     """Publish messages and wait for the broker's confirm.
 
-    Connects lazily and reconnects on the next publish after a connection
-    loss. Every method blocks the calling thread at most ``timeout`` seconds.
+    ``url`` is one broker URL or several (a sequence, or a string separated
+    by commas: the nodes of one RabbitMQ cluster). Connects lazily to the
+    first address that answers and reconnects on the next publish after a
+    connection loss, starting with the address after the one last used.
+    Every method blocks the calling thread at most ``timeout`` seconds, except
+    that connecting may take ``timeout`` per address tried (it then raises
+    :class:`ConnectionError` naming them).
     :meth:`publish` (jobs) refuses bodies over ``max_payload_bytes`` (the
     node's config value; ``None``: no limit). Work queues it declares get
     ``delivery_limit`` (the config key) as their ``x-delivery-limit``.
@@ -24,12 +30,13 @@ class Publisher:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         timeout: float = 10.0,
         max_payload_bytes: int | None = None,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
     ) -> None:
         self.url = url
+        self.addresses = BrokerAddresses(url)
         self.delivery_limit = delivery_limit
         self.timeout = timeout
         self.max_payload_bytes = max_payload_bytes
@@ -42,8 +49,13 @@ class Publisher:
         if self._io is None:
             self._io = LoopThread("roger-publisher")
         if self._link is None or not self._link.is_open:
-            link = AmqpLink(self.url, lambda event: None, self.timeout)
-            self._io.submit(link.connect()).result(self.timeout)
+            link = AmqpLink(self.addresses, lambda event: None, self.timeout)
+            future = self._io.submit(link.connect())
+            try:
+                future.result((link.connect_timeout or self.timeout) + 1)
+            except BaseException:
+                future.cancel()
+                raise
             self._link = link
         return self._io, self._link
 
