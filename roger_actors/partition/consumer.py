@@ -609,9 +609,9 @@ class Consumer(Server):
         await self.link.declare_work_queue(
             Queue.make_name(self.partition_id, queue), self.config.delivery_limit
         )
-        await self.link.declare(Queue.invalid_name(self.partition_id, queue))
+        await self.link.declare_replicated(Queue.invalid_name(self.partition_id, queue))
         name, args = retry.buried_queue(self.partition_id, queue, self.config.max_buried_queue_size)
-        await self.link.declare(name, args)
+        await self.link.declare_replicated(name, args)
 
     # ------------------------------------------------------------ messages
 
@@ -1522,7 +1522,7 @@ class Consumer(Server):
         async def finish() -> None:
             self.keeper.claim(delivery)  # a lease it has is settled below
             if target is not None:
-                await self.link.declare(target[0], target[1])
+                await self.link.declare_replicated(target[0], target[1])
                 await self.link.publish(target[0], target[2], props)
             if queue_key is not None:
                 await self._free_queue_key(queue_key, delivery)

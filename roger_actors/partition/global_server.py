@@ -233,7 +233,7 @@ class Global(Server):
                 assert self.link.connection is not None
                 channel = await self.link.connection.channel(publisher_confirms=True)
                 await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
-                await channel.queue_declare(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+                await self.link.declare_replicated(queue, QUEUE_ARGUMENTS)
                 await self._replica_channel()
                 await channel.basic_qos(prefetch_count=PREFETCH)
                 self.channel = channel
@@ -254,9 +254,7 @@ class Global(Server):
             if self.link.connection is None or not self.link.is_open:
                 raise ConnectionError("AMQP link is not connected")
             channel = await self.link.connection.channel(publisher_confirms=True)
-            await channel.queue_declare(
-                self.replica_queue, durable=True, arguments=REPLICA_ARGUMENTS
-            )
+            await self.link.declare_replicated(self.replica_queue, REPLICA_ARGUMENTS)
             self.replica_channel = channel
         return channel
 
@@ -532,10 +530,8 @@ class Global(Server):
 
         async def renew() -> None:
             with contextlib.suppress(Exception):
-                channel = await self._replica_channel()
-                await channel.queue_declare(
-                    self.replica_queue, durable=True, arguments=REPLICA_ARGUMENTS
-                )
+                await self._replica_channel()
+                await self.link.declare_replicated(self.replica_queue, REPLICA_ARGUMENTS)
 
         self.io.submit(renew())
 

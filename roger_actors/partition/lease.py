@@ -59,6 +59,7 @@ from typing import Any
 
 from pamqp import commands as spec
 
+from roger_actors.partition.retry import AT_LEAST_ONCE_DEAD_LETTERING
 from roger_actors.transport.amqp import AmqpLink, Delivery
 
 log = logging.getLogger("roger_actors.lease")
@@ -94,6 +95,7 @@ def holding_queue_arguments(work_queue: str, ttl: float) -> dict[str, Any]:
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": work_queue,
         "x-expires": int(ttl * 1000) * 2 + 60_000,
+        **AT_LEAST_ONCE_DEAD_LETTERING,
     }
 
 
@@ -129,6 +131,7 @@ def copy_properties(
     """Properties for a copy of a delivered message: the original's
     (``spec.Basic.Properties`` or None), persistent, with ``headers``, and
     ``expiration_ms`` when given (else the original's expiration)."""
+
     def get(name: str) -> Any:
         return getattr(original, name, None) if original is not None else None
 
@@ -239,7 +242,9 @@ class LeaseKeeper:
             work_queue = self.work_queue(delivery.key)
             name = work_queue + LEASE_POSTFIX + secrets.token_hex(LEASE_ID_HEX // 2)
             try:
-                await self.link.declare(name, holding_queue_arguments(work_queue, self.ttl))
+                await self.link.declare_replicated(
+                    name, holding_queue_arguments(work_queue, self.ttl)
+                )
                 await self._publish_copy(name, delivery)
                 published = time.monotonic()
                 acked = await self.link.ack(delivery.key, delivery.generation, delivery.tag)
@@ -306,7 +311,7 @@ class LeaseKeeper:
             slot.claimed = True
             self.slots.pop(key, None)
             work_queue = self.work_queue(key[0])
-            waiting = await self.link.declare(
+            waiting = await self.link.declare_replicated(
                 lease.queue, holding_queue_arguments(work_queue, lease.ttl)
             )
             old = await self.link.get(lease.queue) if waiting else None
@@ -314,8 +319,9 @@ class LeaseKeeper:
                 props = old.header.properties
                 headers = dict(props.headers or {})
                 headers[DELIVERIES_HEADER] = max(0, _count(headers.get(DELIVERIES_HEADER)) - 1)
-                await self.link.publish(work_queue, bytes(old.body), copy_properties(
-                    props, headers, None))
+                await self.link.publish(
+                    work_queue, bytes(old.body), copy_properties(props, headers, None)
+                )
                 await old.channel.basic_ack(_tag(old))
             await self.link.delete_queue(lease.queue)
 
@@ -323,7 +329,7 @@ class LeaseKeeper:
         # Declared again first: a use of the queue (its x-expires starts
         # again), and a basic.get on a missing queue would close the channel.
         work_queue = self.work_queue(key[0])
-        waiting = await self.link.declare(
+        waiting = await self.link.declare_replicated(
             lease.queue, holding_queue_arguments(work_queue, lease.ttl)
         )
         old = await self.link.get(lease.queue) if waiting else None

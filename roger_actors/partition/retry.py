@@ -23,6 +23,16 @@ from typing import Any
 
 from roger_actors.queue import Queue
 
+#: Dead-lettering that the broker confirms, as for a publish (quorum queues,
+#: RabbitMQ 3.10+; the queue then refuses publishes when full instead of
+#: dropping its head). Classic queues dead-letter at most once: a message whose
+#: TTL ran out while its target was not available (a broker restarting) is
+#: gone. Measured: 200 jobs in a classic retry queue across a broker restart,
+#: 0 came back; in a quorum one, 200 (``tests/test_retry_restart.py``).
+AT_LEAST_ONCE_DEAD_LETTERING: dict[str, Any] = {
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
 #: A retry queue is deleted after this many times its delay without use.
 EXPIRY_FACTOR = 2
 #: Extra lifetime of a retry queue beyond its delay, in milliseconds.
@@ -37,6 +47,7 @@ def retry_queue(partition_id: str, queue: str, level: int) -> tuple[str, dict[st
         "x-dead-letter-routing-key": Queue.make_name(partition_id, queue),
         "x-message-ttl": ttl,
         "x-expires": ttl * EXPIRY_FACTOR + EXPIRY_MARGIN_MS,
+        **AT_LEAST_ONCE_DEAD_LETTERING,
     }
 
 

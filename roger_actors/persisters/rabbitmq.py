@@ -62,7 +62,7 @@ class RabbitMQ(StatePersister):
         name = self.queue_name(partition_id)
         with self._lock:
             if name not in self._declared:
-                self._publisher.run("declare", name, ARGUMENTS)
+                self._publisher.run("declare_replicated", name, ARGUMENTS)
                 self._declared.add(name)
 
     def load(self, partition_id: str) -> bytes | None:

@@ -320,8 +320,10 @@ class AmqpLink:
         ``arguments``, or only checked when its arguments differ). Raises the
         broker's channel error when the queue cannot be declared (e.g.
         ``ChannelNotFoundEntity`` for a classic queue whose home node is down).
-        Not yet used by the Consumer: quorum queues put a requeued message
-        behind the others, which changes the order of execution-waiting queues.
+        Used for every durable queue of a partition but the execution-waiting
+        ones (which are read with ``basic.get`` and a requeue, counted by a
+        quorum queue's delivery limit): ``.invalid``, ``.buried``, retry and
+        lease holding queues, the Global request, replica and state queues.
         """
         known = self._declared.get(name)
         if known is None:
@@ -385,7 +387,7 @@ class AmqpLink:
         (``"quorum"``, ``"classic"`` when the broker has no quorum queues, or
         ``"existing"``). Raises what the broker or the connection raises
         otherwise (a lost connection: ``aiormq`` errors, ``ConnectionError``)."""
-        await self.declare(name + DEAD_LETTER_SUFFIX)
+        await self.declare_replicated(name + DEAD_LETTER_SUFFIX)
         channel = await self._scratch()
         try:
             await channel.queue_declare(
