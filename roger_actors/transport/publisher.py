@@ -3,9 +3,12 @@ publisher over its own AMQP connection with publisher confirms."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+import aiormq.exceptions
 
 from roger_actors.errors import InvalidJobError
 
@@ -93,6 +96,25 @@ class Publisher:
         if routing_key not in self._declared:
             self.run("declare_work_queue", routing_key, self.delivery_limit)
             self._declared.add(routing_key)
+        try:
+            self._publish_confirmed(routing_key, body, props)
+        except (aiormq.exceptions.DeliveryError, ConnectionError):
+            # Nacked: right after a broker node of a cluster died, a channel
+            # may go on getting nacks for a quorum queue whose leader moved
+            # (seen for up to a minute here). The next publish gets a new
+            # connection (the next address first) instead of the same channel.
+            self._drop_link()
+            raise
+
+    def _drop_link(self) -> None:
+        """Close the connection; the next operation opens a new one."""
+        with self._lock:
+            link, self._link = self._link, None
+            if link is not None and self._io is not None:
+                with contextlib.suppress(Exception):
+                    self._io.submit(link.close()).result(self.timeout)
+
+    def _publish_confirmed(self, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
         self.run(
             "publish",
             routing_key,
