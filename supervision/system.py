@@ -44,11 +44,14 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import reprlib
+import signal
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +59,8 @@ from typing import Any
 from thespian.actors import ActorSystem
 
 from .errors import SupervisionError
+
+log = logging.getLogger("supervision.system")
 
 BASES = ("simpleSystemBase", "multiprocTCPBase", "multiprocQueueBase", "multiprocUDPBase")
 
@@ -173,12 +178,109 @@ def start_actor_system(
         _route_thespian_log(log_level)
         if protocol is not None:
             taken = listeners(admin_port, protocol)
+            if taken and reclaim_orphan(admin_port, protocol):
+                taken = listeners(admin_port, protocol)
             if taken:
                 raise AdminPortInUse(admin_port, tuple(sorted({s.uid for s in taken})))
     system = ActorSystem(base, caps, logDefs=log_definitions(log_level), transientUnique=True)
     if protocol is not None:
         _check_own_admin(admin_port, protocol, os.environ["THESPIAN_BASE_IPADDR"])
+        _record_owner(admin_port, protocol)
     return system
+
+
+# ---------------------------------------------------------------- orphans
+#
+# An actor system must not outlive the process that started it. The
+# application master watches that process (supervision.application), but a
+# process killed before the master watches it (while the tree starts) leaves
+# an orphan: the admin daemonized into a session of its own and holds the
+# admin port, so every later start fails. So each start records, in this
+# uid's private directory, who started the system on that port; a later start
+# that finds the port taken by a system whose recorded starter is gone ends
+# that system (its admin's process group) and goes on.
+
+#: Seconds a reclaimed admin port may take to be free again.
+RECLAIM_SECONDS = 5.0
+
+
+def _owner_file(port: int) -> Path:
+    return private_directory() / f"admin-{port}.owner"
+
+
+def _start_time(pid: int) -> int | None:
+    """The start time of ``pid`` (clock ticks after boot), None when it is gone:
+    with the pid, it names one process (pids are reused)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[19]) if fields[0] not in ("Z", "X") else None
+
+
+def _record_owner(port: int, protocol: str) -> None:
+    admin = admin_process(port, protocol)
+    if admin is None:
+        return
+    record = {
+        "owner": os.getpid(),
+        "owner_start": _start_time(os.getpid()),
+        "admin": admin[0],
+        "admin_pgid": admin[1],
+        "admin_start": _start_time(admin[0]),
+    }
+    path = _owner_file(port)
+    with contextlib.suppress(OSError):
+        fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(record, file)
+        os.replace(f"{path}.tmp", path)
+
+
+def reclaim_orphan(port: int, protocol: str = "tcp") -> bool:
+    """End the actor system listening on ``port`` when it is an orphan of this
+    uid: a start recorded its admin (pid, start time, process group) and the
+    process that started it, and that process is gone. Returns True when it
+    ended one (its admin's process group got SIGKILL and the port is free, or
+    :data:`RECLAIM_SECONDS` passed). Anything else (no record, a record not
+    ours or not matching the listener, a starter still alive) is left alone:
+    False.
+    """
+    path = _owner_file(port)
+    try:
+        info = os.stat(path, follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        if info.st_mode & 0o077:
+            return False
+        record = json.loads(path.read_text())
+        owner, admin, pgid = int(record["owner"]), int(record["admin"]), int(record["admin_pgid"])
+        owner_start, admin_start = record["owner_start"], record["admin_start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if owner_start is not None and _start_time(owner) == owner_start:
+        return False  # its starter lives: not an orphan
+    found = admin_process(port, protocol)
+    if found != (admin, pgid) or admin_start is None or _start_time(admin) != admin_start:
+        return False
+    if pgid in (1, os.getpgrp()):
+        return False
+    log.warning(
+        "admin port %d: the actor system there was started by process %d, which is gone; "
+        "ending it (process group %d)",
+        port,
+        owner,
+        pgid,
+    )
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + RECLAIM_SECONDS
+    while listeners(port, protocol) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the killed processes' sockets close as the kernel reaps them
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return True
 
 
 _PROTOCOLS = {"multiprocTCPBase": "tcp", "multiprocUDPBase": "udp"}
