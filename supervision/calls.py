@@ -120,7 +120,9 @@ def _exchange(
     endpoint.tell(address, message)
     watch = PortWatches()
     if not simple:
-        watch.add(message.ref, address)
+        # the call was delivered (a dead address gives NoProc("noproc") through
+        # the dead-letter handler), so a listener gone later means a kill
+        watch.add(message.ref, address, probe=False, unseen="killed")
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         # simpleSystemBase: tell() ran every actor to completion, so a reply may

@@ -35,7 +35,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from thespian.actors import Actor, ActorSystem, DeadEnvelope
+from thespian.actors import Actor, ActorAddress, ActorSystem, DeadEnvelope
 
 from .errors import NoProc
 from .protocol import Call, CallReply, Down, ExitSignal, Link, Monitor
@@ -76,6 +76,8 @@ class DeadLetters(Actor):  # type: ignore[misc]
             log.exception("dead-letter handler failed on %r", message)
 
     def _dead(self, address: Any, message: Any) -> None:
+        if isinstance(address, str):  # simpleSystemBase gives the address as text
+            address = ActorAddress(address)
         if isinstance(message, Call) and message.monitor is not None:
             self.send(message.monitor, CallReply(message.ref, False, noproc_error(address, NOPROC)))
         elif isinstance(message, Monitor):
@@ -158,6 +160,8 @@ class PortWatch:
     inode: int | None = None
     misses: int = 0
     checks: int = 0
+    #: the reason when no listener was ever seen at the port
+    unseen: str = NOPROC
 
     def port(self) -> int | None:
         found = tcp_port(self.address)
@@ -170,9 +174,19 @@ class PortWatches:
 
     watches: dict[str, PortWatch] = field(default_factory=dict)
 
-    def add(self, key: str, address: Any) -> None:
-        """Watch ``address`` under ``key`` (polls skip it while it has no TCP port)."""
-        self.watches[key] = PortWatch(address)
+    def add(self, key: str, address: Any, *, probe: bool = True, unseen: str = NOPROC) -> None:
+        """Watch ``address`` under ``key`` (polls skip it while it has no TCP port).
+
+        ``probe`` looks for its listening socket now (else at the first poll);
+        ``unseen`` is the reason given when no listener was ever seen there.
+        """
+        watch = PortWatch(address, unseen=unseen)
+        self.watches[key] = watch
+        port = watch.port()
+        if probe and port is not None:
+            inodes = listening_inodes({port}).get(port, set())
+            if len(inodes) == 1:
+                watch.inode = next(iter(inodes))
 
     def discard(self, key: str) -> None:
         self.watches.pop(key, None)
@@ -200,7 +214,7 @@ class PortWatches:
             watch.misses = 0 if alive else watch.misses + 1
             if watch.misses >= 2:
                 del self.watches[key]
-                dead.append((key, "killed" if watch.inode is not None else NOPROC))
+                dead.append((key, "killed" if watch.inode is not None else watch.unseen))
         return dead
 
 

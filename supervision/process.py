@@ -45,7 +45,7 @@ from thespian.actors import (
 )
 
 from .errors import NoProc
-from .monitors import WATCH_INTERVAL, PortWatches, noproc_error, tcp_port
+from .monitors import NOPROC, WATCH_INTERVAL, PortWatches, noproc_error, tcp_port
 from .protocol import (
     Call,
     CallReply,
@@ -251,15 +251,25 @@ class Process(Actor):  # type: ignore[misc]
             return True
         if isinstance(message, Down):
             watch = self._sv_watches.pop(message.ref, None)
+            if message.reason == NOPROC and self._sv_seen_alive(message.ref):
+                message = Down(message.ref, message.address, KILLED)
             self._sv_ports.discard(message.ref)
             # a Down for a monitor that was removed meanwhile is dropped (OTP's demonitor)
-            return watch is None or self._sv_phase != "running"
+            if watch is None or self._sv_phase != "running":
+                return True
+            self._sv_running(message, sender)
+            return True
         if isinstance(message, ExitSignal):
+            if message.reason == NOPROC and any(
+                self._sv_seen_alive(key)
+                for key, watch in self._sv_watches.items()
+                if watch.kind == "link" and watch.address == message.address
+            ):
+                message = ExitSignal(message.address, KILLED)
             if not self._sv_drop_link(message.address) or self._sv_phase != "running":
                 return True
             if self.trap_exit or self._supervision_kind == "supervisor":
                 self._sv_running(Exited(message.address, message.reason), message.address)
-                self._sv_after_trapped_exit()
             elif message.reason != NORMAL:
                 self._sv_exit_signal(message.reason)
             return True
@@ -270,8 +280,12 @@ class Process(Actor):  # type: ignore[misc]
             return True
         return False
 
-    def _sv_after_trapped_exit(self) -> None:
-        """Hook run after a trapped exit signal was handled (Server: pending stop)."""
+    def _sv_seen_alive(self, key: str) -> bool:
+        """True when the port watch ``key`` saw its target's listening socket:
+        the target lived when the monitor or link was made, so a later
+        ``noproc`` (the Monitor/Link reached a dead address) means it was killed."""
+        watch = self._sv_ports.watches.get(key)
+        return watch is not None and watch.inode is not None
 
     def _sv_exit_signal(self, reason: ExitReason) -> None:
         """An exit signal from a link ends this (non-trapping) actor with ``reason``."""

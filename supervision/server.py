@@ -333,9 +333,6 @@ class Server(Process):
             seconds, self._sv_idle = self._sv_idle, None
             self.wakeupAfter(timedelta(seconds=seconds), _Idle(self._sv_idle_token))
 
-    def _sv_after_trapped_exit(self) -> None:
-        self._sv_after_callback()
-
     def _sv_exit_signal(self, reason: ExitReason) -> None:
         self._sv_finish(reason)
 
