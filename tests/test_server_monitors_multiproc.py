@@ -2,6 +2,8 @@
 SIGKILLs (docs/supervision.md, "Monitors and links"). Fixtures and process
 helpers come from ``test_supervision_multiproc``; every wait is a bounded poll."""
 
+# ruff: noqa: F811 (the imported fixtures are, as pytest wants, test parameters)
+
 from __future__ import annotations
 
 import os

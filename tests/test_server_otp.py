@@ -43,7 +43,9 @@ def gen(tree: Tree, name: str, mode: str = "", restart: str = "permanent") -> Ch
     return tree.worker(name, restart, actor=GenServer, args=(mode,))
 
 
-def watcher(tree: Tree, name: str = "w", trap: bool = False, restart: str = "permanent") -> ChildSpec:
+def watcher(
+    tree: Tree, name: str = "w", trap: bool = False, restart: str = "permanent"
+) -> ChildSpec:
     return tree.worker(name, restart, actor=Watcher, args=(trap,))
 
 
@@ -188,7 +190,7 @@ def test_unlink_stops_the_propagation(tree: Tree) -> None:
 
 
 def test_link_to_a_dead_address_gives_noproc(tree: Tree) -> None:
-    root, kids = start(tree, watcher(tree, trap=True), tree.worker("b", "temporary"))
+    _, kids = start(tree, watcher(tree, trap=True), tree.worker("b", "temporary"))
     call(kids["b"], ("stop", "normal"))
 
     call(kids["w"], ("link", kids["b"]))
