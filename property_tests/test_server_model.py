@@ -209,7 +209,8 @@ class ServerMachine(RuleBasedStateMachine):
 
 
 TestServerFollowsGenServer = ServerMachine.TestCase
-TestServerFollowsGenServer.settings = MACHINE_SETTINGS
+#: a quarter of the supervisor machines' examples: steps wait for real timers
+TestServerFollowsGenServer.settings = settings(MACHINE_SETTINGS, max_examples=max(1, EXAMPLES // 4))
 
 
 # ---------------------------------------------------------------- multiprocTCPBase, real kills
