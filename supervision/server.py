@@ -56,7 +56,7 @@ Semantics (OTP's ``gen_server``, in Python terms):
 - Monitors and links with any actor (supervised or not, in any process of
   the actor system): ``self.monitor(address)`` -> ref, then
   ``handle_info(Down(ref, address, reason))`` exactly once, unless
-  ``self.demonitor(ref)`` came first; ``self.link(address)``: when either
+  ``self.demonitor(ref)`` came first; ``self.link_to(address)`` (OTP's ``link``): when either
   side exits with a reason other than ``"normal"``, the other exits with
   the same reason (running ``terminate``), unless it sets
   ``trap_exit = True``: then it gets ``handle_info(Exited(address, reason))``
@@ -226,8 +226,10 @@ class Server(Process):
         False when ``ref`` is not (or no longer) an active monitor."""
         return self._sv_demonitor(ref)
 
-    def link(self, address: Any) -> None:
-        """Link this server with the actor at ``address`` (both ways, idempotent).
+    def link_to(self, address: Any) -> None:
+        """Link this server with the actor at ``address`` (OTP's ``link/1``;
+        both ways, idempotent; not named ``link``, which Roger's servers use
+        for their AMQP link).
 
         When one of them exits with a reason other than ``"normal"``, the
         other exits with that reason (after ``terminate``) unless it traps
@@ -236,7 +238,7 @@ class Server(Process):
         """
         self._sv_link(address)
 
-    def unlink(self, address: Any) -> None:
+    def unlink_from(self, address: Any) -> None:
         """Remove the link with ``address``; no exit signal from it afterwards."""
         self._sv_unlink(address)
 

@@ -31,10 +31,10 @@ class Watcher(Worker):
         if isinstance(request, tuple) and request[0] == "demonitor":
             return self.demonitor(request[1])
         if isinstance(request, tuple) and request[0] == "link":
-            self.link(request[1])
+            self.link_to(request[1])
             return "linked"
         if isinstance(request, tuple) and request[0] == "unlink":
-            self.unlink(request[1])
+            self.unlink_from(request[1])
             return "unlinked"
         if request == "downs":
             return list(self.downs)
