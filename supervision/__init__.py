@@ -12,6 +12,8 @@ The public surface, in OTP's vocabulary:
   :func:`terminate_child`, :func:`restart_child`, :func:`delete_child`,
   :func:`which_children`, :func:`count_children`.
 - :class:`Application`: start and stop a tree from ordinary code.
+- Monitors and links (``Server.monitor``/``link``, :class:`Down`,
+  :class:`Exited`), :func:`stop` and :func:`get_state` for servers.
 
 See ``docs/supervision.md`` for the semantics and the choice of actor system base.
 """
@@ -24,8 +26,10 @@ from .calls import (
     current_system,
     delete_child,
     get_childspec,
+    get_state,
     restart_child,
     start_child,
+    stop,
     terminate_child,
     use_system,
     which_children,
@@ -46,9 +50,9 @@ from .errors import (
     UnknownRequest,
 )
 from .process import IGNORE
-from .protocol import ChildInfo, Exited, From
+from .protocol import ChildInfo, Down, Exited, From
 from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, is_normal
-from .server import NOREPLY, Server, TimerRef
+from .server import NOREPLY, TIMEOUT, Server, TimerRef
 from .spec import ChildSpec, DynamicSupervisorSpec, Start, SupervisorSpec
 from .supervisor import DynamicSupervisor, Supervisor
 from .system import AdminPortInUse, start_actor_system
@@ -59,6 +63,7 @@ __all__ = [
     "NOREPLY",
     "NORMAL",
     "SHUTDOWN",
+    "TIMEOUT",
     "AdminPortInUse",
     "AlreadyPresent",
     "AlreadyStarted",
@@ -67,6 +72,7 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "Crash",
+    "Down",
     "DynamicSupervisor",
     "DynamicSupervisorSpec",
     "Exited",
@@ -92,11 +98,13 @@ __all__ = [
     "current_system",
     "delete_child",
     "get_childspec",
+    "get_state",
     "is_normal",
     "restart_child",
     "running_applications",
     "start_actor_system",
     "start_child",
+    "stop",
     "terminate_child",
     "use_system",
     "which_children",

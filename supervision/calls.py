@@ -21,6 +21,7 @@ from typing import Any
 from thespian.actors import ActorSystem, PoisonMessage
 
 from .errors import CallTimeout, NoProc, SupervisionError
+from .monitors import WATCH_INTERVAL, PortWatches, ensure_dead_letters, noproc_error
 from .protocol import (
     Call,
     CallReply,
@@ -29,8 +30,10 @@ from .protocol import (
     CountChildren,
     DeleteChild,
     GetChildSpec,
+    GetState,
     RestartChild,
     StartChild,
+    StopRequest,
     TerminateChild,
     WhichChildren,
 )
@@ -68,22 +71,42 @@ def call(
 ) -> Any:
     """Send ``request`` to the actor at ``address`` and return its reply.
 
-    Raises :class:`~supervision.CallTimeout` when no reply came within
-    ``timeout`` seconds (``None``: wait forever), :class:`~supervision.NoProc`
-    when the actor is dead or died handling the call, and re-raises the
-    error an actor replied with (``UnknownRequest``, ``NotFound``...).
+    The caller monitors the actor while it waits (OTP's ``gen_server:call``):
+
+    - :class:`~supervision.NoProc` at once when no actor lives at
+      ``address`` (``reason == "noproc"``) or it has exited, and as soon as
+      the actor exits before replying: a crash in this or any other
+      handler, ``stop`` while the reply is deferred, a SIGKILL (seen within
+      a few tenths of a second on multiprocTCPBase); ``NoProc.reason`` is
+      the exit reason;
+    - :class:`~supervision.CallTimeout` when no reply came within ``timeout``
+      seconds (``None``: wait forever) while the actor lives on; a late
+      reply is dropped;
+    - the error the actor replied with (``UnknownRequest``, ``NotFound``...)
+      is raised here.
     """
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     asys = system or current_system()
+    ensure_dead_letters(asys)
     ref = uuid.uuid4().hex
     deadline = None if timeout is None else time.monotonic() + timeout
     if _is_simple(asys):
         # simpleSystemBase runs actors in this thread; one caller at a time.
         with _lock:
-            return _exchange(asys, address, Call(ref, request), deadline, timeout, True)
+            me = _simple_address(asys)
+            return _exchange(asys, address, Call(ref, request, me), deadline, timeout, True)
     with asys.private() as endpoint:
-        return _exchange(endpoint, address, Call(ref, request), deadline, timeout, False)
+        me = getattr(getattr(endpoint._systemBase, "transport", None), "myAddress", None)
+        return _exchange(endpoint, address, Call(ref, request, me), deadline, timeout, False)
+
+
+def _simple_address(system: ActorSystem) -> Any:
+    """The address replies to this process's external requests go to (simpleSystemBase)."""
+    try:
+        return system._systemBase.actorRegistry["System:ExternalRequester"].address
+    except (AttributeError, KeyError):  # pragma: no cover - other Thespian versions
+        return None
 
 
 def _exchange(
@@ -95,6 +118,11 @@ def _exchange(
     simple: bool,
 ) -> Any:
     endpoint.tell(address, message)
+    watch = PortWatches()
+    if not simple:
+        # the call was delivered (a dead address gives NoProc("noproc") through
+        # the dead-letter handler), so a listener gone later means a kill
+        watch.add(message.ref, address, probe=False, unseen="killed")
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         # simpleSystemBase: tell() ran every actor to completion, so a reply may
@@ -103,7 +131,16 @@ def _exchange(
         if reply is None:
             if remaining is not None and remaining <= 0:
                 raise CallTimeout(message.request, timeout)
-            reply = endpoint.listen(remaining if remaining is not None else 3600)
+            if simple:
+                reply = endpoint.listen(remaining if remaining is not None else 3600)
+            else:
+                # listen in slices and look at the callee's listening socket in
+                # between: a SIGKILLed actor never answers (monitors.py)
+                piece = WATCH_INTERVAL if remaining is None else min(WATCH_INTERVAL, remaining)
+                reply = endpoint.listen(piece)
+                if reply is None:
+                    for _key, reason in watch.poll():
+                        raise noproc_error(address, reason)
         if reply is None:
             if simple:  # nothing more can happen before the deadline
                 raise CallTimeout(message.request, timeout)
@@ -120,7 +157,10 @@ def _exchange(
 
 
 def cast(address: Any, request: Any, *, system: ActorSystem | None = None) -> None:
-    """Send ``request`` to ``handle_cast`` of the server at ``address``; no reply."""
+    """Send ``request`` to ``handle_cast`` of the server at ``address``; no reply.
+
+    Never fails, even when nothing lives at ``address`` (the cast is dropped).
+    """
     asys = system or current_system()
     if _is_simple(asys):
         with _lock:
@@ -128,6 +168,42 @@ def cast(address: Any, request: Any, *, system: ActorSystem | None = None) -> No
         return
     with asys.private() as endpoint:
         endpoint.tell(address, Cast(request))
+
+
+def stop(
+    address: Any,
+    reason: Any = "normal",
+    timeout: float | None = None,
+    *,
+    system: ActorSystem | None = None,
+) -> None:
+    """Stop the Server at ``address`` with ``reason`` and wait until it has
+    exited, ``terminate`` included (OTP's ``gen_server:stop/3``).
+
+    Returns once it exited with ``reason``. Raises ``NoProc`` when nothing
+    lives at ``address`` (``reason == "noproc"``) or it exited with another
+    reason (a crash in ``terminate``, a kill...: ``NoProc.reason``),
+    ``CallTimeout`` when it has not exited within ``timeout`` seconds
+    (``None``: wait forever; it may still be stopping), ``UnknownRequest``
+    when the actor is not a Server (a supervisor: use ``terminate_child``).
+    A supervised server is then handled by its supervisor like any exit
+    (a ``permanent`` one is restarted).
+    """
+    try:
+        call(address, StopRequest(reason), timeout, system=system)
+    except NoProc as exited:
+        if exited.reason == reason and reason != "noproc":
+            return
+        raise
+    raise SupervisionError(f"actor at {address} answered a stop request")  # pragma: no cover
+
+
+def get_state(
+    address: Any, timeout: float | None = DEFAULT_TIMEOUT, *, system: ActorSystem | None = None
+) -> Any:
+    """The state of the Server at ``address``, as its ``get_state()`` returns it
+    (OTP's ``sys:get_state``); the errors of :func:`call`."""
+    return call(address, GetState(), timeout, system=system)
 
 
 # ---------------------------------------------------------------- supervisor API

@@ -26,7 +26,19 @@ class CallTimeout(SupervisionError, TimeoutError):
 
 
 class NoProc(SupervisionError):
-    """The called actor is not alive (it exited before or while handling the call)."""
+    """The called actor is not alive (it exited before or while handling the call).
+
+    ``reason`` is its exit reason when known (OTP's ``exit({Reason, ...})`` of
+    a caller whose server died): ``"noproc"`` when no actor lived at the
+    address, ``"killed"`` when its process was killed, a ``Crash``...
+    """
+
+    def __init__(self, message: str = "", reason: Any = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.reason))
 
 
 class UnknownRequest(SupervisionError):

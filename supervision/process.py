@@ -17,6 +17,12 @@ A :class:`Process` is a Thespian actor that follows the supervision protocol
 5. On a multi-process base the child asks the kernel to kill it when its
    parent process dies (``PR_SET_PDEATHSIG``), which is OTP's link from
    supervisor to child: no orphaned actor outlives a killed supervisor.
+6. Monitors and links between any two actors (:mod:`supervision.monitors`):
+   before its ``ExitNotice`` an exiting actor sends ``Down`` to its monitors,
+   ``ExitSignal`` to its links and ``NoProc`` to every monitored ``Call`` it
+   has not answered; an actor that already exited answers a new monitor
+   or link at once with its exit reason. A watcher learns of a SIGKILL
+   from the port watch of its target.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import ctypes
 import logging
 import os
 import signal
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -37,17 +45,25 @@ from thespian.actors import (
 )
 
 from .errors import NoProc
+from .monitors import NOPROC, WATCH_INTERVAL, PortWatches, noproc_error, tcp_port
 from .protocol import (
     Call,
     CallReply,
     ChildIgnored,
     ChildStarted,
     ChildStartFailed,
+    Demonitor,
+    Down,
+    Exited,
     ExitNotice,
+    ExitSignal,
     InitChild,
     Kill,
+    Link,
+    Monitor,
+    Unlink,
 )
-from .reasons import KILLED, Crash, ExitReason
+from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, ExitReason
 
 log = logging.getLogger("supervision")
 
@@ -79,6 +95,26 @@ class _ZombieTimeout:
     """Wake-up payload: the parent never reaped this exited actor."""
 
 
+class _WatchTick:
+    """Wake-up payload: time to poll the ports of the watched actors."""
+
+
+@dataclass
+class _Watch:
+    """A monitor (``kind="monitor"``) or link (``"link"``) this actor holds on ``address``."""
+
+    kind: str
+    address: Any
+
+
+class _InitStop(Exception):
+    """Raised by a start that asked to stop: the start fails with ``reason`` itself."""
+
+    def __init__(self, reason: ExitReason) -> None:
+        super().__init__(repr(reason))
+        self.reason = reason
+
+
 class Process(Actor):  # type: ignore[misc]
     """Base of every actor that a supervisor can start. Not used directly.
 
@@ -89,6 +125,11 @@ class Process(Actor):  # type: ignore[misc]
     _supervision_process = True
     _supervision_kind = "worker"
 
+    #: When True, an exit signal from a linked actor is delivered as an
+    #: ``Exited(address, reason)`` message instead of ending this actor
+    #: (OTP's ``process_flag(trap_exit, true)``). Supervisors always trap.
+    trap_exit: bool = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sv_phase = "new"  # new -> running -> exited
@@ -97,6 +138,12 @@ class Process(Actor):  # type: ignore[misc]
         self._sv_exit_reason: ExitReason = None
         self._sv_killed = False
         self._sv_watched: list[int] = []
+        self._sv_monitors: dict[str, Any] = {}  # ref -> watcher: who monitors me
+        self._sv_call_monitors: dict[str, Any] = {}  # call ref -> caller, not yet answered
+        self._sv_links: list[Any] = []
+        self._sv_watches: dict[str, _Watch] = {}  # my monitors and links on others
+        self._sv_ports = PortWatches()
+        self._sv_ticking = False
 
     # ------------------------------------------------------------ properties
 
@@ -141,16 +188,31 @@ class Process(Actor):  # type: ignore[misc]
         if fileno in self._sv_watched:
             self._sv_watched.remove(fileno)
 
+    def send(self, targetAddr: Any, msg: Any) -> None:
+        """Thespian's ``send``; a ``CallReply`` also ends the monitor of its call."""
+        if isinstance(msg, CallReply) and self._sv_call_monitors:
+            self._sv_call_monitors.pop(msg.ref, None)
+        super().send(targetAddr, msg)
+
     def _sv_lifecycle(self, message: Any, sender: Any) -> None:
+        if self._sv_watch_protocol(message, sender):
+            return
         if isinstance(message, ActorExitRequest):
+            reason: ExitReason = KILLED if self._sv_killed else SHUTDOWN
             if self._sv_phase == "running" and not self._sv_killed:
-                self._sv_abrupt_exit()
+                replaced = self._sv_abrupt_exit()
+                reason = reason if replaced is None else replaced
+            if self._sv_phase != "exited":
+                self._sv_exit_reason = reason
             self._sv_phase = "exited"
+            self._sv_notify_exit(self._sv_exit_reason)
             return
         if isinstance(message, Kill):
             self._sv_killed = True
             return
         if self._sv_phase == "running":
+            if isinstance(message, Call) and message.monitor is not None:
+                self._sv_call_monitors[message.ref] = message.monitor
             self._sv_running(message, sender)
         elif self._sv_phase == "new":
             if isinstance(message, InitChild):
@@ -159,9 +221,157 @@ class Process(Actor):  # type: ignore[misc]
                 self.send(sender, CallReply(message.ref, False, NoProc("actor not started")))
         else:  # exited: only reaping matters
             if isinstance(message, Call):
-                self.send(sender, CallReply(message.ref, False, NoProc("actor has exited")))
+                error = noproc_error(self.myAddress, self._sv_exit_reason)
+                self.send(sender, CallReply(message.ref, False, error))
             elif isinstance(message, WakeupMessage) and isinstance(message.payload, _ZombieTimeout):
                 self.send(self.myAddress, ActorExitRequest())
+
+    # ------------------------------------------------------------ monitors and links
+
+    def _sv_watch_protocol(self, message: Any, sender: Any) -> bool:
+        """Handle the monitor/link protocol; True when ``message`` was consumed."""
+        exited = self._sv_phase == "exited"
+        if isinstance(message, Monitor):
+            if exited:
+                self.send(message.watcher, Down(message.ref, self.myAddress, self._sv_exit_reason))
+            else:
+                self._sv_monitors[message.ref] = message.watcher
+            return True
+        if isinstance(message, Demonitor):
+            self._sv_monitors.pop(message.ref, None)
+            return True
+        if isinstance(message, Link):
+            if exited:
+                self.send(message.linker, ExitSignal(self.myAddress, self._sv_exit_reason))
+            elif not self._sv_is_linked(message.linker):
+                self._sv_add_link(message.linker)
+            return True
+        if isinstance(message, Unlink):
+            self._sv_drop_link(message.address)
+            return True
+        if isinstance(message, Down):
+            watch = self._sv_watches.pop(message.ref, None)
+            if message.reason == NOPROC and self._sv_seen_alive(message.ref):
+                message = Down(message.ref, message.address, KILLED)
+            self._sv_ports.discard(message.ref)
+            # a Down for a monitor that was removed meanwhile is dropped (OTP's demonitor)
+            if watch is None or self._sv_phase != "running":
+                return True
+            self._sv_running(message, sender)
+            return True
+        if isinstance(message, ExitSignal):
+            if message.reason == NOPROC and any(
+                self._sv_seen_alive(key)
+                for key, watch in self._sv_watches.items()
+                if watch.kind == "link" and watch.address == message.address
+            ):
+                message = ExitSignal(message.address, KILLED)
+            if not self._sv_drop_link(message.address) or self._sv_phase != "running":
+                return True
+            if self.trap_exit or self._supervision_kind == "supervisor":
+                self._sv_running(Exited(message.address, message.reason), message.address)
+            elif message.reason != NORMAL:
+                self._sv_exit_signal(message.reason)
+            return True
+        if isinstance(message, WakeupMessage) and isinstance(message.payload, _WatchTick):
+            self._sv_ticking = False
+            if self._sv_phase == "running":
+                self._sv_poll_watches()
+            return True
+        return False
+
+    def _sv_seen_alive(self, key: str) -> bool:
+        """True when the port watch ``key`` saw its target's listening socket:
+        the target lived when the monitor or link was made, so a later
+        ``noproc`` (the Monitor/Link reached a dead address) means it was killed."""
+        watch = self._sv_ports.watches.get(key)
+        return watch is not None and watch.inode is not None
+
+    def _sv_exit_signal(self, reason: ExitReason) -> None:
+        """An exit signal from a link ends this (non-trapping) actor with ``reason``."""
+        self._sv_exit(reason)
+
+    def _sv_monitor(self, address: Any) -> str:
+        ref = uuid.uuid4().hex
+        self._sv_watches[ref] = _Watch("monitor", address)
+        self.send(address, Monitor(ref, self.myAddress))
+        self._sv_port_watch(ref, address)
+        return ref
+
+    def _sv_demonitor(self, ref: str) -> bool:
+        watch = self._sv_watches.get(ref)
+        if watch is None or watch.kind != "monitor":
+            return False
+        del self._sv_watches[ref]
+        self._sv_ports.discard(ref)
+        self.send(watch.address, Demonitor(ref))
+        return True
+
+    def _sv_link(self, address: Any) -> None:
+        if self._sv_is_linked(address):
+            return
+        self._sv_add_link(address)
+        self.send(address, Link(self.myAddress))
+
+    def _sv_unlink(self, address: Any) -> None:
+        if self._sv_drop_link(address):
+            self.send(address, Unlink(self.myAddress))
+
+    def _sv_is_linked(self, address: Any) -> bool:
+        return any(peer == address for peer in self._sv_links)
+
+    def _sv_add_link(self, address: Any) -> None:
+        self._sv_links.append(address)
+        key = f"link-{uuid.uuid4().hex}"
+        self._sv_watches[key] = _Watch("link", address)
+        self._sv_port_watch(key, address)
+
+    def _sv_drop_link(self, address: Any) -> bool:
+        linked = self._sv_is_linked(address)
+        self._sv_links = [peer for peer in self._sv_links if peer != address]
+        for key, watch in list(self._sv_watches.items()):
+            if watch.kind == "link" and watch.address == address:
+                del self._sv_watches[key]
+                self._sv_ports.discard(key)
+        return linked
+
+    def _sv_port_watch(self, key: str, address: Any) -> None:
+        if tcp_port(self.myAddress) is None:  # in-process base: no kill to detect
+            return
+        self._sv_ports.add(key, address)
+        self._sv_schedule_tick()
+
+    def _sv_schedule_tick(self) -> None:
+        if self._sv_ports and not self._sv_ticking:
+            self._sv_ticking = True
+            self.wakeupAfter(timedelta(seconds=WATCH_INTERVAL), _WatchTick())
+
+    def _sv_poll_watches(self) -> None:
+        for key, reason in self._sv_ports.poll():
+            watch = self._sv_watches.get(key)
+            if watch is None or self._sv_phase != "running":
+                continue
+            if watch.kind == "monitor":
+                self._sv_lifecycle(Down(key, watch.address, reason), watch.address)
+            else:
+                self._sv_lifecycle(ExitSignal(watch.address, reason), watch.address)
+        if self._sv_phase == "running":
+            self._sv_schedule_tick()
+
+    def _sv_notify_exit(self, reason: ExitReason) -> None:
+        """Tell every monitor, link and waiting monitored caller that this actor exits."""
+        me = self.myAddress
+        monitors, self._sv_monitors = self._sv_monitors, {}
+        calls, self._sv_call_monitors = self._sv_call_monitors, {}
+        links, self._sv_links = self._sv_links, []
+        self._sv_watches.clear()
+        self._sv_ports = PortWatches()
+        for ref, watcher in monitors.items():
+            self.send(watcher, Down(ref, me, reason))
+        for ref, caller in calls.items():
+            self.send(caller, CallReply(ref, False, noproc_error(me, reason)))
+        for peer in links:
+            self.send(peer, ExitSignal(me, reason))
 
     # ------------------------------------------------------------ start
 
@@ -175,6 +385,10 @@ class Process(Actor):  # type: ignore[misc]
         self._sv_phase = "running"
         try:
             result = self._sv_start(message.args, message.kwargs)
+        except _InitStop as stop:
+            log.error("%s stopped in init: %r", type(self).__qualname__, stop.reason)
+            self._sv_start_failed(stop.reason)
+            return
         except Exception as exc:
             crash = Crash.from_exception(exc)
             log.error("%s failed to start: %s", type(self).__qualname__, crash)
@@ -182,6 +396,8 @@ class Process(Actor):  # type: ignore[misc]
             return
         if result is IGNORE:
             self._sv_phase = "exited"
+            self._sv_exit_reason = NORMAL
+            self._sv_notify_exit(NORMAL)
             self.send(self._sv_parent, ChildIgnored())
             self._sv_await_reaping()
         elif result is not _DEFERRED:
@@ -195,6 +411,7 @@ class Process(Actor):  # type: ignore[misc]
         """Tell the parent that the start failed, then wait to be reaped."""
         self._sv_phase = "exited"
         self._sv_exit_reason = reason
+        self._sv_notify_exit(reason)
         self.send(self._sv_parent, ChildStartFailed(reason))
         self._sv_await_reaping()
 
@@ -219,15 +436,19 @@ class Process(Actor):  # type: ignore[misc]
     def _sv_crash(self, exc: BaseException) -> None:
         reason = Crash.from_exception(exc)
         log.error("%s crashed: %s\n%s", type(self).__qualname__, reason, reason.traceback)
-        self._sv_on_crash(reason)
-        self._sv_exit(reason)
+        replaced = self._sv_on_crash(reason)
+        self._sv_exit(reason if replaced is None else replaced)
 
-    def _sv_on_crash(self, reason: ExitReason) -> None:
-        """Hook run once when a handler raised, before the exit notice."""
+    def _sv_on_crash(self, reason: ExitReason) -> ExitReason:
+        """Hook run once when a handler raised, before the exit notice; a
+        value other than None replaces the exit reason."""
+        return None
 
-    def _sv_abrupt_exit(self) -> None:
+    def _sv_abrupt_exit(self) -> ExitReason:
         """Hook run when Thespian ends the actor without the protocol
-        (its parent exited, or the actor system is shutting down)."""
+        (its parent exited, or the actor system is shutting down); a value
+        other than None replaces the exit reason (``"shutdown"``)."""
+        return None
 
     def _sv_exit(self, reason: ExitReason) -> None:
         """Leave the running phase with ``reason``: notify the parent, await reaping."""
@@ -235,6 +456,7 @@ class Process(Actor):  # type: ignore[misc]
             return
         self._sv_phase = "exited"
         self._sv_exit_reason = reason
+        self._sv_notify_exit(reason)
         if self._sv_parent is None:
             self.send(self.myAddress, ActorExitRequest())
             return

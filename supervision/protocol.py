@@ -80,15 +80,74 @@ class Exited:
     reason: Any
 
 
+# ---------------------------------------------------------------- monitors and links
+
+
+@dataclass(frozen=True)
+class Down:
+    """Delivered to ``handle_info`` of a monitoring Server (OTP's
+    ``{'DOWN', Ref, process, Pid, Reason}``): the actor at ``address``,
+    monitored with ``ref``, exited with ``reason`` (``"noproc"`` when no
+    actor lived at that address, ``"killed"`` when it was SIGKILLed)."""
+
+    ref: str
+    address: Any
+    reason: Any
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """Watcher -> target: send ``Down(ref, target, reason)`` to ``watcher`` on exit."""
+
+    ref: str
+    watcher: Any
+
+
+@dataclass(frozen=True)
+class Demonitor:
+    """Watcher -> target: forget the monitor ``ref``."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """Linker -> target: link the two; ``linker`` gets an ``ExitSignal`` on exit."""
+
+    linker: Any
+
+
+@dataclass(frozen=True)
+class Unlink:
+    """Either side -> the other: remove the link with ``address``."""
+
+    address: Any
+
+
+@dataclass(frozen=True)
+class ExitSignal:
+    """A linked actor at ``address`` exited with ``reason`` (OTP's exit signal)."""
+
+    address: Any
+    reason: Any
+
+
 # ---------------------------------------------------------------- calls
 
 
 @dataclass(frozen=True)
 class Call:
-    """A request that expects exactly one ``CallReply`` with the same ``ref``."""
+    """A request that expects exactly one ``CallReply`` with the same ``ref``.
+
+    ``monitor``, when given, is the caller's address: the callee then
+    answers ``CallReply(ref, False, NoProc(reason))`` there if it exits
+    before replying, and a call to an address where no actor lives is
+    answered the same way (reason ``"noproc"``) by the dead-letter handler.
+    """
 
     ref: str
     request: Any
+    monitor: Any = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +164,19 @@ class Cast:
     """A request that expects no reply."""
 
     request: Any
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Call request of :func:`supervision.stop`: the Server stops with ``reason``;
+    it sends no reply, the caller's monitor reports the exit."""
+
+    reason: Any = "normal"
+
+
+@dataclass(frozen=True)
+class GetState:
+    """Call request of :func:`supervision.get_state`: reply ``Server.get_state()``."""
 
 
 class From(NamedTuple):
