@@ -34,7 +34,7 @@ def test_context_manager_starts_the_tree_and_stops_it_on_exit(tree: Tree) -> Non
     with app as entered:
         assert entered is app
         assert app.is_running
-        [a, _] = which_children(app.root)
+        [_, a] = which_children(app.root)  # newest first
         assert call(a.address, "ping") == "pong"
         assert tree.lines() == ["start a", "start b"]
 
