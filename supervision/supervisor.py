@@ -20,10 +20,19 @@ Restart
     A restart whose start fails is tried again (each try counts as a
     restart); meanwhile the child shows as ``"restarting"``.
 Intensity
-    Every restart is recorded; if more than ``max_restarts`` happened in the
-    last ``max_seconds``, the supervisor stops all its children and exits
-    with reason ``"shutdown"``, which its own supervisor handles like any
-    child exit: escalation, up to the application.
+    Every restart is recorded in whole seconds (as OTP); if more than
+    ``max_restarts`` happened in the last ``max_seconds``, the supervisor
+    stops all its children and exits with reason ``"shutdown"``, which its
+    own supervisor handles like any child exit: escalation, up to the
+    application.
+Auto shutdown
+    With ``auto_shutdown`` ``"any_significant"`` / ``"all_significant"`` a
+    ``significant`` child that ends by itself and is not restarted (any of
+    them / the last running one) makes the supervisor stop its children and
+    exit ``"shutdown"`` (OTP 24).
+Start timeout
+    A child whose ``init`` overruns its ``start_timeout`` is SIGKILLed (its
+    pid is known from the fork) and the start fails with ``"start_timeout"``.
 Shutdown
     On its parent's ``ShutdownRequest`` a ``Supervisor`` stops its children
     in reverse start order, each per its ``shutdown``: ``brutal_kill`` kills
