@@ -12,7 +12,8 @@ DynamicSupervisor and OTP's supervisor, not from the library:
   an abnormal exit, ``temporary`` ones never; a child that is not restarted
   is forgotten; a restart whose start returns ``ignore`` forgets the child;
 - the strategy is one_for_one: a restart touches nobody else;
-- each restart is recorded at the current time; restarts older than
+- each restart is recorded at the current time in whole seconds (OTP's
+  ``erlang:monotonic_time(1)``, the clock floored); restarts older than
   ``now - max_seconds`` are forgotten; more than ``max_restarts`` make the
   supervisor terminate all its children (in no defined order) and exit
   ``shutdown``; a start that fails during a restart is tried again, each try
@@ -32,6 +33,7 @@ the application ended with reason ``shutdown`` and starts a fresh one.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +97,7 @@ class Model:
         self.max_seconds = max_seconds
         self.max_children = max_children
         self.children: list[ModelChild] = []
-        self.restarts: list[float] = []
+        self.restarts: list[int] = []
         self.now = 0.0
         self.alive = True
         self.failing: set[str] = set()
@@ -154,8 +156,9 @@ class Model:
             self.forget(child)
 
     def restart(self, child: ModelChild) -> None:
-        self.restarts = [t for t in self.restarts if t >= self.now - self.max_seconds]
-        self.restarts.append(self.now)
+        second = math.floor(self.now)
+        self.restarts = [t for t in self.restarts if t >= second - self.max_seconds]
+        self.restarts.append(second)
         if len(self.restarts) > self.max_restarts:
             event("intensity exceeded: supervisor exits shutdown")
             self.forget(child)

@@ -5,6 +5,7 @@ The model below is written from OTP's documented rules (supervisor.erl and
 its reference manual), not from the library:
 
 - children are kept in start order; ``start_child`` appends;
+  ``which_children`` lists them newest first (OTP keeps its list so);
 - ``permanent`` children are always restarted, ``transient`` ones only after
   an abnormal exit (anything but ``normal``, ``shutdown``, ``{shutdown, _}``),
   ``temporary`` ones never, and they are forgotten when they end;
@@ -12,7 +13,8 @@ its reference manual), not from the library:
   other running child in reverse start order and then starts all children of
   the list in start order, running or not (temporary ones are dropped);
   ``rest_for_one`` does the same for the failed child and those after it;
-- each restart is recorded at the current time; restarts older than
+- each restart is recorded at the current time in whole seconds (OTP's
+  ``erlang:monotonic_time(1)``, the clock floored); restarts older than
   ``now - max_seconds`` are forgotten (``t >= now - max_seconds`` is kept);
   more than ``max_restarts`` remembered restarts make the supervisor
   terminate all its children (reverse start order) and exit ``shutdown``;
@@ -47,6 +49,7 @@ the ``Restarting`` errors) are modelled but never observed here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -112,7 +115,7 @@ class Model:
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
         self.children: list[ModelChild] = []
-        self.restarts: list[float] = []
+        self.restarts: list[int] = []
         self.alive = True
         self.failing: set[str] = set()
         self.ignoring: set[str] = set()
@@ -224,8 +227,9 @@ class Model:
             self.drop(child)
 
     def add_restart(self, now: float) -> bool:
-        self.restarts = [t for t in self.restarts if t >= now - self.max_seconds]
-        self.restarts.append(now)
+        second = math.floor(now)
+        self.restarts = [t for t in self.restarts if t >= second - self.max_seconds]
+        self.restarts.append(second)
         return len(self.restarts) <= self.max_restarts
 
     def restart(self, child: ModelChild) -> None:
@@ -452,7 +456,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         assert self.app.is_running
         children = which_children(self.root)
         got = [(c.id, _status(c.address)) for c in children]
-        want = [(c.id, c.status) for c in self.model.children]
+        want = [(c.id, c.status) for c in reversed(self.model.children)]  # newest first
         assert got == want
         assert count_children(self.root) == {
             "specs": len(want),
@@ -464,7 +468,7 @@ class SupervisorMachine(RuleBasedStateMachine):
             spec = get_childspec(self.root, child.id)
             assert (spec.restart, spec.shutdown) == (child.restart, child.shutdown)
         self.addresses = {c.id: c.address for c in children if _status(c.address) == RUNNING}
-        self.order_before = [c.id for c in children]
+        self.order_before = [c.id for c in reversed(children)]  # start order
 
     @staticmethod
     def _compare_journal(lines: list[Line], expected: list[Line]) -> None:

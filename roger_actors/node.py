@@ -74,6 +74,10 @@ CALL_TIMEOUT = 30.0
 #: Seconds the ordered shutdown of the tree may take past ``shutdown_timeout``.
 STOP_MARGIN = 60.0
 
+#: Seconds a ``which_children`` of one of the node's supervisors may take
+#: (the supervisor helpers wait forever by default, as OTP's).
+TREE_CALL_TIMEOUT = 5.0
+
 
 class PartitionSupervisor(Supervisor):
     """Supervises the partitions of this node (children added at run time).
@@ -164,7 +168,7 @@ class Node:
 
     def _child_address(self, child_id: str) -> Any:
         """The address of a running child of the root supervisor, or None."""
-        for info in which_children(self._root(), system=self.app.system):
+        for info in which_children(self._root(), TREE_CALL_TIMEOUT, system=self.app.system):
             if info.id == child_id and info.address not in (None, "restarting"):
                 return info.address
         return None
@@ -638,7 +642,7 @@ def _find_embedded() -> tuple[Application, Any, Config] | None:
             below = []
             for address in level:
                 try:
-                    children = which_children(address, system=app.system)
+                    children = which_children(address, TREE_CALL_TIMEOUT, system=app.system)
                 except Exception:
                     continue
                 for info in children:

@@ -16,6 +16,24 @@ exceeded, escalation reached the top, or it was killed), the application has
 stopped; :meth:`Application.wait` returns the root's exit reason and
 :attr:`Application.exit_reason` keeps it.
 
+What else happens then is the application's *start type* (OTP's
+``application:start(App, Type)``), for a root that exits by itself (never
+for :meth:`Application.stop`):
+
+``"temporary"`` (default, as OTP's)
+    the exit is reported (logged); nothing else stops.
+``"transient"``
+    an exit with reason ``"normal"`` is reported; any other reason
+    (``"shutdown"`` from an intensity exit included) stops the node.
+``"permanent"``
+    any exit stops the node.
+
+*The node* is the process that called :meth:`Application.start` (OTP stops
+the whole runtime system): the master sends it ``SIGTERM``, as a process
+manager would. Without a handler Python ends at once (and the actor systems
+it started are then ended by their masters, see below); a process that
+handles SIGTERM stops in order, and can tell why with :meth:`Application.poll`.
+
 An application that started its own multi-process actor system owns it: if
 the process that called :meth:`Application.start` dies without stopping it
 (SIGKILL included), the master SIGKILLs the actor system's process group
@@ -53,6 +71,9 @@ log = logging.getLogger("supervision.application")
 #: Seconds between two looks at the owner process where no pidfd can watch it.
 OWNER_CHECK_SECONDS = 1.0
 
+#: OTP's application start types.
+START_TYPES = ("temporary", "transient", "permanent")
+
 
 @dataclass(frozen=True)
 class _StartRoot:
@@ -60,6 +81,10 @@ class _StartRoot:
     #: ``(pid, process group)`` of the process that started the actor system,
     #: when the master is to end the actor system once that process is gone.
     owner: tuple[int, int] | None = None
+    #: OTP start type: what the root's own exit does to ``node_pid``.
+    start_type: str = "temporary"
+    #: The process that started the application (the "node" it may stop).
+    node_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,8 @@ class ApplicationMaster(_SupervisorBase):
         self._waiters: list[tuple[Any, str]] = []
         self._owner: tuple[int, int] | None = None
         self._owner_fd: int | None = None
+        self._start_type = "temporary"
+        self._node_pid: int | None = None
 
     # ------------------------------------------------------------ the owner
 
@@ -166,6 +193,7 @@ class ApplicationMaster(_SupervisorBase):
             raise SupervisionError("the application was already started")
         if request.owner is not None:
             self._watch_owner(request.owner)
+        self._start_type, self._node_pid = request.start_type, request.node_pid
         child = _Child(request.spec, request.spec.id)
         result, detail = yield from self._start_child(child)
         if result != "ok":
@@ -184,7 +212,27 @@ class ApplicationMaster(_SupervisorBase):
         child.address, child.pid = None, None
         log.error("application root %r exited with %s", child.spec.id, reason)
         self._root_exited(reason)
+        if self._start_type == "permanent" or (
+            self._start_type == "transient" and reason != "normal"
+        ):
+            self._stop_node(child.spec.id, reason)
         yield from ()
+
+    def _stop_node(self, root_id: Any, reason: ExitReason) -> None:
+        """OTP: a permanent (or abnormally ended transient) application takes
+        its node down: SIGTERM to the process that started it."""
+        pid = self._node_pid
+        if pid is None:
+            return
+        log.error(
+            "%s application %r exited with %s: stopping the node (SIGTERM to pid %d)",
+            self._start_type,
+            root_id,
+            reason,
+            pid,
+        )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
 
     def _root_exited(self, reason: ExitReason) -> None:
         self._reason = reason
@@ -200,6 +248,9 @@ class Application:
     ``system`` reuses an existing actor system (it is then not shut down by
     :meth:`stop`); otherwise one is started with ``base`` and ``admin_port``
     (see :func:`supervision.system.start_actor_system`).
+    ``start_type``: ``"temporary"`` (default), ``"transient"`` or
+    ``"permanent"``, OTP's: whether the root's own exit stops the node (the
+    process that called :meth:`start` gets SIGTERM; see the module docstring).
     """
 
     def __init__(
@@ -211,9 +262,13 @@ class Application:
         system: ActorSystem | None = None,
         log_level: int | str = logging.WARNING,
         start_timeout: float | None = 60.0,
+        start_type: str = "temporary",
     ) -> None:
         if not isinstance(root, ChildSpec):
             raise TypeError(f"root must be a ChildSpec, got {root!r}")
+        if start_type not in START_TYPES:
+            raise ValueError(f"start_type must be one of {START_TYPES}, got {start_type!r}")
+        self.start_type = start_type
         self.root_spec = root
         self.base = base
         self.admin_port = admin_port
@@ -247,7 +302,7 @@ class Application:
         try:
             self.root = calls.call(
                 self.master,
-                _StartRoot(self.root_spec, owner),
+                _StartRoot(self.root_spec, owner, self.start_type, os.getpid()),
                 self.start_timeout,
                 system=self.system,
             )

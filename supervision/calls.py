@@ -207,67 +207,86 @@ def get_state(
 
 
 # ---------------------------------------------------------------- supervisor API
+#
+# As OTP's ``supervisor`` (``gen_server:call(Sup, Req, infinity)``) and Elixir's
+# Supervisor / DynamicSupervisor, these wait for the answer with no timeout by
+# default: a supervisor answers every request once the operation before it has
+# finished (a child's ``init`` can take its whole ``start_timeout``, a
+# ``terminate_child`` its ``shutdown``), and a timeout in the caller would
+# report a failure for an operation the supervisor then carries out anyway.
+# Give ``timeout`` (seconds) to bound the wait; ``CallTimeout`` is raised then.
+# Each raises ``NoProc`` when the supervisor is dead (see :func:`call`).
 
 
 def start_child(
-    supervisor: Any, spec: ChildSpec, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, spec: ChildSpec, timeout: float | None = None, **kw: Any
 ) -> Any:
     """Start a child; returns its address (None when its ``init`` returned IGNORE).
 
     Errors: ``AlreadyStarted``, ``AlreadyPresent`` (Supervisor), ``MaxChildren``
-    (DynamicSupervisor), ``StartError`` with the child's reason.
+    (DynamicSupervisor), ``StartError`` with the child's reason, ``InvalidSpec``.
+    Waits for the child's ``init`` with no timeout unless ``timeout`` is given
+    (``CallTimeout``; the supervisor still completes the start).
     """
     return call(supervisor, StartChild(spec), timeout, **kw)
 
 
 def terminate_child(
-    supervisor: Any, child: Any, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, child: Any, timeout: float | None = None, **kw: Any
 ) -> None:
     """Stop a child (by id, or by address for a DynamicSupervisor) per its shutdown.
 
     A Supervisor keeps the spec (a ``temporary`` one is dropped); a
-    DynamicSupervisor forgets the child. Error: ``NotFound``.
+    DynamicSupervisor forgets the child. Errors: ``NotFound``; ``NotSupported``
+    for a DynamicSupervisor given anything but an address. Waits for the
+    child's shutdown with no timeout unless ``timeout`` is given (``CallTimeout``).
     """
     call(supervisor, TerminateChild(child), timeout, **kw)
 
 
 def restart_child(
-    supervisor: Any, child_id: Hashable, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, child_id: Hashable, timeout: float | None = None, **kw: Any
 ) -> Any:
     """Start again a stopped child still held by a Supervisor; returns its address.
 
     Errors: ``NotFound``, ``Running``, ``Restarting``, ``StartError``, ``NotSupported``.
+    No timeout unless ``timeout`` is given (``CallTimeout``).
     """
     return call(supervisor, RestartChild(child_id), timeout, **kw)
 
 
 def delete_child(
-    supervisor: Any, child_id: Hashable, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, child_id: Hashable, timeout: float | None = None, **kw: Any
 ) -> None:
     """Drop the spec of a stopped child. Errors: ``NotFound``, ``Running``,
-    ``Restarting``, ``NotSupported``."""
+    ``Restarting``, ``NotSupported``. No timeout unless ``timeout`` is given."""
     call(supervisor, DeleteChild(child_id), timeout, **kw)
 
 
 def which_children(
-    supervisor: Any, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, timeout: float | None = None, **kw: Any
 ) -> list[ChildInfo]:
-    """The children, in start order, as ``ChildInfo(id, address, type, modules)``."""
+    """The children as ``ChildInfo(id, address, type, modules)``: for a
+    Supervisor newest first (reverse start order, as OTP), for a
+    DynamicSupervisor in start order (OTP leaves that order unspecified).
+    No timeout unless ``timeout`` is given (``CallTimeout``)."""
     result: list[ChildInfo] = call(supervisor, WhichChildren(), timeout, **kw)
     return result
 
 
 def count_children(
-    supervisor: Any, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, timeout: float | None = None, **kw: Any
 ) -> dict[str, int]:
-    """Counts: ``specs``, ``active`` (running), ``supervisors``, ``workers``."""
+    """Counts: ``specs``, ``active`` (running), ``supervisors``, ``workers``.
+    No timeout unless ``timeout`` is given (``CallTimeout``)."""
     result: dict[str, int] = call(supervisor, CountChildren(), timeout, **kw)
     return result
 
 
 def get_childspec(
-    supervisor: Any, child_id: Hashable, timeout: float | None = DEFAULT_TIMEOUT, **kw: Any
+    supervisor: Any, child_id: Hashable, timeout: float | None = None, **kw: Any
 ) -> ChildSpec:
-    """The ChildSpec of a Supervisor's child. Error: ``NotFound``."""
+    """The ChildSpec of a Supervisor's child. Error: ``NotFound``. No timeout
+    unless ``timeout`` is given (``CallTimeout``)."""
     result: ChildSpec = call(supervisor, GetChildSpec(child_id), timeout, **kw)
     return result

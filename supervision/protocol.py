@@ -219,7 +219,7 @@ class DeleteChild:
 
 @dataclass(frozen=True)
 class WhichChildren:
-    """List the children: ``[ChildInfo, ...]`` in start order."""
+    """List the children: ``[ChildInfo, ...]``; a Supervisor's newest first (as OTP)."""
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,16 @@ Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 #: ``"brutal_kill"``, ``"infinity"`` or a number of seconds (> 0).
 Shutdown = Literal["brutal_kill", "infinity"] | float | int
 
+AutoShutdown = Literal["never", "any_significant", "all_significant"]
+
 RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
+AUTO_SHUTDOWNS = ("never", "any_significant", "all_significant")
+
+#: Default restart intensity: Elixir's ``Supervisor`` and ``DynamicSupervisor``
+#: (``max_restarts: 3, max_seconds: 5``). OTP's ``supervisor`` defaults to 1 in 5.
+DEFAULT_MAX_RESTARTS = 3
+DEFAULT_MAX_SECONDS = 5
 
 #: Seconds a worker gets to run ``terminate`` before it is killed (OTP's 5000 ms).
 DEFAULT_WORKER_SHUTDOWN = 5.0
@@ -83,6 +91,10 @@ class ChildSpec:
       when not given.
     - ``start_timeout``: seconds the child's ``init`` may take before the start
       counts as failed and the child is killed (``None``: wait forever).
+    - ``significant``: the child counts for its supervisor's ``auto_shutdown``
+      (OTP 24 ``significant``). Only for ``transient`` and ``temporary``
+      children, and only under a supervisor whose ``auto_shutdown`` is not
+      ``"never"``.
     """
 
     id: Hashable
@@ -91,6 +103,7 @@ class ChildSpec:
     shutdown: Shutdown | None = None
     type: ChildType | None = None
     start_timeout: float | None = 30.0
+    significant: bool = False
 
     def __post_init__(self) -> None:
         start = _as_start(self.start)
@@ -124,12 +137,29 @@ class ChildSpec:
             raise InvalidSpec(
                 f"start_timeout must be a positive number or None, got {self.start_timeout!r}"
             )
+        if not isinstance(self.significant, bool):
+            raise InvalidSpec(f"significant must be True or False, got {self.significant!r}")
+        if self.significant and self.restart == "permanent":
+            raise InvalidSpec(f"child {self.id!r}: a permanent child cannot be significant")
 
     @property
     def actor_class(self) -> builtins.type:
         """The class started for this child."""
         start: Start = self.start
         return start.actor_class
+
+
+def _check_auto_shutdown(auto_shutdown: Any) -> None:
+    if auto_shutdown not in AUTO_SHUTDOWNS:
+        raise InvalidSpec(f"auto_shutdown must be one of {AUTO_SHUTDOWNS}, got {auto_shutdown!r}")
+
+
+def check_significant(child: ChildSpec, auto_shutdown: str) -> None:
+    """Raise InvalidSpec for a significant child under ``auto_shutdown="never"`` (as OTP)."""
+    if child.significant and auto_shutdown == "never":
+        raise InvalidSpec(
+            f"child {child.id!r} is significant but the supervisor's auto_shutdown is 'never'"
+        )
 
 
 def _check_intensity(max_restarts: Any, max_seconds: Any) -> None:
@@ -149,18 +179,29 @@ class SupervisorSpec:
 
     More than ``max_restarts`` restarts within ``max_seconds`` makes the
     supervisor stop all its children and exit with reason ``"shutdown"``
-    (OTP's intensity and period, default 3 in 5).
+    (OTP's intensity and period, counted in whole seconds as OTP does). The
+    default, 3 in 5, is Elixir's ``Supervisor`` default; OTP's ``supervisor``
+    defaults to 1 in 5 (pass ``max_restarts=1`` for it).
+
+    ``auto_shutdown`` (OTP 24): ``"never"`` (default), ``"any_significant"``
+    (the supervisor stops all its children and exits ``"shutdown"`` when a
+    ``significant`` child ends by itself and is not restarted) or
+    ``"all_significant"`` (when the last running significant child does).
+    A child stopped by the supervisor's API (``terminate_child``) never
+    triggers it.
     """
 
     children: Sequence[ChildSpec] = ()
     strategy: Strategy = "one_for_one"
-    max_restarts: int = 3
-    max_seconds: float = 5
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    auto_shutdown: AutoShutdown = "never"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise InvalidSpec(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         _check_intensity(self.max_restarts, self.max_seconds)
+        _check_auto_shutdown(self.auto_shutdown)
         children = tuple(self.children)
         seen: set[Hashable] = set()
         for child in children:
@@ -168,6 +209,7 @@ class SupervisorSpec:
                 raise InvalidSpec(f"children: expected ChildSpec, got {child!r}")
             if child.id in seen:
                 raise InvalidSpec(f"children: duplicate child id {child.id!r}")
+            check_significant(child, self.auto_shutdown)
             seen.add(child.id)
         object.__setattr__(self, "children", children)
 
@@ -176,15 +218,30 @@ class SupervisorSpec:
 class DynamicSupervisorSpec:
     """Flags of a :class:`supervision.DynamicSupervisor` (Elixir's ``DynamicSupervisor.init``).
 
-    ``max_children`` bounds the children running at once (``None``: no bound).
+    - ``max_restarts`` / ``max_seconds``: intensity as for a Supervisor
+      (default 3 in 5, Elixir's ``DynamicSupervisor`` default; OTP's is 1 in 5).
+    - ``max_children`` bounds the children it holds, running or restarting
+      (``None``: no bound).
+    - ``extra_arguments``: prepended to the ``init`` arguments of every child
+      started by ``start_child`` (Elixir's ``extra_arguments``), restarts included.
+    - ``auto_shutdown``: as :class:`SupervisorSpec` (OTP's
+      ``simple_one_for_one`` has it; Elixir's DynamicSupervisor does not).
     """
 
-    max_restarts: int = 3
-    max_seconds: float = 5
+    max_restarts: int = DEFAULT_MAX_RESTARTS
+    max_seconds: float = DEFAULT_MAX_SECONDS
     max_children: int | None = None
+    extra_arguments: tuple[Any, ...] = ()
+    auto_shutdown: AutoShutdown = "never"
 
     def __post_init__(self) -> None:
         _check_intensity(self.max_restarts, self.max_seconds)
+        _check_auto_shutdown(self.auto_shutdown)
+        if not isinstance(self.extra_arguments, (tuple, list)):
+            raise InvalidSpec(
+                f"extra_arguments must be a tuple or list, got {self.extra_arguments!r}"
+            )
+        object.__setattr__(self, "extra_arguments", tuple(self.extra_arguments))
         if self.max_children is not None and (
             not isinstance(self.max_children, int) or self.max_children < 0
         ):

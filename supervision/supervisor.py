@@ -20,10 +20,19 @@ Restart
     A restart whose start fails is tried again (each try counts as a
     restart); meanwhile the child shows as ``"restarting"``.
 Intensity
-    Every restart is recorded; if more than ``max_restarts`` happened in the
-    last ``max_seconds``, the supervisor stops all its children and exits
-    with reason ``"shutdown"``, which its own supervisor handles like any
-    child exit: escalation, up to the application.
+    Every restart is recorded in whole seconds (as OTP); if more than
+    ``max_restarts`` happened in the last ``max_seconds``, the supervisor
+    stops all its children and exits with reason ``"shutdown"``, which its
+    own supervisor handles like any child exit: escalation, up to the
+    application.
+Auto shutdown
+    With ``auto_shutdown`` ``"any_significant"`` / ``"all_significant"`` a
+    ``significant`` child that ends by itself and is not restarted (any of
+    them / the last running one) makes the supervisor stop its children and
+    exit ``"shutdown"`` (OTP 24).
+Start timeout
+    A child whose ``init`` overruns its ``start_timeout`` is SIGKILLed (its
+    pid is known from the fork) and the start fails with ``"start_timeout"``.
 Shutdown
     On its parent's ``ShutdownRequest`` a ``Supervisor`` stops its children
     in reverse start order, each per its ``shutdown``: ``brutal_kill`` kills
@@ -43,8 +52,10 @@ never answers, and ``brutal_kill`` ends the child without its ``terminate``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import math
 import os
 import signal
 import time
@@ -53,7 +64,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from thespian.actors import ActorExitRequest, ChildActorExited, WakeupMessage
+from thespian.actors import ActorAddress, ActorExitRequest, ChildActorExited, WakeupMessage
 
 from . import clock
 from .errors import (
@@ -90,7 +101,15 @@ from .protocol import (
     WhichChildren,
 )
 from .reasons import KILLED, SHUTDOWN, Crash, ExitReason, is_normal
-from .spec import ChildSpec, DynamicSupervisorSpec, SupervisorSpec
+from .spec import (
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_MAX_SECONDS,
+    ChildSpec,
+    DynamicSupervisorSpec,
+    Start,
+    SupervisorSpec,
+    check_significant,
+)
 
 log = logging.getLogger("supervision.supervisor")
 
@@ -107,6 +126,9 @@ class _Child:
     address: Any = None
     pid: int | None = None
     restarting: bool = False
+    #: The address of the last process started for this child (OTP keeps the
+    #: old pid in ``{restarting, Pid}``; a DynamicSupervisor finds it by it).
+    last_address: Any = None
 
     @property
     def running(self) -> bool:
@@ -146,6 +168,10 @@ def _is_exit_of(child: _Child) -> Callable[[Any, Any], bool]:
     return match
 
 
+def _is_late_start_answer(message: Any) -> bool:
+    return isinstance(message, (ChildStarted, ChildStartFailed, ChildIgnored))
+
+
 @dataclass
 class _Stopping:
     child: _Child
@@ -166,9 +192,12 @@ class _SupervisorBase(Process):
         self._wait: _Wait | None = None
         self._deferred: list[tuple[Any, Any]] = []
         self._tokens = itertools.count(1)
-        self._restarts: list[float] = []
-        self._max_restarts = 3
-        self._max_seconds: float = 5
+        self._restarts: list[int] = []
+        #: Children given up at their start timeout whose exit is still to come.
+        self._abandoned: list[Any] = []
+        self._max_restarts = DEFAULT_MAX_RESTARTS
+        self._max_seconds: float = DEFAULT_MAX_SECONDS
+        self._auto_shutdown = "never"
 
     # ------------------------------------------------------------ op runner
 
@@ -222,6 +251,8 @@ class _SupervisorBase(Process):
 
     def _handle(self, message: Any, sender: Any) -> None:
         """Handle one message with no operation running."""
+        if self._abandoned and self._from_abandoned(message, sender):
+            return
         if isinstance(message, Call):
             self._sv_on_call(message, sender)
         elif isinstance(message, ExitNotice):
@@ -242,6 +273,21 @@ class _SupervisorBase(Process):
                 self._run(self._restart(child))
         else:
             log.warning("%s: unexpected message %r", type(self).__qualname__, message)
+
+    def _from_abandoned(self, message: Any, sender: Any) -> bool:
+        """A late word of a child given up at its start timeout: reap it."""
+        if isinstance(message, ChildActorExited):
+            gone = message.childAddress
+            if any(a == gone for a in self._abandoned):
+                self._abandoned = [a for a in self._abandoned if a != gone]
+                return True
+            return False
+        if (_is_late_start_answer(message) or isinstance(message, ExitNotice)) and any(
+            a == sender for a in self._abandoned
+        ):
+            self.send(sender, ActorExitRequest())
+            return True
+        return False
 
     def _sv_on_call(self, message: Call, sender: Any) -> None:
         request = message.request
@@ -306,6 +352,7 @@ class _SupervisorBase(Process):
             address = self.createActor(spec.actor_class)
         except Exception as exc:
             return ("error", Crash.from_exception(exc))
+        forked = self._forked_pid(address)
         self.send(address, InitChild(spec.start.args, spec.start.kwargs, os.getpid()))
 
         def match(message: Any, sender: Any) -> bool:
@@ -319,6 +366,7 @@ class _SupervisorBase(Process):
         answer = got if got is _TIMEOUT else got[0]
         if isinstance(answer, ChildStarted):
             child.address, child.pid, child.restarting = address, answer.pid, False
+            child.last_address = address
             return ("ok", address)
         if isinstance(answer, ChildActorExited):
             return ("error", KILLED)
@@ -328,9 +376,50 @@ class _SupervisorBase(Process):
         if isinstance(answer, ChildStartFailed):
             return ("error", answer.reason)
         log.error("%s: child %r did not start within %s s", self, spec.id, spec.start_timeout)
-        probe = _Child(spec, child.key, address)
-        yield from self._stop_children([probe], kill=True)
+        yield from self._kill_unstarted(address, forked)
         return ("error", "start_timeout")
+
+    def _forked_pid(self, address: Any) -> int | None:
+        """The OS pid of the process Thespian forked for the child at
+        ``address`` (multi-process bases; None elsewhere). Known right after
+        ``createActor``, before the child runs its ``init``, so that a child
+        hung in ``init`` can be killed."""
+        manager = getattr(self, "_myRef", None)
+        for info in getattr(manager, "_child_procs", None) or ():
+            if getattr(info, "childAddr", None) == address:
+                pid = getattr(getattr(info, "childProc", None), "pid", None)
+                if isinstance(pid, int) and pid != os.getpid():
+                    return pid
+        return None
+
+    def _kill_unstarted(self, address: Any, pid: int | None) -> Op:
+        """End a child whose ``init`` overran its ``start_timeout``: SIGKILL
+        its process and wait (at most :data:`KILL_WAIT`) for Thespian to
+        report its exit. Without a pid (single-process base) the child is sent
+        ``Kill`` and abandoned: whatever it sends later is reaped, not
+        mistaken for a new child."""
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            else:
+
+                def match(message: Any, sender: Any) -> bool:
+                    if isinstance(message, ChildActorExited):
+                        return bool(message.childAddress == address)
+                    return _is_late_start_answer(message) and bool(sender == address)
+
+                deadline = time.monotonic() + KILL_WAIT
+                while True:
+                    got = yield _Wait(match, max(0.0, deadline - time.monotonic()))
+                    if got is not _TIMEOUT and isinstance(got[0], ChildActorExited):
+                        return
+                    if got is _TIMEOUT:
+                        break
+        self.send(address, Kill())
+        self.send(address, ActorExitRequest())
+        self._abandoned.append(address)
 
     def _kill(self, child: _Child) -> None:
         if child.pid is not None and child.pid != os.getpid():
@@ -403,8 +492,13 @@ class _SupervisorBase(Process):
     # ------------------------------------------------------------ restarts
 
     def _add_restart(self) -> bool:
-        """Record a restart; False when that exceeds the intensity."""
-        now = clock.monotonic()
+        """Record a restart; False when that exceeds the intensity.
+
+        As OTP (``erlang:monotonic_time(1)``), restarts are stamped in whole
+        seconds (the clock floored) and one is remembered while its stamp is
+        ``>= now - max_seconds``: the effective window is ``[max_seconds,
+        max_seconds + 1)`` seconds long."""
+        now = math.floor(clock.monotonic())
         threshold = now - self._max_seconds
         self._restarts = [t for t in self._restarts if t >= threshold]
         self._restarts.append(now)
@@ -437,9 +531,31 @@ class _SupervisorBase(Process):
         if restart == "temporary":
             self._remove(child)
         self._after_child_gone(child)
+        if self._auto_shutdown_due(child):
+            log.info(
+                "%s: significant child %r ended: shutting down (auto_shutdown %s)",
+                self,
+                child.spec.id,
+                self._auto_shutdown,
+            )
+            yield from self._stop_all()
+            self._sv_exit(SHUTDOWN)
 
     def _after_child_gone(self, child: _Child) -> None:
         """Hook: a child ended and will not be restarted."""
+
+    def _auto_shutdown_due(self, child: _Child) -> bool:
+        """OTP's ``do_auto_shutdown``: ``child`` ended by itself and is not
+        restarted; True when the supervisor is now to shut itself down."""
+        if self._auto_shutdown == "never" or not child.spec.significant:
+            return False
+        if self._auto_shutdown == "any_significant":
+            return True
+        return not any(
+            c.spec.significant and (c.running or c.restarting)
+            for c in self._children()
+            if c is not child
+        )
 
     def _restart(self, child: _Child) -> Op:
         if not self._add_restart():
@@ -524,6 +640,7 @@ class Supervisor(_SupervisorBase):
             raise InvalidSpec(f"init returned {spec!r}, not a SupervisorSpec")
         self._strategy = spec.strategy
         self._max_restarts, self._max_seconds = spec.max_restarts, spec.max_seconds
+        self._auto_shutdown = spec.auto_shutdown
         self._run(self._start_all(spec.children))
         return _DEFERRED
 
@@ -606,6 +723,7 @@ class Supervisor(_SupervisorBase):
         spec = request.spec
         if not isinstance(spec, ChildSpec):
             raise InvalidSpec(f"start_child: expected a ChildSpec, got {spec!r}")
+        check_significant(spec, self._auto_shutdown)
         existing = self._find_key(spec.id)
         if existing is not None:
             if existing.running:
@@ -656,7 +774,8 @@ class Supervisor(_SupervisorBase):
         self._remove(child)
 
     def _req_which_children(self, request: WhichChildren) -> list[ChildInfo]:
-        return [_info(child.spec.id, child) for child in self._kids]
+        # OTP keeps its children newest first and lists them so.
+        return [_info(child.spec.id, child) for child in reversed(self._kids)]
 
     def _req_count_children(self, request: CountChildren) -> dict[str, int]:
         return _count(self._kids)
@@ -679,6 +798,7 @@ class DynamicSupervisor(_SupervisorBase):
         self._kids: list[_Child] = []
         self._keys = itertools.count(1)
         self._max_children: int | None = None
+        self._extra_arguments: tuple[Any, ...] = ()
 
     def init(self, *args: Any, **kwargs: Any) -> DynamicSupervisorSpec:
         """Return this supervisor's flags. The default takes a
@@ -697,6 +817,8 @@ class DynamicSupervisor(_SupervisorBase):
             raise InvalidSpec(f"init returned {spec!r}, not a DynamicSupervisorSpec")
         self._max_restarts, self._max_seconds = spec.max_restarts, spec.max_seconds
         self._max_children = spec.max_children
+        self._extra_arguments = spec.extra_arguments
+        self._auto_shutdown = spec.auto_shutdown
         return None
 
     def _children(self) -> list[_Child]:
@@ -730,8 +852,13 @@ class DynamicSupervisor(_SupervisorBase):
         spec = request.spec
         if not isinstance(spec, ChildSpec):
             raise InvalidSpec(f"start_child: expected a ChildSpec, got {spec!r}")
+        check_significant(spec, self._auto_shutdown)
         if self._max_children is not None and len(self._kids) >= self._max_children:
             raise MaxChildren(f"max_children ({self._max_children}) reached")
+        if self._extra_arguments:
+            start: Start = spec.start
+            extended = Start(start.actor_class, self._extra_arguments + start.args, start.kwargs)
+            spec = dataclasses.replace(spec, start=extended)
         return self._start_new(spec)
 
     def _start_new(self, spec: ChildSpec) -> Generator[_Wait, Any, Any]:
@@ -744,13 +871,35 @@ class DynamicSupervisor(_SupervisorBase):
         return child.address
 
     def _req_terminate_child(self, request: TerminateChild) -> Any:
+        if not isinstance(request.child, ActorAddress):
+            # OTP: terminate_child of a simple_one_for_one by anything but a
+            # pid is {error, simple_one_for_one}.
+            raise NotSupported(
+                f"a DynamicSupervisor terminates children by address, not by {request.child!r}"
+            )
         child = self._find_address(request.child)
+        if child is None:
+            # A child between restart attempts is found by the address of the
+            # process that died (OTP's {restarting, OldPid}); terminating it
+            # ends the retries.
+            child = next(
+                (
+                    c
+                    for c in self._kids
+                    if c.restarting
+                    and c.last_address is not None
+                    and c.last_address == request.child
+                ),
+                None,
+            )
         if child is None:
             raise NotFound(f"no child at {request.child!r}")
         return self._terminate(child)
 
     def _terminate(self, child: _Child) -> Generator[_Wait, Any, None]:
-        yield from self._stop_children([child])
+        if child.running:
+            yield from self._stop_children([child])
+        child.restarting = False
         self._remove(child)
 
 

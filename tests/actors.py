@@ -107,3 +107,13 @@ class Sup(Supervisor):
 
 class DynSup(DynamicSupervisor):
     """A DynamicSupervisor taking its DynamicSupervisorSpec as argument."""
+
+
+class SlowInit(Server):
+    """init(name, journal, seconds): writes ``init <name> <pid>``, sleeps
+    ``seconds`` (a hung ``init``), then writes ``start <name> <pid>``."""
+
+    def init(self, name: str, journal: str, seconds: float) -> None:
+        record(journal, f"init {name} {os.getpid()}")
+        time.sleep(seconds)
+        record(journal, f"start {name} {os.getpid()}")

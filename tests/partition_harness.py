@@ -294,7 +294,7 @@ class NodeHarness:
                 return None
             found = [
                 info.address
-                for info in which_children(address, system=node.app.system)
+                for info in which_children(address, 5.0, system=node.app.system)
                 if info.id == child_id and info.address not in (None, "restarting")
             ]
             address = found[0] if found else None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +23,8 @@ from supervision import (
     running_applications,
     which_children,
 )
+from tests.actors import Sup
+from tests.procs import free_port
 from tests.unit_actors import Tree, sup_spec
 
 
@@ -34,7 +40,7 @@ def test_context_manager_starts_the_tree_and_stops_it_on_exit(tree: Tree) -> Non
     with app as entered:
         assert entered is app
         assert app.is_running
-        [a, _] = which_children(app.root)
+        [_, a] = which_children(app.root)  # newest first
         assert call(a.address, "ping") == "pong"
         assert tree.lines() == ["start a", "start b"]
 
@@ -184,3 +190,84 @@ def test_stop_returns_as_soon_as_the_tree_has_stopped(tree: Tree) -> None:
 
     assert time.monotonic() - started < 1
     assert tree.lines() == ["start a", "terminate a shutdown"]
+
+
+# ---------------------------------------------------------------- start types (OTP row 19)
+
+#: A process running one Application of a Worker root with the given start
+#: type; it makes the root stop with the given reason (or stops the
+#: application itself: "app.stop"), then prints "alive".
+_NODE_SCRIPT = """
+import logging, sys
+from supervision import Application, ChildSpec, call
+from tests.actors import Worker
+
+start_type, how, base, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+app = Application(ChildSpec("root", (Worker, ("root",))), base=base, admin_port=port,
+                  log_level=logging.CRITICAL, start_type=start_type)
+app.start()
+if how == "app.stop":
+    app.stop()
+else:
+    call(app.root, ("stop", how))
+print("alive", app.poll(1), flush=True)
+app.stop()
+"""
+
+
+def _run_node(
+    start_type: str, how: str, base: str = "simpleSystemBase"
+) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [sys.executable, "-c", _NODE_SCRIPT, start_type, how, base, str(free_port(20000, 20999))],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("start_type", "how", "node_stops"),
+    [
+        ("temporary", "boom", False),
+        ("transient", "normal", False),
+        ("transient", "shutdown", True),  # only "normal" is normal for an application
+        ("transient", "boom", True),
+        ("permanent", "normal", True),
+        ("permanent", "boom", True),
+        ("permanent", "app.stop", False),  # a stop asked for is no exit of the root
+    ],
+)
+def test_start_type_decides_whether_the_root_exit_stops_the_node(
+    start_type: str, how: str, node_stops: bool
+) -> None:
+    """OTP row 19: when the root of a permanent application exits, or that of
+    a transient one with a reason other than normal, the node stops (here:
+    the process that started the application gets SIGTERM); a temporary
+    application's exit is only reported."""
+    done = _run_node(start_type, how)
+
+    if node_stops:
+        assert done.returncode == -signal.SIGTERM, done.stderr
+        assert "alive" not in done.stdout
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("alive (False,")
+
+
+def test_permanent_application_stops_its_node_on_the_multiprocess_base() -> None:
+    """Row 19 where the master runs in a process of its own: it signals the
+    process that started the application."""
+    done = _run_node("permanent", "boom", "multiprocTCPBase")
+
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert "alive" not in done.stdout
+
+
+def test_start_type_must_be_one_of_otps() -> None:
+    with pytest.raises(ValueError):
+        Application(ChildSpec("root", Sup), start_type="forever")

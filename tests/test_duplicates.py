@@ -53,7 +53,7 @@ def _worker_count(h: NodeHarness, pid: str) -> int | None:
     workers = h.partition_child(pid, "jobs", "workers")
     if workers is None:
         return None
-    return len(which_children(workers, system=current().app.system))
+    return len(which_children(workers, 5.0, system=current().app.system))
 
 
 def test_jobs_of_a_batch_not_started_when_the_connection_drops_run_once(

@@ -12,6 +12,7 @@ import pytest
 from supervision import (
     ChildSpec,
     DynamicSupervisorSpec,
+    InvalidSpec,
     MaxChildren,
     NoProc,
     NotFound,
@@ -26,7 +27,7 @@ from supervision import (
     which_children,
 )
 from tests.actors import DynSup
-from tests.unit_actors import Tree, sup_spec
+from tests.unit_actors import Flaky, Probe, Reaper, Tree, sup_spec
 
 
 @pytest.fixture
@@ -128,8 +129,18 @@ def test_terminate_child_with_an_unknown_address_raises_not_found(tree: Tree) ->
 
     with pytest.raises(NotFound):
         terminate_child(dyn, first)
-    with pytest.raises(NotFound):
+
+
+def test_terminate_child_by_anything_but_an_address_is_not_supported(tree: Tree) -> None:
+    """OTP row 58: a simple_one_for_one supervisor answers terminate_child
+    with a child id (not a pid) {error, simple_one_for_one}."""
+    dyn = start_dyn(tree)
+    start_child(dyn, tree.worker("w1"))
+
+    with pytest.raises(NotSupported):
         terminate_child(dyn, "w1")  # children are known by address, not by id
+
+    assert count_children(dyn)["active"] == 1
 
 
 def test_restart_child_and_delete_child_are_not_supported(tree: Tree) -> None:
@@ -258,3 +269,77 @@ def test_child_whose_restart_returns_ignore_is_forgotten(tree: Tree) -> None:
     assert which_children(dyn) == []
     tree.heal("w")
     assert start_child(dyn, tree.worker("w")) is not None
+
+
+# ---------------------------------------------------------------- OTP conformance rows
+
+
+def test_extra_arguments_are_prepended_to_every_start_and_restart(tree: Tree) -> None:
+    """OTP row 53: Elixir's ``extra_arguments`` come before the child's own
+    start arguments, at start_child and at every restart."""
+    tree.fake_clock()
+    dyn = start_dyn(tree, extra_arguments=("e",))
+    spec = ChildSpec("ignored", (Probe, (tree.journal, tree.control)), start_timeout=None)
+
+    child = start_child(dyn, spec)
+    assert call(child, "name") == "e"
+    crash(child)
+
+    [again] = running(dyn)
+    assert again != child and call(again, "name") == "e"
+    assert [line for line in tree.lines() if line.startswith("start")] == ["start e", "start e"]
+
+
+def test_extra_arguments_must_be_a_sequence() -> None:
+    with pytest.raises(InvalidSpec):
+        DynamicSupervisorSpec(extra_arguments="e")  # type: ignore[arg-type]
+
+
+def test_child_between_restart_attempts_is_terminated_by_its_old_address(tree: Tree) -> None:
+    """OTP row 55: a child whose restart is failing ({restarting, OldPid})
+    is found by the address of the process that died; terminate_child ends
+    the retries and forgets it."""
+    tree.fake_clock()
+    dyn = start_dyn(tree, max_restarts=5)
+    reaper = start_child(dyn, ChildSpec("reaper", Reaper, restart="temporary", start_timeout=None))
+    flaky = start_child(dyn, tree.worker("f", actor=Flaky, args=(reaper,)))
+    assert call(reaper, ("aim", flaky)) == "aimed"
+    tree.fail_next_starts("f", 3)
+
+    crash(flaky)  # the restart fails; meanwhile the reaper terminates it by its old address
+
+    assert call(reaper, "answers") == [(True, None)]
+    assert running(dyn) == [reaper]
+    assert tree.lines().count("failed f") == 1  # no retry after the terminate
+
+
+def test_auto_shutdown_any_significant_stops_the_dynamic_supervisor(tree: Tree) -> None:
+    """OTP row 60 (simple_one_for_one): any_significant."""
+    dyn = start_dyn(tree, auto_shutdown="any_significant")
+    keep = start_child(dyn, tree.worker("keep"))
+    sig = ChildSpec(
+        "s",
+        (Probe, ("s", tree.journal, tree.control)),
+        restart="transient",
+        significant=True,
+        start_timeout=None,
+    )
+    s = start_child(dyn, sig)
+    assert call(keep, "ping") == "pong"
+
+    assert call(s, ("stop", "normal")) == "stopping"
+
+    assert tree.apps[0].wait(timeout=1) == "shutdown"
+    assert "terminate keep shutdown" in tree.lines()
+
+
+def test_significant_child_under_auto_shutdown_never_is_refused(tree: Tree) -> None:
+    dyn = start_dyn(tree)
+    sig = ChildSpec(
+        "s", (Probe, ("s", tree.journal, tree.control)), restart="temporary", significant=True
+    )
+
+    with pytest.raises(InvalidSpec):
+        start_child(dyn, sig)
+
+    assert running(dyn) == []

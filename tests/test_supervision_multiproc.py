@@ -36,7 +36,7 @@ from supervision import (
     which_children,
 )
 from tests import procs
-from tests.actors import Sup, Worker, read_journal
+from tests.actors import SlowInit, Sup, Worker, read_journal
 from tests.procs import free_port, is_alive
 
 pytestmark = pytest.mark.timeout(120)
@@ -573,6 +573,44 @@ def test_call_to_a_hung_worker_times_out_and_its_supervisor_still_kills_it(
     assert 0.9 <= elapsed < 4, f"terminate_child took {elapsed:.2f} s"
     wait_gone([pid])
     assert lines_after(journal, 0) == ["start stuck"]
+
+
+def test_child_hung_in_init_is_killed_at_its_start_timeout(
+    start_app: Callable[[ChildSpec], Application], journal: Path
+) -> None:
+    """OTP row 26: a start that overruns ``start_timeout`` kills the child's
+    process (known before its ``init`` ran), fails the start with
+    ``start_timeout`` at once (not ``start_timeout`` + the kill wait), and the
+    supervisor goes on serving requests."""
+    app = start_app(supervisor("root", [worker("a", journal)]))
+    hung = ChildSpec("hung", (SlowInit, ("hung", str(journal), 3600)), start_timeout=1)
+
+    # Bounded well below the old 1 s + 5 s (KILL_WAIT) the supervisor blocked for.
+    with pytest.raises(StartError) as failed:
+        start_child(app.root, hung, timeout=4)
+
+    assert failed.value.reason == "start_timeout"
+    [pid] = [int(line.split()[2]) for line in read_journal(journal) if line.startswith("init ")]
+    wait_gone([pid], timeout=2)
+    assert set(addresses(app.root)) == {"a"}
+    assert call(addresses(app.root)["a"], "ping") == "pong"
+
+
+def test_start_child_waits_past_five_seconds_for_a_slow_init_by_default(
+    start_app: Callable[[ChildSpec], Application], journal: Path
+) -> None:
+    """OTP row 50: the supervisor helpers wait with no timeout by default (the
+    old 5 s default raised CallTimeout here although the child was started)."""
+    app = start_app(supervisor("root", []))
+    slow = ChildSpec("slow", (SlowInit, ("slow", str(journal), 5.5)))
+
+    address = start_child(app.root, slow)
+
+    assert address == addresses(app.root)["slow"]
+    assert [line.split()[:2] for line in read_journal(journal)] == [
+        ["init", "slow"],
+        ["start", "slow"],
+    ]
 
 
 # ---------------------------------------------------------------- 10. two systems

@@ -7,6 +7,8 @@ already restarted the worker (or given up).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,7 @@ def start_abc(tree: Tree, strategy: str = "one_for_one", **flags: Any) -> Any:
 
 def test_children_start_in_spec_order_and_stop_in_reverse_order(tree: Tree) -> None:
     root = start_abc(tree)
-    assert [info.id for info in which_children(root)] == ["a", "b", "c"]
+    assert [info.id for info in which_children(root)] == ["c", "b", "a"]  # newest first
     assert tree.lines() == ["start a", "start b", "start c"]
 
     assert tree.apps[0].stop() == "shutdown"
@@ -287,13 +289,43 @@ def test_restarts_older_than_max_seconds_do_not_count(tree: Tree) -> None:
     crash(addresses(root)["a"])  # t=0
     fake.advance(5)
     crash(addresses(root)["a"])  # t=5
-    fake.advance(5.5)
+    fake.advance(6)
 
-    crash(addresses(root)["a"])  # t=10.5: the restart at t=0 has left the window
+    crash(addresses(root)["a"])  # t=11: the restart at t=0 has left the window
 
     assert app.is_running
-    crash(addresses(root)["a"])  # t=10.5 again: 5, 10.5 and 10.5 lie within 10 s
+    crash(addresses(root)["a"])  # t=11 again: 5, 11 and 11 lie within 10 s
     assert app.wait(timeout=1) == "shutdown"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "survives"),
+    [
+        (1000.1, 1001.9, False),  # same stamps as 1000 and 1001: within 1 s
+        (1000.9, 1002.0, True),  # 1000 and 1002: out of it, though 1.1 s apart
+        (1000.0, 1001.0, False),  # the window is inclusive: t >= now - max_seconds
+    ],
+)
+def test_restart_intensity_counts_in_whole_seconds_as_otp(
+    tree: Tree, first: float, second: float, survives: bool
+) -> None:
+    """OTP row 13: restarts are stamped with ``erlang:monotonic_time(1)``
+    (whole seconds), so with max_restarts=1, max_seconds=1 two restarts at
+    1000.1 s and 1001.9 s (1.8 s apart) exceed the intensity, and two at
+    1000.9 s and 1002.0 s (1.1 s apart) do not."""
+    fake = tree.fake_clock()
+    root = tree.start(sup_spec("root", [tree.worker("a")], max_restarts=1, max_seconds=1))
+    app = tree.apps[0]
+    fake.now = first
+    crash(addresses(root)["a"])
+    fake.now = second
+
+    crash(addresses(root)["a"])
+
+    if survives:
+        assert app.is_running
+    else:
+        assert app.wait(timeout=1) == "shutdown"
 
 
 def test_max_restarts_zero_makes_the_first_crash_escalate(tree: Tree) -> None:
@@ -363,7 +395,7 @@ def test_start_child_adds_a_child_after_the_others_and_returns_its_address(tree:
 
     address = start_child(root, tree.worker("b"))
 
-    assert which_children(root)[1] == ChildInfo(
+    assert which_children(root)[0] == ChildInfo(
         "b", address, "worker", (tree.worker("b").actor_class,)
     )
     assert call(address, "name") == "b"
@@ -507,10 +539,16 @@ def test_count_children_counts_specs_running_children_supervisors_and_workers(tr
     }
 
 
-def test_which_children_describes_each_child_in_start_order(tree: Tree) -> None:
+def test_which_children_describes_each_child_newest_first(tree: Tree) -> None:
+    """OTP row 42: which_children lists a Supervisor's children in reverse
+    start order (OTP keeps them newest first), children added by start_child
+    included."""
     root = tree.start(sup_spec("root", [tree.worker("a"), sup_spec("mid", [])]))
+    start_child(root, tree.worker("z"))
 
-    [a, mid] = which_children(root)
+    [z, mid, a] = which_children(root)
+
+    assert z.id == "z"
 
     assert (a.id, a.type, a.modules) == ("a", "worker", (tree.worker("a").actor_class,))
     assert (mid.id, mid.type, mid.modules) == ("mid", "supervisor", (Sup,))
@@ -611,7 +649,7 @@ def test_unknown_request_is_answered_with_unknown_request_and_the_supervisor_kee
         call(root, "garbage")
 
     assert start_child(root, tree.worker("b")) is not None
-    assert list(addresses(root)) == ["a", "b"]
+    assert list(addresses(root)) == ["b", "a"]
 
 
 def test_start_child_with_something_else_than_a_child_spec_raises_invalid_spec(
@@ -671,3 +709,111 @@ def test_request_with_a_child_id_that_cannot_be_compared_is_answered_and_the_sup
     assert not isinstance(raised.value, CallTimeout | NoProc)
     assert tree.apps[0].is_running
     assert call(addresses(root)["a"], "ping") == "pong"
+
+
+# ---------------------------------------------------------------- auto_shutdown (OTP 24)
+
+
+def significant(tree: Tree, name: str, restart: str = "transient") -> ChildSpec:
+    return dataclasses.replace(tree.worker(name, restart), significant=True)
+
+
+def auto_root(tree: Tree, auto_shutdown: str, children: list[ChildSpec]) -> Any:
+    spec = SupervisorSpec(children, auto_shutdown=auto_shutdown)  # type: ignore[arg-type]
+    return tree.start(ChildSpec("root", (Sup, (spec,)), start_timeout=None))
+
+
+def test_any_significant_child_ending_normally_shuts_the_supervisor_down(tree: Tree) -> None:
+    """OTP row 60: with auto_shutdown any_significant, a transient
+    significant child that exits normally (not restarted) makes the
+    supervisor stop its other children in reverse order and exit shutdown."""
+    root = auto_root(
+        tree, "any_significant", [tree.worker("a"), significant(tree, "s"), tree.worker("c")]
+    )
+
+    assert call(addresses(root)["s"], ("stop", "normal")) == "stopping"
+
+    assert tree.apps[0].wait(timeout=1) == "shutdown"
+    assert tree.lines()[3:] == [
+        "terminate s normal",
+        "terminate c shutdown",
+        "terminate a shutdown",
+    ]
+
+
+def test_significant_child_that_is_restarted_does_not_shut_the_supervisor_down(
+    tree: Tree,
+) -> None:
+    tree.fake_clock()
+    root = auto_root(tree, "any_significant", [significant(tree, "s")])
+    before = addresses(root)["s"]
+
+    crash(before)  # abnormal: a transient child is restarted
+
+    assert tree.apps[0].is_running
+    assert addresses(root)["s"] not in (None, before)
+
+
+def test_all_significant_shuts_down_when_the_last_significant_child_ends(tree: Tree) -> None:
+    root = auto_root(
+        tree,
+        "all_significant",
+        [tree.worker("a"), significant(tree, "s1", "temporary"), significant(tree, "s2")],
+    )
+
+    crash(addresses(root)["s1"])  # temporary: never restarted, whatever the reason
+    assert tree.apps[0].is_running
+    assert call(addresses(root)["s2"], ("stop", ("shutdown", "done"))) == "stopping"
+
+    assert tree.apps[0].wait(timeout=1) == "shutdown"
+    assert tree.lines()[-1] == "terminate a shutdown"
+
+
+def test_terminate_child_of_a_significant_child_does_not_shut_the_supervisor_down(
+    tree: Tree,
+) -> None:
+    root = auto_root(tree, "any_significant", [tree.worker("a"), significant(tree, "s")])
+
+    terminate_child(root, "s")
+
+    assert tree.apps[0].is_running
+    assert addresses(root)["s"] is None
+
+
+def test_significant_flag_is_refused_for_permanent_children_and_under_never() -> None:
+    with pytest.raises(InvalidSpec):
+        ChildSpec("s", Sup, restart="permanent", significant=True)
+    transient = ChildSpec("s", Sup, restart="transient", significant=True)
+    with pytest.raises(InvalidSpec):
+        SupervisorSpec([transient])  # auto_shutdown "never"
+    with pytest.raises(InvalidSpec):
+        SupervisorSpec(auto_shutdown="sometimes")  # type: ignore[arg-type]
+
+
+def test_start_child_of_a_significant_child_under_never_raises_invalid_spec(tree: Tree) -> None:
+    root = tree.start(sup_spec("root", []))
+
+    with pytest.raises(InvalidSpec):
+        start_child(root, significant(tree, "s"))
+
+    assert addresses(root) == {}
+
+
+# ---------------------------------------------------------------- API timeouts
+
+
+@pytest.mark.parametrize(
+    "helper",
+    [
+        start_child,
+        terminate_child,
+        restart_child,
+        delete_child,
+        which_children,
+        count_children,
+        get_childspec,
+    ],
+)
+def test_supervisor_helpers_wait_without_timeout_by_default(helper: Any) -> None:
+    """OTP row 50: supervisor:call/2 is gen_server:call(Sup, Req, infinity)."""
+    assert inspect.signature(helper).parameters["timeout"].default is None

@@ -21,7 +21,7 @@ from supervision import (
     SupervisorSpec,
     clock,
 )
-from supervision.protocol import CallReply, WhichChildren
+from supervision.protocol import CallReply, TerminateChild, WhichChildren
 from tests.actors import Sup, Worker, read_journal
 
 #: ``(name, reason)`` of every ``Probe.terminate`` run in this process, in order.
@@ -102,6 +102,37 @@ class Spy(Server):
         if request == "seen":
             return list(self.seen)
         return super().handle_call(request, from_)
+
+
+class Reaper(Server):
+    """Terminates a DynamicSupervisor's child while its restart is failing.
+
+    Call ``("aim", address)`` names the child; on the next cast ``("look",
+    supervisor)`` (which ``Flaky`` sends from a failing start) it asks that
+    supervisor to terminate ``address``. Call ``"answers"`` returns
+    ``(ok, value)`` of every reply received.
+    """
+
+    def init(self) -> None:
+        self.target: Any = None
+        self.answers: list[tuple[bool, Any]] = []
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if isinstance(request, tuple) and request[0] == "aim":
+            self.target = request[1]
+            return "aimed"
+        if request == "answers":
+            return list(self.answers)
+        return super().handle_call(request, from_)
+
+    def handle_cast(self, request: Any) -> None:
+        if isinstance(request, tuple) and request[0] == "look" and self.target is not None:
+            self.call_async(request[1], TerminateChild(self.target))
+            self.target = None
+
+    def handle_info(self, message: Any) -> None:
+        if isinstance(message, CallReply):
+            self.answers.append((message.ok, message.value))
 
 
 class FailingInit(Server):
