@@ -33,8 +33,9 @@ What it does:
    connection is closed from the broker side; ``--broker-restarts`` times a
    broker node is stopped and started again; ``--broker-node-kills`` times a
    broker node of the cluster is SIGKILLed. These broker faults come at points
-   of progress spread from 10% to 70% of the jobs done. Faults stop when every
-   job has run or after ``--fault-seconds``.
+   of progress spread from 10% to 70% of the jobs done (or, when progress is
+   slow, at the same fractions of ``--fault-seconds``). Faults stop when every
+   job has run and every broker fault happened, or after ``--fault-seconds``.
 5. Then it waits (at most ``--drain-timeout`` s) until every job has run,
    stops the node with SIGTERM, and accounts by job id from the journal
    each run writes (:mod:`bench.soak_jobs`): jobs lost (never ran), jobs
@@ -474,6 +475,7 @@ def run(s: Settings) -> Report:
         fault_end = time.monotonic() + s.fault_seconds
         # The broker faults come at points of progress spread over the drain
         # (from 10% to 70% of the jobs done), so that they hit running work.
+        # Kills go on until every job ran and every broker fault happened.
         kinds_planned = (
             ["drop"] * s.drops
             + ["restart"] * s.broker_restarts
@@ -482,8 +484,15 @@ def run(s: Settings) -> Report:
         revive: list[tuple[float, Any]] = []
         rng.shuffle(kinds_planned)
         count = len(kinds_planned)
+        # Each also has a latest time (spread over the first 70% of
+        # --fault-seconds), so that it happens even when progress is slow.
+        start = time.monotonic()
         planned = [
-            (int(len(ids) * (0.1 + 0.6 * i / max(count - 1, 1))), kind)
+            (
+                int(len(ids) * (0.1 + 0.6 * i / max(count - 1, 1))),
+                start + s.fault_seconds * (0.1 + 0.6 * i / max(count - 1, 1)),
+                kind,
+            )
             for i, kind in enumerate(kinds_planned)
         ]
         next_kill = time.monotonic() + s.kill_every
@@ -502,8 +511,8 @@ def run(s: Settings) -> Report:
                         os.kill(victim, signal.SIGKILL)
                         report.kills += 1
                         kinds[procs[victim]] += 1
-            if planned and done >= planned[0][0]:
-                fault = planned.pop(0)[1]
+            if planned and (done >= planned[0][0] or now >= planned[0][1]):
+                fault = planned.pop(0)[2]
                 if fault == "drop":
                     broker.drop_connections(prefix)
                     report.connection_drops += 1
@@ -571,11 +580,11 @@ SHORT = Settings(
     jobs=3000,
     partitions=6,
     workers=2,
-    kill_every=1.0,
+    kill_every=1.5,
     drops=1,
     broker_restarts=1,
     fault_seconds=40.0,
-    drain_timeout=120.0,
+    drain_timeout=150.0,
 )
 
 

@@ -46,11 +46,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from supervision import NOREPLY, ChildSpec, From, Server
-from supervision.errors import NotFound
+from supervision.errors import AlreadyStarted, NotFound
 from supervision.protocol import (
     Call,
     CallReply,
     DeleteChild,
+    GetChildSpec,
     StartChild,
     TerminateChild,
     WhichChildren,
@@ -336,13 +337,41 @@ class Registry(Server):
                     self.system = info.address
             if self.partition_sup is None:
                 raise RuntimeError("registry cannot find the PartitionSupervisor")
-            for pid, queues in self.config.partitions.items():
-                self._start_partition(pid, dict(queues), None)
+            # Partitions may run already: started by this registry's previous
+            # incarnation (it was restarted). They are taken back first.
+            ref = self.call_async(self.partition_sup, WhichChildren())
+            self.pending[ref] = ("adopt-list", "", None)
+            return
+        kind, pid, from_ = self.pending.pop(reply.ref, ("", "", None))
+        if kind == "adopt-list":
+            running = [
+                info.id
+                for info in (reply.value if reply.ok else [])
+                if isinstance(info.id, str) and info.address is not None
+            ]
+            for child in running:
+                ref = self.call_async(self.partition_sup, GetChildSpec(child))
+                self.pending[ref] = ("adopt-spec", child, None)
+            for config_pid, queues in self.config.partitions.items():
+                if config_pid not in running:
+                    self._start_partition(config_pid, dict(queues), None)
             for waiter in self.ready_waiters:
                 self.reply(waiter, True)
             self.ready_waiters.clear()
             return
-        kind, pid, from_ = self.pending.pop(reply.ref, ("", "", None))
+        if kind == "adopt-spec":
+            if not reply.ok:
+                return  # gone meanwhile: its exit went to the old registry
+            queues = reply.value.start.args[1]
+            log.warning("partition %s was started by a previous registry: restarting it", pid)
+            self.partitions[pid] = _Partition(dict(queues))
+            self.partitions[pid].started = True
+            # Its tree reports to the old registry's address: it is replaced
+            # by one that reports here (its unacked jobs go back to the queue;
+            # terminating a temporary child drops its spec).
+            ref = self.call_async(self.partition_sup, TerminateChild(pid))
+            self.pending[ref] = ("replace", pid, None)
+            return
         if kind == "active?":
             part = self.partitions.get(pid)
             if part is None:
@@ -360,6 +389,12 @@ class Registry(Server):
             part = self.partitions.get(pid)
             if part is None or part.stopping:
                 return
+            if isinstance(reply.value, AlreadyStarted):
+                # A tree this registry does not know (started before it took
+                # the others back): replaced by one that reports here.
+                ref = self.call_async(self.partition_sup, TerminateChild(pid))
+                self.pending[ref] = ("replace", pid, None)
+                return
             log.error("partition %s failed to start: %s", pid, bounded_repr(reply.value))
             waiters, part.start_waiters = part.start_waiters, []
             error = RogerError(
@@ -369,6 +404,11 @@ class Registry(Server):
             for waiter in waiters:
                 self.reply_error(waiter, error)
             self._schedule_restart(pid)
+            return
+        if kind == "replace":
+            part = self.partitions.get(pid)
+            if part is not None and not part.stopping:
+                self._start_tree(pid)
             return
         if kind == "stop":
             self.partitions.pop(pid, None)

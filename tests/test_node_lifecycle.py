@@ -230,3 +230,40 @@ def test_a_partition_crashing_again_and_again_never_takes_the_node_down(
     h.enqueue(TimedJob, steady, "still", 0)
     h.enqueue(TimedJob, flaky, "again", 0)
     h.wait_tags("end", {"still", "again"})
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[19])
+
+
+def test_a_restarted_registry_takes_the_running_partitions_back(h: NodeHarness) -> None:
+    """The registry is SIGKILLed and its supervisor starts a new one. The
+    partitions it had started still run, but report to the old registry: the
+    new one replaces their trees with ones that report to it, lists them as
+    running again, and their jobs run."""
+    from tests.procs import live_children
+
+    pid = h.start_partition({"default": 1})
+    consumer = roger_node.current().consumer_call(pid, Status(), timeout=5)["pid"]
+    containing = parent_of(parent_of(consumer) or 0) or 0
+    partition_sup = parent_of(containing)
+    assert partition_sup is not None
+    root = parent_of(partition_sup)
+    assert root is not None
+    # The root's children in start order: system, partitions, registry, ...
+    children = sorted(live_children(root), key=_start_time)
+    registry_pid = children[children.index(partition_sup) + 1]
+    os.kill(registry_pid, signal.SIGKILL)
+
+    def taken_back() -> bool:
+        try:
+            running = roger.Partition.partitions()["running"]
+            now = roger_node.current().consumer_call(pid, Status(), timeout=2)["pid"]
+        except (roger.NotRunningError, CallTimeout, NoProc):
+            return False
+        return pid in running and now != consumer
+
+    wait_for(taken_back, timeout=30, what="the partition running under the new registry")
+    h.enqueue(TimedJob, pid, "after", 0)
+    h.wait_tags("after_run", {"after"})
