@@ -202,7 +202,12 @@ class UniqueQueueTest:
 
         def perform(self, args: Any) -> Any:
             [msg] = args
-            time.sleep(0.01)
+            # Roger's job takes 10 ms, and its test's duplicate enqueues take
+            # microseconds each (a GenServer call in the VM). Here each is a
+            # Global request over RabbitMQ (a few ms on quorum queues), so the
+            # job takes long enough for all of them to come while it is queued
+            # or running.
+            time.sleep(0.3)
             record("msg", self, msg=msg)
 
 
