@@ -135,7 +135,9 @@ def start_actor_system(
 ) -> ActorSystem:
     """Start a new Thespian actor system and return its handle.
 
-    ``base`` is one of :data:`BASES`. On the multi-process bases every socket
+    ``base`` is one of :data:`BASES`, or ``"light"`` for
+    :class:`supervision.light.LightSystem` (the other arguments then do not
+    apply: it has no ports, no Thespian log). On the multi-process bases every socket
     of the system binds to ``bind_address`` only: the default keeps it on
     loopback; another address of this host (an IPv4 literal, not 0.0.0.0)
     exposes the pickle ports there on purpose. ``admin_port`` must be free:
@@ -148,6 +150,10 @@ def start_actor_system(
     ``capabilities`` may not choose a start method other than ``fork``.
     Raises ``ValueError`` naming a bad argument.
     """
+    if base == "light":  # supervision.light: in-process actors on asyncio (no Thespian base)
+        from .light import LightSystem
+
+        return LightSystem()
     if base not in BASES:
         raise ValueError(f"base must be one of {BASES}, got {base!r}")
     if isinstance(admin_port, bool) or not isinstance(admin_port, int):

@@ -7,6 +7,7 @@ besides the journal file that ``tests.actors.Worker`` writes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,10 @@ from supervision import (
 )
 from supervision.protocol import CallReply, TerminateChild, WhichChildren
 from tests.actors import Sup, Worker, read_journal
+
+#: The base the unit tests run on: ``SUPERVISION_TEST_BASE=light`` runs them on
+#: ``supervision.light`` (in-process asyncio actors) instead of simpleSystemBase.
+BASE = os.environ.get("SUPERVISION_TEST_BASE", "simpleSystemBase")
 
 #: ``(name, reason)`` of every ``Probe.terminate`` run in this process, in order.
 TERMINATED: list[tuple[str, Any]] = []
@@ -171,8 +176,9 @@ class Tree:
     Application is stopped and the real clock and :data:`TERMINATED` are restored.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, base: str | None = None) -> None:
         self.root = root
+        self.base = base or BASE
         self.journal = str(root / "journal")
         self.control = str(root)
         self.apps: list[Application] = []
@@ -197,8 +203,9 @@ class Tree:
     # ---------------------------------------------------------------- starting
 
     def app(self, root: ChildSpec) -> Application:
-        """An Application of ``root`` on simpleSystemBase, stopped at the end of the test."""
-        app = Application(root, base="simpleSystemBase")
+        """An Application of ``root`` on this tree's base (default :data:`BASE`),
+        stopped at the end of the test."""
+        app = Application(root, base=self.base)
         self.apps.append(app)
         return app
 
