@@ -83,8 +83,9 @@ from thespian.actors import (
     WatchMessage,
 )
 
-from .errors import CallTimeout, NoProc, SupervisionError
-from .protocol import Call, CallReply
+from .errors import CallTimeout, SupervisionError
+from .monitors import NOPROC, noproc_error
+from .protocol import Call, CallReply, Down, ExitSignal, Link, Monitor
 
 log = logging.getLogger("supervision.light")
 
@@ -199,6 +200,8 @@ class _Endpoint:
 
     def __init__(self, system: LightSystem) -> None:
         self.system = system
+        #: What supervision.calls reads off a Thespian endpoint (no transport here).
+        self._systemBase = system
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._ref = _Ref(system, self, None)
         system._actors[self._ref.key] = self._ref
@@ -288,6 +291,9 @@ class LightSystem:
         self._loop = loop if loop is not None else host_loop()
         #: Read by ``supervision.calls`` to tell bases apart.
         self._systemBase = self
+        #: A call to a dead address is answered NoProc here (no dead-letter
+        #: actor is needed, see supervision.monitors.ensure_dead_letters).
+        self.answers_dead_letters = True
         self._slice = slice_seconds
         self._actors: dict[Any, _Ref] = {}
         self._top: dict[Any, _Ref] = {}
@@ -457,15 +463,24 @@ class LightSystem:
             self._emptied.set()
 
     def _dead_letter(self, target: Any, message: Any, sender: Any) -> None:
-        if isinstance(message, Call) and sender is not None and not self._closing:
+        """A message to an address where no actor lives: what expects an
+        answer gets the one a dead process gives in OTP (``noproc``)."""
+        if not self._closing:
+            reply_to: Any = None
+            answer: Any = None
+            if isinstance(message, Call):
+                reply_to = sender
+                answer = CallReply(message.ref, False, noproc_error(target, NOPROC))
+            elif isinstance(message, Monitor):
+                reply_to, answer = message.watcher, Down(message.ref, target, NOPROC)
+            elif isinstance(message, Link):
+                reply_to, answer = message.linker, ExitSignal(target, NOPROC)
             try:
-                alive = sender.addressDetails in self._actors
+                alive = reply_to is not None and reply_to.addressDetails in self._actors
             except (AttributeError, TypeError):
                 alive = False
             if alive:
-                self._post(
-                    sender, CallReply(message.ref, False, NoProc(f"no actor at {target}")), target
-                )
+                self._post(reply_to, answer, target)
                 return
         log.debug("dead letter to %s: %r", target, message)
 
