@@ -88,7 +88,12 @@ def test_the_snapshot_op_gives_what_a_consumer_needs() -> None:
     state = GlobalState()
     state.apply(PID, "cancel_job", ["j"])
     state.apply(PID, "queue_pause", ["q"])
-    assert state.apply(PID, "snapshot", []).value == {"cancelled": ["j"], "paused": ["q"]}
+    state.apply(PID, "acquire_execution", ["k", "holder"])
+    assert state.apply(PID, "snapshot", []).value == {
+        "cancelled": ["j"],
+        "paused": ["q"],
+        "executing": ["k"],
+    }
 
 
 @pytest.mark.parametrize(
@@ -143,7 +148,11 @@ def test_a_snapshot_round_trips(
 
 def v1(**fields: object) -> bytes:
     document: dict[str, object] = {
-        "v": 1, "cancelled": [], "queued": [], "executing": {}, "paused": []
+        "v": 1,
+        "cancelled": [],
+        "queued": [],
+        "executing": {},
+        "paused": [],
     }
     document.update(fields)
     return bytes(cbor2.dumps(document))
@@ -300,12 +309,14 @@ def test_a_reply_to_another_request_is_refused() -> None:
         {"cancelled": "abc", "paused": []},
         {"cancelled": [1], "paused": []},
         {"cancelled": [], "paused": [""]},
+        {"cancelled": [], "paused": [], "executing": [3]},
     ],
 )
 def test_a_consumer_refuses_a_snapshot_of_the_wrong_shape(value: object) -> None:
     with pytest.raises(ValueError, match="Global snapshot"):
         _snapshot_shape(value)
     assert _snapshot_shape({"cancelled": ["j"], "paused": ["q"]}) == (["j"], ["q"])
+    assert _snapshot_shape({"cancelled": [], "paused": [], "executing": ["k"]}) == ([], [])
 
 
 def test_ids_and_keys_longer_than_255_bytes_are_refused_without_being_echoed() -> None:
@@ -389,8 +400,12 @@ def test_a_snapshot_keeps_holders_and_the_version() -> None:
 
 def test_a_version_2_snapshot_reads_as_version_zero_with_every_key_reserved() -> None:
     v2_document = {
-        "v": 2, "cancelled": b"", "cancelled_at": b"", "queued": [],
-        "executing": {"e": "a"}, "paused": [],
+        "v": 2,
+        "cancelled": b"",
+        "cancelled_at": b"",
+        "queued": [],
+        "executing": {"e": "a"},
+        "paused": [],
     }
     state = GlobalState.decode(cbor2.dumps(v2_document))
     assert state.version() == (0, 0) and state.holders == {} and state.executing == {"e": "a"}

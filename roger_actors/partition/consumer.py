@@ -196,11 +196,7 @@ def waiting_queue_name(partition_id: str, execution_key: str) -> str:
     (:data:`~roger_actors.queue.MAX_PARTITION_ID_BYTES`) the name is always
     legal. Never raises for a ``str`` key."""
     name = f"{partition_id}-execution-waiting-{execution_key}"
-    if (
-        execution_key.startswith("#")
-        or len(name) > 255
-        or not QUEUE_NAME_CHARACTERS.match(name)
-    ):
+    if execution_key.startswith("#") or len(name) > 255 or not QUEUE_NAME_CHARACTERS.match(name):
         digest = hashlib.sha256(execution_key.encode("utf-8", "surrogatepass")).hexdigest()
         name = f"{partition_id}-execution-waiting-#{digest}"
     return name
@@ -562,6 +558,10 @@ class Consumer(Server):
             return
         for job_id in cancelled:
             self._note_cancelled(job_id)
+        for key in _snapshot_executing(snapshot):
+            # Swept at the next ticks: jobs parked for it are handed over once
+            # it is free, also those a node parked before it restarted.
+            self.parked.setdefault(key, "")
         previous, self.global_paused = self.global_paused, set(paused)
         # Global's set is applied; a queue Global no longer lists (a resume
         # cast this Consumer missed) is resumed; local pauses stay.
@@ -598,6 +598,8 @@ class Consumer(Server):
         except ValueError as exc:
             log.error("%s: refused Global snapshot: %s", self.partition_id, exc)
             return
+        for key in _snapshot_executing(snapshot):
+            self.parked.setdefault(key, "")
         for job_id in sorted(set(cancelled) - self.cancelled.keys()):
             self._on_cancel_command(job_id)
         paused = set(paused_list)
@@ -737,8 +739,9 @@ class Consumer(Server):
             ident = self.handing.pop(int(event.kind[6:]), None)
             if event.error is not None or event.value is False:
                 if event.error is not None:
-                    log.warning("%s: handing a delivery over to a lease: %r",
-                                self.partition_id, event.error)
+                    log.warning(
+                        "%s: handing a delivery over to a lease: %r", self.partition_id, event.error
+                    )
                 if ident is not None:  # not leased: the next tick tries again
                     self.handed_over.discard(ident)
         elif event.kind.startswith("sweep:"):
@@ -1973,14 +1976,25 @@ async def _requeue(message: Any) -> None:
 
 def _snapshot_shape(value: Any) -> tuple[list[str], list[str]]:
     """``(cancelled, paused)`` of Global's ``snapshot`` reply; ValueError naming
-    what is wrong for anything else."""
-    if not isinstance(value, dict) or set(value) != {"cancelled", "paused"}:
-        raise ValueError("Global snapshot must be a map of 'cancelled' and 'paused'")
-    for name in ("cancelled", "paused"):
+    what is wrong for anything else (``executing``, the held execution keys,
+    may be there too: see :func:`_snapshot_executing`)."""
+    if not isinstance(value, dict) or not (
+        {"cancelled", "paused"} <= set(value) <= {"cancelled", "paused", "executing"}
+    ):
+        raise ValueError(
+            "Global snapshot must be a map of 'cancelled', 'paused' and, optionally, 'executing'"
+        )
+    for name in [n for n in ("cancelled", "paused", "executing") if n in value]:
         items = value[name]
         if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
             raise ValueError(f"Global snapshot: {name!r} must be a list of non-empty strings")
     return value["cancelled"], value["paused"]
+
+
+def _snapshot_executing(value: Any) -> list[str]:
+    """The execution keys held, of a snapshot :func:`_snapshot_shape` accepted
+    (an older Global sends none)."""
+    return list(value.get("executing", [])) if isinstance(value, dict) else []
 
 
 def _monotonic() -> float:

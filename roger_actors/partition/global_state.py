@@ -363,9 +363,7 @@ class GlobalState:
             return Applied(True)
         return Applied(held_by or "")
 
-    def _give_execution(
-        self, pid: str, key: Any, job_id: Any, token: Any, next_id: Any
-    ) -> Applied:
+    def _give_execution(self, pid: str, key: Any, job_id: Any, token: Any, next_id: Any) -> Applied:
         """The delivery ``token`` of ``job_id`` gives ``key`` up: reserved for
         ``next_id`` when given (hand-over), else free. True when it did; a key
         held by another job or another delivery is left alone (False).
@@ -439,16 +437,24 @@ class GlobalState:
         return Applied(sorted(self.paused))
 
     def _snapshot(self, pid: str) -> Applied:
-        """What a starting Consumer needs: the cancelled ids (oldest mark first)
-        and the paused queues."""
-        return Applied({"cancelled": list(self.cancelled), "paused": sorted(self.paused)})
+        """What a starting Consumer needs: the cancelled ids (oldest mark first),
+        the paused queues, and the execution keys held (whose waiting queues
+        it sweeps, so that a job parked by a node that restarted since is
+        handed over, and no waiting queue with jobs goes unused long enough to
+        expire)."""
+        return Applied(
+            {
+                "cancelled": list(self.cancelled),
+                "paused": sorted(self.paused),
+                "executing": sorted(self.executing),
+            }
+        )
 
 
 def _text(value: Any, op: str, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(
-            f"Global operation {op!r}: {name} must be a non-empty string, "
-            f"got {bounded_repr(value)}"
+            f"Global operation {op!r}: {name} must be a non-empty string, got {bounded_repr(value)}"
         )
     try:
         size = len(value.encode("utf-8"))
@@ -457,9 +463,7 @@ def _text(value: Any, op: str, name: str) -> str:
             f"Global operation {op!r}: {name} is not valid Unicode text (a lone surrogate)"
         ) from None
     if size > MAX_KEY_BYTES:
-        raise ValueError(
-            f"Global operation {op!r}: {name} is longer than {MAX_KEY_BYTES} bytes"
-        )
+        raise ValueError(f"Global operation {op!r}: {name} is longer than {MAX_KEY_BYTES} bytes")
     return value
 
 
@@ -488,9 +492,7 @@ def _decode_marks(ids: Any, times: Any) -> dict[str, int]:
     except UnicodeDecodeError:
         raise ValueError("global state snapshot: 'cancelled' is not UTF-8") from None
     if len(names) != len(at):
-        raise ValueError(
-            f"global state snapshot: {len(names)} cancelled ids but {len(at)} times"
-        )
+        raise ValueError(f"global state snapshot: {len(names)} cancelled ids but {len(at)} times")
     if "" in names:
         raise ValueError("global state snapshot: 'cancelled' holds an empty id")
     marks = dict(zip(names, at, strict=True))
