@@ -37,6 +37,7 @@ What it does:
    slow, at the same fractions of ``--fault-seconds``). Faults stop when every
    job has run and every broker fault happened, or after ``--fault-seconds``.
 5. Then it waits (at most ``--drain-timeout`` s) until every job has run,
+   waits (at most a minute) for the copies still queued to run too, then
    stops the node with SIGTERM, and accounts by job id from the journal
    each run writes (:mod:`bench.soak_jobs`): jobs lost (never ran), jobs
    that ran twice or more, and messages left over in any of the soak's
@@ -79,6 +80,8 @@ SHARED_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 RESTART_SECONDS = 1.0
 #: Publishes in flight at once while enqueueing.
 PIPELINE = 500
+#: Longest wait, once every job ran, for the copies left in the queues to run.
+SETTLE_SECONDS = 60.0
 
 
 @dataclass
@@ -544,6 +547,14 @@ def run(s: Settings) -> Report:
                 log_line(f"no progress for 60 s at {done}/{len(ids)}")
                 last_progress = (time.monotonic(), done)
         report.drain_seconds = round(time.monotonic() - began, 2)
+        # Copies of jobs that ran already (redelivered, not yet acked when a
+        # fault hit) may still wait in the queues: let them run, so that the
+        # duplicates are all counted, before the node stops.
+        settle_until = time.monotonic() + SETTLE_SECONDS
+        while done == len(ids) and time.monotonic() < settle_until:
+            if not any(broker.queue_counts(prefix).values()):
+                break
+            time.sleep(1.0)  # a bounded poll of the broker's counts
         loop.stop(admin_port)
         journal_reader.update()
         seen = journal_reader.counts

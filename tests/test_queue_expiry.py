@@ -51,9 +51,10 @@ def test_a_lease_copy_expires_back_into_its_work_queue() -> None:
         try:
             channel = await connection.channel()
             await channel.queue_declare(work, durable=True)
-            await channel.queue_declare(
-                holding, durable=True, arguments=lease.holding_queue_arguments(work, 1.0)
-            )
+            # As the Consumer declares it: a quorum queue with at-least-once
+            # dead-lettering (classic queues refuse that strategy).
+            arguments = {**lease.holding_queue_arguments(work, 1.0), "x-queue-type": "quorum"}
+            await channel.queue_declare(holding, durable=True, arguments=arguments)
             props: Any = lease.copy_properties(None, {"x-roger-deliveries": 1}, 1000)
             await channel.basic_publish(b"job", routing_key=holding, properties=props)
         finally:
