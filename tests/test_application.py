@@ -210,6 +210,10 @@ if how == "app.stop":
     app.stop()
 else:
     call(app.root, ("stop", how))
+# Wait for the root's exit to be handled: a node that stops gets SIGTERM
+# here, else the exit is only reported (a poll right after the stop call
+# could come before the master saw the exit).
+app.wait(10)
 print("alive", app.poll(1), flush=True)
 app.stop()
 """
