@@ -426,3 +426,32 @@ def test_a_version_3_snapshot_with_bad_holders_or_version_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         GlobalState.decode(v2(**fields))
+
+
+def test_a_request_the_broker_nacks_is_a_global_timeout_to_try_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quorum request queue still starting (or electing a leader) nacks the
+    publish: that is GlobalTimeoutError, which callers such as the Consumer's
+    snapshot fetch try again, not an error that ends them."""
+    import asyncio
+
+    import aiormq.exceptions
+
+    from roger_actors.errors import GlobalTimeoutError
+    from roger_actors.partition import global_client
+
+    class NackingChannel:
+        async def basic_publish(self, *args: object, **kwargs: object) -> None:
+            raise aiormq.exceptions.DeliveryError(None, None)  # type: ignore[arg-type]
+
+    class Replies:
+        channel = NackingChannel()
+        waiting: dict[str, object] = {}
+
+    async def reply_channel(link: object) -> Replies:
+        return Replies()
+
+    monkeypatch.setattr(global_client, "_reply_channel", reply_channel)
+    with pytest.raises(GlobalTimeoutError, match="refused the request 'snapshot'"):
+        asyncio.run(global_client.request(object(), PID, "snapshot", []))  # type: ignore[arg-type]

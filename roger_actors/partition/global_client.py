@@ -218,7 +218,8 @@ async def request(
 
     Runs on the link's loop. The request is signed with ``auth`` and the
     reply must be (see the module docstring). Raises NotStartedError when no
-    Global of the partition runs anywhere, ValueError for a request Global
+    Global of the partition runs anywhere, GlobalTimeoutError when the broker
+    nacks the request (its queue cannot take it now: try again), ValueError for a request Global
     refused, RogerError for a malformed reply, and GlobalTimeoutError when no
     (acceptable) reply came within ``timeout`` seconds.
     """
@@ -246,6 +247,13 @@ async def request(
         except aiormq.exceptions.PublishError:
             raise NotStartedError(
                 f"partition {partition_id!r} is not started anywhere (no Global)"
+            ) from None
+        except aiormq.exceptions.DeliveryError:
+            # Nacked: the request queue cannot take it now (a quorum queue
+            # still starting, or electing a leader after a broker node died).
+            raise GlobalTimeoutError(
+                f"the broker refused the request {op!r} to the Global of partition "
+                f"{partition_id!r} (its request queue is not available now); try again"
             ) from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
