@@ -113,6 +113,7 @@ import os
 import signal
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -465,6 +466,9 @@ class Consumer(Server):
         self.cancelling: dict[int, _InFlight] = {}
         #: Execution keys this node parked jobs for -> queue type; swept each tick.
         self.parked: dict[str, str] = {}
+        #: One lock per execution key for its releases and sweeps (see
+        #: _waiting_turn); made and used on the loop thread.
+        self.waiting_turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self.sweeping: set[str] = set()
         #: Execution-key fencing (execution_fence): this incarnation, its
         #: take counter, the connection its presence queue is on, since when
@@ -1054,6 +1058,32 @@ class Consumer(Server):
         :meth:`_tick`, which takes the key for them). Returns
         ``(key, job_id, exec_token)`` when Global could not be told (to be
         tried again)."""
+        async with self._waiting_turn(key):
+            return await self._release_in_turn(key, job_id, exec_token)
+
+    @contextlib.asynccontextmanager
+    async def _waiting_turn(self, key: str) -> AsyncIterator[None]:
+        """Run this Consumer's releases and sweeps of ``key``'s waiting queue
+        one at a time (on the loop thread). Without it a sweep holding the
+        first waiting job (got, not yet requeued) let a release hand the key
+        to the second one: waiting jobs then ran out of order. The lock is
+        dropped when nobody uses or waits for it (keys are unbounded)."""
+        entry = self.waiting_turns.get(key)
+        if entry is None:
+            entry = self.waiting_turns[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self.waiting_turns.pop(key, None)
+
+    async def _release_in_turn(
+        self, key: str, job_id: str, exec_token: str
+    ) -> tuple[str, str, str] | None:
         message = None
         try:
             name = waiting_queue_name(self.partition_id, key)
@@ -1088,6 +1118,10 @@ class Consumer(Server):
     async def _sweep(self, key: str) -> str:
         """A job parked here may have missed its hand-over (the key was freed
         while it was being parked): move the first waiting job if the key is free."""
+        async with self._waiting_turn(key):
+            return await self._sweep_in_turn(key)
+
+    async def _sweep_in_turn(self, key: str) -> str:
         name = waiting_queue_name(self.partition_id, key)
         await self.link.declare(name, WAITING_QUEUE_ARGS)
         message = await self.link.get(name)
