@@ -981,12 +981,15 @@ class Consumer(Server):
             if execution_key is None:
                 return token, "go"
             await self._present()
-            if (
-                await self._global("take_execution", [execution_key, job.id, exec_token])
-                is not True
-            ):
-                await self._park(execution_key, job, delivery)
-                return token, "parked"
+            # One gate of a key at a time, in delivery order (the lock is
+            # FIFO): so the jobs that wait are parked in the order they came.
+            async with self._waiting_turn(execution_key):
+                if (
+                    await self._global("take_execution", [execution_key, job.id, exec_token])
+                    is not True
+                ):
+                    await self._park(execution_key, job, delivery)
+                    return token, "parked"
         except Exception as exc:
             log.warning("%s: job %s waits for Global: %r", self.partition_id, job.id, exc)
             return token, "failed"
@@ -1063,11 +1066,13 @@ class Consumer(Server):
 
     @contextlib.asynccontextmanager
     async def _waiting_turn(self, key: str) -> AsyncIterator[None]:
-        """Run this Consumer's releases and sweeps of ``key``'s waiting queue
-        one at a time (on the loop thread). Without it a sweep holding the
-        first waiting job (got, not yet requeued) let a release hand the key
-        to the second one: waiting jobs then ran out of order. The lock is
-        dropped when nobody uses or waits for it (keys are unbounded)."""
+        """Run this Consumer's gates (take or park), releases and sweeps of
+        ``key`` one at a time, in the order they began (on the loop thread).
+        Without it a sweep holding the first waiting job (got, not yet
+        requeued) let a release hand the key to the second one, and
+        concurrent gates could park their jobs out of order: waiting jobs
+        then ran out of order. The lock is dropped when nobody uses or waits
+        for it (keys are unbounded)."""
         entry = self.waiting_turns.get(key)
         if entry is None:
             entry = self.waiting_turns[key] = (asyncio.Lock(), [0])
