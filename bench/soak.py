@@ -296,16 +296,9 @@ class RestartLoop(threading.Thread):
 def node_processes(launcher: int | None, admin_port: int) -> dict[int, str]:
     """Every live process of the node, by kind: the node process (launcher),
     the actor system's admin, and the others (logger, actors, workers)."""
+    from tests.node_procs import descendants
+
     found: dict[int, str] = {}
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] not in ("Z", "X"):
-                children[int(fields[1])].append(int(entry))
     roots: list[tuple[int, str]] = []
     if launcher is not None and process_alive(launcher):
         roots.append((launcher, "node"))
@@ -314,12 +307,8 @@ def node_processes(launcher: int | None, admin_port: int) -> dict[int, str]:
         roots.append((admin[0], "admin"))
     for root, kind in roots:
         found.setdefault(root, kind)
-        todo = [root]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                if child not in found:
-                    found[child] = "actor"
-                    todo.append(child)
+        for child in descendants(root):
+            found.setdefault(child, "actor")
     return found
 
 
