@@ -12,8 +12,9 @@ The model follows OTP's rules, not the library:
   (a crash, or the stop reason), never a timeout;
 - a call to an address nobody lives at fails with ``noproc`` at once;
 - each monitor gets exactly one ``DOWN`` with the exit reason, in monitor
-  order; monitoring a dead address gives ``DOWN noproc`` at once; after a
-  successful ``demonitor`` no ``DOWN`` comes.
+  order; monitoring a dead address gives ``DOWN noproc`` at once (also when
+  the actor exited only just, and waits to be reaped, or its process is
+  closing); after a successful ``demonitor`` no ``DOWN`` comes.
 
 ``ServerMachine`` runs on simpleSystemBase; ``KillMachine`` (fewer, shorter
 runs) on multiprocTCPBase, where SIGKILL is one of the exits (``killed``).
@@ -249,6 +250,15 @@ class KillMachine(ServerMachine):
             return got == self.model.downs
 
         wait_until(matching, f"the watcher saw {self.model.downs}")
+
+    @rule()
+    def monitor_the_server(self) -> None:
+        # a monitor is asynchronous here: one that reaches a server already
+        # dead gets noproc (distributed Erlang's rule); the model's monitor is
+        # the one in place before the next step, so wait for the server's word
+        ref = call(self.w, ("monitor", self.s))
+        wait_until(lambda: call(self.w, ("monitor-confirmed", ref)), "the monitor is in place")
+        self.model.pending[ref] = self.model.incarnation
 
     @rule()
     def sigkill(self) -> None:

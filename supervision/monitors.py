@@ -22,9 +22,18 @@ sets) rest on three sources of truth, from the most to the least precise:
    (``/proc/net/tcp*``) and polls it: when that socket is gone (or another
    socket took the port), the target is dead. The verdict waits for one
    more poll, so that a ``Down`` already on its way with the real reason
-   wins; then the reason is ``"killed"`` (``"noproc"`` if no listener was
-   ever seen). Only addresses on this host's network namespace can be
-   watched this way; for others, only (1) and (2) apply.
+   wins; then the reason is ``"killed"``. Only addresses on this host's
+   network namespace can be watched this way; for others, only (1) and (2)
+   apply.
+
+   A listening socket alone does not prove the actor lives: an actor that
+   exited and waits to be reaped, or whose process is closing down, still
+   listens. So a monitor's watch takes the socket as its target's only once
+   the target confirmed the monitor (``Monitored``). Until then the watch
+   only notes whether anything listens at the port; a port that stays empty
+   means the target died before the monitor reached it, and the reason is
+   ``"noproc"``, as in distributed Erlang, where a monitor that reaches a
+   dead process gets ``noproc`` whatever that process died of.
 """
 
 from __future__ import annotations
@@ -164,6 +173,8 @@ class PortWatch:
     checks: int = 0
     #: the reason when no listener was ever seen at the port
     unseen: str = NOPROC
+    #: awaiting the target's confirmation: any listener counts, none is adopted
+    pending: bool = False
 
     def port(self) -> int | None:
         found = tcp_port(self.address)
@@ -176,16 +187,43 @@ class PortWatches:
 
     watches: dict[str, PortWatch] = field(default_factory=dict)
 
-    def add(self, key: str, address: Any, *, probe: bool = True, unseen: str = NOPROC) -> None:
+    def add(
+        self,
+        key: str,
+        address: Any,
+        *,
+        probe: bool = True,
+        unseen: str = NOPROC,
+        pending: bool = False,
+    ) -> None:
         """Watch ``address`` under ``key`` (polls skip it while it has no TCP port).
 
         ``probe`` looks for its listening socket now (else at the first poll);
         ``unseen`` is the reason given when no listener was ever seen there.
+        ``pending`` watches an address whose actor has not confirmed it lives:
+        no socket is taken as its own until :meth:`confirm`, and a port found
+        empty on two polls gives ``"noproc"``.
         """
-        watch = PortWatch(address, unseen=unseen)
+        watch = PortWatch(address, unseen=NOPROC if pending else unseen, pending=pending)
         self.watches[key] = watch
+        if probe and not pending:
+            self._probe(watch)
+
+    def confirm(self, key: str, *, unseen: str = "killed") -> None:
+        """The actor watched under ``key`` confirmed it lives: take the socket
+        listening at its port now as its own; ``unseen`` is the reason if none is."""
+        watch = self.watches.get(key)
+        if watch is None or not watch.pending:
+            return
+        watch.pending = False
+        watch.unseen = unseen
+        watch.misses = 0
+        self._probe(watch)
+
+    @staticmethod
+    def _probe(watch: PortWatch) -> None:
         port = watch.port()
-        if probe and port is not None:
+        if port is not None:
             inodes = listening_inodes({port}).get(port, set())
             if len(inodes) == 1:
                 watch.inode = next(iter(inodes))
@@ -210,9 +248,12 @@ class PortWatches:
                 continue
             inodes = live.get(port, set())
             watch.checks += 1
-            if watch.inode is None and len(inodes) == 1:
-                watch.inode = next(iter(inodes))
-            alive = watch.inode in inodes if watch.inode is not None else False
+            if watch.pending:
+                alive = bool(inodes)
+            else:
+                if watch.inode is None and len(inodes) == 1:
+                    watch.inode = next(iter(inodes))
+                alive = watch.inode in inodes if watch.inode is not None else False
             watch.misses = 0 if alive else watch.misses + 1
             if watch.misses >= 2:
                 del self.watches[key]

@@ -61,6 +61,7 @@ from .protocol import (
     Kill,
     Link,
     Monitor,
+    Monitored,
     Unlink,
 )
 from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, ExitReason
@@ -233,16 +234,22 @@ class Process(Actor):  # type: ignore[misc]
         exited = self._sv_phase == "exited"
         if isinstance(message, Monitor):
             if exited:
-                self.send(message.watcher, Down(message.ref, self.myAddress, self._sv_exit_reason))
+                # dead when the monitor reached it: OTP's (distributed) noproc
+                self.send(message.watcher, Down(message.ref, self.myAddress, NOPROC))
             else:
                 self._sv_monitors[message.ref] = message.watcher
+                if message.confirm:
+                    self.send(message.watcher, Monitored(message.ref))
+            return True
+        if isinstance(message, Monitored):
+            self._sv_ports.confirm(message.ref)
             return True
         if isinstance(message, Demonitor):
             self._sv_monitors.pop(message.ref, None)
             return True
         if isinstance(message, Link):
             if exited:
-                self.send(message.linker, ExitSignal(self.myAddress, self._sv_exit_reason))
+                self.send(message.linker, ExitSignal(self.myAddress, NOPROC))
             elif not self._sv_is_linked(message.linker):
                 self._sv_add_link(message.linker)
             return True
@@ -251,8 +258,6 @@ class Process(Actor):  # type: ignore[misc]
             return True
         if isinstance(message, Down):
             watch = self._sv_watches.pop(message.ref, None)
-            if message.reason == NOPROC and self._sv_seen_alive(message.ref):
-                message = Down(message.ref, message.address, KILLED)
             self._sv_ports.discard(message.ref)
             # a Down for a monitor that was removed meanwhile is dropped (OTP's demonitor)
             if watch is None or self._sv_phase != "running":
@@ -260,10 +265,16 @@ class Process(Actor):  # type: ignore[misc]
             self._sv_running(message, sender)
             return True
         if isinstance(message, ExitSignal):
-            if message.reason == NOPROC and any(
-                self._sv_seen_alive(key)
-                for key, watch in self._sv_watches.items()
-                if watch.kind == "link" and watch.address == message.address
+            # the dead-letter handler's noproc for a peer seen alive at link time
+            # (a target that answers for itself knows its own state)
+            if (
+                message.reason == NOPROC
+                and sender != message.address
+                and any(
+                    self._sv_seen_alive(key)
+                    for key, watch in self._sv_watches.items()
+                    if watch.kind == "link" and watch.address == message.address
+                )
             ):
                 message = ExitSignal(message.address, KILLED)
             if not self._sv_drop_link(message.address) or self._sv_phase != "running":
@@ -294,8 +305,8 @@ class Process(Actor):  # type: ignore[misc]
     def _sv_monitor(self, address: Any) -> str:
         ref = uuid.uuid4().hex
         self._sv_watches[ref] = _Watch("monitor", address)
-        self.send(address, Monitor(ref, self.myAddress))
-        self._sv_port_watch(ref, address)
+        watched = self._sv_port_watch(ref, address, pending=True)
+        self.send(address, Monitor(ref, self.myAddress, confirm=watched))
         return ref
 
     def _sv_demonitor(self, ref: str) -> bool:
@@ -335,11 +346,14 @@ class Process(Actor):  # type: ignore[misc]
                 self._sv_ports.discard(key)
         return linked
 
-    def _sv_port_watch(self, key: str, address: Any) -> None:
-        if tcp_port(self.myAddress) is None:  # in-process base: no kill to detect
-            return
-        self._sv_ports.add(key, address)
+    def _sv_port_watch(self, key: str, address: Any, *, pending: bool = False) -> bool:
+        """Watch the port of ``address`` under ``key``; False on in-process bases
+        (nothing can be SIGKILLed apart there). ``pending``: see PortWatches.add."""
+        if tcp_port(self.myAddress) is None:
+            return False
+        self._sv_ports.add(key, address, pending=pending)
         self._sv_schedule_tick()
+        return True
 
     def _sv_schedule_tick(self) -> None:
         if self._sv_ports and not self._sv_ticking:

@@ -97,10 +97,24 @@ class Down:
 
 @dataclass(frozen=True)
 class Monitor:
-    """Watcher -> target: send ``Down(ref, target, reason)`` to ``watcher`` on exit."""
+    """Watcher -> target: send ``Down(ref, target, reason)`` to ``watcher`` on exit.
+
+    With ``confirm`` a live target also answers ``Monitored(ref)`` at once: the
+    watcher then knows the monitor is in place, so that a listening socket it
+    sees at the target's port belongs to the actor it monitors (see
+    :mod:`supervision.monitors`).
+    """
 
     ref: str
     watcher: Any
+    confirm: bool = False
+
+
+@dataclass(frozen=True)
+class Monitored:
+    """Target -> watcher: the monitor ``ref`` is in place (the target lives)."""
+
+    ref: str
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,9 @@ class Server(Process):
         ``handle_info`` gets ``Down(ref, address, reason)`` once it exits
         (``"noproc"`` at once when nothing lives there, ``"killed"`` after a
         SIGKILL, seen within a few tenths of a second on multiprocTCPBase).
+        The monitor is set up asynchronously, as in distributed Erlang: one
+        that reaches an actor already exited (even one not yet reaped by its
+        supervisor) gives ``"noproc"``, whatever the actor died of.
         """
         return self._sv_monitor(address)
 

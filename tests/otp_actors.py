@@ -11,7 +11,8 @@ from tests.actors import Worker, record
 class Watcher(Worker):
     """A Worker that monitors and links on request and records what it saw.
 
-    Calls: ``("monitor", address)`` -> ref; ``("demonitor", ref)`` -> bool;
+    Calls: ``("monitor", address)`` -> ref; ``("monitor-confirmed", ref)`` ->
+    bool (the target confirmed the monitor, or it is over); ``("demonitor", ref)`` -> bool;
     ``("link", address)``; ``("unlink", address)``; ``"downs"`` -> ``[(ref,
     reason)]``; ``"exits"`` -> ``[reason]`` of trapped exits. ``trap`` (4th
     init argument) sets ``trap_exit``. Journal: ``down <name> <reason>``.
@@ -28,6 +29,10 @@ class Watcher(Worker):
     def handle_call(self, request: Any, from_: From) -> Any:
         if isinstance(request, tuple) and request[0] == "monitor":
             return self.monitor(request[1])
+        if isinstance(request, tuple) and request[0] == "monitor-confirmed":
+            # test-only look inside: the target answered the monitor (multi-process bases)
+            watch = self._sv_ports.watches.get(request[1])
+            return watch is None or not watch.pending
         if isinstance(request, tuple) and request[0] == "demonitor":
             return self.demonitor(request[1])
         if isinstance(request, tuple) and request[0] == "link":
@@ -117,4 +122,3 @@ class GenServer(Worker):
         super().terminate(reason)
         if self.mode == "bad-terminate":
             raise RuntimeError(f"{self.name} terminate failed")
-

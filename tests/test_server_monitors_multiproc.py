@@ -72,6 +72,7 @@ def test_sigkilled_server_gives_its_monitors_down_killed(
     root = tree(start_app, watcher("w", journal), gen("b", journal))
     addr = kids(root)
     ref = call(addr["w"], ("monitor", addr["b"]))
+    wait_until(lambda: call(addr["w"], ("monitor-confirmed", ref)), "the monitor is in place")
 
     kill(addr["b"])
 
