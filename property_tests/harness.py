@@ -1,5 +1,7 @@
 """What the supervision state machines share: a fake clock, control files,
-the journal of ``tests.actors.Worker``, a fresh simpleSystemBase application.
+the journal of ``tests.actors.Worker``, a fresh application on
+simpleSystemBase or on ``base="light"`` (in-process actors on a live loop,
+settled before every check).
 
 Only the public API of ``supervision`` is used here. The reference models of
 OTP's rules live in the test modules themselves, one per kind of supervisor.
@@ -133,7 +135,26 @@ class Workspace:
 
 
 def simple_application(root: ChildSpec) -> Application:
-    return Application(root, base="simpleSystemBase", log_level=logging.CRITICAL)
+    return application(root, "simpleSystemBase")
+
+
+def application(root: ChildSpec, base: str) -> Application:
+    """A fresh application on ``base``: ``"simpleSystemBase"`` or ``"light"``."""
+    return Application(root, base=base, log_level=logging.CRITICAL)
+
+
+def settle(app: Application | None) -> None:
+    """Wait until the application's actors handled every message sent so far
+    (``light``); simpleSystemBase is settled whenever a call returns."""
+    system = None if app is None else app.system
+    wait = getattr(system, "settle", None)
+    if wait is not None:
+        wait()
+
+
+#: Examples of a machine on ``base="light"``: an eighth of simpleSystemBase's
+#: (each step crosses threads, and the simpleSystemBase machines hunt longer).
+LIGHT_EXAMPLES = max(1, EXAMPLES // 8)
 
 
 class QuietLogs:

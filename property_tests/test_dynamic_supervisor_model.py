@@ -36,22 +36,24 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from hypothesis import event
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from property_tests.harness import (
     EXITS,
+    LIGHT_EXAMPLES,
     MACHINE_SETTINGS,
     SHUTDOWNS,
     FakeClock,
     Line,
     QuietLogs,
     Workspace,
-    simple_application,
+    application,
+    settle,
 )
 from supervision import (
     ChildSpec,
@@ -182,6 +184,8 @@ class Model:
 
 
 class DynamicSupervisorMachine(RuleBasedStateMachine):
+    base: ClassVar[str] = "simpleSystemBase"
+
     def __init__(self) -> None:
         super().__init__()
         self.quiet = QuietLogs()
@@ -219,7 +223,7 @@ class DynamicSupervisorMachine(RuleBasedStateMachine):
         self.model = Model(*self.flags)
         self.model.now = self.clock.now
         spec = DynamicSupervisorSpec(*self.flags)
-        self.app = simple_application(ChildSpec("root", (DynSup, (spec,))))
+        self.app = application(ChildSpec("root", (DynSup, (spec,))), self.base)
         self.root = self.app.start()
 
     def _next_name(self) -> str:
@@ -319,6 +323,7 @@ class DynamicSupervisorMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------- checks
 
     def _check(self) -> None:
+        settle(self.app)
         model = self.model
         lines = self.ws.new_lines()
         ordered = len(model.journal)
@@ -365,3 +370,13 @@ class DynamicSupervisorMachine(RuleBasedStateMachine):
 
 TestDynamicSupervisorFollowsElixir = DynamicSupervisorMachine.TestCase
 TestDynamicSupervisorFollowsElixir.settings = MACHINE_SETTINGS
+
+
+class DynamicSupervisorLightMachine(DynamicSupervisorMachine):
+    base = "light"
+
+
+TestDynamicSupervisorFollowsElixirOnLight = DynamicSupervisorLightMachine.TestCase
+TestDynamicSupervisorFollowsElixirOnLight.settings = settings(
+    MACHINE_SETTINGS, max_examples=LIGHT_EXAMPLES
+)

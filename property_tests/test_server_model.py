@@ -16,8 +16,9 @@ The model follows OTP's rules, not the library:
   the actor exited only just, and waits to be reaped, or its process is
   closing); after a successful ``demonitor`` no ``DOWN`` comes.
 
-``ServerMachine`` runs on simpleSystemBase; ``KillMachine`` (fewer, shorter
-runs) on multiprocTCPBase, where SIGKILL is one of the exits (``killed``).
+``ServerMachine`` runs on simpleSystemBase, ``LightServerMachine`` on
+``base="light"``; ``KillMachine`` (fewer, shorter runs) on multiprocTCPBase,
+where SIGKILL is one of the exits (``killed``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from property_tests.harness import EXAMPLES, MACHINE_SETTINGS, QuietLogs, Workspace
+from property_tests.harness import (
+    EXAMPLES,
+    LIGHT_EXAMPLES,
+    MACHINE_SETTINGS,
+    QuietLogs,
+    Workspace,
+    settle,
+)
 from supervision import (
     Application,
     ChildSpec,
@@ -107,7 +115,7 @@ class ServerMachine(RuleBasedStateMachine):
         ]
         root = ChildSpec("root", (Sup, (SupervisorSpec(children, max_restarts=10_000),)))
         kw: dict[str, Any] = {"base": self.base}
-        if self.base != "simpleSystemBase":
+        if self.base == "multiprocTCPBase":
             kw["admin_port"] = free_port(20000, 20999)
         self.app = Application(root, **kw)
         self.app.start()
@@ -212,6 +220,30 @@ class ServerMachine(RuleBasedStateMachine):
 TestServerFollowsGenServer = ServerMachine.TestCase
 #: a quarter of the supervisor machines' examples: steps wait for real timers
 TestServerFollowsGenServer.settings = settings(MACHINE_SETTINGS, max_examples=max(1, EXAMPLES // 4))
+
+
+# ---------------------------------------------------------------- base="light"
+
+
+class LightServerMachine(ServerMachine):
+    """The same machine on in-process actors run by a live loop: the effects
+    of a step (a restart, a Down) are awaited by settling the system."""
+
+    base = "light"
+
+    def await_restart(self, old: Any) -> Any:
+        settle(self.app)
+        return super().await_restart(old)
+
+    def check_downs(self) -> None:
+        settle(self.app)
+        super().check_downs()
+
+
+TestServerFollowsGenServerOnLight = LightServerMachine.TestCase
+TestServerFollowsGenServerOnLight.settings = settings(
+    MACHINE_SETTINGS, max_examples=max(1, LIGHT_EXAMPLES // 4)
+)
 
 
 # ---------------------------------------------------------------- multiprocTCPBase, real kills

@@ -37,21 +37,23 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
-from hypothesis import event
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from property_tests.harness import (
     EXITS,
+    LIGHT_EXAMPLES,
     MACHINE_SETTINGS,
     FakeClock,
     Line,
     QuietLogs,
     Workspace,
-    simple_application,
+    application,
+    settle,
 )
 from supervision import (
     ChildSpec,
@@ -231,6 +233,8 @@ class Builder:
 
 
 class SupervisionTreeMachine(RuleBasedStateMachine):
+    base: ClassVar[str] = "simpleSystemBase"
+
     def __init__(self) -> None:
         super().__init__()
         self.quiet = QuietLogs()
@@ -268,7 +272,7 @@ class SupervisionTreeMachine(RuleBasedStateMachine):
     def _fresh_application(self) -> None:
         self.model = TreeModel(copy.deepcopy(self.root_template))
         self.model.now = self.clock.now
-        self.app = simple_application(ChildSpec("root", (Sup, (self.root_flags,))))
+        self.app = application(ChildSpec("root", (Sup, (self.root_flags,))), self.base)
         self.model.start(self.model.root)
         self.app.start()
 
@@ -296,6 +300,7 @@ class SupervisionTreeMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------- checks
 
     def _check(self) -> None:
+        settle(self.app)
         lines = self.ws.new_lines()
         assert lines == self.model.journal, (
             f"journal: got {[str(x) for x in lines]}, "
@@ -338,3 +343,13 @@ class SupervisionTreeMachine(RuleBasedStateMachine):
 
 TestSupervisionTreesFollowOTP = SupervisionTreeMachine.TestCase
 TestSupervisionTreesFollowOTP.settings = MACHINE_SETTINGS
+
+
+class SupervisionTreeLightMachine(SupervisionTreeMachine):
+    base = "light"
+
+
+TestSupervisionTreesFollowOTPOnLight = SupervisionTreeLightMachine.TestCase
+TestSupervisionTreesFollowOTPOnLight.settings = settings(
+    MACHINE_SETTINGS, max_examples=LIGHT_EXAMPLES
+)

@@ -54,19 +54,21 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import event
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from property_tests.harness import (
     EXITS,
+    LIGHT_EXAMPLES,
     MACHINE_SETTINGS,
     SHUTDOWNS,
     FakeClock,
     Line,
     QuietLogs,
     Workspace,
-    simple_application,
+    application,
+    settle,
 )
 from supervision import (
     AlreadyPresent,
@@ -270,6 +272,7 @@ class Model:
 
 class SupervisorMachine(RuleBasedStateMachine):
     strategy: ClassVar[str] = "one_for_one"
+    base: ClassVar[str] = "simpleSystemBase"
 
     def __init__(self) -> None:
         super().__init__()
@@ -326,7 +329,7 @@ class SupervisorMachine(RuleBasedStateMachine):
         self.model.failing, self.model.ignoring = failing, ignoring
         specs = [self.ws.worker_spec(i, i, r, shutdown) for i, r, shutdown in self.initial]
         sup_spec = SupervisorSpec(specs, self.strategy, self.max_restarts, self.max_seconds)
-        self.app = simple_application(ChildSpec("root", (Sup, (sup_spec,))))
+        self.app = application(ChildSpec("root", (Sup, (sup_spec,))), self.base)
         failed = self.model.init(self.initial)
         if failed is None:
             self.root = self.app.start()
@@ -438,6 +441,7 @@ class SupervisorMachine(RuleBasedStateMachine):
     # ---------------------------------------------------------------- checks
 
     def _check(self, exited: str | None = None) -> None:
+        settle(self.app)
         model = self.model
         lines = self.ws.new_lines()
         self._compare_journal(lines, model.journal)
@@ -524,3 +528,28 @@ TestOneForAllSupervisorFollowsOTP = OneForAllMachine.TestCase
 TestOneForAllSupervisorFollowsOTP.settings = MACHINE_SETTINGS
 TestRestForOneSupervisorFollowsOTP = RestForOneMachine.TestCase
 TestRestForOneSupervisorFollowsOTP.settings = MACHINE_SETTINGS
+
+
+# ---------------------------------------------------------------- the same machines on base="light"
+
+LIGHT_SETTINGS = settings(MACHINE_SETTINGS, max_examples=LIGHT_EXAMPLES)
+
+
+class OneForOneLightMachine(OneForOneMachine):
+    base = "light"
+
+
+class OneForAllLightMachine(OneForAllMachine):
+    base = "light"
+
+
+class RestForOneLightMachine(RestForOneMachine):
+    base = "light"
+
+
+TestOneForOneSupervisorFollowsOTPOnLight = OneForOneLightMachine.TestCase
+TestOneForOneSupervisorFollowsOTPOnLight.settings = LIGHT_SETTINGS
+TestOneForAllSupervisorFollowsOTPOnLight = OneForAllLightMachine.TestCase
+TestOneForAllSupervisorFollowsOTPOnLight.settings = LIGHT_SETTINGS
+TestRestForOneSupervisorFollowsOTPOnLight = RestForOneLightMachine.TestCase
+TestRestForOneSupervisorFollowsOTPOnLight.settings = LIGHT_SETTINGS

@@ -98,6 +98,8 @@ def call(
             return _exchange(asys, address, Call(ref, request, me), deadline, timeout, True)
     with asys.private() as endpoint:
         me = getattr(getattr(endpoint._systemBase, "transport", None), "myAddress", None)
+        if me is None:  # a light endpoint has an address of its own
+            me = getattr(endpoint, "address", None)
         return _exchange(endpoint, address, Call(ref, request, me), deadline, timeout, False)
 
 

@@ -304,6 +304,7 @@ class LightSystem:
         self._emptied = threading.Event()
         self._emptied.set()
         self._endpoint: _Endpoint | None = None
+        self._idle_waiters: list[concurrent.futures.Future[None]] = []
 
     # ------------------------------------------------------------ public
 
@@ -351,6 +352,31 @@ class LightSystem:
             yield endpoint
         finally:
             endpoint.close()
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Block until no message is waiting to be handled: every message sent
+        so far, and every message its handling sent, was handled.
+
+        Timers that are not due yet, watched fds and running tasks are not
+        waited for. Meant for tests that step a system and then look at it
+        (simpleSystemBase settles inside every ``tell``). Raises
+        ``CallTimeout`` when messages keep coming for ``timeout`` seconds,
+        ``SupervisionError`` on the loop's own thread.
+        """
+        self._forbid_blocking()
+        done: concurrent.futures.Future[None] = self._on_loop(self._idle_future)
+        try:
+            done.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise CallTimeout("settle", timeout) from None
+
+    def _idle_future(self) -> concurrent.futures.Future[None]:
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._queue or self._scheduled:
+            self._idle_waiters.append(done)
+        else:
+            done.set_result(None)
+        return done
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """End every actor (``ActorExitRequest`` to each top-level actor, which
@@ -416,6 +442,10 @@ class LightSystem:
         if pending and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._pump)
+        elif not pending and not self._scheduled and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.set_result(None)
 
     def _deliver(self, ref: _Ref, message: Any, sender: Any) -> None:
         instance = ref.instance
