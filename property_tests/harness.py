@@ -134,10 +134,6 @@ class Workspace:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def simple_application(root: ChildSpec) -> Application:
-    return application(root, "simpleSystemBase")
-
-
 def application(root: ChildSpec, base: str) -> Application:
     """A fresh application on ``base``: ``"simpleSystemBase"`` or ``"light"``."""
     return Application(root, base=base, log_level=logging.CRITICAL)
