@@ -10,6 +10,8 @@ Jobs and callbacks report through a JSON-lines journal (see
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import cbor2
 import pytest
@@ -17,6 +19,7 @@ import pytest
 import roger_actors as roger
 from roger_actors import Queue
 from tests.partition_harness import (
+    BROKER,
     NodeHarness,
     counts,
     drain,
@@ -177,6 +180,48 @@ def test_retryable_failing_job_goes_through_the_retry_levels_then_is_buried_once
     payload = roger.Job.decode(body)
     assert payload.id == job.id and payload.retry_count == 2
     assert _message_count(pid) == 0
+
+
+def test_a_retry_publish_the_broker_refuses_is_tried_again_until_it_lands(
+    h: NodeHarness,
+) -> None:
+    """The retry copy of a failed job is published before its delivery is
+    acked. When the broker refuses the retry queue (here another connection
+    holds an exclusive queue of that name; in a chaos soak, a retry queue that
+    expired between its declare and the publish), the delivery stays unacked
+    and the declare and publish are tried again until they land: the job is
+    neither dropped nor left unacked for good."""
+    pid = h.partition_id("p")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_EXCLUSIVE, BROKER, Queue.retry_name(pid, "default", 1)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert roger.Partition.start(pid, {"default": 1}) == "running"
+        h.enqueue(RetryingFailJob, pid, "r")
+        h.wait_events("fail", 1)
+        # Refused: no retry copy, so no second run.
+        holds_for(lambda: len(h.events("fail")) == 1, 2.0, "no run while the queue is refused")
+    finally:
+        holder.kill()  # its connection closes and the exclusive queue goes with it
+        holder.wait(10)
+    fails = h.wait_events("fail", 2)
+    assert [e["retry_count"] for e in fails[:2]] == [0, 1]
+
+
+#: Declares an exclusive queue (argv[2]) on its own connection, prints "held"
+#: and keeps the connection until killed.
+_HOLD_EXCLUSIVE = """
+import asyncio, sys, aiormq
+async def main():
+    connection = await aiormq.connect(sys.argv[1])
+    channel = await connection.channel()
+    await channel.queue_declare(sys.argv[2], exclusive=True)
+    print("held", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
 
 
 def test_non_retryable_failing_job_gets_on_error_and_is_not_retried(h: NodeHarness) -> None:

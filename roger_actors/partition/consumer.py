@@ -179,6 +179,10 @@ DROPPED_HEADERS_HEADER = "x-roger-headers-dropped"
 MAX_PREFETCH = 65535
 #: Header of a job parked in an execution-waiting queue: its work queue type.
 ORIGIN_HEADER = "x-roger-queue"
+#: First wait before a failed retry or burial publish is tried again (seconds).
+SETTLE_RETRY_FIRST_SECONDS = 0.1
+#: Longest wait between two tries of a retry or burial publish (seconds).
+SETTLE_RETRY_MAX_SECONDS = 5.0
 #: An execution-waiting queue is deleted after this long unused (milliseconds).
 WAITING_QUEUE_ARGS: dict[str, Any] = {"x-expires": 24 * 3600 * 1000}
 #: Seconds a Global request from the Consumer may take.
@@ -1563,15 +1567,54 @@ class Consumer(Server):
 
         async def finish() -> None:
             self.keeper.claim(delivery)  # a lease it has is settled below
-            if target is not None:
-                await self.link.declare_replicated(target[0], target[1])
-                await self.link.publish(target[0], target[2], props)
+            if target is not None and not await self._publish_outcome(
+                delivery, target, props, outcome
+            ):
+                return  # its channel is gone: the broker delivers the job again
             if queue_key is not None:
                 await self._free_queue_key(queue_key, delivery)
             await self.keeper.settle(delivery)  # the ack, or the lease's end
 
         self.settling += 1
         self._submit(f"settle:{outcome}", finish())
+
+    async def _publish_outcome(
+        self,
+        delivery: Delivery,
+        target: tuple[str, dict[str, Any], bytes],
+        props: Any,
+        outcome: str,
+    ) -> bool:
+        """Declare the retry or buried queue ``target`` and publish the job's
+        next copy into it, with confirm. Never raises. A publish that fails
+        (the queue expired between declare and publish and the copy reached no
+        queue, a nack, a channel error) is tried again, the queue declared
+        anew, with a back-off up to :data:`SETTLE_RETRY_MAX_SECONDS`, as long as
+        the delivery can still be acked. Returns True once published, False
+        when the delivery's channel is gone first (the broker requeued it, and
+        its copy gets an outcome of its own), so that nothing is acked
+        without its copy in place."""
+        name, arguments, body = target
+        delay, failures = SETTLE_RETRY_FIRST_SECONDS, 0
+        while self._delivery_open(delivery):
+            try:
+                await self.link.declare_replicated(name, arguments)
+                await self.link.publish(name, body, props)
+                return True
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "%s: publishing a job's %s copy to %s (attempt %d): %r; trying again",
+                        self.partition_id,
+                        outcome,
+                        name,
+                        failures,
+                        exc,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SETTLE_RETRY_MAX_SECONDS)
+        return False
 
     def _on_timeout(self, token: int) -> None:
         flight = self.inflight.get(token)

@@ -30,9 +30,10 @@ worker's batch, in the backlog):
 A node that dies, or a Consumer that stops renewing, leaves the copy: it
 expires back into the work queue and the job runs again (at-least-once, as
 for a delivery whose channel closed). The holding queue's ``x-expires`` is
-twice the TTL plus a minute and each renewal uses the queue, so it never
-expires while it still holds the copy (RabbitMQ would delete the copy with
-it).
+twice the TTL plus :data:`~roger_actors.partition.retry.EXPIRY_MARGIN_MS` and
+each renewal uses the queue, so it never expires while it still holds the
+copy (RabbitMQ would delete the copy with it), even when the broker has to
+try the copy's dead-lettering again.
 
 Returns on purpose: on a quorum queue every requeue (``basic.nack``) counts
 toward the ``x-delivery-limit``, and RabbitMQ 4.x drops a message past its
@@ -59,7 +60,7 @@ from typing import Any
 
 from pamqp import commands as spec
 
-from roger_actors.partition.retry import AT_LEAST_ONCE_DEAD_LETTERING
+from roger_actors.partition.retry import AT_LEAST_ONCE_DEAD_LETTERING, EXPIRY_MARGIN_MS
 from roger_actors.transport.amqp import AmqpLink, Delivery
 
 log = logging.getLogger("roger_actors.lease")
@@ -90,11 +91,12 @@ def lease_ttl(consumer_timeout: float) -> float:
 
 def holding_queue_arguments(work_queue: str, ttl: float) -> dict[str, Any]:
     """Declare arguments of a holding queue: dead-letter to ``work_queue``, and
-    expire only well after its copy would have (twice the TTL and a minute)."""
+    expire only well after its copy would have (twice the TTL and
+    :data:`~roger_actors.partition.retry.EXPIRY_MARGIN_MS`)."""
     return {
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": work_queue,
-        "x-expires": int(ttl * 1000) * 2 + 60_000,
+        "x-expires": int(ttl * 1000) * 2 + EXPIRY_MARGIN_MS,
         **AT_LEAST_ONCE_DEAD_LETTERING,
     }
 

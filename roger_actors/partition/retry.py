@@ -3,13 +3,18 @@
 For every retry level (seconds) a queue ``<partition>-<queue>.retry.<level>``
 holds jobs for that long (per-queue message TTL) and then dead-letters them
 back to the work queue through the default exchange. A retry queue expires
-when unused for a while (``x-expires``: twice its delay and a minute). That
-never drops a job: RabbitMQ deletes an expired queue with its messages, but
-every publish into a retry queue comes right after its declare (a use that
-starts the expiry again), and a message leaves it after the delay, well
-before the queue can expire. A job past the last level goes to
-``<partition>-<queue>.buried``, bounded by ``max_buried_queue_size``
-(``x-max-length``; the oldest are dropped first).
+when unused for a while (``x-expires``: twice its delay and ten minutes).
+That never drops a job: RabbitMQ deletes an expired queue with its messages,
+but every publish into a retry queue comes right after its declare (a use
+that starts the expiry again), and a message leaves it after the delay, well
+before the queue can expire. The ten minutes cover RabbitMQ's dead-letter
+worker: a quorum queue whose message could not be dead-lettered (its target
+was not there yet, as right after a broker restart) keeps it and tries again
+only every two minutes (RabbitMQ 3.10); a chaos soak lost 66 jobs when the
+margin was one minute and the level-1 retry queues expired holding them.
+
+A job past the last level goes to ``<partition>-<queue>.buried``, bounded by
+``max_buried_queue_size`` (``x-max-length``; the oldest are dropped first).
 
 Levels are seconds, as in Roger since 2018 (commit b933145 converted them to
 milliseconds for RabbitMQ; before it the level went through unconverted, as
@@ -35,8 +40,10 @@ AT_LEAST_ONCE_DEAD_LETTERING: dict[str, Any] = {
 }
 #: A retry queue is deleted after this many times its delay without use.
 EXPIRY_FACTOR = 2
-#: Extra lifetime of a retry queue beyond its delay, in milliseconds.
-EXPIRY_MARGIN_MS = 60_000
+#: Extra lifetime of a retry queue (and of a lease holding queue) beyond its
+#: delay, in milliseconds: well past RabbitMQ's two-minute retry of a
+#: dead-lettering that failed.
+EXPIRY_MARGIN_MS = 10 * 60_000
 
 
 def retry_queue(partition_id: str, queue: str, level: int) -> tuple[str, dict[str, Any]]:
