@@ -12,11 +12,13 @@ is the same program with larger numbers. Run this one with
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 
 import pytest
 
+from bench.soak import pick_victim
 from tests.cluster_harness import ROOT
 from tests.rabbit_nodes import available
 
@@ -45,3 +47,16 @@ def test_the_short_chaos_soak_loses_no_job() -> None:
     assert report["connection_drops"] == 1, summary
     assert report["broker_restarts"] == 1, summary
     assert report["left_in_queues"] == 0, summary
+
+
+def test_the_soak_kills_the_whole_node_only_at_its_share_of_the_kills() -> None:
+    procs = {1: "node", 2: "admin", 3: "actor", 4: "actor"}
+    rng = random.Random(7)
+    victims = [pick_victim(procs, rng, 0.1) for _ in range(2000)]
+    whole = sum(1 for v in victims if v in (1, 2))
+    assert 100 < whole < 300  # about 10% of 2000
+    assert {v for v in victims if v not in (1, 2)} == {3, 4}
+    # A node just started has no actors yet: it is not killed again at once.
+    fresh = {1: "node"}
+    assert pick_victim(fresh, random.Random(1), 0.0) is None
+    assert pick_victim(fresh, random.Random(1), 1.0) == 1
