@@ -78,6 +78,11 @@ class Worker(Server):
             return list(getattr(self, "ticks", []))
         if request == "hang":
             time.sleep(3600)
+        if request == "spawn-raw":
+            # A child actor that never gets its InitChild (as when its creator
+            # is killed right after the fork).
+            self.createActor(Worker)
+            return "spawned"
         return super().handle_call(request, from_)
 
     def handle_cast(self, request: Any) -> None:

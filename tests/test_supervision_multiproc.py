@@ -536,6 +536,26 @@ def test_sigkilled_supervisor_is_restarted_and_its_orphaned_children_die(
     assert lines_after(journal, seen) == ["start s1", "start s2"]
 
 
+def test_an_actor_whose_creator_dies_before_its_init_child_dies_too(
+    start_app: Callable[[ChildSpec], Application], journal: Path
+) -> None:
+    """The parent-death link is armed when the actor process starts, not only
+    at ``InitChild``: a child forked just before its creator was killed gets
+    no ``InitChild`` and must not live on as an orphan."""
+    app = start_app(supervisor("root", [worker("creator", journal)]))
+    creator = addresses(app.root)["creator"]
+    creator_pid = call(creator, "pid")
+    assert call(creator, "spawn-raw") == "spawned"
+    [raw] = wait_until(
+        lambda: [p for p in descendants(creator_pid) if p != creator_pid] or None,
+        "the raw child's process exists",
+    )
+
+    os.kill(creator_pid, signal.SIGKILL)
+
+    wait_gone([creator_pid, raw])
+
+
 # ---------------------------------------------------------------- 9. timers, hung calls
 
 
