@@ -28,12 +28,12 @@ sets) rest on three sources of truth, from the most to the least precise:
 
    A listening socket alone does not prove the actor lives: an actor that
    exited and waits to be reaped, or whose process is closing down, still
-   listens. So a monitor's watch takes the socket as its target's only once
-   the target confirmed the monitor (``Monitored``). Until then the watch
+   listens. So a monitor's or link's watch takes the socket as its target's
+   only once the target confirmed it (``Monitored``, ``Linked``). Until then the watch
    only notes whether anything listens at the port; a port that stays empty
    means the target died before the monitor reached it, and the reason is
-   ``"noproc"``, as in distributed Erlang, where a monitor that reaches a
-   dead process gets ``noproc`` whatever that process died of.
+   ``"noproc"``, as in distributed Erlang, where a monitor (or a link) that
+   reaches a dead process gets ``noproc`` whatever that process died of.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ from .protocol import (
     InitChild,
     Kill,
     Link,
+    Linked,
     Monitor,
     Monitored,
     Unlink,
@@ -281,8 +282,14 @@ class Process(Actor):  # type: ignore[misc]
         if isinstance(message, Link):
             if exited:
                 self.send(message.linker, ExitSignal(self.myAddress, NOPROC))
-            elif not self._sv_is_linked(message.linker):
+                return True
+            if not self._sv_is_linked(message.linker):
                 self._sv_add_link(message.linker)
+            if message.ref:
+                self.send(message.linker, Linked(message.ref))
+            return True
+        if isinstance(message, Linked):
+            self._sv_ports.confirm(message.ref)
             return True
         if isinstance(message, Unlink):
             self._sv_drop_link(message.address)
@@ -296,18 +303,6 @@ class Process(Actor):  # type: ignore[misc]
             self._sv_running(message, sender)
             return True
         if isinstance(message, ExitSignal):
-            # the dead-letter handler's noproc for a peer seen alive at link time
-            # (a target that answers for itself knows its own state)
-            if (
-                message.reason == NOPROC
-                and sender != message.address
-                and any(
-                    self._sv_seen_alive(key)
-                    for key, watch in self._sv_watches.items()
-                    if watch.kind == "link" and watch.address == message.address
-                )
-            ):
-                message = ExitSignal(message.address, KILLED)
             if not self._sv_drop_link(message.address) or self._sv_phase != "running":
                 return True
             if self.trap_exit or self._supervision_kind == "supervisor":
@@ -321,13 +316,6 @@ class Process(Actor):  # type: ignore[misc]
                 self._sv_poll_watches()
             return True
         return False
-
-    def _sv_seen_alive(self, key: str) -> bool:
-        """True when the port watch ``key`` saw its target's listening socket:
-        the target lived when the monitor or link was made, so a later
-        ``noproc`` (the Monitor/Link reached a dead address) means it was killed."""
-        watch = self._sv_ports.watches.get(key)
-        return watch is not None and watch.inode is not None
 
     def _sv_exit_signal(self, reason: ExitReason) -> None:
         """An exit signal from a link ends this (non-trapping) actor with ``reason``."""
@@ -352,8 +340,8 @@ class Process(Actor):  # type: ignore[misc]
     def _sv_link(self, address: Any) -> None:
         if self._sv_is_linked(address):
             return
-        self._sv_add_link(address)
-        self.send(address, Link(self.myAddress))
+        key, watched = self._sv_add_link(address, pending=True)
+        self.send(address, Link(self.myAddress, key if watched else ""))
 
     def _sv_unlink(self, address: Any) -> None:
         if self._sv_drop_link(address):
@@ -362,11 +350,13 @@ class Process(Actor):  # type: ignore[misc]
     def _sv_is_linked(self, address: Any) -> bool:
         return any(peer == address for peer in self._sv_links)
 
-    def _sv_add_link(self, address: Any) -> None:
+    def _sv_add_link(self, address: Any, *, pending: bool = False) -> tuple[str, bool]:
+        """Record a link with ``address`` and watch its port (``pending``: until
+        the peer confirms it with ``Linked``); ``(watch key, port watched)``."""
         self._sv_links.append(address)
         key = f"link-{uuid.uuid4().hex}"
         self._sv_watches[key] = _Watch("link", address)
-        self._sv_port_watch(key, address)
+        return key, self._sv_port_watch(key, address, pending=pending)
 
     def _sv_drop_link(self, address: Any) -> bool:
         linked = self._sv_is_linked(address)

@@ -126,9 +126,22 @@ class Demonitor:
 
 @dataclass(frozen=True)
 class Link:
-    """Linker -> target: link the two; ``linker`` gets an ``ExitSignal`` on exit."""
+    """Linker -> target: link the two; ``linker`` gets an ``ExitSignal`` on exit.
+
+    With a ``ref`` a live target also answers ``Linked(ref)`` at once, as it
+    answers ``Monitored`` for a confirmed monitor: the linker's port watch
+    then takes the socket at the target's port as the target's own.
+    """
 
     linker: Any
+    ref: str = ""
+
+
+@dataclass(frozen=True)
+class Linked:
+    """Target -> linker: the link whose ``Link`` carried ``ref`` is in place."""
+
+    ref: str
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ class Watcher(Worker):
     """A Worker that monitors and links on request and records what it saw.
 
     Calls: ``("monitor", address)`` -> ref; ``("monitor-confirmed", ref)`` ->
-    bool (the target confirmed the monitor, or it is over); ``("demonitor", ref)`` -> bool;
+    bool (the target confirmed the monitor, or it is over); ``("link-confirmed",
+    address)`` -> bool (likewise for links); ``("demonitor", ref)`` -> bool;
     ``("link", address)``; ``("unlink", address)``; ``"downs"`` -> ``[(ref,
     reason)]``; ``"exits"`` -> ``[reason]`` of trapped exits. ``trap`` (4th
     init argument) sets ``trap_exit``. Journal: ``down <name> <reason>``.
@@ -33,6 +34,13 @@ class Watcher(Worker):
             # test-only look inside: the target answered the monitor (multi-process bases)
             watch = self._sv_ports.watches.get(request[1])
             return watch is None or not watch.pending
+        if isinstance(request, tuple) and request[0] == "link-confirmed":
+            # test-only look inside: the peer answered the link (multi-process bases)
+            return not any(
+                watch.pending
+                for key, watch in self._sv_ports.watches.items()
+                if key in self._sv_watches and self._sv_watches[key].address == request[1]
+            )
         if isinstance(request, tuple) and request[0] == "demonitor":
             return self.demonitor(request[1])
         if isinstance(request, tuple) and request[0] == "link":

@@ -95,6 +95,22 @@ def test_monitor_of_a_dead_address_gives_down_noproc(
     assert downs == [(ref, "noproc")]
 
 
+def test_link_to_a_dead_address_gives_a_trapping_linker_exit_noproc(
+    start_app: Callable[[ChildSpec], Application], journal: Path
+) -> None:
+    root = tree(
+        start_app, watcher("w", journal, trap=True), gen("b", journal, restart="temporary")
+    )
+    addr = kids(root)
+    pid = call(addr["b"], "pid")
+    stop(addr["b"])
+    wait_gone([pid])  # reaped: nothing lives at the address any more
+
+    call(addr["w"], ("link", addr["b"]))
+
+    assert wait_until(lambda: call(addr["w"], "exits"), "w got Exited") == ["noproc"]
+
+
 def test_call_to_a_dead_address_raises_noproc_at_once(
     start_app: Callable[[ChildSpec], Application], journal: Path
 ) -> None:
@@ -172,6 +188,7 @@ def test_sigkill_of_a_linked_server_ends_a_non_trapping_one_with_killed(
     root = tree(start_app, watcher("w", journal), gen("b", journal))
     addr = kids(root)
     call(addr["w"], ("link", addr["b"]))
+    wait_until(lambda: call(addr["w"], ("link-confirmed", addr["b"])), "b confirmed the link")
 
     kill(addr["b"])
 
@@ -185,6 +202,7 @@ def test_sigkill_of_a_linked_server_is_an_exit_message_for_a_trapping_one(
     root = tree(start_app, watcher("w", journal, trap=True), gen("b", journal))
     addr = kids(root)
     call(addr["w"], ("link", addr["b"]))
+    wait_until(lambda: call(addr["w"], ("link-confirmed", addr["b"])), "b confirmed the link")
 
     kill(addr["b"])
 
