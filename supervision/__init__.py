@@ -14,6 +14,8 @@ The public surface, in OTP's vocabulary:
 - :class:`Application`: start and stop a tree from ordinary code.
 - Monitors and links (``Server.monitor``/``link``, :class:`Down`,
   :class:`Exited`), :func:`stop` and :func:`get_state` for servers.
+- :class:`Task` and :class:`TaskSupervisor` (Elixir's ``Task``,
+  ``Task.Supervisor``): one function in an actor of its own.
 
 See ``docs/supervision.md`` for the semantics and the choice of actor system base.
 """
@@ -56,6 +58,7 @@ from .server import NOREPLY, TIMEOUT, Server, TimerRef
 from .spec import ChildSpec, DynamicSupervisorSpec, Start, SupervisorSpec
 from .supervisor import DynamicSupervisor, Supervisor
 from .system import AdminPortInUse, start_actor_system
+from .task import Task, TaskExit, TaskReply, TaskSupervisor, task_supervisor
 
 __all__ = [
     "IGNORE",
@@ -90,6 +93,10 @@ __all__ = [
     "SupervisionError",
     "Supervisor",
     "SupervisorSpec",
+    "Task",
+    "TaskExit",
+    "TaskReply",
+    "TaskSupervisor",
     "TimerRef",
     "UnknownRequest",
     "call",
@@ -105,6 +112,7 @@ __all__ = [
     "start_actor_system",
     "start_child",
     "stop",
+    "task_supervisor",
     "terminate_child",
     "use_system",
     "which_children",

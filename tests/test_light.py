@@ -3,10 +3,10 @@
 Two parts:
 
 1. The supervision unit suites (``test_server``, ``test_server_otp``,
-   ``test_supervisor``, ``test_dynamic_supervisor``, ``test_application``) run again here on
-   ``base="light"``: their test functions are imported and collected with
-   this module's ``tree`` fixture. Left out (:data:`SYNC_ONLY`) are the tests
-   that rely on simpleSystemBase running every actor to completion inside the
+   ``test_supervisor``, ``test_dynamic_supervisor``, ``test_application``,
+   ``test_task``) run again here on ``base="light"``: their test functions
+   are imported and collected with this module's ``tree`` fixture. Left out
+   (:data:`SYNC_ONLY`) are the tests that rely on simpleSystemBase running every actor to completion inside the
    caller's ``call``/``cast``; on a live runtime they race (or, for the dead
    address, get ``NoProc`` instead of ``CallTimeout``, as ``call`` documents).
 2. The runtime's own guarantees: an exception ends only that actor; timers
@@ -35,6 +35,7 @@ import tests.test_dynamic_supervisor as suite_dynamic
 import tests.test_server as suite_server
 import tests.test_server_otp as suite_server_otp
 import tests.test_supervisor as suite_supervisor
+import tests.test_task as suite_task
 from supervision import (
     Application,
     ChildSpec,
@@ -77,7 +78,14 @@ SYNC_ONLY = {
     "test_trapping_server_gets_exited_and_lives_on",
 }
 
-for _suite in (suite_server, suite_server_otp, suite_supervisor, suite_dynamic, suite_application):
+for _suite in (
+    suite_server,
+    suite_server_otp,
+    suite_supervisor,
+    suite_dynamic,
+    suite_application,
+    suite_task,
+):
     for _name in dir(_suite):
         if (
             _name.startswith("test_")
