@@ -6,9 +6,10 @@ Two parts:
    ``test_supervisor``, ``test_dynamic_supervisor``, ``test_application``,
    ``test_task``) run again here on ``base="light"``: their test functions
    are imported and collected with this module's ``tree`` fixture. Left out
-   (:data:`SYNC_ONLY`) are the tests that rely on simpleSystemBase running every actor to completion inside the
-   caller's ``call``/``cast``; on a live runtime they race (or, for the dead
-   address, get ``NoProc`` instead of ``CallTimeout``, as ``call`` documents).
+   (:data:`SYNC_ONLY`) are the tests that rely on simpleSystemBase running
+   every actor to completion inside the caller's ``call``/``cast``; on a
+   live runtime they race (or, for the dead address, get ``NoProc`` instead
+   of ``CallTimeout``, as ``call`` documents).
 2. The runtime's own guarantees: an exception ends only that actor; timers
    fire with nobody calling ``ask``/``listen``; a crash is restarted by its
    supervisor in this process; fds and coroutines share the actors' loop;
