@@ -7,6 +7,7 @@ own, and an ``await_`` past its timeout SIGKILLs it. Fixtures come from
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import pytest
@@ -32,7 +33,7 @@ from tests.test_supervision_multiproc import (  # noqa: F401 (fixtures)
     wait_gone,
     wait_until,
 )
-from tests.test_task import add, block, fail
+from tests.test_task import add, fail
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,7 +52,7 @@ def test_tasks_run_in_their_own_process_and_an_await_past_its_timeout_kills_it(
     assert isinstance(raised.value.reason, Crash)
     assert raised.value.reason.message == "in a process"
 
-    slow = TaskSupervisor.async_nolink(sup, block, 3600.0)
+    slow = TaskSupervisor.async_nolink(sup, time.sleep, 3600.0)
     with pytest.raises(CallTimeout):
         slow.await_(timeout=0.5)
 
