@@ -3,8 +3,8 @@
 RabbitMQ deletes a queue unused for its ``x-expires`` together with its
 messages. Each queue of ours that expires must therefore lose every message
 first: retry queues and lease holding queues hold a message at most its TTL
-after a use of the queue (the declare right before the publish, or a
-renewal), and expire only twice that TTL and ten minutes after the last use:
+after a use of the queue (a touch before the publish, or a renewal's
+basic.get), and expire only twice that TTL and ten minutes after the last use:
 RabbitMQ's dead-letter worker tries a failed dead-lettering again only every
 two minutes, and the message must still be there then.
 """
@@ -20,6 +20,7 @@ import pytest
 from pamqp import commands as spec
 
 from roger_actors.partition import lease, retry
+from roger_actors.transport.amqp import AmqpLink, properties
 from tests.partition_harness import BROKER, counts, delete_queues, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -39,6 +40,51 @@ def test_a_holding_queue_expires_long_after_its_copy(timeout: float) -> None:
     assert args["x-expires"] >= 2 * ttl * 1000 + 10 * 60_000
     # Renewals (each a use of the queue) come four times per TTL.
     assert lease.RENEW_FRACTION * ttl < ttl
+
+
+def test_a_touched_quorum_queue_outlives_its_expiry_while_in_use() -> None:
+    """A quorum queue counts only consumers and basic.get as uses: a retry
+    queue fed by publishes alone expired its x-expires after its creation,
+    with the jobs it held. ``AmqpLink.touch`` is a use: a queue touched more
+    often than its x-expires stays, however long it is in use."""
+    tag = uuid.uuid4().hex[:10]
+    work = f"texpiry-{tag}-default"
+    name = f"{work}.retry.1"
+    arguments = {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": work,
+        "x-message-ttl": 200,
+        "x-expires": 2000,
+        **retry.AT_LEAST_ONCE_DEAD_LETTERING,
+    }
+
+    async def run() -> list[bool]:
+        link = AmqpLink(BROKER + "?name=roger-test-touch", lambda event: None)
+        await link.connect()
+        seen = []
+        try:
+            await link.declare(work)
+            await link.declare_replicated(name, arguments)
+            for i in range(32):  # 8 s of use, four times the queue's x-expires
+                await link.touch(name)
+                await link.publish(name, b"job %d" % i, properties(message_id=str(i)))
+                await asyncio.sleep(0.25)  # the pace of the use under test
+                seen.append(await link.counts(name) is not None)
+            return seen
+        finally:
+            await link.close()
+
+    try:
+        assert all(asyncio.run(run()))
+        # Every job went through the retry queue back to the work queue.
+        wait_for(lambda: (counts(work) or (0, 0))[0] == 32, what="32 jobs back in the work queue")
+    finally:
+        delete_queues([work, name])
+
+
+def test_retry_queues_are_touched_well_within_their_expiry() -> None:
+    _, args = retry.retry_queue("tp", "default", 1)
+    assert retry.TOUCH_SECONDS * 1000 * 4 < args["x-expires"]
 
 
 def test_a_lease_copy_expires_back_into_its_work_queue() -> None:

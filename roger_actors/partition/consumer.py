@@ -109,8 +109,10 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import os
 import signal
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -447,6 +449,9 @@ class Consumer(Server):
         #: Outcomes being recorded on the broker (a republish, a queue key
         #: being freed) before their ack: the Consumer is still busy.
         self.settling = 0
+        #: Expiring queues (retry queues) -> when this Consumer last touched
+        #: them (monotonic; see _touch).
+        self.touched: dict[str, float] = {}
         self.pending_io: list[concurrent.futures.Future[None]] = []
         #: Snapshot fetches under way (cancelled by terminate).
         self.fetches: list[concurrent.futures.Future[None]] = []
@@ -1599,6 +1604,8 @@ class Consumer(Server):
         while self._delivery_open(delivery):
             try:
                 await self.link.declare_replicated(name, arguments)
+                if "x-expires" in arguments:
+                    await self._touch(name)
                 await self.link.publish(name, body, props)
                 return True
             except Exception as exc:
@@ -1615,6 +1622,16 @@ class Consumer(Server):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SETTLE_RETRY_MAX_SECONDS)
         return False
+
+    async def _touch(self, name: str) -> None:
+        """Use the expiring queue ``name`` (:meth:`AmqpLink.touch`) unless this
+        Consumer did in the last :data:`retry.TOUCH_SECONDS`, so that it never
+        expires while jobs go through it. Raises what the touch raises."""
+        moment = time.monotonic()
+        if moment - self.touched.get(name, -math.inf) < retry.TOUCH_SECONDS:
+            return
+        await self.link.touch(name)
+        self.touched[name] = moment
 
     def _on_timeout(self, token: int) -> None:
         flight = self.inflight.get(token)
@@ -2080,8 +2097,6 @@ def _snapshot_executing(value: Any) -> list[str]:
 
 
 def _monotonic() -> float:
-    import time
-
     return time.monotonic()
 
 

@@ -44,7 +44,10 @@ right after or loses its connection, even with the ``Stub`` persister. The
 replica queue is durable, keeps the two newest replicas (``x-max-length``
 2, so a late replica of a Global that lost its turn cannot evict the newer
 one alone) and expires :data:`REPLICA_EXPIRES_SECONDS` after no Global of
-the partition declared it (each does every :data:`REPLICA_RENEW_SECONDS`).
+the partition touched it (each does every :data:`REPLICA_RENEW_SECONDS`:
+a ``basic.get`` whose message goes straight back; a declare alone does not
+keep a quorum queue alive, and the replicas expired ten minutes after the
+queue's creation).
 Its messages are marked (AMQP ``type`` :data:`REPLICA_TYPE`, ``app_id``
 :data:`REPLICA_APP_ID`) and sealed as snapshots are. A store or a replica
 that fails is logged and tried again every :data:`SAVE_SECONDS` (the answers
@@ -116,14 +119,15 @@ REFUSED_LOG_SECONDS = 30.0
 REPLICA_PREFIX = "roger-replica."
 #: The replica queue keeps the two newest replicas (a late one from a Global
 #: that lost its turn cannot evict the newer one alone) and is deleted this
-#: long after no Global of the partition declared it.
+#: long after no Global of the partition touched it.
 REPLICA_EXPIRES_SECONDS = 600
 REPLICA_ARGUMENTS: dict[str, Any] = {
     "x-max-length": 2,
     "x-overflow": "drop-head",
     "x-expires": REPLICA_EXPIRES_SECONDS * 1000,
 }
-#: Every Global declares the replica queue again this often (renews x-expires).
+#: Every Global declares and touches the replica queue this often (renews
+#: its x-expires: see :meth:`AmqpLink.touch`).
 REPLICA_RENEW_SECONDS = 60.0
 #: AMQP ``type`` and ``app_id`` of a replica message.
 REPLICA_TYPE = "roger-global-replica"
@@ -522,7 +526,8 @@ class Global(Server):
             await asyncio.gather(*(self._answer(*answer) for answer in answers))
 
     def _renew(self) -> None:
-        """Declare the replica queue again now and then (renews its x-expires)."""
+        """Declare and touch the replica queue now and then (a touch renews its
+        x-expires; a declare alone does not keep a quorum queue)."""
         now = time.monotonic()
         if not self.connected or now - self.renewed < REPLICA_RENEW_SECONDS:
             return
@@ -532,6 +537,7 @@ class Global(Server):
             with contextlib.suppress(Exception):
                 await self._replica_channel()
                 await self.link.declare_replicated(self.replica_queue, REPLICA_ARGUMENTS)
+                await self.link.touch(self.replica_queue)
 
         self.io.submit(renew())
 

@@ -4,14 +4,17 @@ For every retry level (seconds) a queue ``<partition>-<queue>.retry.<level>``
 holds jobs for that long (per-queue message TTL) and then dead-letters them
 back to the work queue through the default exchange. A retry queue expires
 when unused for a while (``x-expires``: twice its delay and ten minutes).
-That never drops a job: RabbitMQ deletes an expired queue with its messages,
-but every publish into a retry queue comes right after its declare (a use
-that starts the expiry again), and a message leaves it after the delay, well
-before the queue can expire. The ten minutes cover RabbitMQ's dead-letter
-worker: a quorum queue whose message could not be dead-lettered (its target
-was not there yet, as right after a broker restart) keeps it and tries again
-only every two minutes (RabbitMQ 3.10); a chaos soak lost 66 jobs when the
-margin was one minute and the level-1 retry queues expired holding them.
+That never drops a job, although RabbitMQ deletes an expired queue with its
+messages: the Consumer *uses* a retry queue (:meth:`AmqpLink.touch
+<roger_actors.transport.amqp.AmqpLink.touch>`, a ``basic.get``) before it
+publishes into it, at least every :data:`TOUCH_SECONDS`, and a message leaves
+it after the delay, well before the queue can expire. A declare or a publish
+is not a use for a quorum queue (RabbitMQ 3.10): without the touch, a retry
+queue in constant use expired ten minutes after its creation with the jobs
+it held (a chaos soak lost 13 jobs so). The ten minutes cover RabbitMQ's
+dead-letter worker: a quorum queue whose message could not be dead-lettered
+(its target was not there yet, as right after a broker restart) keeps it and
+tries again only every two minutes.
 
 A job past the last level goes to ``<partition>-<queue>.buried``, bounded by
 ``max_buried_queue_size`` (``x-max-length``; the oldest are dropped first).
@@ -44,6 +47,11 @@ EXPIRY_FACTOR = 2
 #: delay, in milliseconds: well past RabbitMQ's two-minute retry of a
 #: dead-lettering that failed.
 EXPIRY_MARGIN_MS = 10 * 60_000
+
+
+#: A Consumer touches a retry queue it publishes into at least this often
+#: (seconds): far within the shortest ``x-expires`` (ten minutes).
+TOUCH_SECONDS = 60.0
 
 
 def retry_queue(partition_id: str, queue: str, level: int) -> tuple[str, dict[str, Any]]:

@@ -607,6 +607,24 @@ class AmqpLink:
         raises when the connection is not usable."""
         await self._control().queue_delete(name)
 
+    async def touch(self, name: str) -> None:
+        """Use the queue ``name`` so that its ``x-expires`` starts again: a
+        ``basic.get`` on a scratch channel, and a message it took is put back
+        at once (``basic.nack`` with requeue). A quorum queue counts only
+        consumers and ``basic.get`` as uses (RabbitMQ 3.10): neither a
+        declare nor a publish keeps one alive, and a quorum queue in constant
+        use through publishes alone is deleted, with its messages, its
+        ``x-expires`` after its creation. Raises what the broker raises (a
+        missing queue closes only the scratch channel)."""
+        channel = await self._scratch()
+        try:
+            message = await channel.basic_get(name, no_ack=False)
+            if isinstance(message.delivery, spec.Basic.GetOk):
+                await channel.basic_nack(int(message.delivery.delivery_tag or 0), requeue=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def get(self, queue: str) -> DeliveredMessage | None:
         """basic.get without ack (the caller acks or nacks with the returned channel)."""
         message = await self._control().basic_get(queue, no_ack=False)
