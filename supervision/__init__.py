@@ -16,6 +16,9 @@ The public surface, in OTP's vocabulary:
   :class:`Exited`), :func:`stop` and :func:`get_state` for servers.
 - :class:`Task` and :class:`TaskSupervisor` (Elixir's ``Task``,
   ``Task.Supervisor``): one function in an actor of its own.
+- Local names (OTP's ``register``/``whereis``/``unregister``, ``{local, Name}``):
+  :func:`register`, :func:`unregister`, :func:`whereis`, ``ChildSpec(name=...)``;
+  :func:`call`/:func:`cast` accept a registered name.
 
 See ``docs/supervision.md`` for the semantics and the choice of actor system base.
 """
@@ -42,6 +45,7 @@ from .errors import (
     CallTimeout,
     InvalidSpec,
     MaxChildren,
+    NameTaken,
     NoProc,
     NotFound,
     NotSupported,
@@ -54,6 +58,7 @@ from .errors import (
 from .process import IGNORE
 from .protocol import ChildInfo, Down, Exited, From
 from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, is_normal
+from .registry import register, unregister, whereis
 from .server import NOREPLY, TIMEOUT, Server, TimerRef
 from .spec import ChildSpec, DynamicSupervisorSpec, Start, SupervisorSpec
 from .supervisor import DynamicSupervisor, Supervisor
@@ -82,6 +87,7 @@ __all__ = [
     "From",
     "InvalidSpec",
     "MaxChildren",
+    "NameTaken",
     "NoProc",
     "NotFound",
     "NotSupported",
@@ -107,6 +113,7 @@ __all__ = [
     "get_childspec",
     "get_state",
     "is_normal",
+    "register",
     "restart_child",
     "running_applications",
     "start_actor_system",
@@ -114,6 +121,8 @@ __all__ = [
     "stop",
     "task_supervisor",
     "terminate_child",
+    "unregister",
     "use_system",
+    "whereis",
     "which_children",
 ]

@@ -62,6 +62,7 @@ from . import calls
 from .errors import StartError, SupervisionError
 from .protocol import Call, CallReply
 from .reasons import KILLED, SHUTDOWN, ExitReason
+from .registry import prepare_registry
 from .spec import ChildSpec
 from .supervisor import Op, _Child, _SupervisorBase, _Wait
 from .system import _PROTOCOLS, DEFAULT_ADMIN_PORT, admin_process, process_alive, start_actor_system
@@ -294,6 +295,7 @@ class Application:
         if self.system is None:
             self.system = start_actor_system(self.base, self.admin_port, log_level=self.log_level)
         calls.use_system(self.system)
+        prepare_registry(self.system)
         self.master = self.system.createActor(ApplicationMaster)
         protocol = _PROTOCOLS.get(self.base)
         owner = None

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Hashable
 from typing import Any
 
-from thespian.actors import ActorSystem, PoisonMessage
+from thespian.actors import ActorAddress, ActorSystem, PoisonMessage
 
 from .errors import CallTimeout, NoProc, SupervisionError
 from .monitors import WATCH_INTERVAL, PortWatches, ensure_dead_letters, noproc_error
@@ -71,6 +71,11 @@ def call(
 ) -> Any:
     """Send ``request`` to the actor at ``address`` and return its reply.
 
+    ``address`` may be a name registered with :func:`supervision.register`
+    (or ``ChildSpec.name``): the call goes to the actor holding it, and
+    raises :class:`~supervision.NoProc` (``reason == "noproc"``) at once when
+    no actor holds it (OTP's ``gen_server:call`` to a local name).
+
     The caller monitors the actor while it waits (OTP's ``gen_server:call``):
 
     - :class:`~supervision.NoProc` at once when no actor lives at
@@ -89,6 +94,11 @@ def call(
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     asys = system or current_system()
     ensure_dead_letters(asys)
+    if not isinstance(address, ActorAddress):
+        holder = _resolve(address, asys)
+        if holder is None:
+            raise NoProc(f"no actor is registered as {address!r}", reason="noproc")
+        address = holder
     ref = uuid.uuid4().hex
     deadline = None if timeout is None else time.monotonic() + timeout
     if _is_simple(asys):
@@ -101,6 +111,13 @@ def call(
         if me is None:  # a light endpoint has an address of its own
             me = getattr(endpoint, "address", None)
         return _exchange(endpoint, address, Call(ref, request, me), deadline, timeout, False)
+
+
+def _resolve(name: Any, system: ActorSystem) -> Any:
+    """The address registered under ``name`` (None when nobody holds it)."""
+    from .registry import whereis
+
+    return whereis(name, system=system)
 
 
 def _simple_address(system: ActorSystem) -> Any:
@@ -161,9 +178,15 @@ def _exchange(
 def cast(address: Any, request: Any, *, system: ActorSystem | None = None) -> None:
     """Send ``request`` to ``handle_cast`` of the server at ``address``; no reply.
 
-    Never fails, even when nothing lives at ``address`` (the cast is dropped).
+    ``address`` may be a registered name. Never fails, even when nothing
+    lives at ``address`` or holds the name (the cast is dropped); an invalid
+    name raises ``InvalidSpec``.
     """
     asys = system or current_system()
+    if not isinstance(address, ActorAddress):
+        address = _resolve(address, asys)
+        if address is None:
+            return
     if _is_simple(asys):
         with _lock:
             asys.tell(address, Cast(request))

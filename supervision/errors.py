@@ -58,15 +58,39 @@ class StartError(SupervisionError):
 
 
 class AlreadyStarted(SupervisionError):
-    """``start_child``: a running child already has this id (OTP ``already_started``)."""
+    """``start_child``/``restart_child``: OTP's ``{already_started, Pid}``.
 
-    def __init__(self, child_id: Any, address: Any = None) -> None:
-        super().__init__(f"child {child_id!r} is already started")
+    Either a running child already has this id (``name`` is None), or the
+    child's ``ChildSpec.name`` is registered to another live actor (``name``
+    is that name). ``address`` is the running child or the name's holder.
+    """
+
+    def __init__(self, child_id: Any, address: Any = None, name: Any = None) -> None:
+        if name is None:
+            super().__init__(f"child {child_id!r} is already started")
+        else:
+            super().__init__(
+                f"child {child_id!r}: the name {name!r} is registered to the actor at {address}"
+            )
         self.child_id = child_id
+        self.address = address
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.child_id, self.address, self.name))
+
+
+class NameTaken(SupervisionError):
+    """``register``: the name is registered to another live actor, at ``address``
+    (OTP's ``badarg`` of ``register/2``, ``{already_started, Pid}`` of a start)."""
+
+    def __init__(self, name: Any, address: Any) -> None:
+        super().__init__(f"the name {name!r} is registered to the actor at {address}")
+        self.name = name
         self.address = address
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.child_id, self.address))
+        return (type(self), (self.name, self.address))
 
 
 class AlreadyPresent(SupervisionError):
@@ -74,7 +98,8 @@ class AlreadyPresent(SupervisionError):
 
 
 class NotFound(SupervisionError):
-    """No child with this id (or address) in the supervisor."""
+    """No child with this id (or address) in the supervisor; ``unregister``:
+    no actor is registered under this name."""
 
 
 class Running(SupervisionError):

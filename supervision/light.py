@@ -51,8 +51,10 @@ Guarantees (each covered by ``tests/test_light.py``):
 
 Not provided: kills that interrupt a running handler (a ``brutal_kill`` or
 shutdown timeout of an in-process child ends it only once its handler
-returns, as on simpleSystemBase), Thespian's global names, capabilities,
-source loading, dead-letter handlers, troupes.
+returns, as on simpleSystemBase), capabilities, source loading,
+dead-letter handlers, troupes. Thespian's global names are kept in a plain
+table (``createActor(globalName=...)`` gives the live actor of that name or
+creates it top-level), enough for :mod:`supervision.registry`.
 """
 
 from __future__ import annotations
@@ -172,10 +174,12 @@ class _Ref:
         globalName: Any = None,
         sourceHash: Any = None,
     ) -> Any:
-        """``Actor.createActor``: a child of this actor, in this system."""
-        if globalName is not None or sourceHash is not None:
-            raise NotImplementedError("light actors have no global names or loaded sources")
-        return self.system._create(actorClass, self)
+        """``Actor.createActor``: a child of this actor, in this system; with
+        ``globalName`` the system's live actor of that name, else a new
+        top-level actor under it (see :meth:`LightSystem.createActor`)."""
+        if sourceHash is not None:
+            raise NotImplementedError("light actors have no loaded sources")
+        return self.system._create(actorClass, self, globalName)
 
     def wakeupAfter(self, timePeriod: Any, payload: Any = None) -> None:
         """``Actor.wakeupAfter``: a ``WakeupMessage`` after ``timePeriod`` (loop timer)."""
@@ -297,6 +301,8 @@ class LightSystem:
         self._slice = slice_seconds
         self._actors: dict[Any, _Ref] = {}
         self._top: dict[Any, _Ref] = {}
+        #: Thespian's global names: name -> the live actor created under it.
+        self._globals: dict[Any, _Ref] = {}
         self._queue: collections.deque[tuple[Any, Any, Any]] = collections.deque()
         self._scheduled = False
         self._live = 0
@@ -326,10 +332,15 @@ class LightSystem:
         sourceHash: Any = None,
     ) -> Any:
         """Create a top-level actor; returns its address. Raises what the
-        class's ``__init__`` raises, ``SupervisionError`` once shut down."""
-        if globalName is not None or sourceHash is not None:
-            raise NotImplementedError("light actors have no global names or loaded sources")
-        return self._on_loop(self._create, actorClass, None)
+        class's ``__init__`` raises, ``SupervisionError`` once shut down.
+
+        ``globalName`` (as Thespian): when a live actor was created under that
+        name, its address is returned and nothing is created; else the new
+        actor is top-level (whoever created it) and holds the name until it
+        ends."""
+        if sourceHash is not None:
+            raise NotImplementedError("light actors have no loaded sources")
+        return self._on_loop(self._create, actorClass, None, globalName)
 
     def tell(self, address: Any, message: Any) -> None:
         """Send ``message`` to ``address`` (replies go to :meth:`listen`)."""
@@ -394,9 +405,14 @@ class LightSystem:
 
     # ------------------------------------------------------------ loop side
 
-    def _create(self, actor_class: Any, parent: _Ref | None) -> Any:
+    def _create(self, actor_class: Any, parent: _Ref | None, global_name: Any = None) -> Any:
         if self._closing:
             raise SupervisionError("the light actor system is shut down")
+        if global_name is not None:
+            named = self._globals.get(global_name)
+            if named is not None and named.alive:
+                return named.address
+            parent = None
         if isinstance(actor_class, str):
             module, _, name = actor_class.rpartition(".")
             actor_class = getattr(importlib.import_module(module), name)
@@ -406,6 +422,9 @@ class LightSystem:
         ref = _Ref(self, instance, parent)
         instance._myRef = ref
         self._actors[ref.key] = ref
+        if global_name is not None:
+            ref.globalName = global_name
+            self._globals[global_name] = ref
         if parent is None:
             self._top[ref.key] = ref
         else:
@@ -467,6 +486,8 @@ class LightSystem:
             return
         ref.alive = False
         self._actors.pop(ref.key, None)
+        if ref.globalName is not None and self._globals.get(ref.globalName) is ref:
+            del self._globals[ref.globalName]
         if ref.watched:
             for fd in ref.watched:
                 self._loop.remove_reader(fd)

@@ -45,7 +45,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
-from .errors import NoProc
+from .errors import NameTaken, NoProc
 from .monitors import NOPROC, WATCH_INTERVAL, PortWatches, noproc_error, tcp_port
 from .protocol import (
     Call,
@@ -67,6 +67,7 @@ from .protocol import (
     Unlink,
 )
 from .reasons import KILLED, NORMAL, SHUTDOWN, Crash, ExitReason
+from .registry import REGISTRY, Register, Registry
 
 log = logging.getLogger("supervision")
 
@@ -177,6 +178,8 @@ class Process(Actor):  # type: ignore[misc]
         self._sv_watches: dict[str, _Watch] = {}  # my monitors and links on others
         self._sv_ports = PortWatches()
         self._sv_ticking = False
+        self._sv_init: InitChild | None = None  # waiting for its name's registration
+        self._sv_register_ref: str | None = None
 
     # ------------------------------------------------------------ properties
 
@@ -248,8 +251,14 @@ class Process(Actor):  # type: ignore[misc]
                 self._sv_call_monitors[message.ref] = message.monitor
             self._sv_running(message, sender)
         elif self._sv_phase == "new":
-            if isinstance(message, InitChild):
+            if isinstance(message, InitChild) and self._sv_init is None:
                 self._sv_init_child(message, sender)
+            elif (
+                isinstance(message, CallReply)
+                and self._sv_init is not None
+                and message.ref == self._sv_register_ref
+            ):
+                self._sv_registered(message)
             elif isinstance(message, Call):
                 self.send(sender, CallReply(message.ref, False, NoProc("actor not started")))
         else:  # exited: only reaping matters
@@ -417,6 +426,35 @@ class Process(Actor):  # type: ignore[misc]
             self._sv_phase = "exited"
             self.send(self.myAddress, ActorExitRequest())
             return
+        if message.name is not None:
+            # register the name first (OTP's {local, Name}); init runs on the answer
+            self._sv_init = message
+            self._sv_register_ref = uuid.uuid4().hex
+            registry = self.createActor(Registry, globalName=REGISTRY)
+            self.send(registry, Call(self._sv_register_ref, Register(message.name, self.myAddress)))
+            return
+        self._sv_run_init(message)
+
+    def _sv_registered(self, reply: CallReply) -> None:
+        """The registry answered this child's registration: run ``init``, or
+        fail the start with ``("already_started", holder)`` (OTP's reason)."""
+        message, self._sv_init = self._sv_init, None
+        assert message is not None
+        if reply.ok:
+            self._sv_run_init(message)
+            return
+        error = reply.value
+        reason: ExitReason
+        if isinstance(error, NameTaken):
+            reason = ("already_started", error.address)
+        elif isinstance(error, BaseException):
+            reason = Crash.from_exception(error)
+        else:  # pragma: no cover - the registry answers errors with exceptions
+            reason = error
+        log.error("%s: cannot register %r: %s", type(self).__qualname__, message.name, error)
+        self._sv_start_failed(reason)
+
+    def _sv_run_init(self, message: InitChild) -> None:
         self._sv_phase = "running"
         try:
             result = self._sv_start(message.args, message.kwargs)

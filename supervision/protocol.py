@@ -21,11 +21,16 @@ from .spec import ChildSpec
 
 @dataclass(frozen=True)
 class InitChild:
-    """Parent -> new child: run ``init(*args, **kwargs)`` and report back."""
+    """Parent -> new child: run ``init(*args, **kwargs)`` and report back.
+
+    With a ``name`` the child first registers it (:mod:`supervision.registry`);
+    when that fails its start fails with ``("already_started", holder)``.
+    """
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     parent_pid: int
+    name: Any = None
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import pickle
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from thespian.actors import ActorAddress
 
 from .errors import InvalidSpec
 
@@ -55,6 +58,23 @@ class Start:
         object.__setattr__(self, "kwargs", dict(self.kwargs))
 
 
+def check_name(name: Any, what: str = "name") -> None:
+    """Raise InvalidSpec unless ``name`` can be a registered name: not None,
+    not an actor address, hashable and picklable."""
+    if name is None:
+        raise InvalidSpec(f"{what} must not be None")
+    if isinstance(name, ActorAddress):
+        raise InvalidSpec(f"{what} must be a name, not an actor address: {name!r}")
+    try:
+        hash(name)
+    except TypeError:
+        raise InvalidSpec(f"{what} must be hashable, got {name!r}") from None
+    try:
+        pickle.dumps(name)
+    except Exception as exc:
+        raise InvalidSpec(f"{what} must be picklable, got {name!r}: {exc}") from None
+
+
 def _as_start(value: Any) -> Start:
     if isinstance(value, Start):
         return value
@@ -95,6 +115,13 @@ class ChildSpec:
       (OTP 24 ``significant``). Only for ``transient`` and ``temporary``
       children, and only under a supervisor whose ``auto_shutdown`` is not
       ``"never"``.
+    - ``name``: a name the child registers (:func:`supervision.register`)
+      before its ``init`` runs, at every start and restart (OTP's
+      ``{local, Name}``). When the name is registered to another live actor
+      the start fails with reason ``("already_started", address)``:
+      ``start_child`` raises :class:`~supervision.AlreadyStarted` with that
+      address, and the new actor exits. The name is freed when the child
+      exits. ``None`` (default): no name.
     """
 
     id: Hashable
@@ -104,6 +131,7 @@ class ChildSpec:
     type: ChildType | None = None
     start_timeout: float | None = 30.0
     significant: bool = False
+    name: Hashable | None = None
 
     def __post_init__(self) -> None:
         start = _as_start(self.start)
@@ -141,6 +169,8 @@ class ChildSpec:
             raise InvalidSpec(f"significant must be True or False, got {self.significant!r}")
         if self.significant and self.restart == "permanent":
             raise InvalidSpec(f"child {self.id!r}: a permanent child cannot be significant")
+        if self.name is not None:
+            check_name(self.name, f"child {self.id!r}: name")
 
     @property
     def actor_class(self) -> builtins.type:

@@ -353,7 +353,7 @@ class _SupervisorBase(Process):
         except Exception as exc:
             return ("error", Crash.from_exception(exc))
         forked = self._forked_pid(address)
-        self.send(address, InitChild(spec.start.args, spec.start.kwargs, os.getpid()))
+        self.send(address, InitChild(spec.start.args, spec.start.kwargs, os.getpid(), spec.name))
 
         def match(message: Any, sender: Any) -> bool:
             if isinstance(message, (ChildStarted, ChildStartFailed, ChildIgnored)):
@@ -735,7 +735,7 @@ class Supervisor(_SupervisorBase):
         child = _Child(spec, spec.id)
         result, detail = yield from self._start_child(child)
         if result == "error":
-            raise StartError(spec.id, detail)
+            raise _start_error(spec, detail)
         if result == "ok" or spec.restart != "temporary":
             self._kids.append(child)
         return child.address
@@ -762,7 +762,7 @@ class Supervisor(_SupervisorBase):
     def _restart_stopped(self, child: _Child) -> Generator[_Wait, Any, Any]:
         result, detail = yield from self._start_child(child)
         if result == "error":
-            raise StartError(child.spec.id, detail)
+            raise _start_error(child.spec, detail)
         return child.address
 
     def _req_delete_child(self, request: DeleteChild) -> None:
@@ -865,7 +865,7 @@ class DynamicSupervisor(_SupervisorBase):
         child = _Child(spec, next(self._keys))
         result, detail = yield from self._start_child(child)
         if result == "error":
-            raise StartError(spec.id, detail)
+            raise _start_error(spec, detail)
         if result == "ok":
             self._kids.append(child)
         return child.address
@@ -901,6 +901,20 @@ class DynamicSupervisor(_SupervisorBase):
             yield from self._stop_children([child])
         child.restarting = False
         self._remove(child)
+
+
+def _start_error(spec: ChildSpec, reason: ExitReason) -> SupervisionError:
+    """The error of a failed start: ``AlreadyStarted`` with the holder's address
+    when the child's name is taken (OTP's ``{already_started, Pid}``), else
+    ``StartError`` with the reason."""
+    if (
+        spec.name is not None
+        and isinstance(reason, tuple)
+        and len(reason) == 2
+        and reason[0] == "already_started"
+    ):
+        return AlreadyStarted(spec.id, reason[1], spec.name)
+    return StartError(spec.id, reason)
 
 
 def _not_supported(request: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervision import NOREPLY, TIMEOUT, Down, Exited, From
+from supervision import NOREPLY, TIMEOUT, Down, Exited, From, whereis
 from tests.actors import Worker, record
 
 
@@ -130,3 +130,25 @@ class GenServer(Worker):
         super().terminate(reason)
         if self.mode == "bad-terminate":
             raise RuntimeError(f"{self.name} terminate failed")
+
+
+class SelfFinder(Worker):
+    """A Worker whose ``init`` looks up ``registered`` (its ``ChildSpec.name``)
+    with ``supervision.whereis`` (5th init argument). Call ``"found"`` ->
+    whether that lookup gave this server's own address. In-process bases only
+    (``whereis`` blocks on multi-process ones)."""
+
+    def init(  # type: ignore[override]
+        self,
+        name: str,
+        journal: str | None = None,
+        control: str | None = None,
+        registered: Any = None,
+    ) -> Any:
+        self.found = whereis(registered) == self.address
+        return super().init(name, journal, control)
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if request == "found":
+            return self.found
+        return super().handle_call(request, from_)

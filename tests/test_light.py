@@ -4,12 +4,12 @@ Two parts:
 
 1. The supervision unit suites (``test_server``, ``test_server_otp``,
    ``test_supervisor``, ``test_dynamic_supervisor``, ``test_application``,
-   ``test_task``) run again here on ``base="light"``: their test functions
-   are imported and collected with this module's ``tree`` fixture. Left out
-   (:data:`SYNC_ONLY`) are the tests that rely on simpleSystemBase running
-   every actor to completion inside the caller's ``call``/``cast``; on a
-   live runtime they race (or, for the dead address, get ``NoProc`` instead
-   of ``CallTimeout``, as ``call`` documents).
+   ``test_task``, ``test_registry``) run again here on ``base="light"``:
+   their test functions are imported and collected with this module's
+   ``tree`` fixture. Left out (:data:`SYNC_ONLY`) are the tests that rely on
+   simpleSystemBase running every actor to completion inside the caller's
+   ``call``/``cast``; on a live runtime they race (or, for the dead address,
+   get ``NoProc`` instead of ``CallTimeout``, as ``call`` documents).
 2. The runtime's own guarantees: an exception ends only that actor; timers
    fire with nobody calling ``ask``/``listen``; a crash is restarted by its
    supervisor in this process; fds and coroutines share the actors' loop;
@@ -33,6 +33,7 @@ from thespian.actors import Actor, ActorExitRequest, ChildActorExited
 
 import tests.test_application as suite_application
 import tests.test_dynamic_supervisor as suite_dynamic
+import tests.test_registry as suite_registry
 import tests.test_server as suite_server
 import tests.test_server_otp as suite_server_otp
 import tests.test_supervisor as suite_supervisor
@@ -86,6 +87,7 @@ for _suite in (
     suite_dynamic,
     suite_application,
     suite_task,
+    suite_registry,
 ):
     for _name in dir(_suite):
         if (
