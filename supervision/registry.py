@@ -140,6 +140,8 @@ class Registry(Actor):  # type: ignore[misc]
                 self.send(entry.address, Demonitor(entry.probe))
             self._drop(request.name, entry)
             self._reply(sender, call.ref, True, None)
+            for caller, waiting in entry.contenders:  # the name is free for them now
+                self._register(waiting, caller)
         elif isinstance(request, Register):
             self._register(call, sender)
         else:

@@ -25,6 +25,7 @@ from supervision import (
     call,
     cast,
     count_children,
+    current_system,
     register,
     start_child,
     stop,
@@ -33,6 +34,8 @@ from supervision import (
     whereis,
     which_children,
 )
+from supervision.protocol import Demonitor
+from supervision.registry import _local_registry
 from tests.actors import DynSup
 from tests.otp_actors import SelfFinder
 from tests.unit_actors import Tree, sup_spec
@@ -190,6 +193,24 @@ def test_a_freed_name_can_be_registered_again_by_another_actor(tree: Tree) -> No
     register("svc", kids["a"])
     stop(kids["a"])
     until(lambda: whereis("svc") is None, "the name is freed")
+
+    register("svc", kids["b"])
+
+    assert whereis("svc") == kids["b"]
+
+
+def test_a_holder_whose_exit_the_registry_missed_loses_its_name_to_a_new_registrant(
+    tree: Tree,
+) -> None:
+    # the registry asks the holder again before refusing a name (a restarted
+    # child may register while its predecessor's Down is still on its way)
+    _, kids = start(tree, tree.worker("a", "temporary"), tree.worker("b"))
+    register("svc", kids["a"])
+    registry = _local_registry(current_system())
+    assert registry is not None
+    current_system().tell(kids["a"], Demonitor(registry._names["svc"].ref))  # its Down is lost
+    stop(kids["a"])
+    assert whereis("svc") == kids["a"]  # the registry did not see the exit
 
     register("svc", kids["b"])
 
