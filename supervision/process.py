@@ -5,6 +5,10 @@ A :class:`Process` is a Thespian actor that follows the supervision protocol
 
 1. Its parent creates it and sends ``InitChild``; it runs its start logic and
    answers ``ChildStarted(pid)``, ``ChildIgnored`` or ``ChildStartFailed``.
+   With a ``name`` (``ChildSpec.name``) it first registers the name with the
+   actor system's registry (:mod:`supervision.registry`) and runs its start
+   logic only once registered; a name held by another live actor fails the
+   start with ``("already_started", holder)``.
 2. While running, an exception escaping any handler ends it ("let it crash"):
    Thespian's retry-then-``PoisonMessage`` behaviour never applies.
 3. However it ends, it sends its parent one ``ExitNotice(reason)`` and then
@@ -431,7 +435,10 @@ class Process(Actor):  # type: ignore[misc]
             self._sv_init = message
             self._sv_register_ref = uuid.uuid4().hex
             registry = self.createActor(Registry, globalName=REGISTRY)
-            self.send(registry, Call(self._sv_register_ref, Register(message.name, self.myAddress)))
+            # monitored: a registry that is gone answers NoProc (dead letters)
+            # instead of leaving the start hanging
+            register = Register(message.name, self.myAddress)
+            self.send(registry, Call(self._sv_register_ref, register, self.myAddress))
             return
         self._sv_run_init(message)
 

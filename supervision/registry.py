@@ -20,7 +20,8 @@ global name :data:`REGISTRY`, maps names to the addresses of live actors.
 
 The holders are supervision actors (``Server``, ``Supervisor``,
 ``DynamicSupervisor``): a plain Thespian actor does not answer the monitor,
-so registering one times out.
+so registering one fails with ``CallTimeout`` after :data:`CONFIRM_TIMEOUT`
+seconds, and the name stays free.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorSystem, WakeupMessage
 
-from .errors import InvalidSpec, NameTaken, NotFound
+from .errors import CallTimeout, InvalidSpec, NameTaken, NotFound
 from .monitors import WATCH_INTERVAL, PortWatches, noproc_error, tcp_port
 from .protocol import Call, CallReply, Demonitor, Down, Monitor, Monitored
 from .spec import check_name
@@ -44,6 +45,10 @@ log = logging.getLogger("supervision.registry")
 
 #: Global name of the name registry of an actor system.
 REGISTRY = "supervision.registry"
+
+#: Seconds an actor has to confirm the registry's monitor before its
+#: registration fails (``CallTimeout``) and the name is free again.
+CONFIRM_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,13 @@ class WhereIs:
 
 class _Tick:
     """Wake-up payload: poll the port watches of the holders."""
+
+
+@dataclass(frozen=True)
+class _Expire:
+    """Wake-up payload: the registration whose monitor is ``ref`` must be confirmed by now."""
+
+    ref: str
 
 
 @dataclass
@@ -113,6 +125,8 @@ class Registry(Actor):  # type: ignore[misc]
                 self._on_monitored(message.ref)
             elif isinstance(message, Down):
                 self._on_down(message.ref, message.reason)
+            elif isinstance(message, WakeupMessage) and isinstance(message.payload, _Expire):
+                self._on_expire(message.payload.ref)
             elif isinstance(message, WakeupMessage) and isinstance(message.payload, _Tick):
                 self._ticking = False
                 for key, reason in self._ports.poll():
@@ -176,6 +190,7 @@ class Registry(Actor):  # type: ignore[misc]
                 self._ports.add(ref, address, pending=True)
                 self._schedule_tick()
             self.send(address, Monitor(ref, self.myAddress, confirm=True))
+            self.wakeupAfter(timedelta(seconds=CONFIRM_TIMEOUT), _Expire(ref))
             return
         entry.contenders.append((sender, call))
         if entry.confirmed and entry.probe is None:
@@ -217,6 +232,23 @@ class Registry(Actor):  # type: ignore[misc]
         if entry.registrant is not None:
             caller, call_ref = entry.registrant
             self._reply(caller, call_ref, False, noproc_error(entry.address, reason))
+        for caller, call in entry.contenders:
+            self._register(call, caller)
+
+    def _on_expire(self, ref: str) -> None:
+        """A holder that never confirmed its monitor (not a supervision actor,
+        or the Monitor was lost): its registration fails, the name is free."""
+        name = self._refs.get(ref)
+        entry = None if name is None else self._names.get(name)
+        if entry is None or entry.ref != ref or entry.confirmed:
+            return
+        self.send(entry.address, Demonitor(ref))
+        self._drop(name, entry)
+        if entry.registrant is not None:
+            caller, call_ref = entry.registrant
+            self._reply(
+                caller, call_ref, False, CallTimeout(Register(name, entry.address), CONFIRM_TIMEOUT)
+            )
         for caller, call in entry.contenders:
             self._register(call, caller)
 
@@ -310,8 +342,9 @@ def register(name: Hashable, address: Any, *, system: ActorSystem | None = None)
     a name; :class:`~supervision.NameTaken` (with the holder's ``address``)
     when another live actor holds ``name``; :class:`~supervision.NoProc`
     when no actor lives at ``address``; :class:`~supervision.CallTimeout`
-    when the actor did not confirm within 5 s (it is not a supervision
-    actor). Blocks: not for use inside an actor (use ``ChildSpec(name=...)``).
+    when the actor did not confirm the registry's monitor within
+    :data:`CONFIRM_TIMEOUT` seconds (it is not a supervision actor; the name
+    stays free). Blocks: not for use inside an actor (use ``ChildSpec(name=...)``).
     """
     from .calls import call
 
@@ -319,7 +352,8 @@ def register(name: Hashable, address: Any, *, system: ActorSystem | None = None)
     if not isinstance(address, ActorAddress):
         raise InvalidSpec(f"address must be an actor address, got {address!r}")
     asys = _system(system)
-    call(registry_address(asys), Register(name, address), system=asys)
+    # the registry answers within CONFIRM_TIMEOUT (CallTimeout itself past it)
+    call(registry_address(asys), Register(name, address), CONFIRM_TIMEOUT + 5, system=asys)
 
 
 def unregister(name: Hashable, *, system: ActorSystem | None = None) -> None:

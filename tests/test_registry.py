@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from thespian.actors import Actor
 
+import supervision.registry
 from supervision import (
     AlreadyStarted,
+    CallTimeout,
     ChildSpec,
     DynamicSupervisorSpec,
     InvalidSpec,
@@ -148,6 +151,28 @@ def test_registering_a_dead_actor_raises_noproc(tree: Tree) -> None:
 
     assert raised.value.reason == "noproc"
     assert whereis("svc") is None
+
+
+class Plain(Actor):  # type: ignore[misc]
+    """A Thespian actor that is not a supervision actor: it ignores every message."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        return None
+
+
+def test_registering_an_actor_that_never_confirms_times_out_and_leaves_the_name_free(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervision.registry, "CONFIRM_TIMEOUT", 0.2)
+    _, kids = start(tree, tree.worker("a"))
+    plain = current_system().createActor(Plain)
+
+    with pytest.raises(CallTimeout):
+        register("svc", plain)
+
+    assert whereis("svc") is None
+    register("svc", kids["a"])
+    assert whereis("svc") == kids["a"]
 
 
 def test_unregister_of_a_name_nobody_holds_raises_not_found(tree: Tree) -> None:
