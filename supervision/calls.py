@@ -74,7 +74,8 @@ def call(
     ``address`` may be a name registered with :func:`supervision.register`
     (or ``ChildSpec.name``): the call goes to the actor holding it, and
     raises :class:`~supervision.NoProc` (``reason == "noproc"``) at once when
-    no actor holds it (OTP's ``gen_server:call`` to a local name).
+    no actor holds it (OTP's ``gen_server:call`` to a local name), or when
+    ``address`` is None; ``InvalidSpec`` for a value that cannot be a name.
 
     The caller monitors the actor while it waits (OTP's ``gen_server:call``):
 
@@ -95,7 +96,7 @@ def call(
     asys = system or current_system()
     ensure_dead_letters(asys)
     if not isinstance(address, ActorAddress):
-        holder = _resolve(address, asys)
+        holder = None if address is None else _resolve(address, asys)
         if holder is None:
             raise NoProc(f"no actor is registered as {address!r}", reason="noproc")
         address = holder
@@ -179,12 +180,12 @@ def cast(address: Any, request: Any, *, system: ActorSystem | None = None) -> No
     """Send ``request`` to ``handle_cast`` of the server at ``address``; no reply.
 
     ``address`` may be a registered name. Never fails, even when nothing
-    lives at ``address`` or holds the name (the cast is dropped); an invalid
-    name raises ``InvalidSpec``.
+    lives at ``address`` or holds the name, or ``address`` is None (the cast
+    is dropped); a value that cannot be a name raises ``InvalidSpec``.
     """
     asys = system or current_system()
     if not isinstance(address, ActorAddress):
-        address = _resolve(address, asys)
+        address = None if address is None else _resolve(address, asys)
         if address is None:
             return
     if _is_simple(asys):

@@ -320,3 +320,13 @@ def test_call_to_an_unregistered_name_raises_noproc_at_once(tree: Tree) -> None:
     assert raised.value.reason == "noproc"
     assert time.monotonic() - began < 5
     cast("nobody", "dropped")  # a cast to nobody is dropped, as OTP's
+
+
+def test_call_to_none_raises_noproc_at_once_and_a_cast_to_none_is_dropped(tree: Tree) -> None:
+    start(tree, tree.worker("a"))
+
+    with pytest.raises(NoProc) as raised:
+        call(None, "ping", timeout=30)
+
+    assert raised.value.reason == "noproc"
+    cast(None, "dropped")
