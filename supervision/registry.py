@@ -197,6 +197,7 @@ class Registry(Actor):  # type: ignore[misc]
             entry.probe = uuid.uuid4().hex
             self._refs[entry.probe] = name
             self.send(entry.address, Monitor(entry.probe, self.myAddress, confirm=True))
+            self.wakeupAfter(timedelta(seconds=CONFIRM_TIMEOUT), _Expire(entry.probe))
 
     # ------------------------------------------------------------ holders
 
@@ -237,9 +238,13 @@ class Registry(Actor):  # type: ignore[misc]
 
     def _on_expire(self, ref: str) -> None:
         """A holder that never confirmed its monitor (not a supervision actor,
-        or the Monitor was lost): its registration fails, the name is free."""
+        or the Monitor was lost): its registration fails, the name is free.
+        A holder that never answered the second monitor keeps its name."""
         name = self._refs.get(ref)
         entry = None if name is None else self._names.get(name)
+        if entry is not None and ref == entry.probe:
+            self._on_monitored(ref)  # no word either way: the holder keeps the name
+            return
         if entry is None or entry.ref != ref or entry.confirmed:
             return
         self.send(entry.address, Demonitor(ref))
