@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import random
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -67,3 +72,18 @@ def _can_bind(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def wait_until(
+    condition: Callable[[], T | None], what: str, timeout: float = 15.0, interval: float = 0.02
+) -> T:
+    """Poll ``condition`` until it returns a truthy value, which is returned;
+    fail (AssertionError naming ``what``) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(interval)  # the bounded poll's pace

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from supervision.protocol import Demonitor
 from supervision.registry import _local_registry
 from tests.actors import DynSup
 from tests.otp_actors import SelfFinder
+from tests.procs import wait_until
 from tests.unit_actors import Tree, sup_spec
 
 T = TypeVar("T")
@@ -50,18 +51,6 @@ T = TypeVar("T")
 def tree(tmp_path: Path) -> Iterator[Tree]:
     with Tree(tmp_path) as t:
         yield t
-
-
-def until(condition: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.01)
 
 
 def start(tree: Tree, *specs: ChildSpec) -> tuple[Any, dict[Any, Any]]:
@@ -192,7 +181,7 @@ def test_name_is_freed_when_its_actor_crashes(tree: Tree) -> None:
     with pytest.raises(NoProc):
         call(kids["a"], "crash")
 
-    until(lambda: whereis("svc") is None, "the name is freed")
+    wait_until(lambda: whereis("svc") is None, "the name is freed")
 
 
 def test_name_is_freed_when_its_actor_stops_normally(tree: Tree) -> None:
@@ -201,7 +190,7 @@ def test_name_is_freed_when_its_actor_stops_normally(tree: Tree) -> None:
 
     stop(kids["a"])
 
-    until(lambda: whereis("svc") is None, "the name is freed")
+    wait_until(lambda: whereis("svc") is None, "the name is freed")
 
 
 def test_name_is_freed_when_its_actor_is_brutally_killed(tree: Tree) -> None:
@@ -210,14 +199,14 @@ def test_name_is_freed_when_its_actor_is_brutally_killed(tree: Tree) -> None:
 
     terminate_child(root, "a")
 
-    until(lambda: whereis("svc") is None, "the name is freed")
+    wait_until(lambda: whereis("svc") is None, "the name is freed")
 
 
 def test_a_freed_name_can_be_registered_again_by_another_actor(tree: Tree) -> None:
     _, kids = start(tree, tree.worker("a", "temporary"), tree.worker("b"))
     register("svc", kids["a"])
     stop(kids["a"])
-    until(lambda: whereis("svc") is None, "the name is freed")
+    wait_until(lambda: whereis("svc") is None, "the name is freed")
 
     register("svc", kids["b"])
 
@@ -293,8 +282,8 @@ def test_restarted_child_holds_its_name_again(tree: Tree) -> None:
         address = address_of(root, "a")
         return address not in (None, kids["a"], "restarting") and address
 
-    new = until(restarted, "the child is restarted")
-    until(lambda: whereis("svc") == new, "the restarted child holds the name")
+    new = wait_until(restarted, "the child is restarted")
+    wait_until(lambda: whereis("svc") == new, "the restarted child holds the name")
     assert call("svc", "ping") == "pong"
 
 
@@ -307,7 +296,7 @@ def test_call_and_cast_by_name_reach_the_holder(tree: Tree) -> None:
     assert call("svc", "name") == "a"
     assert whereis("svc") == kids["a"]
     cast("svc", "hello")
-    until(lambda: call("svc", "casts") == ["hello"], "the cast is handled")
+    wait_until(lambda: call("svc", "casts") == ["hello"], "the cast is handled")
 
 
 def test_call_to_an_unregistered_name_raises_noproc_at_once(tree: Tree) -> None:

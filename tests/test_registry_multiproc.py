@@ -7,8 +7,6 @@ from ``test_supervision_multiproc``; every wait is a bounded poll."""
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from supervision import (
     which_children,
 )
 from tests.actors import DynSup, Sup, Worker
+from tests.test_server_monitors_multiproc import kids, kill
 from tests.test_supervision_multiproc import (  # noqa: F401 (fixtures)
     control,
     journal,
@@ -42,16 +41,6 @@ pytestmark = pytest.mark.timeout(120)
 
 def worker(child_id: str, journal: Path, **spec: Any) -> ChildSpec:
     return ChildSpec(child_id, (Worker, (child_id, str(journal))), **spec)
-
-
-def kids(root: Any) -> dict[Any, Any]:
-    return {info.id: info.address for info in which_children(root)}
-
-
-def kill(address: Any) -> int:
-    pid: int = call(address, "pid")
-    os.kill(pid, signal.SIGKILL)
-    return pid
 
 
 def test_name_is_freed_after_a_sigkill_of_its_actor_process(

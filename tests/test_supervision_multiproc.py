@@ -106,15 +106,8 @@ def listener_pid(port: int) -> int | None:
 
 
 def wait_until(condition: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
-    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.05)
+    """:func:`tests.procs.wait_until` with this module's bound."""
+    return procs.wait_until(condition, what, timeout, interval=0.05)
 
 
 def wait_gone(pids: Iterator[int] | list[int] | set[int], timeout: float = WAIT) -> None:

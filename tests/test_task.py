@@ -6,8 +6,7 @@ bounded waits on a condition (on simpleSystemBase they hold at once)."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +30,7 @@ from supervision import (
 )
 from supervision.protocol import CallReply
 from tests.actors import read_journal, record
+from tests.procs import wait_until
 from tests.unit_actors import Tree, sup_spec
 
 T = TypeVar("T")
@@ -104,18 +104,6 @@ def tree(tmp_path: Path) -> Iterator[Tree]:
         yield t
 
 
-def eventually(condition: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.02)
-
-
 def start(tree: Tree, *extra: ChildSpec) -> dict[Any, Any]:
     """A root with a task supervisor ``tasks`` (and ``extra``); the children's addresses."""
     root = tree.start(sup_spec("root", [task_supervisor("tasks"), *extra], max_restarts=100))
@@ -164,7 +152,7 @@ def test_await_past_its_timeout_raises_call_timeout_and_the_task_is_gone(tree: T
         with pytest.raises(CallTimeout):
             task.await_(timeout=0.2)
 
-        eventually(lambda: gone(task.address), "the task's actor is gone")
+        wait_until(lambda: gone(task.address), "the task's actor is gone")
         with pytest.raises(TaskExit):
             task.await_(timeout=5)
     finally:
@@ -202,7 +190,7 @@ def test_async_nolink_crash_does_not_take_the_calling_server_down(tree: Tree) ->
 
     ref = call(requester, ("nolink", kids["tasks"], fail, "from a server"))
 
-    [reply] = eventually(lambda: call(requester, "replies"), "the requester got the TaskReply")
+    [reply] = wait_until(lambda: call(requester, "replies"), "the requester got the TaskReply")
     assert reply.ref == ref and reply.ok is False
     assert isinstance(reply.value, Crash) and reply.value.message == "from a server"
     assert call(requester, "ping") == "pong"
@@ -214,7 +202,7 @@ def test_async_nolink_from_a_server_delivers_the_result(tree: Tree) -> None:
 
     ref = call(kids["requester"], ("nolink", kids["tasks"], add, 4, 5))
 
-    [reply] = eventually(lambda: call(kids["requester"], "replies"), "the TaskReply came")
+    [reply] = wait_until(lambda: call(kids["requester"], "replies"), "the TaskReply came")
     assert reply == TaskReply(ref, True, 9)
     assert call(kids["requester"], "starts") == [True]
 
@@ -224,8 +212,8 @@ def test_start_child_runs_the_function_fire_and_forget(tree: Tree) -> None:
 
     TaskSupervisor.start_child(kids["tasks"], note, tree.journal, "ran")
 
-    eventually(lambda: "ran" in read_journal(tree.journal), "the task ran")
-    eventually(lambda: count_children(kids["tasks"])["specs"] == 0, "the task ended")
+    wait_until(lambda: "ran" in read_journal(tree.journal), "the task ran")
+    wait_until(lambda: count_children(kids["tasks"])["specs"] == 0, "the task ended")
 
 
 def test_tasks_are_temporary_and_not_restarted(tree: Tree) -> None:
@@ -233,6 +221,6 @@ def test_tasks_are_temporary_and_not_restarted(tree: Tree) -> None:
 
     TaskSupervisor.start_child(kids["tasks"], note_and_fail, tree.journal, "attempt")
 
-    eventually(lambda: count_children(kids["tasks"])["specs"] == 0, "the crashed task is forgotten")
+    wait_until(lambda: count_children(kids["tasks"])["specs"] == 0, "the crashed task is forgotten")
     assert read_journal(tree.journal) == ["attempt"]
     assert {i.id: i.address for i in which_children(kids["root"])}["tasks"] == kids["tasks"]
