@@ -64,6 +64,12 @@ def test_a_parked_job_nobody_remembers_is_handed_over_once_its_key_is_free(
             return False
 
     wait_for(restarted, what="the Consumer started again")
+    # It has learned the held key from Global's snapshot (a release before
+    # that would free the key with nobody sweeping its waiting queue).
+    wait_for(
+        lambda: "shared-key" in node.consumer_call(pid, Status(), timeout=2)["swept_keys"],
+        what="the Consumer sweeps the key's waiting queue",
+    )
     assert counts(queue) == (1, 0), "the job is not waiting"
     assert not h.events("start")
     assert global_op("release_execution", "shared-key", "holder-elsewhere", None) is not None

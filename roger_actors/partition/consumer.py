@@ -347,13 +347,15 @@ class Reconfigure:
 @dataclass(frozen=True)
 class Status:
     """Call: ``{"connected": bool, "running_jobs": [Job, ...], "busy": bool,
-    "pid": int, "worker_pids": [int, ...]}``.
+    "pid": int, "worker_pids": [int, ...], "swept_keys": [str, ...]}``.
 
     ``running_jobs``: the jobs whose ``perform`` runs now, ``started_at`` set
     to when they were handed to their worker; ``worker_pids``: the OS pids
     (sorted) of their workers; ``busy``: some job was handed to a worker and
     has no outcome yet (running, or waiting in a worker's batch), or its
-    outcome is still being recorded (a retry publish, its queue key freed)."""
+    outcome is still being recorded (a retry publish, its queue key freed);
+    ``swept_keys``: the execution keys whose waiting queues this Consumer
+    sweeps (keys it parked jobs for, and the keys held in Global's snapshot)."""
 
 
 @dataclass(frozen=True)
@@ -1866,6 +1868,7 @@ class Consumer(Server):
                 "worker_pids": sorted(
                     {f.worker.pid for f in running if f.worker and f.worker.pid is not None}
                 ),
+                "swept_keys": sorted(self.parked),
             }
         if isinstance(request, GetQueues):
             return self._io_call(from_, self._queue_stats(self._snapshot()))
