@@ -48,7 +48,6 @@ from thespian.actors import (
     ThespianWatch,
     WakeupMessage,
 )
-from thespian.system import multiprocCommon
 
 from .errors import NameTaken, NoProc
 from .monitors import NOPROC, WATCH_INTERVAL, PortWatches, noproc_error, tcp_port
@@ -127,20 +126,6 @@ def _die_with_forker() -> None:
         return
     if os.getppid() != forker.pid:
         os._exit(1)  # the forker died before the link was armed
-
-
-def _start_child_armed(*args: Any, **kwargs: Any) -> Any:
-    """Thespian's ``multiprocCommon.startChild`` (the first code an actor
-    process runs after its fork), with the parent-death link armed first
-    (:func:`_die_with_forker`): a process stuck in Thespian's own start-up
-    while its creator was killed (seen in a chaos soak: single-threaded
-    actor processes, never built, adopted by init) dies too."""
-    _die_with_forker()
-    return _thespian_start_child(*args, **kwargs)
-
-
-_thespian_start_child = multiprocCommon.startChild
-multiprocCommon.startChild = _start_child_armed
 
 
 class _ZombieTimeout:
