@@ -19,10 +19,13 @@ Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 Shutdown = Literal["brutal_kill", "infinity"] | float | int
 
 AutoShutdown = Literal["never", "any_significant", "all_significant"]
+#: Where a child runs (see ``ChildSpec.placement``).
+Placement = Literal["local", "process"]
 
 RESTARTS = ("permanent", "transient", "temporary")
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 AUTO_SHUTDOWNS = ("never", "any_significant", "all_significant")
+PLACEMENTS = ("local", "process")
 
 #: Default restart intensity: Elixir's ``Supervisor`` and ``DynamicSupervisor``
 #: (``max_restarts: 3, max_seconds: 5``). OTP's ``supervisor`` defaults to 1 in 5.
@@ -122,6 +125,15 @@ class ChildSpec:
       ``start_child`` raises :class:`~supervision.AlreadyStarted` with that
       address, and the new actor exits. The name is freed when the child
       exits. ``None`` (default): no name.
+    - ``placement``: ``"local"`` (default) or ``"process"``: under a
+      supervisor on the light base, the child (a worker or a whole
+      supervisor subtree) runs in an OS process of its own, with its own
+      light system; messages to and from it are relayed (they must pickle),
+      a kill is a SIGKILL of that process, and the process dies with its
+      host (see :mod:`supervision.placement`). A placed child cannot have a
+      ``name`` (its start fails with ``NotSupported``). On multiprocTCPBase
+      every child has its own process anyway; on simpleSystemBase the child
+      runs in the host's thread like every actor there.
     """
 
     id: Hashable
@@ -132,6 +144,7 @@ class ChildSpec:
     start_timeout: float | None = 30.0
     significant: bool = False
     name: Hashable | None = None
+    placement: Placement = "local"
 
     def __post_init__(self) -> None:
         start = _as_start(self.start)
@@ -171,6 +184,10 @@ class ChildSpec:
             raise InvalidSpec(f"child {self.id!r}: a permanent child cannot be significant")
         if self.name is not None:
             check_name(self.name, f"child {self.id!r}: name")
+        if self.placement not in PLACEMENTS:
+            raise InvalidSpec(
+                f"child {self.id!r}: placement must be one of {PLACEMENTS}, got {self.placement!r}"
+            )
 
     @property
     def actor_class(self) -> builtins.type:

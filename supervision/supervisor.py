@@ -80,6 +80,7 @@ from .errors import (
     SupervisionError,
     UnknownRequest,
 )
+from .placement import placed_class
 from .process import _DEFERRED, IGNORE, Process
 from .protocol import (
     Call,
@@ -348,8 +349,11 @@ class _SupervisorBase(Process):
         """Start one child; returns ``("ok", address)``, ``("ignore", None)`` or
         ``("error", reason)``. Sets ``child.address``/``pid`` on success."""
         spec = child.spec
+        actor_class = spec.actor_class
+        if spec.placement == "process":
+            actor_class = placed_class(actor_class, self)
         try:
-            address = self.createActor(spec.actor_class)
+            address = self.createActor(actor_class)
         except Exception as exc:
             return ("error", Crash.from_exception(exc))
         forked = self._forked_pid(address)
