@@ -51,7 +51,9 @@ Guarantees (each covered by ``tests/test_light.py``):
 
 Not provided: kills that interrupt a running handler (a ``brutal_kill`` or
 shutdown timeout of an in-process child ends it only once its handler
-returns, as on simpleSystemBase), capabilities, source loading,
+returns, as on simpleSystemBase; a child started with
+``ChildSpec(placement="process")`` runs in its own OS process and is
+SIGKILLed, see :mod:`supervision.placement`), capabilities, source loading,
 dead-letter handlers, troupes. Thespian's global names are kept in a plain
 table (``createActor(globalName=...)`` gives the live actor of that name or
 creates it top-level), enough for :mod:`supervision.registry`.

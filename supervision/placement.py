@@ -59,6 +59,8 @@ from .monitors import noproc_error
 from .protocol import (
     Call,
     CallReply,
+    ChildIgnored,
+    ChildStarted,
     ChildStartFailed,
     Demonitor,
     Down,
@@ -73,6 +75,9 @@ from .protocol import (
 from .reasons import KILLED, Crash
 
 log = logging.getLogger("supervision.placement")
+
+#: Seconds a placed process has to exit after its proxy ended before it is SIGKILLed.
+EXIT_GRACE = 5.0
 
 #: Ghost addresses kept per relay side (least recently used ones are dropped).
 GHOSTS = 10_000
@@ -156,6 +161,8 @@ class _Relay:
         #: ghost key -> far details, least recently used first
         self.ghosts: collections.OrderedDict[Any, Any] = collections.OrderedDict()
         self.by_remote: dict[Any, Any] = {}
+        #: ghost keys never dropped (the placed child's parent)
+        self.pinned: set[Any] = set()
         self.inbox = bytearray()
         self.outbox = bytearray()
         self.closed = False
@@ -190,10 +197,13 @@ class _Relay:
         self.system._actors[ghost.key] = ghost
         self.ghosts[ghost.key] = details
         self.by_remote[details] = ghost.address
-        while len(self.ghosts) > GHOSTS:
-            key, remote = self.ghosts.popitem(last=False)
-            self.by_remote.pop(remote, None)
-            self.system._actors.pop(key, None)
+        if len(self.ghosts) > GHOSTS:
+            for key in list(self.ghosts):
+                if len(self.ghosts) <= GHOSTS:
+                    break
+                if key not in self.pinned:
+                    self.by_remote.pop(self.ghosts.pop(key), None)
+                    self.system._actors.pop(key, None)
         return ghost.address
 
     def touch(self, details: Any) -> None:
@@ -337,6 +347,8 @@ class _Placement:
         self.address = self.proxy_ref.address
         self.gone = False
         self.exit_seen = False
+        #: the real child answered its InitChild (started, ignored or failed)
+        self.answered = False
         self.calls: dict[str, Any] = {}
         self.monitors: dict[str, Any] = {}
         self.links: list[Any] = []
@@ -363,7 +375,9 @@ class _Placement:
 
     def _arrived(self, target: Any, message: Any, sender: Any) -> None:
         if sender is not None and sender == self.address:
-            if isinstance(message, ExitNotice):
+            if isinstance(message, (ChildStarted, ChildStartFailed, ChildIgnored)):
+                self.answered = True
+            elif isinstance(message, ExitNotice):
                 self.exit_seen = True
                 self.calls.clear()
                 self.monitors.clear()
@@ -375,6 +389,18 @@ class _Placement:
             elif isinstance(message, ExitSignal):
                 self.links = [peer for peer in self.links if peer != target]
         self.system._post(target, message, sender)
+
+    def leave(self, request: Any, sender: Any) -> None:
+        """The proxy ends on ``request`` (``ActorExitRequest``): the real child
+        gets it and ends, then its process exits and is reaped (pidfd / EOF).
+        A child that has not answered its ``InitChild`` is being given up at
+        its start timeout: its process is SIGKILLed at once. Any process still
+        there :data:`EXIT_GRACE` seconds later is SIGKILLed."""
+        if not self.answered:
+            self.kill()
+            return
+        self.relay.send(_ALIAS, request, sender)
+        self.system.loop.call_later(EXIT_GRACE, self.kill)
 
     def kill(self) -> None:
         """SIGKILL the process (nothing when it is gone already)."""
@@ -437,9 +463,7 @@ class _Placed(Actor):  # type: ignore[misc]
             if sender is not None and sender == self.myAddress:
                 return  # the process is gone: the proxy ends now
             if not placement.gone:
-                # the real child ends on it; the process then exits, and the
-                # host reaps it (its pidfd / EOF), this proxy being gone already
-                placement.relay.send(_ALIAS, message, sender)
+                placement.leave(message, sender)
         elif placement.gone:
             self._myRef.system._dead_letter(self.myAddress, message, sender)
         else:
@@ -504,8 +528,14 @@ class _PlacedRoot(Actor):  # type: ignore[misc]
         """Create the real child of ``actor_class`` (the host's proxy stands
         for it) and relay over ``sock``."""
         self._child = self.createActor(actor_class)
-        system = self._myRef.system
-        self._relay = _Relay(system, sock, self._child, system._post, _host_gone)
+        self._relay = _Relay(self._myRef.system, sock, self._child, self._arrived, _host_gone)
+        _relay_fds.add(sock.fileno())
+
+    def _arrived(self, target: Any, message: Any, sender: Any) -> None:
+        relay = self._relay
+        if isinstance(message, InitChild) and relay is not None and sender is not None:
+            relay.pinned.add(sender.addressDetails)  # the child's parent stays reachable
+        self._myRef.system._post(target, message, sender)
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         """The real child's end (or the system's shutdown) ends the process."""

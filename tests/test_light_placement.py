@@ -25,20 +25,24 @@ import pytest
 from supervision import (
     Application,
     ChildSpec,
+    From,
     InvalidSpec,
     NoProc,
+    Server,
     StartError,
     SupervisorSpec,
     call,
     cast,
+    placement,
     restart_child,
     start_child,
     terminate_child,
     which_children,
 )
 from supervision.light import LightSystem
+from supervision.protocol import Down
 from supervision.reasons import Crash
-from tests.actors import Sup, Worker, read_journal
+from tests.actors import SlowInit, Sup, Worker, read_journal
 from tests.procs import is_alive, parent_of, wait_until
 from tests.unit_actors import Probe
 
@@ -55,11 +59,31 @@ class RecordingSup(Sup):
         REASONS.append((spec.id, reason))
 
 
+#: ``(ref, address, reason)`` of every ``Down`` a :class:`Watcher` got.
+DOWNS: list[tuple[str, Any, Any]] = []
+
+
+class Watcher(Server):
+    """A host-side server: call ``("watch", address)`` monitors ``address``
+    (returns the ref); each ``Down`` is appended to :data:`DOWNS`."""
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if isinstance(request, tuple) and request[0] == "watch":
+            return self.monitor(request[1])
+        return super().handle_call(request, from_)
+
+    def handle_info(self, message: Any) -> None:
+        if isinstance(message, Down):
+            DOWNS.append((message.ref, message.address, message.reason))
+
+
 @pytest.fixture(autouse=True)
-def _fresh_reasons() -> Iterator[None]:
+def _fresh_records() -> Iterator[None]:
     REASONS.clear()
+    DOWNS.clear()
     yield
     REASONS.clear()
+    DOWNS.clear()
 
 
 @pytest.fixture
@@ -146,6 +170,45 @@ def test_sigkill_of_a_placed_process_exits_the_child_killed_and_restarts_it(
     assert call(second, "pid") not in (old_pid, os.getpid())
     with pytest.raises(NoProc):  # the dead child's address answers at once
         call(first, "ping", timeout=30)
+
+
+def test_a_monitor_on_a_placed_child_gets_its_real_exit_reason_or_killed(
+    app: list[Application], tmp_path: Path
+) -> None:
+    root = start(app, ChildSpec("watcher", Watcher), placed_worker(tmp_path / "j"))
+    watcher, first = kid(root, "watcher"), kid(root, "w")
+    ref = call(watcher, ("watch", first))
+
+    with pytest.raises(NoProc):
+        call(first, "crash")
+
+    wait_until(lambda: DOWNS, "the monitor reports the crash")
+    [(got_ref, address, reason)] = DOWNS
+    assert (got_ref, address) == (ref, first) and isinstance(reason, Crash)
+    second = replaced(root, "w", first)
+    ref = call(watcher, ("watch", second))
+
+    os.kill(call(second, "pid"), signal.SIGKILL)
+
+    wait_until(lambda: len(DOWNS) == 2, "the monitor reports the kill")
+    assert DOWNS[1] == (ref, second, "killed")
+
+
+def test_the_placed_childs_parent_stays_reachable_when_old_ghosts_are_dropped(
+    app: list[Application], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(placement, "GHOSTS", 2)  # inherited by the forked process
+    root = start(app, placed_worker(tmp_path / "j"))
+    first = kid(root, "w")
+    for _ in range(5):  # each call comes from a new endpoint: a new ghost there
+        assert call(first, "ping") == "pong"
+
+    with pytest.raises(NoProc):
+        call(first, "crash")
+
+    replaced(root, "w", first)
+    [(child_id, reason)] = REASONS  # the exit notice reached the parent
+    assert child_id == "w" and isinstance(reason, Crash)
 
 
 def test_a_call_in_flight_when_the_placed_process_dies_raises_noproc(
@@ -260,6 +323,24 @@ def test_brutal_kill_of_a_placed_child_sigkills_its_process(
     assert REASONS == [("w", "killed")]
     assert read_journal(journal) == [f"start w {pid}"]  # no terminate ran
     wait_until(lambda: not is_alive(pid), "the placed process is gone")
+
+
+def test_a_placed_child_whose_init_overruns_its_start_timeout_is_sigkilled(
+    app: list[Application], tmp_path: Path
+) -> None:
+    journal = tmp_path / "j"
+    root = start(app)
+    slow = ChildSpec(
+        "slow", (SlowInit, ("slow", str(journal), 3600)), placement="process", start_timeout=0.5
+    )
+
+    with pytest.raises(StartError, match="start_timeout"):
+        start_child(root, slow)
+
+    [line] = read_journal(journal)  # init began and never finished
+    pid = int(line.split()[-1])
+    assert pid != os.getpid()
+    wait_until(lambda: not is_alive(pid), "the hung process is killed")
 
 
 HOST = textwrap.dedent(
