@@ -30,8 +30,17 @@ and ends, so that its parent gets ``ChildActorExited`` (reason
 ``"killed"``). After that the address is a dead one: a ``Call`` to it is
 answered ``NoProc`` at once. The process is reaped by the host (waitpid).
 
+When the proxy ends (its parent reaps it, or the host's system shuts down)
+the real child gets the ``ActorExitRequest`` and its process exits; one
+still there :data:`EXIT_GRACE` seconds later is SIGKILLed. A proxy ended
+before the real child answered its ``InitChild`` (a start timeout) SIGKILLs
+the process at once. A child class that cannot be built in the new process
+ends it: the start fails with ``"killed"``.
+
 Messages that cross must pickle (as on multiprocTCPBase). Ghosts are kept
-per process, the :data:`GHOSTS` most recently used on each side.
+per relay side, the :data:`GHOSTS` most recently used (the real child's
+parent is never dropped). A placed child cannot have a ``name`` (its start
+fails with ``NotSupported``).
 """
 
 from __future__ import annotations
@@ -475,8 +484,9 @@ class _Placed(Actor):  # type: ignore[misc]
             self.send(parent, ChildStartFailed(Crash.from_exception(error)))
             return
         host, far = socket.socketpair()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):  # or the child writes their buffers again
+            with contextlib.suppress(Exception):
+                stream.flush()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -570,9 +580,14 @@ def _placed_main(sock: socket.socket, actor_class: type, host_pid: int) -> None:
         system = light.LightSystem(loop=loop)
 
         def boot() -> None:
-            address = system._create(_PlacedRoot, None)
-            root = system._actors[address.addressDetails].instance
-            root.setup(sock, actor_class)
+            try:
+                address = system._create(_PlacedRoot, None)
+                root = system._actors[address.addressDetails].instance
+                root.setup(sock, actor_class)
+            except BaseException:
+                # the host sees the process end: the start fails with "killed"
+                log.exception("placement: cannot create %s", actor_class.__qualname__)
+                os._exit(1)
 
         loop.call_soon(boot)
         loop.run_forever()

@@ -43,7 +43,7 @@ from supervision.light import LightSystem
 from supervision.protocol import Down
 from supervision.reasons import Crash
 from tests.actors import SlowInit, Sup, Worker, read_journal
-from tests.procs import is_alive, parent_of, wait_until
+from tests.procs import is_alive, live_children, parent_of, wait_until
 from tests.unit_actors import Probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +77,13 @@ class Watcher(Server):
             DOWNS.append((message.ref, message.address, message.reason))
 
 
+class Unbuildable(Server):
+    """A server whose actor object cannot be built."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no actor object")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_records() -> Iterator[None]:
     REASONS.clear()
@@ -93,6 +100,7 @@ def app() -> Iterator[list[Application]]:
     yield apps
     for a in apps:
         a.stop(timeout=30)
+    wait_until(lambda: not live_children(os.getpid()), "every placed process has exited")
 
 
 def start(apps: list[Application], *children: ChildSpec) -> Any:
@@ -260,6 +268,22 @@ def test_a_placed_subtree_restarts_its_own_crashed_child_without_the_parent_noti
     assert lines[0] == f"start w {pid}" and lines[-1] == f"start w {pid}" and len(lines) == 3
 
 
+def test_a_placed_supervisor_that_gives_up_exits_shutdown_and_is_restarted_in_a_new_process(
+    app: list[Application], tmp_path: Path
+) -> None:
+    inner = SupervisorSpec([ChildSpec("w", (Worker, ("w", str(tmp_path / "j"))))], max_restarts=0)
+    root = start(app, ChildSpec("sub", (Sup, (inner,)), placement="process"))
+    sub = kid(root, "sub")
+    pid = call(kid(sub, "w"), "pid")
+
+    with pytest.raises(NoProc):
+        call(kid(sub, "w"), "crash")  # more restarts than the subtree allows
+
+    again = replaced(root, "sub", sub)
+    assert REASONS == [("sub", "shutdown")]
+    assert call(kid(again, "w"), "pid") not in (pid, os.getpid())
+
+
 def test_a_dynamic_child_started_through_a_placed_supervisor_runs_in_its_process(
     app: list[Application], tmp_path: Path
 ) -> None:
@@ -341,6 +365,17 @@ def test_a_placed_child_whose_init_overruns_its_start_timeout_is_sigkilled(
     pid = int(line.split()[-1])
     assert pid != os.getpid()
     wait_until(lambda: not is_alive(pid), "the hung process is killed")
+
+
+def test_a_placed_child_whose_class_cannot_be_built_fails_to_start_killed(
+    app: list[Application],
+) -> None:
+    root = start(app)
+
+    with pytest.raises(StartError, match="killed"):
+        start_child(root, ChildSpec("u", Unbuildable, placement="process", start_timeout=None))
+
+    assert which_children(root) == []
 
 
 HOST = textwrap.dedent(
