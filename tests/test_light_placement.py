@@ -43,7 +43,7 @@ from supervision.light import LightSystem
 from supervision.protocol import Down
 from supervision.reasons import Crash
 from tests.actors import SlowInit, Sup, Worker, read_journal
-from tests.procs import is_alive, live_children, parent_of, wait_until
+from tests.procs import free_port, is_alive, live_children, parent_of, wait_until
 from tests.unit_actors import Probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -430,6 +430,23 @@ def test_a_placed_child_cannot_have_a_name(app: list[Application], tmp_path: Pat
 def test_a_bad_placement_value_is_an_invalid_spec() -> None:
     with pytest.raises(InvalidSpec, match="placement"):
         ChildSpec("w", Worker, placement="elsewhere")  # type: ignore[arg-type]
+
+
+def test_on_multiproc_tcp_base_a_placed_child_has_its_own_actor_process(tmp_path: Path) -> None:
+    spec = SupervisorSpec([placed_worker(tmp_path / "j")])
+    a = Application(
+        ChildSpec("root", (Sup, (spec,))),
+        base="multiprocTCPBase",
+        admin_port=free_port(24000, 24499),
+    )
+    root = a.start()
+    try:
+        pid = call(kid(root, "w"), "pid")
+        assert pid != os.getpid()
+        assert parent_of(pid) != os.getpid()  # forked by its supervisor's actor process
+    finally:
+        a.stop(timeout=30)
+    wait_until(lambda: not is_alive(pid), "the actor process exits with its application")
 
 
 def test_on_simple_system_base_a_placed_child_runs_in_the_hosts_process(tmp_path: Path) -> None:
