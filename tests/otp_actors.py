@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervision import NOREPLY, TIMEOUT, Down, Exited, From, whereis
+from supervision import NOREPLY, TIMEOUT, Down, Exited, From, Server, whereis
 from tests.actors import Worker, record
 
 
@@ -152,3 +152,38 @@ class SelfFinder(Worker):
         if request == "found":
             return self.found
         return super().handle_call(request, from_)
+
+
+class Plain(Server):
+    """A Server with the default ``handle_cast`` and ``handle_info``; calls
+    ``"ping"`` -> ``"pong"``, ``"later"`` -> ``"late answer"`` 0.2 s later,
+    ``"slow"`` -> ``"slow answer"`` 0.4 s later."""
+
+    def init(self) -> None:
+        self.pending: list[From] = []
+        self.slow: list[From] = []
+
+    def handle_call(self, request: Any, from_: From) -> Any:
+        if request == "ping":
+            return "pong"
+        if request == "later":
+            self.pending.append(from_)
+            self.send_after(0.2, "answer-later")
+            return NOREPLY
+        if request == "slow":
+            self.slow.append(from_)
+            self.send_after(0.4, "answer-slow")
+            return NOREPLY
+        return super().handle_call(request, from_)
+
+    def handle_info(self, message: Any) -> None:
+        if message == "answer-later":
+            for from_ in self.pending:
+                self.reply(from_, "late answer")
+            self.pending.clear()
+        elif message == "answer-slow":
+            for from_ in self.slow:
+                self.reply(from_, "slow answer")
+            self.slow.clear()
+        else:
+            super().handle_info(message)

@@ -13,19 +13,21 @@ import pytest
 
 from supervision import (
     KILLED,
+    CallTimeout,
     ChildSpec,
     Crash,
     NoProc,
     StartError,
     call,
     cast,
+    current_system,
     get_state,
     start_child,
     stop,
     terminate_child,
     which_children,
 )
-from tests.otp_actors import GenServer, Watcher
+from tests.otp_actors import GenServer, Plain, Watcher
 from tests.unit_actors import Probe, Tree, sup_spec
 
 
@@ -275,3 +277,44 @@ def test_get_state_returns_the_public_state(tree: Tree) -> None:  # row 82
 
     assert state["name"] == "g"
     assert state["casts"] == ["one"]
+
+
+# ---------------------------------------------------------------- casts, infos, late replies
+
+
+def plain(tree: Tree) -> Any:
+    _, kids = start(tree, ChildSpec("p", Plain, start_timeout=None, shutdown="infinity"))
+    return kids["p"]
+
+
+def test_an_unknown_cast_is_logged_and_the_server_lives_on(tree: Tree) -> None:
+    """Row 74 (a documented difference: Elixir's default stops with bad_cast)."""
+    p = plain(tree)
+    cast(p, ("no", "such", "cast"))
+    assert call(p, "ping") == "pong"
+
+
+def test_an_unexpected_message_is_logged_and_the_server_lives_on(tree: Tree) -> None:
+    """Row 75: a raw message nobody expects reaches the default handle_info."""
+    p = plain(tree)
+    current_system().tell(p, ("stray", "message"))
+    assert call(p, "ping") == "pong"
+
+
+def test_a_cast_to_a_dead_address_never_fails(tree: Tree) -> None:
+    """Row 77: a cast is fire-and-forget, even to an actor that is gone."""
+    p = plain(tree)
+    root = tree.apps[0].root
+    terminate_child(root, "p")
+    cast(p, "anything")  # no error
+    assert [info.address for info in which_children(root)] == [None]
+
+
+def test_a_reply_that_comes_after_the_timeout_never_reaches_a_later_call(tree: Tree) -> None:
+    """Row 62: the late reply of a timed-out call is dropped (OTP's aliases)."""
+    p = plain(tree)
+    with pytest.raises(CallTimeout):
+        call(p, "later", timeout=0.05)
+    # The late answer comes while this call waits: it is not taken for its reply.
+    assert call(p, "slow", timeout=5.0) == "slow answer"
+    assert call(p, "ping") == "pong"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from supervision import (
+    IGNORE,
     AlreadyPresent,
     AlreadyStarted,
     CallTimeout,
@@ -26,6 +27,7 @@ from supervision import (
     InvalidSpec,
     NoProc,
     NotFound,
+    Restarting,
     Running,
     StartError,
     SupervisorSpec,
@@ -41,9 +43,10 @@ from supervision import (
     terminate_child,
     which_children,
 )
-from supervision.protocol import StartChild, TerminateChild
+from supervision.protocol import DeleteChild, RestartChild, StartChild, TerminateChild
 from tests.actors import Sup
-from tests.unit_actors import Flaky, Incomparable, Spy, Tree, sup_spec
+from tests.procs import wait_until
+from tests.unit_actors import Flaky, Incomparable, Reaper, Spy, Tree, sup_spec
 
 
 @pytest.fixture
@@ -401,6 +404,69 @@ def test_child_shows_as_restarting_between_failed_restart_attempts(tree: Tree) -
         "restarting",
     ]
     assert addresses(root)["f"] not in (None, "restarting")
+
+
+def _root_with_reaper_and_flaky(tree: Tree, requests: list[Any]) -> tuple[Any, Any]:
+    """A root with a Reaper that sends ``requests`` (one per failing start of
+    ``f``) and a Flaky ``f`` that tells it when its restart fails."""
+    reaper_spec = ChildSpec("reaper", Reaper, start_timeout=None, shutdown="infinity")
+    root = tree.start(sup_spec("root", [reaper_spec], max_restarts=5))
+    reaper = addresses(root)["reaper"]
+    start_child(root, tree.worker("f", actor=Flaky, args=(reaper,)))
+    assert call(reaper, ("send", requests)) == "aimed"
+    return root, reaper
+
+
+def test_restart_and_delete_of_a_restarting_child_raise_restarting(tree: Tree) -> None:
+    """OTP row 32: while a child's restart is failing, restart_child and
+    delete_child answer ``{error, restarting}``; the retries go on."""
+    tree.fake_clock()
+    root, reaper = _root_with_reaper_and_flaky(tree, [RestartChild("f"), DeleteChild("f")])
+    tree.fail_next_starts("f", 2)
+
+    crash(addresses(root)["f"])
+
+    answers = wait_until(lambda: len(call(reaper, "answers")) == 2 and call(reaper, "answers"),
+                         "both requests answered", timeout=5.0)
+    assert [ok for ok, _ in answers] == [False, False]
+    assert all(isinstance(value, Restarting) for _, value in answers)
+    wait_until(lambda: addresses(root)["f"] not in (None, "restarting"), "f runs again", 5.0)
+    assert tree.lines().count("failed f") == 2
+
+
+def test_terminate_child_of_a_restarting_child_stops_the_retries_and_keeps_its_spec(
+    tree: Tree,
+) -> None:
+    """OTP row 33: terminate_child of a child whose restart is failing cancels
+    the retries; the spec stays, and restart_child starts it again."""
+    tree.fake_clock()
+    root, reaper = _root_with_reaper_and_flaky(tree, [TerminateChild("f")])
+    tree.fail_next_starts("f", 1)
+
+    crash(addresses(root)["f"])
+
+    wait_until(lambda: call(reaper, "answers") == [(True, None)], "terminated", timeout=5.0)
+    assert addresses(root)["f"] is None  # stopped, spec kept
+    assert tree.lines().count("failed f") == 1  # no retry after the terminate
+    assert restart_child(root, "f") not in (None, "restarting")
+
+
+class IgnoringSup(Sup):
+    """A supervisor whose ``init`` returns IGNORE."""
+
+    def init(self, *args: Any) -> Any:
+        return IGNORE
+
+
+def test_a_supervisor_whose_init_returns_ignore_is_started_as_ignored(tree: Tree) -> None:
+    """OTP row 25: a supervisor's ``init`` returning ``ignore`` makes its
+    start return ``ignore`` (``start_child`` returns None, the spec stays)."""
+    root = tree.start(sup_spec("root", [tree.worker("a")]))
+
+    spec = ChildSpec("s", (IgnoringSup, (SupervisorSpec([]),)), type="supervisor")
+    assert start_child(root, spec) is None
+
+    assert addresses(root)["s"] is None
 
 
 # ---------------------------------------------------------------- start_child

@@ -114,17 +114,23 @@ class Reaper(Server):
 
     Call ``("aim", address)`` names the child; on the next cast ``("look",
     supervisor)`` (which ``Flaky`` sends from a failing start) it asks that
-    supervisor to terminate ``address``. Call ``"answers"`` returns
+    supervisor to terminate ``address``. Call ``("send", [request, ...])``
+    instead sends those supervisor requests, one per look. Call ``"answers"`` returns
     ``(ok, value)`` of every reply received.
     """
 
     def init(self) -> None:
         self.target: Any = None
+        self.requests: list[Any] = []
         self.answers: list[tuple[bool, Any]] = []
 
     def handle_call(self, request: Any, from_: From) -> Any:
         if isinstance(request, tuple) and request[0] == "aim":
             self.target = request[1]
+            return "aimed"
+        if isinstance(request, tuple) and request[0] == "send":
+            # the next looks send these supervisor requests, one per look
+            self.requests = list(request[1])
             return "aimed"
         if request == "answers":
             return list(self.answers)
@@ -134,6 +140,8 @@ class Reaper(Server):
         if isinstance(request, tuple) and request[0] == "look" and self.target is not None:
             self.call_async(request[1], TerminateChild(self.target))
             self.target = None
+        elif isinstance(request, tuple) and request[0] == "look" and self.requests:
+            self.call_async(request[1], self.requests.pop(0))
 
     def handle_info(self, message: Any) -> None:
         if isinstance(message, CallReply):
