@@ -318,3 +318,18 @@ def test_a_reply_that_comes_after_the_timeout_never_reaches_a_later_call(tree: T
     # The late answer comes while this call waits: it is not taken for its reply.
     assert call(p, "slow", timeout=5.0) == "slow answer"
     assert call(p, "ping") == "pong"
+
+
+def test_a_child_that_dies_with_another_reason_while_shut_down_is_not_restarted(
+    tree: Tree,
+) -> None:
+    """Row 39: its terminate raises while terminate_child shuts it down, so it
+    exits with a crash instead of shutdown: the supervisor does not restart
+    it (the spec stays, stopped)."""
+    root, _ = start(tree, gen(tree, "b", "bad-terminate"))
+
+    terminate_child(root, "b")
+
+    assert address_of(root, "b") is None
+    assert tree.lines() == ["start b", "terminate b shutdown"]
+    # (the supervisor's error report goes to the log, not asserted here)
