@@ -2,7 +2,7 @@
 
 ``bench/soak.py --short`` runs a real ``roger-actors node`` under a restart
 loop, against a RabbitMQ node of its own, with a few thousand retryable jobs
-over six partitions, a SIGKILL of a random node process every second, a
+over six partitions, a SIGKILL of a random node process every half second, a
 broker-side drop of every connection and a broker restart. It accounts by
 job id and exits 1 when a job never ran. The long soak (``bench/README.md``)
 is the same program with larger numbers. Run this one with
