@@ -245,8 +245,11 @@ def test_a_cluster_pause_survives_a_consumer_restart_and_a_reconfigure(h: NodeHa
         except Exception:
             return {}
 
+    # 60 s: a SIGKILLed Consumer has been seen to take over 20 s to come
+    # back now and then (under investigation; see the session notes).
     wait_for(
         lambda: paused_flags() == {"default": True, "extra": False},
+        60.0,
         what="a new Consumer with default paused (from Global) and extra not",
     )
     holds_for(lambda: "held" not in h.tags("start"), 1.0, "the paused queue holds its job")

@@ -63,7 +63,9 @@ def test_a_parked_job_nobody_remembers_is_handed_over_once_its_key_is_free(
         except (roger.NotRunningError, CallTimeout, NoProc):
             return False
 
-    wait_for(restarted, what="the Consumer started again")
+    # 60 s: a SIGKILLed Consumer has been seen to take over 20 s to come
+    # back now and then (under investigation; see the session notes).
+    wait_for(restarted, 60.0, what="the Consumer started again")
     # It has learned the held key from Global's snapshot (a release before
     # that would free the key with nobody sweeping its waiting queue).
     wait_for(
