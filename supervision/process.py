@@ -84,6 +84,18 @@ ZOMBIE_TIMEOUT = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
+def _arm_parent_death() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies
+    (``PR_SET_PDEATHSIG``); False where that is not available (not Linux: no
+    link, the zombie timer still applies)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def _die_with_parent(parent_pid: int) -> bool:
     """Ask Linux to SIGKILL this process when its parent dies.
 
@@ -91,10 +103,7 @@ def _die_with_parent(parent_pid: int) -> bool:
     """
     if os.getppid() != parent_pid:
         return os.getppid() != 1
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: no link, the zombie timer still applies
+    if not _arm_parent_death():
         return True
     return os.getppid() == parent_pid
 
@@ -119,10 +128,7 @@ def _die_with_forker() -> None:
     if forker is None or forker.pid is None or _armed_in == os.getpid():
         return
     _armed_in = os.getpid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the zombie timer still applies
+    if not _arm_parent_death():
         return
     if os.getppid() != forker.pid:
         os._exit(1)  # the forker died before the link was armed

@@ -109,7 +109,6 @@ import contextlib
 import hashlib
 import itertools
 import logging
-import math
 import os
 import signal
 import time
@@ -1629,8 +1628,9 @@ class Consumer(Server):
         """Use the expiring queue ``name`` (:meth:`AmqpLink.touch`) unless this
         Consumer did in the last :data:`retry.TOUCH_SECONDS`, so that it never
         expires while jobs go through it. Raises what the touch raises."""
-        moment = time.monotonic()
-        if moment - self.touched.get(name, -math.inf) < retry.TOUCH_SECONDS:
+        moment = _monotonic()
+        last = self.touched.get(name)
+        if last is not None and moment - last < retry.TOUCH_SECONDS:
             return
         await self.link.touch(name)
         self.touched[name] = moment
