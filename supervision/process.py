@@ -519,8 +519,10 @@ class Process(Actor):  # type: ignore[misc]
 
     # ------------------------------------------------------------ exit
 
-    def _sv_crash(self, exc: BaseException) -> None:
-        reason = Crash.from_exception(exc)
+    def _sv_crash(self, exc: BaseException, reason: Crash | None = None) -> None:
+        """Exit with the crash of ``exc`` (``reason`` when the caller built it already)."""
+        if reason is None:
+            reason = Crash.from_exception(exc)
         log.error("%s crashed: %s\n%s", type(self).__qualname__, reason, reason.traceback)
         replaced = self._sv_on_crash(reason)
         self._sv_exit(reason if replaced is None else replaced)

@@ -372,18 +372,20 @@ class Server(Process):
             return
         self.reply(from_, result)
 
-    def _sv_crash(self, exc: BaseException) -> None:
+    def _sv_crash(self, exc: BaseException, reason: Crash | None = None) -> None:
+        if reason is None:
+            reason = Crash.from_exception(exc)
         if self._sv_current_call is not None:
             self.reply_error(
                 self._sv_current_call,
                 NoProc(
                     f"{type(self).__qualname__} crashed handling the call: {exc!r}",
-                    reason=Crash.from_exception(exc),
+                    reason=reason,
                 ),
             )
             self._sv_current_call = None
         self._sv_continues.clear()
-        super()._sv_crash(exc)
+        super()._sv_crash(exc, reason)
 
     def _sv_on_crash(self, reason: ExitReason) -> ExitReason:
         return self._sv_run_terminate(reason)

@@ -52,6 +52,7 @@ never answers, and ``brutal_kill`` ends the child without its ``terminate``.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -193,7 +194,7 @@ class _SupervisorBase(Process):
         self._wait: _Wait | None = None
         self._deferred: list[tuple[Any, Any]] = []
         self._tokens = itertools.count(1)
-        self._restarts: list[int] = []
+        self._restarts: collections.deque[int] = collections.deque()
         #: Children given up at their start timeout whose exit is still to come.
         self._abandoned: list[Any] = []
         self._max_restarts = DEFAULT_MAX_RESTARTS
@@ -504,9 +505,13 @@ class _SupervisorBase(Process):
         max_seconds + 1)`` seconds long."""
         now = math.floor(clock.monotonic())
         threshold = now - self._max_seconds
-        self._restarts = [t for t in self._restarts if t >= threshold]
-        self._restarts.append(now)
-        return len(self._restarts) <= self._max_restarts
+        restarts = self._restarts
+        if restarts and now < restarts[-1]:  # a clock source that went back
+            restarts = self._restarts = collections.deque(t for t in restarts if t >= threshold)
+        while restarts and restarts[0] < threshold:  # oldest first
+            restarts.popleft()
+        restarts.append(now)
+        return len(restarts) <= self._max_restarts
 
     def child_exited(self, address: Any, spec: ChildSpec, reason: ExitReason) -> None:
         """Hook: the child process at ``address`` (started from ``spec``) ended.
