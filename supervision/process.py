@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import uuid
@@ -132,6 +133,29 @@ def _die_with_forker() -> None:
         return
     if os.getppid() != forker.pid:
         os._exit(1)  # the forker died before the link was armed
+
+
+class _ThespianForks:
+    """Arms :func:`_die_with_forker` in every process Thespian forks (an actor,
+    the admin's logger), as the process starts: ``multiprocessing`` runs its
+    after-fork hooks in the child before the process's target. Arming only
+    when the actor object is built left a window (Thespian's start-up in the
+    child: logging, transport, loading the class) in which a creator's death
+    left an orphan behind; a chaos soak still found 5. Processes that are not
+    Thespian's (a user's own ``multiprocessing`` children) are left alone."""
+
+    TARGETS = frozenset({"startChild", "startupASLogger"})
+
+    def __call__(self) -> None:
+        target = getattr(multiprocessing.current_process(), "_target", None)
+        module = getattr(target, "__module__", "") or ""
+        if module.startswith("thespian.") and getattr(target, "__name__", "") in self.TARGETS:
+            _die_with_forker()
+
+
+#: Kept alive here: ``register_after_fork`` holds its object weakly.
+_THESPIAN_FORKS = _ThespianForks()
+multiprocessing.util.register_after_fork(_THESPIAN_FORKS, _ThespianForks.__call__)
 
 
 class _ZombieTimeout:

@@ -83,6 +83,9 @@ class Worker(Server):
             # is killed right after the fork).
             self.createActor(Worker)
             return "spawned"
+        if request == "spawn-slow-raw":
+            self.createActor(SlowBuilt)
+            return "spawned"
         return super().handle_call(request, from_)
 
     def handle_cast(self, request: Any) -> None:
@@ -104,6 +107,17 @@ class Worker(Server):
         if self.terminate_delay:
             time.sleep(self.terminate_delay)
         record(self.journal, f"terminate {self.name} {reason}")
+
+
+class SlowBuilt(Worker):
+    """An actor whose process is slow to start: its object takes 15 s to
+    build, as if Thespian's start-up in the child (logging, transport,
+    loading the class) were held up. Nothing in this library has run in the
+    process before ``super().__init__``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        time.sleep(15)  # the slow start-up under test; nothing to wait for
+        super().__init__(*args, **kwargs)
 
 
 class Sup(Supervisor):

@@ -549,6 +549,27 @@ def test_an_actor_whose_creator_dies_before_its_init_child_dies_too(
     wait_gone([creator_pid, raw])
 
 
+def test_an_actor_process_whose_creator_dies_while_it_starts_up_dies_too(
+    start_app: Callable[[ChildSpec], Application], journal: Path
+) -> None:
+    """The parent-death link is armed as Thespian's child process starts, before
+    the actor object exists: a creator killed while its child is still in
+    Thespian's start-up leaves no orphan (the child would take 15 s to get to
+    its own ``__init__``)."""
+    app = start_app(supervisor("root", [worker("creator", journal)]))
+    creator = addresses(app.root)["creator"]
+    creator_pid = call(creator, "pid")
+    assert call(creator, "spawn-slow-raw") == "spawned"
+    [slow] = wait_until(
+        lambda: [p for p in descendants(creator_pid) if p != creator_pid] or None,
+        "the slow child's process exists",
+    )
+
+    os.kill(creator_pid, signal.SIGKILL)
+
+    wait_gone([creator_pid, slow], timeout=5)
+
+
 # ---------------------------------------------------------------- 9. timers, hung calls
 
 
