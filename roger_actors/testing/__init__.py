@@ -1,0 +1,1 @@
+"""Testing kit for users of roger-actors (placeholder; filled below)."""

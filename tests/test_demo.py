@@ -1,0 +1,74 @@
+"""``scripts/demo``: job processing on a real node, every step checked, in under 30 s.
+
+The demo is run as a user runs it (a subprocess of ``scripts/demo``, on this
+test's virtual environment so that it installs nothing new) against the
+RabbitMQ the tests use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "scripts" / "demo"
+STEPS = [
+    "start a node, two tenants",
+    "enqueue jobs",
+    "refuse a duplicate unique job",
+    "serialise two jobs (execution key)",
+    "cancel a running job",
+    "retry a job until it is buried",
+    "pause and resume a queue",
+    "clean up",
+]
+
+
+def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ROGER_VENV": sys.prefix, "COLUMNS": "160"}
+    env.pop("ROGER_AMQP_URL", None)
+    return subprocess.run(
+        [str(DEMO), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_the_demo_runs_every_step_on_rabbitmq_and_exits_0_within_30_seconds() -> None:
+    began = time.monotonic()
+    done = run_demo()
+    wall = time.monotonic() - began
+    report = f"exit {done.returncode} after {wall:.1f} s\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, report
+    summary = done.stdout[done.stdout.index("Summary"):]
+    for number, title in enumerate(STEPS, 1):
+        row = re.search(rf"│ +{number} │ {re.escape(title)} +│ (\w+) ", summary)
+        assert row is not None and row.group(1) == "PASS", f"step {title!r}\n{report}"
+    found = re.search(r"all steps passed: (\d+) jobs settled, wall time ([\d.]+) s", done.stdout)
+    assert found is not None, report
+    assert int(found.group(1)) >= 15, report
+    assert float(found.group(2)) < 30.0, report
+    assert "duplicate 'report-7' refused" in summary
+    assert "Traceback" not in done.stderr, report
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("roger_actors.transport.memory") is not None,
+    reason="the embedded broker exists: --broker memory runs the demo",
+)
+def test_the_memory_broker_choice_says_it_is_not_available_yet_and_exits_2() -> None:
+    done = run_demo("--broker", "memory")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not available yet" in done.stdout
+    assert "Summary" not in done.stdout
+
+
+def test_an_unreachable_broker_is_named_and_exits_3() -> None:
+    done = run_demo("--amqp-url", "amqp://guest:guest@127.0.0.1:1/")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "RabbitMQ is not reachable at 127.0.0.1:1" in done.stdout
