@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,13 +50,17 @@ def test_join_waits_for_a_job_in_a_retry_queue(
 
 
 def test_join_waits_for_jobs_that_jobs_enqueue(
-    roger_partition: StartPartition, roger_join: Join, tmp_path: Path
+    roger_partition: StartPartition, roger_join: Join, roger_ledger: Ledger, tmp_path: Path
 ) -> None:
     pid = roger_partition()
     child_file = tmp_path / "child"
-    roger.Job.create(Spawner, [pid, str(child_file), 1.0]).enqueue(pid)
+    parent = roger.Job.create(Spawner, [pid, str(child_file), 1.0])
+    parent.enqueue(pid)
     roger_join(pid, timeout=20)
     assert child_file.exists()
+    [child] = [r for r in roger_ledger.records()
+               if r.event == "enqueued" and r.partition_id == pid and r.job_id != parent.id]
+    assert child.module.endswith("Touch") and child.pid != os.getpid()  # a worker wrote it
 
 
 def test_join_reraises_a_jobs_exception_with_its_type_and_the_workers_traceback(
