@@ -348,7 +348,7 @@ class Demo:
             problems.append(f"processes left: {left}")
         if problems:
             raise DemoFailure("; ".join(problems))
-        return f"{self.deleted} queues deleted, node stopped, no process left"
+        return f"the tenants' queues deleted ({self.deleted} names), node stopped, no process left"
 
 
 def children_of(pid: int) -> list[int]:

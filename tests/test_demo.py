@@ -53,7 +53,8 @@ def test_the_demo_runs_every_step_on_rabbitmq_and_exits_0_within_30_seconds() ->
     assert found is not None, report
     assert int(found.group(1)) >= 15, report
     assert float(found.group(2)) < 30.0, report
-    assert "duplicate 'report-7' refused" in summary
+    assert "[3/8] refuse a duplicate unique job: PASS duplicate 'report-7' refused" in done.stdout
+    assert re.search(r"\[8/8\] clean up: PASS .*no process left", done.stdout), report
     assert "Traceback" not in done.stderr, report
 
 
@@ -72,3 +73,24 @@ def test_an_unreachable_broker_is_named_and_exits_3() -> None:
     done = run_demo("--amqp-url", "amqp://guest:guest@127.0.0.1:1/")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "RabbitMQ is not reachable at 127.0.0.1:1" in done.stdout
+
+
+def test_a_step_that_does_not_do_what_it_says_fails_the_demo_with_exit_1_and_cleans_up() -> None:
+    # The unique job loses its queue key: the duplicate is accepted, which the
+    # demo must notice; it still stops the node and deletes the queues.
+    sabotage = (
+        "import sys; sys.path.insert(0, 'examples'); import demo_jobs; "
+        "demo_jobs.Report.queue_key = lambda self, args: None; "
+        "import roger_demo; sys.exit(roger_demo.main([]))"
+    )
+    env = {**os.environ, "COLUMNS": "160"}
+    env.pop("ROGER_AMQP_URL", None)
+    done = subprocess.run([sys.executable, "-c", sabotage], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    report = done.stdout + done.stderr
+    assert done.returncode == 1, report
+    assert "a second job with queue key 'report-7' was accepted" in done.stdout, report
+    summary = done.stdout[done.stdout.index("Summary"):]
+    assert re.search(r"│ +3 │ refuse a duplicate unique job +│ FAIL ", summary), report
+    assert re.search(r"\[8/8\] clean up: PASS .*no process left", done.stdout), report
+    assert "FAILED" in done.stdout
