@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from roger_actors.callbacks import ErrorInfo, Stacktrace, WorkerCallback
-from roger_actors.job import EnqueueHook, Job, set_enqueue_hook
+from roger_actors.job import EnqueueHook, Job, execution_key_of, set_enqueue_hook
 
 __all__ = [
     "FINAL",
@@ -90,6 +90,7 @@ class Record:
     detail: str | None = None
     exception: bytes | None = None
     trace: str | None = None
+    execution_key: str | None = None
 
     def exception_to_raise(self) -> BaseException:
         """The failure as an exception: the job's own one when it was pickled
@@ -114,6 +115,10 @@ class Record:
         return error
 
 
+_instances_lock = threading.Lock()
+_instances: dict[str, Ledger] = {}
+
+
 class Ledger:
     """A ledger directory; see the module docstring."""
 
@@ -129,13 +134,23 @@ class Ledger:
         path = Path(directory)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.environ[LEDGER_ENV] = str(path)
-        return cls(path)
+        ledger = cls(path)
+        with _instances_lock:
+            _instances[str(path)] = ledger
+        return ledger
 
     @classmethod
     def from_environment(cls) -> Ledger | None:
-        """The ledger :data:`LEDGER_ENV` names, or None when it is not set."""
+        """The ledger :data:`LEDGER_ENV` names, or None when it is not set. The
+        same object for the same path (so that a failure is taken once)."""
         path = os.environ.get(LEDGER_ENV)
-        return cls(path) if path else None
+        if not path:
+            return None
+        with _instances_lock:
+            ledger = _instances.get(path)
+            if ledger is None:
+                ledger = _instances[path] = cls(path)
+            return ledger
 
     # ------------------------------------------------------------ writing
 
@@ -170,7 +185,7 @@ class Ledger:
         try:
             self.write(Record(
                 event, job.id, job.module, partition_id, queue, job.retry_count, time.time(),
-                os.getpid(), kind, detail, blob, trace,
+                os.getpid(), kind, detail, blob, trace, execution_key_of(job),
             ))
         except Exception:
             import logging
@@ -221,6 +236,12 @@ class Ledger:
                     and r.queue == queue]
         final = {r.job_id for r in records if r.event in FINAL}
         return [job_id for job_id in dict.fromkeys(enqueued) if job_id not in final]
+
+    def execution_keys(self, partition_id: str) -> list[str]:
+        """The execution keys of the recorded jobs of ``partition_id`` (their
+        waiting queues are among the partition's queues)."""
+        keys = (r.execution_key for r in self.records() if r.partition_id == partition_id)
+        return sorted({key for key in keys if key is not None})
 
     def failures(self, partition_id: str, records: list[Record] | None = None) -> list[Record]:
         """Final failures (``"error"``, ``"buried"``) of jobs of ``partition_id``."""

@@ -21,7 +21,8 @@ Fixtures (override any of them in your ``conftest.py``):
 * ``roger_partition`` (per test): a factory ``roger_partition(queues=None,
   name="p")`` that starts a partition with a fresh id (``f"{name}-<hex>"``,
   queues default ``{"default": 4}``), returns its id once it consumes every
-  queue, and after the test stops it and deletes its queues.
+  queue, and after the test stops it and deletes its queues (the
+  execution-waiting ones of the keys the ledger saw included).
 * ``roger_join`` (per test): :func:`~roger_actors.testing.join` on the ledger.
 * ``roger_eager`` (per test): an :func:`~roger_actors.testing.eager` block
   (no node, no broker) for the whole test; yields the ``EagerRun``.
@@ -157,7 +158,7 @@ def _wait_consuming(partition_id: str, queues: dict[str, int]) -> None:
 
 
 @pytest.fixture
-def roger_partition(roger_node: Node) -> Iterator[Callable[..., str]]:
+def roger_partition(roger_node: Node, roger_ledger: Ledger) -> Iterator[Callable[..., str]]:
     """``roger_partition(queues=None, name="p") -> partition_id``; see the module docstring."""
     started: list[tuple[str, dict[str, int]]] = []
 
@@ -178,7 +179,8 @@ def roger_partition(roger_node: Node) -> Iterator[Callable[..., str]]:
                 Partition.stop(partition_id)
             except roger.NotRunningError:
                 pass
-            delete_partition_queues(partition_queue_names(partition_id, queues, levels))
+            keys = roger_ledger.execution_keys(partition_id)
+            delete_partition_queues(partition_queue_names(partition_id, queues, levels, keys))
 
 
 @pytest.fixture

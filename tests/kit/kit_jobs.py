@@ -64,3 +64,16 @@ class Unpicklable(Exception):
 class RaisesUnpicklable(roger.Job):
     def perform(self, args: Any) -> None:
         raise Unpicklable("cannot travel")
+
+
+class Serial(roger.Job):
+    """Holds ``account-<args[0]>`` for ``args[2]`` seconds; writes its span to
+    the file ``args[1]`` + its id."""
+
+    def execution_key(self, args: Any) -> str:
+        return f"account-{args[0]}"
+
+    def perform(self, args: Any) -> None:
+        began = time.time()
+        time.sleep(args[2])
+        Path(args[1] + self.id).write_text(f"{began} {time.time()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from tests.kit.kit_jobs import (
     Explode,
     FailOnce,
     RaisesUnpicklable,
+    Serial,
     Spawner,
     TooSlow,
     Touch,
@@ -61,6 +63,22 @@ def test_join_waits_for_jobs_that_jobs_enqueue(
     [child] = [r for r in roger_ledger.records()
                if r.event == "enqueued" and r.partition_id == pid and r.job_id != parent.id]
     assert child.module.endswith("Touch") and child.pid != os.getpid()  # a worker wrote it
+
+
+def test_join_waits_for_a_job_parked_behind_an_execution_key(
+    roger_partition: StartPartition, roger_join: Join, roger_ledger: Ledger, tmp_path: Path
+) -> None:
+    pid = roger_partition({"default": 3})
+    prefix = str(tmp_path / "span-")
+    jobs = [roger.Job.create(Serial, [1, prefix, 0.5]) for _ in range(3)]
+    for job in jobs:
+        job.enqueue(pid)
+    roger_join(pid, timeout=20)
+    spans = sorted(
+        tuple(map(float, Path(prefix + job.id).read_text().split())) for job in jobs
+    )
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
+    assert roger_ledger.execution_keys(pid) == ["account-1"]
 
 
 def test_join_reraises_a_jobs_exception_with_its_type_and_the_workers_traceback(
