@@ -39,6 +39,8 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,11 +52,13 @@ from roger_actors.node import stop as stop_node
 
 from .eager import EagerRun, eager
 from .join import join
-from .ledger import Ledger, RecordingCallbacks
+from .ledger import LEDGER_ENV, Ledger, RecordingCallbacks
 from .queues import delete_partition_queues, partition_queue_names
 
 __all__ = [
     "DEFAULT_TEST_AMQP_URL",
+    "ledger_for_tests",
+    "node_for_tests",
     "roger_amqp_url",
     "roger_config",
     "roger_eager",
@@ -102,13 +106,12 @@ def roger_config(roger_amqp_url: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="session")
-def roger_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
-    """The ledger of the session's node (sets ``ROGER_TESTING_LEDGER``)."""
-    from .ledger import LEDGER_ENV
-
+@contextmanager
+def ledger_for_tests(directory: Path) -> Iterator[Ledger]:
+    """A :class:`~roger_actors.testing.Ledger` in ``directory`` for the block
+    (``ROGER_TESTING_LEDGER`` set, and put back as it was after it)."""
     before = os.environ.get(LEDGER_ENV)
-    ledger = Ledger.create(tmp_path_factory.mktemp("roger-ledger"))
+    ledger = Ledger.create(directory)
     try:
         yield ledger
     finally:
@@ -118,25 +121,43 @@ def roger_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
             os.environ[LEDGER_ENV] = before
 
 
-@pytest.fixture(scope="session")
-def roger_node(roger_config: dict[str, Any], roger_ledger: Ledger) -> Iterator[Node]:
-    """A node for the session, recording into ``roger_ledger``; stopped at the end.
+@contextmanager
+def node_for_tests(config: dict[str, Any], ledger: Ledger) -> Iterator[Node]:
+    """Start a node with ``config`` that records into ``ledger``, for the block;
+    stopped after it (gracefully, also when the block raises).
 
-    Fails with a UsageError when ``roger_config["callbacks"]`` is not
-    RecordingCallbacks or a subclass (``join`` could not see errors)."""
-    config = roger.load_config(dict(roger_config))
-    callbacks = config.callbacks_class()
+    Raises ``pytest.UsageError`` when ``config["callbacks"]`` is not
+    RecordingCallbacks or a subclass (``join`` could not see errors), and
+    what ``roger.start`` raises (a node already running in this process)."""
+    loaded = roger.load_config(dict(config))
+    callbacks = loaded.callbacks_class()
     if callbacks is None or not issubclass(callbacks, RecordingCallbacks):
         raise pytest.UsageError(
             "roger_config['callbacks'] must be roger_actors.testing.RecordingCallbacks or a "
             f"subclass of it (join reads what it records); got {callbacks!r}"
         )
-    node = start_node(config)
+    node = start_node(loaded)
     try:
-        roger_ledger.record_enqueues()
+        ledger.record_enqueues()
         yield node
     finally:
         stop_node()
+
+
+@pytest.fixture(scope="session")
+def roger_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    """The ledger of the session's node (sets ``ROGER_TESTING_LEDGER``)."""
+    with ledger_for_tests(tmp_path_factory.mktemp("roger-ledger")) as ledger:
+        yield ledger
+
+
+@pytest.fixture(scope="session")
+def roger_node(roger_config: dict[str, Any], roger_ledger: Ledger) -> Iterator[Node]:
+    """A node for the session, recording into ``roger_ledger``; stopped at the end
+    (see :func:`node_for_tests`). A suite whose other tests start nodes of their
+    own overrides it (and ``roger_ledger``) with a narrower scope."""
+    with node_for_tests(roger_config, roger_ledger) as node:
+        yield node
 
 
 def _wait_consuming(partition_id: str, queues: dict[str, int]) -> None:
