@@ -138,7 +138,7 @@ def test_join_times_out_on_a_paused_queue_and_says_what_is_left(
     began = time.monotonic()
     with pytest.raises(JoinTimeout, match=job.id):
         roger_join(pid, timeout=1.5)
-    assert 1.5 <= time.monotonic() - began < 5
+    assert 1.5 <= time.monotonic() - began < 10  # the timeout, plus one look at the cluster
     roger.Consumer.resume(pid, "default")
     roger_join(pid, timeout=20)
     assert (tmp_path / "never").exists()
