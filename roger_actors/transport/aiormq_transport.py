@@ -1,0 +1,467 @@
+"""The transport interface on RabbitMQ, through aiormq: a thin adapter.
+
+Each call maps to one aiormq call; aiormq's and pamqp's objects are turned
+into the interface's values (:class:`~.base.Message`,
+:class:`~.base.DeclareOk`, :class:`~.base.Properties`) and their exceptions
+into the interface's (:func:`translate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import aiormq
+import aiormq.exceptions
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from pamqp import commands as spec
+
+from .base import (
+    AccessRefused,
+    Channel,
+    ChannelClosed,
+    ChannelError,
+    CloseCallback,
+    Connection,
+    ConnectionLost,
+    ConsumerCallback,
+    DeclareOk,
+    ExchangeType,
+    Message,
+    Nacked,
+    NotFound,
+    PreconditionFailed,
+    Properties,
+    ResourceLocked,
+    TransportError,
+    Unroutable,
+)
+from .urls import address_of
+
+__all__ = ["AiormqChannel", "AiormqConnection", "connect_aiormq", "translate"]
+
+_CHANNEL_ERRORS: tuple[tuple[type[aiormq.exceptions.ChannelClosed], type[ChannelError]], ...] = (
+    (aiormq.exceptions.ChannelNotFoundEntity, NotFound),
+    (aiormq.exceptions.ChannelLockedResource, ResourceLocked),
+    (aiormq.exceptions.ChannelPreconditionFailed, PreconditionFailed),
+    (aiormq.exceptions.ChannelAccessRefused, AccessRefused),
+)
+
+
+def _reply(exc: BaseException) -> tuple[int, str]:
+    """(reply code, reply text) of an aiormq channel/connection error."""
+    frame = exc.args[0] if exc.args else None
+    code = getattr(frame, "reply_code", None)
+    text = getattr(frame, "reply_text", None)
+    if isinstance(code, int) and isinstance(text, str):
+        return code, text
+    return 0, str(exc)
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The interface's exception for an aiormq one (``exc`` itself when it is
+    neither aiormq's nor a connection error: a bug, a cancellation)."""
+    if isinstance(exc, TransportError):
+        return exc
+    if isinstance(exc, aiormq.exceptions.PublishError) and exc.message is not None:
+        return Unroutable(_message(exc.message, None), str(exc.args[0] if exc.args else "NO_ROUTE"))
+    if isinstance(exc, aiormq.exceptions.DeliveryError):
+        return Nacked(str(exc))
+    if isinstance(exc, aiormq.exceptions.AMQPConnectionError | ConnectionError):
+        return ConnectionLost(f"{type(exc).__name__}: {exc}")
+    for theirs, ours in _CHANNEL_ERRORS:
+        if isinstance(exc, theirs):
+            code, text = _reply(exc)
+            return ours(text, code or None)
+    if isinstance(exc, aiormq.exceptions.AMQPChannelError):
+        code, text = _reply(exc)
+        return ChannelClosed(text, code)
+    if isinstance(exc, aiormq.exceptions.ChannelInvalidStateError):
+        return ChannelClosed(str(exc))
+    if isinstance(exc, aiormq.exceptions.AMQPError):
+        return TransportError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+@contextlib.asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def _to_spec(props: Properties | None) -> spec.Basic.Properties:
+    if props is None:
+        return spec.Basic.Properties(delivery_mode=1)
+    timestamp = (
+        None
+        if props.timestamp is None
+        else datetime.datetime.fromtimestamp(props.timestamp, tz=datetime.UTC)
+    )
+    return spec.Basic.Properties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=dict(props.headers) if props.headers is not None else None,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        expiration=props.expiration,
+        message_id=props.message_id,
+        timestamp=timestamp,
+        message_type=props.type,
+        user_id=props.user_id,
+        app_id=props.app_id,
+    )
+
+
+def _from_spec(props: spec.Basic.Properties) -> Properties:
+    stamp = props.timestamp
+    timestamp = int(stamp.timestamp()) if isinstance(stamp, datetime.datetime) else None
+    return Properties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=dict(props.headers) if props.headers is not None else None,
+        delivery_mode=props.delivery_mode,
+        priority=props.priority,
+        correlation_id=props.correlation_id,
+        reply_to=props.reply_to,
+        expiration=props.expiration,
+        message_id=props.message_id,
+        timestamp=timestamp,
+        type=props.message_type,
+        user_id=props.user_id,
+        app_id=props.app_id,
+    )
+
+
+def _message(raw: DeliveredMessage, channel: Channel | None) -> Message:
+    delivery = raw.delivery
+    count = delivery.message_count if isinstance(delivery, spec.Basic.GetOk) else None
+    return Message(
+        body=bytes(raw.body),
+        properties=_from_spec(raw.header.properties),
+        delivery_tag=int(getattr(delivery, "delivery_tag", 0) or 0),
+        redelivered=bool(getattr(delivery, "redelivered", False)),
+        exchange=str(getattr(delivery, "exchange", "") or ""),
+        routing_key=str(getattr(delivery, "routing_key", "") or ""),
+        channel=channel,
+        consumer_tag=getattr(delivery, "consumer_tag", None),
+        message_count=None if count is None else int(count),
+    )
+
+
+def _watch(
+    future: asyncio.Future[Any], callback: CloseCallback, on_purpose: Callable[[], bool]
+) -> None:
+    """Call ``callback`` when aiormq's ``closing`` future is done."""
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        error: BaseException | None = None
+        if not on_purpose():
+            raw = None if fut.cancelled() else fut.exception()
+            error = translate(raw) if raw is not None else ConnectionLost("closed by the broker")
+        callback(error)
+
+    future.add_done_callback(done)
+
+
+class AiormqChannel(Channel):
+    """A :class:`~.base.Channel` over an aiormq channel (``raw``)."""
+
+    def __init__(self, raw: AbstractChannel, connection: AiormqConnection) -> None:
+        self.raw = raw
+        self._connection = connection
+        self._closing_on_purpose = False
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the channel is closed."""
+        return bool(self.raw.is_closed)
+
+    @property
+    def publisher_confirms(self) -> bool:
+        """True when publishes wait for the broker's confirm."""
+        return bool(getattr(self.raw, "publisher_confirms", False))
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """See :meth:`~.base.Channel.add_close_callback`; a channel closed by
+        its connection's loss reports :class:`~.base.ConnectionLost`."""
+
+        def on_close(error: BaseException | None) -> None:
+            if error is not None and self._connection.is_closed:
+                error = ConnectionLost(str(error))
+            callback(error)
+
+        _watch(self.raw.closing, on_close, lambda: self._closing_on_purpose)
+
+    async def close(self) -> None:
+        """See :meth:`~.base.Channel.close`."""
+        self._closing_on_purpose = True
+        if not self.raw.is_closed:
+            with contextlib.suppress(Exception):
+                await self.raw.close()
+
+    def _check(self) -> None:
+        if self._connection.is_closed:
+            raise ConnectionLost("the connection is closed")
+        if self.raw.is_closed:
+            raise ChannelClosed("the channel is closed")
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> DeclareOk:
+        """See :meth:`~.base.Channel.queue_declare`."""
+        self._check()
+        async with _translated():
+            ok = await self.raw.queue_declare(
+                queue,
+                passive=passive,
+                durable=durable,
+                exclusive=exclusive,
+                auto_delete=auto_delete,
+                arguments=dict(arguments) if arguments is not None else None,
+            )
+        return DeclareOk(str(ok.queue), int(ok.message_count or 0), int(ok.consumer_count or 0))
+
+    async def queue_delete(
+        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        """See :meth:`~.base.Channel.queue_delete`."""
+        self._check()
+        async with _translated():
+            ok = await self.raw.queue_delete(queue, if_unused=if_unused, if_empty=if_empty)
+        return int(ok.message_count or 0)
+
+    async def queue_purge(self, queue: str) -> int:
+        """See :meth:`~.base.Channel.queue_purge`."""
+        self._check()
+        async with _translated():
+            ok = await self.raw.queue_purge(queue)
+        return int(ok.message_count or 0)
+
+    async def queue_bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`~.base.Channel.queue_bind`."""
+        self._check()
+        async with _translated():
+            await self.raw.queue_bind(
+                queue, exchange, routing_key=routing_key, arguments=_args(arguments)
+            )
+
+    async def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`~.base.Channel.queue_unbind`."""
+        self._check()
+        async with _translated():
+            await self.raw.queue_unbind(
+                queue, exchange, routing_key=routing_key, arguments=_args(arguments)
+            )
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: ExchangeType = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`~.base.Channel.exchange_declare`."""
+        self._check()
+        async with _translated():
+            await self.raw.exchange_declare(
+                exchange,
+                exchange_type=exchange_type,
+                passive=passive,
+                durable=durable,
+                auto_delete=auto_delete,
+                arguments=_args(arguments),
+            )
+
+    async def exchange_delete(self, exchange: str) -> None:
+        """See :meth:`~.base.Channel.exchange_delete`."""
+        self._check()
+        async with _translated():
+            await self.raw.exchange_delete(exchange)
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Properties | None = None,
+        mandatory: bool = False,
+    ) -> None:
+        """See :meth:`~.base.Channel.publish`."""
+        self._check()
+        async with _translated():
+            confirm = await self.raw.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=_to_spec(properties),
+                mandatory=mandatory,
+            )
+        if self.publisher_confirms and not isinstance(confirm, spec.Basic.Ack):
+            raise Nacked(f"publish to {exchange!r}/{routing_key!r} not confirmed: {confirm!r}")
+
+    async def qos(self, prefetch_count: int) -> None:
+        """See :meth:`~.base.Channel.qos`."""
+        if prefetch_count < 0:
+            raise ValueError(f"prefetch_count must be >= 0, not {prefetch_count}")
+        self._check()
+        async with _translated():
+            await self.raw.basic_qos(prefetch_count=prefetch_count)
+
+    async def consume(
+        self,
+        queue: str,
+        callback: ConsumerCallback,
+        *,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        consumer_tag: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str:
+        """See :meth:`~.base.Channel.consume`."""
+        self._check()
+
+        async def on_message(raw: DeliveredMessage) -> None:
+            await callback(_message(raw, self))
+
+        async with _translated():
+            ok = await self.raw.basic_consume(
+                queue,
+                on_message,
+                no_ack=no_ack,
+                exclusive=exclusive,
+                consumer_tag=consumer_tag,
+                arguments=_args(arguments),
+            )
+        return str(ok.consumer_tag)
+
+    async def cancel(self, consumer_tag: str) -> None:
+        """See :meth:`~.base.Channel.cancel`."""
+        self._check()
+        async with _translated():
+            await self.raw.basic_cancel(consumer_tag)
+
+    async def get(self, queue: str, *, no_ack: bool = False) -> Message | None:
+        """See :meth:`~.base.Channel.get`."""
+        self._check()
+        async with _translated():
+            raw = await self.raw.basic_get(queue, no_ack=no_ack)
+        if isinstance(raw.delivery, spec.Basic.GetEmpty):
+            return None
+        return _message(raw, self)
+
+    async def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        """See :meth:`~.base.Channel.ack`."""
+        self._check()
+        async with _translated():
+            await self.raw.basic_ack(delivery_tag, multiple=multiple)
+
+    async def nack(
+        self, delivery_tag: int, *, multiple: bool = False, requeue: bool = True
+    ) -> None:
+        """See :meth:`~.base.Channel.nack`."""
+        self._check()
+        async with _translated():
+            await self.raw.basic_nack(delivery_tag, multiple=multiple, requeue=requeue)
+
+    async def reject(self, delivery_tag: int, *, requeue: bool = True) -> None:
+        """See :meth:`~.base.Channel.reject`."""
+        self._check()
+        async with _translated():
+            await self.raw.basic_reject(delivery_tag, requeue=requeue)
+
+
+def _args(arguments: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(arguments) if arguments is not None else None
+
+
+class AiormqConnection(Connection):
+    """A :class:`~.base.Connection` over an aiormq connection (``raw``)."""
+
+    def __init__(self, raw: AbstractConnection) -> None:
+        self.raw = raw
+        self._closing_on_purpose = False
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection is closed."""
+        return bool(self.raw.is_closed)
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """See :meth:`~.base.Connection.add_close_callback`."""
+
+        def on_close(error: BaseException | None) -> None:
+            if error is not None and not isinstance(error, ConnectionLost):
+                error = ConnectionLost(str(error))
+            callback(error)
+
+        _watch(self.raw.closing, on_close, lambda: self._closing_on_purpose)
+
+    async def channel(self, *, publisher_confirms: bool = True) -> AiormqChannel:
+        """See :meth:`~.base.Connection.channel`."""
+        if self.raw.is_closed:
+            raise ConnectionLost("the connection is closed")
+        async with _translated():
+            raw = await self.raw.channel(publisher_confirms=publisher_confirms)
+        return AiormqChannel(raw, self)
+
+    async def close(self) -> None:
+        """See :meth:`~.base.Connection.close`."""
+        self._closing_on_purpose = True
+        if not self.raw.is_closed:
+            with contextlib.suppress(Exception):
+                await self.raw.close()
+
+
+async def connect_aiormq(url: str, *, timeout: float | None = 10.0) -> AiormqConnection:
+    """Connect to RabbitMQ at ``url`` (``amqp://`` or ``amqps://``, aiormq's
+    query parameters), waiting at most ``timeout`` seconds (None: no bound).
+    Raises :class:`~.base.ConnectionLost` naming ``host:port`` (never the
+    password) when it cannot."""
+    try:
+        raw = await asyncio.wait_for(aiormq.connect(url), timeout)
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        raise ConnectionLost(
+            f"cannot connect to the broker at {address_of(url)}: no answer within {timeout} s"
+        ) from None
+    except Exception as exc:
+        raise ConnectionLost(
+            f"cannot connect to the broker at {address_of(url)}: {type(exc).__name__}"
+        ) from exc
+    return AiormqConnection(raw)

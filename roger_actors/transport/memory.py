@@ -1,0 +1,1081 @@
+"""An in-memory AMQP broker for one process, behind the transport interface.
+
+``memory://name`` connects to the broker ``name`` of this process (created
+on first use; ``memory://`` alone is ``default``), so tests can each take a
+broker of their own. The broker follows RabbitMQ 3.10's behaviour for the
+subset in :mod:`roger_actors.transport.base` (``docs/transport.md`` lists it
+and the few timing differences): the default exchange routes by queue name;
+direct, fanout and topic exchanges with bindings; ``mandatory`` returns;
+publisher confirms and nacks; exclusive, auto-delete and server-named
+queues; prefetch; ack, nack and reject with or without requeue; basic.get;
+purge; delete; per-message and per-queue TTL with dead-lettering and the
+``x-death`` header; ``x-expires``; ``x-max-length`` with ``drop-head`` and
+``reject-publish``; single active consumer; quorum queues'
+``x-delivery-count`` and ``x-delivery-limit``; direct reply-to.
+
+Everything runs on one asyncio event loop, the loop of the connections (a
+broker with open connections refuses one from another loop); TTLs and
+expiries are timers on it. Nothing is persisted: the broker lives as long as
+the process (or until :func:`forget_broker`). Consumer callbacks run as
+tasks; an exception in one is logged and otherwise ignored, as with aiormq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import itertools
+import logging
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .base import (
+    AccessRefused,
+    Channel,
+    ChannelClosed,
+    ChannelError,
+    CloseCallback,
+    Connection,
+    ConnectionLost,
+    ConsumerCallback,
+    DeclareOk,
+    ExchangeType,
+    Message,
+    Nacked,
+    NotFound,
+    PreconditionFailed,
+    Properties,
+    ResourceLocked,
+    Unroutable,
+)
+
+__all__ = [
+    "MemoryBroker",
+    "MemoryChannel",
+    "MemoryConnection",
+    "broker",
+    "connect_memory",
+    "forget_broker",
+]
+
+log = logging.getLogger("roger_actors.transport.memory")
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+_REPLY_PREFIX = REPLY_TO + "."
+
+#: Queue arguments a redeclare must repeat with the same value (RabbitMQ's list).
+_EQUIVALENT_ARGS = (
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+)
+_OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
+
+
+def _now_ms(loop: asyncio.AbstractEventLoop) -> float:
+    return loop.time() * 1000.0
+
+
+# ------------------------------------------------------------------ broker state
+
+
+@dataclass
+class _Stored:
+    """A message in a queue (or out for delivery)."""
+
+    body: bytes
+    properties: Properties
+    exchange: str
+    routing_key: str
+    seq: int
+    #: Loop time (ms) after which it is expired; None: never.
+    expires_at: float | None = None
+    redelivered: bool = False
+    #: Returns to a quorum queue (its ``x-delivery-count``).
+    returns: int = 0
+
+
+@dataclass
+class _Exchange:
+    name: str
+    type: str
+    durable: bool
+    auto_delete: bool
+    #: (queue, routing key) pairs.
+    bindings: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Consumer:
+    channel: MemoryChannel
+    queue: str
+    tag: str
+    callback: ConsumerCallback
+    no_ack: bool
+    exclusive: bool
+    prefetch: int
+    unacked: int = 0
+
+
+@dataclass
+class _Unacked:
+    message: _Stored
+    queue: str
+    consumer: _Consumer | None
+
+
+class _Queue:
+    """One queue: its ready messages in order, its consumers and its timers."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        name: str,
+        durable: bool,
+        auto_delete: bool,
+        owner: MemoryConnection | None,
+        arguments: dict[str, Any],
+    ) -> None:
+        self.broker = broker
+        self.name = name
+        self.durable = durable
+        self.auto_delete = auto_delete
+        self.owner = owner
+        self.arguments = arguments
+        self.quorum = arguments.get("x-queue-type") == "quorum"
+        self.ready: list[_Stored] = []
+        self.consumers: list[_Consumer] = []
+        self.had_consumer = False
+        self.round_robin = 0
+        self.ttl_timer: asyncio.TimerHandle | None = None
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.deleted = False
+
+    # arguments
+
+    @property
+    def single_active(self) -> bool:
+        return bool(self.arguments.get("x-single-active-consumer", False))
+
+    @property
+    def max_length(self) -> int | None:
+        value = self.arguments.get("x-max-length")
+        return None if value is None else int(value)
+
+    @property
+    def overflow(self) -> str:
+        return str(self.arguments.get("x-overflow", "drop-head"))
+
+    @property
+    def message_ttl(self) -> int | None:
+        value = self.arguments.get("x-message-ttl")
+        return None if value is None else int(value)
+
+    @property
+    def expires(self) -> int | None:
+        value = self.arguments.get("x-expires")
+        return None if value is None else int(value)
+
+    @property
+    def delivery_limit(self) -> int | None:
+        value = self.arguments.get("x-delivery-limit")
+        return None if value is None or not self.quorum else int(value)
+
+    # use and expiry
+
+    def touch(self) -> None:
+        """The queue was used: restart its ``x-expires`` clock (none runs while
+        it has consumers)."""
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
+            self.expiry_timer = None
+        if self.expires is None or self.consumers or self.deleted:
+            return
+        self.expiry_timer = self.broker.loop.call_later(self.expires / 1000.0, self._expire)
+
+    def _expire(self) -> None:
+        self.expiry_timer = None
+        if not self.consumers and not self.deleted:
+            self.broker.delete_queue(self.name)
+
+    # messages
+
+    def enqueue(self, message: _Stored) -> bool:
+        """Add a routed message; False when ``reject-publish`` refused it."""
+        limit = self.max_length
+        if limit is not None and len(self.ready) >= limit and self.overflow != "drop-head":
+            return False
+        ttl = self.message_ttl
+        now = _now_ms(self.broker.loop)
+        expiration = message.properties.expiration
+        deadlines = [now + ttl] if ttl is not None else []
+        if expiration is not None:
+            deadlines.append(now + int(expiration))
+        message.expires_at = min(deadlines) if deadlines else None
+        self.ready.append(message)
+        if limit is not None:
+            while len(self.ready) > limit:
+                self.dead_letter(self.ready.pop(0), "maxlen")
+        self.dispatch()
+        return True
+
+    def requeue(self, message: _Stored) -> None:
+        """Put an unacked message back (in its original place), or dead-letter it
+        when a quorum queue's delivery limit is passed."""
+        message.redelivered = True
+        if self.quorum:
+            message.returns += 1
+            limit = self.delivery_limit
+            if limit is not None and message.returns > limit:
+                self.dead_letter(message, "delivery_limit")
+                return
+        index = len(self.ready)
+        while index > 0 and self.ready[index - 1].seq > message.seq:
+            index -= 1
+        self.ready.insert(index, message)
+
+    def drop_expired(self) -> None:
+        """Dead-letter the expired messages at the head; arm the timer for the next."""
+        now = _now_ms(self.broker.loop)
+        while (
+            self.ready and self.ready[0].expires_at is not None and self.ready[0].expires_at <= now
+        ):
+            self.dead_letter(self.ready.pop(0), "expired")
+        if self.ttl_timer is not None:
+            self.ttl_timer.cancel()
+            self.ttl_timer = None
+        if self.ready and self.ready[0].expires_at is not None and not self.deleted:
+            delay = max(0.0, (self.ready[0].expires_at - now) / 1000.0)
+            self.ttl_timer = self.broker.loop.call_later(delay, self._on_ttl)
+
+    def _on_ttl(self) -> None:
+        self.ttl_timer = None
+        self.dispatch()
+
+    def dead_letter(self, message: _Stored, reason: str) -> None:
+        """Send ``message`` to the dead-letter exchange (or drop it) with ``x-death``."""
+        exchange = self.arguments.get("x-dead-letter-exchange")
+        if exchange is None:
+            return
+        routing_key = self.arguments.get("x-dead-letter-routing-key", message.routing_key)
+        headers = dict(message.properties.headers or {})
+        deaths = [dict(d) for d in headers.get("x-death", []) if isinstance(d, Mapping)]
+        entry = next(
+            (d for d in deaths if d.get("queue") == self.name and d.get("reason") == reason), None
+        )
+        if entry is not None:
+            deaths.remove(entry)
+            entry["count"] = int(entry.get("count", 0)) + 1
+            entry["time"] = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        else:
+            entry = {
+                "count": 1,
+                "reason": reason,
+                "queue": self.name,
+                "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+                "exchange": message.exchange,
+                "routing-keys": [message.routing_key],
+            }
+            if message.properties.expiration is not None:
+                entry["original-expiration"] = message.properties.expiration
+        deaths.insert(0, entry)
+        headers["x-death"] = deaths
+        headers.setdefault("x-first-death-reason", reason)
+        headers.setdefault("x-first-death-queue", self.name)
+        headers.setdefault("x-first-death-exchange", message.exchange)
+        properties = message.properties.evolve(headers=headers, expiration=None)
+        self.broker.loop.call_soon(
+            self.broker.route, message.body, properties, str(exchange), str(routing_key)
+        )
+
+    def _eligible(self) -> _Consumer | None:
+        consumers = self.consumers[:1] if self.single_active else self.consumers
+        if not consumers:
+            return None
+        for step in range(len(consumers)):
+            consumer = consumers[(self.round_robin + step) % len(consumers)]
+            if consumer.no_ack or not consumer.prefetch or consumer.unacked < consumer.prefetch:
+                self.round_robin = (self.round_robin + step + 1) % max(1, len(consumers))
+                return consumer
+        return None
+
+    def dispatch(self) -> None:
+        """Deliver ready messages to consumers with room for them."""
+        self.drop_expired()
+        while self.ready and not self.deleted:
+            consumer = self._eligible()
+            if consumer is None:
+                break
+            message = self.ready.pop(0)
+            consumer.channel.deliver(consumer, self, message)
+            self.drop_expired()
+
+    def counts(self) -> tuple[int, int]:
+        self.drop_expired()
+        return len(self.ready), len(self.consumers)
+
+
+class MemoryBroker:
+    """One in-memory broker: its exchanges, queues and connections.
+
+    Use it from one event loop at a time: the loop of its first connection,
+    or of a later one when none is open any more.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.queues: dict[str, _Queue] = {}
+        self.exchanges: dict[str, _Exchange] = {
+            name: _Exchange(name, kind, True, False)
+            for name, kind in (
+                ("amq.direct", "direct"),
+                ("amq.fanout", "fanout"),
+                ("amq.topic", "topic"),
+            )
+        }
+        self.connections: set[MemoryConnection] = set()
+        self.reply_routes: dict[str, _Consumer] = {}
+        self._seq = itertools.count(1)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the broker runs on (RuntimeError before any connection)."""
+        if self._loop is None:
+            raise RuntimeError(f"memory broker {self.name!r} has no event loop yet")
+        return self._loop
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is loop:
+            return
+        if self.connections and self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError(
+                f"memory broker {self.name!r} is in use on another event loop; "
+                "memory:// serves one event loop at a time"
+            )
+        self._loop = loop
+        for queue in self.queues.values():  # timers of a former loop are gone
+            queue.touch()
+            queue.drop_expired()
+
+    def close_all_connections(self, reason: str = "closed by the broker") -> None:
+        """Close every connection from the broker side, as ``rabbitmqctl
+        close_all_connections`` does: each gets its connection-lost event
+        (:class:`~.base.ConnectionLost` with ``reason``), its unacked
+        deliveries go back to their queues and its exclusive queues go."""
+        for connection in list(self.connections):
+            connection.lose(ConnectionLost(reason))
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    # routing
+
+    def route(
+        self, body: bytes, properties: Properties, exchange: str, routing_key: str
+    ) -> tuple[bool, bool]:
+        """Route a message: (reached a queue, refused by one)."""
+        targets: list[str]
+        if exchange == "":
+            if routing_key.startswith(_REPLY_PREFIX):
+                consumer = self.reply_routes.get(routing_key)
+                if consumer is None:
+                    return False, False
+                stored = _Stored(body, properties, exchange, routing_key, self.next_seq())
+                consumer.channel.deliver(consumer, None, stored)
+                return True, False
+            targets = [routing_key] if routing_key in self.queues else []
+        else:
+            found = self.exchanges.get(exchange)
+            if found is None:
+                return False, False
+            targets = [q for q, key in found.bindings if _matches(found.type, key, routing_key)]
+        refused = False
+        routed = False
+        for name in dict.fromkeys(targets):
+            queue = self.queues.get(name)
+            if queue is None:
+                continue
+            routed = True
+            stored = _Stored(body, properties, exchange, routing_key, self.next_seq())
+            if not queue.enqueue(stored):
+                refused = True
+        return routed, refused
+
+    def delete_queue(self, name: str) -> int:
+        """Delete a queue (its consumers are cancelled); returns its ready count."""
+        queue = self.queues.pop(name, None)
+        if queue is None:
+            return 0
+        queue.deleted = True
+        for timer in (queue.ttl_timer, queue.expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        for consumer in list(queue.consumers):
+            consumer.channel.forget_consumer(consumer.tag)
+        queue.consumers.clear()
+        for exchange in self.exchanges.values():
+            exchange.bindings = [(q, k) for q, k in exchange.bindings if q != name]
+        return len(queue.ready)
+
+
+def _matches(kind: str, binding: str, routing_key: str) -> bool:
+    if kind == "fanout":
+        return True
+    if kind == "direct":
+        return binding == routing_key
+    # topic: "*" one word, "#" zero or more
+    parts = []
+    for word in binding.split("."):
+        parts.append({"*": r"[^.]+", "#": r".*"}.get(word, re.escape(word)))
+    pattern = r"\.".join(parts).replace(r".*\.", r"(?:.*\.)?").replace(r"\..*", r"(?:\..*)?")
+    return re.fullmatch(pattern, routing_key) is not None
+
+
+_brokers: dict[str, MemoryBroker] = {}
+
+
+def _broker_name(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"url {url!r} is not a valid memory:// URL: {exc}") from None
+    if parts.scheme.lower() != "memory":
+        raise ValueError(f"url {url!r} is not a memory:// URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"url {url!r}: a memory:// URL is memory://<name>, nothing after the name")
+    return parts.netloc or "default"
+
+
+def broker(url: str) -> MemoryBroker:
+    """The broker of ``url`` (``memory://name``), created when new.
+    Raises ValueError naming ``url`` when it is not such a URL."""
+    name = _broker_name(url)
+    found = _brokers.get(name)
+    if found is None:
+        found = _brokers[name] = MemoryBroker(name)
+    return found
+
+
+def forget_broker(url: str) -> None:
+    """Close the connections of the broker of ``url`` (connection lost) and
+    drop it with its queues; the next connect makes a new, empty one."""
+    found = _brokers.pop(_broker_name(url), None)
+    if found is not None and found._loop is not None and not found._loop.is_closed():
+        found.close_all_connections("the broker was removed")
+
+
+async def connect_memory(url: str) -> MemoryConnection:
+    """Connect to the broker of ``url`` (``memory://name``) on the running loop.
+    Raises ValueError for a malformed URL and RuntimeError when the broker is
+    in use on another event loop."""
+    found = broker(url)
+    found._attach(asyncio.get_running_loop())
+    connection = MemoryConnection(found)
+    found.connections.add(connection)
+    return connection
+
+
+# -------------------------------------------------------------------- interface
+
+
+def _check_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    args = dict(arguments)
+
+    def bad(key: str) -> PreconditionFailed:
+        return PreconditionFailed(f"PRECONDITION_FAILED - invalid arg '{key}': {args[key]!r}")
+
+    for key in ("x-expires",):
+        if key in args and (not _is_int(args[key]) or args[key] <= 0):
+            raise bad(key)
+    for key in ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit"):
+        if key in args and (not _is_int(args[key]) or args[key] < 0):
+            raise bad(key)
+    if "x-overflow" in args and args["x-overflow"] not in _OVERFLOWS:
+        raise bad("x-overflow")
+    if "x-queue-type" in args and args["x-queue-type"] not in ("classic", "quorum"):
+        raise bad("x-queue-type")
+    if "x-single-active-consumer" in args and not isinstance(
+        args["x-single-active-consumer"], bool
+    ):
+        raise bad("x-single-active-consumer")
+    for key in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
+        if key in args and not isinstance(args[key], str):
+            raise bad(key)
+    return args
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _equivalent(key: str, mine: Any, theirs: Any) -> bool:
+    if key == "x-queue-type":
+        return (mine or "classic") == (theirs or "classic")
+    return bool(mine == theirs)
+
+
+class MemoryChannel(Channel):
+    """A channel of a :class:`MemoryConnection`."""
+
+    def __init__(self, connection: MemoryConnection, confirms: bool) -> None:
+        self._connection = connection
+        self._broker = connection.broker
+        self._confirms = confirms
+        self._closed = False
+        self._close_error: BaseException | None = None
+        self._callbacks: list[CloseCallback] = []
+        self._tags = itertools.count(1)
+        self._consumer_tags = itertools.count(1)
+        self._prefetch = 0
+        self._unacked: dict[int, _Unacked] = {}
+        self._consumers: dict[str, _Consumer] = {}
+        self._reply_address: str | None = None
+
+    # state
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the channel is closed."""
+        return self._closed
+
+    @property
+    def publisher_confirms(self) -> bool:
+        """True when publishes wait for the broker's confirm."""
+        return self._confirms
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """See :meth:`~.base.Channel.add_close_callback`."""
+        if self._closed:
+            callback(self._close_error)
+        else:
+            self._callbacks.append(callback)
+
+    async def close(self) -> None:
+        """See :meth:`~.base.Channel.close`."""
+        self.shut(None)
+
+    def shut(self, error: BaseException | None) -> None:
+        """Close: requeue unacked deliveries, cancel consumers, run callbacks."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_error = error
+        for tag in list(self._consumers):
+            self._cancel(tag)
+        touched: dict[str, _Queue] = {}
+        for record in sorted(self._unacked.values(), key=lambda r: r.message.seq):
+            queue = self._broker.queues.get(record.queue)
+            if queue is not None:
+                queue.requeue(record.message)
+                touched[queue.name] = queue
+        self._unacked.clear()
+        for queue in touched.values():
+            queue.dispatch()
+        self._connection.channels.discard(self)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _safely(callback, error)
+
+    def _check(self) -> None:
+        if self._connection.is_closed:
+            raise ConnectionLost("the connection is closed")
+        if self._closed:
+            raise ChannelClosed(
+                f"the channel is closed: {self._close_error}" if self._close_error else "",
+            )
+
+    def _fail(self, error: ChannelError) -> ChannelError:
+        """Close the channel with a channel error; returns it for raising."""
+        self.shut(error)
+        return error
+
+    def _queue(self, name: str, *, use: bool = False) -> _Queue:
+        queue = self._broker.queues.get(name)
+        if queue is None:
+            raise self._fail(NotFound(f"NOT_FOUND - no queue '{name}' in vhost '/'"))
+        if queue.owner is not None and queue.owner is not self._connection:
+            raise self._fail(
+                ResourceLocked(
+                    f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{name}'"
+                )
+            )
+        if use:
+            queue.touch()
+        return queue
+
+    # queues and exchanges
+
+    async def queue_declare(
+        self,
+        queue: str = "",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> DeclareOk:
+        """See :meth:`~.base.Channel.queue_declare`."""
+        self._check()
+        if passive:
+            found = self._queue(queue)
+            if not found.quorum:
+                found.touch()
+            return DeclareOk(found.name, *found.counts())
+        if queue.startswith("amq."):
+            raise self._fail(
+                AccessRefused(
+                    f"ACCESS_REFUSED - queue name '{queue}' contains reserved prefix 'amq.*'"
+                )
+            )
+        try:
+            args = _check_arguments(arguments or {})
+        except PreconditionFailed as exc:
+            raise self._fail(exc) from None
+        name = queue or "amq.gen-" + secrets.token_urlsafe(16)
+        existing = self._broker.queues.get(name)
+        if existing is not None:
+            self._queue(name)  # locked?
+            self._equivalence(existing, durable, auto_delete, args)
+            existing.touch()
+            return DeclareOk(name, *existing.counts())
+        if args.get("x-queue-type") == "quorum":
+            for flag, value, text in (
+                (durable, False, "non-durable"),
+                (exclusive, True, "exclusive"),
+                (auto_delete, True, "auto-delete"),
+            ):
+                if value == flag:
+                    raise self._fail(
+                        PreconditionFailed(
+                            f"PRECONDITION_FAILED - invalid property '{text}' for queue '{name}'"
+                        )
+                    )
+        created = _Queue(
+            self._broker, name, durable, auto_delete, self._connection if exclusive else None, args
+        )
+        self._broker.queues[name] = created
+        if exclusive:
+            self._connection.exclusive.add(name)
+        created.touch()
+        return DeclareOk(name, 0, 0)
+
+    def _equivalence(
+        self, queue: _Queue, durable: bool, auto_delete: bool, args: dict[str, Any]
+    ) -> None:
+        problems = []
+        if queue.durable != durable:
+            problems.append(f"inequivalent arg 'durable' for queue '{queue.name}'")
+        if queue.auto_delete != auto_delete:
+            problems.append(f"inequivalent arg 'auto_delete' for queue '{queue.name}'")
+        for key in _EQUIVALENT_ARGS:
+            if not _equivalent(key, args.get(key), queue.arguments.get(key)):
+                problems.append(
+                    f"inequivalent arg '{key}' for queue '{queue.name}': received "
+                    f"{args.get(key)!r} but current is {queue.arguments.get(key)!r}"
+                )
+        if problems:
+            raise self._fail(PreconditionFailed("PRECONDITION_FAILED - " + problems[0]))
+
+    async def queue_delete(
+        self, queue: str, *, if_unused: bool = False, if_empty: bool = False
+    ) -> int:
+        """See :meth:`~.base.Channel.queue_delete`."""
+        self._check()
+        if queue not in self._broker.queues:
+            return 0
+        found = self._queue(queue)
+        if if_unused and found.consumers:
+            raise self._fail(PreconditionFailed(f"PRECONDITION_FAILED - queue '{queue}' in use"))
+        if if_empty and found.ready:
+            raise self._fail(PreconditionFailed(f"PRECONDITION_FAILED - queue '{queue}' not empty"))
+        count = self._broker.delete_queue(queue)
+        self._connection.exclusive.discard(queue)
+        return count
+
+    async def queue_purge(self, queue: str) -> int:
+        """See :meth:`~.base.Channel.queue_purge`."""
+        self._check()
+        found = self._queue(queue)
+        count = len(found.ready)
+        found.ready.clear()
+        found.drop_expired()
+        return count
+
+    async def queue_bind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`~.base.Channel.queue_bind` (binding arguments are ignored)."""
+        self._check()
+        if exchange == "":
+            raise self._fail(
+                AccessRefused("ACCESS_REFUSED - operation not permitted on the default exchange")
+            )
+        found = self._exchange(exchange)
+        self._queue(queue)
+        if (queue, routing_key) not in found.bindings:
+            found.bindings.append((queue, routing_key))
+
+    async def queue_unbind(
+        self,
+        queue: str,
+        exchange: str,
+        routing_key: str = "",
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`~.base.Channel.queue_unbind`."""
+        self._check()
+        found = self._broker.exchanges.get(exchange)
+        if found is not None and (queue, routing_key) in found.bindings:
+            found.bindings.remove((queue, routing_key))
+
+    def _exchange(self, name: str) -> _Exchange:
+        found = self._broker.exchanges.get(name)
+        if found is None:
+            raise self._fail(NotFound(f"NOT_FOUND - no exchange '{name}' in vhost '/'"))
+        return found
+
+    async def exchange_declare(
+        self,
+        exchange: str,
+        exchange_type: ExchangeType = "direct",
+        *,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`~.base.Channel.exchange_declare` (no ``headers`` exchanges)."""
+        self._check()
+        if passive:
+            self._exchange(exchange)
+            return
+        if exchange_type not in ("direct", "fanout", "topic"):
+            raise self._fail(
+                PreconditionFailed(
+                    f"exchange type {exchange_type!r} is not supported by the memory transport"
+                )
+            )
+        existing = self._broker.exchanges.get(exchange)
+        if existing is not None:
+            if (existing.type, existing.durable, existing.auto_delete) != (
+                exchange_type,
+                durable,
+                auto_delete,
+            ):
+                raise self._fail(
+                    PreconditionFailed(
+                        f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{exchange}'"
+                    )
+                )
+            return
+        if exchange.startswith("amq.") or exchange == "":
+            raise self._fail(
+                AccessRefused(f"ACCESS_REFUSED - exchange name '{exchange}' is reserved")
+            )
+        self._broker.exchanges[exchange] = _Exchange(exchange, exchange_type, durable, auto_delete)
+
+    async def exchange_delete(self, exchange: str) -> None:
+        """See :meth:`~.base.Channel.exchange_delete`."""
+        self._check()
+        if exchange.startswith("amq."):
+            raise self._fail(AccessRefused(f"ACCESS_REFUSED - exchange '{exchange}' is reserved"))
+        self._broker.exchanges.pop(exchange, None)
+
+    # publishing
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        exchange: str = "",
+        routing_key: str = "",
+        properties: Properties | None = None,
+        mandatory: bool = False,
+    ) -> None:
+        """See :meth:`~.base.Channel.publish`."""
+        self._check()
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise TypeError(f"body must be bytes, not {type(body).__name__}")
+        props = properties or Properties(delivery_mode=1)
+        if props.expiration is not None and not (
+            props.expiration.isdigit() and props.expiration.isascii()
+        ):
+            raise self._fail(
+                PreconditionFailed(f"PRECONDITION_FAILED - invalid expiration {props.expiration!r}")
+            )
+        if props.reply_to == REPLY_TO:
+            if self._reply_address is None:
+                raise self._fail(
+                    PreconditionFailed("PRECONDITION_FAILED - fast reply consumer does not exist")
+                )
+            props = props.evolve(reply_to=self._reply_address)
+        if exchange != "":
+            self._exchange(exchange)
+        routed, refused = self._broker.route(bytes(body), props, exchange, routing_key)
+        await asyncio.sleep(0)
+        if not routed and mandatory and self._confirms:
+            returned = Message(bytes(body), props, 0, False, exchange, routing_key)
+            raise Unroutable(returned, "NO_ROUTE")
+        if refused and self._confirms:
+            raise Nacked(f"the broker refused the publish to {exchange!r}/{routing_key!r}")
+
+    # consuming
+
+    async def qos(self, prefetch_count: int) -> None:
+        """See :meth:`~.base.Channel.qos`."""
+        if prefetch_count < 0:
+            raise ValueError(f"prefetch_count must be >= 0, not {prefetch_count}")
+        self._check()
+        self._prefetch = prefetch_count
+
+    async def consume(
+        self,
+        queue: str,
+        callback: ConsumerCallback,
+        *,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        consumer_tag: str | None = None,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> str:
+        """See :meth:`~.base.Channel.consume`."""
+        self._check()
+        tag = consumer_tag or f"amq.ctag-{secrets.token_urlsafe(12)}"
+        if tag in self._consumers:
+            raise self._fail(
+                PreconditionFailed(f"NOT_ALLOWED - attempt to reuse consumer tag '{tag}'")
+            )
+        if queue == REPLY_TO:
+            if not no_ack:
+                raise self._fail(
+                    PreconditionFailed("PRECONDITION_FAILED - reply consumer cannot acknowledge")
+                )
+            if self._reply_address is not None:
+                raise self._fail(
+                    PreconditionFailed("PRECONDITION_FAILED - reply consumer already set")
+                )
+            consumer = _Consumer(self, REPLY_TO, tag, callback, True, False, 0)
+            self._reply_address = _REPLY_PREFIX + secrets.token_urlsafe(16)
+            self._broker.reply_routes[self._reply_address] = consumer
+            self._consumers[tag] = consumer
+            return tag
+        found = self._queue(queue)
+        if (exclusive and found.consumers) or any(c.exclusive for c in found.consumers):
+            raise self._fail(AccessRefused(f"ACCESS_REFUSED - queue '{queue}' in exclusive use"))
+        consumer = _Consumer(self, queue, tag, callback, no_ack, exclusive, self._prefetch)
+        found.consumers.append(consumer)
+        found.had_consumer = True
+        found.touch()
+        self._consumers[tag] = consumer
+        found.dispatch()
+        return tag
+
+    async def cancel(self, consumer_tag: str) -> None:
+        """See :meth:`~.base.Channel.cancel`."""
+        self._check()
+        self._cancel(consumer_tag)
+
+    def _cancel(self, tag: str) -> None:
+        consumer = self._consumers.pop(tag, None)
+        if consumer is None:
+            return
+        if consumer.queue == REPLY_TO:
+            if self._reply_address is not None:
+                self._broker.reply_routes.pop(self._reply_address, None)
+            self._reply_address = None
+            return
+        queue = self._broker.queues.get(consumer.queue)
+        if queue is None or consumer not in queue.consumers:
+            return
+        queue.consumers.remove(consumer)
+        if not queue.consumers and queue.auto_delete and queue.had_consumer:
+            self._broker.delete_queue(queue.name)
+            return
+        queue.touch()
+        queue.dispatch()
+
+    def forget_consumer(self, tag: str) -> None:
+        """The broker cancelled the consumer ``tag`` (its queue was deleted)."""
+        self._consumers.pop(tag, None)
+
+    def deliver(self, consumer: _Consumer, queue: _Queue | None, message: _Stored) -> None:
+        """Hand ``message`` to ``consumer`` (a task on the loop)."""
+        tag = next(self._tags)
+        if not consumer.no_ack and queue is not None:
+            self._unacked[tag] = _Unacked(message, queue.name, consumer)
+            consumer.unacked += 1
+        self._connection.spawn(consumer.callback(self._message(message, tag, queue, consumer.tag)))
+
+    def _message(
+        self, stored: _Stored, tag: int, queue: _Queue | None, consumer_tag: str | None
+    ) -> Message:
+        props = stored.properties
+        if queue is not None and queue.quorum:
+            props = props.evolve(
+                headers={**(props.headers or {}), "x-delivery-count": stored.returns}
+            )
+        return Message(
+            body=stored.body,
+            properties=props,
+            delivery_tag=tag,
+            redelivered=stored.redelivered,
+            exchange=stored.exchange,
+            routing_key=stored.routing_key,
+            channel=self,
+            consumer_tag=consumer_tag,
+            message_count=len(queue.ready) if consumer_tag is None and queue is not None else None,
+        )
+
+    async def get(self, queue: str, *, no_ack: bool = False) -> Message | None:
+        """See :meth:`~.base.Channel.get`."""
+        self._check()
+        found = self._queue(queue, use=True)
+        found.drop_expired()
+        if not found.ready:
+            return None
+        stored = found.ready.pop(0)
+        tag = next(self._tags)
+        if not no_ack:
+            self._unacked[tag] = _Unacked(stored, found.name, None)
+        message = self._message(stored, tag, found, None)
+        found.drop_expired()
+        return message
+
+    def _settle(self, delivery_tag: int, multiple: bool) -> list[_Unacked]:
+        if multiple:
+            tags = [t for t in self._unacked if delivery_tag == 0 or t <= delivery_tag]
+            if delivery_tag and delivery_tag not in self._unacked:
+                tags = []
+        else:
+            tags = [delivery_tag] if delivery_tag in self._unacked else []
+        if not tags:
+            raise self._fail(
+                PreconditionFailed(f"PRECONDITION_FAILED - unknown delivery tag {delivery_tag}")
+            )
+        records = [self._unacked.pop(t) for t in sorted(tags)]
+        for record in records:
+            if record.consumer is not None:
+                record.consumer.unacked -= 1
+        return records
+
+    async def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
+        """See :meth:`~.base.Channel.ack`."""
+        self._check()
+        records = self._settle(delivery_tag, multiple)
+        self._redispatch(records)
+
+    async def nack(
+        self, delivery_tag: int, *, multiple: bool = False, requeue: bool = True
+    ) -> None:
+        """See :meth:`~.base.Channel.nack`."""
+        self._check()
+        records = self._settle(delivery_tag, multiple)
+        for record in records:
+            queue = self._broker.queues.get(record.queue)
+            if queue is None:
+                continue
+            if requeue:
+                queue.requeue(record.message)
+            else:
+                queue.dead_letter(record.message, "rejected")
+        self._redispatch(records)
+
+    def _redispatch(self, records: list[_Unacked]) -> None:
+        for name in dict.fromkeys(r.queue for r in records):
+            queue = self._broker.queues.get(name)
+            if queue is not None:
+                queue.dispatch()
+
+
+class MemoryConnection(Connection):
+    """A connection to a :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.channels: set[MemoryChannel] = set()
+        self.exclusive: set[str] = set()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._callbacks: list[CloseCallback] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection is closed."""
+        return self._closed
+
+    def add_close_callback(self, callback: CloseCallback) -> None:
+        """See :meth:`~.base.Connection.add_close_callback`."""
+        if self._closed:
+            callback(self._error)
+        else:
+            self._callbacks.append(callback)
+
+    async def channel(self, *, publisher_confirms: bool = True) -> MemoryChannel:
+        """See :meth:`~.base.Connection.channel`."""
+        if self._closed:
+            raise ConnectionLost(f"the connection is closed: {self._error or 'by its owner'}")
+        channel = MemoryChannel(self, publisher_confirms)
+        self.channels.add(channel)
+        return channel
+
+    async def close(self) -> None:
+        """See :meth:`~.base.Connection.close`."""
+        self.lose(None)
+
+    def lose(self, error: ConnectionLost | None) -> None:
+        """Close the connection: by its owner (``error`` None) or by the broker
+        (the connection-lost event, ``error`` passed to the callbacks)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._error = error
+        for channel in list(self.channels):
+            channel.shut(error if error is not None else None)
+        for name in list(self.exclusive):
+            queue = self.broker.queues.get(name)
+            if queue is not None and queue.owner is self:
+                self.broker.delete_queue(name)
+        self.exclusive.clear()
+        self.broker.connections.discard(self)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _safely(callback, error)
+
+    def spawn(self, coro: Any) -> None:
+        """Run a consumer callback as a task; log what it raises."""
+        task: asyncio.Task[None] = self.broker.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a consumer callback failed", exc_info=task.exception())
+
+
+def _safely(callback: Callable[[BaseException | None], None], error: BaseException | None) -> None:
+    try:
+        callback(error)
+    except Exception:
+        log.exception("a close callback failed")
