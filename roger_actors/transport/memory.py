@@ -5,7 +5,7 @@ on first use; ``memory://`` alone is ``default``), so tests can each take a
 broker of their own. The broker follows RabbitMQ 3.10's behaviour for the
 subset in :mod:`roger_actors.transport.base` (``docs/transport.md`` lists it
 and the few timing differences): the default exchange routes by queue name;
-direct, fanout and topic exchanges with bindings; ``mandatory`` returns;
+direct and fanout exchanges with bindings; ``mandatory`` returns;
 publisher confirms and nacks; exclusive, auto-delete and server-named
 queues; prefetch; ack, nack and reject with or without requeue; basic.get;
 purge; delete; per-message and per-queue TTL with dead-lettering and the
@@ -26,7 +26,6 @@ import asyncio
 import datetime
 import itertools
 import logging
-import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -226,6 +225,16 @@ class _Queue:
         if expiration is not None:
             deadlines.append(now + int(expiration))
         message.expires_at = min(deadlines) if deadlines else None
+        if message.expires_at is not None and message.expires_at <= now:
+            # Expired on arrival (a TTL of 0): only a consumer ready for it
+            # now, with nothing queued before it, gets it.
+            self.drop_expired()
+            consumer = None if self.ready else self._eligible()
+            if consumer is None:
+                self.dead_letter(message, "expired")
+            else:
+                consumer.channel.deliver(consumer, self, message)
+            return True
         self.ready.append(message)
         if limit is not None:
             while len(self.ready) > limit:
@@ -342,11 +351,7 @@ class MemoryBroker:
         self.queues: dict[str, _Queue] = {}
         self.exchanges: dict[str, _Exchange] = {
             name: _Exchange(name, kind, True, False)
-            for name, kind in (
-                ("amq.direct", "direct"),
-                ("amq.fanout", "fanout"),
-                ("amq.topic", "topic"),
-            )
+            for name, kind in (("amq.direct", "direct"), ("amq.fanout", "fanout"))
         }
         self.connections: set[MemoryConnection] = set()
         self.reply_routes: dict[str, _Consumer] = {}
@@ -434,16 +439,8 @@ class MemoryBroker:
 
 
 def _matches(kind: str, binding: str, routing_key: str) -> bool:
-    if kind == "fanout":
-        return True
-    if kind == "direct":
-        return binding == routing_key
-    # topic: "*" one word, "#" zero or more
-    parts = []
-    for word in binding.split("."):
-        parts.append({"*": r"[^.]+", "#": r".*"}.get(word, re.escape(word)))
-    pattern = r"\.".join(parts).replace(r".*\.", r"(?:.*\.)?").replace(r"\..*", r"(?:\..*)?")
-    return re.fullmatch(pattern, routing_key) is not None
+    """Whether a binding of an exchange of type ``kind`` takes ``routing_key``."""
+    return kind == "fanout" or binding == routing_key
 
 
 _brokers: dict[str, MemoryBroker] = {}
@@ -764,12 +761,13 @@ class MemoryChannel(Channel):
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        """See :meth:`~.base.Channel.exchange_declare` (no ``headers`` exchanges)."""
+        """See :meth:`~.base.Channel.exchange_declare` (direct and fanout
+        exchanges only: another type raises :class:`~.base.PreconditionFailed`)."""
         self._check()
         if passive:
             self._exchange(exchange)
             return
-        if exchange_type not in ("direct", "fanout", "topic"):
+        if exchange_type not in ("direct", "fanout"):
             raise self._fail(
                 PreconditionFailed(
                     f"exchange type {exchange_type!r} is not supported by the memory transport"

@@ -921,3 +921,130 @@ def test_direct_reply_to_needs_a_no_ack_reply_consumer_on_the_channel(transport:
         await connection.close()
 
     run(body())
+
+
+# ------------------------------------------------------------------- more edges
+
+
+def test_a_zero_ttl_message_reaches_a_waiting_consumer_and_dead_letters_otherwise(
+    transport: Kit,
+) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue, dead = transport.name("q"), transport.name("dead")
+        await channel.queue_declare(dead)
+        await channel.queue_declare(
+            queue, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}
+        )
+        now = Properties(expiration="0")
+        await channel.publish(b"nobody waits", routing_key=queue, properties=now)
+        await eventually(lambda: _ready_is(channel, dead, 1), "the unconsumed message dead-letters")
+        inbox = Inbox()
+        await channel.consume(queue, inbox)
+        await channel.publish(b"taken", routing_key=queue, properties=now)
+        assert (await inbox.next()).body == b"taken"
+        await connection.close()
+
+    run(body())
+
+
+def test_a_direct_exchange_routes_by_binding_key(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        exchange = transport.exchange("direct")
+        await channel.exchange_declare(exchange, "direct")
+        red, blue = transport.name("red"), transport.name("blue")
+        for queue, key in ((red, "red"), (blue, "blue")):
+            await channel.queue_declare(queue)
+            await channel.queue_bind(queue, exchange, routing_key=key)
+        await channel.publish(b"r", exchange=exchange, routing_key="red", mandatory=True)
+        with pytest.raises(Unroutable):
+            await channel.publish(b"g", exchange=exchange, routing_key="green", mandatory=True)
+        assert (await ready(channel, red), await ready(channel, blue)) == (1, 0)
+        await connection.close()
+
+    run(body())
+
+
+def test_a_publish_refused_by_one_of_its_queues_is_nacked_but_reaches_the_others(
+    transport: Kit,
+) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        exchange = transport.exchange("fan")
+        await channel.exchange_declare(exchange, "fanout")
+        full, roomy = transport.name("full"), transport.name("roomy")
+        await channel.queue_declare(
+            full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}
+        )
+        await channel.queue_declare(roomy)
+        for queue in (full, roomy):
+            await channel.queue_bind(queue, exchange)
+        with pytest.raises(Nacked):
+            await channel.publish(b"x", exchange=exchange)
+        assert (await ready(channel, full), await ready(channel, roomy)) == (0, 1)
+        await connection.close()
+
+    run(body())
+
+
+def test_delete_if_unused_or_if_empty_refuses_a_queue_in_use_or_not_empty(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        await channel.publish(b"x", routing_key=queue)
+        with pytest.raises(PreconditionFailed):
+            await channel.queue_delete(queue, if_empty=True)
+        channel = await connection.channel()
+        await channel.consume(queue, Inbox(), no_ack=True)
+        await eventually(lambda: _ready_is(channel, queue, 0), "the message is consumed")
+        other = await connection.channel()
+        with pytest.raises(PreconditionFailed):
+            await other.queue_delete(queue, if_unused=True)
+        other = await connection.channel()
+        assert await other.queue_delete(queue, if_empty=True) == 0
+        assert await gone(connection, queue)
+        await connection.close()
+
+    run(body())
+
+
+def test_an_exclusive_consumer_keeps_other_consumers_out(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        await channel.consume(queue, Inbox(), exclusive=True)
+        other = await connection.channel()
+        with pytest.raises(AccessRefused):
+            await other.consume(queue, Inbox())
+        await connection.close()
+
+    run(body())
+
+
+def test_deliveries_of_a_cancelled_consumer_can_still_be_settled(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        await publish_all(channel, queue, [b"1", b"2", b"3"])
+        inbox = Inbox()
+        tag = await channel.consume(queue, inbox)
+        got = [await inbox.next() for _ in range(3)]
+        await channel.cancel(tag)
+        await channel.ack(got[0].delivery_tag)
+        await channel.nack(got[2].delivery_tag, multiple=True, requeue=True)
+        assert await ready(channel, queue) == 2
+        again = await channel.get(queue, no_ack=True)
+        assert again is not None and (again.body, again.redelivered) == (b"2", True)
+        await connection.close()
+
+    run(body())
