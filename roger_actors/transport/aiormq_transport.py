@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -39,6 +38,8 @@ from .base import (
     TransportError,
     Unroutable,
 )
+from .tables import from_spec as _from_spec
+from .tables import to_spec as _to_spec
 from .urls import address_of
 
 __all__ = ["AiormqChannel", "AiormqConnection", "connect_aiormq", "translate"]
@@ -97,51 +98,6 @@ async def _translated() -> AsyncIterator[None]:
         if mapped is exc:
             raise
         raise mapped from exc
-
-
-def _to_spec(props: Properties | None) -> spec.Basic.Properties:
-    if props is None:
-        return spec.Basic.Properties(delivery_mode=1)
-    timestamp = (
-        None
-        if props.timestamp is None
-        else datetime.datetime.fromtimestamp(props.timestamp, tz=datetime.UTC)
-    )
-    return spec.Basic.Properties(
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        headers=dict(props.headers) if props.headers is not None else None,
-        delivery_mode=props.delivery_mode,
-        priority=props.priority,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        expiration=props.expiration,
-        message_id=props.message_id,
-        timestamp=timestamp,
-        message_type=props.type,
-        user_id=props.user_id,
-        app_id=props.app_id,
-    )
-
-
-def _from_spec(props: spec.Basic.Properties) -> Properties:
-    stamp = props.timestamp
-    timestamp = int(stamp.timestamp()) if isinstance(stamp, datetime.datetime) else None
-    return Properties(
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        headers=dict(props.headers) if props.headers is not None else None,
-        delivery_mode=props.delivery_mode,
-        priority=props.priority,
-        correlation_id=props.correlation_id,
-        reply_to=props.reply_to,
-        expiration=props.expiration,
-        message_id=props.message_id,
-        timestamp=timestamp,
-        type=props.message_type,
-        user_id=props.user_id,
-        app_id=props.app_id,
-    )
 
 
 def _message(raw: DeliveredMessage, channel: Channel | None) -> Message:

@@ -51,6 +51,7 @@ from .base import (
     ResourceLocked,
     Unroutable,
 )
+from .tables import round_trip
 
 __all__ = [
     "MemoryBroker",
@@ -306,7 +307,7 @@ class _Queue:
         headers.setdefault("x-first-death-reason", reason)
         headers.setdefault("x-first-death-queue", self.name)
         headers.setdefault("x-first-death-exchange", message.exchange)
-        properties = message.properties.evolve(headers=headers, expiration=None)
+        properties = round_trip(message.properties.evolve(headers=headers, expiration=None))
         self.broker.loop.call_soon(
             self.broker.route, message.body, properties, str(exchange), str(routing_key)
         )
@@ -814,7 +815,8 @@ class MemoryChannel(Channel):
         self._check()
         if not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
-        props = properties or Properties(delivery_mode=1)
+        # What an AMQP client can send, with the value types it would receive.
+        props = round_trip(properties or Properties(delivery_mode=1), len(body))
         if props.expiration is not None and not (
             props.expiration.isdigit() and props.expiration.isascii()
         ):

@@ -1048,3 +1048,39 @@ def test_deliveries_of_a_cancelled_consumer_can_still_be_settled(transport: Kit)
         await connection.close()
 
     run(body())
+
+
+def test_header_values_arrive_as_amqp_carries_them_and_unsendable_ones_are_refused(
+    transport: Kit,
+) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        headers = {
+            "int": 7,
+            "big": 2**40,
+            "neg": -3,
+            "text": "é",
+            "flag": True,
+            "none": None,
+            "ratio": 1.5,
+            "list": [1, "a", {"k": "v"}],
+            "table": {"inner": {"deep": 1}},
+        }
+        await channel.publish(b"x", routing_key=queue, properties=Properties(headers=headers))
+        got = await channel.get(queue, no_ack=True)
+        assert got is not None
+        assert got.headers == headers
+        for unsendable in ({"t": (1, 2)}, {"o": object()}, {"b": b"bytes"}):
+            with pytest.raises(TypeError):
+                await channel.publish(
+                    b"x", routing_key=queue, properties=Properties(headers=unsendable)
+                )
+        assert not channel.is_closed
+        await channel.publish(b"still fine", routing_key=queue)
+        assert await ready(channel, queue) == 1
+        await connection.close()
+
+    run(body())
