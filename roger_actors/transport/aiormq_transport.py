@@ -160,6 +160,14 @@ class AiormqChannel(Channel):
 
         _watch(self.raw.closing, on_close, lambda: self._closing_on_purpose)
 
+    def add_cancel_callback(self, callback: Callable[[str], None]) -> None:
+        """See :meth:`~.base.Channel.add_cancel_callback`."""
+
+        def on_cancel(frame: Any) -> None:
+            callback(str(getattr(frame, "consumer_tag", "") or ""))
+
+        self.raw.on_consumer_cancel_callbacks.add(on_cancel)
+
     async def close(self) -> None:
         """See :meth:`~.base.Channel.close`."""
         self._closing_on_purpose = True

@@ -244,6 +244,13 @@ class Channel(abc.ABC):
         closing error or None, if it is already closed)."""
 
     @abc.abstractmethod
+    def add_cancel_callback(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with the consumer tag each time the broker cancels
+        a consumer of this channel (its queue was deleted or expired); the
+        consumer gets no more deliveries and its unacked ones may still be
+        settled."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Close the channel; its unacked deliveries go back to their queues and
         its consumers are cancelled. Closing a closed channel does nothing."""

@@ -84,6 +84,9 @@ _EQUIVALENT_ARGS = (
     "x-delivery-limit",
 )
 _OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
+#: Queue arguments RabbitMQ acts on that this broker does not model: refused
+#: (PRECONDITION_FAILED) rather than silently ignored.
+_UNSUPPORTED_ARGS = ("x-max-priority",)
 
 
 def _now_ms(loop: asyncio.AbstractEventLoop) -> float:
@@ -177,6 +180,20 @@ class _Queue:
         return None if value is None else int(value)
 
     @property
+    def max_length_bytes(self) -> int | None:
+        value = self.arguments.get("x-max-length-bytes")
+        return None if value is None else int(value)
+
+    def _over(self, extra: int = 0, extra_bytes: int = 0) -> bool:
+        """Whether the ready messages (plus ``extra`` of ``extra_bytes``) pass a limit."""
+        limit, limit_bytes = self.max_length, self.max_length_bytes
+        if limit is not None and len(self.ready) + extra > limit:
+            return True
+        if limit_bytes is not None:
+            return sum(len(m.body) for m in self.ready) + extra_bytes > limit_bytes
+        return False
+
+    @property
     def overflow(self) -> str:
         return str(self.arguments.get("x-overflow", "drop-head"))
 
@@ -216,8 +233,9 @@ class _Queue:
 
     def enqueue(self, message: _Stored) -> bool:
         """Add a routed message; False when ``reject-publish`` refused it."""
-        limit = self.max_length
-        if limit is not None and len(self.ready) >= limit and self.overflow != "drop-head":
+        if self.overflow != "drop-head" and self._over(1, len(message.body)):
+            if self.overflow == "reject-publish-dlx":
+                self.dead_letter(message, "maxlen")
             return False
         ttl = self.message_ttl
         now = _now_ms(self.broker.loop)
@@ -237,9 +255,8 @@ class _Queue:
                 consumer.channel.deliver(consumer, self, message)
             return True
         self.ready.append(message)
-        if limit is not None:
-            while len(self.ready) > limit:
-                self.dead_letter(self.ready.pop(0), "maxlen")
+        while self.ready and self._over():
+            self.dead_letter(self.ready.pop(0), "maxlen")
         self.dispatch()
         return True
 
@@ -503,6 +520,9 @@ def _check_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit"):
         if key in args and (not _is_int(args[key]) or args[key] < 0):
             raise bad(key)
+    for key in _UNSUPPORTED_ARGS:
+        if key in args:
+            raise PreconditionFailed(f"queue argument '{key}' is not supported by memory://")
     if "x-overflow" in args and args["x-overflow"] not in _OVERFLOWS:
         raise bad("x-overflow")
     if "x-queue-type" in args and args["x-queue-type"] not in ("classic", "quorum"):
@@ -537,6 +557,7 @@ class MemoryChannel(Channel):
         self._closed = False
         self._close_error: BaseException | None = None
         self._callbacks: list[CloseCallback] = []
+        self._cancel_callbacks: list[Callable[[str], None]] = []
         self._tags = itertools.count(1)
         self._consumer_tags = itertools.count(1)
         self._prefetch = 0
@@ -562,6 +583,10 @@ class MemoryChannel(Channel):
             callback(self._close_error)
         else:
             self._callbacks.append(callback)
+
+    def add_cancel_callback(self, callback: Callable[[str], None]) -> None:
+        """See :meth:`~.base.Channel.add_cancel_callback`."""
+        self._cancel_callbacks.append(callback)
 
     async def close(self) -> None:
         """See :meth:`~.base.Channel.close`."""
@@ -916,7 +941,13 @@ class MemoryChannel(Channel):
 
     def forget_consumer(self, tag: str) -> None:
         """The broker cancelled the consumer ``tag`` (its queue was deleted)."""
-        self._consumers.pop(tag, None)
+        if self._consumers.pop(tag, None) is None or self._closed:
+            return
+        for callback in list(self._cancel_callbacks):
+            try:
+                callback(tag)
+            except Exception:
+                log.exception("a consumer-cancel callback failed")
 
     def deliver(self, consumer: _Consumer, queue: _Queue | None, message: _Stored) -> None:
         """Hand ``message`` to ``consumer`` (a task on the loop)."""

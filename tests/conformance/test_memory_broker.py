@@ -11,7 +11,13 @@ from collections.abc import Iterator
 import pytest
 
 from roger_actors.transport import memory
-from roger_actors.transport.base import ConnectionLost, Message, NotFound, connect
+from roger_actors.transport.base import (
+    ConnectionLost,
+    Message,
+    NotFound,
+    PreconditionFailed,
+    connect,
+)
 
 from .conftest import run
 
@@ -151,6 +157,17 @@ def test_a_failing_consumer_callback_does_not_stop_deliveries(url: str) -> None:
         await channel.publish(b"2", routing_key="q")
         await asyncio.wait_for(done.wait(), 5)
         assert seen == [b"1", b"2"]
+        await connection.close()
+
+    run(body())
+
+
+def test_a_queue_argument_the_broker_does_not_model_is_refused_not_ignored(url: str) -> None:
+    async def body() -> None:
+        connection = await connect(url)
+        channel = await connection.channel()
+        with pytest.raises(PreconditionFailed, match="x-max-priority"):
+            await channel.queue_declare("q", arguments={"x-max-priority": 5})
         await connection.close()
 
     run(body())

@@ -54,6 +54,10 @@ async def ready(channel: Channel, queue: str) -> int:
     return (await channel.queue_declare(queue, passive=True)).message_count
 
 
+async def _ready_is(channel: Channel, queue: str, count: int) -> bool:
+    return await ready(channel, queue) == count
+
+
 async def gone(connection: Connection, queue: str) -> bool:
     """True when ``queue`` does not exist (a passive declare, on a scratch channel)."""
     channel = await connection.channel()
@@ -213,7 +217,7 @@ def test_purge_drops_ready_messages_and_counts_them(transport: Kit) -> None:
         assert await channel.queue_purge(queue) == 2
         assert await ready(channel, queue) == 0
         await held.nack(requeue=True)  # an unacked message survives a purge
-        assert await ready(channel, queue) == 1
+        await eventually(lambda: _ready_is(channel, queue, 1), "the held message is back")
         await connection.close()
 
     run(body())
@@ -593,10 +597,6 @@ def test_a_message_expires_only_at_the_head_of_its_queue(transport: Kit) -> None
     run(body())
 
 
-async def _ready_is(channel: Channel, queue: str, count: int) -> bool:
-    return await ready(channel, queue) == count
-
-
 def test_x_expires_deletes_a_queue_left_unused(transport: Kit) -> None:
     async def body() -> None:
         connection = await transport.connect()
@@ -648,6 +648,8 @@ def test_passive_declares_and_publishes_do_not_keep_a_quorum_queue_alive(transpo
                 return await unroutable(channel, queue)
             except NotFound:
                 return True
+            except Nacked:
+                return False  # RabbitMQ: a publish that meets the deletion
             except ConnectionLost:
                 # RabbitMQ 3.10.8 may fail the connection (INTERNAL_ERROR) when
                 # an operation meets the quorum queue while it is being deleted.
@@ -1042,7 +1044,7 @@ def test_deliveries_of_a_cancelled_consumer_can_still_be_settled(transport: Kit)
         await channel.cancel(tag)
         await channel.ack(got[0].delivery_tag)
         await channel.nack(got[2].delivery_tag, multiple=True, requeue=True)
-        assert await ready(channel, queue) == 2
+        await eventually(lambda: _ready_is(channel, queue, 2), "the two nacked are back")
         again = await channel.get(queue, no_ack=True)
         assert again is not None and (again.body, again.redelivered) == (b"2", True)
         await connection.close()
@@ -1081,6 +1083,93 @@ def test_header_values_arrive_as_amqp_carries_them_and_unsendable_ones_are_refus
         assert not channel.is_closed
         await channel.publish(b"still fine", routing_key=queue)
         assert await ready(channel, queue) == 1
+        await connection.close()
+
+    run(body())
+
+
+def test_deleting_a_queue_cancels_its_consumers_and_tells_their_channel(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        cancelled: asyncio.Queue[str] = asyncio.Queue()
+        channel.add_cancel_callback(cancelled.put_nowait)
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        await channel.publish(b"held", routing_key=queue)
+        inbox = Inbox()
+        tag = await channel.consume(queue, inbox)
+        held = await inbox.next()
+        other = await connection.channel()
+        assert await other.queue_delete(queue) == 0  # the held message is not ready
+        assert await next_item(cancelled) == tag
+        await held.ack()  # settling a delivery of a deleted queue is fine
+        assert not channel.is_closed
+        await channel.queue_declare(queue)
+        assert await ready(channel, queue) == 0
+        await connection.close()
+
+    run(body())
+
+
+def test_a_byte_length_limit_drops_the_oldest_messages(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue, arguments={"x-max-length-bytes": 10})
+        await publish_all(channel, queue, [b"aaaa", b"bbbb", b"cccc"])
+        bodies = []
+        while (got := await channel.get(queue, no_ack=True)) is not None:
+            bodies.append(got.body)
+        assert bodies == [b"bbbb", b"cccc"]
+        await connection.close()
+
+    run(body())
+
+
+def test_a_delivery_cannot_be_settled_once_its_channel_is_closed(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        await channel.publish(b"x", routing_key=queue)
+        got = await channel.get(queue)
+        assert got is not None
+        await channel.close()
+        with pytest.raises(ChannelClosed):
+            await got.ack()
+        check = await connection.channel()
+        back = await check.get(queue)
+        assert back is not None and back.redelivered
+        await connection.close()
+
+    run(body())
+
+
+def test_reject_publish_dlx_nacks_and_dead_letters_the_refused_message(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue, dead = transport.name("q"), transport.name("dead")
+        await channel.queue_declare(dead)
+        await channel.queue_declare(
+            queue,
+            arguments={
+                "x-max-length": 1,
+                "x-overflow": "reject-publish-dlx",
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": dead,
+            },
+        )
+        await channel.publish(b"kept", routing_key=queue)
+        with pytest.raises(Nacked):
+            await channel.publish(b"refused", routing_key=queue)
+        await eventually(lambda: _ready_is(channel, dead, 1), "the refused message dead-letters")
+        got = await channel.get(dead, no_ack=True)
+        assert got is not None and got.body == b"refused"
+        assert got.headers["x-death"][0]["reason"] == "maxlen"
         await connection.close()
 
     run(body())
