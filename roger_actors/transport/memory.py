@@ -139,6 +139,8 @@ class _Unacked:
     message: _Stored
     queue: str
     consumer: _Consumer | None
+    #: Closes the channel when the delivery stays unacked past ``consumer_timeout``.
+    timer: asyncio.TimerHandle | None = None
 
 
 class _Queue:
@@ -365,6 +367,11 @@ class MemoryBroker:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: Seconds a delivery may stay unacked before the broker closes its
+        #: channel with PRECONDITION_FAILED, as RabbitMQ's ``consumer_timeout``
+        #: (its default, 30 min); None: no limit. Applies to deliveries made
+        #: after it is set.
+        self.consumer_timeout: float | None = 1800.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.queues: dict[str, _Queue] = {}
         self.exchanges: dict[str, _Exchange] = {
@@ -550,7 +557,9 @@ def _equivalent(key: str, mine: Any, theirs: Any) -> bool:
 class MemoryChannel(Channel):
     """A channel of a :class:`MemoryConnection`."""
 
-    def __init__(self, connection: MemoryConnection, confirms: bool) -> None:
+    def __init__(self, connection: MemoryConnection, confirms: bool, number: int) -> None:
+        #: The channel's number on its connection (1, 2, ...), for messages.
+        self.number = number
         self._connection = connection
         self._broker = connection.broker
         self._confirms = confirms
@@ -602,6 +611,8 @@ class MemoryChannel(Channel):
             self._cancel(tag)
         touched: dict[str, _Queue] = {}
         for record in sorted(self._unacked.values(), key=lambda r: r.message.seq):
+            if record.timer is not None:
+                record.timer.cancel()
             queue = self._broker.queues.get(record.queue)
             if queue is not None:
                 queue.requeue(record.message)
@@ -953,7 +964,7 @@ class MemoryChannel(Channel):
         """Hand ``message`` to ``consumer`` (a task on the loop)."""
         tag = next(self._tags)
         if not consumer.no_ack and queue is not None:
-            self._unacked[tag] = _Unacked(message, queue.name, consumer)
+            self._unacked[tag] = self._track(tag, _Unacked(message, queue.name, consumer))
             consumer.unacked += 1
         self._connection.spawn(consumer.callback(self._message(message, tag, queue, consumer.tag)))
 
@@ -987,10 +998,25 @@ class MemoryChannel(Channel):
         stored = found.ready.pop(0)
         tag = next(self._tags)
         if not no_ack:
-            self._unacked[tag] = _Unacked(stored, found.name, None)
+            self._unacked[tag] = self._track(tag, _Unacked(stored, found.name, None))
         message = self._message(stored, tag, found, None)
         found.drop_expired()
         return message
+
+    def _track(self, tag: int, record: _Unacked) -> _Unacked:
+        timeout = self._broker.consumer_timeout
+        if timeout is not None:
+            record.timer = self._broker.loop.call_later(timeout, self._timed_out, tag, timeout)
+        return record
+
+    def _timed_out(self, tag: int, timeout: float) -> None:
+        if tag in self._unacked and not self._closed:
+            self.shut(
+                PreconditionFailed(
+                    f"PRECONDITION_FAILED - delivery acknowledgement on channel {self.number} "
+                    f"timed out. Timeout value used: {int(timeout * 1000)} ms."
+                )
+            )
 
     def _settle(self, delivery_tag: int, multiple: bool) -> list[_Unacked]:
         if multiple:
@@ -1005,6 +1031,8 @@ class MemoryChannel(Channel):
             )
         records = [self._unacked.pop(t) for t in sorted(tags)]
         for record in records:
+            if record.timer is not None:
+                record.timer.cancel()
             if record.consumer is not None:
                 record.consumer.unacked -= 1
         return records
@@ -1049,6 +1077,7 @@ class MemoryConnection(Connection):
         self._error: BaseException | None = None
         self._callbacks: list[CloseCallback] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._numbers = itertools.count(1)
 
     @property
     def is_closed(self) -> bool:
@@ -1066,7 +1095,7 @@ class MemoryConnection(Connection):
         """See :meth:`~.base.Connection.channel`."""
         if self._closed:
             raise ConnectionLost(f"the connection is closed: {self._error or 'by its owner'}")
-        channel = MemoryChannel(self, publisher_confirms)
+        channel = MemoryChannel(self, publisher_confirms, next(self._numbers))
         self.channels.add(channel)
         return channel
 

@@ -171,3 +171,29 @@ def test_a_queue_argument_the_broker_does_not_model_is_refused_not_ignored(url: 
         await connection.close()
 
     run(body())
+
+
+def test_a_delivery_held_past_consumer_timeout_closes_its_channel_and_requeues(url: str) -> None:
+    async def body() -> None:
+        memory.broker(url).consumer_timeout = 0.1
+        connection = await connect(url)
+        channel = await connection.channel()
+        closed: asyncio.Queue[BaseException | None] = asyncio.Queue()
+        channel.add_close_callback(closed.put_nowait)
+        await channel.queue_declare("q")
+        await channel.publish(b"slow", routing_key="q")
+        await channel.publish(b"quick", routing_key="q")
+        quick_channel = await connection.channel()
+        held = await channel.get("q")
+        quick = await quick_channel.get("q")
+        assert held is not None and quick is not None
+        await quick.ack()  # settled in time: its channel stays open
+        error = await asyncio.wait_for(closed.get(), 5)
+        assert isinstance(error, PreconditionFailed) and "timed out" in str(error)
+        assert not quick_channel.is_closed and not connection.is_closed
+        again = await quick_channel.get("q")
+        assert again is not None and (again.body, again.redelivered) == (b"slow", True)
+        await again.ack()
+        await connection.close()
+
+    run(body())
