@@ -158,7 +158,11 @@ class AiormqChannel(Channel):
                 error = ConnectionLost(str(error))
             callback(error)
 
-        _watch(self.raw.closing, on_close, lambda: self._closing_on_purpose)
+        _watch(
+            self.raw.closing,
+            on_close,
+            lambda: self._closing_on_purpose or self._connection.closing_on_purpose,
+        )
 
     def add_cancel_callback(self, callback: Callable[[str], None]) -> None:
         """See :meth:`~.base.Channel.add_cancel_callback`."""
@@ -379,6 +383,11 @@ class AiormqConnection(Connection):
     def __init__(self, raw: AbstractConnection) -> None:
         self.raw = raw
         self._closing_on_purpose = False
+
+    @property
+    def closing_on_purpose(self) -> bool:
+        """True once :meth:`close` was called (its owner closed it)."""
+        return self._closing_on_purpose
 
     @property
     def is_closed(self) -> bool:

@@ -703,14 +703,55 @@ def test_a_quorum_queue_counts_returns_and_dead_letters_past_its_delivery_limit(
     run(body())
 
 
-def test_a_quorum_queue_cannot_be_exclusive(transport: Kit) -> None:
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"durable": True, "exclusive": True},
+        {"durable": True, "auto_delete": True},
+        {"durable": False},
+    ],
+)
+def test_a_quorum_queue_must_be_durable_and_neither_exclusive_nor_auto_delete(
+    transport: Kit, flags: dict[str, bool]
+) -> None:
     async def body() -> None:
         connection = await transport.connect()
         channel = await connection.channel()
         with pytest.raises(PreconditionFailed):
-            await channel.queue_declare(
-                transport.name("q"), durable=True, exclusive=True, arguments=QUORUM
-            )
+            await channel.queue_declare(transport.name("q"), arguments=QUORUM, **flags)
+        await connection.close()
+
+    run(body())
+
+
+def test_a_quorum_queue_counts_a_return_by_a_closed_channel(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        queue = transport.name("q")
+        channel = await connection.channel()
+        await channel.queue_declare(queue, durable=True, arguments=QUORUM)
+        await channel.publish(b"x", routing_key=queue)
+        got = await channel.get(queue)
+        assert got is not None and got.headers["x-delivery-count"] == 0
+        await channel.close()
+        channel = await connection.channel()
+        again = await channel.get(queue)
+        assert again is not None and again.redelivered
+        assert again.headers["x-delivery-count"] == 1
+        await connection.close()
+
+    run(body())
+
+
+def test_a_classic_queue_declared_without_a_type_is_the_classic_type(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        queue = transport.name("q")
+        channel = await connection.channel()
+        await channel.queue_declare(queue, durable=True)
+        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "classic"})
+        with pytest.raises(PreconditionFailed):
+            await channel.queue_declare(queue, durable=True, arguments=QUORUM)
         await connection.close()
 
     run(body())
@@ -809,8 +850,12 @@ def test_closing_a_connection_requeues_its_unacked_messages(transport: Kit) -> N
         await first.ack()
         closed: list[BaseException | None] = []
         taker.add_close_callback(closed.append)
+        channel_closed: list[BaseException | None] = []
+        channel.add_close_callback(channel_closed.append)
         await taker.close()
         assert taker.is_closed and closed == [None]
+        await eventually(lambda: _true(bool(channel_closed)), "the channel's close callback ran")
+        assert channel_closed == [None] and channel.is_closed
         with pytest.raises(ConnectionLost):
             await taker.channel()
         with pytest.raises((ConnectionLost, ChannelClosed)):
