@@ -398,6 +398,15 @@ class MemoryBroker:
                 "memory:// serves one event loop at a time"
             )
         self._loop = loop
+        # Connections left open on a loop that has closed can do nothing more:
+        # they are lost (their consumers taken off first, so that what they
+        # return goes to no other dead consumer).
+        stale = list(self.connections)
+        for connection in stale:
+            for channel in list(connection.channels):
+                channel.detach_consumers()
+        for connection in stale:
+            connection.lose(ConnectionLost("its event loop closed"))
         for queue in self.queues.values():  # timers of a former loop are gone
             queue.touch()
             queue.drop_expired()
@@ -949,6 +958,17 @@ class MemoryChannel(Channel):
             return
         queue.touch()
         queue.dispatch()
+
+    def detach_consumers(self) -> None:
+        """Take this channel's consumers off their queues, delivering nothing."""
+        for consumer in self._consumers.values():
+            queue = self._broker.queues.get(consumer.queue)
+            if queue is not None and consumer in queue.consumers:
+                queue.consumers.remove(consumer)
+        if self._reply_address is not None:
+            self._broker.reply_routes.pop(self._reply_address, None)
+            self._reply_address = None
+        self._consumers.clear()
 
     def forget_consumer(self, tag: str) -> None:
         """The broker cancelled the consumer ``tag`` (its queue was deleted)."""

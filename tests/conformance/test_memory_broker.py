@@ -197,3 +197,40 @@ def test_a_delivery_held_past_consumer_timeout_closes_its_channel_and_requeues(u
         await connection.close()
 
     run(body())
+
+
+def test_connections_left_open_on_a_closed_loop_are_lost_and_return_their_messages(
+    url: str,
+) -> None:
+    lost: list[BaseException | None] = []
+
+    async def leave_open() -> None:
+        connection = await connect(url)
+        connection.add_close_callback(lost.append)
+        channel = await connection.channel()
+        await channel.queue_declare("q")
+        await channel.publish(b"1", routing_key="q")
+        await channel.publish(b"2", routing_key="q")
+        taken: asyncio.Queue[Message] = asyncio.Queue()
+
+        async def take(message: Message) -> None:
+            await taken.put(message)
+
+        await channel.consume("q", take)
+        await asyncio.wait_for(taken.get(), 5)
+        await asyncio.wait_for(taken.get(), 5)  # both unacked; the loop then ends
+
+    async def afterwards() -> None:
+        connection = await connect(url)
+        assert [type(e) for e in lost] == [ConnectionLost]
+        channel = await connection.channel()
+        assert (await channel.queue_declare("q", passive=True)).consumer_count == 0
+        bodies = []
+        while (got := await channel.get("q", no_ack=True)) is not None:
+            assert got.redelivered
+            bodies.append(got.body)
+        assert bodies == [b"1", b"2"]
+        await connection.close()
+
+    run(leave_open())
+    run(afterwards())
