@@ -1218,3 +1218,34 @@ def test_reject_publish_dlx_nacks_and_dead_letters_the_refused_message(transport
         await connection.close()
 
     run(body())
+
+
+def test_consumers_of_one_queue_share_its_messages_each_delivered_once(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        queue = transport.name("q")
+        setup = await connection.channel()
+        await setup.queue_declare(queue)
+        deliveries: asyncio.Queue[tuple[int, Message]] = asyncio.Queue()
+        for index in range(2):
+            channel = await connection.channel()
+            await channel.qos(1)
+
+            async def take(message: Message, index: int = index) -> None:
+                await deliveries.put((index, message))
+
+            await channel.consume(queue, take)
+        await publish_all(setup, queue, [b"%d" % i for i in range(10)])
+        seen: list[bytes] = []
+        per_consumer = [0, 0]
+        for _ in range(10):
+            index, message = await next_item(deliveries)
+            seen.append(message.body)
+            per_consumer[index] += 1
+            await message.ack()
+        assert sorted(seen) == sorted(b"%d" % i for i in range(10))
+        assert min(per_consumer) >= 1  # both took part
+        assert deliveries.empty()
+        await connection.close()
+
+    run(body())
