@@ -23,12 +23,10 @@ tasks; an exception in one is logged and otherwise ignored, as with aiormq.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import itertools
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,6 +49,19 @@ from .base import (
     ResourceLocked,
     Unroutable,
 )
+from .memory_state import (
+    EQUIVALENT_ARGS,
+    REPLY_PREFIX,
+    REPLY_TO,
+    Consumer,
+    Exchange,
+    MemoryBroker,
+    QueueState,
+    Stored,
+    Unacked,
+    check_arguments,
+    equivalent,
+)
 from .tables import round_trip
 
 __all__ = [
@@ -63,418 +74,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("roger_actors.transport.memory")
-
-REPLY_TO = "amq.rabbitmq.reply-to"
-_REPLY_PREFIX = REPLY_TO + "."
-
-#: Queue arguments a redeclare must repeat with the same value (RabbitMQ's list).
-_EQUIVALENT_ARGS = (
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-dead-letter-strategy",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-)
-_OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
-#: Queue arguments RabbitMQ acts on that this broker does not model: refused
-#: (PRECONDITION_FAILED) rather than silently ignored.
-_UNSUPPORTED_ARGS = ("x-max-priority",)
-
-
-def _now_ms(loop: asyncio.AbstractEventLoop) -> float:
-    return loop.time() * 1000.0
-
-
-# ------------------------------------------------------------------ broker state
-
-
-@dataclass
-class _Stored:
-    """A message in a queue (or out for delivery)."""
-
-    body: bytes
-    properties: Properties
-    exchange: str
-    routing_key: str
-    seq: int
-    #: Loop time (ms) after which it is expired; None: never.
-    expires_at: float | None = None
-    redelivered: bool = False
-    #: Returns to a quorum queue (its ``x-delivery-count``).
-    returns: int = 0
-
-
-@dataclass
-class _Exchange:
-    name: str
-    type: str
-    durable: bool
-    auto_delete: bool
-    #: (queue, routing key) pairs.
-    bindings: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Consumer:
-    channel: MemoryChannel
-    queue: str
-    tag: str
-    callback: ConsumerCallback
-    no_ack: bool
-    exclusive: bool
-    prefetch: int
-    unacked: int = 0
-
-
-@dataclass
-class _Unacked:
-    message: _Stored
-    queue: str
-    consumer: _Consumer | None
-    #: Closes the channel when the delivery stays unacked past ``consumer_timeout``.
-    timer: asyncio.TimerHandle | None = None
-
-
-class _Queue:
-    """One queue: its ready messages in order, its consumers and its timers."""
-
-    def __init__(
-        self,
-        broker: MemoryBroker,
-        name: str,
-        durable: bool,
-        auto_delete: bool,
-        owner: MemoryConnection | None,
-        arguments: dict[str, Any],
-    ) -> None:
-        self.broker = broker
-        self.name = name
-        self.durable = durable
-        self.auto_delete = auto_delete
-        self.owner = owner
-        self.arguments = arguments
-        self.quorum = arguments.get("x-queue-type") == "quorum"
-        self.ready: list[_Stored] = []
-        self.consumers: list[_Consumer] = []
-        self.had_consumer = False
-        self.round_robin = 0
-        self.ttl_timer: asyncio.TimerHandle | None = None
-        self.expiry_timer: asyncio.TimerHandle | None = None
-        self.deleted = False
-
-    # arguments
-
-    @property
-    def single_active(self) -> bool:
-        return bool(self.arguments.get("x-single-active-consumer", False))
-
-    @property
-    def max_length(self) -> int | None:
-        value = self.arguments.get("x-max-length")
-        return None if value is None else int(value)
-
-    @property
-    def max_length_bytes(self) -> int | None:
-        value = self.arguments.get("x-max-length-bytes")
-        return None if value is None else int(value)
-
-    def _over(self, extra: int = 0, extra_bytes: int = 0) -> bool:
-        """Whether the ready messages (plus ``extra`` of ``extra_bytes``) pass a limit."""
-        limit, limit_bytes = self.max_length, self.max_length_bytes
-        if limit is not None and len(self.ready) + extra > limit:
-            return True
-        if limit_bytes is not None:
-            return sum(len(m.body) for m in self.ready) + extra_bytes > limit_bytes
-        return False
-
-    @property
-    def overflow(self) -> str:
-        return str(self.arguments.get("x-overflow", "drop-head"))
-
-    @property
-    def message_ttl(self) -> int | None:
-        value = self.arguments.get("x-message-ttl")
-        return None if value is None else int(value)
-
-    @property
-    def expires(self) -> int | None:
-        value = self.arguments.get("x-expires")
-        return None if value is None else int(value)
-
-    @property
-    def delivery_limit(self) -> int | None:
-        value = self.arguments.get("x-delivery-limit")
-        return None if value is None or not self.quorum else int(value)
-
-    # use and expiry
-
-    def touch(self) -> None:
-        """The queue was used: restart its ``x-expires`` clock (none runs while
-        it has consumers)."""
-        if self.expiry_timer is not None:
-            self.expiry_timer.cancel()
-            self.expiry_timer = None
-        if self.expires is None or self.consumers or self.deleted:
-            return
-        self.expiry_timer = self.broker.loop.call_later(self.expires / 1000.0, self._expire)
-
-    def _expire(self) -> None:
-        self.expiry_timer = None
-        if not self.consumers and not self.deleted:
-            self.broker.delete_queue(self.name)
-
-    # messages
-
-    def enqueue(self, message: _Stored) -> bool:
-        """Add a routed message; False when ``reject-publish`` refused it."""
-        if self.overflow != "drop-head" and self._over(1, len(message.body)):
-            if self.overflow == "reject-publish-dlx":
-                self.dead_letter(message, "maxlen")
-            return False
-        ttl = self.message_ttl
-        now = _now_ms(self.broker.loop)
-        expiration = message.properties.expiration
-        deadlines = [now + ttl] if ttl is not None else []
-        if expiration is not None:
-            deadlines.append(now + int(expiration))
-        message.expires_at = min(deadlines) if deadlines else None
-        if message.expires_at is not None and message.expires_at <= now:
-            # Expired on arrival (a TTL of 0): only a consumer ready for it
-            # now, with nothing queued before it, gets it.
-            self.drop_expired()
-            consumer = None if self.ready else self._eligible()
-            if consumer is None:
-                self.dead_letter(message, "expired")
-            else:
-                consumer.channel.deliver(consumer, self, message)
-            return True
-        self.ready.append(message)
-        while self.ready and self._over():
-            self.dead_letter(self.ready.pop(0), "maxlen")
-        self.dispatch()
-        return True
-
-    def requeue(self, message: _Stored) -> None:
-        """Put an unacked message back (in its original place), or dead-letter it
-        when a quorum queue's delivery limit is passed."""
-        message.redelivered = True
-        if self.quorum:
-            message.returns += 1
-            limit = self.delivery_limit
-            if limit is not None and message.returns > limit:
-                self.dead_letter(message, "delivery_limit")
-                return
-        index = len(self.ready)
-        while index > 0 and self.ready[index - 1].seq > message.seq:
-            index -= 1
-        self.ready.insert(index, message)
-
-    def drop_expired(self) -> None:
-        """Dead-letter the expired messages at the head; arm the timer for the next."""
-        now = _now_ms(self.broker.loop)
-        while (
-            self.ready and self.ready[0].expires_at is not None and self.ready[0].expires_at <= now
-        ):
-            self.dead_letter(self.ready.pop(0), "expired")
-        if self.ttl_timer is not None:
-            self.ttl_timer.cancel()
-            self.ttl_timer = None
-        if self.ready and self.ready[0].expires_at is not None and not self.deleted:
-            delay = max(0.0, (self.ready[0].expires_at - now) / 1000.0)
-            self.ttl_timer = self.broker.loop.call_later(delay, self._on_ttl)
-
-    def _on_ttl(self) -> None:
-        self.ttl_timer = None
-        self.dispatch()
-
-    def dead_letter(self, message: _Stored, reason: str) -> None:
-        """Send ``message`` to the dead-letter exchange (or drop it) with ``x-death``."""
-        exchange = self.arguments.get("x-dead-letter-exchange")
-        if exchange is None:
-            return
-        routing_key = self.arguments.get("x-dead-letter-routing-key", message.routing_key)
-        headers = dict(message.properties.headers or {})
-        deaths = [dict(d) for d in headers.get("x-death", []) if isinstance(d, Mapping)]
-        entry = next(
-            (d for d in deaths if d.get("queue") == self.name and d.get("reason") == reason), None
-        )
-        if entry is not None:
-            deaths.remove(entry)
-            entry["count"] = int(entry.get("count", 0)) + 1
-            entry["time"] = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
-        else:
-            entry = {
-                "count": 1,
-                "reason": reason,
-                "queue": self.name,
-                "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
-                "exchange": message.exchange,
-                "routing-keys": [message.routing_key],
-            }
-            if message.properties.expiration is not None:
-                entry["original-expiration"] = message.properties.expiration
-        deaths.insert(0, entry)
-        headers["x-death"] = deaths
-        headers.setdefault("x-first-death-reason", reason)
-        headers.setdefault("x-first-death-queue", self.name)
-        headers.setdefault("x-first-death-exchange", message.exchange)
-        properties = round_trip(message.properties.evolve(headers=headers, expiration=None))
-        self.broker.loop.call_soon(
-            self.broker.route, message.body, properties, str(exchange), str(routing_key)
-        )
-
-    def _eligible(self) -> _Consumer | None:
-        consumers = self.consumers[:1] if self.single_active else self.consumers
-        if not consumers:
-            return None
-        for step in range(len(consumers)):
-            consumer = consumers[(self.round_robin + step) % len(consumers)]
-            if consumer.no_ack or not consumer.prefetch or consumer.unacked < consumer.prefetch:
-                self.round_robin = (self.round_robin + step + 1) % max(1, len(consumers))
-                return consumer
-        return None
-
-    def dispatch(self) -> None:
-        """Deliver ready messages to consumers with room for them."""
-        self.drop_expired()
-        while self.ready and not self.deleted:
-            consumer = self._eligible()
-            if consumer is None:
-                break
-            message = self.ready.pop(0)
-            consumer.channel.deliver(consumer, self, message)
-            self.drop_expired()
-
-    def counts(self) -> tuple[int, int]:
-        self.drop_expired()
-        return len(self.ready), len(self.consumers)
-
-
-class MemoryBroker:
-    """One in-memory broker: its exchanges, queues and connections.
-
-    Use it from one event loop at a time: the loop of its first connection,
-    or of a later one when none is open any more.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        #: Seconds a delivery may stay unacked before the broker closes its
-        #: channel with PRECONDITION_FAILED, as RabbitMQ's ``consumer_timeout``
-        #: (its default, 30 min); None: no limit. Applies to deliveries made
-        #: after it is set.
-        self.consumer_timeout: float | None = 1800.0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.queues: dict[str, _Queue] = {}
-        self.exchanges: dict[str, _Exchange] = {
-            name: _Exchange(name, kind, True, False)
-            for name, kind in (("amq.direct", "direct"), ("amq.fanout", "fanout"))
-        }
-        self.connections: set[MemoryConnection] = set()
-        self.reply_routes: dict[str, _Consumer] = {}
-        self._seq = itertools.count(1)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the broker runs on (RuntimeError before any connection)."""
-        if self._loop is None:
-            raise RuntimeError(f"memory broker {self.name!r} has no event loop yet")
-        return self._loop
-
-    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is loop:
-            return
-        if self.connections and self._loop is not None and not self._loop.is_closed():
-            raise RuntimeError(
-                f"memory broker {self.name!r} is in use on another event loop; "
-                "memory:// serves one event loop at a time"
-            )
-        self._loop = loop
-        # Connections left open on a loop that has closed can do nothing more:
-        # they are lost (their consumers taken off first, so that what they
-        # return goes to no other dead consumer).
-        stale = list(self.connections)
-        for connection in stale:
-            for channel in list(connection.channels):
-                channel.detach_consumers()
-        for connection in stale:
-            connection.lose(ConnectionLost("its event loop closed"))
-        for queue in self.queues.values():  # timers of a former loop are gone
-            queue.touch()
-            queue.drop_expired()
-
-    def close_all_connections(self, reason: str = "closed by the broker") -> None:
-        """Close every connection from the broker side, as ``rabbitmqctl
-        close_all_connections`` does: each gets its connection-lost event
-        (:class:`~.base.ConnectionLost` with ``reason``), its unacked
-        deliveries go back to their queues and its exclusive queues go."""
-        for connection in list(self.connections):
-            connection.lose(ConnectionLost(reason))
-
-    def next_seq(self) -> int:
-        return next(self._seq)
-
-    # routing
-
-    def route(
-        self, body: bytes, properties: Properties, exchange: str, routing_key: str
-    ) -> tuple[bool, bool]:
-        """Route a message: (reached a queue, refused by one)."""
-        targets: list[str]
-        if exchange == "":
-            if routing_key.startswith(_REPLY_PREFIX):
-                consumer = self.reply_routes.get(routing_key)
-                if consumer is None:
-                    return False, False
-                stored = _Stored(body, properties, exchange, routing_key, self.next_seq())
-                consumer.channel.deliver(consumer, None, stored)
-                return True, False
-            targets = [routing_key] if routing_key in self.queues else []
-        else:
-            found = self.exchanges.get(exchange)
-            if found is None:
-                return False, False
-            targets = [q for q, key in found.bindings if _matches(found.type, key, routing_key)]
-        refused = False
-        routed = False
-        for name in dict.fromkeys(targets):
-            queue = self.queues.get(name)
-            if queue is None:
-                continue
-            routed = True
-            stored = _Stored(body, properties, exchange, routing_key, self.next_seq())
-            if not queue.enqueue(stored):
-                refused = True
-        return routed, refused
-
-    def delete_queue(self, name: str) -> int:
-        """Delete a queue (its consumers are cancelled); returns its ready count."""
-        queue = self.queues.pop(name, None)
-        if queue is None:
-            return 0
-        queue.deleted = True
-        for timer in (queue.ttl_timer, queue.expiry_timer):
-            if timer is not None:
-                timer.cancel()
-        for consumer in list(queue.consumers):
-            consumer.channel.forget_consumer(consumer.tag)
-        queue.consumers.clear()
-        for exchange in self.exchanges.values():
-            exchange.bindings = [(q, k) for q, k in exchange.bindings if q != name]
-        return len(queue.ready)
-
-
-def _matches(kind: str, binding: str, routing_key: str) -> bool:
-    """Whether a binding of an exchange of type ``kind`` takes ``routing_key``."""
-    return kind == "fanout" or binding == routing_key
 
 
 _brokers: dict[str, MemoryBroker] = {}
@@ -521,48 +120,6 @@ async def connect_memory(url: str) -> MemoryConnection:
     return connection
 
 
-# -------------------------------------------------------------------- interface
-
-
-def _check_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    args = dict(arguments)
-
-    def bad(key: str) -> PreconditionFailed:
-        return PreconditionFailed(f"PRECONDITION_FAILED - invalid arg '{key}': {args[key]!r}")
-
-    for key in ("x-expires",):
-        if key in args and (not _is_int(args[key]) or args[key] <= 0):
-            raise bad(key)
-    for key in ("x-message-ttl", "x-max-length", "x-max-length-bytes", "x-delivery-limit"):
-        if key in args and (not _is_int(args[key]) or args[key] < 0):
-            raise bad(key)
-    for key in _UNSUPPORTED_ARGS:
-        if key in args:
-            raise PreconditionFailed(f"queue argument '{key}' is not supported by memory://")
-    if "x-overflow" in args and args["x-overflow"] not in _OVERFLOWS:
-        raise bad("x-overflow")
-    if "x-queue-type" in args and args["x-queue-type"] not in ("classic", "quorum"):
-        raise bad("x-queue-type")
-    if "x-single-active-consumer" in args and not isinstance(
-        args["x-single-active-consumer"], bool
-    ):
-        raise bad("x-single-active-consumer")
-    for key in ("x-dead-letter-exchange", "x-dead-letter-routing-key"):
-        if key in args and not isinstance(args[key], str):
-            raise bad(key)
-    return args
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _equivalent(key: str, mine: Any, theirs: Any) -> bool:
-    if key == "x-queue-type":
-        return (mine or "classic") == (theirs or "classic")
-    return bool(mine == theirs)
-
-
 class MemoryChannel(Channel):
     """A channel of a :class:`MemoryConnection`."""
 
@@ -579,8 +136,8 @@ class MemoryChannel(Channel):
         self._tags = itertools.count(1)
         self._consumer_tags = itertools.count(1)
         self._prefetch = 0
-        self._unacked: dict[int, _Unacked] = {}
-        self._consumers: dict[str, _Consumer] = {}
+        self._unacked: dict[int, Unacked] = {}
+        self._consumers: dict[str, Consumer] = {}
         self._reply_address: str | None = None
 
     # state
@@ -618,7 +175,7 @@ class MemoryChannel(Channel):
         self._close_error = error
         for tag in list(self._consumers):
             self._cancel(tag)
-        touched: dict[str, _Queue] = {}
+        touched: dict[str, QueueState] = {}
         for record in sorted(self._unacked.values(), key=lambda r: r.message.seq):
             if record.timer is not None:
                 record.timer.cancel()
@@ -647,7 +204,7 @@ class MemoryChannel(Channel):
         self.shut(error)
         return error
 
-    def _queue(self, name: str, *, use: bool = False) -> _Queue:
+    def _queue(self, name: str, *, use: bool = False) -> QueueState:
         queue = self._broker.queues.get(name)
         if queue is None:
             raise self._fail(NotFound(f"NOT_FOUND - no queue '{name}' in vhost '/'"))
@@ -687,7 +244,7 @@ class MemoryChannel(Channel):
                 )
             )
         try:
-            args = _check_arguments(arguments or {})
+            args = check_arguments(arguments or {})
         except PreconditionFailed as exc:
             raise self._fail(exc) from None
         name = queue or "amq.gen-" + secrets.token_urlsafe(16)
@@ -709,7 +266,7 @@ class MemoryChannel(Channel):
                             f"PRECONDITION_FAILED - invalid property '{text}' for queue '{name}'"
                         )
                     )
-        created = _Queue(
+        created = QueueState(
             self._broker, name, durable, auto_delete, self._connection if exclusive else None, args
         )
         self._broker.queues[name] = created
@@ -719,15 +276,15 @@ class MemoryChannel(Channel):
         return DeclareOk(name, 0, 0)
 
     def _equivalence(
-        self, queue: _Queue, durable: bool, auto_delete: bool, args: dict[str, Any]
+        self, queue: QueueState, durable: bool, auto_delete: bool, args: dict[str, Any]
     ) -> None:
         problems = []
         if queue.durable != durable:
             problems.append(f"inequivalent arg 'durable' for queue '{queue.name}'")
         if queue.auto_delete != auto_delete:
             problems.append(f"inequivalent arg 'auto_delete' for queue '{queue.name}'")
-        for key in _EQUIVALENT_ARGS:
-            if not _equivalent(key, args.get(key), queue.arguments.get(key)):
+        for key in EQUIVALENT_ARGS:
+            if not equivalent(key, args.get(key), queue.arguments.get(key)):
                 problems.append(
                     f"inequivalent arg '{key}' for queue '{queue.name}': received "
                     f"{args.get(key)!r} but current is {queue.arguments.get(key)!r}"
@@ -791,7 +348,7 @@ class MemoryChannel(Channel):
         if found is not None and (queue, routing_key) in found.bindings:
             found.bindings.remove((queue, routing_key))
 
-    def _exchange(self, name: str) -> _Exchange:
+    def _exchange(self, name: str) -> Exchange:
         found = self._broker.exchanges.get(name)
         if found is None:
             raise self._fail(NotFound(f"NOT_FOUND - no exchange '{name}' in vhost '/'"))
@@ -836,7 +393,7 @@ class MemoryChannel(Channel):
             raise self._fail(
                 AccessRefused(f"ACCESS_REFUSED - exchange name '{exchange}' is reserved")
             )
-        self._broker.exchanges[exchange] = _Exchange(exchange, exchange_type, durable, auto_delete)
+        self._broker.exchanges[exchange] = Exchange(exchange, exchange_type, durable, auto_delete)
 
     async def exchange_delete(self, exchange: str) -> None:
         """See :meth:`~.base.Channel.exchange_delete`."""
@@ -919,15 +476,15 @@ class MemoryChannel(Channel):
                 raise self._fail(
                     PreconditionFailed("PRECONDITION_FAILED - reply consumer already set")
                 )
-            consumer = _Consumer(self, REPLY_TO, tag, callback, True, False, 0)
-            self._reply_address = _REPLY_PREFIX + secrets.token_urlsafe(16)
+            consumer = Consumer(self, REPLY_TO, tag, callback, True, False, 0)
+            self._reply_address = REPLY_PREFIX + secrets.token_urlsafe(16)
             self._broker.reply_routes[self._reply_address] = consumer
             self._consumers[tag] = consumer
             return tag
         found = self._queue(queue)
         if (exclusive and found.consumers) or any(c.exclusive for c in found.consumers):
             raise self._fail(AccessRefused(f"ACCESS_REFUSED - queue '{queue}' in exclusive use"))
-        consumer = _Consumer(self, queue, tag, callback, no_ack, exclusive, self._prefetch)
+        consumer = Consumer(self, queue, tag, callback, no_ack, exclusive, self._prefetch)
         found.consumers.append(consumer)
         found.had_consumer = True
         found.touch()
@@ -980,16 +537,16 @@ class MemoryChannel(Channel):
             except Exception:
                 log.exception("a consumer-cancel callback failed")
 
-    def deliver(self, consumer: _Consumer, queue: _Queue | None, message: _Stored) -> None:
+    def deliver(self, consumer: Consumer, queue: QueueState | None, message: Stored) -> None:
         """Hand ``message`` to ``consumer`` (a task on the loop)."""
         tag = next(self._tags)
         if not consumer.no_ack and queue is not None:
-            self._unacked[tag] = self._track(tag, _Unacked(message, queue.name, consumer))
+            self._unacked[tag] = self._track(tag, Unacked(message, queue.name, consumer))
             consumer.unacked += 1
         self._connection.spawn(consumer.callback(self._message(message, tag, queue, consumer.tag)))
 
     def _message(
-        self, stored: _Stored, tag: int, queue: _Queue | None, consumer_tag: str | None
+        self, stored: Stored, tag: int, queue: QueueState | None, consumer_tag: str | None
     ) -> Message:
         props = stored.properties
         if queue is not None and queue.quorum:
@@ -1018,12 +575,12 @@ class MemoryChannel(Channel):
         stored = found.ready.pop(0)
         tag = next(self._tags)
         if not no_ack:
-            self._unacked[tag] = self._track(tag, _Unacked(stored, found.name, None))
+            self._unacked[tag] = self._track(tag, Unacked(stored, found.name, None))
         message = self._message(stored, tag, found, None)
         found.drop_expired()
         return message
 
-    def _track(self, tag: int, record: _Unacked) -> _Unacked:
+    def _track(self, tag: int, record: Unacked) -> Unacked:
         timeout = self._broker.consumer_timeout
         if timeout is not None:
             record.timer = self._broker.loop.call_later(timeout, self._timed_out, tag, timeout)
@@ -1038,7 +595,7 @@ class MemoryChannel(Channel):
                 )
             )
 
-    def _settle(self, delivery_tag: int, multiple: bool) -> list[_Unacked]:
+    def _settle(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
         if multiple:
             tags = [t for t in self._unacked if delivery_tag == 0 or t <= delivery_tag]
             if delivery_tag and delivery_tag not in self._unacked:
@@ -1079,7 +636,7 @@ class MemoryChannel(Channel):
                 queue.dead_letter(record.message, "rejected")
         self._redispatch(records)
 
-    def _redispatch(self, records: list[_Unacked]) -> None:
+    def _redispatch(self, records: list[Unacked]) -> None:
         for name in dict.fromkeys(r.queue for r in records):
             queue = self._broker.queues.get(name)
             if queue is not None:
