@@ -11,7 +11,10 @@ queues; prefetch; ack, nack and reject with or without requeue; basic.get;
 purge; delete; per-message and per-queue TTL with dead-lettering and the
 ``x-death`` header; ``x-expires``; ``x-max-length`` with ``drop-head`` and
 ``reject-publish``; single active consumer; quorum queues'
-``x-delivery-count`` and ``x-delivery-limit``; direct reply-to.
+``x-delivery-count`` and ``x-delivery-limit``; direct reply-to; the
+broker's ``consumer_timeout``; a broker-side close of every connection
+(:meth:`MemoryBroker.close_all_connections`) for fault tests. The queue
+state and its rules are in :mod:`roger_actors.transport.memory_state`.
 
 Everything runs on one asyncio event loop, the loop of the connections (a
 broker with open connections refuses one from another loop); TTLs and

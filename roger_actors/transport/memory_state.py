@@ -62,6 +62,7 @@ _UNSUPPORTED_ARGS = ("x-max-priority",)
 
 
 def now_ms(loop: asyncio.AbstractEventLoop) -> float:
+    """The loop's clock in milliseconds (TTL deadlines use it)."""
     return loop.time() * 1000.0
 
 
@@ -146,15 +147,18 @@ class QueueState:
 
     @property
     def single_active(self) -> bool:
+        """True when ``x-single-active-consumer`` is set."""
         return bool(self.arguments.get("x-single-active-consumer", False))
 
     @property
     def max_length(self) -> int | None:
+        """``x-max-length`` (None: no limit)."""
         value = self.arguments.get("x-max-length")
         return None if value is None else int(value)
 
     @property
     def max_length_bytes(self) -> int | None:
+        """``x-max-length-bytes`` (None: no limit)."""
         value = self.arguments.get("x-max-length-bytes")
         return None if value is None else int(value)
 
@@ -169,20 +173,24 @@ class QueueState:
 
     @property
     def overflow(self) -> str:
+        """``x-overflow`` (``drop-head`` by default)."""
         return str(self.arguments.get("x-overflow", "drop-head"))
 
     @property
     def message_ttl(self) -> int | None:
+        """``x-message-ttl`` in ms (None: none)."""
         value = self.arguments.get("x-message-ttl")
         return None if value is None else int(value)
 
     @property
     def expires(self) -> int | None:
+        """``x-expires`` in ms (None: never)."""
         value = self.arguments.get("x-expires")
         return None if value is None else int(value)
 
     @property
     def delivery_limit(self) -> int | None:
+        """``x-delivery-limit`` of a quorum queue (None: none, or classic)."""
         value = self.arguments.get("x-delivery-limit")
         return None if value is None or not self.quorum else int(value)
 
@@ -326,6 +334,7 @@ class QueueState:
             self.drop_expired()
 
     def counts(self) -> tuple[int, int]:
+        """(ready messages, consumers), after dropping expired heads."""
         self.drop_expired()
         return len(self.ready), len(self.consumers)
 
@@ -392,6 +401,7 @@ class MemoryBroker:
             connection.lose(ConnectionLost(reason))
 
     def next_seq(self) -> int:
+        """The next message sequence number (orders requeued messages)."""
         return next(self._seq)
 
     # routing
@@ -450,6 +460,9 @@ def _matches(kind: str, binding: str, routing_key: str) -> bool:
 
 
 def check_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a queue declare's ``arguments`` once checked as RabbitMQ checks
+    them. Raises :class:`~.base.PreconditionFailed` naming the first invalid
+    argument (or one this broker does not model)."""
     args = dict(arguments)
 
     def bad(key: str) -> PreconditionFailed:
@@ -483,6 +496,8 @@ def _is_int(value: Any) -> bool:
 
 
 def equivalent(key: str, mine: Any, theirs: Any) -> bool:
+    """Whether a redeclare's value of argument ``key`` matches the queue's
+    (absent is None; an absent ``x-queue-type`` is ``classic``)."""
     if key == "x-queue-type":
         return (mine or "classic") == (theirs or "classic")
     return bool(mine == theirs)
