@@ -279,6 +279,11 @@ class AmqpSettings:
     #: empty. A connection tries this address and then these in turn
     #: (:meth:`urls`).
     failover: tuple[AmqpSettings, ...] = ()
+    #: The name of the embedded broker (``amqp = "memory://name"``): the node
+    #: serves it from its own process (:mod:`roger_actors.transport.embedded`)
+    #: and replaces these settings with its loopback address before anything
+    #: connects. None for a real broker.
+    embedded: str | None = None
 
     def endpoints(self) -> tuple[AmqpSettings, ...]:
         """Every address's settings, first this one (without ``failover``), then
@@ -521,11 +526,26 @@ def _amqp_from_url(url: str, key: str) -> AmqpSettings:
     )
 
 
+def _embedded_from_url(url: str, key: str) -> AmqpSettings:
+    """``memory://`` or ``memory://name``: the embedded broker (name ``default``)."""
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise _fail(key, "a memory:// URL takes a broker name only (memory://name)")
+    name = parts.netloc or "default"
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise _fail(
+            key, f"memory:// broker name must be letters, digits, '-', '_' or '.', got {name!r}"
+        )
+    return AmqpSettings(host="127.0.0.1", port=0, username="roger", password="", embedded=name)
+
+
 def parse_amqp(value: object, key: str = "amqp") -> AmqpSettings:
     """Normalise the ``amqp`` config value into :class:`AmqpSettings`.
 
     ``value`` is an :class:`AmqpSettings` (returned unchanged), ``None`` (the
-    default URL), an ``amqp://``/``amqps://`` URL, or a mapping of Roger's AMQP
+    default URL), an ``amqp://``/``amqps://`` URL, ``memory://`` or
+    ``memory://name`` (the embedded broker, served by the node's own process:
+    one process, one host), or a mapping of Roger's AMQP
     options (``host`` or ``addresses``, ``port``, ``username``, ``password``, ``virtual_host``,
     ``channel_max``, ``frame_max``, ``heartbeat``, ``connection_timeout`` in
     ms, ``ssl_options``, ``client_properties``). URLs may carry the query
@@ -552,6 +572,8 @@ def parse_amqp(value: object, key: str = "amqp") -> AmqpSettings:
         return value
     if value is None:
         return _amqp_from_url(DEFAULT_AMQP_URL, key)
+    if isinstance(value, str) and value.split(":", 1)[0].lower() == "memory":
+        return _embedded_from_url(value, key)
     if isinstance(value, str):
         urls = split_urls(value)
         if len(urls) == 1:

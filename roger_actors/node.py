@@ -22,6 +22,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+import attrs
+
 from supervision import (
     Application,
     CallTimeout,
@@ -64,6 +66,7 @@ from .registry import (
 from .shutdown_handler import GracefulStop, ShutdownHandler
 from .system import IsConnected
 from .system import System as SystemServer
+from .transport import embedded as embedded_broker
 from .transport.publisher import Publisher
 
 log = logging.getLogger("roger_actors.node")
@@ -122,6 +125,12 @@ class Node:
     """A running node; use :func:`start` to get one."""
 
     def __init__(self, config: Config) -> None:
+        #: The embedded broker this node started (``amqp = "memory://"``), if any.
+        self.embedded: str | None = None
+        name = config.amqp.embedded
+        if name is not None and not embedded_broker.is_running(name):
+            self.embedded = name
+        config = _serve_embedded(config)
         self.config = config
         self.app = Application(
             ChildSpec("roger", (RogerSupervisor, (config,))),
@@ -145,10 +154,10 @@ class Node:
         try:
             self.app.start()
         except AdminPortInUse as exc:
-            self.publisher.close()
+            self._close_connections()
             raise ConfigError(f"config key 'admin_port': {exc}") from None
         except BaseException:
-            self.publisher.close()
+            self._close_connections()
             raise
         self._find_registry()
         self.call(Ready())
@@ -262,7 +271,16 @@ class Node:
                     # Nothing of it answers any more: end what is left.
                     self.app.kill_actor_system()
             finally:
-                self.publisher.close()
+                self._close_connections()
+
+    def _close_connections(self) -> None:
+        """Close the node's publisher, then the embedded broker it started
+        (what that held is gone)."""
+        try:
+            self.publisher.close()
+        finally:
+            if self.embedded is not None:
+                embedded_broker.shutdown(self.embedded)
 
     def __enter__(self) -> Node:
         return self
@@ -347,6 +365,26 @@ def _fresh_lock_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
+def _serve_embedded(config: Config) -> Config:
+    """``config``; for ``amqp = "memory://name"`` the same with the address of
+    the embedded broker ``name``, which is started in this process on first
+    use (:func:`roger_actors.transport.embedded.serve`): everything the node
+    starts connects there. OSError/TimeoutError when it cannot start."""
+    name = config.amqp.embedded
+    if name is None:
+        return config
+    broker = embedded_broker.serve(name)
+    amqp = attrs.evolve(
+        config.amqp,
+        host="127.0.0.1",
+        port=broker.port,
+        username=broker.username,
+        password=broker.password,
+        embedded=None,
+    )
+    return attrs.evolve(config, amqp=amqp)
 
 
 def _final_config(config: Config | dict[str, Any] | str | None) -> Config:
@@ -463,6 +501,15 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     """
     global _producer, _producer_config, _global_auth
     cfg = _final_config(config)
+    name = cfg.amqp.embedded
+    if name is not None:
+        if not embedded_broker.is_running(name):
+            raise ConfigError(
+                f"config key 'amqp': memory://{name} is the embedded broker of a node, "
+                "and none runs in this process: start the node here (roger_actors.start), "
+                "or give the producer a real broker's URL"
+            )
+        cfg = _serve_embedded(cfg)
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
@@ -622,7 +669,7 @@ def child_spec(
     shutdown then stops it. Without that, stopping your application kills
     the jobs still running and their deliveries come back to their queues.
     Raises ``ConfigError`` for a bad configuration."""
-    cfg = _final_config(config)
+    cfg = _serve_embedded(_final_config(config))
     set_allowed_modules(cfg.allowed_job_modules)
     with _lock:
         _embedded[id] = cfg

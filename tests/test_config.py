@@ -635,3 +635,23 @@ def test_an_unparsable_amqp_url_never_echoes_the_password(url: str) -> None:
     with pytest.raises(roger.ConfigError) as info:
         roger.Config(amqp=url)
     assert "Pa55" not in str(info.value) and "S3cr3tPW" not in str(info.value)
+
+
+def test_a_memory_url_names_the_embedded_broker() -> None:
+    assert parse_amqp("memory://").embedded == "default"
+    assert parse_amqp("memory://tenant-a").embedded == "tenant-a"
+    assert parse_amqp("MEMORY://x").embedded == "x"
+    assert parse_amqp("amqp://guest:guest@localhost:5672/").embedded is None
+    for bad, says in [
+        ("memory://a/b", "broker name only"),
+        ("memory://u:p@x", "broker name only"),
+        ("memory://x?heartbeat=1", "broker name only"),
+        ("memory://a b", "letters, digits"),
+    ]:
+        with pytest.raises(roger.ConfigError, match=says):
+            parse_amqp(bad)
+
+
+def test_a_producer_cannot_reach_an_embedded_broker_no_node_here_serves() -> None:
+    with pytest.raises(roger.ConfigError, match="embedded broker of a node"):
+        roger.start_producer({"amqp": "memory://nobody-serves-this"})

@@ -155,6 +155,16 @@ class WireServer:
         return self._port
 
     @property
+    def username(self) -> str:
+        """The one user name accepted."""
+        return self._username
+
+    @property
+    def password(self) -> str:
+        """The one password accepted: pass it on, never print it."""
+        return self._password
+
+    @property
     def url(self) -> str:
         """``amqp://user:password@host:port/``: the address clients connect to.
         It holds the password: pass it on, never print it."""

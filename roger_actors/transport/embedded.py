@@ -1,0 +1,149 @@
+"""The embedded broker: the in-memory broker of this process on a loopback AMQP port.
+
+A node configured with ``amqp = "memory://"`` (or ``"memory://name"``) runs
+its broker itself: :func:`serve` starts the in-memory broker ``name``
+(:mod:`roger_actors.transport.memory`) behind a :class:`~.wire.WireServer`
+on ``127.0.0.1`` with a fresh random password, on an event loop in a daemon
+thread of this process, and returns the ``amqp://`` URL that every process
+of the node (actors, workers, in-process producers) then connects to with
+the AMQP client it already has.
+
+It is one broker in one process on one host: what it holds lives in this
+process's memory and is gone when the process ends or :func:`shutdown`
+stops it; nothing outside this host can reach it (loopback only), and
+nothing without the password can (the password is never printed). Use
+RabbitMQ for anything that must outlive the process or span hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from .base import Connection, connect
+from .wire import WireServer
+
+__all__ = ["EmbeddedBroker", "is_running", "serve", "shutdown"]
+
+#: How long starting or stopping the embedded broker may take (seconds).
+START_TIMEOUT = 10.0
+
+
+@dataclass
+class EmbeddedBroker:
+    """A running embedded broker: its URL (with the password: pass it on,
+    never print it), its port, and the loop thread serving it."""
+
+    name: str
+    url: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    _server: WireServer = field(repr=False)
+    _loop: asyncio.AbstractEventLoop
+    _thread: threading.Thread
+
+    def stop(self, timeout: float = START_TIMEOUT) -> None:
+        """Close every client connection (they see ``CONNECTION_FORCED``),
+        stop listening and end the loop thread. Waits at most ``timeout``
+        seconds; idempotent."""
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._server.close(), self._loop)
+        try:
+            future.result(timeout)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+
+_lock = threading.Lock()
+_running: dict[str, EmbeddedBroker] = {}
+
+
+def serve(
+    name: str = "default",
+    backend: str | None = None,
+) -> EmbeddedBroker:
+    """The embedded broker ``name`` of this process, started on first use.
+
+    ``backend`` is the transport URL the wire server forwards to
+    (default ``memory://<name>``; another one, such as RabbitMQ's, makes it a
+    proxy, which the tests use). Raises ``ValueError`` for an empty ``name``,
+    ``OSError`` when no loopback port can be bound and ``TimeoutError`` when
+    the broker did not start within :data:`START_TIMEOUT` seconds.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("name must be a non-empty str")
+    with _lock:
+        broker = _running.get(name)
+        if broker is not None and broker._thread.is_alive():
+            return broker
+        broker = _start(name, backend if backend is not None else f"memory://{name}")
+        _running[name] = broker
+        return broker
+
+
+def is_running(name: str) -> bool:
+    """True when the embedded broker ``name`` runs in this process."""
+    with _lock:
+        broker = _running.get(name)
+        return broker is not None and broker._thread.is_alive()
+
+
+def shutdown(name: str | None = None) -> None:
+    """Stop the embedded broker ``name`` (every one when None); what it held
+    is gone. A name that is not running is ignored."""
+    with _lock:
+        names = list(_running) if name is None else [name]
+        brokers = [_running.pop(n) for n in names if n in _running]
+    for broker in brokers:
+        broker.stop()
+
+
+def _start(name: str, backend_url: str) -> EmbeddedBroker:
+    loop = asyncio.new_event_loop()
+    ready: concurrent.futures.Future[WireServer] = concurrent.futures.Future()
+
+    def factory() -> Callable[[], Awaitable[Connection]]:
+        async def connect_backend() -> Connection:
+            return await connect(backend_url)
+
+        return connect_backend
+
+    async def begin() -> None:
+        server = WireServer(factory())
+        await server.start()
+        ready.set_result(server)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(begin())
+
+        def failed(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None and not ready.done():
+                ready.set_exception(done.exception())
+
+        task.add_done_callback(failed)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"roger-embedded-broker-{name}", daemon=True)
+    thread.start()
+    try:
+        server = ready.result(START_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        loop.call_soon_threadsafe(loop.stop)
+        raise TimeoutError(f"the embedded broker {name!r} did not start") from None
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        raise
+    return EmbeddedBroker(
+        name, server.url, server.port, server.username, server.password, server, loop, thread
+    )
