@@ -46,6 +46,19 @@ class EmbeddedBroker:
     _loop: asyncio.AbstractEventLoop
     _thread: threading.Thread
 
+    def drop_connections(self, reason: str = "closed by the broker") -> None:
+        """Close every client connection from the broker's side, as
+        ``rabbitmqctl close_all_connections`` does (clients see
+        ``CONNECTION_FORCED``; their unacked deliveries go back to their
+        queues). For fault tests; returns once it is done (at most
+        :data:`START_TIMEOUT` s)."""
+
+        async def drop() -> None:
+            for client in list(self._server._clients):
+                await client.force_close(reason)
+
+        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(START_TIMEOUT)
+
     def stop(self, timeout: float = START_TIMEOUT) -> None:
         """Close every client connection (they see ``CONNECTION_FORCED``),
         stop listening and end the loop thread. Waits at most ``timeout``
