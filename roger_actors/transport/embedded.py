@@ -38,7 +38,7 @@ class EmbeddedBroker:
     never print it), its port, and the loop thread serving it."""
 
     name: str
-    url: str
+    url: str = field(repr=False)
     port: int
     username: str
     password: str = field(repr=False)

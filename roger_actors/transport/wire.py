@@ -30,7 +30,8 @@ What it does, as RabbitMQ does:
   backend connection closed, which returns its unacked deliveries to their
   queues; a backend connection that closes by itself (the embedded broker
   dropping every connection) closes the client's with 320
-  ``CONNECTION_FORCED``.
+  ``CONNECTION_FORCED``; a consumer the backend cancels (its queue deleted
+  or expired) is cancelled on the client with ``basic.cancel``.
 
 Not supported (a client asking gets a connection error 540
 ``NOT_IMPLEMENTED``): ``channel.flow``, transactions, ``basic.recover``,
@@ -52,7 +53,6 @@ from pamqp import commands, frame, header, heartbeat
 from pamqp.base import Frame
 from pamqp.body import ContentBody
 
-from .aiormq_transport import _from_spec, _to_spec
 from .base import (
     Channel,
     ChannelClosed,
@@ -64,6 +64,7 @@ from .base import (
     TransportError,
     Unroutable,
 )
+from .tables import from_spec, to_spec
 
 __all__ = ["WireServer"]
 
@@ -73,6 +74,7 @@ FRAME_MAX = 131_072
 CHANNEL_MAX = 2_047
 HEARTBEAT = 60
 _FRAME_OVERHEAD = 8  # type (1), channel (2), size (4), end (1)
+_PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 
 _NOT_IMPLEMENTED = 540
 _FRAME_ERROR = 501
@@ -227,6 +229,12 @@ class _Client(asyncio.Protocol):
                 if len(buffer) < 8:
                     return
                 chunk = bytes(buffer[:8])
+                if chunk != _PROTOCOL_HEADER:
+                    # As the spec says: answer with the protocol this server speaks, and close.
+                    assert self._transport is not None
+                    self._transport.write(_PROTOCOL_HEADER)
+                    self._shut()
+                    return
             else:
                 if len(buffer) < 7:
                     return
@@ -316,11 +324,7 @@ class _Client(asyncio.Protocol):
     async def _handshake(self, number: int, value: Any) -> None:
         if self._stage == "start":
             if not isinstance(value, header.ProtocolHeader):
-                # As the spec says: answer with the protocol this server speaks, and close.
-                if self._transport is not None:
-                    self._transport.write(frame.marshal(header.ProtocolHeader(), 0))
-                self._shut()
-                return
+                raise _ConnectionError(_FRAME_ERROR, "FRAME_ERROR - expected the protocol header")
             self._send(
                 0,
                 commands.Connection.Start(
@@ -386,6 +390,7 @@ class _Client(asyncio.Protocol):
         if not 0 < number <= CHANNEL_MAX:
             raise _ConnectionError(_CHANNEL_ERROR, f"CHANNEL_ERROR - channel {number} out of range")
         backend = await self._backend.channel(publisher_confirms=True)
+        backend.add_cancel_callback(lambda tag: self._send(number, commands.Basic.Cancel(tag)))
         self._channels[number] = _ChannelState(backend)
         self._send(number, commands.Channel.OpenOk())
 
@@ -532,7 +537,7 @@ class _Client(asyncio.Protocol):
                 body,
                 exchange=publish.exchange,
                 routing_key=publish.routing_key,
-                properties=_from_spec(content.properties),
+                properties=from_spec(content.properties),
                 mandatory=publish.mandatory,
             )
         except Unroutable:
@@ -585,7 +590,7 @@ class _Client(asyncio.Protocol):
             self._transport.write(frame.marshal(value, number))
 
     def _send_content(self, number: int, method: Any, message: Message) -> None:
-        self._send_raw(number, method, message.body, _to_spec(message.properties))
+        self._send_raw(number, method, message.body, to_spec(message.properties))
 
     def _send_raw(self, number: int, method: Any, body: bytes, properties: Any) -> None:
         if self._transport is None or self._closed:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from roger_actors.transport import memory
+from roger_actors.transport import embedded, memory
 from roger_actors.transport.base import Connection, ConnectionLost, connect
 
 AMQP_URL = os.environ.get("ROGER_CONFORMANCE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -33,6 +33,11 @@ class Kit:
         self.kind = kind
         self.tag = secrets.token_hex(4)
         self.url = AMQP_URL if kind == "amqp" else f"memory://conformance-{self.tag}"
+        #: "wire": aiormq through the embedded broker's AMQP front end to a memory broker.
+        self.embedded: embedded.EmbeddedBroker | None = None
+        if kind == "wire":
+            self.embedded = embedded.serve(f"conformance-{self.tag}")
+            self.url = self.embedded.url
         self.queues: list[str] = []
         self.exchanges: list[str] = []
         self._connections = 0
@@ -52,7 +57,7 @@ class Kit:
     async def connect(self) -> Connection:
         """A new connection, named (on RabbitMQ) so that :meth:`drop` finds it."""
         self._connections += 1
-        if self.kind == "amqp":
+        if self.kind in ("amqp", "wire"):
             label = f"conformance-{self.tag}-{self._connections}"
             connection = await connect(f"{self.url}?name={label}")
             connection.label = label  # type: ignore[attr-defined]
@@ -61,6 +66,9 @@ class Kit:
 
     async def drop(self, connection: Connection) -> None:
         """Have the broker close ``connection`` (not the client)."""
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.drop_connections, "closed by the test")
+            return
         if self.kind == "memory":
             memory.broker(self.url).close_all_connections("closed by the test")
             return
@@ -92,6 +100,9 @@ class Kit:
         """Delete what the test declared (RabbitMQ); forget the memory broker."""
         if self.kind == "memory":
             memory.forget_broker(self.url)
+            return
+        if self.embedded is not None:
+            embedded.shutdown(self.embedded.name)
             return
         connection = await connect(self.url)
         try:
@@ -133,7 +144,7 @@ async def next_item(queue: asyncio.Queue[Any], timeout: float = WAIT) -> Any:
     return await asyncio.wait_for(queue.get(), timeout)
 
 
-@pytest.fixture(params=["amqp", "memory"])
+@pytest.fixture(params=["amqp", "memory", "wire"])
 def transport(request: pytest.FixtureRequest) -> Iterator[Kit]:
     """A :class:`Kit` for each implementation; RabbitMQ tests are skipped
     (not failed) when no broker answers at ``ROGER_CONFORMANCE_AMQP_URL``."""
