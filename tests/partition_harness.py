@@ -31,7 +31,23 @@ from tests.roger_test_jobs2 import JsonCallbacks, read_events
 
 T = TypeVar("T")
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+def _test_broker() -> str:
+    """The broker the Roger-level tests use: the machine's RabbitMQ, or with
+    ``ROGER_TEST_BROKER=memory`` the embedded broker served from the test
+    process (every node process the tests start connects to it)."""
+    kind = os.environ.get("ROGER_TEST_BROKER", "rabbitmq")
+    if kind == "memory":
+        from roger_actors.transport import embedded
+
+        return embedded.serve("roger-tests").url
+    if kind != "rabbitmq":
+        raise RuntimeError(f"ROGER_TEST_BROKER must be rabbitmq or memory, got {kind!r}")
+    return "amqp://guest:guest@127.0.0.1:5672/"
+
+
+BROKER = _test_broker()
+#: True when the tests run on the embedded broker (no rabbitmqctl, no cluster).
+ON_MEMORY = os.environ.get("ROGER_TEST_BROKER") == "memory"
 #: Bound of every wait for something asynchronous.
 WAIT = 20.0
 
@@ -169,6 +185,11 @@ def delete_queues(names: list[str]) -> None:
 
 def queues_with_prefixes(prefixes: list[str]) -> list[str]:
     """Names of the broker's queues that start with one of ``prefixes``."""
+    if ON_MEMORY:
+        from roger_actors.transport import embedded
+
+        names = embedded.serve("roger-tests").queue_names()
+        return [n for n in names if any(n.startswith(p) for p in prefixes)]
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name"],
         capture_output=True, text=True, timeout=30, check=True,
@@ -183,6 +204,10 @@ def close_connections_named(name: str, reason: str = "test") -> int:
     Scoped ``rabbitmqctl close_connection`` rather than ``close_all_connections``
     so that other users of the shared broker are not disturbed. Returns how many.
     """
+    if ON_MEMORY:
+        from roger_actors.transport import embedded
+
+        return embedded.serve("roger-tests").drop_connections(reason, name=name)
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
         capture_output=True, text=True, timeout=30, check=True,

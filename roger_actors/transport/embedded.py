@@ -46,18 +46,31 @@ class EmbeddedBroker:
     _loop: asyncio.AbstractEventLoop
     _thread: threading.Thread
 
-    def drop_connections(self, reason: str = "closed by the broker") -> None:
-        """Close every client connection from the broker's side, as
-        ``rabbitmqctl close_all_connections`` does (clients see
-        ``CONNECTION_FORCED``; their unacked deliveries go back to their
-        queues). For fault tests; returns once it is done (at most
-        :data:`START_TIMEOUT` s)."""
+    def drop_connections(self, reason: str = "closed by the broker", name: str | None = None) -> int:
+        """Close client connections from the broker's side, as ``rabbitmqctl
+        close_all_connections`` does (clients see ``CONNECTION_FORCED``;
+        their unacked deliveries go back to their queues): every one, or
+        those whose client named itself ``name`` (its ``connection_name``
+        client property). For fault tests; returns how many, once done (at
+        most :data:`START_TIMEOUT` s)."""
 
-        async def drop() -> None:
-            for client in list(self._server._clients):
+        async def drop() -> int:
+            clients = [c for c in self._server._clients if name is None or c.name == name]
+            for client in clients:
                 await client.force_close(reason)
+            return len(clients)
 
-        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(START_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(drop(), self._loop).result(START_TIMEOUT)
+
+    def queue_names(self) -> list[str]:
+        """The names of the broker's queues now (as ``rabbitmqctl list_queues``)."""
+
+        async def names() -> list[str]:
+            from .memory import broker
+
+            return sorted(broker(f"memory://{self.name}").queues)
+
+        return asyncio.run_coroutine_threadsafe(names(), self._loop).result(START_TIMEOUT)
 
     def stop(self, timeout: float = START_TIMEOUT) -> None:
         """Close every client connection (they see ``CONNECTION_FORCED``),

@@ -210,6 +210,8 @@ class _Client(asyncio.Protocol):
         self._heard = 0.0
         self._stage = "header"  # header -> start -> start-ok -> tune-ok -> open -> open-ok
         self._closed = False
+        #: The ``connection_name`` the client gave in its client properties.
+        self.name: str | None = None
 
     # ---------------------------------------------------------------- asyncio
 
@@ -345,6 +347,9 @@ class _Client(asyncio.Protocol):
             )
             self._stage = "start-ok"
         elif self._stage == "start-ok" and isinstance(value, commands.Connection.StartOk):
+            properties = value.client_properties or {}
+            name = properties.get("connection_name")
+            self.name = name if isinstance(name, str) else None
             if not self._server._authenticate(value.mechanism, value.response):
                 raise _ConnectionError(
                     _ACCESS_REFUSED,
