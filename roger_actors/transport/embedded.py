@@ -46,7 +46,9 @@ class EmbeddedBroker:
     _loop: asyncio.AbstractEventLoop
     _thread: threading.Thread
 
-    def drop_connections(self, reason: str = "closed by the broker", name: str | None = None) -> int:
+    def drop_connections(
+        self, reason: str = "closed by the broker", name: str | None = None
+    ) -> int:
         """Close client connections from the broker's side, as ``rabbitmqctl
         close_all_connections`` does (clients see ``CONNECTION_FORCED``;
         their unacked deliveries go back to their queues): every one, or
