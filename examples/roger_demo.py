@@ -1,6 +1,9 @@
 """Job processing on a real roger-actors node, step by step, checked.
 
-Run with ``scripts/demo`` (or ``python examples/roger_demo.py [--broker amqp]``).
+Run with ``scripts/demo`` (or ``python examples/roger_demo.py``). It runs on
+RabbitMQ when one answers at ``--amqp-url``, else on the embedded broker
+(``memory://``, served from this process: nothing to install); ``--broker
+amqp`` or ``--broker memory`` chooses.
 It starts a node in this process (its actors and workers in processes of
 their own) through the public API, with two tenants' partitions, and then:
 
@@ -17,14 +20,13 @@ checked against the journal its jobs and callbacks write
 exit status 1 and a message saying what was expected. The partitions'
 queues are deleted and the node stopped in every case.
 
-Exit status: 0 every step passed; 1 a step failed; 2 bad arguments or the
-broker asked for is not available; 3 the broker cannot be reached.
+Exit status: 0 every step passed; 1 a step failed; 2 bad arguments; 3 RabbitMQ
+(``--broker amqp``) cannot be reached.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import secrets
@@ -418,31 +420,34 @@ def quiet_logging() -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--broker", choices=("amqp", "memory"), default="amqp",
-                        help="amqp: RabbitMQ (default); memory: the embedded broker")
+    parser.add_argument("--broker", choices=("auto", "amqp", "memory"), default="auto",
+                        help="auto (default): RabbitMQ when it is reachable, else the embedded "
+                             "broker; amqp: RabbitMQ only; memory: the embedded broker "
+                             "(memory://, in this process, nothing to install)")
     parser.add_argument("--amqp-url", default=os.environ.get("ROGER_AMQP_URL", DEFAULT_AMQP),
-                        help=f"RabbitMQ URL for --broker amqp (default {DEFAULT_AMQP})")
+                        help=f"RabbitMQ URL for --broker auto/amqp (default {DEFAULT_AMQP})")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     console = Console(width=None if sys.stdout.isatty() else 120)
-    if args.broker == "memory":
-        if importlib.util.find_spec("roger_actors.transport.memory") is None:
-            console.print("[red]--broker memory: the embedded broker (memory://) is not "
-                          "available yet (roger_actors.transport has no memory module); "
-                          "use --broker amqp[/red]")
-            return 2
-        amqp = "memory://"
-    else:
-        amqp = args.amqp_url
-        if not broker_reachable(amqp):
-            shown = urlsplit(amqp)
-            console.print(f"[red]RabbitMQ is not reachable at {shown.hostname}:"
-                          f"{shown.port or 5672}: start it (scripts/test starts it when "
-                          "installed) or give --amqp-url[/red]")
+    amqp = "memory://"
+    if args.broker != "memory":
+        shown = urlsplit(args.amqp_url)
+        where = f"{shown.hostname}:{shown.port or 5672}"
+        if broker_reachable(args.amqp_url):
+            amqp = args.amqp_url
+            console.print(f"broker: RabbitMQ at {where}")
+        elif args.broker == "amqp":
+            console.print(f"[red]RabbitMQ is not reachable at {where}: start it (scripts/test "
+                          "starts it when installed), give --amqp-url, or run on the "
+                          "embedded broker (--broker memory)[/red]")
             return 3
+        else:
+            console.print(f"RabbitMQ is not reachable at {where}: ", end="")
+    if amqp == "memory://":
+        console.print("broker: the embedded broker (memory://, in this process)")
     titles = [
         "start a node, two tenants",
         "enqueue jobs",

@@ -1,21 +1,18 @@
 """``scripts/demo``: job processing on a real node, every step checked, in under 30 s.
 
 The demo is run as a user runs it (a subprocess of ``scripts/demo``, on this
-test's virtual environment so that it installs nothing new) against the
-RabbitMQ the tests use.
+test's virtual environment so that it installs nothing new), on the RabbitMQ
+the tests use and, with no RabbitMQ reachable, on the embedded broker.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo"
@@ -39,10 +36,7 @@ def run_demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[st
     )
 
 
-def test_the_demo_runs_every_step_on_rabbitmq_and_exits_0_within_30_seconds() -> None:
-    began = time.monotonic()
-    done = run_demo()
-    wall = time.monotonic() - began
+def _assert_every_step_passed(done: subprocess.CompletedProcess[str], wall: float) -> None:
     report = f"exit {done.returncode} after {wall:.1f} s\n{done.stdout}\n{done.stderr}"
     assert done.returncode == 0, report
     summary = done.stdout[done.stdout.index("Summary"):]
@@ -57,21 +51,26 @@ def test_the_demo_runs_every_step_on_rabbitmq_and_exits_0_within_30_seconds() ->
     assert re.search(r"\[8/8\] clean up: PASS .*no process left", done.stdout), report
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("roger_actors.transport.memory") is not None,
-    reason="the embedded broker exists: --broker memory runs the demo",
-)
-def test_the_memory_broker_choice_says_it_is_not_available_yet_and_exits_2() -> None:
-    done = run_demo("--broker", "memory")
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "not available yet" in done.stdout
-    assert "Summary" not in done.stdout
+def test_the_demo_runs_every_step_on_rabbitmq_and_exits_0_within_30_seconds() -> None:
+    began = time.monotonic()
+    done = run_demo()
+    _assert_every_step_passed(done, time.monotonic() - began)
+    assert "broker: RabbitMQ at 127.0.0.1:5672" in done.stdout
 
 
-def test_an_unreachable_broker_is_named_and_exits_3() -> None:
+def test_with_no_rabbitmq_the_demo_runs_every_step_on_the_embedded_broker() -> None:
+    # Nothing answers on port 1: the default (auto) takes the embedded broker.
+    began = time.monotonic()
     done = run_demo("--amqp-url", "amqp://guest:guest@127.0.0.1:1/")
+    _assert_every_step_passed(done, time.monotonic() - began)
+    assert "RabbitMQ is not reachable at 127.0.0.1:1: broker: the embedded broker" in done.stdout
+
+
+def test_rabbitmq_asked_for_and_unreachable_is_named_and_exits_3() -> None:
+    done = run_demo("--broker", "amqp", "--amqp-url", "amqp://guest:guest@127.0.0.1:1/")
     assert done.returncode == 3, done.stdout + done.stderr
     assert "RabbitMQ is not reachable at 127.0.0.1:1" in done.stdout
+    assert "Summary" not in done.stdout
 
 
 def test_a_step_that_does_not_do_what_it_says_fails_the_demo_with_exit_1_and_cleans_up() -> None:
