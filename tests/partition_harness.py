@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiormq
 from pamqp import commands as spec
@@ -46,6 +47,7 @@ def _test_broker() -> str:
 
 
 BROKER = _test_broker()
+BROKER_PORT = urlsplit(BROKER).port or 5672
 #: True when the tests run on the embedded broker (no rabbitmqctl, no cluster).
 ON_MEMORY = os.environ.get("ROGER_TEST_BROKER") == "memory"
 #: Bound of every wait for something asynchronous.
@@ -88,7 +90,7 @@ def holds_for(
 
 
 def amqp_socket_count(pid: int) -> int:
-    """How many TCP connections to port 5672 the process ``pid`` holds."""
+    """How many TCP connections to the broker's port (:data:`BROKER`) the process ``pid`` holds."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -109,7 +111,7 @@ def amqp_socket_count(pid: int) -> int:
         for line in lines:
             cols = line.split()
             remote_port = int(cols[2].rsplit(":", 1)[1], 16)
-            if remote_port == 5672 and cols[3] == "01" and cols[9] in inodes:
+            if remote_port == BROKER_PORT and cols[3] == "01" and cols[9] in inodes:
                 count += 1
     return count
 

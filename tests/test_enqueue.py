@@ -10,7 +10,7 @@ import pytest
 
 import roger_actors as roger
 from roger_actors.queue import Queue
-from tests.partition_harness import counts, delete_queues, drain
+from tests.partition_harness import BROKER, counts, delete_queues, drain
 from tests.roger_jobs import RecordJob
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,7 +33,7 @@ def test_enqueue_without_a_node_raises_not_started() -> None:
 
 
 def test_a_producer_enqueues_before_any_node_started_the_partition(partition: str) -> None:
-    roger.start_producer({})
+    roger.start_producer({"amqp": BROKER})
     job = roger.Job.create(RecordJob, ["/dev/null", "x"])
 
     job.enqueue(partition)
@@ -47,7 +47,7 @@ def test_a_producer_enqueues_before_any_node_started_the_partition(partition: st
 
 
 def test_enqueue_with_a_queue_override_goes_to_that_queue(partition: str) -> None:
-    roger.start_producer({})
+    roger.start_producer({"amqp": BROKER})
     roger.Job.create(RecordJob, ["/dev/null", "y"]).enqueue(partition, "other")
     assert counts(Queue.make_name(partition, "other")) == (1, 0)
     assert counts(Queue.make_name(partition, "default")) is None, "default queue untouched"
