@@ -6,9 +6,10 @@ Enable them in your root ``conftest.py``::
 
 Fixtures (override any of them in your ``conftest.py``):
 
-* ``roger_amqp_url`` (session): the broker. ``ROGER_TEST_AMQP_URL`` or
-  RabbitMQ at ``amqp://guest:guest@127.0.0.1:5672/``. (``memory://``, the
-  embedded broker, is a change of this one line once it exists.)
+* ``roger_amqp_url`` (session): the broker. ``ROGER_TEST_AMQP_URL`` or the
+  embedded broker ``memory://roger-pytest``, served by the test process
+  (nothing to install; set ``ROGER_TEST_AMQP_URL`` to a RabbitMQ URL to test
+  on RabbitMQ).
 * ``roger_config`` (session): the node's configuration as a dict: a free
   ``admin_port``, its own ``node_name``, the ``system_exchange_prefix``
   ``"roger-pytest"``, ``retry_levels`` ``[1, 1]`` (a retried job is buried
@@ -68,7 +69,7 @@ __all__ = [
     "roger_partition",
 ]
 
-DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_TEST_AMQP_URL = "memory://roger-pytest"
 #: How long a new partition may take to consume its queues (seconds).
 PARTITION_START_TIMEOUT = 30.0
 
@@ -88,7 +89,7 @@ def _free_port(low: int = 24000, high: int = 24999) -> int:
 
 @pytest.fixture(scope="session")
 def roger_amqp_url() -> str:
-    """The broker the test node uses (``ROGER_TEST_AMQP_URL``, else local RabbitMQ)."""
+    """The broker the test node uses (``ROGER_TEST_AMQP_URL``, else the embedded broker)."""
     return os.environ.get("ROGER_TEST_AMQP_URL", DEFAULT_TEST_AMQP_URL)
 
 
