@@ -19,7 +19,7 @@ from bench.common import BenchConfig, PeerRunner
 from bench.roger_jobs import BenchJob
 from roger_actors import node
 from roger_actors.node import start_producer, stop
-from roger_actors.partition.consumer import MAX_BATCH
+from roger_actors.partition.consumer_core import MAX_BATCH
 
 SUFFIX = "-default"
 

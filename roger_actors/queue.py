@@ -56,7 +56,7 @@ MAX_PARTITION_ID_BYTES = MAX_QUEUE_NAME_BYTES - len("-execution-waiting-#") - 64
 MAX_QUEUE_TYPE_BYTES = MAX_QUEUE_NAME_BYTES - MAX_PARTITION_ID_BYTES - len("-.retry.") - 12
 #: Most workers a queue may have on one node. Each worker is an OS process, and
 #: the channel's prefetch is ``max_workers * (1 + batch)`` with a batch of up
-#: to 32 jobs (``consumer.MAX_BATCH``): 1000 keeps that (33,000) under AMQP's
+#: to 32 jobs (``consumer_core.MAX_BATCH``): 1000 keeps that (33,000) under AMQP's
 #: 16-bit prefetch limit of 65,535.
 MAX_WORKERS = 1000
 

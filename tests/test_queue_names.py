@@ -141,7 +141,7 @@ def test_an_error_about_a_huge_partition_id_is_short() -> None:
 
 
 def test_max_workers_is_bounded_so_the_prefetch_fits_amqps_16_bits() -> None:
-    from roger_actors.partition.consumer import MAX_BATCH
+    from roger_actors.partition.consumer_core import MAX_BATCH
 
     assert normalise_queue_defs({"default": MAX_WORKERS}) == {"default": MAX_WORKERS}
     assert MAX_WORKERS * (1 + MAX_BATCH) <= 65535

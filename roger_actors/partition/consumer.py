@@ -5,13 +5,17 @@ an I/O thread, see :mod:`roger_actors.transport.loop`) with one channel per
 queue. At most ``max_workers`` worker processes run jobs of a queue, one job
 each at a time: that is the hard bound on jobs of that queue running on this
 node. Each worker gets a batch of jobs per message, as many as fit in about
-:data:`BATCH_TARGET_SECONDS` of work judging by the queue's recent job
-durations (one job at a time for slow jobs, up to :data:`MAX_BATCH` for
-very short ones). The channel's prefetch bounds the deliveries (and so the
-messages) this actor has in flight; the ``prefetch`` config key chooses it:
-``"roger"``, ``max_workers`` (Roger's: batches then hold what the channel
-has, mostly one job), or ``"adaptive"``, ``max_workers * (1 + batch)``,
-from ``2 * max_workers``, following the batch size.
+:data:`~roger_actors.partition.consumer_core.BATCH_TARGET_SECONDS` of work
+judging by the queue's recent job durations (one job at a time for slow
+jobs, up to :data:`~roger_actors.partition.consumer_core.MAX_BATCH` for
+very short ones). The Consumer's decisions (what to do with a delivery and
+with an outcome, how jobs are batched) are made without I/O by
+:mod:`~roger_actors.partition.consumer_core`; this actor carries them out.
+The channel's prefetch bounds the deliveries (and so the messages) this
+actor has in flight; the ``prefetch`` config key chooses it: ``"roger"``,
+``max_workers`` (Roger's: batches then hold what the channel has, mostly
+one job), or ``"adaptive"``, ``max_workers * (1 + batch)``, from
+``2 * max_workers``, following the batch size.
 
 Work queues are durable quorum queues where the broker supports them, with
 ``x-delivery-limit`` (config ``delivery_limit``, 20 by default) and
@@ -113,7 +117,6 @@ import os
 import signal
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +127,7 @@ from thespian.actors import WatchMessage
 from roger_actors.clock import now
 from roger_actors.cluster_auth import ClusterAuth
 from roger_actors.config import Config
-from roger_actors.errors import InvalidJobError, RogerError
+from roger_actors.errors import RogerError
 from roger_actors.job import (
     Job,
     bounded_repr,
@@ -141,8 +144,9 @@ from roger_actors.transport.loop import LoopThread
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
-from . import control, execution_fence, retry
+from . import consumer_core, control, execution_fence, retry
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
+from .consumer_core import UNRUN_OUTCOMES, QueueState
 from .control import Scoreboard
 from .global_client import request as global_request
 from .lease import HANDOVER_FRACTION, LeaseKeeper, delivery_id, failed_deliveries, lease_ttl
@@ -160,12 +164,6 @@ log = logging.getLogger("roger_actors.consumer")
 
 #: Seconds a worker may stay idle before it is stopped.
 WORKER_IDLE_SECONDS = 5.0
-#: A batch handed to a worker holds about this many seconds of work.
-BATCH_TARGET_SECONDS = 0.02
-#: Most jobs handed to a worker in one message.
-MAX_BATCH = 32
-#: Weight of the newest job duration in a queue's running average.
-DURATION_WEIGHT = 0.2
 INVALID_HEADER = "x-roger-invalid"
 #: Longest reason put in the ``x-roger-invalid`` header, in characters.
 INVALID_REASON_CHARS = 256
@@ -176,8 +174,6 @@ INVALID_REASON_CHARS = 256
 #: the broker closes the whole connection, and the delivery comes back.
 KEPT_HEADERS_BYTES = 4096
 DROPPED_HEADERS_HEADER = "x-roger-headers-dropped"
-#: AMQP's prefetch count is a 16-bit field.
-MAX_PREFETCH = 65535
 #: Header of a job parked in an execution-waiting queue: its work queue type.
 ORIGIN_HEADER = "x-roger-queue"
 #: First wait before a failed retry or burial publish is tried again (seconds).
@@ -272,41 +268,6 @@ class _InFlight:
     exec_token: str = ""
     #: Its worker was killed by the fence (once).
     fenced: bool = False
-
-
-@dataclass
-class _QueueState:
-    name: str
-    max_workers: int
-    paused: bool = False
-    workers: list[_WorkerRef] = field(default_factory=list)
-    starting: int = 0
-    backlog: deque[int] = field(default_factory=deque)
-    #: Running average of job durations (seconds), None before the first.
-    avg_seconds: float | None = None
-    #: The prefetch asked of the broker for this queue's channel.
-    prefetch: int = 0
-    #: The prefetch follows the batch size (config ``prefetch = "adaptive"``);
-    #: else it is ``max_workers`` (``"roger"``).
-    adaptive: bool = True
-
-    @property
-    def batch_limit(self) -> int:
-        """Jobs per batch: about BATCH_TARGET_SECONDS of work, 1 to MAX_BATCH."""
-        if self.avg_seconds is None:
-            return 1
-        fit = int(BATCH_TARGET_SECONDS / max(self.avg_seconds, 1e-6))
-        return max(1, min(MAX_BATCH, fit))
-
-    @property
-    def wanted_prefetch(self) -> int:
-        """Adaptive: room for every worker's batch and the next one being
-        gathered; else ``max_workers``. At most AMQP's :data:`MAX_PREFETCH`
-        (``max_workers`` is bounded by :data:`~roger_actors.queue.MAX_WORKERS`
-        so that the clamp only matters for states made without that check)."""
-        if not self.adaptive:
-            return min(MAX_PREFETCH, self.max_workers)
-        return min(MAX_PREFETCH, self.max_workers * (1 + self.batch_limit))
 
 
 # ---------------------------------------------------------------- public requests
@@ -411,8 +372,8 @@ class Consumer(Server):
         #: from several threads at once).
         self.callback_runner = CallbackRunner(self.callbacks, partition_id)
         self.adaptive_prefetch = config.prefetch == "adaptive"
-        self.queues: dict[str, _QueueState] = {
-            name: _QueueState(name, limit, adaptive=self.adaptive_prefetch)
+        self.queues: dict[str, QueueState] = {
+            name: QueueState(name, limit, adaptive=self.adaptive_prefetch)
             for name, limit in queues.items()
         }
         self.inflight: dict[int, _InFlight] = {}
@@ -652,10 +613,7 @@ class Consumer(Server):
             return
         acks, self.acks = self.acks, []
         link = self.link
-
-        by_channel: dict[tuple[str, int], list[int]] = {}
-        for d in acks:
-            by_channel.setdefault((d.key, d.generation), []).append(d.tag)
+        by_channel = consumer_core.acks_by_channel(acks)
 
         async def ack_all() -> None:
             for (key, generation), tags in by_channel.items():
@@ -847,7 +805,7 @@ class Consumer(Server):
         if reply.ref == self.queues_ref:
             if reply.ok and isinstance(reply.value, dict):
                 self.queues = {
-                    name: _QueueState(
+                    name: QueueState(
                         name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
                     )
                     for name, limit in reply.value.items()
@@ -909,51 +867,37 @@ class Consumer(Server):
     # ------------------------------------------------------------ deliveries
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        failed = failed_deliveries(delivery.headers)
-        if failed >= self.config.delivery_limit:
-            # Before the broker's x-delivery-limit drops (4.x, no dead-letter
-            # target) or dead-letters it; also for a queue declared elsewhere.
-            self._set_aside(
-                delivery,
-                f"Delivered {failed} times without an outcome (delivery_limit "
-                f"{self.config.delivery_limit}); not run again",
-            )
-            return
-        state = self.queues.get(delivery.key)
-        if state is None or state.paused or not self.consuming:
+        decision = consumer_core.triage(
+            delivery.body,
+            failed_deliveries=failed_deliveries(delivery.headers),
+            delivery_limit=self.config.delivery_limit,
+            runnable=self._runnable(delivery.key),
+            max_payload_bytes=self.config.max_payload_bytes,
+            cancelled=self.cancelled,
+        )
+        if isinstance(decision, consumer_core.SetAside):
+            self._set_aside(delivery, decision.reason, free_key=decision.free_queue_key)
+        elif isinstance(decision, consumer_core.GiveBack):
             self._give_back(delivery)
-            return
-        limit = self.config.max_payload_bytes
-        if len(delivery.body) > limit:
-            self._set_aside(
-                delivery,
-                f"Job payload is {len(delivery.body)} bytes, larger than max_payload_bytes "
-                f"({limit} bytes); not decoded",
-                free_key=False,
-            )
-            return
-        try:
-            job = Job.decode(delivery.body)
-        except InvalidJobError as exc:
-            self._set_aside(delivery, str(exc))
-            return
-        except Exception as exc:  # a decoder bug must not crash the Consumer
-            self._set_aside(delivery, f"Job decoding failed: {type(exc).__name__}")
-            return
-        flight = _InFlight(delivery, job)
-        if job.id in self.cancelled:
-            self._cancel_flight(flight)
-            return
-        self._admit(flight)
+        elif isinstance(decision, consumer_core.ClearCancel):
+            self._cancel_flight(_InFlight(delivery, decision.job))
+        else:
+            self._admit(_InFlight(delivery, decision.job))
+
+    def _runnable(self, queue: str) -> bool:
+        """A delivery of queue type ``queue`` may run now: the queue is known
+        and not paused, and the Consumer consumes."""
+        state = self.queues.get(queue)
+        return state is not None and not state.paused and self.consuming
 
     def _admit(self, flight: _InFlight) -> None:
         """Take a job that is not (or no longer) cancelled: gate its keys, or
         put it in its queue's backlog."""
         delivery, job = flight.delivery, flight.job
-        state = self.queues.get(delivery.key)
-        if state is None or state.paused or not self.consuming:
+        if not self._runnable(delivery.key):
             self._give_back(delivery)
             return
+        state = self.queues[delivery.key]
         token = next(self.tokens)
         self.inflight[token] = flight
         if not flight.gated and execution_key_of(job) is not None:
@@ -1025,11 +969,11 @@ class Consumer(Server):
             del self.inflight[token]
             self._cancel_flight(flight)
             return
-        state = self.queues.get(delivery.key)
-        if state is None or state.paused or not self.consuming:
+        if not self._runnable(delivery.key):
             del self.inflight[token]
             self._give_back(delivery)
             return
+        state = self.queues[delivery.key]
         state.backlog.append(token)
         self._dispatch(state)
 
@@ -1413,7 +1357,7 @@ class Consumer(Server):
 
         self._submit("invalid", move())
 
-    def _dispatch(self, state: _QueueState) -> None:
+    def _dispatch(self, state: QueueState) -> None:
         if self.worker_sup is None:
             return
         while state.backlog:
@@ -1421,32 +1365,23 @@ class Consumer(Server):
             if idle is None:
                 break
             self._hand_batch(state, idle)
-        wanted = len(state.backlog) - state.starting
-        room = state.max_workers - len(state.workers) - state.starting
-        for _ in range(max(0, min(wanted, room))):
+        for _ in range(state.workers_to_start()):
             self._start_worker(state)
 
-    def _hand_batch(self, state: _QueueState, worker: _WorkerRef) -> None:
+    def _hand_batch(self, state: QueueState, worker: _WorkerRef) -> None:
         """Give ``worker`` its share of the backlog (one job if it has a time limit)."""
-        share = -(-len(state.backlog) // max(1, state.max_workers))
-        items: list[tuple[int, Job]] = []
-        while state.backlog and len(items) < min(state.batch_limit, share):
-            token = state.backlog[0]
+
+        def job_of(token: int) -> Job | None:
             flight = self.inflight.get(token)
-            if flight is None:
-                state.backlog.popleft()
-                continue
-            if flight.job.max_execution_time is not None:
-                if items:
-                    break  # a timed job travels alone: its timer starts now
-                state.backlog.popleft()
-                items.append((token, flight.job))
-                flight.timer = self.send_after(
-                    float(flight.job.max_execution_time), ("timeout", token)
-                )
-                break
-            state.backlog.popleft()
-            items.append((token, flight.job))
+            return None if flight is None else flight.job
+
+        items, timed = state.take_batch(job_of)
+        if timed:  # a timed job travels alone: its timer starts now
+            token, job = items[0]
+            assert job.max_execution_time is not None
+            self.inflight[token].timer = self.send_after(
+                float(job.max_execution_time), ("timeout", token)
+            )
         handed_at = now()
         for token, _ in items:
             self.inflight[token].worker = worker
@@ -1456,7 +1391,7 @@ class Consumer(Server):
         if items:
             self.send(worker.address, RunJobs(items))
 
-    def _start_worker(self, state: _QueueState) -> None:
+    def _start_worker(self, state: QueueState) -> None:
         spec = ChildSpec(
             f"worker-{state.name}",
             (
@@ -1495,7 +1430,7 @@ class Consumer(Server):
             if flight.timer is not None:
                 self.cancel_timer(flight.timer)
             worker = flight.worker
-            if worker is not None and result.outcome not in ("returned", "cancelled"):
+            if worker is not None and result.outcome not in UNRUN_OUTCOMES:
                 self._record_duration(worker.queue, result.seconds)
                 timed.add(worker.queue)
             if result.outcome == "cancelled":
@@ -1515,24 +1450,18 @@ class Consumer(Server):
 
     def _record_duration(self, queue: str, seconds: float) -> None:
         state = self.queues.get(queue)
-        if state is None:
-            return
-        if state.avg_seconds is None:
-            state.avg_seconds = seconds
-        else:
-            state.avg_seconds += DURATION_WEIGHT * (seconds - state.avg_seconds)
+        if state is not None:
+            state.record_duration(seconds)
 
     def _adjust_prefetch(self, queue: str) -> None:
         """Follow the batch size with the channel's prefetch (changes of 2x or
         more), when the prefetch is adaptive."""
         state = self.queues.get(queue)
-        if state is None or not state.adaptive or state.max_workers == 0 or not self.connected:
+        if state is None or not self.connected:
             return
-        wanted = state.wanted_prefetch
-        if state.prefetch and state.prefetch // 2 < wanted < state.prefetch * 2:
-            return
-        state.prefetch = wanted
-        self._submit("prefetch", self._in_turn(self.link.set_prefetch(queue, wanted)))
+        wanted = state.prefetch_change()
+        if wanted is not None:
+            self._submit("prefetch", self._in_turn(self.link.set_prefetch(queue, wanted)))
 
     def _settle(self, flight: _InFlight, outcome: str) -> None:
         """Record the outcome of a job, then ack its delivery.
@@ -1544,38 +1473,43 @@ class Consumer(Server):
         job), and frees its queue key (the job has run: Roger's ``job_done``)
         after the retry or burial publish and before the ack."""
         delivery, job = flight.delivery, flight.job
-        if outcome == "returned":
-            self._give_back(delivery)
-            return
-        if outcome == "cancelled" and not flight.cancelling:
-            self._cancel_flight(flight)
-            return
-        execution_key = execution_key_of(job)
-        if execution_key is not None:
-            self._submit("release", self._release(execution_key, job.id, flight.exec_token))
-        queue_key = queue_key_of(job) if outcome != "cancelled" else None
-        if outcome in ("done", "error", "cancelled") and queue_key is None:
-            self._ack_later(delivery)
-            return
-        target: tuple[str, dict[str, Any], bytes] | None = None
-        if outcome == "retry":
-            level = retry.level_for(job.retry_count, self.config.retry_levels)
-            assert level is not None
-            name, args = retry.retry_queue(self.partition_id, delivery.key, level)
-            target = (name, args, job.copy_with(retry_count=job.retry_count + 1).encode())
-        elif outcome == "buried":
-            name, args = retry.buried_queue(
-                self.partition_id, delivery.key, self.config.max_buried_queue_size
-            )
-            target = (name, args, job.encode())
+        effects = consumer_core.settle(
+            job,
+            outcome,
+            partition_id=self.partition_id,
+            queue=delivery.key,
+            exec_token=flight.exec_token,
+            cancelling=flight.cancelling,
+            retry_levels=self.config.retry_levels,
+            max_buried_queue_size=self.config.max_buried_queue_size,
+        )
+        for effect in effects:
+            if isinstance(effect, consumer_core.GiveBack):
+                self._give_back(delivery)
+            elif isinstance(effect, consumer_core.ClearCancel):
+                self._cancel_flight(flight)
+            elif isinstance(effect, consumer_core.ReleaseExecution):
+                release = self._release(effect.key, effect.job_id, effect.exec_token)
+                self._submit("release", release)
+            elif isinstance(effect, consumer_core.AckLater):
+                self._ack_later(delivery)
+            else:
+                self._record_then_ack(delivery, job, outcome, effect)
+
+    def _record_then_ack(
+        self, delivery: Delivery, job: Job, outcome: str, record: consumer_core.RecordThenAck
+    ) -> None:
+        """Carry out ``record`` for ``delivery`` on the loop thread: the copy
+        published (:meth:`_publish_outcome`), the queue key freed
+        (:meth:`_free_queue_key`), then the ack or its lease's end; the
+        Consumer counts as busy (``settling``) meanwhile."""
+        copy, queue_key = record.copy, record.free_queue_key
         props = properties(message_id=job.id, app_id=self.partition_id)
         self.handed_over.discard(delivery_id(delivery))
 
         async def finish() -> None:
             self.keeper.claim(delivery)  # a lease it has is settled below
-            if target is not None and not await self._publish_outcome(
-                delivery, target, props, outcome
-            ):
+            if copy is not None and not await self._publish_outcome(delivery, copy, props, outcome):
                 return  # its channel is gone: the broker delivers the job again
             if queue_key is not None:
                 await self._free_queue_key(queue_key, delivery)
@@ -1587,11 +1521,11 @@ class Consumer(Server):
     async def _publish_outcome(
         self,
         delivery: Delivery,
-        target: tuple[str, dict[str, Any], bytes],
+        copy: consumer_core.CopyTo,
         props: Any,
         outcome: str,
     ) -> bool:
-        """Declare the retry or buried queue ``target`` and publish the job's
+        """Declare the retry or buried queue of ``copy`` and publish the job's
         next copy into it, with confirm. Never raises. A publish that fails
         (the queue expired between declare and publish and the copy reached no
         queue, a nack, a channel error) is tried again, the queue declared
@@ -1600,7 +1534,7 @@ class Consumer(Server):
         when the delivery's channel is gone first (the broker requeued it, and
         its copy gets an outcome of its own), so that nothing is acked
         without its copy in place."""
-        name, arguments, body = target
+        name, arguments, body = copy.queue, dict(copy.arguments), copy.body
         delay, failures = SETTLE_RETRY_FIRST_SECONDS, 0
         while self._delivery_open(delivery):
             try:
@@ -1938,14 +1872,14 @@ class Consumer(Server):
             return self._in_turn(self._pause_all(names))
         return self._in_turn(self._resume_all(resume))
 
-    def _return_unstarted(self, state: _QueueState) -> None:
+    def _return_unstarted(self, state: QueueState) -> None:
         """Ask every worker of ``state`` that holds a batch to report its jobs
         not started yet as ``returned`` instead of running them."""
         for worker in state.workers:
             if len(worker.tokens) > 1 and worker.control:
                 control.tell(worker.control, control.RETURN_UNSTARTED)
 
-    def _requeue_backlog(self, state: _QueueState) -> None:
+    def _requeue_backlog(self, state: QueueState) -> None:
         """Deliveries not yet running go back to the broker (also those handed to
         a worker in a batch and not started: the worker returns them)."""
         self._return_unstarted(state)
@@ -1988,7 +1922,7 @@ class Consumer(Server):
             existing = self.queues.get(name)
             if existing is None:
                 # A queue removed and added back keeps its pause bit.
-                existing = self.queues[name] = _QueueState(
+                existing = self.queues[name] = QueueState(
                     name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
                 )
                 existing.prefetch = existing.wanted_prefetch

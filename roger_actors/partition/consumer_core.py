@@ -1,0 +1,381 @@
+"""The Consumer's decisions, without I/O: what to do with a delivery and with a
+job's outcome, and how a queue's jobs are batched.
+
+Pure code: no broker, no actor, no event loop, no clock (times are passed
+in). The Consumer actor (:mod:`roger_actors.partition.consumer`) feeds it
+what happened (a delivery, a worker's report) and carries out the *effects*
+it returns, small frozen values that say what to do:
+
+- :class:`SetAside`: publish the delivery, body unchanged, to its queue's
+  ``.invalid`` queue with the reason, free the queue key its payload names
+  (when ``free_queue_key``), then ack it;
+- :class:`GiveBack`: return the delivery unrun to its work queue (a fresh
+  copy, then the ack), keeping the keys its job holds;
+- :class:`ClearCancel`: ask Global to clear the job's cancel mark; the job
+  is settled as cancelled only if Global says it cleared it;
+- :class:`Admit`: take the job (gate its execution key, or put it in its
+  queue's backlog);
+- :class:`ReleaseExecution`: give the job's execution key up (to the next
+  job waiting for it);
+- :class:`AckLater`: ack the delivery with the other acks of this message;
+- :class:`RecordThenAck`: publish the job's next copy (:class:`CopyTo`, a
+  retry or buried queue) with confirm, then free its queue key, then ack.
+
+:class:`QueueState` holds one queue type's batching and prefetch
+bookkeeping: its backlog of delivery tokens, its running average of job
+durations, the batch size and prefetch that follow from it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Container, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from roger_actors.errors import InvalidJobError
+from roger_actors.job import Job, execution_key_of, queue_key_of
+
+from . import retry
+
+#: A batch handed to a worker holds about this many seconds of work.
+BATCH_TARGET_SECONDS = 0.02
+#: Most jobs handed to a worker in one message.
+MAX_BATCH = 32
+#: Weight of the newest job duration in a queue's running average.
+DURATION_WEIGHT = 0.2
+#: AMQP's prefetch count is a 16-bit field.
+MAX_PREFETCH = 65535
+#: Outcomes a worker reports of a job it never ran: no duration to learn from.
+UNRUN_OUTCOMES = frozenset({"returned", "cancelled"})
+
+# ---------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """Move the delivery to ``<partition>-<queue>.invalid`` with ``reason``
+    (at most the Consumer's ``INVALID_REASON_CHARS``), freeing the queue key
+    its payload declares when ``free_queue_key``, then ack it."""
+
+    reason: str
+    free_queue_key: bool = True
+
+
+@dataclass(frozen=True)
+class GiveBack:
+    """Return the delivery, not run, to its work queue (a fresh copy that does
+    not count as a failed delivery, then the ack); its job keeps its keys."""
+
+
+@dataclass(frozen=True)
+class ClearCancel:
+    """Ask Global to clear ``job``'s cancel mark; settle it as cancelled only
+    if this call cleared it."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
+class Admit:
+    """Take ``job``: gate its execution key, or put it in its queue's backlog."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
+class ReleaseExecution:
+    """Job ``job_id`` (its delivery's ``exec_token``) is done with execution
+    key ``key``: hand it to the first job waiting for it, else free it."""
+
+    key: str
+    job_id: str
+    exec_token: str
+
+
+@dataclass(frozen=True)
+class AckLater:
+    """Ack the delivery with the other acks of this message (one I/O hop)."""
+
+
+@dataclass(frozen=True)
+class CopyTo:
+    """The job's next copy: ``body`` published to ``queue``, declared with
+    ``arguments`` (a retry queue of one level, or the buried queue)."""
+
+    queue: str
+    arguments: Mapping[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class RecordThenAck:
+    """Record the outcome on the broker, in this order, then ack: publish
+    ``copy`` (when given) with confirm, free ``free_queue_key`` (when given)
+    in Global. Nothing is acked while the copy is not in place."""
+
+    copy: CopyTo | None = None
+    free_queue_key: str | None = None
+
+
+#: What :func:`triage` decides for a delivery.
+Triage = SetAside | GiveBack | ClearCancel | Admit
+#: What :func:`settle` decides for an outcome.
+Settlement = GiveBack | ClearCancel | ReleaseExecution | AckLater | RecordThenAck
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+def triage(
+    body: bytes,
+    *,
+    failed_deliveries: int,
+    delivery_limit: int,
+    runnable: bool,
+    max_payload_bytes: int,
+    cancelled: Container[str],
+    decode: Callable[[bytes], Job] = Job.decode,
+) -> Triage:
+    """What to do with a delivery whose payload is ``body``, in this order:
+
+    1. delivered ``delivery_limit`` times or more without an outcome
+       (``failed_deliveries``, as its headers count them): set aside, its
+       queue key freed;
+    2. not ``runnable`` (its queue is unknown or paused, or the Consumer
+       stopped consuming): given back;
+    3. larger than ``max_payload_bytes``: set aside, not decoded (so no
+       queue key is freed);
+    4. ``decode`` raises :class:`InvalidJobError`: set aside with its message;
+       any other exception (a decoder bug): set aside naming its type;
+    5. its job id is in ``cancelled``: :class:`ClearCancel`;
+    6. else :class:`Admit`.
+
+    Never raises (a ``decode`` that raises is case 4)."""
+    if failed_deliveries >= delivery_limit:
+        # Before the broker's x-delivery-limit drops (4.x, no dead-letter
+        # target) or dead-letters it; also for a queue declared elsewhere.
+        return SetAside(
+            f"Delivered {failed_deliveries} times without an outcome (delivery_limit "
+            f"{delivery_limit}); not run again"
+        )
+    if not runnable:
+        return GiveBack()
+    if len(body) > max_payload_bytes:
+        return SetAside(
+            f"Job payload is {len(body)} bytes, larger than max_payload_bytes "
+            f"({max_payload_bytes} bytes); not decoded",
+            free_queue_key=False,
+        )
+    try:
+        job = decode(body)
+    except InvalidJobError as exc:
+        return SetAside(str(exc))
+    except Exception as exc:  # a decoder bug must not crash the Consumer
+        return SetAside(f"Job decoding failed: {type(exc).__name__}")
+    if job.id in cancelled:
+        return ClearCancel(job)
+    return Admit(job)
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+def settle(
+    job: Job,
+    outcome: str,
+    *,
+    partition_id: str,
+    queue: str,
+    exec_token: str,
+    cancelling: bool,
+    retry_levels: tuple[int, ...],
+    max_buried_queue_size: int,
+) -> tuple[Settlement, ...]:
+    """The effects that record ``outcome`` for ``job``, delivered from queue
+    type ``queue`` (``exec_token``: the token its delivery took its execution
+    key with; ``cancelling``: Global already cleared its cancel mark).
+
+    - ``returned`` (never started): :class:`GiveBack`, keeping its keys;
+    - ``cancelled`` not yet cleared with Global: :class:`ClearCancel` only;
+    - any other outcome: :class:`ReleaseExecution` first when the job has an
+      execution key, then :class:`AckLater` for ``done``, ``error`` and a
+      cleared ``cancelled`` of a job without a queue key, else
+      :class:`RecordThenAck`: for ``retry`` the copy goes to the retry queue
+      of the job's next level (``retry_count + 1``), for ``buried`` to the
+      buried queue, and the queue key (not for ``cancelled``: clearing the
+      mark freed it) is freed before the ack.
+
+    Raises ValueError for ``retry`` of a job that has no retry level left
+    (the worker decides ``retry`` only when one is left)."""
+    if outcome == "returned":
+        return (GiveBack(),)
+    if outcome == "cancelled" and not cancelling:
+        return (ClearCancel(job),)
+    effects: list[Settlement] = []
+    execution_key = execution_key_of(job)
+    if execution_key is not None:
+        effects.append(ReleaseExecution(execution_key, job.id, exec_token))
+    queue_key = queue_key_of(job) if outcome != "cancelled" else None
+    if outcome in ("done", "error", "cancelled") and queue_key is None:
+        effects.append(AckLater())
+        return tuple(effects)
+    copy = None
+    if outcome == "retry":
+        level = retry.level_for(job.retry_count, retry_levels)
+        if level is None:
+            raise ValueError(
+                f"outcome 'retry' for job {job.id} with retry_count {job.retry_count}: "
+                f"no retry level left of {len(retry_levels)}"
+            )
+        name, args = retry.retry_queue(partition_id, queue, level)
+        copy = CopyTo(name, args, job.copy_with(retry_count=job.retry_count + 1).encode())
+    elif outcome == "buried":
+        name, args = retry.buried_queue(partition_id, queue, max_buried_queue_size)
+        copy = CopyTo(name, args, job.encode())
+    effects.append(RecordThenAck(copy, queue_key))
+    return tuple(effects)
+
+
+class Ackable(Protocol):
+    """A delivery as far as acking goes: its channel and its tag."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def tag(self) -> int: ...
+
+
+def acks_by_channel(deliveries: Iterable[Ackable]) -> dict[tuple[str, int], list[int]]:
+    """The tags of ``deliveries`` grouped by consumer channel ``(key,
+    generation)``, in the order given (one multiple ack per channel)."""
+    grouped: dict[tuple[str, int], list[int]] = {}
+    for delivery in deliveries:
+        grouped.setdefault((delivery.key, delivery.generation), []).append(delivery.tag)
+    return grouped
+
+
+# ---------------------------------------------------------------- batches
+
+
+@dataclass
+class QueueState:
+    """One queue type of the partition on this node: its limits, its pause
+    bit, its workers (the actor's records of them), the tokens of the
+    deliveries waiting for a worker (``backlog``, in delivery order), and the
+    running average of its job durations that sizes batches and prefetch."""
+
+    name: str
+    max_workers: int
+    paused: bool = False
+    workers: list[Any] = field(default_factory=list)
+    #: Workers asked of the WorkerSupervisor, not there yet.
+    starting: int = 0
+    backlog: deque[int] = field(default_factory=deque)
+    #: Running average of job durations (seconds), None before the first.
+    avg_seconds: float | None = None
+    #: The prefetch asked of the broker for this queue's channel.
+    prefetch: int = 0
+    #: The prefetch follows the batch size (config ``prefetch = "adaptive"``);
+    #: else it is ``max_workers`` (``"roger"``).
+    adaptive: bool = True
+
+    @property
+    def batch_limit(self) -> int:
+        """Jobs per batch: about BATCH_TARGET_SECONDS of work, 1 to MAX_BATCH."""
+        if self.avg_seconds is None:
+            return 1
+        fit = int(BATCH_TARGET_SECONDS / max(self.avg_seconds, 1e-6))
+        return max(1, min(MAX_BATCH, fit))
+
+    @property
+    def wanted_prefetch(self) -> int:
+        """Adaptive: room for every worker's batch and the next one being
+        gathered; else ``max_workers``. At most AMQP's :data:`MAX_PREFETCH`
+        (``max_workers`` is bounded by :data:`~roger_actors.queue.MAX_WORKERS`
+        so that the clamp only matters for states made without that check)."""
+        if not self.adaptive:
+            return min(MAX_PREFETCH, self.max_workers)
+        return min(MAX_PREFETCH, self.max_workers * (1 + self.batch_limit))
+
+    def record_duration(self, seconds: float) -> None:
+        """Learn one job's duration: the first sets the average, each next one
+        moves it by :data:`DURATION_WEIGHT` of the difference."""
+        if self.avg_seconds is None:
+            self.avg_seconds = seconds
+        else:
+            self.avg_seconds += DURATION_WEIGHT * (seconds - self.avg_seconds)
+
+    def prefetch_change(self) -> int | None:
+        """The new prefetch to ask of the broker, now set as ``prefetch``, when
+        it is adaptive and the wanted one differs by a factor of 2 or more
+        (or none was asked yet); None when it stays (also for a queue with
+        ``max_workers`` 0, which is not consumed)."""
+        if not self.adaptive or self.max_workers == 0:
+            return None
+        wanted = self.wanted_prefetch
+        if self.prefetch and self.prefetch // 2 < wanted < self.prefetch * 2:
+            return None
+        self.prefetch = wanted
+        return wanted
+
+    def workers_to_start(self) -> int:
+        """How many more workers to start: one per backlogged job no starting
+        worker will take, within ``max_workers`` counting those there and
+        those starting."""
+        wanted = len(self.backlog) - self.starting
+        room = self.max_workers - len(self.workers) - self.starting
+        return max(0, min(wanted, room))
+
+    def take_batch(self, job_of: Callable[[int], Job | None]) -> tuple[list[tuple[int, Job]], bool]:
+        """Take the next batch for one idle worker off the backlog: its fair
+        share (the backlog split over ``max_workers``, rounded up), at most
+        :attr:`batch_limit` jobs. A job with a ``max_execution_time`` travels
+        alone (its timer starts when it is handed): it ends a batch begun
+        before it, or is a batch of its own. Tokens ``job_of`` knows nothing
+        of (forgotten deliveries) are dropped. Returns the ``(token, job)``
+        pairs and whether the batch is one timed job."""
+        share = -(-len(self.backlog) // max(1, self.max_workers))
+        items: list[tuple[int, Job]] = []
+        while self.backlog and len(items) < min(self.batch_limit, share):
+            token = self.backlog[0]
+            job = job_of(token)
+            if job is None:
+                self.backlog.popleft()
+                continue
+            if job.max_execution_time is not None:
+                if items:
+                    break
+                self.backlog.popleft()
+                return [(token, job)], True
+            self.backlog.popleft()
+            items.append((token, job))
+        return items, False
+
+
+__all__ = [
+    "BATCH_TARGET_SECONDS",
+    "DURATION_WEIGHT",
+    "MAX_BATCH",
+    "MAX_PREFETCH",
+    "UNRUN_OUTCOMES",
+    "AckLater",
+    "Ackable",
+    "Admit",
+    "ClearCancel",
+    "CopyTo",
+    "GiveBack",
+    "QueueState",
+    "RecordThenAck",
+    "ReleaseExecution",
+    "SetAside",
+    "Settlement",
+    "Triage",
+    "acks_by_channel",
+    "settle",
+    "triage",
+]

@@ -1,0 +1,386 @@
+"""The Consumer's decisions without I/O (roger_actors.partition.consumer_core):
+what happens to a delivery, to a job's outcome, and how jobs are batched."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from roger_actors.errors import InvalidJobError
+from roger_actors.job import Job
+from roger_actors.partition import consumer_core as core
+from roger_actors.partition import retry
+from roger_actors.queue import Queue
+
+PID = "p1"
+LEVELS = (1, 5)
+
+
+class PlainJob(Job):
+    def perform(self, args: Any) -> Any:
+        return None
+
+
+class RetryableJob(Job):
+    retryable = True
+
+    def perform(self, args: Any) -> Any:
+        return None
+
+
+class QueueKeyedJob(Job):
+    retryable = True
+
+    def perform(self, args: Any) -> Any:
+        return None
+
+    def queue_key(self, args: Any) -> str | None:
+        return f"q-{args[0]}"
+
+
+class ExecKeyedJob(Job):
+    def perform(self, args: Any) -> Any:
+        return None
+
+    def execution_key(self, args: Any) -> str | None:
+        return f"e-{args[0]}"
+
+
+class TimedJob(Job):
+    max_execution_time = 3
+
+    def perform(self, args: Any) -> Any:
+        return None
+
+
+def _triage(body: bytes = b"payload", **overrides: Any) -> core.Triage:
+    job = Job.create(PlainJob, [1], id="j1")
+    kwargs: dict[str, Any] = {
+        "failed_deliveries": 0,
+        "delivery_limit": 20,
+        "runnable": True,
+        "max_payload_bytes": 1024,
+        "cancelled": set(),
+        "decode": lambda data: job,
+    }
+    kwargs.update(overrides)
+    return core.triage(body, **kwargs)
+
+
+def _settle(job: Job, outcome: str, **overrides: Any) -> tuple[core.Settlement, ...]:
+    kwargs: dict[str, Any] = {
+        "partition_id": PID,
+        "queue": "default",
+        "exec_token": "inc.1",
+        "cancelling": False,
+        "retry_levels": LEVELS,
+        "max_buried_queue_size": 100,
+    }
+    kwargs.update(overrides)
+    return core.settle(job, outcome, **kwargs)
+
+
+# ---------------------------------------------------------------- triage
+
+
+def test_a_decodable_job_of_a_runnable_queue_is_admitted() -> None:
+    decision = _triage()
+    assert isinstance(decision, core.Admit) and decision.job.id == "j1"
+
+
+def test_a_delivery_at_the_delivery_limit_is_set_aside_before_anything_else() -> None:
+    decision = _triage(failed_deliveries=20, runnable=False, body=b"x" * 5000)
+    assert decision == core.SetAside(
+        "Delivered 20 times without an outcome (delivery_limit 20); not run again"
+    )
+    assert decision.free_queue_key
+
+
+def test_a_delivery_under_the_delivery_limit_is_not_set_aside_for_it() -> None:
+    assert isinstance(_triage(failed_deliveries=19), core.Admit)
+
+
+def test_a_delivery_of_a_queue_not_runnable_is_given_back_undecoded() -> None:
+    def refuse(data: bytes) -> Job:
+        raise AssertionError("decoded")
+
+    assert _triage(runnable=False, decode=refuse) == core.GiveBack()
+
+
+def test_an_oversized_payload_is_set_aside_undecoded_and_frees_no_queue_key() -> None:
+    def refuse(data: bytes) -> Job:
+        raise AssertionError("decoded")
+
+    decision = _triage(body=b"x" * 1025, decode=refuse)
+    assert decision == core.SetAside(
+        "Job payload is 1025 bytes, larger than max_payload_bytes (1024 bytes); not decoded",
+        free_queue_key=False,
+    )
+
+
+def test_a_payload_of_exactly_max_payload_bytes_is_decoded() -> None:
+    assert isinstance(_triage(body=b"x" * 1024), core.Admit)
+
+
+def test_an_invalid_payload_is_set_aside_with_the_decoders_reason_and_frees_its_key() -> None:
+    def invalid(data: bytes) -> Job:
+        raise InvalidJobError("no such module")
+
+    assert _triage(decode=invalid) == core.SetAside("no such module", free_queue_key=True)
+
+
+def test_a_decoder_bug_is_set_aside_naming_the_exception_type_only() -> None:
+    def buggy(data: bytes) -> Job:
+        raise KeyError("secret detail")
+
+    assert _triage(decode=buggy) == core.SetAside("Job decoding failed: KeyError")
+
+
+def test_garbage_bytes_are_set_aside_by_the_real_decoder() -> None:
+    decision = core.triage(
+        b"\xff\x00 not cbor",
+        failed_deliveries=0,
+        delivery_limit=20,
+        runnable=True,
+        max_payload_bytes=1024,
+        cancelled=(),
+    )
+    assert isinstance(decision, core.SetAside) and decision.free_queue_key
+    assert decision.reason
+
+
+def test_a_job_marked_cancelled_is_never_admitted_but_cleared_with_global() -> None:
+    decision = _triage(cancelled={"j1"})
+    assert isinstance(decision, core.ClearCancel) and decision.job.id == "j1"
+
+
+# ---------------------------------------------------------------- settle
+
+
+def test_a_returned_job_is_given_back_keeping_its_keys() -> None:
+    job = Job.create(QueueKeyedJob, [1], id="j1")
+    assert _settle(job, "returned") == (core.GiveBack(),)
+
+
+def test_a_returned_job_with_an_execution_key_does_not_release_it() -> None:
+    job = Job.create(ExecKeyedJob, [1], id="j1")
+    assert _settle(job, "returned") == (core.GiveBack(),)
+
+
+def test_a_cancelled_outcome_not_yet_cleared_asks_global_first() -> None:
+    job = Job.create(PlainJob, [1], id="j1")
+    assert _settle(job, "cancelled") == (core.ClearCancel(job),)
+
+
+def test_a_cleared_cancel_is_acked_and_frees_no_queue_key_again() -> None:
+    job = Job.create(QueueKeyedJob, [1], id="j1")
+    assert _settle(job, "cancelled", cancelling=True) == (core.AckLater(),)
+
+
+@pytest.mark.parametrize("outcome", ["done", "error"])
+def test_a_finished_job_without_a_queue_key_is_acked_with_the_others(outcome: str) -> None:
+    job = Job.create(PlainJob, [1], id="j1")
+    assert _settle(job, outcome) == (core.AckLater(),)
+
+
+@pytest.mark.parametrize("outcome", ["done", "error"])
+def test_a_finished_job_with_a_queue_key_frees_it_before_the_ack(outcome: str) -> None:
+    job = Job.create(QueueKeyedJob, [7], id="j1")
+    assert _settle(job, outcome) == (core.RecordThenAck(None, "q-7"),)
+
+
+def test_any_outcome_but_returned_releases_the_execution_key_first() -> None:
+    job = Job.create(ExecKeyedJob, [3], id="j1")
+    effects = _settle(job, "done", exec_token="inc.9")
+    assert effects == (core.ReleaseExecution("e-3", "j1", "inc.9"), core.AckLater())
+
+
+def test_a_retry_copies_the_job_to_its_next_levels_queue_with_one_more_retry() -> None:
+    job = Job.create(RetryableJob, [1], id="j1")
+    (effect,) = _settle(job, "retry", queue="fast")
+    assert isinstance(effect, core.RecordThenAck) and effect.free_queue_key is None
+    copy = effect.copy
+    assert copy is not None
+    name, arguments = retry.retry_queue(PID, "fast", LEVELS[0])
+    assert copy.queue == name == Queue.retry_name(PID, "fast", 1)
+    assert copy.arguments == arguments
+    assert Job.decode(copy.body).retry_count == 1
+
+
+def test_the_second_retry_goes_to_the_second_level() -> None:
+    job = Job.create(RetryableJob, [1], id="j1").copy_with(retry_count=1)
+    (effect,) = _settle(job, "retry")
+    assert isinstance(effect, core.RecordThenAck) and effect.copy is not None
+    assert effect.copy.queue == Queue.retry_name(PID, "default", LEVELS[1])
+    assert Job.decode(effect.copy.body).retry_count == 2
+
+
+def test_a_retry_with_no_level_left_is_refused() -> None:
+    job = Job.create(RetryableJob, [1], id="j1").copy_with(retry_count=len(LEVELS))
+    with pytest.raises(ValueError, match="no retry level left"):
+        _settle(job, "retry")
+
+
+def test_a_buried_job_is_copied_unchanged_to_the_bounded_buried_queue() -> None:
+    job = Job.create(QueueKeyedJob, [2], id="j1").copy_with(retry_count=2)
+    (effect,) = _settle(job, "buried", max_buried_queue_size=7)
+    assert isinstance(effect, core.RecordThenAck)
+    assert effect.copy == core.CopyTo(
+        Queue.buried_name(PID, "default"), {"x-max-length": 7}, job.encode()
+    )
+    assert effect.free_queue_key == "q-2"
+
+
+# ---------------------------------------------------------------- acks
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    key: str
+    generation: int
+    tag: int
+
+
+def test_acks_are_grouped_per_channel_generation_in_order() -> None:
+    deliveries = [
+        _Delivery("a", 1, 5),
+        _Delivery("b", 1, 2),
+        _Delivery("a", 1, 3),
+        _Delivery("a", 2, 1),
+    ]
+    assert core.acks_by_channel(deliveries) == {("a", 1): [5, 3], ("b", 1): [2], ("a", 2): [1]}
+
+
+def test_no_deliveries_make_no_acks() -> None:
+    assert core.acks_by_channel([]) == {}
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_a_queue_with_no_duration_known_hands_one_job_at_a_time() -> None:
+    assert core.QueueState("q", 4).batch_limit == 1
+
+
+def test_the_batch_holds_about_the_target_seconds_of_work() -> None:
+    state = core.QueueState("q", 4, avg_seconds=core.BATCH_TARGET_SECONDS / 5)
+    assert state.batch_limit == 5
+
+
+def test_the_batch_is_between_one_and_max_batch() -> None:
+    assert core.QueueState("q", 4, avg_seconds=10.0).batch_limit == 1
+    assert core.QueueState("q", 4, avg_seconds=0.0).batch_limit == core.MAX_BATCH
+
+
+def test_the_first_duration_sets_the_average_and_later_ones_move_it_by_the_weight() -> None:
+    state = core.QueueState("q", 1)
+    state.record_duration(1.0)
+    assert state.avg_seconds == 1.0
+    state.record_duration(2.0)
+    assert state.avg_seconds == pytest.approx(1.0 + core.DURATION_WEIGHT)
+
+
+def test_an_adaptive_prefetch_has_room_for_every_workers_batch_and_one_more() -> None:
+    state = core.QueueState("q", 3, avg_seconds=core.BATCH_TARGET_SECONDS / 4)
+    assert state.wanted_prefetch == 3 * (1 + 4)
+
+
+def test_a_roger_prefetch_is_max_workers() -> None:
+    state = core.QueueState("q", 3, avg_seconds=0.0, adaptive=False)
+    assert state.wanted_prefetch == 3
+
+
+def test_the_prefetch_never_exceeds_amqps_16_bits() -> None:
+    assert core.QueueState("q", 10**6, avg_seconds=0.0).wanted_prefetch == core.MAX_PREFETCH
+    assert core.QueueState("q", 10**6, adaptive=False).wanted_prefetch == core.MAX_PREFETCH
+
+
+def test_the_prefetch_changes_only_by_a_factor_of_two_or_more() -> None:
+    state = core.QueueState("q", 2)
+    assert state.prefetch_change() == 4  # none asked yet: 2 * (1 + 1)
+    state.avg_seconds = core.BATCH_TARGET_SECONDS / 2  # wants 2 * 3 = 6 < 8
+    assert state.prefetch_change() is None and state.prefetch == 4
+    state.avg_seconds = core.BATCH_TARGET_SECONDS / 3  # wants 2 * 4 = 8
+    assert state.prefetch_change() == 8 and state.prefetch == 8
+    state.avg_seconds = 1.0  # wants 4, not above 8 // 2
+    assert state.prefetch_change() == 4
+
+
+def test_a_fixed_prefetch_or_an_unconsumed_queue_never_changes_prefetch() -> None:
+    assert core.QueueState("q", 2, adaptive=False).prefetch_change() is None
+    assert core.QueueState("q", 0).prefetch_change() is None
+
+
+def _jobs(n: int, cls: type[Job] = PlainJob) -> dict[int, Job]:
+    return {token: Job.create(cls, [token], id=f"j{token}") for token in range(1, n + 1)}
+
+
+def _lookup(jobs: dict[int, Job]) -> Callable[[int], Job | None]:
+    return jobs.get
+
+
+def test_a_batch_is_the_workers_fair_share_of_the_backlog() -> None:
+    jobs = _jobs(10)
+    state = core.QueueState("q", 4, avg_seconds=0.0, backlog=deque(jobs))
+    items, timed = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == [1, 2, 3]  # ceil(10 / 4)
+    assert not timed and list(state.backlog) == list(range(4, 11))
+
+
+def test_a_batch_is_at_most_the_batch_limit() -> None:
+    jobs = _jobs(10)
+    state = core.QueueState("q", 1, avg_seconds=core.BATCH_TARGET_SECONDS / 2)
+    state.backlog.extend(jobs)
+    items, _ = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == [1, 2]
+
+
+def test_a_timed_job_ends_the_batch_begun_before_it() -> None:
+    jobs = _jobs(2)
+    jobs[3] = Job.create(TimedJob, [3], id="j3")
+    state = core.QueueState("q", 1, avg_seconds=0.0)
+    state.backlog.extend([1, 2, 3])
+    items, timed = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == [1, 2] and not timed
+    assert list(state.backlog) == [3]
+    items, timed = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == [3] and timed
+    assert not state.backlog
+
+
+def test_a_timed_job_travels_alone() -> None:
+    jobs = {1: Job.create(TimedJob, [1], id="j1"), **{t: j for t, j in _jobs(3).items() if t > 1}}
+    state = core.QueueState("q", 1, avg_seconds=0.0)
+    state.backlog.extend([1, 2, 3])
+    items, timed = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == [1] and timed
+    assert list(state.backlog) == [2, 3]
+
+
+def test_forgotten_deliveries_are_dropped_from_the_backlog() -> None:
+    jobs = _jobs(4)
+    del jobs[1], jobs[3]
+    state = core.QueueState("q", 1, avg_seconds=0.0)
+    state.backlog.extend([1, 2, 3, 4])
+    items, _ = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == [2, 4] and not state.backlog
+
+
+def test_workers_are_started_for_the_backlog_within_max_workers() -> None:
+    state = core.QueueState("q", 3)
+    state.backlog.extend(range(5))
+    assert state.workers_to_start() == 3
+    state.starting = 2
+    assert state.workers_to_start() == 1
+    state.workers = [object()]
+    assert state.workers_to_start() == 0
+
+
+def test_no_worker_is_started_for_jobs_a_starting_worker_will_take() -> None:
+    state = core.QueueState("q", 5, starting=2)
+    state.backlog.extend(range(2))
+    assert state.workers_to_start() == 0
