@@ -1,5 +1,6 @@
 """The Consumer's decisions without I/O (roger_actors.partition.consumer_core):
-what happens to a delivery, to a job's outcome, and how jobs are batched."""
+what happens to a delivery, to a job's outcome and to a cancel, and how jobs
+are batched."""
 
 from __future__ import annotations
 
@@ -384,3 +385,168 @@ def test_no_worker_is_started_for_jobs_a_starting_worker_will_take() -> None:
     state = core.QueueState("q", 5, starting=2)
     state.backlog.extend(range(2))
     assert state.workers_to_start() == 0
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+def _flight(worker: object = None, **flags: Any) -> core.Flight[str, object]:
+    flight: core.Flight[str, object] = core.Flight("delivery", Job.create(PlainJob, [1], id="j1"))
+    flight.worker = worker
+    for name, value in flags.items():
+        setattr(flight, name, value)
+    return flight
+
+
+def test_a_cancel_mark_noted_again_is_renewed_and_moves_to_the_end() -> None:
+    marks = core.CancelMarks()
+    marks.note("a", 1.0)
+    marks.note("b", 2.0)
+    marks.note("a", 3.0)
+    marks.expire(now=12.0, ttl=10.0)  # drops what was learned at 2.0 or before
+    assert "a" in marks and "b" not in marks and len(marks) == 1
+
+
+def test_cancel_marks_expire_ttl_seconds_after_they_were_learned() -> None:
+    marks = core.CancelMarks()
+    marks.note("a", 1.0)
+    marks.note("b", 5.0)
+    marks.expire(now=10.0, ttl=10.0)
+    assert marks.ids() == {"a", "b"}
+    marks.expire(now=11.0, ttl=10.0)
+    assert marks.ids() == {"b"}
+
+
+def test_a_forgotten_mark_is_gone_and_forgetting_an_unknown_one_is_harmless() -> None:
+    marks = core.CancelMarks()
+    marks.note("a", 1.0)
+    marks.forget("a")
+    marks.forget("never")
+    assert "a" not in marks and len(marks) == 0
+
+
+def test_a_cancel_hint_for_a_job_not_handed_out_clears_the_mark_with_global() -> None:
+    flight = _flight()
+    assert core.cancel_hint(flight) == core.ClearCancel(flight.job)
+
+
+def test_a_cancel_hint_for_a_gating_job_is_remembered_for_when_its_gate_answers() -> None:
+    flight = _flight(gating=True)
+    assert core.cancel_hint(flight) is None and flight.cancel_requested
+
+
+def test_a_cancel_hint_for_a_job_in_a_worker_is_confirmed_with_global_first() -> None:
+    flight = _flight(worker="w")
+    assert core.cancel_hint(flight) == core.ConfirmCancel("j1")
+    assert not flight.cancel_requested  # nothing told to the worker yet
+
+
+def test_a_cancel_hint_changes_nothing_for_a_job_being_cancelled_or_asked_to() -> None:
+    assert core.cancel_hint(_flight(cancelling=True)) is None
+    assert core.cancel_hint(_flight(worker="w", cancel_requested=True)) is None
+
+
+def test_a_confirmed_cancel_tells_the_worker() -> None:
+    marks = core.CancelMarks()
+    flight = _flight(worker="w")
+    effects = core.cancel_confirmed(flight, True, failed=False, marks=marks)
+    assert effects == (core.TellWorkerCancel(),) and flight.cancel_requested
+
+
+def test_a_cancel_global_does_not_confirm_forgets_the_mark_and_the_job_runs_on() -> None:
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    flight = _flight(worker="w")
+    assert core.cancel_confirmed(flight, "yes", failed=False, marks=marks) == ()
+    assert "j1" not in marks and not flight.cancel_requested
+
+
+def test_a_confirmation_global_did_not_answer_is_asked_again_later() -> None:
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    effects = core.cancel_confirmed(_flight(worker="w"), None, failed=True, marks=marks)
+    assert effects == (core.ConfirmLater(),) and "j1" in marks
+
+
+def test_a_confirmation_for_a_job_no_longer_in_a_worker_or_being_cancelled_does_nothing() -> None:
+    marks = core.CancelMarks()
+    assert core.cancel_confirmed(_flight(), True, failed=False, marks=marks) == ()
+    flight = _flight(worker="w", cancelling=True)
+    assert core.cancel_confirmed(flight, True, failed=False, marks=marks) == ()
+    assert not flight.cancel_requested
+
+
+def test_a_cleared_cancel_runs_on_cancel_then_settles_cancelled() -> None:
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    effects = core.cancel_cleared(_flight(), True, failed=False, connected=True, marks=marks)
+    assert effects == (core.RunCallback("on_cancel"), core.SettleAs("cancelled"))
+    assert "j1" not in marks
+
+
+def test_a_cancel_global_did_not_answer_gives_the_job_back_still_marked() -> None:
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    effects = core.cancel_cleared(_flight(), False, failed=True, connected=True, marks=marks)
+    assert effects == (core.GiveBack(),) and "j1" in marks
+
+
+def test_an_uncleared_cancel_of_a_job_not_handed_out_admits_it_again() -> None:
+    marks = core.CancelMarks()
+    flight = _flight(cancelling=True, cancel_requested=True)
+    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks)
+    assert effects == (core.Admit(flight.job),)
+    assert not flight.cancelling and not flight.cancel_requested
+
+
+def test_an_uncleared_cancel_while_disconnected_leaves_the_job_to_the_broker() -> None:
+    flight = _flight(cancelling=True)
+    marks = core.CancelMarks()
+    assert core.cancel_cleared(flight, False, failed=False, connected=False, marks=marks) == ()
+
+
+def test_an_uncleared_cancel_of_a_job_its_worker_skipped_returns_it() -> None:
+    flight = _flight(worker="w", cancelling=True, skipped=True)
+    marks = core.CancelMarks()
+    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks)
+    assert effects == (core.SettleAs("returned"),)
+
+
+def test_an_uncleared_cancel_of_a_job_whose_worker_was_killed_is_a_worker_crash() -> None:
+    flight = _flight(worker="w", cancelling=True)
+    marks = core.CancelMarks()
+    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks)
+    assert effects == (core.Crashed("worker_crash", "cancelled, but Global holds no cancel mark"),)
+
+
+def test_a_job_whose_worker_died_after_a_confirmed_cancel_is_cancelled() -> None:
+    flight = _flight(worker="w", cancel_requested=True, timed_out=True)
+    assert core.died_under(flight, "killed") == core.ClearCancel(flight.job)
+
+
+def test_a_job_whose_worker_was_killed_for_its_time_limit_timed_out() -> None:
+    flight = _flight(worker="w", timed_out=True)
+    flight.job = Job.create(TimedJob, [1], id="j1")
+    assert core.died_under(flight, "killed") == core.Crashed(
+        "timeout", "job exceeded max_execution_time of 3 s"
+    )
+
+
+def test_a_job_whose_worker_died_otherwise_is_a_worker_crash_with_the_reason() -> None:
+    assert core.died_under(_flight(worker="w"), "exit 137") == core.Crashed(
+        "worker_crash", "exit 137"
+    )
+
+
+def test_a_failed_job_is_an_error_unless_retryable_then_retried_until_buried() -> None:
+    assert core.error_outcome(Job.create(PlainJob, [1]), LEVELS) == "error"
+    job = Job.create(RetryableJob, [1])
+    assert core.error_outcome(job, LEVELS) == "retry"
+    assert core.error_outcome(job.copy_with(retry_count=1), LEVELS) == "retry"
+    assert core.error_outcome(job.copy_with(retry_count=2), LEVELS) == "buried"
+
+
+def test_a_crash_that_buries_runs_on_buried_and_any_other_on_error() -> None:
+    assert core.crash_callback("buried") == "on_buried"
+    assert core.crash_callback("retry") == "on_error"
+    assert core.crash_callback("error") == "on_error"

@@ -158,7 +158,7 @@ from .messages import (
     WorkerExited,
     WorkerReady,
 )
-from .worker import Worker, error_outcome
+from .worker import Worker
 
 log = logging.getLogger("roger_actors.consumer")
 
@@ -245,29 +245,8 @@ class _WorkerRef:
     batch: list[int] = field(default_factory=list)
 
 
-@dataclass
-class _InFlight:
-    delivery: Delivery
-    job: Job
-    worker: _WorkerRef | None = None
-    timed_out: bool = False
-    timer: Any = None
-    #: Waiting for Global (execution key taken, or parked) before dispatch.
-    gating: bool = False
-    #: A cancel arrived while gating or running in a worker.
-    cancel_requested: bool = False
-    #: Being cancelled (Global asked to clear the mark).
-    cancelling: bool = False
-    #: When it was handed to a worker (ms since the epoch), 0 before.
-    handed_at: int = 0
-    #: Its keys were seen to (or it has none): it may go to the backlog.
-    gated: bool = False
-    #: Its worker reported it skipped (never started) because of a cancel.
-    skipped: bool = False
-    #: The token this delivery takes its execution key with (execution_fence).
-    exec_token: str = ""
-    #: Its worker was killed by the fence (once).
-    fenced: bool = False
+#: A delivery held by this Consumer (see :class:`~.consumer_core.Flight`).
+_InFlight = consumer_core.Flight[Delivery, _WorkerRef]
 
 
 # ---------------------------------------------------------------- public requests
@@ -419,8 +398,8 @@ class Consumer(Server):
         self.fetches: list[concurrent.futures.Future[None]] = []
         self.early_ready: list[WorkerReady] = []
         #: Local copy of the partition's cancelled job ids (from Global, then
-        #: casts) -> when learned (monotonic), oldest first; a hint only.
-        self.cancelled: dict[str, float] = {}
+        #: casts), learned at monotonic times; a hint only.
+        self.cancelled = consumer_core.CancelMarks()
         #: Queues paused cluster-wide as Global last said (its snapshot, then
         #: casts): what a Resync compares Global's snapshot with.
         self.global_paused: set[str] = set()
@@ -575,7 +554,7 @@ class Consumer(Server):
             return
         for key in _snapshot_executing(snapshot):
             self.parked.setdefault(key, "")
-        for job_id in sorted(set(cancelled) - self.cancelled.keys()):
+        for job_id in sorted(set(cancelled) - self.cancelled.ids()):
             self._on_cancel_command(job_id)
         paused = set(paused_list)
         for name in sorted(paused ^ self.global_paused):
@@ -1197,31 +1176,36 @@ class Consumer(Server):
         flight = self.cancelling.pop(key, None)
         if flight is None:
             return
-        delivery, job = flight.delivery, flight.job
+        job = flight.job
         if error is not None:
             # Try again later: the job comes back and is still marked here.
             log.warning("%s: cancelling job %s: %r", self.partition_id, job.id, error)
-            self._give_back(delivery)
-            return
-        self.cancelled.pop(job.id, None)
-        if cleared:
+        elif cleared:
             log.info("%s: job %s cancelled", self.partition_id, job.id)
-            self.callback_runner.submit("on_cancel", self.partition_id, job)
-            self._settle(flight, "cancelled")
-            return
-        log.warning(
-            "%s: job %s is not cancelled in Global (a cancel cast or mark it did not confirm)",
-            self.partition_id,
-            job.id,
-        )
-        flight.cancelling = flight.cancel_requested = False
-        if flight.worker is None:
-            if self.connected:  # else its channel is gone: the broker requeued it
-                self._admit(flight)
-        elif flight.skipped:
-            self._settle(flight, "returned")
         else:
-            self._crashed(flight, ("worker_crash", "cancelled, but Global holds no cancel mark"))
+            log.warning(
+                "%s: job %s is not cancelled in Global (a cancel cast or mark it did not confirm)",
+                self.partition_id,
+                job.id,
+            )
+        effects = consumer_core.cancel_cleared(
+            flight,
+            bool(cleared),
+            failed=error is not None,
+            connected=self.connected,
+            marks=self.cancelled,
+        )
+        for effect in effects:
+            if isinstance(effect, consumer_core.GiveBack):
+                self._give_back(flight.delivery)
+            elif isinstance(effect, consumer_core.Admit):
+                self._admit(flight)
+            elif isinstance(effect, consumer_core.RunCallback):
+                self.callback_runner.submit(effect.name, self.partition_id, job)
+            elif isinstance(effect, consumer_core.SettleAs):
+                self._settle(flight, effect.outcome)
+            else:
+                self._crashed(flight, (effect.kind, effect.reason))
 
     def _on_command(self, command: PartitionCommand) -> None:
         """A cast from the cluster: cancel a job, pause or resume a queue."""
@@ -1252,17 +1236,11 @@ class Consumer(Server):
 
     def _note_cancelled(self, job_id: str) -> None:
         """Remember ``job_id`` as cancelled (a hint, renewed if known)."""
-        self.cancelled.pop(job_id, None)
-        self.cancelled[job_id] = _monotonic()
+        self.cancelled.note(job_id, _monotonic())
 
     def _expire_cancelled(self) -> None:
-        """Forget local marks older than ``cancel_mark_ttl`` (oldest first)."""
-        limit = _monotonic() - self.config.cancel_mark_ttl
-        while self.cancelled:
-            job_id, learned = next(iter(self.cancelled.items()))
-            if learned > limit:
-                break
-            del self.cancelled[job_id]
+        """Forget local marks older than ``cancel_mark_ttl``."""
+        self.cancelled.expire(_monotonic(), self.config.cancel_mark_ttl)
 
     def _on_cancel_command(self, job_id: str) -> None:
         """A ``cancel`` cast (a hint): a job not handed to a worker yet is
@@ -1271,41 +1249,43 @@ class Consumer(Server):
         (:meth:`_confirm_cancel`), so a forged cast never kills a job."""
         self._note_cancelled(job_id)
         for token, flight in list(self.inflight.items()):
-            if flight.job.id != job_id or flight.cancelling:
+            if flight.job.id != job_id:
                 continue
-            if flight.gating:
-                flight.cancel_requested = True
-            elif flight.worker is None:
+            effect = consumer_core.cancel_hint(flight)
+            if isinstance(effect, consumer_core.ClearCancel):
                 state = self.queues.get(flight.delivery.key)
                 if state is not None and token in state.backlog:
                     state.backlog.remove(token)
                 del self.inflight[token]
                 self._cancel_flight(flight)
-            elif not flight.cancel_requested:
-                self._submit(f"confirm:{token}", self._global("is_cancelled", [job_id, False]))
+            elif isinstance(effect, consumer_core.ConfirmCancel):
+                request = self._global("is_cancelled", [effect.job_id, False])
+                self._submit(f"confirm:{token}", request)
 
     def _confirm_cancel(self, token: int, confirmed: Any, error: BaseException | None) -> None:
         """Global answered whether the job of ``token`` (in a worker) is cancelled."""
         flight = self.inflight.get(token)
-        if flight is None or flight.worker is None or flight.cancelling:
+        if flight is None:
             return
-        if error is not None:
+        in_worker = flight.worker is not None and not flight.cancelling
+        effects = consumer_core.cancel_confirmed(
+            flight, confirmed, failed=error is not None, marks=self.cancelled
+        )
+        if in_worker and error is not None:
             log.warning("%s: confirming a cancel: %r", self.partition_id, error)
-            self.send_after(1.0, ("confirm-cancel", token))
-            return
-        if confirmed is not True:
-            self.cancelled.pop(flight.job.id, None)
+        elif in_worker and confirmed is not True:
             log.warning(
                 "%s: cancel cast for job %s not confirmed by Global; it runs on",
                 self.partition_id,
                 flight.job.id,
             )
-            return
-        # The worker skips it if not started yet (also when this datagram
-        # overtakes the batch), or dies under it.
-        flight.cancel_requested = True
-        if flight.worker.control:
-            control.tell(flight.worker.control, control.cancel_datagram(token))
+        for effect in effects:
+            if isinstance(effect, consumer_core.ConfirmLater):
+                self.send_after(1.0, ("confirm-cancel", token))
+            elif flight.worker is not None and flight.worker.control:
+                # The worker skips it if not started yet (also when this
+                # datagram overtakes the batch), or dies under it.
+                control.tell(flight.worker.control, control.cancel_datagram(token))
 
     def _headers_budget(self) -> int:
         """Bytes of a delivery's own headers that may be republished:
@@ -1660,15 +1640,11 @@ class Consumer(Server):
         flight = self.inflight.pop(token, None)
         if flight is None:
             return
-        job = flight.job
-        if flight.cancel_requested:
+        effect = consumer_core.died_under(flight, str(reason))
+        if isinstance(effect, consumer_core.ClearCancel):
             self._cancel_flight(flight)
-            return
-        if flight.timed_out:
-            error = ("timeout", f"job exceeded max_execution_time of {job.max_execution_time} s")
         else:
-            error = ("worker_crash", str(reason))
-        self._crashed(flight, error)
+            self._crashed(flight, (effect.kind, effect.reason))
 
     def _crashed(self, flight: _InFlight, error: tuple[str, str]) -> None:
         """The job's worker died under it: ``on_buried`` if that buries the job,
@@ -1676,8 +1652,8 @@ class Consumer(Server):
         retried or buried as its class says."""
         job = flight.job
         log.warning("%s: job %s ended with %s", self.partition_id, job.id, error)
-        outcome = error_outcome(job, self.config.retry_levels)
-        callback = "on_buried" if outcome == "buried" else "on_error"
+        outcome = consumer_core.error_outcome(job, self.config.retry_levels)
+        callback = consumer_core.crash_callback(outcome)
         self.callback_runner.submit(callback, self.partition_id, job, error, None, None)
         self._settle(flight, outcome)
 

@@ -1,10 +1,10 @@
-"""The Consumer's decisions, without I/O: what to do with a delivery and with a
-job's outcome, and how a queue's jobs are batched.
+"""The Consumer's decisions, without I/O: what to do with a delivery, with a
+job's outcome and with a cancel, and how a queue's jobs are batched.
 
 Pure code: no broker, no actor, no event loop, no clock (times are passed
 in). The Consumer actor (:mod:`roger_actors.partition.consumer`) feeds it
-what happened (a delivery, a worker's report) and carries out the *effects*
-it returns, small frozen values that say what to do:
+what happened (a delivery, a worker's report, Global's answer) and carries
+out the *effects* it returns, small frozen values that say what to do:
 
 - :class:`SetAside`: publish the delivery, body unchanged, to its queue's
   ``.invalid`` queue with the reason, free the queue key its payload names
@@ -19,11 +19,19 @@ it returns, small frozen values that say what to do:
   job waiting for it);
 - :class:`AckLater`: ack the delivery with the other acks of this message;
 - :class:`RecordThenAck`: publish the job's next copy (:class:`CopyTo`, a
-  retry or buried queue) with confirm, then free its queue key, then ack.
+  retry or buried queue) with confirm, then free its queue key, then ack;
+- :class:`ConfirmCancel`, :class:`ConfirmLater`: ask Global (now, or again
+  in a second) whether a job in a worker is cancelled;
+- :class:`TellWorkerCancel`: tell the job's worker to skip it or die under it;
+- :class:`RunCallback`: run one of the job's callbacks off the actor's thread;
+- :class:`SettleAs`: settle the flight with an outcome (:func:`settle`);
+- :class:`Crashed`: the job ended as if its worker died under it.
 
-:class:`QueueState` holds one queue type's batching and prefetch
-bookkeeping: its backlog of delivery tokens, its running average of job
-durations, the batch size and prefetch that follow from it.
+State: :class:`QueueState` holds one queue type's batching and prefetch
+bookkeeping (its backlog of delivery tokens, its running average of job
+durations, the batch size and prefetch that follow from it);
+:class:`Flight` one delivery held from its arrival to its outcome;
+:class:`CancelMarks` the local, expiring copy of the cancelled job ids.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from roger_actors.errors import InvalidJobError
 from roger_actors.job import Job, execution_key_of, queue_key_of
@@ -357,6 +365,223 @@ class QueueState:
         return items, False
 
 
+# ---------------------------------------------------------------- flights
+
+DeliveryT = TypeVar("DeliveryT")
+WorkerT = TypeVar("WorkerT")
+
+
+@dataclass
+class Flight(Generic[DeliveryT, WorkerT]):
+    """One delivery this Consumer holds, from its arrival to its outcome: the
+    delivery, its decoded job, the worker it was handed to (None before), and
+    where it stands in gating (execution key), timing and cancellation."""
+
+    delivery: DeliveryT
+    job: Job
+    worker: WorkerT | None = None
+    timed_out: bool = False
+    #: The actor's timer of ``max_execution_time`` (its handle), None if none.
+    timer: Any = None
+    #: Waiting for Global (execution key taken, or parked) before dispatch.
+    gating: bool = False
+    #: A cancel arrived while gating or running in a worker.
+    cancel_requested: bool = False
+    #: Being cancelled (Global asked to clear the mark).
+    cancelling: bool = False
+    #: When it was handed to a worker (ms since the epoch), 0 before.
+    handed_at: int = 0
+    #: Its keys were seen to (or it has none): it may go to the backlog.
+    gated: bool = False
+    #: Its worker reported it skipped (never started) because of a cancel.
+    skipped: bool = False
+    #: The token this delivery takes its execution key with (execution_fence).
+    exec_token: str = ""
+    #: Its worker was killed by the fence (once).
+    fenced: bool = False
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+@dataclass(frozen=True)
+class ConfirmCancel:
+    """Ask Global whether job ``job_id`` is cancelled, leaving its mark, before
+    its worker is told (a cast is only a hint: a forged one kills nothing)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ConfirmLater:
+    """Global did not answer a :class:`ConfirmCancel`: ask again in a second."""
+
+
+@dataclass(frozen=True)
+class TellWorkerCancel:
+    """Tell the flight's worker to skip its job if not started, else to die
+    under it."""
+
+
+@dataclass(frozen=True)
+class RunCallback:
+    """Run the job's callback ``name`` (``on_cancel``) off the actor's thread."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class SettleAs:
+    """Settle the flight with ``outcome`` (see :func:`settle`)."""
+
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The job ended as if its worker died under it, with the error ``(kind,
+    reason)``: its ``on_error`` or ``on_buried`` callback, then retried or
+    buried as its class says (:func:`crash_outcome`)."""
+
+    kind: str
+    reason: str
+
+
+class CancelMarks:
+    """This Consumer's copy of the partition's cancelled job ids, each with
+    when it was learned (a time the caller chooses, in seconds), oldest first.
+    A hint only: Global confirms a mark before anything is settled as
+    cancelled. A mark noted again is renewed (it moves to the end)."""
+
+    def __init__(self) -> None:
+        self._learned: dict[str, float] = {}
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._learned
+
+    def __len__(self) -> int:
+        return len(self._learned)
+
+    def ids(self) -> set[str]:
+        """The marked ids."""
+        return set(self._learned)
+
+    def note(self, job_id: str, at: float) -> None:
+        """Mark ``job_id`` as learned at ``at`` (renewed if marked)."""
+        self._learned.pop(job_id, None)
+        self._learned[job_id] = at
+
+    def forget(self, job_id: str) -> None:
+        """Drop ``job_id``'s mark, if any."""
+        self._learned.pop(job_id, None)
+
+    def expire(self, now: float, ttl: float) -> None:
+        """Drop the marks learned ``ttl`` seconds or more before ``now``."""
+        limit = now - ttl
+        while self._learned:
+            job_id, learned = next(iter(self._learned.items()))
+            if learned > limit:
+                break
+            del self._learned[job_id]
+
+
+def cancel_hint(flight: Flight[Any, Any]) -> ClearCancel | ConfirmCancel | None:
+    """A ``cancel`` cast names ``flight``'s job:
+
+    - already being cancelled, or in a worker with a cancel under way:
+      nothing more;
+    - waiting for Global (gating): ``cancel_requested`` is set, decided when
+      the gate answers;
+    - not handed to a worker: :class:`ClearCancel` (the actor takes it out of
+      its backlog first);
+    - in a worker: :class:`ConfirmCancel` (Global must confirm the mark
+      before the worker is told)."""
+    if flight.cancelling:
+        return None
+    if flight.gating:
+        flight.cancel_requested = True
+        return None
+    if flight.worker is None:
+        return ClearCancel(flight.job)
+    if flight.cancel_requested:
+        return None
+    return ConfirmCancel(flight.job.id)
+
+
+def cancel_confirmed(
+    flight: Flight[Any, Any], confirmed: Any, *, failed: bool, marks: CancelMarks
+) -> tuple[ConfirmLater | TellWorkerCancel, ...]:
+    """Global answered :class:`ConfirmCancel` for ``flight`` (``failed``: it
+    did not answer). Nothing for a flight no longer in a worker or already
+    being cancelled; no answer: :class:`ConfirmLater`; an answer other than
+    ``True``: the local mark is forgotten and the job runs on; ``True``:
+    ``cancel_requested`` is set and the worker told."""
+    if flight.worker is None or flight.cancelling:
+        return ()
+    if failed:
+        return (ConfirmLater(),)
+    if confirmed is not True:
+        marks.forget(flight.job.id)
+        return ()
+    flight.cancel_requested = True
+    return (TellWorkerCancel(),)
+
+
+def cancel_cleared(
+    flight: Flight[Any, Any], cleared: bool, *, failed: bool, connected: bool, marks: CancelMarks
+) -> tuple[GiveBack | Admit | RunCallback | SettleAs | Crashed, ...]:
+    """Global answered :class:`ClearCancel` for ``flight`` (``failed``: it
+    did not answer; ``connected``: the Consumer's link is up).
+
+    - no answer: :class:`GiveBack` (the job comes back, still marked here);
+    - cleared: ``on_cancel``, then settled as ``cancelled``;
+    - not cleared (a forged or stale cast, an expired mark): never settled
+      as cancelled, and its flags are reset: a job not handed to a worker is
+      admitted again (when connected; else its channel is gone and the
+      broker requeued it), one its worker skipped is ``returned``, one whose
+      worker was killed is a worker crash.
+
+    The local mark is forgotten whenever Global answered."""
+    if failed:
+        return (GiveBack(),)
+    marks.forget(flight.job.id)
+    if cleared:
+        return (RunCallback("on_cancel"), SettleAs("cancelled"))
+    flight.cancelling = flight.cancel_requested = False
+    if flight.worker is None:
+        return (Admit(flight.job),) if connected else ()
+    if flight.skipped:
+        return (SettleAs("returned"),)
+    return (Crashed("worker_crash", "cancelled, but Global holds no cancel mark"),)
+
+
+def died_under(flight: Flight[Any, Any], reason: str) -> ClearCancel | Crashed:
+    """The worker process ended while running ``flight``'s job: a cancel
+    confirmed for it is carried on (:class:`ClearCancel`); else the job
+    crashed with ``timeout`` (its ``max_execution_time`` was passed and the
+    worker killed) or ``worker_crash`` (``reason``, how the worker ended)."""
+    if flight.cancel_requested:
+        return ClearCancel(flight.job)
+    if flight.timed_out:
+        limit = flight.job.max_execution_time
+        return Crashed("timeout", f"job exceeded max_execution_time of {limit} s")
+    return Crashed("worker_crash", reason)
+
+
+def error_outcome(job: Job, retry_levels: tuple[int, ...]) -> str:
+    """What happens to a job that failed: ``error`` (not retryable), ``retry``
+    (a retry level is left), or ``buried``."""
+    if not Job.is_retryable(job):
+        return "error"
+    return "retry" if job.retry_count < len(retry_levels) else "buried"
+
+
+def crash_callback(outcome: str) -> str:
+    """The one callback a crashed job's ``outcome`` runs (as Roger's
+    ``handle_error``): ``on_buried`` when it buries the job, else ``on_error``."""
+    return "on_buried" if outcome == "buried" else "on_error"
+
+
 __all__ = [
     "BATCH_TARGET_SECONDS",
     "DURATION_WEIGHT",
@@ -366,16 +591,30 @@ __all__ = [
     "AckLater",
     "Ackable",
     "Admit",
+    "CancelMarks",
     "ClearCancel",
+    "ConfirmCancel",
+    "ConfirmLater",
     "CopyTo",
+    "Crashed",
+    "Flight",
     "GiveBack",
     "QueueState",
     "RecordThenAck",
     "ReleaseExecution",
+    "RunCallback",
     "SetAside",
+    "SettleAs",
     "Settlement",
+    "TellWorkerCancel",
     "Triage",
     "acks_by_channel",
+    "cancel_cleared",
+    "cancel_confirmed",
+    "cancel_hint",
+    "crash_callback",
+    "died_under",
+    "error_outcome",
     "settle",
     "triage",
 ]

@@ -56,6 +56,7 @@ from roger_actors.config import Config
 from roger_actors.job import Job, set_allowed_modules
 from supervision import Server
 
+from .consumer_core import error_outcome
 from .control import MAX_ITEMS, RETURN_UNSTARTED, ControlSocket, Scoreboard, parse_cancel
 from .messages import JobFinished, JobsFinished, RunJobs, WorkerReady
 
@@ -75,13 +76,6 @@ def run_callback(callbacks: WorkerCallback | None, name: str, *args: Any) -> Any
     except Exception:
         log.exception("worker callback %s raised", name)
         return None
-
-
-def error_outcome(job: Job, retry_levels: tuple[int, ...]) -> str:
-    """What happens to a job that failed: ``error``, ``retry`` or ``buried``."""
-    if not Job.is_retryable(job):
-        return "error"
-    return "retry" if job.retry_count < len(retry_levels) else "buried"
 
 
 #: Most cancels kept for jobs whose batch has not arrived yet.
