@@ -550,3 +550,101 @@ def test_a_crash_that_buries_runs_on_buried_and_any_other_on_error() -> None:
     assert core.crash_callback("buried") == "on_buried"
     assert core.crash_callback("retry") == "on_error"
     assert core.crash_callback("error") == "on_error"
+
+
+# ---------------------------------------------------------------- keys
+
+
+def _keyed_flight(**flags: Any) -> core.Flight[str, object]:
+    flight: core.Flight[str, object] = core.Flight("d", Job.create(ExecKeyedJob, [4], id="j1"))
+    for name, value in flags.items():
+        setattr(flight, name, value)
+    return flight
+
+
+def _no_token() -> str:
+    raise AssertionError("no execution token wanted")
+
+
+def test_a_job_admitted_to_a_queue_not_runnable_is_given_back() -> None:
+    flight = _keyed_flight()
+    assert core.admit(flight, runnable=False, new_exec_token=_no_token) == core.GiveBack()
+    assert not flight.gating
+
+
+def test_a_job_with_an_execution_key_is_gated_with_a_new_token() -> None:
+    flight = _keyed_flight()
+    effect = core.admit(flight, runnable=True, new_exec_token=lambda: "inc.7")
+    assert effect == core.TakeExecution("inc.7")
+    assert flight.gating and flight.exec_token == "inc.7" and not flight.gated
+
+
+def test_a_job_without_an_execution_key_goes_to_the_backlog() -> None:
+    flight: core.Flight[str, object] = core.Flight("d", Job.create(PlainJob, [1]))
+    assert core.admit(flight, runnable=True, new_exec_token=_no_token) == core.Backlog()
+    assert flight.gated
+
+
+def test_a_job_already_gated_is_not_gated_again() -> None:
+    flight = _keyed_flight(gated=True, exec_token="inc.1")
+    assert core.admit(flight, runnable=True, new_exec_token=_no_token) == core.Backlog()
+    assert flight.exec_token == "inc.1"
+
+
+def test_a_gate_global_did_not_answer_gives_the_job_back_later_unchanged() -> None:
+    flight = _keyed_flight(gating=True)
+    assert core.gate_answered(flight, "failed", cancelled=(), runnable=True) == core.RequeueLater()
+    assert flight.gating and not flight.gated
+
+
+def test_a_parked_job_is_forgotten_for_its_keys_waiting_queue() -> None:
+    flight = _keyed_flight(gating=True)
+    assert core.gate_answered(flight, "parked", cancelled=(), runnable=True) == core.Parked("e-4")
+    assert flight.gated and not flight.gating
+
+
+def test_a_job_that_took_its_key_goes_to_the_backlog() -> None:
+    flight = _keyed_flight(gating=True)
+    assert core.gate_answered(flight, "go", cancelled=(), runnable=True) == core.Backlog()
+
+
+def test_a_job_cancelled_while_it_gated_is_cleared_with_global_not_run() -> None:
+    flight = _keyed_flight(gating=True, cancel_requested=True)
+    effect = core.gate_answered(flight, "go", cancelled=(), runnable=True)
+    assert effect == core.ClearCancel(flight.job)
+    marked = _keyed_flight(gating=True)
+    effect = core.gate_answered(marked, "go", cancelled={"j1"}, runnable=True)
+    assert effect == core.ClearCancel(marked.job)
+
+
+def test_a_job_whose_queue_paused_while_it_gated_is_given_back() -> None:
+    flight = _keyed_flight(gating=True)
+    assert core.gate_answered(flight, "go", cancelled=(), runnable=False) == core.GiveBack()
+
+
+def test_waiting_keys_are_swept_once_at_a_time_until_found_empty() -> None:
+    keys = core.WaitingKeys()
+    keys.parked("a", "default")
+    keys.held("b")
+    assert keys.start_sweeps() == ["a", "b"]
+    assert keys.start_sweeps() == []  # both under way
+    keys.swept("a", "busy")
+    keys.swept("b", "empty")
+    assert keys.keys() == ["a"] and "b" not in keys
+    assert keys.start_sweeps() == ["a"]
+
+
+def test_a_failed_sweep_keeps_the_key_for_the_next_one() -> None:
+    keys = core.WaitingKeys()
+    keys.parked("a", "default")
+    keys.start_sweeps()
+    keys.swept("a", None)
+    assert keys.start_sweeps() == ["a"]
+
+
+def test_a_key_global_holds_keeps_the_queue_type_a_park_gave_it() -> None:
+    keys = core.WaitingKeys()
+    keys.parked("a", "fast")
+    keys.held("a")
+    keys.held("c")
+    assert keys.keys() == ["a", "c"]

@@ -414,12 +414,11 @@ class Consumer(Server):
         self.resync_wanted = False
         #: Cancels waiting for Global's answer, by a private key.
         self.cancelling: dict[int, _InFlight] = {}
-        #: Execution keys this node parked jobs for -> queue type; swept each tick.
-        self.parked: dict[str, str] = {}
+        #: Execution keys whose waiting queues are swept each tick (WaitingKeys).
+        self.waiting = consumer_core.WaitingKeys()
         #: One lock per execution key for its releases and sweeps (see
         #: _waiting_turn); made and used on the loop thread.
         self.waiting_turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        self.sweeping: set[str] = set()
         #: Execution-key fencing (execution_fence): this incarnation, its
         #: take counter, the connection its presence queue is on, since when
         #: it is disconnected, and holders seen absent -> since when.
@@ -515,7 +514,7 @@ class Consumer(Server):
         for key in _snapshot_executing(snapshot):
             # Swept at the next ticks: jobs parked for it are handed over once
             # it is free, also those a node parked before it restarted.
-            self.parked.setdefault(key, "")
+            self.waiting.held(key)
         previous, self.global_paused = self.global_paused, set(paused)
         # Global's set is applied; a queue Global no longer lists (a resume
         # cast this Consumer missed) is resumed; local pauses stay.
@@ -553,7 +552,7 @@ class Consumer(Server):
             log.error("%s: refused Global snapshot: %s", self.partition_id, exc)
             return
         for key in _snapshot_executing(snapshot):
-            self.parked.setdefault(key, "")
+            self.waiting.held(key)
         for job_id in sorted(set(cancelled) - self.cancelled.ids()):
             self._on_cancel_command(job_id)
         paused = set(paused_list)
@@ -697,9 +696,7 @@ class Consumer(Server):
                     self.handed_over.discard(ident)
         elif event.kind.startswith("sweep:"):
             key = event.kind[6:]
-            self.sweeping.discard(key)
-            if event.value == "empty":
-                self.parked.pop(key, None)
+            self.waiting.swept(key, event.value)
         elif event.kind.startswith("settle:"):
             self.settling -= 1
             if event.error is not None:
@@ -873,20 +870,24 @@ class Consumer(Server):
         """Take a job that is not (or no longer) cancelled: gate its keys, or
         put it in its queue's backlog."""
         delivery, job = flight.delivery, flight.job
-        if not self._runnable(delivery.key):
+        effect = consumer_core.admit(
+            flight, runnable=self._runnable(delivery.key), new_exec_token=self._new_exec_token
+        )
+        if isinstance(effect, consumer_core.GiveBack):
             self._give_back(delivery)
             return
-        state = self.queues[delivery.key]
         token = next(self.tokens)
         self.inflight[token] = flight
-        if not flight.gated and execution_key_of(job) is not None:
-            flight.gating = True
-            flight.exec_token = f"{self.incarnation}.{next(self.exec_takes)}"
-            self._submit("gate", self._gate(token, job, delivery, flight.exec_token))
+        if isinstance(effect, consumer_core.TakeExecution):
+            self._submit("gate", self._gate(token, job, delivery, effect.exec_token))
             return
-        flight.gated = True
+        state = self.queues[delivery.key]
         state.backlog.append(token)
         self._dispatch(state)
+
+    def _new_exec_token(self) -> str:
+        """A token no other delivery takes an execution key with (execution_fence)."""
+        return f"{self.incarnation}.{next(self.exec_takes)}"
 
     # ------------------------------------------------------------ keys and Global
 
@@ -932,29 +933,24 @@ class Consumer(Server):
         flight = self.inflight.get(token)
         if flight is None:
             return  # its channel was lost: the broker requeued it
-        job, delivery = flight.job, flight.delivery
-        if verdict == "failed":
+        delivery = flight.delivery
+        effect = consumer_core.gate_answered(
+            flight, verdict, cancelled=self.cancelled, runnable=self._runnable(delivery.key)
+        )
+        if isinstance(effect, consumer_core.RequeueLater):
             self.send_after(1.0, ("requeue", token))
-            return
-        flight.gating = False
-        flight.gated = True
-        if verdict == "parked":
+        elif isinstance(effect, consumer_core.Backlog):
+            state = self.queues[delivery.key]
+            state.backlog.append(token)
+            self._dispatch(state)
+        else:
             del self.inflight[token]
-            key = execution_key_of(job)
-            assert key is not None
-            self.parked[key] = delivery.key
-            return
-        if flight.cancel_requested or job.id in self.cancelled:
-            del self.inflight[token]
-            self._cancel_flight(flight)
-            return
-        if not self._runnable(delivery.key):
-            del self.inflight[token]
-            self._give_back(delivery)
-            return
-        state = self.queues[delivery.key]
-        state.backlog.append(token)
-        self._dispatch(state)
+            if isinstance(effect, consumer_core.Parked):
+                self.waiting.parked(effect.key, delivery.key)
+            elif isinstance(effect, consumer_core.ClearCancel):
+                self._cancel_flight(flight)
+            else:
+                self._give_back(delivery)
 
     async def _park(self, key: str, job: Job, delivery: Delivery) -> None:
         """Move the delivery to the key's waiting queue (confirmed), then ack it."""
@@ -1698,10 +1694,8 @@ class Consumer(Server):
         self._expire_cancelled()
         self._fence_tick()
         if self.connected:
-            for key in self.parked:
-                if key not in self.sweeping:
-                    self.sweeping.add(key)
-                    self._submit("sweep:" + key, self._sweep(key))
+            for key in self.waiting.start_sweeps():
+                self._submit("sweep:" + key, self._sweep(key))
         limit = _monotonic() - WORKER_IDLE_SECONDS
         for state in self.queues.values():
             for worker in list(state.workers):
@@ -1778,7 +1772,7 @@ class Consumer(Server):
                 "worker_pids": sorted(
                     {f.worker.pid for f in running if f.worker and f.worker.pid is not None}
                 ),
-                "swept_keys": sorted(self.parked),
+                "swept_keys": self.waiting.keys(),
             }
         if isinstance(request, GetQueues):
             return self._io_call(from_, self._queue_stats(self._snapshot()))

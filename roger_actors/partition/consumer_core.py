@@ -582,6 +582,122 @@ def crash_callback(outcome: str) -> str:
     return "on_buried" if outcome == "buried" else "on_error"
 
 
+# ---------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class TakeExecution:
+    """Gate the job before it runs: take its execution key in Global with
+    ``exec_token``, or park it in the key's waiting queue."""
+
+    exec_token: str
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Put the flight in its queue's backlog, then hand out work."""
+
+
+@dataclass(frozen=True)
+class RequeueLater:
+    """Global did not answer the gate: give the delivery back in a second."""
+
+
+@dataclass(frozen=True)
+class Parked:
+    """The job now waits in the waiting queue of execution key ``key`` (its
+    delivery was acked there): forget the flight, sweep the key."""
+
+    key: str
+
+
+def admit(
+    flight: Flight[Any, Any], *, runnable: bool, new_exec_token: Callable[[], str]
+) -> GiveBack | TakeExecution | Backlog:
+    """Take ``flight``, a job not (or no longer) cancelled: given back when
+    not ``runnable``; gated (:class:`TakeExecution`, with a token from
+    ``new_exec_token``; ``gating`` is set) when it has an execution key not
+    seen to yet; else ``gated`` and :class:`Backlog`."""
+    if not runnable:
+        return GiveBack()
+    if not flight.gated and execution_key_of(flight.job) is not None:
+        flight.gating = True
+        flight.exec_token = new_exec_token()
+        return TakeExecution(flight.exec_token)
+    flight.gated = True
+    return Backlog()
+
+
+def gate_answered(
+    flight: Flight[Any, Any], verdict: str, *, cancelled: Container[str], runnable: bool
+) -> RequeueLater | Parked | ClearCancel | GiveBack | Backlog:
+    """The gate of ``flight`` (:class:`TakeExecution`) ended with ``verdict``:
+    ``"failed"`` (Global did not answer): :class:`RequeueLater`, the flight
+    unchanged. Otherwise its keys are seen to (``gated``, no longer
+    ``gating``), and: ``"parked"``: :class:`Parked`; a cancel arrived while
+    it gated, or its id is in ``cancelled``: :class:`ClearCancel`; not
+    ``runnable`` any more: :class:`GiveBack`; else (``"go"``, the key is
+    its): :class:`Backlog`."""
+    if verdict == "failed":
+        return RequeueLater()
+    flight.gating = False
+    flight.gated = True
+    if verdict == "parked":
+        key = execution_key_of(flight.job)
+        if key is None:
+            raise ValueError(f"job {flight.job.id} was parked but has no execution key")
+        return Parked(key)
+    if flight.cancel_requested or flight.job.id in cancelled:
+        return ClearCancel(flight.job)
+    if not runnable:
+        return GiveBack()
+    return Backlog()
+
+
+class WaitingKeys:
+    """The execution keys whose waiting queues this Consumer sweeps (so that a
+    job parked there that missed its hand-over still runs): the keys it
+    parked jobs for, with their queue type, and the keys Global's snapshot
+    lists as held (queue type ``""``, maybe parked by a node before it
+    restarted); and the keys a sweep is under way for. A key is dropped
+    when a sweep finds its waiting queue empty."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, str] = {}
+        self._sweeping: set[str] = set()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def keys(self) -> list[str]:
+        """The keys swept, sorted."""
+        return sorted(self._keys)
+
+    def parked(self, key: str, queue: str) -> None:
+        """A job of queue type ``queue`` was parked for ``key``."""
+        self._keys[key] = queue
+
+    def held(self, key: str) -> None:
+        """Global holds ``key``: sweep its waiting queue too (a key already
+        known keeps its queue type)."""
+        self._keys.setdefault(key, "")
+
+    def start_sweeps(self) -> list[str]:
+        """The keys to sweep now, in the order they were learned: those with
+        no sweep under way, now marked as being swept."""
+        due = [key for key in self._keys if key not in self._sweeping]
+        self._sweeping.update(due)
+        return due
+
+    def swept(self, key: str, result: Any) -> None:
+        """The sweep of ``key`` ended with ``result`` (``"empty"``,
+        ``"moved"``, ``"busy"``, or None when it failed): ``"empty"`` drops
+        the key; it may be swept again."""
+        self._sweeping.discard(key)
+        if result == "empty":
+            self._keys.pop(key, None)
+
+
 __all__ = [
     "BATCH_TARGET_SECONDS",
     "DURATION_WEIGHT",
@@ -591,6 +707,7 @@ __all__ = [
     "AckLater",
     "Ackable",
     "Admit",
+    "Backlog",
     "CancelMarks",
     "ClearCancel",
     "ConfirmCancel",
@@ -599,22 +716,28 @@ __all__ = [
     "Crashed",
     "Flight",
     "GiveBack",
+    "Parked",
     "QueueState",
     "RecordThenAck",
     "ReleaseExecution",
+    "RequeueLater",
     "RunCallback",
     "SetAside",
     "SettleAs",
     "Settlement",
+    "TakeExecution",
     "TellWorkerCancel",
     "Triage",
+    "WaitingKeys",
     "acks_by_channel",
+    "admit",
     "cancel_cleared",
     "cancel_confirmed",
     "cancel_hint",
     "crash_callback",
     "died_under",
     "error_outcome",
+    "gate_answered",
     "settle",
     "triage",
 ]
