@@ -648,3 +648,114 @@ def test_a_key_global_holds_keeps_the_queue_type_a_park_gave_it() -> None:
     keys.held("a")
     keys.held("c")
     assert keys.keys() == ["a", "c"]
+
+
+# ---------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class _Record:
+    batch_id: int
+    current: int
+    outcomes: tuple[str | None, ...]
+
+
+def test_a_worker_is_idle_once_ready_and_holding_no_job() -> None:
+    worker = core.WorkerRef("q")
+    assert not worker.idle
+    worker.ready = True
+    assert worker.idle
+    worker.hand([4, 5])
+    assert not worker.idle and worker.tokens == [4, 5] and worker.batch == [4, 5]
+
+
+def test_a_worker_becomes_idle_when_its_last_job_finishes() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5])
+    assert not worker.finished(5, at=10.0)
+    assert not worker.finished(99, at=11.0)  # not its job
+    assert worker.finished(4, at=12.0)
+    assert worker.idle and worker.idle_since == 12.0 and worker.batch == [4, 5]
+
+
+def test_the_running_job_is_the_one_the_scoreboard_names() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5, 6])
+    assert worker.running_token(_Record(4, 1, (None,) * 3)) == 5
+
+
+def test_without_a_scoreboard_the_first_unfinished_job_counts_as_running() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5])
+    worker.finished(4, at=0.0)
+    assert worker.running_token(None) == 5
+
+
+def test_no_job_runs_per_a_scoreboard_of_another_batch_or_between_jobs() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5])
+    assert worker.running_token(_Record(1, 0, (None,) * 2)) is None
+    assert worker.running_token(_Record(4, -1, (None,) * 2)) is None
+    assert core.WorkerRef("q").running_token(_Record(4, 0, ())) is None
+
+
+def test_a_dead_worker_gives_its_recorded_outcomes_and_unstarted_jobs_back() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5, 6, 7])
+    worker.finished(4, at=0.0)  # reported before it died
+    running, others = worker.died(_Record(4, 2, ("done", "error", None, None)))
+    assert running == 6
+    assert others == [(5, "error"), (7, None)]
+    assert worker.tokens == []
+
+
+def test_a_dead_worker_without_a_record_of_its_batch_died_under_its_first_job() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5])
+    assert worker.died(_Record(9, 0, ("done", None))) == (4, [(5, None)])
+
+
+def test_a_dead_worker_between_two_jobs_died_under_none() -> None:
+    worker = core.WorkerRef("q", ready=True)
+    worker.hand([4, 5])
+    assert worker.died(_Record(4, -1, ("done", None))) == (None, [(4, "done"), (5, None)])
+
+
+def test_a_dead_idle_worker_holds_nothing() -> None:
+    assert core.WorkerRef("q", ready=True).died(None) == (None, [])
+
+
+def test_only_workers_idle_since_before_the_limit_are_stopped_and_none_with_a_backlog() -> None:
+    old = core.WorkerRef("q", ready=True, idle_since=1.0)
+    recent = core.WorkerRef("q", ready=True, idle_since=9.0)
+    busy = core.WorkerRef("q", ready=True, idle_since=0.0, tokens=[3])
+    state = core.QueueState("q", 3, workers=[old, recent, busy])
+    state.backlog.append(3)
+    assert state.stop_idle(before=5.0) == []
+    state.backlog.clear()
+    assert state.stop_idle(before=5.0) == [old]
+    assert state.workers == [recent, busy]
+
+
+def test_an_idle_worker_is_found_for_a_batch() -> None:
+    starting = core.WorkerRef("q")
+    idle = core.WorkerRef("q", ready=True)
+    state = core.QueueState("q", 2, workers=[starting, idle])
+    assert state.idle_worker() is idle
+    idle.hand([1])
+    assert state.idle_worker() is None
+
+
+def test_the_core_imports_no_broker_client_actor_system_or_event_loop() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, roger_actors.partition.consumer_core\n"
+        "heavy = ('aiormq', 'pamqp', 'thespian', 'asyncio', 'supervision')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

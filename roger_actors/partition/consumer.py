@@ -118,7 +118,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pamqp import encode as pamqp_encode
@@ -147,7 +147,6 @@ from supervision.protocol import Call, CallReply, StartChild, TerminateChild, Wh
 from . import consumer_core, control, execution_fence, retry
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
 from .consumer_core import UNRUN_OUTCOMES, QueueState
-from .control import Scoreboard
 from .global_client import request as global_request
 from .lease import HANDOVER_FRACTION, LeaseKeeper, delivery_id, failed_deliveries, lease_ttl
 from .messages import (
@@ -229,21 +228,8 @@ class _Io:
     error: BaseException | None = None
 
 
-@dataclass
-class _WorkerRef:
-    queue: str
-    address: Any = None
-    pid: int | None = None
-    tokens: list[int] = field(default_factory=list)
-    idle_since: float = 0.0
-    ready: bool = False
-    control: str = ""
-    scoreboard: str = ""
-    #: The scoreboard, attached read-only once the worker is ready.
-    board: Scoreboard | None = None
-    #: Tokens of the batch last handed to the worker, in order.
-    batch: list[int] = field(default_factory=list)
-
+#: The Consumer's record of one worker process.
+_WorkerRef = consumer_core.WorkerRef
 
 #: A delivery held by this Consumer (see :class:`~.consumer_core.Flight`).
 _InFlight = consumer_core.Flight[Delivery, _WorkerRef]
@@ -1337,7 +1323,7 @@ class Consumer(Server):
         if self.worker_sup is None:
             return
         while state.backlog:
-            idle = next((w for w in state.workers if w.ready and not w.tokens), None)
+            idle = state.idle_worker()
             if idle is None:
                 break
             self._hand_batch(state, idle)
@@ -1362,8 +1348,7 @@ class Consumer(Server):
         for token, _ in items:
             self.inflight[token].worker = worker
             self.inflight[token].handed_at = handed_at
-        worker.tokens = [token for token, _ in items]
-        worker.batch = list(worker.tokens)
+        worker.hand([token for token, _ in items])
         if items:
             self.send(worker.address, RunJobs(items))
 
@@ -1411,11 +1396,8 @@ class Consumer(Server):
                 timed.add(worker.queue)
             if result.outcome == "cancelled":
                 flight.skipped = True  # a worker reports only jobs it did not start
-            if worker is not None and result.token in worker.tokens:
-                worker.tokens.remove(result.token)
-                if not worker.tokens:
-                    worker.idle_since = _monotonic()
-                    freed.append(worker)
+            if worker is not None and worker.finished(result.token, _monotonic()):
+                freed.append(worker)
             self._settle(flight, result.outcome)
         for name in timed:
             self._adjust_prefetch(name)
@@ -1567,27 +1549,15 @@ class Consumer(Server):
         record = self._read_scoreboard(worker)
         if worker is None or not worker.tokens:
             return
-        outstanding, worker.tokens = worker.tokens, []
-        running: int | None = outstanding[0]
-        finished: dict[int, str] = {}
-        if record is not None and worker.batch and record.batch_id == worker.batch[0]:
-            # The scoreboard says which jobs ended (outcomes not reported yet)
-            # and which one the worker died under.
-            running = None
-            for index, token in enumerate(worker.batch):
-                outcome = record.outcomes[index] if index < len(record.outcomes) else None
-                if outcome is not None:
-                    finished[token] = outcome
-                elif index == record.current:
-                    running = token
-        for token in outstanding:
-            if token == running:
-                continue
+        # The scoreboard says which jobs ended (outcomes not reported yet)
+        # and which one the worker died under.
+        running, others = worker.died(record)
+        for token, outcome in others:
             flight = self.inflight.pop(token, None)
             if flight is None:
                 continue
-            if token in finished:
-                self._settle(flight, finished[token])
+            if outcome is not None:
+                self._settle(flight, outcome)
             else:  # never started: back to the queue
                 self._give_back(flight.delivery)
         owner = self.queues.get(worker.queue)
@@ -1618,14 +1588,10 @@ class Consumer(Server):
             for worker in state.workers:
                 if not worker.tokens:
                     continue
-                token = worker.tokens[0]
-                if worker.board is not None and worker.batch:
-                    record = worker.board.read()
-                    if record.batch_id != worker.batch[0] or not (
-                        0 <= record.current < len(worker.batch)
-                    ):
-                        continue
-                    token = worker.batch[record.current]
+                record = worker.board.read() if worker.board is not None and worker.batch else None
+                token = worker.running_token(record)
+                if token is None:
+                    continue
                 flight = self.inflight.get(token)
                 if flight is not None:
                     running.append(flight)
@@ -1698,15 +1664,8 @@ class Consumer(Server):
                 self._submit("sweep:" + key, self._sweep(key))
         limit = _monotonic() - WORKER_IDLE_SECONDS
         for state in self.queues.values():
-            for worker in list(state.workers):
-                if (
-                    worker.ready
-                    and not worker.tokens
-                    and worker.idle_since < limit
-                    and not state.backlog
-                ):
-                    state.workers.remove(worker)
-                    self._stop_worker(worker)
+            for worker in state.stop_idle(limit):
+                self._stop_worker(worker)
 
     def _fence_tick(self) -> None:
         """Execution-key fencing (execution_fence), every tick: connected, hold

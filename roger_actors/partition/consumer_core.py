@@ -39,12 +39,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from roger_actors.errors import InvalidJobError
 from roger_actors.job import Job, execution_key_of, queue_key_of
 
 from . import retry
+
+if TYPE_CHECKING:
+    from .control import Scoreboard
 
 #: A batch handed to a worker holds about this many seconds of work.
 BATCH_TARGET_SECONDS = 0.02
@@ -280,7 +283,7 @@ class QueueState:
     name: str
     max_workers: int
     paused: bool = False
-    workers: list[Any] = field(default_factory=list)
+    workers: list[WorkerRef] = field(default_factory=list)
     #: Workers asked of the WorkerSupervisor, not there yet.
     starting: int = 0
     backlog: deque[int] = field(default_factory=deque)
@@ -330,6 +333,20 @@ class QueueState:
             return None
         self.prefetch = wanted
         return wanted
+
+    def idle_worker(self) -> WorkerRef | None:
+        """The first worker that may take a batch (:attr:`WorkerRef.idle`)."""
+        return next((worker for worker in self.workers if worker.idle), None)
+
+    def stop_idle(self, before: float) -> list[WorkerRef]:
+        """Take out of :attr:`workers` and return those idle since earlier than
+        ``before`` (to be stopped); none while jobs wait in the backlog."""
+        if self.backlog:
+            return []
+        stale = [w for w in self.workers if w.idle and w.idle_since < before]
+        gone = {id(w) for w in stale}
+        self.workers = [w for w in self.workers if id(w) not in gone]
+        return stale
 
     def workers_to_start(self) -> int:
         """How many more workers to start: one per backlogged job no starting
@@ -698,6 +715,105 @@ class WaitingKeys:
             self._keys.pop(key, None)
 
 
+# ---------------------------------------------------------------- workers
+
+
+class ScoreboardRecord(Protocol):
+    """What a worker's scoreboard says of its current batch (see
+    :class:`~roger_actors.partition.control.BatchRecord`)."""
+
+    @property
+    def batch_id(self) -> int: ...
+
+    @property
+    def current(self) -> int: ...
+
+    @property
+    def outcomes(self) -> tuple[str | None, ...]: ...
+
+
+@dataclass
+class WorkerRef:
+    """The Consumer's record of one worker process of queue type ``queue``:
+    where it is (``address``, ``pid``, its ``control`` socket and
+    ``scoreboard`` path, reported when it is ``ready``), the tokens it holds
+    (``tokens``: not finished yet; ``batch``: the whole batch last handed,
+    in order), and since when it is idle (a time the caller chooses)."""
+
+    queue: str
+    address: Any = None
+    pid: int | None = None
+    tokens: list[int] = field(default_factory=list)
+    idle_since: float = 0.0
+    ready: bool = False
+    control: str = ""
+    scoreboard: str = ""
+    #: The scoreboard, attached read-only once the worker is ready.
+    board: Scoreboard | None = None
+    #: Tokens of the batch last handed to the worker, in order.
+    batch: list[int] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        """Ready and holding no job: it may take a batch."""
+        return self.ready and not self.tokens
+
+    def hand(self, tokens: list[int]) -> None:
+        """The worker gets the batch ``tokens``, in order."""
+        self.tokens = list(tokens)
+        self.batch = list(tokens)
+
+    def finished(self, token: int, at: float) -> bool:
+        """The worker reported ``token``'s outcome: True when that was its last
+        job (it is idle since ``at``); False when it holds others, or did not
+        hold ``token``."""
+        if token not in self.tokens:
+            return False
+        self.tokens.remove(token)
+        if self.tokens:
+            return False
+        self.idle_since = at
+        return True
+
+    def running_token(self, record: ScoreboardRecord | None) -> int | None:
+        """The token whose job runs in the worker now: none when it holds no
+        job; with no scoreboard ``record`` (or no batch), its first job not
+        finished; else the job the record says runs, none when the record is
+        of another batch or says no job runs."""
+        if not self.tokens:
+            return None
+        if record is None or not self.batch:
+            return self.tokens[0]
+        if record.batch_id != self.batch[0] or not (0 <= record.current < len(self.batch)):
+            return None
+        return self.batch[record.current]
+
+    def died(
+        self, record: ScoreboardRecord | None
+    ) -> tuple[int | None, list[tuple[int, str | None]]]:
+        """The worker process ended; its jobs are taken back (``tokens`` is
+        emptied). Returns the token of the job it died under (None if none)
+        and each other job it held, in order, with its outcome as the
+        scoreboard ``record`` says (the outcome not reported yet) or None
+        (never started: it goes back to its queue). Without a record of the
+        batch last handed, it died under its first job not finished."""
+        outstanding, self.tokens = self.tokens, []
+        if not outstanding:
+            return None, []
+        running: int | None = outstanding[0]
+        finished: dict[int, str] = {}
+        if record is not None and self.batch and record.batch_id == self.batch[0]:
+            running = None
+            for index, token in enumerate(self.batch):
+                outcome = record.outcomes[index] if index < len(record.outcomes) else None
+                if outcome is not None:
+                    finished[token] = outcome
+                elif index == record.current:
+                    running = token
+        others = [(token, finished.get(token)) for token in outstanding if token != running]
+        return running, others
+
+
 __all__ = [
     "BATCH_TARGET_SECONDS",
     "DURATION_WEIGHT",
@@ -722,6 +838,7 @@ __all__ = [
     "ReleaseExecution",
     "RequeueLater",
     "RunCallback",
+    "ScoreboardRecord",
     "SetAside",
     "SettleAs",
     "Settlement",
@@ -729,6 +846,7 @@ __all__ = [
     "TellWorkerCancel",
     "Triage",
     "WaitingKeys",
+    "WorkerRef",
     "acks_by_channel",
     "admit",
     "cancel_cleared",
