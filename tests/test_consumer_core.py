@@ -759,3 +759,46 @@ def test_the_core_imports_no_broker_client_actor_system_or_event_loop() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- pauses
+
+
+def test_one_pause_bit_per_queue_is_set_locally_or_by_a_cast_and_cleared_by_either() -> None:
+    bits = core.PauseBits()
+    bits.set("a", True)
+    bits.cast("a", False)  # a cluster-wide resume clears a local pause
+    assert "a" not in bits
+    bits.cast("b", True)
+    bits.set("b", False)  # a local resume clears a cluster-wide pause
+    assert "b" not in bits
+
+
+def test_a_snapshot_pauses_what_global_lists_and_keeps_local_pauses() -> None:
+    bits = core.PauseBits()
+    bits.set("local", True)
+    bits.apply_snapshot(["g"])
+    assert "g" in bits and "local" in bits
+
+
+def test_a_snapshot_resumes_a_queue_global_stopped_listing() -> None:
+    bits = core.PauseBits()
+    bits.apply_snapshot(["a", "b"])
+    bits.apply_snapshot(["b"])
+    assert "a" not in bits and "b" in bits
+
+
+def test_a_snapshot_does_not_resume_a_local_pause_global_never_listed() -> None:
+    bits = core.PauseBits()
+    bits.apply_snapshot(["a"])
+    bits.set("c", True)
+    bits.apply_snapshot([])
+    assert "a" not in bits and "c" in bits
+
+
+def test_the_casts_missed_are_what_changed_in_globals_set_sorted() -> None:
+    bits = core.PauseBits()
+    bits.cast("b", True)
+    bits.cast("c", True)
+    assert bits.missed_casts(["a", "c"]) == [("a", True), ("b", False)]
+    assert bits.missed_casts(["b", "c"]) == []

@@ -386,14 +386,9 @@ class Consumer(Server):
         #: Local copy of the partition's cancelled job ids (from Global, then
         #: casts), learned at monotonic times; a hint only.
         self.cancelled = consumer_core.CancelMarks()
-        #: Queues paused cluster-wide as Global last said (its snapshot, then
-        #: casts): what a Resync compares Global's snapshot with.
-        self.global_paused: set[str] = set()
-        #: The one pause bit per queue type (see the class docstring): set by
-        #: Pause, PauseAll, a ``queue_pause`` cast or Global's snapshot, cleared
-        #: by Resume or a ``queue_resume`` cast. Kept for queue types that are
-        #: not (or no longer) configured, so it outlives a reconfiguration.
-        self.paused: set[str] = set()
+        #: The one pause bit per queue type (see the class docstring), and
+        #: Global's paused set as last heard (what a Resync compares with).
+        self.pauses = consumer_core.PauseBits()
         #: Global's snapshot is in: deliveries may start.
         self.snapshot_ready = False
         #: A Resync came while the first snapshot was still being fetched.
@@ -501,13 +496,11 @@ class Consumer(Server):
             # Swept at the next ticks: jobs parked for it are handed over once
             # it is free, also those a node parked before it restarted.
             self.waiting.held(key)
-        previous, self.global_paused = self.global_paused, set(paused)
         # Global's set is applied; a queue Global no longer lists (a resume
         # cast this Consumer missed) is resumed; local pauses stay.
-        self.paused |= self.global_paused
-        self.paused -= previous - self.global_paused
+        self.pauses.apply_snapshot(paused)
         for name, state in self.queues.items():
-            state.paused = name in self.paused
+            state.paused = name in self.pauses
         self.snapshot_ready = True
         self._tell_registry()
         start = [
@@ -541,9 +534,8 @@ class Consumer(Server):
             self.waiting.held(key)
         for job_id in sorted(set(cancelled) - self.cancelled.ids()):
             self._on_cancel_command(job_id)
-        paused = set(paused_list)
-        for name in sorted(paused ^ self.global_paused):
-            command = "queue_pause" if name in paused else "queue_resume"
+        for name, pause in self.pauses.missed_casts(paused_list):
+            command = "queue_pause" if pause else "queue_resume"
             self._on_command(PartitionCommand(self.partition_id, command, (name,)))
 
     async def _declare(self, queue: str) -> None:
@@ -768,7 +760,7 @@ class Consumer(Server):
             if reply.ok and isinstance(reply.value, dict):
                 self.queues = {
                     name: QueueState(
-                        name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
+                        name, limit, paused=name in self.pauses, adaptive=self.adaptive_prefetch
                     )
                     for name, limit in reply.value.items()
                 }
@@ -1201,16 +1193,10 @@ class Consumer(Server):
             self._on_cancel_command(arg)
         elif command.command in ("queue_pause", "queue_resume"):
             pause = command.command == "queue_pause"
-            if pause:
-                self.global_paused.add(arg)
-            else:
-                self.global_paused.discard(arg)
+            # One bit per queue type, also for a queue not configured.
+            self.pauses.cast(arg, pause)
             if arg in self.queues and self.queues[arg].paused != pause:
                 self._submit(command.command, self._change_paused([arg], pause))
-            elif pause:  # one bit per queue type, also for a queue not configured
-                self.paused.add(arg)
-            else:
-                self.paused.discard(arg)
         else:
             log.warning(
                 "%s: unknown partition command %s", self.partition_id, bounded_repr(command)
@@ -1789,10 +1775,7 @@ class Consumer(Server):
         for name in names:
             state = self.queues[name]
             state.paused = paused
-            if paused:
-                self.paused.add(name)
-            else:
-                self.paused.discard(name)
+            self.pauses.set(name, paused)
             if not paused and self.consuming and self.snapshot_ready and state.max_workers > 0:
                 resume.append(name)
             if paused:
@@ -1852,7 +1835,7 @@ class Consumer(Server):
             if existing is None:
                 # A queue removed and added back keeps its pause bit.
                 existing = self.queues[name] = QueueState(
-                    name, limit, paused=name in self.paused, adaptive=self.adaptive_prefetch
+                    name, limit, paused=name in self.pauses, adaptive=self.adaptive_prefetch
                 )
                 existing.prefetch = existing.wanted_prefetch
                 added[name] = (existing.prefetch, existing.paused)

@@ -814,6 +814,56 @@ class WorkerRef:
         return running, others
 
 
+# ---------------------------------------------------------------- pauses
+
+
+class PauseBits:
+    """The one pause bit per queue type of this Consumer, shared by the local
+    pause (``Pause``, ``PauseAll``, ``Resume``) and the cluster-wide one
+    (``queue_pause`` and ``queue_resume`` casts, Global's snapshot): whichever
+    set a bit, either clears it. Kept also for queue types not configured
+    (now or any more), so a bit outlives a reconfiguration. Also Global's
+    paused set as last heard (its snapshot, then casts), which a later
+    snapshot is compared with."""
+
+    def __init__(self) -> None:
+        self._bits: set[str] = set()
+        self._global: set[str] = set()
+
+    def __contains__(self, queue: object) -> bool:
+        return queue in self._bits
+
+    def set(self, queue: str, paused: bool) -> None:
+        """Set or clear ``queue``'s bit (Global's set is not changed)."""
+        if paused:
+            self._bits.add(queue)
+        else:
+            self._bits.discard(queue)
+
+    def cast(self, queue: str, paused: bool) -> None:
+        """A ``queue_pause`` (``paused``) or ``queue_resume`` cast: Global's
+        set and ``queue``'s bit follow it."""
+        if paused:
+            self._global.add(queue)
+        else:
+            self._global.discard(queue)
+        self.set(queue, paused)
+
+    def apply_snapshot(self, paused: Iterable[str]) -> None:
+        """Global's snapshot lists ``paused``: those bits are set; the bits of
+        queues Global listed before and no longer does (a resume cast this
+        Consumer missed) are cleared; other bits (local pauses) stay."""
+        previous, self._global = self._global, set(paused)
+        self._bits |= self._global
+        self._bits -= previous - self._global
+
+    def missed_casts(self, paused: Iterable[str]) -> list[tuple[str, bool]]:
+        """The casts that would turn Global's set as last heard into
+        ``paused`` (a newer snapshot): ``(queue, paused)``, sorted by queue."""
+        now = set(paused)
+        return [(name, name in now) for name in sorted(now ^ self._global)]
+
+
 __all__ = [
     "BATCH_TARGET_SECONDS",
     "DURATION_WEIGHT",
@@ -833,6 +883,7 @@ __all__ = [
     "Flight",
     "GiveBack",
     "Parked",
+    "PauseBits",
     "QueueState",
     "RecordThenAck",
     "ReleaseExecution",
