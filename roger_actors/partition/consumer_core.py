@@ -25,13 +25,20 @@ out the *effects* it returns, small frozen values that say what to do:
 - :class:`TellWorkerCancel`: tell the job's worker to skip it or die under it;
 - :class:`RunCallback`: run one of the job's callbacks off the actor's thread;
 - :class:`SettleAs`: settle the flight with an outcome (:func:`settle`);
-- :class:`Crashed`: the job ended as if its worker died under it.
+- :class:`Crashed`: the job ended as if its worker died under it;
+- :class:`TakeExecution`: gate a job, taking its execution key in Global or
+  parking it in the key's waiting queue; its verdict then gives
+  :class:`Backlog` (put it in its queue's backlog), :class:`Parked` (forget
+  it, sweep the key) or :class:`RequeueLater` (Global did not answer).
 
-State: :class:`QueueState` holds one queue type's batching and prefetch
-bookkeeping (its backlog of delivery tokens, its running average of job
-durations, the batch size and prefetch that follow from it);
-:class:`Flight` one delivery held from its arrival to its outcome;
-:class:`CancelMarks` the local, expiring copy of the cancelled job ids.
+State: :class:`QueueState` holds one queue type's batching, prefetch and
+worker-pool bookkeeping (its backlog of delivery tokens, its running
+average of job durations and the batch size and prefetch that follow from
+it, its workers); :class:`WorkerRef` one worker process and the jobs it
+holds; :class:`Flight` one delivery held from its arrival to its outcome;
+:class:`CancelMarks` the local, expiring copy of the cancelled job ids;
+:class:`WaitingKeys` the execution keys whose waiting queues are swept;
+:class:`PauseBits` the one pause bit per queue type and Global's paused set.
 """
 
 from __future__ import annotations
