@@ -832,7 +832,9 @@ class Consumer:
 
     @staticmethod
     def get_queues(partition_id: str) -> dict[str, dict[str, Any]]:
-        """``{queue: {max_workers, paused, message_count, consumer_count}}``."""
+        """``{queue: {max_workers, paused, message_count, consumer_count}}``,
+        the counts read from the broker. ConnectionError while the partition's
+        Consumer is not connected (it reconnects by itself: ask again)."""
         result: dict[str, dict[str, Any]] = current().consumer_call(partition_id, GetQueues())
         return result
 

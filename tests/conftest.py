@@ -32,8 +32,6 @@ RABBITMQ_ONLY: dict[str, str] = {
         "restarts the broker",
     "tests/test_system_auth.py::test_consumers_catch_up_on_casts_missed_while_the_system_was_disconnected":
         "lists connections with rabbitmqctl",
-    "tests/test_fidelity_keys.py::test_a_redelivered_copy_holds_the_key_until_its_own_outcome":
-        "fails on the embedded broker (a dropped connection's redelivery): not explained yet",
 }
 
 

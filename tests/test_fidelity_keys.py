@@ -208,11 +208,16 @@ def test_a_redelivered_copy_holds_the_key_until_its_own_outcome(
     h.wait_tags("start", {"copy"})
     assert close_connections_named(h.connection_name) >= 1
     # The redelivered copy waits in the Consumer for the busy worker.
-    wait_for(
-        lambda: roger.Partition.partitions()["running"].get(pid) is not None
-        and roger.Consumer.get_queues(pid)["default"]["message_count"] == 0,
-        what="the Consumer connected again and holding the redelivered copy",
-    )
+    def holding_the_copy() -> bool:
+        try:
+            return (
+                roger.Partition.partitions()["running"].get(pid) is not None
+                and roger.Consumer.get_queues(pid)["default"]["message_count"] == 0
+            )
+        except ConnectionError:
+            return False  # the Consumer is connecting again (get_queues says so)
+
+    wait_for(holding_the_copy, what="the Consumer connected again and holding the redelivered copy")
     Path(f"{gate}.1").touch()
     wait_for(lambda: len(h.events("start")) == 2, what="the redelivered copy running")
     holds_for(

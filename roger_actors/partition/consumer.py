@@ -1749,6 +1749,22 @@ class Consumer(Server):
         self._submit("call:" + from_.ref, coro)
         return NOREPLY
 
+    async def _counts(self, queue_type: str) -> tuple[int, int]:
+        """The broker's counts of one work queue; ConnectionError naming the
+        partition while the link is down or drops under the look (the
+        client library's own error for a closed connection is not the
+        caller's to parse)."""
+        if not self.link.is_open:
+            raise ConnectionError(f"partition {self.partition_id!r}: not connected to the broker")
+        try:
+            return await self.link.counts(Queue.make_name(self.partition_id, queue_type))
+        except Exception as exc:
+            if self.link.is_open:
+                raise  # the queue's own error (say, it was deleted)
+            raise ConnectionError(
+                f"partition {self.partition_id!r}: the broker connection dropped: {exc}"
+            ) from None
+
     def _snapshot(self) -> dict[str, tuple[int, bool]]:
         return {name: (q.max_workers, q.paused) for name, q in self.queues.items()}
 
@@ -1757,7 +1773,7 @@ class Consumer(Server):
     ) -> dict[str, dict[str, Any]]:
         stats: dict[str, dict[str, Any]] = {}
         for name, (max_workers, paused) in snapshot.items():
-            messages, consumers = await self.link.counts(Queue.make_name(self.partition_id, name))
+            messages, consumers = await self._counts(name)
             stats[name] = {
                 "max_workers": max_workers,
                 "paused": paused,
