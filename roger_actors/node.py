@@ -131,6 +131,13 @@ class Node:
         if name is not None and not embedded_broker.is_running(name):
             self.embedded = name
         config = _serve_embedded(config)
+        if self.embedded is not None:
+            log.info(
+                "memory://%s: the embedded broker serves this node on 127.0.0.1:%d "
+                "(loopback only; what it holds lives in this process)",
+                self.embedded,
+                config.amqp.port,
+            )
         self.config = config
         self.app = Application(
             ChildSpec("roger", (RogerSupervisor, (config,))),
