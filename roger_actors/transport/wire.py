@@ -395,7 +395,14 @@ class _Client(asyncio.Protocol):
         if not 0 < number <= CHANNEL_MAX:
             raise _ConnectionError(_CHANNEL_ERROR, f"CHANNEL_ERROR - channel {number} out of range")
         backend = await self._backend.channel(publisher_confirms=True)
-        backend.add_cancel_callback(lambda tag: self._send(number, commands.Basic.Cancel(tag)))
+        # Sent after the deliveries already made for that consumer (tasks not
+        # yet run), as the broker's cancel must follow them.
+        loop = asyncio.get_running_loop()
+
+        def cancelled(tag: str) -> None:
+            loop.call_soon(self._send, number, commands.Basic.Cancel(tag))
+
+        backend.add_cancel_callback(cancelled)
         self._channels[number] = _ChannelState(backend)
         self._send(number, commands.Channel.OpenOk())
 
@@ -428,6 +435,11 @@ class _Client(asyncio.Protocol):
                 self._send(number, c.Basic.ConsumeOk(consumer_tag=tag))
         elif isinstance(value, c.Basic.Cancel):
             await ch.cancel(value.consumer_tag or "")
+            # Deliveries the backend made before the cancel run as tasks not
+            # yet started: let them write their frames first. After cancel-ok
+            # a client drops a delivery for that tag (aiormq does, silently),
+            # which would strand it unacked on the channel.
+            await asyncio.sleep(0)
             if not value.nowait:
                 self._send(number, c.Basic.CancelOk(consumer_tag=value.consumer_tag))
         elif isinstance(value, c.Basic.Get):

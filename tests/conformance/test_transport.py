@@ -181,6 +181,43 @@ def test_prefetch_holds_back_deliveries_until_one_is_acked(transport: Kit) -> No
     run(body())
 
 
+def test_every_delivery_made_before_a_cancel_reaches_the_consumer(transport: Kit) -> None:
+    """A consumer cancelled while the broker was delivering to it gets every
+    delivery made before the cancel: none is left unacked on the channel
+    with nobody to settle it (a client drops a delivery that comes after
+    its cancel-ok). Nacked back, they and the undelivered rest are the
+    whole queue again (but the one acked)."""
+
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel()
+        queue = transport.name("q")
+        await channel.queue_declare(queue)
+        await publish_all(channel, queue, [b"%d" % i for i in range(50)])
+        await channel.qos(1)
+        inbox = Inbox()
+        tag = await channel.consume(queue, inbox)
+        first = await inbox.next()
+        # The ack makes the broker deliver the next message while the cancel
+        # is on its way: that delivery comes before the cancel's answer.
+        await channel.ack(first.delivery_tag)
+        await channel.cancel(tag)
+        received: list[Message] = []
+
+        async def accounted() -> bool:
+            while not inbox.messages.empty():
+                received.append(inbox.messages.get_nowait())
+            return await ready(channel, queue) + len(received) == 49
+
+        await eventually(accounted, "every message delivered or still in the queue")
+        for message in received:
+            await channel.nack(message.delivery_tag, requeue=True)
+        await eventually(lambda: _ready_is(channel, queue, 49), "all 49 back in the queue")
+        await connection.close()
+
+    run(body())
+
+
 def test_basic_get_returns_the_next_message_then_none_when_empty(transport: Kit) -> None:
     async def body() -> None:
         connection = await transport.connect()
