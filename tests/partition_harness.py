@@ -32,15 +32,21 @@ from tests.roger_test_jobs2 import JsonCallbacks, read_events
 
 T = TypeVar("T")
 
+def _embedded_test_broker() -> Any:
+    """The embedded broker the tests use with ``ROGER_TEST_BROKER=memory``
+    (served from the test process, started on first use)."""
+    from roger_actors.transport import embedded
+
+    return embedded.serve("roger-tests")
+
+
 def _test_broker() -> str:
     """The broker the Roger-level tests use: the machine's RabbitMQ, or with
     ``ROGER_TEST_BROKER=memory`` the embedded broker served from the test
     process (every node process the tests start connects to it)."""
     kind = os.environ.get("ROGER_TEST_BROKER", "rabbitmq")
     if kind == "memory":
-        from roger_actors.transport import embedded
-
-        return embedded.serve("roger-tests").url
+        return _embedded_test_broker().url
     if kind != "rabbitmq":
         raise RuntimeError(f"ROGER_TEST_BROKER must be rabbitmq or memory, got {kind!r}")
     return "amqp://guest:guest@127.0.0.1:5672/"
@@ -188,9 +194,7 @@ def delete_queues(names: list[str]) -> None:
 def queues_with_prefixes(prefixes: list[str]) -> list[str]:
     """Names of the broker's queues that start with one of ``prefixes``."""
     if ON_MEMORY:
-        from roger_actors.transport import embedded
-
-        names = embedded.serve("roger-tests").queue_names()
+        names = _embedded_test_broker().queue_names()
         return [n for n in names if any(n.startswith(p) for p in prefixes)]
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name"],
@@ -207,9 +211,7 @@ def close_connections_named(name: str, reason: str = "test") -> int:
     so that other users of the shared broker are not disturbed. Returns how many.
     """
     if ON_MEMORY:
-        from roger_actors.transport import embedded
-
-        return embedded.serve("roger-tests").drop_connections(reason, name=name)
+        return int(_embedded_test_broker().drop_connections(reason, name=name))
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
         capture_output=True, text=True, timeout=30, check=True,

@@ -17,13 +17,13 @@ RabbitMQ for anything that must outlive the process or span hosts.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .base import Connection, connect
+from .loop import LoopThread
 from .wire import WireServer
 
 __all__ = ["EmbeddedBroker", "is_running", "serve", "shutdown"]
@@ -43,8 +43,12 @@ class EmbeddedBroker:
     username: str
     password: str = field(repr=False)
     _server: WireServer = field(repr=False)
-    _loop: asyncio.AbstractEventLoop
-    _thread: threading.Thread
+    _io: LoopThread = field(repr=False)
+
+    @property
+    def running(self) -> bool:
+        """True until :meth:`stop`."""
+        return self._io.alive
 
     def drop_connections(
         self, reason: str = "closed by the broker", name: str | None = None
@@ -55,14 +59,7 @@ class EmbeddedBroker:
         those whose client named itself ``name`` (its ``connection_name``
         client property). For fault tests; returns how many, once done (at
         most :data:`START_TIMEOUT` s)."""
-
-        async def drop() -> int:
-            clients = [c for c in self._server._clients if name is None or c.name == name]
-            for client in clients:
-                await client.force_close(reason)
-            return len(clients)
-
-        return asyncio.run_coroutine_threadsafe(drop(), self._loop).result(START_TIMEOUT)
+        return self._io.submit(self._server.drop_clients(reason, name)).result(START_TIMEOUT)
 
     def queue_names(self) -> list[str]:
         """The names of the broker's queues now (as ``rabbitmqctl list_queues``)."""
@@ -72,21 +69,17 @@ class EmbeddedBroker:
 
             return sorted(broker(f"memory://{self.name}").queues)
 
-        return asyncio.run_coroutine_threadsafe(names(), self._loop).result(START_TIMEOUT)
+        return self._io.submit(names()).result(START_TIMEOUT)
 
     def stop(self, timeout: float = START_TIMEOUT) -> None:
         """Close every client connection (they see ``CONNECTION_FORCED``),
         stop listening and end the loop thread. Waits at most ``timeout``
         seconds; idempotent."""
-        if not self._thread.is_alive():
+        if not self._io.alive:
             return
-        future = asyncio.run_coroutine_threadsafe(self._server.close(), self._loop)
-        try:
-            future.result(timeout)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            self._io.submit(self._server.close()).result(timeout)
+        self._io.stop(timeout)
 
 
 _lock = threading.Lock()
@@ -109,7 +102,7 @@ def serve(
         raise ValueError("name must be a non-empty str")
     with _lock:
         broker = _running.get(name)
-        if broker is not None and broker._thread.is_alive():
+        if broker is not None and broker.running:
             return broker
         broker = _start(name, backend if backend is not None else f"memory://{name}")
         _running[name] = broker
@@ -120,7 +113,7 @@ def is_running(name: str) -> bool:
     """True when the embedded broker ``name`` runs in this process."""
     with _lock:
         broker = _running.get(name)
-        return broker is not None and broker._thread.is_alive()
+        return broker is not None and broker.running
 
 
 def shutdown(name: str | None = None) -> None:
@@ -134,44 +127,20 @@ def shutdown(name: str | None = None) -> None:
 
 
 def _start(name: str, backend_url: str) -> EmbeddedBroker:
-    loop = asyncio.new_event_loop()
-    ready: concurrent.futures.Future[WireServer] = concurrent.futures.Future()
+    io = LoopThread(f"roger-embedded-broker-{name}")
 
-    def factory() -> Callable[[], Awaitable[Connection]]:
-        async def connect_backend() -> Connection:
-            return await connect(backend_url)
+    async def connect_backend() -> Connection:
+        return await connect(backend_url)
 
-        return connect_backend
-
-    async def begin() -> None:
-        server = WireServer(factory())
-        await server.start()
-        ready.set_result(server)
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        task = loop.create_task(begin())
-
-        def failed(done: asyncio.Task[None]) -> None:
-            if not done.cancelled() and done.exception() is not None and not ready.done():
-                ready.set_exception(done.exception())
-
-        task.add_done_callback(failed)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=run, name=f"roger-embedded-broker-{name}", daemon=True)
-    thread.start()
+    server = WireServer(connect_backend)
     try:
-        server = ready.result(START_TIMEOUT)
+        io.submit(server.start()).result(START_TIMEOUT)
     except concurrent.futures.TimeoutError:
-        loop.call_soon_threadsafe(loop.stop)
+        io.stop()
         raise TimeoutError(f"the embedded broker {name!r} did not start") from None
     except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
+        io.stop()
         raise
     return EmbeddedBroker(
-        name, server.url, server.port, server.username, server.password, server, loop, thread
+        name, server.url, server.port, server.username, server.password, server, io
     )

@@ -41,6 +41,11 @@ class LoopThread:
         self.loop.run_forever()
 
     @property
+    def alive(self) -> bool:
+        """True until :meth:`stop` ended the loop thread."""
+        return self._thread.is_alive()
+
+    @property
     def fileno(self) -> int:
         """The descriptor the actor watches; readable when events wait in the inbox."""
         return self._reader.fileno()

@@ -75,6 +75,8 @@ CHANNEL_MAX = 2_047
 HEARTBEAT = 60
 _FRAME_OVERHEAD = 8  # type (1), channel (2), size (4), end (1)
 _PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+#: The reason RabbitMQ gives when it closes connections as it shuts down.
+_SHUTDOWN = "broker forced connection closure with reason 'shutdown'"
 
 _NOT_IMPLEMENTED = 540
 _FRAME_ERROR = 501
@@ -180,8 +182,18 @@ class WireServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for client in list(self._clients):
-            await client.force_close("broker forced connection closure with reason 'shutdown'")
+        await self.drop_clients(_SHUTDOWN)
+
+    async def drop_clients(self, reason: str, name: str | None = None) -> int:
+        """Close client connections from the broker's side (clients see
+        ``CONNECTION_FORCED`` with ``reason``; their backend connections are
+        closed, so their unacked deliveries go back): every one, or those
+        whose client named itself ``name`` (its ``connection_name`` client
+        property). Returns how many."""
+        clients = [c for c in self._clients if name is None or c.name == name]
+        for client in clients:
+            await client.force_close(reason)
+        return len(clients)
 
     def _authenticate(self, mechanism: str, response: str) -> bool:
         if mechanism != "PLAIN":
@@ -321,7 +333,7 @@ class _Client(asyncio.Protocol):
         except ChannelClosed as exc:
             self._fail_channel(number, state, 406, f"PRECONDITION_FAILED - {exc}", value)
         except ConnectionLost:
-            self._force("broker forced connection closure with reason 'shutdown'")
+            self._force(_SHUTDOWN)
 
     async def _handshake(self, number: int, value: Any) -> None:
         if self._stage == "start":
@@ -656,7 +668,7 @@ class _Client(asyncio.Protocol):
 
     def _backend_closed(self, error: BaseException | None) -> None:
         if error is not None and not self._closed:
-            self._force("broker forced connection closure with reason 'shutdown'")
+            self._force(_SHUTDOWN)
 
     async def _drop_backend(self) -> None:
         backend, self._backend = self._backend, None
