@@ -214,9 +214,10 @@ class Node:
 
     def failure(self, timeout: float = 2.0) -> str | None:
         """Why this node can no longer run, or None while it runs: its
-        application root ``roger`` exited (with the reason), or the actor
-        system's admin process is gone or does not answer within ``timeout``
-        seconds. A node that failed is stopped with :func:`stop` as usual."""
+        application root ``roger`` exited (with the reason), its application
+        master exited, or the actor system's admin process is gone or does not
+        answer within ``timeout`` seconds. A node that failed is stopped with
+        :func:`stop` as usual."""
         port = self.config.admin_port
         if not self.app.admin_alive():
             assert self.app.admin is not None
@@ -225,6 +226,9 @@ class Node:
             running, reason = self.app.poll(timeout)
         except CallTimeout:
             return f"the actor system's admin (port {port}) does not answer within {timeout:g} s"
+        except NoProc as exc:
+            # The application master (the actor that owns the root) is gone.
+            return f"the application master of 'roger' exited with {bounded_repr(exc.reason)}"
         except Exception as exc:
             return f"the actor system cannot be asked: {exc!r}"
         if not running:

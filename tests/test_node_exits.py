@@ -98,6 +98,19 @@ def test_the_node_exits_non_zero_when_its_actor_system_admin_dies(cli_node: Node
     assert "admin" in cli_node.log_text()
 
 
+def test_the_node_exits_non_zero_naming_its_application_master_when_that_dies(
+    cli_node: NodeProcess,
+) -> None:
+    admin = admin_process(cli_node.admin_port)
+    assert admin is not None
+    root = root_supervisor_pid(admin[0])
+    master = int(Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(master, signal.SIGKILL)
+    _exits_non_zero_and_leaves_nothing(cli_node, time.monotonic())
+    log = cli_node.log_text()
+    assert "application master of 'roger' exited" in log, log
+
+
 def test_an_embedding_process_learns_from_wait_that_its_nodes_root_died(
     h: NodeHarness,
 ) -> None:
