@@ -5,7 +5,7 @@ Run (the long soak; figures in ``bench/README.md``)::
     .venv/bin/python -m bench.soak --jobs 100000 --partitions 20 --workers 4 \\
         --kill-every 0.5 --drops 2 --broker-restarts 1
 
-and the short version CI runs (``tests/test_soak.py``)::
+and the short version CI runs (``tests/integration/test_soak.py``)::
 
     .venv/bin/python -m bench.soak --short
 

@@ -12,7 +12,7 @@ reference object standing in for Thespian's, so that ``send``,
 ``Application(root, base="light")`` (or ``LightSystem()`` and
 ``Application(root, system=...)``).
 
-Guarantees (each covered by ``tests/test_light.py``):
+Guarantees (each covered by ``tests/unit/test_light.py``):
 
 - **One loop per host process.** By default every ``LightSystem`` of the
   process shares one event loop, run by a daemon thread started on first

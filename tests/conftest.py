@@ -14,31 +14,46 @@ from tests.partition_harness import ON_MEMORY, NodeHarness
 #: Tests that need RabbitMQ itself, by module or by test, and why. With
 #: ``ROGER_TEST_BROKER=memory`` (the embedded broker) they are skipped.
 RABBITMQ_ONLY: dict[str, str] = {
-    "tests/test_broker_cluster.py": "starts a RabbitMQ cluster of its own",
-    "tests/test_soak.py": "restarts the broker",
-    "tests/test_retry_restart.py": "restarts the broker",
-    "tests/test_callbacks_off_consumer.py": "reads queue counts with rabbitmqctl",
-    "tests/test_partition_details.py": "reads queue types, arguments and prefetch with rabbitmqctl",
-    "tests/test_persister_rabbitmq.py": "the RabbitMQ persister's own URL is RabbitMQ's",
-    "tests/test_duplicates.py::test_jobs_of_a_batch_not_started_when_the_connection_drops_run_once":
+    "tests/integration/test_broker_cluster.py": "starts a RabbitMQ cluster of its own",
+    "tests/integration/test_soak.py": "restarts the broker",
+    "tests/integration/test_retry_restart.py": "restarts the broker",
+    "tests/integration/test_callbacks_off_consumer.py": "reads queue counts with rabbitmqctl",
+    "tests/integration/test_partition_details.py":
+        "reads queue types, arguments and prefetch with rabbitmqctl",
+    "tests/integration/test_persister_rabbitmq.py":
+        "the RabbitMQ persister's own URL is RabbitMQ's",
+    "tests/integration/test_duplicates.py::test_jobs_of_a_batch_not_started_when_the_connection_drops_run_once":
         "reads queue counts with rabbitmqctl",
-    "tests/test_fidelity_prefetch.py::test_with_roger_prefetch_a_queue_channel_holds_max_workers_deliveries":
+    "tests/integration/test_fidelity_prefetch.py::test_with_roger_prefetch_a_queue_channel_holds_max_workers_deliveries":
         "reads channel prefetch with rabbitmqctl",
-    "tests/test_global_auth.py::test_global_publishes_its_casts_on_a_channel_in_confirm_mode":
+    "tests/integration/test_global_auth.py::test_global_publishes_its_casts_on_a_channel_in_confirm_mode":
         "reads channel confirm mode with rabbitmqctl",
-    "tests/test_info.py::test_queued_jobs_newest_first_and_the_queue_untouched":
+    "tests/integration/test_info.py::test_queued_jobs_newest_first_and_the_queue_untouched":
         "reads the queue type with rabbitmqctl",
-    "tests/test_partition_faults.py::test_the_node_reconnects_after_a_broker_restart_and_runs_every_job":
+    "tests/integration/test_partition_faults.py::test_the_node_reconnects_after_a_broker_restart_and_runs_every_job":
         "restarts the broker",
-    "tests/test_system_auth.py::test_consumers_catch_up_on_casts_missed_while_the_system_was_disconnected":
+    "tests/integration/test_system_auth.py::test_consumers_catch_up_on_casts_missed_while_the_system_was_disconnected":
         "lists connections with rabbitmqctl",
 }
 
 
+#: The marker each folder of the pyramid gives its tests.
+FOLDER_MARKERS = {
+    "tests/unit/": "unit",
+    "tests/integration/": "integration",
+    "tests/conformance/": "conformance",
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the :data:`RABBITMQ_ONLY` tests, and skip them on the embedded broker."""
+    """Mark each test by its folder (``unit``, ``integration``,
+    ``conformance``); mark the :data:`RABBITMQ_ONLY` tests, and skip them on
+    the embedded broker."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
+        for folder, marker in FOLDER_MARKERS.items():
+            if path.startswith(folder):
+                item.add_marker(marker)
         base = item.nodeid.split("[", 1)[0]
         reason = RABBITMQ_ONLY.get(base) or RABBITMQ_ONLY.get(path)
         if reason is None:

@@ -1,7 +1,7 @@
 """Hypothesis strategies for hostile job payloads and AMQP headers.
 
-Shared by the decoder's property test (``tests/test_job_hostile.py``) and the
-fuzz test against a live partition (``tests/test_payload_fuzz.py``). Every
+Shared by the decoder's property test (``tests/unit/test_job_hostile.py``) and the
+fuzz test against a live partition (``tests/integration/test_payload_fuzz.py``). Every
 strategy draws bytes a producer could publish into a work queue: random
 bytes, mutations of a valid payload, deep nesting, huge integers and
 strings, wrong types in every field, CBOR tags, and payloads over a size

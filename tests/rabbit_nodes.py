@@ -33,7 +33,7 @@ A Roger node on the cluster gets every address, and fails over among them
     cluster.nodes[0].start()  # it starts again (same data) and rejoins the cluster
 
 A test module shares one cluster through a module-scoped fixture and starts a
-killed node again before the next test (``tests/test_broker_cluster.py``).
+killed node again before the next test (``tests/integration/test_broker_cluster.py``).
 
 Starting a node takes a few seconds; a cluster of three about half a minute
 on this machine. The base directory is removed by :meth:`BrokerNode.remove`

@@ -1,4 +1,4 @@
-"""Jobs and an owner actor for the worker tests (tests/test_worker_scoreboard.py).
+"""Jobs and an owner actor for the worker tests (tests/integration/test_worker_scoreboard.py).
 
 Jobs report through marker files in the directory ``args[0]``:
 ``<tag>.started`` when ``perform`` begins, ``<tag>.done`` when it completes.

@@ -36,7 +36,7 @@ from roger_actors.queue import Queue
 #: dropping its head). Classic queues dead-letter at most once: a message whose
 #: TTL ran out while its target was not available (a broker restarting) is
 #: gone. Measured: 200 jobs in a classic retry queue across a broker restart,
-#: 0 came back; in a quorum one, 200 (``tests/test_retry_restart.py``).
+#: 0 came back; in a quorum one, 200 (``tests/integration/test_retry_restart.py``).
 AT_LEAST_ONCE_DEAD_LETTERING: dict[str, Any] = {
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",

@@ -144,7 +144,7 @@ async def next_item(queue: asyncio.Queue[Any], timeout: float = WAIT) -> Any:
     return await asyncio.wait_for(queue.get(), timeout)
 
 
-@pytest.fixture(params=["amqp", "memory", "wire"])
+@pytest.fixture(params=[pytest.param("amqp", marks=pytest.mark.rabbitmq_only), "memory", "wire"])
 def transport(request: pytest.FixtureRequest) -> Iterator[Kit]:
     """A :class:`Kit` for each implementation; RabbitMQ tests are skipped
     (not failed) when no broker answers at ``ROGER_CONFORMANCE_AMQP_URL``."""
