@@ -603,7 +603,7 @@ def _cmd_resume(ns: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_purge(ns: argparse.Namespace, out: TextIO) -> int:
-    import aiormq.exceptions
+    from .transport import base as transport
 
     pid, queue = _partition(ns.pid), _queue(ns.queue)
     name = Queue.make_name(pid, queue)
@@ -612,7 +612,7 @@ def _cmd_purge(ns: argparse.Namespace, out: TextIO) -> int:
         # A passive declare on a channel of its own: purging a missing queue
         # would close the publisher's channel.
         publisher.run("counts", name)
-    except aiormq.exceptions.ChannelNotFoundEntity:
+    except transport.NotFound:
         raise NotFound(
             f"queue {name!r} does not exist (partition {pid!r}, queue {queue!r})"
         ) from None
@@ -744,19 +744,19 @@ def _fail(code: int, message: str) -> int:
 
 def _classify(exc: BaseException, config: Config | None) -> int:
     """Print ``exc`` as one line on stderr; return its exit code."""
-    import aiormq.exceptions
+    from .transport import base as transport
 
     if isinstance(exc, (UsageError, ConfigError, InvalidJobError)):
         return _fail(EXIT_USAGE, str(exc))
     if isinstance(exc, (NotStartedError, NotRunningError, NotFound)):
         return _fail(EXIT_NOT_FOUND, str(exc))
-    if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+    if isinstance(exc, transport.NotFound):
         return _fail(EXIT_NOT_FOUND, f"not found: {exc}")
     if isinstance(exc, DuplicateJobError):
         return _fail(EXIT_FAILURE, str(exc))
     if isinstance(exc, GlobalTimeoutError):
         return _fail(EXIT_FAILURE, f"timed out: {exc}")
-    if isinstance(exc, aiormq.exceptions.AMQPChannelError):
+    if isinstance(exc, transport.ChannelClosed):
         return _fail(EXIT_FAILURE, f"the broker refused: {exc}")
     if isinstance(exc, (ConnectionError, OSError)):
         where = ", ".join(config.amqp.redacted_urls()) if config is not None else "the broker"

@@ -34,9 +34,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
-
-from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from .cluster_auth import AuthError, ClusterAuth, DropLog
 from .config import Config, load_config
@@ -52,6 +51,7 @@ from .system_protocol import (
     publish_command,
 )
 from .transport.amqp import AmqpLink, BrokerAddresses, LinkLost
+from .transport.base import Channel, Message
 from .transport.loop import LoopThread
 
 #: Seconds a fresh client listens for heartbeats before its first call or
@@ -91,7 +91,7 @@ class ClusterClient:
         self._conn_lock = threading.Lock()
         self._io: LoopThread | None = None
         self._link: AmqpLink | None = None
-        self._channel: AbstractChannel | None = None
+        self._channel: Channel | None = None
         self._reply_queue = ""
         #: Monotonic time the command queue started to listen (0: not listening).
         self._listening_since = 0.0
@@ -158,7 +158,7 @@ class ClusterClient:
             self._link, self._channel = link, channel
             return self._io, link, generation
 
-    async def _subscribe(self, link: AmqpLink, generation: int) -> tuple[AbstractChannel, str]:
+    async def _subscribe(self, link: AmqpLink, generation: int) -> tuple[Channel, str]:
         """Declare the exchange, the reply and the command queue, consume both."""
         connection = link.connection
         if connection is None or not link.is_open:
@@ -166,13 +166,13 @@ class ClusterClient:
         channel = await connection.channel(publisher_confirms=False)
 
         def receiver(kind: str) -> Any:
-            async def on_message(message: DeliveredMessage) -> None:
-                headers = message.header.properties.headers
+            async def on_message(message: Message) -> None:
+                headers = message.properties.headers
                 self._on_message(
                     generation,
                     kind,
-                    bytes(message.body),
-                    dict(headers) if isinstance(headers, dict) else None,
+                    message.body,
+                    dict(headers) if isinstance(headers, Mapping) else None,
                 )
 
             return on_message
@@ -180,13 +180,11 @@ class ClusterClient:
         await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
         # Server-named (amq.gen-...): the only kind of queue nodes reply to.
         replies = await channel.queue_declare("", exclusive=True, auto_delete=True)
-        assert replies is not None
-        await channel.basic_consume(str(replies.queue), receiver("reply"), no_ack=True)
+        await channel.consume(replies.queue, receiver("reply"), no_ack=True)
         commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
-        assert commands is not None
-        await channel.queue_bind(str(commands.queue), self.exchange)
-        await channel.basic_consume(str(commands.queue), receiver("command"), no_ack=True)
-        return channel, str(replies.queue)
+        await channel.queue_bind(commands.queue, self.exchange)
+        await channel.consume(commands.queue, receiver("command"), no_ack=True)
+        return channel, replies.queue
 
     # ------------------------------------------------------------ messages
 

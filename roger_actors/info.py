@@ -22,9 +22,7 @@ import contextlib
 import logging
 from typing import Any
 
-import aiormq
 import cbor2
-from pamqp import commands as spec
 
 from supervision import call as sv_call
 
@@ -35,6 +33,7 @@ from .job import Job, _decode_cbor
 from .node import CALL_TIMEOUT, System, current, process_publisher
 from .queue import Queue, normalise_queue_type, validate_partition_id
 from .transport.amqp import AmqpLink
+from .transport.base import NotFound
 
 #: A job, or its payload map when its type cannot be resolved in this process.
 JobOrMap = Job | dict[str, Any]
@@ -257,7 +256,7 @@ async def _peek(link: AmqpLink, queue: str, count: int) -> list[bytes]:
     try:
         try:
             await channel.queue_declare(queue, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
+        except NotFound:
             return []
         while len(bodies) < count or redelivered:
             if taken >= count + PEEK_EXTRA:
@@ -268,13 +267,13 @@ async def _peek(link: AmqpLink, queue: str, count: int) -> list[bytes]:
                     PEEK_EXTRA,
                 )
                 break
-            message = await channel.basic_get(queue, no_ack=False)
-            if isinstance(message.delivery, spec.Basic.GetEmpty):
+            message = await channel.get(queue)
+            if message is None:
                 break
             taken += 1
-            redelivered = bool(getattr(message.delivery, "redelivered", False))
+            redelivered = message.redelivered
             if len(bodies) < count:
-                bodies.append(bytes(message.body))
+                bodies.append(message.body)
         return bodies
     finally:
         with contextlib.suppress(Exception):

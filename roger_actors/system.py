@@ -59,18 +59,16 @@ client side, used by the ``roger_actors.System`` facade.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from aiormq.abc import AbstractChannel, DeliveredMessage
 from thespian.actors import ActorSystem, PoisonMessage, WatchMessage
 
 from supervision import NOREPLY, From, Server, TimerRef
@@ -101,6 +99,7 @@ from .system_protocol import (
 )
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
+from .transport.base import Channel, Message
 from .transport.loop import LoopThread, connect_in_background
 
 log = logging.getLogger("roger_actors.system")
@@ -242,7 +241,7 @@ class _SystemChannel:
     def __init__(self, link: AmqpLink, post: Callable[[Any], None]) -> None:
         self.link = link
         self.post = post
-        self.channel: AbstractChannel | None = None
+        self.channel: Channel | None = None
         self.command_queue = ""
         self.command_tag = ""
         self.generation = 0
@@ -258,26 +257,24 @@ class _SystemChannel:
             channel = await connection.channel(publisher_confirms=False)
             self.channel = channel
 
-            def on_close(future: asyncio.Future[Any]) -> None:
+            def on_close(error: BaseException | None) -> None:
                 if self.channel is not channel or not self.link.is_open:
                     return
                 self.channel = None
-                reason = "closed"
-                if not future.cancelled() and future.exception() is not None:
-                    reason = repr(future.exception())
+                reason = "closed" if error is None else repr(error)
                 self.post(_SubscribeFailed(generation, f"system channel lost: {reason}"))
 
-            channel.closing.add_done_callback(on_close)
+            channel.add_close_callback(on_close)
 
-            def receiver(kind: str) -> Callable[[DeliveredMessage], Any]:
-                async def on_message(message: DeliveredMessage) -> None:
-                    headers = message.header.properties.headers
+            def receiver(kind: str) -> Callable[[Message], Any]:
+                async def on_message(message: Message) -> None:
+                    headers = message.properties.headers
                     self.post(
                         _Received(
                             generation,
                             kind,
-                            bytes(message.body),
-                            dict(headers) if isinstance(headers, dict) else None,
+                            message.body,
+                            dict(headers) if isinstance(headers, Mapping) else None,
                         )
                     )
 
@@ -287,19 +284,18 @@ class _SystemChannel:
             # Both queues are server-named (amq.gen-...): the only names a
             # reply may be published to.
             replies = await channel.queue_declare("", exclusive=True, auto_delete=True)
-            assert replies is not None
-            await channel.basic_consume(str(replies.queue), receiver("reply"), no_ack=True)
+            await channel.consume(replies.queue, receiver("reply"), no_ack=True)
             commands = await channel.queue_declare("", exclusive=True, auto_delete=True)
-            assert commands is not None
-            self.command_queue = str(commands.queue)
+            self.command_queue = commands.queue
             await channel.queue_bind(self.command_queue, exchange)
-            ok = await channel.basic_consume(self.command_queue, receiver("command"), no_ack=True)
-            self.command_tag = str(ok.consumer_tag)
+            self.command_tag = await channel.consume(
+                self.command_queue, receiver("command"), no_ack=True
+            )
         except Exception as exc:
             self.post(_SubscribeFailed(generation, repr(exc)))
             await self.close()
             return
-        self.post(_Subscribed(generation, self.command_queue, str(replies.queue)))
+        self.post(_Subscribed(generation, self.command_queue, replies.queue))
 
     async def close(self) -> None:
         """Close the channel (its exclusive queues go with the connection)."""

@@ -121,7 +121,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from pamqp import encode as pamqp_encode
 from thespian.actors import WatchMessage
 
 from roger_actors.clock import now
@@ -140,7 +139,9 @@ from roger_actors.queue import QUEUE_NAME_CHARACTERS, Queue
 from roger_actors.system_protocol import PartitionCommand, Resync
 from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
+from roger_actors.transport.base import Message
 from roger_actors.transport.loop import LoopThread
+from roger_actors.transport.tables import encoded_size
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
@@ -211,7 +212,7 @@ def kept_headers(headers: dict[str, Any], budget: int = KEPT_HEADERS_BYTES) -> d
     if not headers:
         return {}
     try:
-        size = len(pamqp_encode.field_table(headers))
+        size = encoded_size(headers)
     except Exception:
         return {DROPPED_HEADERS_HEADER: -1}
     if size <= budget:
@@ -943,17 +944,17 @@ class Consumer(Server):
         )
         await self.link.ack(delivery.key, delivery.generation, delivery.tag)
 
-    async def _move_waiting(self, message: Any) -> None:
+    async def _move_waiting(self, message: Message) -> None:
         """Put a parked job back on its work queue (confirmed), then ack it."""
-        props = message.header.properties
+        props = message.properties
         headers = dict(props.headers or {})
         origin = str(headers.pop(ORIGIN_HEADER, "default"))
         await self.link.publish(
             Queue.make_name(self.partition_id, origin),
-            bytes(message.body),
+            message.body,
             properties(message_id=props.message_id, app_id=self.partition_id, headers=headers),
         )
-        await message.channel.basic_ack(message.delivery.delivery_tag)
+        await message.ack()
 
     async def _release(
         self, key: str, job_id: str, exec_token: str = ""
@@ -1011,7 +1012,7 @@ class Consumer(Server):
         try:
             next_id = None
             if message is not None:
-                next_id = message.header.properties.message_id or ""
+                next_id = message.properties.message_id or ""
             handed = await self._global(
                 "give_execution", [key, job_id, exec_token, next_id or None]
             )
@@ -1039,7 +1040,7 @@ class Consumer(Server):
         message = await self.link.get(name)
         if message is None:
             return "empty"
-        next_id = message.header.properties.message_id or ""
+        next_id = message.properties.message_id or ""
         if next_id and (
             await self._global("acquire_execution", [key, next_id])
             or await self._seize_from_dead(key, next_id)
@@ -1259,8 +1260,8 @@ class Consumer(Server):
         """Bytes of a delivery's own headers that may be republished:
         :data:`KEPT_HEADERS_BYTES`, less on a connection whose negotiated
         ``frame_max`` is small (room is kept for our properties)."""
-        tune = getattr(self.link.connection, "connection_tune", None)
-        frame_max = int(getattr(tune, "frame_max", 0) or 0)
+        connection = self.link.connection
+        frame_max = connection.frame_max if connection is not None else 0
         if frame_max <= 0:
             return KEPT_HEADERS_BYTES
         return max(0, min(KEPT_HEADERS_BYTES, frame_max - 2048))
@@ -1933,9 +1934,9 @@ class Consumer(Server):
         self.io.stop()
 
 
-async def _requeue(message: Any) -> None:
+async def _requeue(message: Message) -> None:
     """Put a message got with basic.get back at the head of its queue."""
-    await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
+    await message.nack(requeue=True)
 
 
 def _snapshot_shape(value: Any) -> tuple[list[str], list[str]]:

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiormq.exceptions
-
 from roger_actors.queue import validate_partition_id
+from roger_actors.transport.base import NotFound, ResourceLocked
 
 #: A Consumer disconnected this long kills the workers of its keyed jobs.
 HOLD_SECONDS = 5.0
@@ -62,9 +61,9 @@ async def is_present(link: Any, name: str) -> bool:
     raise (the caller assumes nothing then)."""
     try:
         await link.counts(name)
-    except aiormq.exceptions.ChannelNotFoundEntity:
+    except NotFound:
         return False
-    except aiormq.exceptions.ChannelLockedResource:
+    except ResourceLocked:
         return True
     return True
 

@@ -40,9 +40,7 @@ import uuid
 import weakref
 from typing import Any
 
-import aiormq
 import cbor2
-from pamqp import commands as spec
 
 from roger_actors import cbor_strict
 from roger_actors.cluster_auth import (
@@ -55,6 +53,15 @@ from roger_actors.cluster_auth import (
 from roger_actors.errors import GlobalTimeoutError, NotStartedError, RogerError
 from roger_actors.queue import validate_partition_id
 from roger_actors.transport.amqp import AmqpLink
+from roger_actors.transport.base import (
+    Channel,
+    Connection,
+    Message,
+    Nacked,
+    NotFound,
+    Properties,
+    Unroutable,
+)
 
 #: Prefix of a partition's Global request queue.
 QUEUE_PREFIX = "roger-global."
@@ -163,21 +170,21 @@ class _ReplyChannel:
     """A confirmed channel consuming direct reply-to; replies matched by correlation id."""
 
     def __init__(self) -> None:
-        self.channel: Any = None
+        self.channel: Channel | None = None
         self.waiting: dict[str, tuple[asyncio.Future[bytes], ClusterAuth]] = {}
 
-    async def open(self, connection: Any) -> None:
+    async def open(self, connection: Connection) -> None:
         self.channel = await connection.channel(publisher_confirms=True)
-        await self.channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+        await self.channel.consume(REPLY_TO, self._on_reply, no_ack=True)
 
-    async def _on_reply(self, message: Any) -> None:
-        props = message.header.properties
+    async def _on_reply(self, message: Message) -> None:
+        props = message.properties
         correlation = props.correlation_id or ""
         waiting = self.waiting.get(correlation)
         if waiting is None:
             return
         future, auth = waiting
-        body = bytes(message.body)
+        body = message.body
         try:
             auth.check(PURPOSE_GLOBAL_REPLY, body, props.headers)
         except AuthError as exc:
@@ -188,8 +195,8 @@ class _ReplyChannel:
             future.set_result(body)
 
 
-_channels: weakref.WeakKeyDictionary[Any, _ReplyChannel] = weakref.WeakKeyDictionary()
-_opening: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+_channels: weakref.WeakKeyDictionary[Connection, _ReplyChannel] = weakref.WeakKeyDictionary()
+_opening: weakref.WeakKeyDictionary[Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 async def _reply_channel(link: AmqpLink) -> _ReplyChannel:
@@ -230,12 +237,14 @@ async def request(
     replies.waiting[correlation] = (future, auth)
     body = encode_request(op, args)
     signed: dict[str, Any] = auth.headers(purpose_global_request(partition_id), body)
+    channel = replies.channel
+    assert channel is not None
     try:
         try:
-            await replies.channel.basic_publish(
+            await channel.publish(
                 body,
                 routing_key=queue,
-                properties=spec.Basic.Properties(
+                properties=Properties(
                     reply_to=REPLY_TO,
                     correlation_id=correlation,
                     expiration=str(max(1, int(timeout * 1000))),
@@ -244,11 +253,11 @@ async def request(
                 ),
                 mandatory=True,
             )
-        except aiormq.exceptions.PublishError:
+        except Unroutable:
             raise NotStartedError(
                 f"partition {partition_id!r} is not started anywhere (no Global)"
             ) from None
-        except aiormq.exceptions.DeliveryError:
+        except Nacked:
             # Nacked: the request queue cannot take it now (a quorum queue
             # still starting, or electing a leader after a broker node died).
             raise GlobalTimeoutError(
@@ -280,7 +289,7 @@ async def request(
 async def _has_consumer(link: AmqpLink, queue: str) -> bool:
     try:
         _, consumers = await link.counts(queue)
-    except aiormq.exceptions.ChannelNotFoundEntity:
+    except NotFound:
         return False
     return consumers > 0
 

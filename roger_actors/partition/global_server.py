@@ -81,7 +81,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pamqp import commands as spec
 from thespian.actors import WatchMessage
 
 from roger_actors.cluster_auth import (
@@ -98,6 +97,7 @@ from roger_actors.queue import validate_partition_id
 from roger_actors.system_protocol import encode_command, exchange_name
 from roger_actors.transport.amqp import AmqpLink, LinkLost, properties
 from roger_actors.transport.backoff import Backoff
+from roger_actors.transport.base import Channel, Connection, Message, Nacked, Properties
 from roger_actors.transport.loop import LoopThread
 from supervision import From, Server
 
@@ -198,7 +198,9 @@ class Global(Server):
         self.connected = False
         self.generation = 0
         self.channel: Any = None
-        self.replica_channel: Any = None
+        self.replica_channel: Channel | None = None
+        #: The connection ``replica_channel`` belongs to.
+        self.replica_on: Connection | None = None
         self.replica_queue = replica_queue_name(partition_id)
         self.exchange = exchange_name(config.system_exchange_prefix)
         self.node_name = config.node_name
@@ -218,13 +220,13 @@ class Global(Server):
         generation = self.generation
         queue = queue_name(self.partition_id)
 
-        async def on_message(message: Any) -> None:
-            props = message.header.properties
+        async def on_message(message: Message) -> None:
+            props = message.properties
             self.io.post(
                 _Request(
                     generation,
-                    int(message.delivery.delivery_tag),
-                    bytes(message.body),
+                    message.delivery_tag,
+                    message.body,
                     props.reply_to or "",
                     props.correlation_id or "",
                     dict(props.headers) if props.headers else None,
@@ -239,27 +241,28 @@ class Global(Server):
                 await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
                 await self.link.declare_replicated(queue, QUEUE_ARGUMENTS)
                 await self._replica_channel()
-                await channel.basic_qos(prefetch_count=PREFETCH)
+                await channel.qos(PREFETCH)
                 self.channel = channel
-                await channel.basic_consume(queue, on_message)
+                await channel.consume(queue, on_message)
             except Exception as exc:
                 self.io.post(("failed", generation, repr(exc)))
                 return
-            channel.closing.add_done_callback(lambda _: self.io.post(("closed", generation)))
+            channel.add_close_callback(lambda _: self.io.post(("closed", generation)))
             self.io.post(("connected", generation))
 
         self.io.submit(connect())
 
-    async def _replica_channel(self) -> Any:
+    async def _replica_channel(self) -> Channel:
         """The open channel (with confirms) for the replica queue, opened (and
         the queue declared) when there is none; raises when the link is down."""
         channel = self.replica_channel
-        if channel is None or channel.is_closed or channel.connection is not self.link.connection:
-            if self.link.connection is None or not self.link.is_open:
+        connection = self.link.connection
+        if channel is None or channel.is_closed or self.replica_on is not connection:
+            if connection is None or not self.link.is_open:
                 raise ConnectionError("AMQP link is not connected")
-            channel = await self.link.connection.channel(publisher_confirms=True)
+            channel = await connection.channel(publisher_confirms=True)
             await self.link.declare_replicated(self.replica_queue, REPLICA_ARGUMENTS)
-            self.replica_channel = channel
+            self.replica_channel, self.replica_on = channel, connection
         return channel
 
     def handle_info(self, message: Any) -> None:
@@ -363,16 +366,16 @@ class Global(Server):
         found: list[bytes] = []
         try:
             for _ in range(REPLICA_READ_LIMIT):
-                message = await channel.basic_get(self.replica_queue, no_ack=False)
-                if isinstance(message.delivery, spec.Basic.GetEmpty):
+                message = await channel.get(self.replica_queue)
+                if message is None:
                     break
-                props = message.header.properties
-                if props.message_type != REPLICA_TYPE or props.app_id != REPLICA_APP_ID:
+                props = message.properties
+                if props.type != REPLICA_TYPE or props.app_id != REPLICA_APP_ID:
                     raise ValueError(
                         f"a message in {self.replica_queue!r} is not a replica of the Global "
                         f"state (no type {REPLICA_TYPE!r} from {REPLICA_APP_ID!r})"
                     )
-                found.append(bytes(message.body))
+                found.append(message.body)
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
@@ -506,15 +509,13 @@ class Global(Server):
         if body is not None:
             try:
                 channel = await self._replica_channel()
-                confirm = await channel.basic_publish(
+                await channel.publish(
                     body,
                     routing_key=self.replica_queue,
-                    properties=spec.Basic.Properties(
-                        message_type=REPLICA_TYPE, app_id=REPLICA_APP_ID, delivery_mode=2
+                    properties=Properties(
+                        type=REPLICA_TYPE, app_id=REPLICA_APP_ID, delivery_mode=2
                     ),
                 )
-                if not isinstance(confirm, spec.Basic.Ack):
-                    raise RuntimeError(f"not confirmed: {confirm!r}")
             except Exception as exc:
                 log.warning(
                     "%s: replicating the Global state failed (%r); will retry",
@@ -587,15 +588,15 @@ class Global(Server):
         wait = CAST_RETRY_SECONDS
         while True:
             try:
-                confirm = await channel.basic_publish(
+                await channel.publish(
                     body,
                     exchange=self.exchange,
                     routing_key="",
                     properties=properties(headers=self.auth.headers(PURPOSE_SYSTEM, body) or None),
                 )
-                if isinstance(confirm, spec.Basic.Ack):
-                    return
-                log.warning("%s: Global cast not confirmed (%r); again", self.partition_id, confirm)
+                return
+            except Nacked as exc:
+                log.warning("%s: Global cast not confirmed (%r); again", self.partition_id, exc)
             except Exception as exc:
                 if channel.is_closed:
                     raise
@@ -614,14 +615,14 @@ class Global(Server):
                 await self._publish_cast(channel, body)
             if request.reply_to and reply is not None:
                 signed: dict[str, Any] = self.auth.headers(PURPOSE_GLOBAL_REPLY, reply)
-                await channel.basic_publish(
+                await channel.publish(
                     reply,
                     routing_key=request.reply_to,
-                    properties=spec.Basic.Properties(
+                    properties=Properties(
                         correlation_id=request.correlation_id, headers=signed or None
                     ),
                 )
-            await channel.basic_ack(request.tag)
+            await channel.ack(request.tag)
         except Exception as exc:
             log.warning("%s: Global could not answer: %r", self.partition_id, exc)
 

@@ -58,10 +58,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pamqp import commands as spec
-
 from roger_actors.partition.retry import AT_LEAST_ONCE_DEAD_LETTERING, EXPIRY_MARGIN_MS
 from roger_actors.transport.amqp import AmqpLink, Delivery
+from roger_actors.transport.base import Properties
 
 log = logging.getLogger("roger_actors.lease")
 
@@ -128,31 +127,15 @@ def copy_headers(headers: dict[str, Any], extra_failures: int = 0) -> dict[str, 
 
 
 def copy_properties(
-    original: Any, headers: dict[str, Any], expiration_ms: int | None = None
-) -> spec.Basic.Properties:
-    """Properties for a copy of a delivered message: the original's
-    (``spec.Basic.Properties`` or None), persistent, with ``headers``, and
-    ``expiration_ms`` when given (else the original's expiration)."""
-
-    def get(name: str) -> Any:
-        return getattr(original, name, None) if original is not None else None
-
-    expiration = get("expiration") if expiration_ms is None else str(expiration_ms)
-    return spec.Basic.Properties(
-        content_type=get("content_type"),
-        content_encoding=get("content_encoding"),
-        headers=headers,
-        delivery_mode=2,
-        priority=get("priority"),
-        correlation_id=get("correlation_id"),
-        reply_to=get("reply_to"),
-        expiration=expiration,
-        message_id=get("message_id"),
-        timestamp=get("timestamp"),
-        message_type=get("message_type"),
-        user_id=None,  # the broker checks user_id against the publisher's login
-        app_id=get("app_id"),
-    )
+    original: Properties | None, headers: dict[str, Any], expiration_ms: int | None = None
+) -> Properties:
+    """Properties for a copy of a delivered message: the original's (or
+    none), persistent, with ``headers``, and ``expiration_ms`` when given
+    (else the original's expiration)."""
+    base = original if original is not None else Properties()
+    expiration = base.expiration if expiration_ms is None else str(expiration_ms)
+    # user_id is dropped: the broker checks it against the publisher's login.
+    return base.evolve(headers=headers, delivery_mode=2, expiration=expiration, user_id=None)
 
 
 def delivery_id(delivery: Delivery) -> tuple[str, int, int]:
@@ -318,13 +301,11 @@ class LeaseKeeper:
             )
             old = await self.link.get(lease.queue) if waiting else None
             if old is not None:
-                props = old.header.properties
+                props = old.properties
                 headers = dict(props.headers or {})
                 headers[DELIVERIES_HEADER] = max(0, _count(headers.get(DELIVERIES_HEADER)) - 1)
-                await self.link.publish(
-                    work_queue, bytes(old.body), copy_properties(props, headers, None)
-                )
-                await old.channel.basic_ack(_tag(old))
+                await self.link.publish(work_queue, old.body, copy_properties(props, headers, None))
+                await old.ack()
             await self.link.delete_queue(lease.queue)
 
     async def _renew(self, key: tuple[str, int, int], lease: Lease) -> None:
@@ -344,16 +325,16 @@ class LeaseKeeper:
                 lease.queue,
             )
             return  # nothing to copy from; the job runs on here, a copy runs elsewhere
-        body = bytes(old.body)
-        props = old.header.properties
+        body = old.body
+        props = old.properties
         new_props = copy_properties(props, dict(props.headers or {}), int(self.ttl * 1000))
         try:
             await self.link.publish(lease.queue, body, new_props)
         except BaseException:
-            await _quietly(old.channel.basic_nack(_tag(old), requeue=True))
+            await _quietly(old.nack(requeue=True))
             raise
         lease.published = time.monotonic()
-        await old.channel.basic_ack(_tag(old))
+        await old.ack()
 
     def claim(self, delivery: Delivery) -> None:
         """A settle of ``delivery`` is under way (its outcome being recorded):
@@ -418,10 +399,6 @@ class LeaseKeeper:
             else:
                 await self._release(lease)
 
-
-def _tag(message: Any) -> int:
-    """The delivery tag of a message got with basic.get."""
-    return int(message.delivery.delivery_tag)
 
 
 async def _quietly(coro: Any) -> None:

@@ -87,13 +87,10 @@ class RabbitMQ(StatePersister):
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(f"data must be bytes, got {type(data).__name__}")
         self.init(partition_id)
-        from pamqp import commands as spec
-
         from roger_actors.transport.amqp import PERSISTENT
+        from roger_actors.transport.base import Properties
 
-        props = spec.Basic.Properties(
-            delivery_mode=PERSISTENT, message_type=MESSAGE_TYPE, app_id=APP_ID
-        )
+        props = Properties(delivery_mode=PERSISTENT, type=MESSAGE_TYPE, app_id=APP_ID)
         self._publisher.run("publish", self.queue_name(partition_id), bytes(data), props)
 
     def close(self) -> None:
@@ -106,8 +103,7 @@ async def _peek(link: Any, queue: str) -> tuple[bytes, Any, Any] | None:
     message = await link.get(queue)
     if message is None:
         return None
-    body = bytes(message.body)
-    props = message.header.properties
+    props = message.properties
     with contextlib.suppress(Exception):
-        await message.channel.basic_nack(message.delivery.delivery_tag, requeue=True)
-    return body, props.message_type, props.app_id
+        await message.nack(requeue=True)
+    return message.body, props.type, props.app_id

@@ -394,6 +394,12 @@ class AiormqConnection(Connection):
         """True once the connection is closed."""
         return bool(self.raw.is_closed)
 
+    @property
+    def frame_max(self) -> int:
+        """The ``frame_max`` RabbitMQ and aiormq agreed on (0 before the tune)."""
+        tune = getattr(self.raw, "connection_tune", None)
+        return int(getattr(tune, "frame_max", 0) or 0)
+
     def add_close_callback(self, callback: CloseCallback) -> None:
         """See :meth:`~.base.Connection.add_close_callback`."""
 

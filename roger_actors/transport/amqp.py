@@ -1,4 +1,4 @@
-"""AMQP (RabbitMQ) through aiormq, for actors that own a :class:`LoopThread`.
+"""An AMQP link over the transport interface, for actors that own a :class:`LoopThread`.
 
 :class:`AmqpLink` lives on the loop thread. It holds one connection, one
 channel per consumed queue (with that queue's prefetch) and one channel with
@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import aiormq
-import aiormq.exceptions
-from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
-from pamqp import commands as spec
-
+from .base import (
+    Channel,
+    ChannelClosed,
+    Connection,
+    ConnectionLost,
+    Message,
+    NotFound,
+    PreconditionFailed,
+    Properties,
+    TransportError,
+    connect,
+)
 from .urls import address_of, redact_url, split_urls
 
 log = logging.getLogger("roger_actors.amqp")
@@ -44,7 +51,7 @@ class Delivery:
     message_id: str | None
     redelivered: bool
     #: The message's properties as delivered (to republish it faithfully).
-    properties: Any = None
+    properties: Properties | None = None
     #: When it was delivered (``time.monotonic()`` on the loop thread): the
     #: broker's ``consumer_timeout`` counts from about then.
     received: float = field(default_factory=time.monotonic)
@@ -92,7 +99,7 @@ class ChannelLost:
 
 @dataclass
 class _Consumer:
-    channel: AbstractChannel
+    channel: Channel
     queue: str
     generation: int
     consumer_tag: str = ""
@@ -116,9 +123,9 @@ def properties(
     expiration_ms: int | None = None,
     content_type: str | None = None,
     persistent: bool = True,
-) -> spec.Basic.Properties:
+) -> Properties:
     """Build message properties (persistent by default)."""
-    return spec.Basic.Properties(
+    return Properties(
         message_id=message_id,
         app_id=app_id,
         headers=headers,
@@ -164,7 +171,7 @@ class BrokerAddresses:
         """Indices of the addresses in the order the next :meth:`connect` tries them."""
         return [(self.start + k) % len(self.urls) for k in range(len(self.urls))]
 
-    async def connect(self, timeout: float | None) -> AbstractConnection:
+    async def connect(self, timeout: float | None) -> Connection:
         """Connect to the first address that answers, in :meth:`order`, waiting
         at most ``timeout`` seconds (None: no limit) for each attempt.
 
@@ -178,12 +185,17 @@ class BrokerAddresses:
         for index in self.order():
             url = self.urls[index]
             try:
-                connection = await asyncio.wait_for(aiormq.connect(url), timeout)
+                connection = await asyncio.wait_for(connect(url, timeout=None), timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                last = exc
-                failures.append(f"{address_of(url)}: {_describe_failure(exc, url, timeout)}")
+                # The interface's ConnectionLost wraps the client's own error:
+                # name that one (the address is named below).
+                cause: BaseException = exc
+                if isinstance(exc, ConnectionLost) and exc.__cause__ is not None:
+                    cause = exc.__cause__
+                last = cause
+                failures.append(f"{address_of(url)}: {_describe_failure(cause, url, timeout)}")
                 continue
             self.current = index
             self.start = (index + 1) % len(self.urls)
@@ -242,8 +254,8 @@ class AmqpLink:
         self.addresses = url if isinstance(url, BrokerAddresses) else BrokerAddresses(url)
         self.post = post
         self.timeout = timeout
-        self.connection: AbstractConnection | None = None
-        self.control: AbstractChannel | None = None
+        self.connection: Connection | None = None
+        self.control: Channel | None = None
         self.consumers: dict[str, _Consumer] = {}
         #: Queues :meth:`declare` made on this connection -> their kind.
         self._declared: dict[str, str] = {}
@@ -272,16 +284,14 @@ class AmqpLink:
         self._lost = False
         self._declared.clear()
         self.connection = await self.addresses.connect(self.timeout)
-        self.connection.closing.add_done_callback(self._on_close)
+        self.connection.add_close_callback(self._on_close)
         self.control = await self.connection.channel(publisher_confirms=True)
 
-    def _on_close(self, future: asyncio.Future[Any]) -> None:
+    def _on_close(self, error: BaseException | None) -> None:
         if self._lost:
             return
         self._lost = True
-        reason = "closed"
-        if not future.cancelled() and future.exception() is not None:
-            reason = repr(future.exception())
+        reason = "closed" if error is None else repr(error)
         self.consumers.clear()
         self.post(LinkLost(reason))
 
@@ -298,7 +308,7 @@ class AmqpLink:
             with contextlib.suppress(Exception):
                 await self.connection.close()
 
-    def _control(self) -> AbstractChannel:
+    def _control(self) -> Channel:
         if self.control is None or self.control.is_closed:
             raise ConnectionError("AMQP link is not connected")
         return self.control
@@ -306,8 +316,7 @@ class AmqpLink:
     async def declare(self, name: str, arguments: dict[str, Any] | None = None) -> int:
         """Declare a durable (classic) queue; returns its message count."""
         ok = await self._control().queue_declare(name, durable=True, arguments=arguments)
-        assert ok is not None
-        return int(ok.message_count or 0)
+        return ok.message_count
 
     async def declare_replicated(self, name: str, arguments: dict[str, Any] | None = None) -> int:
         """Declare a durable queue with ``arguments``, as a quorum queue where the
@@ -319,7 +328,7 @@ class AmqpLink:
         already exists as a classic one keeps its type (it is declared with
         ``arguments``, or only checked when its arguments differ). Raises the
         broker's channel error when the queue cannot be declared (e.g.
-        ``ChannelNotFoundEntity`` for a classic queue whose home node is down).
+        :class:`~.base.NotFound` for a classic queue whose home node is down).
         Used for every durable queue of a partition but the execution-waiting
         ones (which are read with ``basic.get`` and a requeue, counted by a
         quorum queue's delivery limit): ``.invalid``, ``.buried``, retry and
@@ -333,8 +342,7 @@ class AmqpLink:
             return count
         args = quorum_arguments(arguments) if known == "quorum" else arguments
         ok = await self._control().queue_declare(name, durable=True, arguments=args)
-        assert ok is not None
-        return int(ok.message_count or 0)
+        return ok.message_count
 
     async def _declare_first(self, name: str, arguments: dict[str, Any] | None) -> tuple[str, int]:
         """The first :meth:`declare_replicated` of ``name`` on this connection, on scratch
@@ -351,9 +359,8 @@ class AmqpLink:
                     ok = await channel.queue_declare(name, passive=True)
                 else:
                     ok = await channel.queue_declare(name, durable=True, arguments=args)
-                assert ok is not None
-                return kind, int(ok.message_count or 0)
-            except aiormq.exceptions.ChannelPreconditionFailed:
+                return kind, ok.message_count
+            except PreconditionFailed:
                 # It exists with other arguments: a classic queue. Declare it as
                 # one (which renews its x-expires), else only check it is there.
                 if attempt == 0:
@@ -362,9 +369,9 @@ class AmqpLink:
                     attempts.append(("existing", None, True))
                 else:
                     raise
-            except aiormq.exceptions.ChannelNotFoundEntity:
+            except NotFound:
                 raise  # a classic queue whose home node is down
-            except aiormq.exceptions.AMQPChannelError:
+            except ChannelClosed:
                 if attempt != 0:
                     raise
                 attempts.append(("classic", arguments, False))  # no quorum queues here
@@ -386,7 +393,7 @@ class AmqpLink:
         policy (``docs/roger-differences.md``). Returns the type used
         (``"quorum"``, ``"classic"`` when the broker has no quorum queues, or
         ``"existing"``). Raises what the broker or the connection raises
-        otherwise (a lost connection: ``aiormq`` errors, ``ConnectionError``)."""
+        otherwise (a lost connection: :class:`~.base.ConnectionLost`)."""
         await self.declare_replicated(name + DEAD_LETTER_SUFFIX)
         channel = await self._scratch()
         try:
@@ -394,11 +401,13 @@ class AmqpLink:
                 name, durable=True, arguments=work_queue_arguments(name, delivery_limit)
             )
             return "quorum"
-        except aiormq.exceptions.ChannelPreconditionFailed:
+        except PreconditionFailed:
             # It exists with other arguments (a classic queue): use it as it is.
             await self._scratch_passive(name)
             return "existing"
-        except aiormq.exceptions.AMQPError:
+        except ConnectionLost:
+            raise
+        except TransportError:
             # No quorum queues on this broker.
             await self.declare(name)
             return "classic"
@@ -419,41 +428,38 @@ class AmqpLink:
         channel = await self._scratch()
         try:
             ok = await channel.queue_declare(name, passive=True)
-            assert ok is not None
-            return int(ok.message_count or 0), int(ok.consumer_count or 0)
+            return ok.message_count, ok.consumer_count
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
 
-    async def _scratch(self) -> AbstractChannel:
+    async def _scratch(self) -> Channel:
         # A failing passive declare closes its channel: never use the control one.
         assert self.connection is not None
         return await self.connection.channel(publisher_confirms=False)
 
     async def purge(self, name: str) -> int:
         """Purge a queue; returns the number of messages removed."""
-        ok = await self._control().queue_purge(name)
-        return int(ok.message_count or 0)
+        return await self._control().queue_purge(name)
 
     async def publish(
         self,
         routing_key: str,
         body: bytes,
-        props: spec.Basic.Properties,
+        props: Properties,
         exchange: str = "",
         mandatory: bool = True,
     ) -> None:
-        """Publish and wait for the broker's confirm; raises if it is nacked or,
-        being ``mandatory``, it reached no queue (``aiormq.exceptions.PublishError``)."""
-        confirm = await self._control().basic_publish(
+        """Publish and wait for the broker's confirm; raises
+        :class:`~.base.Nacked` if it is nacked or, being ``mandatory``,
+        :class:`~.base.Unroutable` when it reached no queue."""
+        await self._control().publish(
             body,
             exchange=exchange,
             routing_key=routing_key,
             properties=props,
             mandatory=mandatory,
         )
-        if not isinstance(confirm, spec.Basic.Ack):
-            raise ConnectionError(f"publish to {routing_key!r} not confirmed: {confirm!r}")
 
     async def consume(self, key: str, queue: str, prefetch: int, start: bool = True) -> None:
         """Open a channel for ``queue`` with ``prefetch`` unacked at most; consume
@@ -461,21 +467,21 @@ class AmqpLink:
         assert self.connection is not None
         await self.cancel(key)
         channel = await self.connection.channel(publisher_confirms=False)
-        await channel.basic_qos(prefetch_count=prefetch)
+        await channel.qos(prefetch)
         self._generation += 1
         consumer = _Consumer(channel, queue, self._generation)
         self.consumers[key] = consumer
 
-        def on_close(future: asyncio.Future[Any]) -> None:
-            if consumer.closing_on_purpose or self._lost:
+        def on_close(error: BaseException | None) -> None:
+            if consumer.closing_on_purpose or self._lost or isinstance(error, ConnectionLost):
                 return
-            if not future.cancelled() and future.exception() is not None:
-                log.error("consumer channel %r closed: %r", key, future.exception())
+            if error is not None:
+                log.error("consumer channel %r closed: %r", key, error)
             if self.consumers.get(key) is consumer:
                 del self.consumers[key]
             self.post(ChannelLost(key, consumer.generation))
 
-        channel.closing.add_done_callback(on_close)
+        channel.add_close_callback(on_close)
         if start:
             await self.resume(key)
 
@@ -488,25 +494,22 @@ class AmqpLink:
             return
         generation = consumer.generation
 
-        async def on_message(message: DeliveredMessage) -> None:
-            delivery = message.delivery
-            props = message.header.properties
-            tag = int(getattr(delivery, "delivery_tag", 0) or 0)
+        async def on_message(message: Message) -> None:
+            props = message.properties
             self.post(
                 Delivery(
                     key,
                     generation,
-                    tag,
-                    bytes(message.body),
+                    message.delivery_tag,
+                    message.body,
                     dict(props.headers or {}),
                     props.message_id,
-                    bool(getattr(delivery, "redelivered", False)),
+                    message.redelivered,
                     props,
                 )
             )
 
-        ok = await consumer.channel.basic_consume(consumer.queue, on_message)
-        consumer.consumer_tag = str(ok.consumer_tag)
+        consumer.consumer_tag = await consumer.channel.consume(consumer.queue, on_message)
 
     async def pause(self, key: str) -> None:
         """Stop new deliveries on ``key`` (basic.cancel); unacked ones stay with us."""
@@ -514,7 +517,7 @@ class AmqpLink:
         if consumer is None or not consumer.consumer_tag:
             return
         tag, consumer.consumer_tag = consumer.consumer_tag, ""
-        await consumer.channel.basic_cancel(tag)
+        await consumer.channel.cancel(tag)
 
     async def set_prefetch(self, key: str, prefetch: int) -> None:
         """Change the prefetch of a consumer channel.
@@ -527,7 +530,7 @@ class AmqpLink:
         consumer = self.consumers.get(key)
         if consumer is None:
             return
-        await consumer.channel.basic_qos(prefetch_count=prefetch)
+        await consumer.channel.qos(prefetch)
         if consumer.consumer_tag:
             await self.pause(key)
             await self.resume(key)
@@ -541,7 +544,7 @@ class AmqpLink:
         with contextlib.suppress(Exception):
             await consumer.channel.close()
 
-    def _channel_for(self, key: str, generation: int) -> AbstractChannel | None:
+    def _channel_for(self, key: str, generation: int) -> Channel | None:
         consumer = self.consumers.get(key)
         if consumer is None or consumer.generation != generation or consumer.channel.is_closed:
             return None
@@ -570,7 +573,7 @@ class AmqpLink:
             return await self._ack_in_order(consumer, channel, tags)
 
     async def _ack_in_order(
-        self, consumer: _Consumer, channel: AbstractChannel, tags: list[int]
+        self, consumer: _Consumer, channel: Channel, tags: list[int]
     ) -> bool:
         consumer.settled.update(tags)
         top = 0  # highest tag of the settled prefix not yet told to the broker
@@ -585,9 +588,9 @@ class AmqpLink:
         singles = [tag for tag in tags if tag > covered]
         consumer.told.update(singles)
         if top:
-            await channel.basic_ack(top, multiple=True, wait=False)
+            await channel.ack(top, multiple=True)
         for tag in singles:
-            await channel.basic_ack(tag, wait=False)
+            await channel.ack(tag)
         return True
 
     async def nack(self, key: str, generation: int, tag: int, requeue: bool = True) -> bool:
@@ -599,7 +602,7 @@ class AmqpLink:
         async with consumer.ack_lock:
             consumer.settled.add(tag)
             consumer.told.add(tag)
-            await channel.basic_nack(tag, requeue=requeue, wait=False)
+            await channel.nack(tag, requeue=requeue)
         return True
 
     async def delete_queue(self, name: str) -> None:
@@ -618,16 +621,14 @@ class AmqpLink:
         missing queue closes only the scratch channel)."""
         channel = await self._scratch()
         try:
-            message = await channel.basic_get(name, no_ack=False)
-            if isinstance(message.delivery, spec.Basic.GetOk):
-                await channel.basic_nack(int(message.delivery.delivery_tag or 0), requeue=True)
+            message = await channel.get(name)
+            if message is not None:
+                await channel.nack(message.delivery_tag, requeue=True)
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()
 
-    async def get(self, queue: str) -> DeliveredMessage | None:
-        """basic.get without ack (the caller acks or nacks with the returned channel)."""
-        message = await self._control().basic_get(queue, no_ack=False)
-        if isinstance(message.delivery, spec.Basic.GetEmpty):
-            return None
-        return message
+    async def get(self, queue: str) -> Message | None:
+        """basic.get without ack (the caller settles it: ``Message.ack()`` or
+        ``Message.nack()``, on the channel it came from)."""
+        return await self._control().get(queue)

@@ -408,6 +408,12 @@ class Connection(abc.ABC):
     def is_closed(self) -> bool:
         """True once the connection is closed (by anyone)."""
 
+    @property
+    def frame_max(self) -> int:
+        """The largest frame the connection may carry, as negotiated with the
+        broker, in bytes (0: no limit known, as on the in-memory broker)."""
+        return 0
+
     @abc.abstractmethod
     def add_close_callback(self, callback: CloseCallback) -> None:
         """Call ``callback`` once when the connection closes: with None when

@@ -8,11 +8,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import aiormq.exceptions
-
 from roger_actors.errors import InvalidJobError
 
 from .amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, BrokerAddresses, properties
+from .base import Nacked
 from .loop import LoopThread
 
 
@@ -98,7 +97,7 @@ class Publisher:
             self._declared.add(routing_key)
         try:
             self._publish_confirmed(routing_key, body, props)
-        except (aiormq.exceptions.DeliveryError, ConnectionError):
+        except (Nacked, ConnectionError):
             # Nacked: right after a broker node of a cluster died, a channel
             # may go on getting nacks for a quorum queue whose leader moved
             # (seen for up to a minute here). The next publish gets a new

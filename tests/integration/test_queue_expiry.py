@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import aiormq
 import pytest
-from pamqp import commands as spec
 
 from roger_actors.partition import lease, retry
 from roger_actors.transport.amqp import AmqpLink, properties
+from roger_actors.transport.base import Properties
+from roger_actors.transport.tables import to_spec
 from tests.partition_harness import BROKER, counts, delete_queues, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,7 +103,7 @@ def test_a_lease_copy_expires_back_into_its_work_queue() -> None:
             # dead-lettering (classic queues refuse that strategy).
             arguments = {**lease.holding_queue_arguments(work, 1.0), "x-queue-type": "quorum"}
             await channel.queue_declare(holding, durable=True, arguments=arguments)
-            props: Any = lease.copy_properties(None, {"x-roger-deliveries": 1}, 1000)
+            props = to_spec(lease.copy_properties(None, {"x-roger-deliveries": 1}, 1000))
             await channel.basic_publish(b"job", routing_key=holding, properties=props)
         finally:
             await connection.close()
@@ -123,4 +123,5 @@ def test_failed_deliveries_reads_untrusted_headers() -> None:
     assert lease.failed_deliveries({"x-roger-deliveries": -4}) == 0
     headers = lease.copy_headers({"x-delivery-count": 2, "a": 1}, extra_failures=1)
     assert headers == {"a": 1, "x-roger-deliveries": 3}
-    assert isinstance(lease.copy_properties(None, {}), spec.Basic.Properties)
+    copied = lease.copy_properties(Properties(user_id="guest", expiration="5"), {"a": 1})
+    assert copied == Properties(headers={"a": 1}, delivery_mode=2, expiration="5")

@@ -18,7 +18,8 @@ from roger_actors.transport.amqp import AmqpLink, _Consumer
 
 
 class BrokerRules:
-    """What RabbitMQ checks on basic.ack and basic.nack, frame by frame."""
+    """What RabbitMQ checks on basic.ack and basic.nack, frame by frame (the
+    transport interface's ``Channel.ack``/``nack``)."""
 
     def __init__(self, delivered: int, rng: random.Random) -> None:
         self.outstanding = set(range(1, delivered + 1))
@@ -31,7 +32,7 @@ class BrokerRules:
         if self.rng.random() < 0.5:
             await asyncio.sleep(0)
 
-    async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
+    async def ack(self, tag: int, *, multiple: bool = False) -> None:
         await self._write()
         if tag not in self.outstanding:
             raise AssertionError(f"unknown delivery tag {tag}")
@@ -40,7 +41,7 @@ class BrokerRules:
         else:
             self.outstanding.discard(tag)
 
-    async def basic_nack(self, tag: int, requeue: bool = True, wait: bool = True) -> None:
+    async def nack(self, tag: int, *, multiple: bool = False, requeue: bool = True) -> None:
         await self._write()
         if tag not in self.outstanding:
             raise AssertionError(f"unknown delivery tag {tag} (nack)")

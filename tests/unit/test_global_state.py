@@ -436,14 +436,13 @@ def test_a_request_the_broker_nacks_is_a_global_timeout_to_try_again(
     snapshot fetch try again, not an error that ends them."""
     import asyncio
 
-    import aiormq.exceptions
-
     from roger_actors.errors import GlobalTimeoutError
     from roger_actors.partition import global_client
+    from roger_actors.transport.base import Nacked
 
     class NackingChannel:
-        async def basic_publish(self, *args: object, **kwargs: object) -> None:
-            raise aiormq.exceptions.DeliveryError(None, None)  # type: ignore[arg-type]
+        async def publish(self, *args: object, **kwargs: object) -> None:
+            raise Nacked("nacked by the broker")
 
     class Replies:
         channel = NackingChannel()
