@@ -84,9 +84,8 @@ from .system_protocol import (
     publish_reply,
     valid_reply_to,
 )
-from .transport.amqp import AmqpLink, LinkLost
-from .transport.backoff import Backoff
-from .transport.loop import LoopThread, connect_in_background
+from .transport.amqp import LinkLost
+from .transport.link_owner import LinkOwner
 
 log = logging.getLogger("roger_actors.apply_system")
 
@@ -153,7 +152,7 @@ def _is_gone(error: Any) -> bool:
     return isinstance(error, (NotRunningError, NoProc))
 
 
-class ApplySystem(Server):
+class ApplySystem(Server, LinkOwner):
     """Answers the System's apply commands and :class:`Apply` calls; see the
     module docstring."""
 
@@ -163,33 +162,30 @@ class ApplySystem(Server):
         self.node_name = config.node_name
         self.auth = ClusterAuth(config.cluster_secret)
         self.connected = False
-        self.backoff = Backoff()
         #: call ref -> (task, continuation taking the CallReply)
         self.waiting: dict[str, tuple[_Task, Callable[[CallReply], None]]] = {}
         #: task key -> task not answered yet
         self.tasks: dict[str, _Task] = {}
         self.task_ids = 0
-        self.io = LoopThread("roger-apply-system")
-        self.link = AmqpLink(
-            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+        self.open_link(
+            "roger-apply-system", config.amqp.urls(), config.amqp.connection_timeout_seconds
         )
-        self.watch_fileno(self.io.fileno)
         self._connect()
 
     # ------------------------------------------------------------ connection
 
     def _connect(self) -> None:
-        connect_in_background(self.io, self.link)
+        self.connect_link()
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, LinkLost) or (isinstance(event, tuple) and event[0] == "failed"):
             if self.connected or isinstance(event, tuple):
                 log.warning("apply_system: broker connection down: %s", event)
             self.connected = False
-            self.send_after(self.backoff.next(), "reconnect")
+            self.reconnect_later()
         elif isinstance(event, tuple) and event[0] == "connected":
             self.connected = True
-            self.backoff.reset()
+            self.link_up()
         elif isinstance(event, tuple) and event[0] == "published" and event[1] is not None:
             log.warning("apply_system: reply not published: %s", event[1])
 
@@ -541,8 +537,4 @@ class ApplySystem(Server):
 
     def terminate(self, reason: Any) -> None:
         """Close the connection and the I/O thread."""
-        try:
-            self.io.submit(self.link.close()).result(timeout=5)
-        except Exception:
-            log.debug("closing the apply_system link failed", exc_info=True)
-        self.io.stop()
+        self.close_link("apply_system")

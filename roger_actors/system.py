@@ -100,7 +100,7 @@ from .system_protocol import (
 from .transport.amqp import AmqpLink, LinkLost
 from .transport.backoff import Backoff
 from .transport.base import Channel, Message
-from .transport.loop import LoopThread, connect_in_background
+from .transport.link_owner import LinkOwner
 
 log = logging.getLogger("roger_actors.system")
 
@@ -306,7 +306,7 @@ class _SystemChannel:
                 await channel.close()
 
 
-class System(Server):
+class System(Server, LinkOwner):
     """The node's broker connection, active flag and cluster membership;
     see the module docstring."""
 
@@ -323,7 +323,6 @@ class System(Server):
         self.subscribed = False
         self.reply_queue = ""
         self.generation = 0
-        self.backoff = Backoff()
         self.subscribe_backoff = Backoff()
         self.members: dict[str, float] = {}
         self.calls: dict[str, _PendingCall] = {}
@@ -335,21 +334,19 @@ class System(Server):
         self.stats = dict.fromkeys(STATS_KEYS, 0)
         self.auth = ClusterAuth(config.cluster_secret)
         self.drops = DropLog(log, "system messages")
-        self.io = LoopThread("roger-system")
-        self.link = AmqpLink(
+        self.open_link(
+            "roger-system",
             [connection_url(url, config.node_name) for url in config.amqp.urls()],
-            self.io.post,
-            config.amqp.connection_timeout_seconds or 10.0,
+            config.amqp.connection_timeout_seconds,
         )
         self.channel = _SystemChannel(self.link, self.io.post)
-        self.watch_fileno(self.io.fileno)
         self._connect()
         self.send_after(HEARTBEAT_INTERVAL, "tick")
 
     # ------------------------------------------------------------ connection
 
     def _connect(self) -> None:
-        connect_in_background(self.io, self.link)
+        self.connect_link()
 
     def _subscribe(self) -> None:
         self.generation += 1
@@ -494,10 +491,10 @@ class System(Server):
             self.connected = False
             self.subscribed = False
             self.generation += 1
-            self.send_after(self.backoff.next(), "reconnect")
+            self.reconnect_later()
         elif isinstance(event, tuple) and event[0] == "connected":
             self.connected = True
-            self.backoff.reset()
+            self.link_up()
             self._subscribe()
 
     def _on_done(self, event: _Done) -> None:
@@ -719,10 +716,9 @@ class System(Server):
                 log.debug("publishing leave failed", exc_info=True)
         try:
             self.io.submit(self.channel.close()).result(timeout=5)
-            self.io.submit(self.link.close()).result(timeout=5)
         except Exception:
-            log.debug("closing the system link failed", exc_info=True)
-        self.io.stop()
+            log.debug("closing the system channel failed", exc_info=True)
+        self.close_link("system")
 
 
 def connection_url(url: str, node_name: str) -> str:

@@ -137,10 +137,9 @@ from roger_actors.job import (
 )
 from roger_actors.queue import QUEUE_NAME_CHARACTERS, Queue
 from roger_actors.system_protocol import PartitionCommand, Resync
-from roger_actors.transport.amqp import AmqpLink, ChannelLost, Delivery, LinkLost, properties
-from roger_actors.transport.backoff import Backoff
+from roger_actors.transport.amqp import ChannelLost, Delivery, LinkLost, properties
 from roger_actors.transport.base import Message
-from roger_actors.transport.loop import LoopThread
+from roger_actors.transport.link_owner import LinkOwner
 from roger_actors.transport.tables import encoded_size
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
@@ -296,7 +295,7 @@ class Purge:
     queue: str
 
 
-class Consumer(Server):
+class Consumer(Server, LinkOwner):
     """The partition's job consumer; see the module docstring.
 
     Pausing: as in Roger, each queue type has **one** pause bit in the
@@ -347,12 +346,11 @@ class Consumer(Server):
         self.worker_sup: Any = None
         self.connected = False
         self.consuming = True
-        self.backoff = Backoff()
-        self.io = LoopThread(f"roger-consumer-{partition_id}")
-        self.link = AmqpLink(
-            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+        self.open_link(
+            f"roger-consumer-{partition_id}",
+            config.amqp.urls(),
+            config.amqp.connection_timeout_seconds,
         )
-        self.watch_fileno(self.io.fileno)
         #: Leases of deliveries held past half the broker's consumer_timeout,
         #: and the returns that do not count as failed deliveries (lease.py).
         self.keeper = LeaseKeeper(
@@ -636,7 +634,7 @@ class Consumer(Server):
                 self._schedule_reconnect()
             else:
                 self.connected = True
-                self.backoff.reset()
+                self.link_up()
                 log.info("%s: connected", self.partition_id)
                 self._tell_registry()
                 self._fetch_snapshot_in_background("snapshot")
@@ -754,7 +752,7 @@ class Consumer(Server):
                 del self.inflight[token]
 
     def _schedule_reconnect(self) -> None:
-        self.send_after(self.backoff.next(), "reconnect")
+        self.reconnect_later()
 
     def _on_call_reply(self, reply: CallReply) -> None:
         if reply.ref == self.queues_ref:
@@ -1927,11 +1925,7 @@ class Consumer(Server):
         if runner is not None:
             runner.close(CLOSE_SECONDS)
         concurrent.futures.wait(self.pending_io, timeout=max(0.0, deadline - _monotonic()))
-        try:
-            self.io.submit(self.link.close()).result(timeout=5)
-        except Exception:
-            log.debug("closing the AMQP link failed", exc_info=True)
-        self.io.stop()
+        self.close_link("Consumer")
 
 
 async def _requeue(message: Message) -> None:

@@ -95,10 +95,9 @@ from roger_actors.cluster_auth import (
 from roger_actors.config import Config
 from roger_actors.queue import validate_partition_id
 from roger_actors.system_protocol import encode_command, exchange_name
-from roger_actors.transport.amqp import AmqpLink, LinkLost, properties
-from roger_actors.transport.backoff import Backoff
+from roger_actors.transport.amqp import LinkLost, properties
 from roger_actors.transport.base import Channel, Connection, Message, Nacked, Properties
-from roger_actors.transport.loop import LoopThread
+from roger_actors.transport.link_owner import LinkOwner
 from supervision import From, Server
 
 from .global_client import QUEUE_ARGUMENTS, decode_request, encode_reply, queue_name, replyable
@@ -164,7 +163,7 @@ class _Unavailable(Exception):
     """The Global holds no state (its stored state was refused)."""
 
 
-class Global(Server):
+class Global(Server, LinkOwner):
     """A partition's Global on this node; see the module docstring."""
 
     def init(self, partition_id: str, config: Config) -> None:
@@ -204,12 +203,11 @@ class Global(Server):
         self.replica_queue = replica_queue_name(partition_id)
         self.exchange = exchange_name(config.system_exchange_prefix)
         self.node_name = config.node_name
-        self.backoff = Backoff()
-        self.io = LoopThread(f"roger-global-{partition_id}")
-        self.link = AmqpLink(
-            config.amqp.urls(), self.io.post, config.amqp.connection_timeout_seconds or 10.0
+        self.open_link(
+            f"roger-global-{partition_id}",
+            config.amqp.urls(),
+            config.amqp.connection_timeout_seconds,
         )
-        self.watch_fileno(self.io.fileno)
         self._connect()
         self.send_after(SAVE_SECONDS, "save")
 
@@ -311,7 +309,7 @@ class Global(Server):
         elif isinstance(event, tuple) and event[1] == self.generation:
             if event[0] == "connected":
                 self.connected = True
-                self.backoff.reset()
+                self.link_up()
                 log.info("%s: Global consuming its request queue", self.partition_id)
             elif event[0] == "failed":
                 self._on_lost(f"cannot connect: {event[2]}")
@@ -332,7 +330,7 @@ class Global(Server):
         self.connected = False
         self.generation += 1  # requests of the old channel were requeued by the broker
         self.io.submit(self.link.close())
-        self.send_after(self.backoff.next(), "reconnect")
+        self.reconnect_later()
 
     # ------------------------------------------------------------ state
 
@@ -652,11 +650,7 @@ class Global(Server):
                 ).result(timeout=5)
             except Exception:
                 log.debug("replicating the Global state at stop failed", exc_info=True)
-        try:
-            self.io.submit(self.link.close()).result(timeout=5)
-        except Exception:
-            log.debug("closing the Global link failed", exc_info=True)
-        self.io.stop()
+        self.close_link("Global")
         close = getattr(self.persister, "close", None)
         if callable(close):
             try:

@@ -1,0 +1,98 @@
+"""The glue between an actor and its AMQP link, written once.
+
+The node's I/O actors (the Consumer, Global's server, System and
+ApplySystem) each own a :class:`~roger_actors.transport.loop.LoopThread`
+and an :class:`~roger_actors.transport.amqp.AmqpLink` on it. They share the
+same lifecycle:
+
+1. at ``init``, :meth:`LinkOwner.open_link` makes the loop thread, the link
+   (its events are posted to the loop's inbox) and the reconnect
+   :class:`~roger_actors.transport.backoff.Backoff`, and watches the inbox's
+   file descriptor, so that the actor is woken (``WatchMessage``) when the
+   loop posts an event;
+2. the actor connects (:meth:`LinkOwner.connect_link` posts
+   ``("connected", None)`` or ``("failed", repr(error))``; Global connects
+   with its own coroutine);
+3. when the link is down (``LinkLost``, a failed connect),
+   :meth:`LinkOwner.reconnect_later` sends the actor ``"reconnect"`` after
+   the next back-off delay (0.5 s doubling up to 10 s), and
+   :meth:`LinkOwner.link_up` starts the back-off over once connected; the
+   actor's ``handle_info`` answers ``"reconnect"`` by connecting again;
+4. at ``terminate``, :meth:`LinkOwner.close_link` closes the link (unacked
+   deliveries go back to their queues) waiting at most
+   :data:`CLOSE_SECONDS`, then stops the loop thread.
+
+What an actor does once connected, or when the link is lost, stays its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .amqp import AmqpLink
+from .backoff import Backoff
+from .loop import LoopThread, connect_in_background
+
+if TYPE_CHECKING:
+    from supervision.server import TimerRef
+
+log = logging.getLogger("roger_actors.amqp")
+
+#: Seconds :meth:`LinkOwner.close_link` waits for the link to close.
+CLOSE_SECONDS = 5.0
+
+__all__ = ["CLOSE_SECONDS", "LinkOwner"]
+
+
+class LinkOwner:
+    """Mixin for a :class:`supervision.Server` that owns an AMQP link on a
+    loop thread (see the module docstring); list it after ``Server`` among
+    the bases. It uses the server's
+    ``watch_fileno`` and ``send_after``; it sets ``io``, ``link`` and
+    ``backoff``."""
+
+    io: LoopThread
+    link: AmqpLink
+    backoff: Backoff
+
+    if TYPE_CHECKING:  # provided by supervision.Server, which comes first in the MRO
+
+        def watch_fileno(self, fileno: int) -> None: ...
+
+        def send_after(self, seconds: float, message: Any) -> TimerRef: ...
+
+    def open_link(self, thread_name: str, urls: Sequence[str], timeout: float | None) -> None:
+        """Make the loop thread ``thread_name``, the link to ``urls`` (failing
+        over among them; ``timeout`` seconds per connection attempt, a falsy
+        value: 10 s) and the back-off, and watch the loop's inbox. Connects
+        nothing yet. Raises what starting a thread raises."""
+        self.backoff = Backoff()
+        self.io = LoopThread(thread_name)
+        self.link = AmqpLink(list(urls), self.io.post, timeout or 10.0)
+        self.watch_fileno(self.io.fileno)
+
+    def connect_link(self) -> None:
+        """Connect the link in the background; the outcome comes as
+        ``("connected", None)`` or ``("failed", repr(error))`` in the loop's
+        inbox. Never raises."""
+        connect_in_background(self.io, self.link)
+
+    def reconnect_later(self) -> None:
+        """Send this actor ``"reconnect"`` after the next back-off delay."""
+        self.send_after(self.backoff.next(), "reconnect")
+
+    def link_up(self) -> None:
+        """The link is connected: the next loss waits the shortest delay again."""
+        self.backoff.reset()
+
+    def close_link(self, what: str) -> None:
+        """Close the link, waiting at most :data:`CLOSE_SECONDS` (a failure or
+        a timeout is logged at debug level, naming ``what``), then stop the
+        loop thread. For ``terminate``; never raises."""
+        try:
+            self.io.submit(self.link.close()).result(timeout=CLOSE_SECONDS)
+        except Exception:
+            log.debug("closing the %s link failed", what, exc_info=True)
+        self.io.stop()
