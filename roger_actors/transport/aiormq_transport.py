@@ -355,16 +355,26 @@ class AiormqChannel(Channel):
     async def ack(self, delivery_tag: int, *, multiple: bool = False) -> None:
         """See :meth:`~.base.Channel.ack`."""
         self._check()
-        async with _translated():
+        try:  # the hot path: no context manager
             await self.raw.basic_ack(delivery_tag, multiple=multiple)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def nack(
         self, delivery_tag: int, *, multiple: bool = False, requeue: bool = True
     ) -> None:
         """See :meth:`~.base.Channel.nack`."""
         self._check()
-        async with _translated():
+        try:
             await self.raw.basic_nack(delivery_tag, multiple=multiple, requeue=requeue)
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     async def reject(self, delivery_tag: int, *, requeue: bool = True) -> None:
         """See :meth:`~.base.Channel.reject`."""
