@@ -110,14 +110,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
-import itertools
 import logging
 import os
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,24 +126,22 @@ from roger_actors.errors import RogerError
 from roger_actors.job import (
     Job,
     bounded_repr,
-    declared_queue_key,
     execution_key_of,
-    queue_key_of,
     set_allowed_modules,
 )
-from roger_actors.queue import QUEUE_NAME_CHARACTERS, Queue
+from roger_actors.queue import Queue
 from roger_actors.system_protocol import PartitionCommand, Resync
-from roger_actors.transport.amqp import ChannelLost, Delivery, LinkLost, properties
-from roger_actors.transport.base import Message
+from roger_actors.transport.amqp import ChannelLost, Delivery, LinkLost
 from roger_actors.transport.link_owner import LinkOwner
-from roger_actors.transport.tables import encoded_size
 from supervision import NOREPLY, ChildSpec, From, Server
 from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
 
 from . import consumer_core, control, execution_fence, retry
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
 from .consumer_core import UNRUN_OUTCOMES, QueueState
+from .execution_keys import ExecutionKeys
 from .global_client import request as global_request
+from .headers import headers_budget, kept_headers
 from .lease import HANDOVER_FRACTION, LeaseKeeper, delivery_id, failed_deliveries, lease_ttl
 from .messages import (
     JobFinished,
@@ -157,66 +151,15 @@ from .messages import (
     WorkerExited,
     WorkerReady,
 )
+from .settler import Settler
 from .worker import Worker
 
 log = logging.getLogger("roger_actors.consumer")
 
 #: Seconds a worker may stay idle before it is stopped.
 WORKER_IDLE_SECONDS = 5.0
-INVALID_HEADER = "x-roger-invalid"
-#: Longest reason put in the ``x-roger-invalid`` header, in characters.
-INVALID_REASON_CHARS = 256
-#: Most encoded bytes of a delivery's own headers kept when it is republished
-#: (set aside or parked); larger headers are dropped (the body never changes)
-#: and ``x-roger-headers-dropped`` says how large they were. Without a bound a
-#: producer's headers just under ``frame_max`` plus ours overflow the frame:
-#: the broker closes the whole connection, and the delivery comes back.
-KEPT_HEADERS_BYTES = 4096
-DROPPED_HEADERS_HEADER = "x-roger-headers-dropped"
-#: Header of a job parked in an execution-waiting queue: its work queue type.
-ORIGIN_HEADER = "x-roger-queue"
-#: First wait before a failed retry or burial publish is tried again (seconds).
-SETTLE_RETRY_FIRST_SECONDS = 0.1
-#: Longest wait between two tries of a retry or burial publish (seconds).
-SETTLE_RETRY_MAX_SECONDS = 5.0
-#: An execution-waiting queue is deleted after this long unused (milliseconds).
-WAITING_QUEUE_ARGS: dict[str, Any] = {"x-expires": 24 * 3600 * 1000}
 #: Seconds a Global request from the Consumer may take.
 GLOBAL_TIMEOUT = 10.0
-
-
-def waiting_queue_name(partition_id: str, execution_key: str) -> str:
-    """The queue where jobs wait for ``execution_key`` to be free:
-    ``<partition>-execution-waiting-<key>``.
-
-    A key that could not be part of a queue name as it is (characters AMQP
-    queue names refuse, such as ``"clé-42"`` or ``"a=b"``, a name past 255
-    bytes) or that starts with ``"#"`` is replaced by ``"#"`` and its SHA-256
-    in hex. So two keys never share a waiting queue (an unhashed key never
-    starts with ``"#"``), and with a valid partition id
-    (:data:`~roger_actors.queue.MAX_PARTITION_ID_BYTES`) the name is always
-    legal. Never raises for a ``str`` key."""
-    name = f"{partition_id}-execution-waiting-{execution_key}"
-    if execution_key.startswith("#") or len(name) > 255 or not QUEUE_NAME_CHARACTERS.match(name):
-        digest = hashlib.sha256(execution_key.encode("utf-8", "surrogatepass")).hexdigest()
-        name = f"{partition_id}-execution-waiting-#{digest}"
-    return name
-
-
-def kept_headers(headers: dict[str, Any], budget: int = KEPT_HEADERS_BYTES) -> dict[str, Any]:
-    """A copy of a delivery's ``headers`` to republish it with: the headers
-    themselves when their AMQP encoding takes at most ``budget`` bytes, else
-    only ``{x-roger-headers-dropped: <their encoded size>}`` (``-1`` when they
-    cannot be encoded again). Never raises."""
-    if not headers:
-        return {}
-    try:
-        size = encoded_size(headers)
-    except Exception:
-        return {DROPPED_HEADERS_HEADER: -1}
-    if size <= budget:
-        return dict(headers)
-    return {DROPPED_HEADERS_HEADER: size}
 
 
 @dataclass(frozen=True)
@@ -375,9 +318,6 @@ class Consumer(Server, LinkOwner):
         #: Outcomes being recorded on the broker (a republish, a queue key
         #: being freed) before their ack: the Consumer is still busy.
         self.settling = 0
-        #: Expiring queues (retry queues) -> when this Consumer last touched
-        #: them (monotonic; see _touch).
-        self.touched: dict[str, float] = {}
         self.pending_io: list[concurrent.futures.Future[None]] = []
         #: Snapshot fetches under way (cancelled by terminate).
         self.fetches: list[concurrent.futures.Future[None]] = []
@@ -396,23 +336,14 @@ class Consumer(Server, LinkOwner):
         self.cancelling: dict[int, _InFlight] = {}
         #: Execution keys whose waiting queues are swept each tick (WaitingKeys).
         self.waiting = consumer_core.WaitingKeys()
-        #: One lock per execution key for its releases and sweeps (see
-        #: _waiting_turn); made and used on the loop thread.
-        self.waiting_turns: dict[str, tuple[asyncio.Lock, list[int]]] = {}
-        #: Execution-key fencing (execution_fence): this incarnation, its
-        #: take counter, the connection its presence queue is on, since when
-        #: it is disconnected, and holders seen absent -> since when.
-        self.incarnation = uuid.uuid4().hex
-        self.presence = execution_fence.presence_queue_name(partition_id, self.incarnation)
-        self.exec_takes = itertools.count(1)
-        self.presence_on: Any = None
-        self.presence_lock: asyncio.Lock | None = None
+        #: Execution keys (take, park, release, sweep; execution_keys) and
+        #: the end of deliveries on the broker (settler).
+        self.keys = ExecutionKeys(self.link, partition_id, self._global, self._headers_budget)
+        self.settler = Settler(
+            self.link, self.keeper, partition_id, self._global, self._headers_budget
+        )
+        #: Since when this Consumer is disconnected (execution_fence.HOLD_SECONDS).
         self.lost_since: float | None = None
-        self.absent: dict[str, float] = {}
-        #: Rate limit of the "invalid job payload" log lines (_log_invalid).
-        self.invalid_log_since = float("-inf")
-        self.invalid_log_lines = 0
-        self.invalid_log_skipped = 0
         self._tell_registry()
         self.queues_ref = ""
         if registry is not None:
@@ -474,30 +405,23 @@ class Consumer(Server, LinkOwner):
         attempt = 0
         while True:
             try:
-                snapshot = await self._global("snapshot", [])
-                _snapshot_shape(snapshot)
-                return snapshot
+                return consumer_core.parse_snapshot(await self._global("snapshot", []))
             except (RogerError, ValueError) as exc:
                 attempt += 1
                 if attempt % 20 == 0:
                     log.warning("%s: no answer from Global yet: %s", self.partition_id, exc)
                 await asyncio.sleep(min(0.05 * attempt, 1.0))
 
-    def _on_snapshot(self, snapshot: Any) -> None:
-        try:
-            cancelled, paused = _snapshot_shape(snapshot)
-        except ValueError as exc:
-            log.error("%s: refused Global snapshot: %s", self.partition_id, exc)
-            return
-        for job_id in cancelled:
+    def _on_snapshot(self, snapshot: consumer_core.Snapshot) -> None:
+        for job_id in snapshot.cancelled:
             self._note_cancelled(job_id)
-        for key in _snapshot_executing(snapshot):
+        for key in snapshot.executing:
             # Swept at the next ticks: jobs parked for it are handed over once
             # it is free, also those a node parked before it restarted.
             self.waiting.held(key)
         # Global's set is applied; a queue Global no longer lists (a resume
         # cast this Consumer missed) is resumed; local pauses stay.
-        self.pauses.apply_snapshot(paused)
+        self.pauses.apply_snapshot(snapshot.paused)
         for name, state in self.queues.items():
             state.paused = name in self.pauses
         self.snapshot_ready = True
@@ -521,19 +445,14 @@ class Consumer(Server, LinkOwner):
             return
         self._fetch_snapshot_in_background("resync")
 
-    def _on_resync(self, snapshot: Any) -> None:
+    def _on_resync(self, snapshot: consumer_core.Snapshot) -> None:
         """Apply what changed in Global's snapshot as the casts would have
         (each new cancel mark is a hint, confirmed with Global as a cast's)."""
-        try:
-            cancelled, paused_list = _snapshot_shape(snapshot)
-        except ValueError as exc:
-            log.error("%s: refused Global snapshot: %s", self.partition_id, exc)
-            return
-        for key in _snapshot_executing(snapshot):
+        for key in snapshot.executing:
             self.waiting.held(key)
-        for job_id in sorted(set(cancelled) - self.cancelled.ids()):
+        for job_id in sorted(set(snapshot.cancelled) - self.cancelled.ids()):
             self._on_cancel_command(job_id)
-        for name, pause in self.pauses.missed_casts(paused_list):
+        for name, pause in self.pauses.missed_casts(snapshot.paused):
             command = "queue_pause" if pause else "queue_resume"
             self._on_command(PartitionCommand(self.partition_id, command, (name,)))
 
@@ -604,7 +523,7 @@ class Consumer(Server, LinkOwner):
                 self._submit(f"confirm:{message[1]}", request)
         elif isinstance(message, tuple) and message and message[0] == "release":
             if self.connected:
-                self._submit("release", self._release(*message[1:]))
+                self._submit("release", self.keys.release(*message[1:]))
             else:
                 self.send_after(1.0, message)
         elif isinstance(message, tuple) and message and message[0] == "requeue":
@@ -848,7 +767,7 @@ class Consumer(Server, LinkOwner):
         put it in its queue's backlog."""
         delivery, job = flight.delivery, flight.job
         effect = consumer_core.admit(
-            flight, runnable=self._runnable(delivery.key), new_exec_token=self._new_exec_token
+            flight, runnable=self._runnable(delivery.key), new_exec_token=self.keys.new_token
         )
         if isinstance(effect, consumer_core.GiveBack):
             self._give_back(delivery)
@@ -856,55 +775,22 @@ class Consumer(Server, LinkOwner):
         token = next(self.tokens)
         self.inflight[token] = flight
         if isinstance(effect, consumer_core.TakeExecution):
-            self._submit("gate", self._gate(token, job, delivery, effect.exec_token))
+            self._gate(token, job, delivery, effect.exec_token)
             return
         state = self.queues[delivery.key]
         state.backlog.append(token)
         self._dispatch(state)
 
-    def _new_exec_token(self) -> str:
-        """A token no other delivery takes an execution key with (execution_fence)."""
-        return f"{self.incarnation}.{next(self.exec_takes)}"
-
     # ------------------------------------------------------------ keys and Global
 
-    async def _present(self) -> None:
-        """Hold this incarnation's presence queue on the current connection.
-        One declare per connection; callers pass in turn (FIFO lock), so the
-        takes of the gates that wait for it keep their order."""
-        if self.presence_lock is None:
-            self.presence_lock = asyncio.Lock()
-        async with self.presence_lock:
-            connection = self.link.connection
-            if self.presence_on is not connection:
-                await execution_fence.declare_presence(self.link, self.presence)
-                self.presence_on = connection
+    def _gate(self, token: int, job: Job, delivery: Delivery, exec_token: str) -> None:
+        """Take the job's execution key, or park it (:meth:`ExecutionKeys.gate`);
+        the verdict comes back as a ``gate`` event."""
 
-    async def _gate(
-        self, token: int, job: Job, delivery: Delivery, exec_token: str
-    ) -> tuple[int, str]:
-        """Before a job with an execution key runs: take the key with this
-        delivery's token, or park the job in the key's waiting queue (its
-        queue key, if any, stays held): also when the key is held by another
-        copy of the same job (execution_fence)."""
-        try:
-            execution_key = execution_key_of(job)
-            if execution_key is None:
-                return token, "go"
-            await self._present()
-            # One gate of a key at a time, in delivery order (the lock is
-            # FIFO): so the jobs that wait are parked in the order they came.
-            async with self._waiting_turn(execution_key):
-                if (
-                    await self._global("take_execution", [execution_key, job.id, exec_token])
-                    is not True
-                ):
-                    await self._park(execution_key, job, delivery)
-                    return token, "parked"
-        except Exception as exc:
-            log.warning("%s: job %s waits for Global: %r", self.partition_id, job.id, exc)
-            return token, "failed"
-        return token, "go"
+        async def gate() -> tuple[int, str]:
+            return token, await self.keys.gate(job, delivery, exec_token)
+
+        self._submit("gate", gate())
 
     def _on_gate(self, token: int, verdict: str) -> None:
         flight = self.inflight.get(token)
@@ -929,151 +815,6 @@ class Consumer(Server, LinkOwner):
             else:
                 self._give_back(delivery)
 
-    async def _park(self, key: str, job: Job, delivery: Delivery) -> None:
-        """Move the delivery to the key's waiting queue (confirmed), then ack it."""
-        name = waiting_queue_name(self.partition_id, key)
-        headers = kept_headers(delivery.headers, self._headers_budget())
-        headers[ORIGIN_HEADER] = delivery.key
-        await self.link.declare(name, WAITING_QUEUE_ARGS)
-        await self.link.publish(
-            name,
-            delivery.body,
-            properties(message_id=job.id, app_id=self.partition_id, headers=headers),
-        )
-        await self.link.ack(delivery.key, delivery.generation, delivery.tag)
-
-    async def _move_waiting(self, message: Message) -> None:
-        """Put a parked job back on its work queue (confirmed), then ack it."""
-        props = message.properties
-        headers = dict(props.headers or {})
-        origin = str(headers.pop(ORIGIN_HEADER, "default"))
-        await self.link.publish(
-            Queue.make_name(self.partition_id, origin),
-            message.body,
-            properties(message_id=props.message_id, app_id=self.partition_id, headers=headers),
-        )
-        await message.ack()
-
-    async def _release(
-        self, key: str, job_id: str, exec_token: str = ""
-    ) -> tuple[str, str, str] | None:
-        """``job_id`` (its delivery ``exec_token``) is done with ``key``: hand it
-        to the first job waiting for it (which goes back to its work queue
-        holding the key), else free it. A key held by another delivery is
-        left alone (the waiting job goes back to its waiting queue).
-
-        When the waiting queue cannot be read, the key is still freed in
-        Global (jobs this node parked there are moved later by the sweep of
-        :meth:`_tick`, which takes the key for them). Returns
-        ``(key, job_id, exec_token)`` when Global could not be told (to be
-        tried again)."""
-        async with self._waiting_turn(key):
-            return await self._release_in_turn(key, job_id, exec_token)
-
-    @contextlib.asynccontextmanager
-    async def _waiting_turn(self, key: str) -> AsyncIterator[None]:
-        """Run this Consumer's gates (take or park), releases and sweeps of
-        ``key`` one at a time, in the order they began (on the loop thread).
-        Without it a sweep holding the first waiting job (got, not yet
-        requeued) let a release hand the key to the second one, and
-        concurrent gates could park their jobs out of order: waiting jobs
-        then ran out of order. The lock is dropped when nobody uses or waits
-        for it (keys are unbounded)."""
-        entry = self.waiting_turns.get(key)
-        if entry is None:
-            entry = self.waiting_turns[key] = (asyncio.Lock(), [0])
-        lock, users = entry
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                self.waiting_turns.pop(key, None)
-
-    async def _release_in_turn(
-        self, key: str, job_id: str, exec_token: str
-    ) -> tuple[str, str, str] | None:
-        message = None
-        try:
-            name = waiting_queue_name(self.partition_id, key)
-            await self.link.declare(name, WAITING_QUEUE_ARGS)
-            message = await self.link.get(name)
-        except Exception as exc:
-            log.warning(
-                "%s: reading the waiting queue of execution key %s: %r; freeing the key",
-                self.partition_id,
-                bounded_repr(key),
-                exc,
-            )
-        try:
-            next_id = None
-            if message is not None:
-                next_id = message.properties.message_id or ""
-            handed = await self._global(
-                "give_execution", [key, job_id, exec_token, next_id or None]
-            )
-            if message is not None:
-                if handed:
-                    await self._move_waiting(message)
-                else:
-                    await _requeue(message)
-        except Exception as exc:
-            log.warning(
-                "%s: releasing execution key %s: %r", self.partition_id, bounded_repr(key), exc
-            )
-            return key, job_id, exec_token
-        return None
-
-    async def _sweep(self, key: str) -> str:
-        """A job parked here may have missed its hand-over (the key was freed
-        while it was being parked): move the first waiting job if the key is free."""
-        async with self._waiting_turn(key):
-            return await self._sweep_in_turn(key)
-
-    async def _sweep_in_turn(self, key: str) -> str:
-        name = waiting_queue_name(self.partition_id, key)
-        await self.link.declare(name, WAITING_QUEUE_ARGS)
-        message = await self.link.get(name)
-        if message is None:
-            return "empty"
-        next_id = message.properties.message_id or ""
-        if next_id and (
-            await self._global("acquire_execution", [key, next_id])
-            or await self._seize_from_dead(key, next_id)
-        ):
-            await self._move_waiting(message)
-            return "moved"
-        await _requeue(message)
-        return "busy"
-
-    async def _seize_from_dead(self, key: str, next_id: str) -> bool:
-        """Reserve ``key`` for ``next_id`` when its holder's Consumer has been
-        gone (no presence queue) for :data:`execution_fence.GRACE_SECONDS`."""
-        holder = await self._global("execution_holder", [key])
-        dead = holder[1] if isinstance(holder, list) and len(holder) == 2 else ""
-        if not isinstance(dead, str) or not dead:
-            return False  # free meanwhile, or a reservation: no presence to check
-        incarnation = execution_fence.incarnation_of(dead)
-        if incarnation == self.incarnation:
-            return False  # ours: alive while this Consumer is
-        name = execution_fence.presence_queue_name(self.partition_id, incarnation)
-        if await execution_fence.is_present(self.link, name):
-            self.absent.pop(dead, None)
-            return False
-        since = self.absent.setdefault(dead, _monotonic())
-        if _monotonic() - since < execution_fence.GRACE_SECONDS:
-            return False
-        log.warning(
-            "%s: execution key %s: its holder's Consumer is gone; the key goes to job %s",
-            self.partition_id,
-            bounded_repr(key),
-            next_id,
-        )
-        self.absent.pop(dead, None)
-        return bool(await self._global("seize_execution", [key, next_id, dead]))
-
     def _cancel_flight(self, flight: _InFlight) -> None:
         """Never run ``flight``'s job: clear its cancel mark with Global (the
         node that clears it runs ``on_cancel``: once in the cluster), give its
@@ -1083,61 +824,7 @@ class Consumer(Server, LinkOwner):
         flight.cancelling = True
         key = next(self.tokens)
         self.cancelling[key] = flight
-        self._submit(f"cancel:{key}", self._clear_cancel(flight.job, flight.delivery))
-
-    async def _clear_cancel(self, job: Job, delivery: Delivery) -> bool:
-        """Clear the job's cancel mark; True when this call cleared it (then its
-        queue key is freed too, before the ack: it left the queue)."""
-        cleared = bool(await self._global("is_cancelled", [job.id, True]))
-        queue_key = queue_key_of(job)
-        if cleared and queue_key is not None:
-            await self._free_queue_key(queue_key, delivery)
-        return cleared
-
-    def _delivery_open(self, delivery: Delivery) -> bool:
-        """True while ``delivery``'s consumer channel is the one it came on and
-        is open (it can still be acked); runs on the loop thread."""
-        if self.keeper.holds(delivery):
-            return True  # a lease holds it: it is ours whatever its channel
-        consumer = self.link.consumers.get(delivery.key)
-        return (
-            self.link.is_open
-            and consumer is not None
-            and consumer.generation == delivery.generation
-            and not consumer.channel.is_closed
-        )
-
-    async def _free_queue_key(self, key: str, delivery: Delivery) -> None:
-        """The job of ``delivery`` left the queue for good: free its queue key in
-        Global. Never raises. Frees nothing when the delivery's channel is gone
-        (the broker requeued the job: the copy it delivers again holds the key
-        and frees it at its own outcome). While Global does not answer (no
-        Global, a timeout) it tries again every second, as long as the delivery
-        is open; a request Global refuses is logged and given up."""
-        failures = 0
-        while self._delivery_open(delivery):
-            try:
-                await self._global("remove_queued", [key])
-                return
-            except ValueError as exc:
-                log.error(
-                    "%s: Global refused to free queue key %s: %s",
-                    self.partition_id,
-                    bounded_repr(key),
-                    exc,
-                )
-                return
-            except Exception as exc:
-                failures += 1
-                if failures == 1 or failures % 60 == 0:
-                    log.warning(
-                        "%s: freeing queue key %s (attempt %d): %r; trying again",
-                        self.partition_id,
-                        bounded_repr(key),
-                        failures,
-                        exc,
-                    )
-                await asyncio.sleep(1.0)
+        self._submit(f"cancel:{key}", self.settler.clear_cancel(flight.job, flight.delivery))
 
     def _on_cancel_cleared(self, key: int, cleared: Any, error: BaseException | None) -> None:
         """Global answered whether ``flight``'s job is cancelled (clearing the
@@ -1167,6 +854,7 @@ class Consumer(Server, LinkOwner):
             failed=error is not None,
             connected=self.connected,
             marks=self.cancelled,
+            at=_monotonic(),
         )
         for effect in effects:
             if isinstance(effect, consumer_core.GiveBack):
@@ -1255,54 +943,14 @@ class Consumer(Server, LinkOwner):
                 control.tell(flight.worker.control, control.cancel_datagram(token))
 
     def _headers_budget(self) -> int:
-        """Bytes of a delivery's own headers that may be republished:
-        :data:`KEPT_HEADERS_BYTES`, less on a connection whose negotiated
-        ``frame_max`` is small (room is kept for our properties)."""
+        """Bytes of a delivery's own headers that may be republished on the
+        current connection (:func:`~.headers.headers_budget`)."""
         connection = self.link.connection
-        frame_max = connection.frame_max if connection is not None else 0
-        if frame_max <= 0:
-            return KEPT_HEADERS_BYTES
-        return max(0, min(KEPT_HEADERS_BYTES, frame_max - 2048))
-
-    def _log_invalid(self, reason: str) -> None:
-        """Log a set-aside payload; at most 10 lines per 10 s, then a count."""
-        moment = _monotonic()
-        if moment - self.invalid_log_since > 10.0:
-            if self.invalid_log_skipped:
-                log.warning(
-                    "%s: %d more invalid job payloads set aside",
-                    self.partition_id,
-                    self.invalid_log_skipped,
-                )
-            self.invalid_log_since, self.invalid_log_lines, self.invalid_log_skipped = moment, 0, 0
-        if self.invalid_log_lines < 10:
-            self.invalid_log_lines += 1
-            log.warning("%s: invalid job payload set aside: %s", self.partition_id, reason)
-        else:
-            self.invalid_log_skipped += 1
+        return headers_budget(connection.frame_max if connection is not None else 0)
 
     def _set_aside(self, delivery: Delivery, reason: str, free_key: bool = True) -> None:
-        """Move a delivery that is no job to ``.invalid``: body unchanged, the
-        headers bounded (:func:`kept_headers`), the reason cut to
-        :data:`INVALID_REASON_CHARS`; then, when ``free_key``, give back the
-        queue key the payload declares (:meth:`_free_queue_key`), and ack it."""
-        reason = reason[:INVALID_REASON_CHARS]
-        self._log_invalid(reason)
-        name = Queue.invalid_name(self.partition_id, delivery.key)
-        headers = kept_headers(delivery.headers, self._headers_budget())
-        headers[INVALID_HEADER] = reason
-
-        key = declared_queue_key(delivery.body) if free_key else None
-
-        async def move() -> None:
-            await self.link.publish(
-                name, delivery.body, properties(message_id=delivery.message_id, headers=headers)
-            )
-            if key is not None:  # it left the queue for good: its queue key is free
-                await self._free_queue_key(key, delivery)
-            await self.link.ack(delivery.key, delivery.generation, delivery.tag)
-
-        self._submit("invalid", move())
+        """Move a delivery that is no job to ``.invalid`` (:meth:`Settler.set_aside`)."""
+        self._submit("invalid", self.settler.set_aside(delivery, reason, free_key))
 
     def _dispatch(self, state: QueueState) -> None:
         if self.worker_sup is None:
@@ -1432,7 +1080,7 @@ class Consumer(Server, LinkOwner):
             elif isinstance(effect, consumer_core.ClearCancel):
                 self._cancel_flight(flight)
             elif isinstance(effect, consumer_core.ReleaseExecution):
-                release = self._release(effect.key, effect.job_id, effect.exec_token)
+                release = self.keys.release(effect.key, effect.job_id, effect.exec_token)
                 self._submit("release", release)
             elif isinstance(effect, consumer_core.AckLater):
                 self._ack_later(delivery)
@@ -1442,75 +1090,12 @@ class Consumer(Server, LinkOwner):
     def _record_then_ack(
         self, delivery: Delivery, job: Job, outcome: str, record: consumer_core.RecordThenAck
     ) -> None:
-        """Carry out ``record`` for ``delivery`` on the loop thread: the copy
-        published (:meth:`_publish_outcome`), the queue key freed
-        (:meth:`_free_queue_key`), then the ack or its lease's end; the
-        Consumer counts as busy (``settling``) meanwhile."""
-        copy, queue_key = record.copy, record.free_queue_key
-        props = properties(message_id=job.id, app_id=self.partition_id)
+        """Carry out ``record`` for ``delivery`` on the loop thread
+        (:meth:`Settler.record`); the Consumer counts as busy (``settling``)
+        meanwhile."""
         self.handed_over.discard(delivery_id(delivery))
-
-        async def finish() -> None:
-            self.keeper.claim(delivery)  # a lease it has is settled below
-            if copy is not None and not await self._publish_outcome(delivery, copy, props, outcome):
-                return  # its channel is gone: the broker delivers the job again
-            if queue_key is not None:
-                await self._free_queue_key(queue_key, delivery)
-            await self.keeper.settle(delivery)  # the ack, or the lease's end
-
         self.settling += 1
-        self._submit(f"settle:{outcome}", finish())
-
-    async def _publish_outcome(
-        self,
-        delivery: Delivery,
-        copy: consumer_core.CopyTo,
-        props: Any,
-        outcome: str,
-    ) -> bool:
-        """Declare the retry or buried queue of ``copy`` and publish the job's
-        next copy into it, with confirm. Never raises. A publish that fails
-        (the queue expired between declare and publish and the copy reached no
-        queue, a nack, a channel error) is tried again, the queue declared
-        anew, with a back-off up to :data:`SETTLE_RETRY_MAX_SECONDS`, as long as
-        the delivery can still be acked. Returns True once published, False
-        when the delivery's channel is gone first (the broker requeued it, and
-        its copy gets an outcome of its own), so that nothing is acked
-        without its copy in place."""
-        name, arguments, body = copy.queue, dict(copy.arguments), copy.body
-        delay, failures = SETTLE_RETRY_FIRST_SECONDS, 0
-        while self._delivery_open(delivery):
-            try:
-                await self.link.declare_replicated(name, arguments)
-                if "x-expires" in arguments:
-                    await self._touch(name)
-                await self.link.publish(name, body, props)
-                return True
-            except Exception as exc:
-                failures += 1
-                if failures == 1 or failures % 20 == 0:
-                    log.warning(
-                        "%s: publishing a job's %s copy to %s (attempt %d): %r; trying again",
-                        self.partition_id,
-                        outcome,
-                        name,
-                        failures,
-                        exc,
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SETTLE_RETRY_MAX_SECONDS)
-        return False
-
-    async def _touch(self, name: str) -> None:
-        """Use the expiring queue ``name`` (:meth:`AmqpLink.touch`) unless this
-        Consumer did in the last :data:`retry.TOUCH_SECONDS`, so that it never
-        expires while jobs go through it. Raises what the touch raises."""
-        moment = _monotonic()
-        last = self.touched.get(name)
-        if last is not None and moment - last < retry.TOUCH_SECONDS:
-            return
-        await self.link.touch(name)
-        self.touched[name] = moment
+        self._submit(f"settle:{outcome}", self.settler.record(delivery, job, outcome, record))
 
     def _on_timeout(self, token: int) -> None:
         flight = self.inflight.get(token)
@@ -1611,7 +1196,7 @@ class Consumer(Server, LinkOwner):
         :mod:`~roger_actors.partition.lease`. A ``basic.nack`` would count
         toward the quorum queue's delivery limit."""
         self.handed_over.discard(delivery_id(delivery))
-        self._submit("give-back", self.keeper.give_back(delivery, self._delivery_open))
+        self._submit("give-back", self.settler.give_back(delivery))
 
     def _lease_tick(self) -> None:
         """Hand over to a lease each delivery held for half the broker's
@@ -1633,7 +1218,7 @@ class Consumer(Server, LinkOwner):
                 self.handed_over.add(ident)
                 key = next(self.tokens)
                 self.handing[key] = ident
-                coro = self.keeper.hand_over(flight.delivery, self._delivery_open)
+                coro = self.keeper.hand_over(flight.delivery, self.settler.delivery_open)
                 self._submit(f"lease:{key}", coro)
         # Forgotten deliveries (their channel was lost) need no hand-over.
         self.handed_over &= live | set(self.handing.values())
@@ -1646,7 +1231,7 @@ class Consumer(Server, LinkOwner):
         self._fence_tick()
         if self.connected:
             for key in self.waiting.start_sweeps():
-                self._submit("sweep:" + key, self._sweep(key))
+                self._submit("sweep:" + key, self.keys.sweep(key))
         limit = _monotonic() - WORKER_IDLE_SECONDS
         for state in self.queues.values():
             for worker in state.stop_idle(limit):
@@ -1671,21 +1256,9 @@ class Consumer(Server, LinkOwner):
                     self._fence_kill(flight, "disconnected from the broker too long")
             return
         self.lost_since = None
-        if keyed and self.presence_on is not self.link.connection:
+        if keyed and not self.keys.present:
             holds = [(execution_key_of(f.job), f.job.id, f.exec_token) for f in keyed]
-            self._submit("reassert", self._reassert(holds))
-
-    async def _reassert(self, holds: list[tuple[str | None, str, str]]) -> list[str]:
-        """Hold the presence queue again, then take each key again with its
-        token; returns the tokens that lost their key."""
-        await self._present()
-        lost = []
-        for key, job_id, exec_token in holds:
-            if key is not None and (
-                await self._global("take_execution", [key, job_id, exec_token]) is not True
-            ):
-                lost.append(exec_token)
-        return lost
+            self._submit("reassert", self.keys.reassert(holds))
 
     def _fence_kill(self, flight: _InFlight, why: str) -> None:
         """Kill the worker running ``flight``'s keyed job (handled as a crash)."""
@@ -1836,33 +1409,21 @@ class Consumer(Server, LinkOwner):
             await self.link.resume(name)
 
     def _reconfigure(self, queues: dict[str, int], from_: From) -> Any:
-        removed = [name for name in self.queues if name not in queues]
-        added: dict[str, tuple[int, bool]] = {}
-        changed: dict[str, tuple[int, int, bool]] = {}
-        for name in removed:
-            state = self.queues.pop(name)
+        """Make ``queues`` the partition's queues (:func:`consumer_core.reconfigure`):
+        removed queues return their backlog and stop their idle workers (busy
+        ones stop once idle); the broker side runs in turn with the other
+        consumer changes, then :meth:`_reconcile_consuming`."""
+        removed, plan = consumer_core.reconfigure(
+            self.queues, queues, self.pauses, self.adaptive_prefetch
+        )
+        for state in removed:
             self._requeue_backlog(state)
             for worker in state.workers:
                 if not worker.tokens:
                     self._stop_worker(worker)
-        for name, limit in queues.items():
-            existing = self.queues.get(name)
-            if existing is None:
-                # A queue removed and added back keeps its pause bit.
-                existing = self.queues[name] = QueueState(
-                    name, limit, paused=name in self.pauses, adaptive=self.adaptive_prefetch
-                )
-                existing.prefetch = existing.wanted_prefetch
-                added[name] = (existing.prefetch, existing.paused)
-            else:
-                previous, existing.max_workers = existing.max_workers, limit
-                existing.prefetch = existing.wanted_prefetch
-                changed[name] = (previous, existing.prefetch, existing.paused)
         consuming = self.consuming and self.snapshot_ready
         self.reconfiguring.add(from_.ref)
-        return self._io_call(
-            from_, self._in_turn(self._apply_queues(removed, added, changed, consuming))
-        )
+        return self._io_call(from_, self._in_turn(self._apply_queues(plan, consuming)))
 
     def _reconcile_consuming(self) -> None:
         """A reconfiguration has reached the broker: consume exactly the queues
@@ -1870,12 +1431,9 @@ class Consumer(Server, LinkOwner):
         handled while it was under way may have reached the link before a new
         queue's consumer existed (where it does nothing), which would leave
         that queue never consumed, or consumed while paused."""
-        run: list[str] = []
-        stop: list[str] = []
-        for name, q in self.queues.items():
-            if q.max_workers > 0:
-                wanted = self.consuming and self.snapshot_ready and not q.paused
-                (run if wanted else stop).append(name)
+        run, stop = consumer_core.consuming_plan(
+            self.queues, self.consuming and self.snapshot_ready
+        )
 
         async def reconcile() -> None:
             await self._pause_all(stop)
@@ -1883,24 +1441,18 @@ class Consumer(Server, LinkOwner):
 
         self._submit("reconcile", self._in_turn(reconcile()))
 
-    async def _apply_queues(
-        self,
-        removed: list[str],
-        added: dict[str, tuple[int, bool]],
-        changed: dict[str, tuple[int, int, bool]],
-        consuming: bool,
-    ) -> None:
-        """Apply a reconfiguration on the broker; ``added`` and ``changed`` carry
-        each queue's prefetch, which is 0 for ``max_workers`` 0, and whether it
-        is paused."""
-        for name in removed:
+    async def _apply_queues(self, plan: consumer_core.QueuesPlan, consuming: bool) -> None:
+        """Apply a reconfiguration on the broker: the consumers of removed
+        queues stop, added queues are declared and consumed (started when
+        ``consuming`` and not paused), changed ones take their prefetch."""
+        for name in plan.removed:
             await self.link.pause(name)
-        for name, (prefetch, paused) in added.items():
+        for name, (prefetch, paused) in plan.added.items():
             await self._declare(name)
             if prefetch > 0:
                 queue = Queue.make_name(self.partition_id, name)
                 await self.link.consume(name, queue, prefetch, start=consuming and not paused)
-        for name, (previous, prefetch, paused) in changed.items():
+        for name, (previous, prefetch, paused) in plan.changed.items():
             if prefetch == 0:
                 await self.link.pause(name)
             elif previous == 0:
@@ -1926,34 +1478,6 @@ class Consumer(Server, LinkOwner):
             runner.close(CLOSE_SECONDS)
         concurrent.futures.wait(self.pending_io, timeout=max(0.0, deadline - _monotonic()))
         self.close_link("Consumer")
-
-
-async def _requeue(message: Message) -> None:
-    """Put a message got with basic.get back at the head of its queue."""
-    await message.nack(requeue=True)
-
-
-def _snapshot_shape(value: Any) -> tuple[list[str], list[str]]:
-    """``(cancelled, paused)`` of Global's ``snapshot`` reply; ValueError naming
-    what is wrong for anything else (``executing``, the held execution keys,
-    may be there too: see :func:`_snapshot_executing`)."""
-    if not isinstance(value, dict) or not (
-        {"cancelled", "paused"} <= set(value) <= {"cancelled", "paused", "executing"}
-    ):
-        raise ValueError(
-            "Global snapshot must be a map of 'cancelled', 'paused' and, optionally, 'executing'"
-        )
-    for name in [n for n in ("cancelled", "paused", "executing") if n in value]:
-        items = value[name]
-        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
-            raise ValueError(f"Global snapshot: {name!r} must be a list of non-empty strings")
-    return value["cancelled"], value["paused"]
-
-
-def _snapshot_executing(value: Any) -> list[str]:
-    """The execution keys held, of a snapshot :func:`_snapshot_shape` accepted
-    (an older Global sends none)."""
-    return list(value.get("executing", [])) if isinstance(value, dict) else []
 
 
 def _monotonic() -> float:

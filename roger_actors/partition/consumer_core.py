@@ -475,10 +475,16 @@ class CancelMarks:
     """This Consumer's copy of the partition's cancelled job ids, each with
     when it was learned (a time the caller chooses, in seconds), oldest first.
     A hint only: Global confirms a mark before anything is settled as
-    cancelled. A mark noted again is renewed (it moves to the end)."""
+    cancelled. A mark noted again is renewed (it moves to the end).
+
+    A mark this Consumer cleared in Global stays, as *cleared here*, until it
+    expires: the job's ack may be lost with its channel, and the copy the
+    broker delivers again must not run (Global holds no mark for it any
+    more: see :func:`cancel_cleared`)."""
 
     def __init__(self) -> None:
         self._learned: dict[str, float] = {}
+        self._cleared: set[str] = set()
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._learned
@@ -496,8 +502,19 @@ class CancelMarks:
         self._learned[job_id] = at
 
     def forget(self, job_id: str) -> None:
-        """Drop ``job_id``'s mark, if any."""
+        """Drop ``job_id``'s mark, if any (also one cleared here)."""
         self._learned.pop(job_id, None)
+        self._cleared.discard(job_id)
+
+    def note_cleared(self, job_id: str, at: float) -> None:
+        """``job_id``'s mark was cleared in Global by this Consumer at ``at``:
+        kept (renewed) as cleared here."""
+        self.note(job_id, at)
+        self._cleared.add(job_id)
+
+    def cleared_here(self, job_id: str) -> bool:
+        """True when this Consumer cleared ``job_id``'s mark (not expired yet)."""
+        return job_id in self._cleared
 
     def expire(self, now: float, ttl: float) -> None:
         """Drop the marks learned ``ttl`` seconds or more before ``now``."""
@@ -507,6 +524,7 @@ class CancelMarks:
             if learned > limit:
                 break
             del self._learned[job_id]
+            self._cleared.discard(job_id)
 
 
 def cancel_hint(flight: Flight[Any, Any]) -> ClearCancel | ConfirmCancel | None:
@@ -552,25 +570,38 @@ def cancel_confirmed(
 
 
 def cancel_cleared(
-    flight: Flight[Any, Any], cleared: bool, *, failed: bool, connected: bool, marks: CancelMarks
+    flight: Flight[Any, Any],
+    cleared: bool,
+    *,
+    failed: bool,
+    connected: bool,
+    marks: CancelMarks,
+    at: float,
 ) -> tuple[GiveBack | Admit | RunCallback | SettleAs | Crashed, ...]:
-    """Global answered :class:`ClearCancel` for ``flight`` (``failed``: it
-    did not answer; ``connected``: the Consumer's link is up).
+    """Global answered :class:`ClearCancel` for ``flight`` at ``at``
+    (``failed``: it did not answer; ``connected``: the Consumer's link is up).
 
     - no answer: :class:`GiveBack` (the job comes back, still marked here);
-    - cleared: ``on_cancel``, then settled as ``cancelled``;
+    - cleared: ``on_cancel``, then settled as ``cancelled``; the mark is kept
+      as cleared here (:meth:`CancelMarks.note_cleared`);
+    - not cleared, but this Consumer cleared the job's mark before: a copy
+      of a job it cancelled, delivered again because the first ack was lost
+      with its channel: settled as ``cancelled`` (acked, never run), with no
+      second ``on_cancel``;
     - not cleared (a forged or stale cast, an expired mark): never settled
       as cancelled, and its flags are reset: a job not handed to a worker is
       admitted again (when connected; else its channel is gone and the
       broker requeued it), one its worker skipped is ``returned``, one whose
-      worker was killed is a worker crash.
-
-    The local mark is forgotten whenever Global answered."""
+      worker was killed is a worker crash. The local mark is forgotten."""
     if failed:
         return (GiveBack(),)
-    marks.forget(flight.job.id)
+    job_id = flight.job.id
     if cleared:
+        marks.note_cleared(job_id, at)
         return (RunCallback("on_cancel"), SettleAs("cancelled"))
+    if marks.cleared_here(job_id):
+        return (SettleAs("cancelled"),)
+    marks.forget(job_id)
     flight.cancelling = flight.cancel_requested = False
     if flight.worker is None:
         return (Admit(flight.job),) if connected else ()
@@ -871,6 +902,98 @@ class PauseBits:
         return [(name, name in now) for name in sorted(now ^ self._global)]
 
 
+# ---------------------------------------------------------------- reconfiguration
+
+
+@dataclass(frozen=True)
+class QueuesPlan:
+    """What a reconfiguration changes on the broker: the queue types whose
+    consumers stop (``removed``), the new ones to declare and consume
+    (``added``: ``{queue: (prefetch, paused)}``), and the ones kept with a new
+    ``max_workers`` (``changed``: ``{queue: (previous max_workers, prefetch,
+    paused)}``). A prefetch of 0 (``max_workers`` 0) means not consumed."""
+
+    removed: tuple[str, ...]
+    added: dict[str, tuple[int, bool]]
+    changed: dict[str, tuple[int, int, bool]]
+
+
+def reconfigure(
+    queues: dict[str, QueueState],
+    wanted: Mapping[str, int],
+    pauses: PauseBits,
+    adaptive: bool,
+) -> tuple[list[QueueState], QueuesPlan]:
+    """Make ``queues`` the complete list ``wanted`` (``{queue: max_workers}``),
+    in place: queue types not wanted are taken out, new ones are added with
+    their pause bit from ``pauses`` (a queue removed and added back, or
+    added after a cast paused it, starts paused), kept ones take their new
+    ``max_workers``; each one's ``prefetch`` is set to what it wants. Returns
+    the states taken out (their backlog and workers are the caller's to
+    return and stop) and the plan for the broker."""
+    removed = [queues.pop(name) for name in [n for n in queues if n not in wanted]]
+    added: dict[str, tuple[int, bool]] = {}
+    changed: dict[str, tuple[int, int, bool]] = {}
+    for name, limit in wanted.items():
+        state = queues.get(name)
+        if state is None:
+            state = queues[name] = QueueState(name, limit, paused=name in pauses, adaptive=adaptive)
+            state.prefetch = state.wanted_prefetch
+            added[name] = (state.prefetch, state.paused)
+        else:
+            previous, state.max_workers = state.max_workers, limit
+            state.prefetch = state.wanted_prefetch
+            changed[name] = (previous, state.prefetch, state.paused)
+    return removed, QueuesPlan(tuple(s.name for s in removed), added, changed)
+
+
+def consuming_plan(
+    queues: Mapping[str, QueueState], consuming: bool
+) -> tuple[list[str], list[str]]:
+    """``(run, stop)``: the queue types whose consumers should run now
+    (``consuming``, not paused) and those that should not; queues with
+    ``max_workers`` 0 have no consumer and are in neither."""
+    run: list[str] = []
+    stop: list[str] = []
+    for name, state in queues.items():
+        if state.max_workers > 0:
+            (run if consuming and not state.paused else stop).append(name)
+    return run, stop
+
+
+# ---------------------------------------------------------------- Global's snapshot
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Global's ``snapshot`` reply, checked: the cancelled job ids, the
+    queue types paused cluster-wide, and the execution keys held (an older
+    Global sends none)."""
+
+    cancelled: tuple[str, ...]
+    paused: tuple[str, ...]
+    executing: tuple[str, ...] = ()
+
+
+def parse_snapshot(value: Any) -> Snapshot:
+    """The :class:`Snapshot` of Global's reply ``value``: a map of
+    ``cancelled``, ``paused`` and optionally ``executing``, each a list of
+    non-empty strings. ValueError naming what is wrong for anything else."""
+    if not isinstance(value, dict) or not (
+        {"cancelled", "paused"} <= set(value) <= {"cancelled", "paused", "executing"}
+    ):
+        raise ValueError(
+            "Global snapshot must be a map of 'cancelled', 'paused' and, optionally, 'executing'"
+        )
+    for name in [n for n in ("cancelled", "paused", "executing") if n in value]:
+        items = value[name]
+        if not isinstance(items, list) or not all(isinstance(i, str) and i for i in items):
+            raise ValueError(f"Global snapshot: {name!r} must be a list of non-empty strings")
+    return Snapshot(
+        tuple(value["cancelled"]), tuple(value["paused"]), tuple(value.get("executing", ()))
+    )
+
+
 __all__ = [
     "BATCH_TARGET_SECONDS",
     "DURATION_WEIGHT",
@@ -892,6 +1015,7 @@ __all__ = [
     "Parked",
     "PauseBits",
     "QueueState",
+    "QueuesPlan",
     "RecordThenAck",
     "ReleaseExecution",
     "RequeueLater",
@@ -900,6 +1024,7 @@ __all__ = [
     "SetAside",
     "SettleAs",
     "Settlement",
+    "Snapshot",
     "TakeExecution",
     "TellWorkerCancel",
     "Triage",
@@ -910,10 +1035,13 @@ __all__ = [
     "cancel_cleared",
     "cancel_confirmed",
     "cancel_hint",
+    "consuming_plan",
     "crash_callback",
     "died_under",
     "error_outcome",
     "gate_answered",
+    "parse_snapshot",
+    "reconfigure",
     "settle",
     "triage",
 ]

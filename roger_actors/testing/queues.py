@@ -46,7 +46,7 @@ def partition_queue_names(
         names.append(Queue.buried_name(pid, queue))
         names.append(Queue.invalid_name(pid, queue))
     if execution_keys:
-        from roger_actors.partition.consumer import waiting_queue_name
+        from roger_actors.partition.execution_keys import waiting_queue_name
 
         names.extend(waiting_queue_name(pid, key) for key in execution_keys)
     names.extend(prefix + pid for prefix in _PARTITION_PREFIXES)

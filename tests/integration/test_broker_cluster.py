@@ -20,7 +20,7 @@ import aiormq
 import pytest
 
 import roger_actors as roger
-from roger_actors.partition.consumer import waiting_queue_name
+from roger_actors.partition.execution_keys import waiting_queue_name
 from roger_actors.partition.global_client import queue_name as global_queue_name
 from roger_actors.persisters.rabbitmq import RabbitMQ
 from roger_actors.queue import Queue

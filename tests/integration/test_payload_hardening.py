@@ -12,12 +12,9 @@ import pytest
 import roger_actors as roger
 from roger_actors import Queue
 from roger_actors import node as roger_node
-from roger_actors.partition.consumer import (
-    DROPPED_HEADERS_HEADER,
-    INVALID_HEADER,
-    Status,
-    kept_headers,
-)
+from roger_actors.partition.consumer import Status
+from roger_actors.partition.headers import DROPPED_HEADERS_HEADER, kept_headers
+from roger_actors.partition.settler import INVALID_HEADER
 from tests.partition_harness import NodeHarness, counts, drain, holds_for, publish_raw, wait_for
 from tests.roger_test_jobs2 import KeyedJob, TimedJob
 

@@ -16,10 +16,10 @@ import signal
 
 import roger_actors as roger
 from roger_actors import node as roger_node
-from roger_actors.partition.consumer import (
+from roger_actors.partition.consumer import Status
+from roger_actors.partition.execution_keys import (
     ORIGIN_HEADER,
     WAITING_QUEUE_ARGS,
-    Status,
     waiting_queue_name,
 )
 from supervision import CallTimeout, NoProc

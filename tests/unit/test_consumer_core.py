@@ -479,22 +479,49 @@ def test_a_confirmation_for_a_job_no_longer_in_a_worker_or_being_cancelled_does_
 def test_a_cleared_cancel_runs_on_cancel_then_settles_cancelled() -> None:
     marks = core.CancelMarks()
     marks.note("j1", 0.0)
-    effects = core.cancel_cleared(_flight(), True, failed=False, connected=True, marks=marks)
+    effects = core.cancel_cleared(
+        _flight(), True, failed=False, connected=True, marks=marks, at=1.0
+    )
     assert effects == (core.RunCallback("on_cancel"), core.SettleAs("cancelled"))
-    assert "j1" not in marks
+    assert marks.cleared_here("j1")
+
+
+def test_a_copy_of_a_job_cancelled_here_is_settled_cancelled_without_a_second_on_cancel() -> None:
+    # The first copy's ack was lost with its channel: the broker delivers the
+    # job again, and Global, whose mark was cleared, says it is not cancelled.
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    core.cancel_cleared(_flight(), True, failed=False, connected=True, marks=marks, at=1.0)
+    again = _flight(cancelling=True)
+    assert "j1" in marks  # triage sends the copy to Global again
+    effects = core.cancel_cleared(again, False, failed=False, connected=True, marks=marks, at=2.0)
+    assert effects == (core.SettleAs("cancelled"),)
+    assert again.cancelling  # so the settle acks it, asking Global nothing more
+
+
+def test_a_mark_cleared_here_expires_like_any_mark() -> None:
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    core.cancel_cleared(_flight(), True, failed=False, connected=True, marks=marks, at=5.0)
+    marks.expire(now=14.0, ttl=10.0)
+    assert marks.cleared_here("j1")  # renewed when it was cleared
+    marks.expire(now=15.0, ttl=10.0)
+    assert "j1" not in marks and not marks.cleared_here("j1")
 
 
 def test_a_cancel_global_did_not_answer_gives_the_job_back_still_marked() -> None:
     marks = core.CancelMarks()
     marks.note("j1", 0.0)
-    effects = core.cancel_cleared(_flight(), False, failed=True, connected=True, marks=marks)
+    effects = core.cancel_cleared(
+        _flight(), False, failed=True, connected=True, marks=marks, at=1.0
+    )
     assert effects == (core.GiveBack(),) and "j1" in marks
 
 
 def test_an_uncleared_cancel_of_a_job_not_handed_out_admits_it_again() -> None:
     marks = core.CancelMarks()
     flight = _flight(cancelling=True, cancel_requested=True)
-    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks)
+    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks, at=1.0)
     assert effects == (core.Admit(flight.job),)
     assert not flight.cancelling and not flight.cancel_requested
 
@@ -502,20 +529,22 @@ def test_an_uncleared_cancel_of_a_job_not_handed_out_admits_it_again() -> None:
 def test_an_uncleared_cancel_while_disconnected_leaves_the_job_to_the_broker() -> None:
     flight = _flight(cancelling=True)
     marks = core.CancelMarks()
-    assert core.cancel_cleared(flight, False, failed=False, connected=False, marks=marks) == ()
+    assert (
+        core.cancel_cleared(flight, False, failed=False, connected=False, marks=marks, at=1.0) == ()
+    )
 
 
 def test_an_uncleared_cancel_of_a_job_its_worker_skipped_returns_it() -> None:
     flight = _flight(worker="w", cancelling=True, skipped=True)
     marks = core.CancelMarks()
-    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks)
+    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks, at=1.0)
     assert effects == (core.SettleAs("returned"),)
 
 
 def test_an_uncleared_cancel_of_a_job_whose_worker_was_killed_is_a_worker_crash() -> None:
     flight = _flight(worker="w", cancelling=True)
     marks = core.CancelMarks()
-    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks)
+    effects = core.cancel_cleared(flight, False, failed=False, connected=True, marks=marks, at=1.0)
     assert effects == (core.Crashed("worker_crash", "cancelled, but Global holds no cancel mark"),)
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from roger_actors.errors import RogerError
-from roger_actors.partition.consumer import _snapshot_shape
+from roger_actors.partition.consumer_core import Snapshot, parse_snapshot
 from roger_actors.partition.global_client import (
     decode_reply,
     decode_request,
@@ -314,9 +314,11 @@ def test_a_reply_to_another_request_is_refused() -> None:
 )
 def test_a_consumer_refuses_a_snapshot_of_the_wrong_shape(value: object) -> None:
     with pytest.raises(ValueError, match="Global snapshot"):
-        _snapshot_shape(value)
-    assert _snapshot_shape({"cancelled": ["j"], "paused": ["q"]}) == (["j"], ["q"])
-    assert _snapshot_shape({"cancelled": [], "paused": [], "executing": ["k"]}) == ([], [])
+        parse_snapshot(value)
+    assert parse_snapshot({"cancelled": ["j"], "paused": ["q"]}) == Snapshot(("j",), ("q",))
+    assert parse_snapshot({"cancelled": [], "paused": [], "executing": ["k"]}) == Snapshot(
+        (), (), ("k",)
+    )
 
 
 def test_ids_and_keys_longer_than_255_bytes_are_refused_without_being_echoed() -> None:

@@ -195,7 +195,7 @@ def test_waiting_queue_names_are_always_legal_and_distinct_per_key(
 ) -> None:
     from pamqp.constants import DOMAIN_REGEX
 
-    from roger_actors.partition.consumer import waiting_queue_name
+    from roger_actors.partition.execution_keys import waiting_queue_name
 
     names = [waiting_queue_name(pid, key) for key in keys]
     for name in names:
