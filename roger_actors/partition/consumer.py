@@ -41,9 +41,9 @@ For each delivery:
 - a payload larger than ``max_payload_bytes`` (not decoded at all), or that
   does not decode or validate (any exception of the decoder counts), is
   published with its body unchanged to ``<partition>-<queue>.invalid`` with
-  the reason (at most :data:`INVALID_REASON_CHARS` characters) in the
+  the reason (at most :data:`~.settler.INVALID_REASON_CHARS` characters) in the
   ``x-roger-invalid`` header, then acked (never redelivered, never dropped).
-  Its original headers are kept only up to :data:`KEPT_HEADERS_BYTES`
+  Its original headers are kept only up to :data:`~.headers.KEPT_HEADERS_BYTES`
   encoded bytes (bigger ones are replaced by ``x-roger-headers-dropped``,
   their size), so the republished message always fits the connection's
   ``frame_max``;
@@ -109,17 +109,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from thespian.actors import WatchMessage
 
-from roger_actors.clock import now
 from roger_actors.cluster_auth import ClusterAuth
 from roger_actors.config import Config
 from roger_actors.errors import RogerError
@@ -133,11 +130,12 @@ from roger_actors.queue import Queue
 from roger_actors.system_protocol import PartitionCommand, Resync
 from roger_actors.transport.amqp import ChannelLost, Delivery, LinkLost
 from roger_actors.transport.link_owner import LinkOwner
-from supervision import NOREPLY, ChildSpec, From, Server
-from supervision.protocol import Call, CallReply, StartChild, TerminateChild, WhichChildren
+from supervision import NOREPLY, From, Server
+from supervision.protocol import CallReply, WhichChildren
 
-from . import consumer_core, control, execution_fence, retry
+from . import consumer_core, control, execution_fence
 from .callback_runner import CLOSE_SECONDS, CallbackRunner
+from .consumer_channels import ConsumerChannels
 from .consumer_core import UNRUN_OUTCOMES, QueueState
 from .execution_keys import ExecutionKeys
 from .global_client import request as global_request
@@ -147,12 +145,12 @@ from .messages import (
     JobFinished,
     JobsFinished,
     QueuesOf,
-    RunJobs,
     WorkerExited,
     WorkerReady,
 )
 from .settler import Settler
 from .worker import Worker
+from .worker_pool import WorkerPool
 
 log = logging.getLogger("roger_actors.consumer")
 
@@ -286,7 +284,8 @@ class Consumer(Server, LinkOwner):
         }
         self.inflight: dict[int, _InFlight] = {}
         self.tokens = control.Tokens(self.inflight)
-        self.worker_sup: Any = None
+        #: The worker processes, one pool per Consumer (worker_pool).
+        self.pool = WorkerPool(self, partition_id, config, self.inflight, Worker)
         self.connected = False
         self.consuming = True
         self.open_link(
@@ -311,9 +310,6 @@ class Consumer(Server, LinkOwner):
         self.pending_calls: dict[str, Any] = {}
         #: Refs of the reconfigurations under way on the broker (see _reconcile_consuming).
         self.reconfiguring: set[str] = set()
-        #: Serialises the changes of the consumers on the broker (see _in_turn).
-        self.consumer_turns: asyncio.Lock | None = None
-        self.starting_workers: dict[str, _WorkerRef] = {}
         self.acks: list[Delivery] = []
         #: Outcomes being recorded on the broker (a republish, a queue key
         #: being freed) before their ack: the Consumer is still busy.
@@ -321,7 +317,6 @@ class Consumer(Server, LinkOwner):
         self.pending_io: list[concurrent.futures.Future[None]] = []
         #: Snapshot fetches under way (cancelled by terminate).
         self.fetches: list[concurrent.futures.Future[None]] = []
-        self.early_ready: list[WorkerReady] = []
         #: Local copy of the partition's cancelled job ids (from Global, then
         #: casts), learned at monotonic times; a hint only.
         self.cancelled = consumer_core.CancelMarks()
@@ -338,6 +333,9 @@ class Consumer(Server, LinkOwner):
         self.waiting = consumer_core.WaitingKeys()
         #: Execution keys (take, park, release, sweep; execution_keys) and
         #: the end of deliveries on the broker (settler).
+        self.channels = ConsumerChannels(
+            self.link, partition_id, config.delivery_limit, config.max_buried_queue_size
+        )
         self.keys = ExecutionKeys(self.link, partition_id, self._global, self._headers_budget)
         self.settler = Settler(
             self.link, self.keeper, partition_id, self._global, self._headers_budget
@@ -382,17 +380,8 @@ class Consumer(Server, LinkOwner):
         for q in self.queues.values():
             q.prefetch = q.wanted_prefetch
         plan = [(name, q.max_workers, q.prefetch) for name, q in self.queues.items()]
-
-        async def connect() -> None:
-            await self.link.connect()
-            for name, limit, prefetch in plan:
-                await self._declare(name)
-                if limit > 0:
-                    queue = Queue.make_name(self.partition_id, name)
-                    # Deliveries start once Global's snapshot is in (_on_snapshot).
-                    await self.link.consume(name, queue, prefetch, start=False)
-
-        self._submit("connected", self._in_turn(connect()))
+        # Deliveries start once Global's snapshot is in (_on_snapshot).
+        self._submit("connected", self.channels.open(plan))
 
     async def _global(self, op: str, args: list[Any]) -> Any:
         return await global_request(
@@ -426,12 +415,8 @@ class Consumer(Server, LinkOwner):
             state.paused = name in self.pauses
         self.snapshot_ready = True
         self._tell_registry()
-        start = [
-            name
-            for name, q in self.queues.items()
-            if self.consuming and not q.paused and q.max_workers > 0
-        ]
-        self._submit("resume", self._in_turn(self._resume_all(start)))
+        start, _ = consumer_core.consuming_plan(self.queues, self.consuming)
+        self._submit("resume", self.channels.resume(start))
 
     def _resync(self) -> None:
         """The node's System subscribed again and may have missed casts: fetch
@@ -455,14 +440,6 @@ class Consumer(Server, LinkOwner):
         for name, pause in self.pauses.missed_casts(snapshot.paused):
             command = "queue_pause" if pause else "queue_resume"
             self._on_command(PartitionCommand(self.partition_id, command, (name,)))
-
-    async def _declare(self, queue: str) -> None:
-        await self.link.declare_work_queue(
-            Queue.make_name(self.partition_id, queue), self.config.delivery_limit
-        )
-        await self.link.declare_replicated(Queue.invalid_name(self.partition_id, queue))
-        name, args = retry.buried_queue(self.partition_id, queue, self.config.max_buried_queue_size)
-        await self.link.declare_replicated(name, args)
 
     # ------------------------------------------------------------ messages
 
@@ -502,7 +479,7 @@ class Consumer(Server, LinkOwner):
         elif isinstance(message, JobsFinished):
             self._on_finished(message.results)
         elif isinstance(message, WorkerReady):
-            self._on_worker_ready(message)
+            self.pool.ready(message, self.queues)
         elif isinstance(message, WorkerExited):
             self._on_worker_exited(message.address, message.reason)
         elif isinstance(message, CallReply):
@@ -638,25 +615,21 @@ class Consumer(Server, LinkOwner):
         state = self.queues.get(key)
         if state is None:
             return
-        self._return_unstarted(state)
+        self.pool.return_unstarted(state)
         for token in state.backlog:
             self.inflight.pop(token, None)
         state.backlog.clear()
         self._forget_gating(key)
         if state.max_workers > 0 and self.connected:
-            queue = Queue.make_name(self.partition_id, key)
             start = self.consuming and not state.paused
-            self._submit(
-                "reconsume",
-                self._in_turn(self.link.consume(key, queue, state.wanted_prefetch, start)),
-            )
+            self._submit("reconsume", self.channels.consume(key, state.wanted_prefetch, start))
 
     def _on_link_lost(self, reason: str) -> None:
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)
         self.connected = False
         self.snapshot_ready = False
         for state in self.queues.values():
-            self._return_unstarted(state)
+            self.pool.return_unstarted(state)
             for token in state.backlog:
                 self.inflight.pop(token, None)
             state.backlog.clear()
@@ -685,56 +658,13 @@ class Consumer(Server, LinkOwner):
             self._connect()
             return
         if reply.ref == self.sup_ref:
-            if reply.ok:
-                for info in reply.value:
-                    if info.id == "workers":
-                        self.worker_sup = info.address
-            if self.worker_sup is None:
+            if not (reply.ok and self.pool.found(reply.value)):
                 raise RuntimeError("consumer cannot find its WorkerSupervisor")
             for state in self.queues.values():
-                self._dispatch(state)
+                self.pool.dispatch(state)
             return
-        worker = self.starting_workers.pop(reply.ref, None)
-        if worker is None:
-            return
-        owner = self.queues.get(worker.queue)
-        if owner is not None:
-            owner.starting -= 1
-        if not reply.ok or reply.value is None:
-            log.error("%s: cannot start a worker: %s", self.partition_id, reply.value)
-            return
-        worker.address = reply.value
-        worker.idle_since = _monotonic()
-        for ready in self.early_ready:
-            if ready.address == worker.address:
-                self.early_ready.remove(ready)
-                self._mark_ready(worker, ready)
-                break
-        if owner is None:
-            self._stop_worker(worker)
-            return
-        owner.workers.append(worker)
-        self._dispatch(owner)
-
-    def _on_worker_ready(self, ready: WorkerReady) -> None:
-        for state in self.queues.values():
-            for worker in state.workers:
-                if not worker.ready and worker.address == ready.address:
-                    self._mark_ready(worker, ready)
-                    self._dispatch(state)
-                    return
-        self.early_ready.append(ready)
-        del self.early_ready[:-64]
-
-    @staticmethod
-    def _mark_ready(worker: _WorkerRef, ready: WorkerReady) -> None:
-        # Send to the address the worker reported itself: an address relayed by
-        # the WorkerSupervisor may not be routable from here before the worker
-        # has been heard from (messages sent to it were seen to be lost).
-        worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
-        worker.control = ready.control
-        worker.scoreboard = ready.scoreboard
-        worker.board = control.Scoreboard.take(ready.scoreboard) if ready.scoreboard else None
+        if reply.ref in self.pool.starts:
+            self.pool.started(reply.ref, reply.ok, reply.value, self.queues)
 
     # ------------------------------------------------------------ deliveries
 
@@ -779,7 +709,7 @@ class Consumer(Server, LinkOwner):
             return
         state = self.queues[delivery.key]
         state.backlog.append(token)
-        self._dispatch(state)
+        self.pool.dispatch(state)
 
     # ------------------------------------------------------------ keys and Global
 
@@ -805,7 +735,7 @@ class Consumer(Server, LinkOwner):
         elif isinstance(effect, consumer_core.Backlog):
             state = self.queues[delivery.key]
             state.backlog.append(token)
-            self._dispatch(state)
+            self.pool.dispatch(state)
         else:
             del self.inflight[token]
             if isinstance(effect, consumer_core.Parked):
@@ -952,66 +882,6 @@ class Consumer(Server, LinkOwner):
         """Move a delivery that is no job to ``.invalid`` (:meth:`Settler.set_aside`)."""
         self._submit("invalid", self.settler.set_aside(delivery, reason, free_key))
 
-    def _dispatch(self, state: QueueState) -> None:
-        if self.worker_sup is None:
-            return
-        while state.backlog:
-            idle = state.idle_worker()
-            if idle is None:
-                break
-            self._hand_batch(state, idle)
-        for _ in range(state.workers_to_start()):
-            self._start_worker(state)
-
-    def _hand_batch(self, state: QueueState, worker: _WorkerRef) -> None:
-        """Give ``worker`` its share of the backlog (one job if it has a time limit)."""
-
-        def job_of(token: int) -> Job | None:
-            flight = self.inflight.get(token)
-            return None if flight is None else flight.job
-
-        items, timed = state.take_batch(job_of)
-        if timed:  # a timed job travels alone: its timer starts now
-            token, job = items[0]
-            assert job.max_execution_time is not None
-            self.inflight[token].timer = self.send_after(
-                float(job.max_execution_time), ("timeout", token)
-            )
-        handed_at = now()
-        for token, _ in items:
-            self.inflight[token].worker = worker
-            self.inflight[token].handed_at = handed_at
-        worker.hand([token for token, _ in items])
-        if items:
-            self.send(worker.address, RunJobs(items))
-
-    def _start_worker(self, state: QueueState) -> None:
-        spec = ChildSpec(
-            f"worker-{state.name}",
-            (
-                Worker,
-                (),
-                {
-                    "owner": self.address,
-                    "partition_id": self.partition_id,
-                    "queue": state.name,
-                    "config": self.config,
-                },
-            ),
-            restart="temporary",
-            shutdown=2.0,
-        )
-        ref = self.call_async(self.worker_sup, StartChild(spec))
-        self.starting_workers[ref] = _WorkerRef(state.name)
-        state.starting += 1
-
-    def _stop_worker(self, worker: _WorkerRef) -> None:
-        if worker.board is not None:
-            worker.board.close()
-            worker.board = None
-        if worker.address is not None and self.worker_sup is not None:
-            self.send(self.worker_sup, Call("stop-worker", TerminateChild(worker.address)))
-
     # ------------------------------------------------------------ outcomes
 
     def _on_finished(self, results: list[JobFinished]) -> None:
@@ -1037,7 +907,7 @@ class Consumer(Server, LinkOwner):
         for worker in freed:
             state = self.queues.get(worker.queue)
             if state is not None:
-                self._dispatch(state)
+                self.pool.dispatch(state)
 
     def _record_duration(self, queue: str, seconds: float) -> None:
         state = self.queues.get(queue)
@@ -1052,7 +922,7 @@ class Consumer(Server, LinkOwner):
             return
         wanted = state.prefetch_change()
         if wanted is not None:
-            self._submit("prefetch", self._in_turn(self.link.set_prefetch(queue, wanted)))
+            self._submit("prefetch", self.channels.set_prefetch(queue, wanted))
 
     def _settle(self, flight: _InFlight, outcome: str) -> None:
         """Record the outcome of a job, then ack its delivery.
@@ -1102,23 +972,13 @@ class Consumer(Server, LinkOwner):
         if flight is None or flight.worker is None:
             return
         flight.timed_out = True
-        if flight.worker.pid is None:
-            self._stop_worker(flight.worker)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(flight.worker.pid, signal.SIGKILL)
+        self.pool.kill(flight.worker)
 
     def _on_worker_exited(self, address: Any, reason: Any) -> None:
-        worker = None
-        for state in self.queues.values():
-            for candidate in state.workers:
-                if candidate.address == address:
-                    worker = candidate
-                    state.workers.remove(candidate)
-                    break
-        record = self._read_scoreboard(worker)
-        if worker is None or not worker.tokens:
+        exited = self.pool.exited(address, self.queues)
+        if exited is None or not exited[0].tokens:
             return
+        worker, record = exited
         # The scoreboard says which jobs ended (outcomes not reported yet)
         # and which one the worker died under.
         running, others = worker.died(record)
@@ -1134,38 +994,7 @@ class Consumer(Server, LinkOwner):
         if running is not None:
             self._on_died_under(running, reason)
         if owner is not None:
-            self._dispatch(owner)
-
-    def _read_scoreboard(self, worker: _WorkerRef | None) -> control.BatchRecord | None:
-        """The dead worker's last record; its scoreboard file is removed."""
-        if worker is None or not worker.scoreboard:
-            return None
-        board = worker.board or control.Scoreboard.attach(worker.scoreboard)
-        worker.board = None
-        control.Scoreboard.unlink(worker.scoreboard)
-        if board is None:
-            return None
-        try:
-            return board.read()
-        finally:
-            board.close()
-
-    def _running(self) -> list[_InFlight]:
-        """The jobs whose ``perform`` runs now (as the workers' scoreboards say;
-        jobs handed in a batch but not started yet are not running)."""
-        running = []
-        for state in self.queues.values():
-            for worker in state.workers:
-                if not worker.tokens:
-                    continue
-                record = worker.board.read() if worker.board is not None and worker.batch else None
-                token = worker.running_token(record)
-                if token is None:
-                    continue
-                flight = self.inflight.get(token)
-                if flight is not None:
-                    running.append(flight)
-        return running
+            self.pool.dispatch(owner)
 
     def _on_died_under(self, token: int, reason: Any) -> None:
         """The worker process ended while running this job."""
@@ -1232,10 +1061,7 @@ class Consumer(Server, LinkOwner):
         if self.connected:
             for key in self.waiting.start_sweeps():
                 self._submit("sweep:" + key, self.keys.sweep(key))
-        limit = _monotonic() - WORKER_IDLE_SECONDS
-        for state in self.queues.values():
-            for worker in state.stop_idle(limit):
-                self._stop_worker(worker)
+        self.pool.stop_idle(self.queues.values(), WORKER_IDLE_SECONDS)
 
     def _fence_tick(self) -> None:
         """Execution-key fencing (execution_fence), every tick: connected, hold
@@ -1271,15 +1097,14 @@ class Consumer(Server, LinkOwner):
         flight.fenced = True
         worker = flight.worker
         if worker is not None and worker.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
+            self.pool.kill(worker)
 
     # ------------------------------------------------------------ requests
 
     def handle_call(self, request: Any, from_: From) -> Any:
         """GetQueues, Pause, Resume, PauseAll, Reconfigure, Status, StopConsuming, Purge."""
         if isinstance(request, Status):
-            running = self._running()
+            running = self.pool.running(self.queues.values())
             return {
                 "connected": self.connected,
                 "running_jobs": [f.job.started(f.handed_at) for f in running],
@@ -1292,7 +1117,8 @@ class Consumer(Server, LinkOwner):
                 "swept_keys": self.waiting.keys(),
             }
         if isinstance(request, GetQueues):
-            return self._io_call(from_, self._queue_stats(self._snapshot()))
+            snapshot = {name: (q.max_workers, q.paused) for name, q in self.queues.items()}
+            return self._io_call(from_, self.channels.stats(snapshot))
         if isinstance(request, (Pause, Resume)):
             self._check_queue(request.queue)
             return self._set_paused([request.queue], isinstance(request, Pause), from_)
@@ -1302,14 +1128,12 @@ class Consumer(Server, LinkOwner):
             self.consuming = False
             for state in self.queues.values():
                 self._requeue_backlog(state)
-            return self._io_call(from_, self._in_turn(self._pause_all(list(self.queues))))
+            return self._io_call(from_, self.channels.pause(list(self.queues)))
         if isinstance(request, Reconfigure):
             return self._reconfigure(request.queues, from_)
         if isinstance(request, Purge):
             self._check_queue(request.queue)
-            return self._io_call(
-                from_, self.link.purge(Queue.make_name(self.partition_id, request.queue))
-            )
+            return self._io_call(from_, self.channels.purge(request.queue))
         return super().handle_call(request, from_)
 
     def _check_queue(self, name: str) -> None:
@@ -1320,39 +1144,6 @@ class Consumer(Server, LinkOwner):
         self.pending_calls[from_.ref] = from_
         self._submit("call:" + from_.ref, coro)
         return NOREPLY
-
-    async def _counts(self, queue_type: str) -> tuple[int, int]:
-        """The broker's counts of one work queue; ConnectionError naming the
-        partition while the link is down or drops under the look (the
-        client library's own error for a closed connection is not the
-        caller's to parse)."""
-        if not self.link.is_open:
-            raise ConnectionError(f"partition {self.partition_id!r}: not connected to the broker")
-        try:
-            return await self.link.counts(Queue.make_name(self.partition_id, queue_type))
-        except Exception as exc:
-            if self.link.is_open:
-                raise  # the queue's own error (say, it was deleted)
-            raise ConnectionError(
-                f"partition {self.partition_id!r}: the broker connection dropped: {exc}"
-            ) from None
-
-    def _snapshot(self) -> dict[str, tuple[int, bool]]:
-        return {name: (q.max_workers, q.paused) for name, q in self.queues.items()}
-
-    async def _queue_stats(
-        self, snapshot: dict[str, tuple[int, bool]]
-    ) -> dict[str, dict[str, Any]]:
-        stats: dict[str, dict[str, Any]] = {}
-        for name, (max_workers, paused) in snapshot.items():
-            messages, consumers = await self._counts(name)
-            stats[name] = {
-                "max_workers": max_workers,
-                "paused": paused,
-                "message_count": messages,
-                "consumer_count": consumers,
-            }
-        return stats
 
     def _set_paused(self, names: list[str], paused: bool, from_: From) -> Any:
         return self._io_call(from_, self._change_paused(names, paused))
@@ -1369,44 +1160,17 @@ class Consumer(Server, LinkOwner):
             if paused:
                 self._requeue_backlog(state)
         if paused:
-            return self._in_turn(self._pause_all(names))
-        return self._in_turn(self._resume_all(resume))
-
-    def _return_unstarted(self, state: QueueState) -> None:
-        """Ask every worker of ``state`` that holds a batch to report its jobs
-        not started yet as ``returned`` instead of running them."""
-        for worker in state.workers:
-            if len(worker.tokens) > 1 and worker.control:
-                control.tell(worker.control, control.RETURN_UNSTARTED)
+            return self.channels.pause(names)
+        return self.channels.resume(resume)
 
     def _requeue_backlog(self, state: QueueState) -> None:
         """Deliveries not yet running go back to the broker (also those handed to
         a worker in a batch and not started: the worker returns them)."""
-        self._return_unstarted(state)
+        self.pool.return_unstarted(state)
         while state.backlog:
             flight = self.inflight.pop(state.backlog.popleft(), None)
             if flight is not None:
                 self._give_back(flight.delivery)
-
-    async def _in_turn(self, change: Any) -> Any:
-        """Await ``change``, a coroutine that starts, stops or re-creates consumer
-        channels' consumers (connect, consume, pause, resume, prefetch), after
-        the ones submitted before it have finished; returns its result. Without
-        this a pause could run while a resume's ``basic.consume`` is under way
-        (it then finds no consumer to cancel, and the queue is consumed while
-        paused), or two resumes could both start a consumer."""
-        if self.consumer_turns is None:
-            self.consumer_turns = asyncio.Lock()  # made on the loop thread
-        async with self.consumer_turns:
-            return await change
-
-    async def _pause_all(self, names: list[str]) -> None:
-        for name in names:
-            await self.link.pause(name)
-
-    async def _resume_all(self, names: list[str]) -> None:
-        for name in names:
-            await self.link.resume(name)
 
     def _reconfigure(self, queues: dict[str, int], from_: From) -> Any:
         """Make ``queues`` the partition's queues (:func:`consumer_core.reconfigure`):
@@ -1420,10 +1184,10 @@ class Consumer(Server, LinkOwner):
             self._requeue_backlog(state)
             for worker in state.workers:
                 if not worker.tokens:
-                    self._stop_worker(worker)
+                    self.pool.stop(worker)
         consuming = self.consuming and self.snapshot_ready
         self.reconfiguring.add(from_.ref)
-        return self._io_call(from_, self._in_turn(self._apply_queues(plan, consuming)))
+        return self._io_call(from_, self.channels.apply(plan, consuming))
 
     def _reconcile_consuming(self) -> None:
         """A reconfiguration has reached the broker: consume exactly the queues
@@ -1434,32 +1198,7 @@ class Consumer(Server, LinkOwner):
         run, stop = consumer_core.consuming_plan(
             self.queues, self.consuming and self.snapshot_ready
         )
-
-        async def reconcile() -> None:
-            await self._pause_all(stop)
-            await self._resume_all(run)
-
-        self._submit("reconcile", self._in_turn(reconcile()))
-
-    async def _apply_queues(self, plan: consumer_core.QueuesPlan, consuming: bool) -> None:
-        """Apply a reconfiguration on the broker: the consumers of removed
-        queues stop, added queues are declared and consumed (started when
-        ``consuming`` and not paused), changed ones take their prefetch."""
-        for name in plan.removed:
-            await self.link.pause(name)
-        for name, (prefetch, paused) in plan.added.items():
-            await self._declare(name)
-            if prefetch > 0:
-                queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(name, queue, prefetch, start=consuming and not paused)
-        for name, (previous, prefetch, paused) in plan.changed.items():
-            if prefetch == 0:
-                await self.link.pause(name)
-            elif previous == 0:
-                queue = Queue.make_name(self.partition_id, name)
-                await self.link.consume(name, queue, prefetch, start=consuming and not paused)
-            else:
-                await self.link.set_prefetch(name, prefetch)
+        self._submit("reconcile", self.channels.reconcile(run, stop))
 
     def terminate(self, reason: Any) -> None:
         """Finish the acks and publishes under way (a few seconds at most), then

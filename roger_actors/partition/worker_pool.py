@@ -1,0 +1,297 @@
+"""A Consumer's worker processes: started, handed batches, stopped, killed,
+and read after they die.
+
+:class:`WorkerPool` keeps, for each queue type (its
+:class:`~roger_actors.partition.consumer_core.QueueState`), the workers the
+partition's WorkerSupervisor started for it: at most ``max_workers``, each
+one job at a time. A worker is started when jobs wait in the queue's
+backlog and none is idle, and stopped after it stayed idle a while
+(:meth:`~WorkerPool.stop_idle`). Batches are cut by
+:meth:`QueueState.take_batch`; a job with a ``max_execution_time`` travels
+alone, and its timer (``("timeout", token)`` to the Consumer) starts when
+it is handed.
+
+A worker is addressed where it reported itself (:class:`WorkerReady`), not
+where the WorkerSupervisor said it started: an address relayed by the
+supervisor may not be routable before the worker has been heard from
+(messages sent to it were seen to be lost). A worker's *scoreboard*
+(:mod:`~roger_actors.partition.control`) says which job of its batch runs
+and which ended; the pool reads it to tell the running jobs and, after the
+worker died, what became of its batch.
+
+The pool talks through ``port``, the Consumer actor: ``send``,
+``call_async`` (replies come back to the Consumer, which hands those of
+:meth:`~WorkerPool.starts` to :meth:`~WorkerPool.started`) and
+``send_after``. It never blocks and never raises for a worker that is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import Any, Protocol
+
+from roger_actors.clock import now
+from roger_actors.config import Config
+from roger_actors.job import Job
+from supervision import ChildSpec
+from supervision.protocol import Call, StartChild, TerminateChild
+
+from . import control
+from .consumer_core import Flight, QueueState, WorkerRef
+from .messages import RunJobs, WorkerReady
+
+log = logging.getLogger("roger_actors.consumer")
+
+#: Most early :class:`WorkerReady` reports kept for workers not known yet.
+EARLY_READY_KEPT = 64
+
+
+class Port(Protocol):
+    """What the pool needs of its actor."""
+
+    address: Any
+
+    def send(self, target: Any, message: Any) -> None:
+        """Send ``message`` to ``target``."""
+
+    def call_async(self, address: Any, request: Any) -> str:
+        """Call ``address``; the reply comes back to the actor with this ref."""
+
+    def send_after(self, seconds: float, message: Any) -> Any:
+        """Send ``message`` to the actor itself after ``seconds``."""
+
+
+class WorkerPool:
+    """The worker processes of one Consumer; see the module docstring.
+
+    ``inflight`` is the Consumer's map of delivery tokens to flights (the
+    pool sets a flight's ``worker``, ``handed_at`` and ``timer`` when it is
+    handed); ``worker_class`` the actor class a worker runs (with the
+    keyword arguments ``owner``, ``partition_id``, ``queue`` and
+    ``config``); ``clock`` monotonic seconds, injectable for tests."""
+
+    def __init__(
+        self,
+        port: Port,
+        partition_id: str,
+        config: Config,
+        inflight: MutableMapping[int, Flight[Any, WorkerRef]],
+        worker_class: type,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.port = port
+        self.partition_id = partition_id
+        self.config = config
+        self.inflight = inflight
+        self.worker_class = worker_class
+        self.clock = clock
+        #: The partition's WorkerSupervisor, once found (:meth:`found`).
+        self.supervisor: Any = None
+        #: Refs of the StartChild calls under way -> the worker being started.
+        self.starts: dict[str, WorkerRef] = {}
+        #: Ready reports of workers whose start reply has not come yet.
+        self._early: list[WorkerReady] = []
+
+    # ------------------------------------------------------------ the supervisor
+
+    def found(self, children: Iterable[Any]) -> bool:
+        """Take the WorkerSupervisor (child id ``"workers"``) from the
+        Consumer's parent's children; False when it is not among them."""
+        for info in children:
+            if info.id == "workers":
+                self.supervisor = info.address
+        return self.supervisor is not None
+
+    # ------------------------------------------------------------ starting
+
+    def dispatch(self, state: QueueState) -> None:
+        """Hand batches of ``state``'s backlog to its idle workers, then start
+        the workers the rest needs (within ``max_workers``). Nothing before the
+        WorkerSupervisor is found."""
+        if self.supervisor is None:
+            return
+        while state.backlog:
+            idle = state.idle_worker()
+            if idle is None:
+                break
+            self._hand(state, idle)
+        for _ in range(state.workers_to_start()):
+            self._start(state)
+
+    def _hand(self, state: QueueState, worker: WorkerRef) -> None:
+        """Give ``worker`` its share of the backlog (one job if it has a time limit)."""
+
+        def job_of(token: int) -> Job | None:
+            flight = self.inflight.get(token)
+            return None if flight is None else flight.job
+
+        items, timed = state.take_batch(job_of)
+        if timed:  # a timed job travels alone: its timer starts now
+            token, job = items[0]
+            assert job.max_execution_time is not None
+            self.inflight[token].timer = self.port.send_after(
+                float(job.max_execution_time), ("timeout", token)
+            )
+        handed_at = now()
+        for token, _ in items:
+            self.inflight[token].worker = worker
+            self.inflight[token].handed_at = handed_at
+        worker.hand([token for token, _ in items])
+        if items:
+            self.port.send(worker.address, RunJobs(items))
+
+    def _start(self, state: QueueState) -> None:
+        spec = ChildSpec(
+            f"worker-{state.name}",
+            (
+                self.worker_class,
+                (),
+                {
+                    "owner": self.port.address,
+                    "partition_id": self.partition_id,
+                    "queue": state.name,
+                    "config": self.config,
+                },
+            ),
+            restart="temporary",
+            shutdown=2.0,
+        )
+        ref = self.port.call_async(self.supervisor, StartChild(spec))
+        self.starts[ref] = WorkerRef(state.name)
+        state.starting += 1
+
+    def started(self, ref: str, ok: bool, value: Any, queues: Mapping[str, QueueState]) -> None:
+        """The WorkerSupervisor answered the start ``ref`` (one of
+        :attr:`starts`): ``ok`` and the worker's ``value`` address, or the
+        error. The worker joins its queue type (and is given work), or is
+        stopped at once when that queue type is gone meanwhile."""
+        worker = self.starts.pop(ref)
+        owner = queues.get(worker.queue)
+        if owner is not None:
+            owner.starting -= 1
+        if not ok or value is None:
+            log.error("%s: cannot start a worker: %s", self.partition_id, value)
+            return
+        worker.address = value
+        worker.idle_since = self.clock()
+        for ready in self._early:
+            if ready.address == worker.address:
+                self._early.remove(ready)
+                _mark_ready(worker, ready)
+                break
+        if owner is None:
+            self.stop(worker)
+            return
+        owner.workers.append(worker)
+        self.dispatch(owner)
+
+    def ready(self, ready: WorkerReady, queues: Mapping[str, QueueState]) -> None:
+        """A worker reported itself ready: it may take batches. A report that
+        overtook its start reply is kept (the last :data:`EARLY_READY_KEPT`)."""
+        for state in queues.values():
+            for worker in state.workers:
+                if not worker.ready and worker.address == ready.address:
+                    _mark_ready(worker, ready)
+                    self.dispatch(state)
+                    return
+        self._early.append(ready)
+        del self._early[:-EARLY_READY_KEPT]
+
+    # ------------------------------------------------------------ stopping
+
+    def stop(self, worker: WorkerRef) -> None:
+        """Ask the WorkerSupervisor to stop ``worker`` (it is taken off its
+        queue type by the caller); its scoreboard is let go."""
+        if worker.board is not None:
+            worker.board.close()
+            worker.board = None
+        if worker.address is not None and self.supervisor is not None:
+            self.port.send(self.supervisor, Call("stop-worker", TerminateChild(worker.address)))
+
+    def stop_idle(self, queues: Iterable[QueueState], idle_seconds: float) -> None:
+        """Stop the workers idle for ``idle_seconds`` or more (none of a queue
+        type whose backlog is not empty)."""
+        limit = self.clock() - idle_seconds
+        for state in queues:
+            for worker in state.stop_idle(limit):
+                self.stop(worker)
+
+    def kill(self, worker: WorkerRef) -> None:
+        """End ``worker`` now: SIGKILL (its WorkerSupervisor reports the exit),
+        or a stop when its pid is not known yet."""
+        if worker.pid is None:
+            self.stop(worker)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+
+    def return_unstarted(self, state: QueueState) -> None:
+        """Ask every worker of ``state`` that holds a batch to report its jobs
+        not started yet as ``returned`` instead of running them."""
+        for worker in state.workers:
+            if len(worker.tokens) > 1 and worker.control:
+                control.tell(worker.control, control.RETURN_UNSTARTED)
+
+    def exited(
+        self, address: Any, queues: Mapping[str, QueueState]
+    ) -> tuple[WorkerRef, control.BatchRecord | None] | None:
+        """The worker at ``address`` ended: it is taken off its queue type, and
+        its scoreboard's last record is read (its file removed). Returns the
+        worker and the record (None when it had no scoreboard), or None for a
+        worker this pool does not know."""
+        for state in queues.values():
+            for candidate in state.workers:
+                if candidate.address == address:
+                    state.workers.remove(candidate)
+                    return candidate, _last_record(candidate)
+        return None
+
+    # ------------------------------------------------------------ queries
+
+    def running(self, queues: Iterable[QueueState]) -> list[Flight[Any, WorkerRef]]:
+        """The flights whose job's ``perform`` runs now, as the workers'
+        scoreboards say (jobs handed in a batch but not started yet are not
+        running)."""
+        running = []
+        for state in queues:
+            for worker in state.workers:
+                if not worker.tokens:
+                    continue
+                record = worker.board.read() if worker.board is not None and worker.batch else None
+                token = worker.running_token(record)
+                if token is None:
+                    continue
+                flight = self.inflight.get(token)
+                if flight is not None:
+                    running.append(flight)
+        return running
+
+
+def _mark_ready(worker: WorkerRef, ready: WorkerReady) -> None:
+    worker.address, worker.pid, worker.ready = ready.address, ready.pid, True
+    worker.control = ready.control
+    worker.scoreboard = ready.scoreboard
+    worker.board = control.Scoreboard.take(ready.scoreboard) if ready.scoreboard else None
+
+
+def _last_record(worker: WorkerRef) -> control.BatchRecord | None:
+    """A dead worker's last scoreboard record; its scoreboard file is removed."""
+    if not worker.scoreboard:
+        return None
+    board = worker.board or control.Scoreboard.attach(worker.scoreboard)
+    worker.board = None
+    control.Scoreboard.unlink(worker.scoreboard)
+    if board is None:
+        return None
+    try:
+        return board.read()
+    finally:
+        board.close()
+
+
+__all__ = ["EARLY_READY_KEPT", "Port", "WorkerPool"]

@@ -1,0 +1,243 @@
+"""Specification: a Consumer's worker processes (``roger_actors.partition.worker_pool``):
+started within ``max_workers`` when jobs wait, handed their share of the
+backlog, stopped when idle or when their queue type is gone, killed, and
+read after they die. With a stand-in for the Consumer actor: no process.
+
+Run with ``scripts/test tests/unit/test_worker_pool.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from roger_actors.config import Config
+from roger_actors.job import Job
+from roger_actors.partition.consumer_core import Flight, QueueState, WorkerRef
+from roger_actors.partition.messages import RunJobs, WorkerReady
+from roger_actors.partition.worker import Worker
+from roger_actors.partition.worker_pool import WorkerPool
+from supervision.protocol import Call, StartChild, TerminateChild
+
+PID = "p1"
+
+
+class Quick(Job):
+    def perform(self, args: Any) -> Any:
+        return None
+
+
+class Timed(Job):
+    max_execution_time = 7
+
+    def perform(self, args: Any) -> Any:
+        return None
+
+
+@dataclass
+class Child:
+    id: str
+    address: Any
+
+
+class Port:
+    """The Consumer actor, recorded."""
+
+    address = "consumer"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, Any]] = []
+        self.calls: list[tuple[str, Any, Any]] = []
+        self.timers: list[tuple[float, Any]] = []
+        self._refs = itertools.count(1)
+
+    def send(self, target: Any, message: Any) -> None:
+        self.sent.append((target, message))
+
+    def call_async(self, address: Any, request: Any) -> str:
+        ref = f"ref-{next(self._refs)}"
+        self.calls.append((ref, address, request))
+        return ref
+
+    def send_after(self, seconds: float, message: Any) -> Any:
+        self.timers.append((seconds, message))
+        return len(self.timers)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    def __init__(self, max_workers: int = 2) -> None:
+        self.port = Port()
+        self.clock = Clock()
+        self.inflight: dict[int, Flight[Any, WorkerRef]] = {}
+        self.pool = WorkerPool(self.port, PID, Config(), self.inflight, Worker, self.clock)
+        self.state = QueueState("q", max_workers, adaptive=False)
+        self.queues = {"q": self.state}
+        self._tokens = itertools.count(1)
+
+    def backlog(self, jobs: Iterable[Job]) -> list[int]:
+        tokens = []
+        for job in jobs:
+            token = next(self._tokens)
+            self.inflight[token] = Flight(f"delivery-{token}", job)
+            self.state.backlog.append(token)
+            tokens.append(token)
+        return tokens
+
+    def start_worker(self, ref: str, address: str, pid: int | None = None) -> WorkerRef:
+        self.pool.started(ref, True, address, self.queues)
+        self.pool.ready(WorkerReady(pid or 0, address), self.queues)
+        [worker] = [w for w in self.state.workers if w.address == address]
+        if pid is None:
+            worker.pid = None
+        return worker
+
+    def run_jobs(self) -> list[tuple[Any, list[str]]]:
+        return [
+            (t, [job.id for _, job in m.items]) for t, m in self.port.sent if isinstance(m, RunJobs)
+        ]
+
+
+def _jobs(n: int, job_class: type[Job] = Quick) -> list[Job]:
+    return [Job.create(job_class, [], id=f"j{i}") for i in range(1, n + 1)]
+
+
+def test_nothing_starts_before_the_worker_supervisor_is_found() -> None:
+    rig = Rig()
+    rig.backlog(_jobs(3))
+    rig.pool.dispatch(rig.state)
+    assert rig.port.calls == []
+    assert not rig.pool.found([Child("owner", "o")])
+    assert rig.pool.found([Child("owner", "o"), Child("workers", "sup")])
+
+
+def test_workers_start_for_waiting_jobs_within_max_workers() -> None:
+    rig = Rig(max_workers=2)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(5))
+    rig.pool.dispatch(rig.state)
+    rig.pool.dispatch(rig.state)  # starting ones count: no more
+    assert [(address, type(request)) for _, address, request in rig.port.calls] == [
+        ("sup", StartChild),
+        ("sup", StartChild),
+    ]
+    spec = rig.port.calls[0][2].spec
+    assert spec.restart == "temporary" and spec.start.kwargs["owner"] == "consumer"
+    assert rig.state.starting == 2 and set(rig.pool.starts) == {"ref-1", "ref-2"}
+
+
+def test_a_ready_worker_gets_its_share_of_the_backlog_at_the_address_it_reported() -> None:
+    rig = Rig(max_workers=2)
+    rig.pool.found([Child("workers", "sup")])
+    tokens = rig.backlog(_jobs(4))
+    rig.state.avg_seconds = 0.001  # short jobs: batches of up to the fair share
+    rig.pool.dispatch(rig.state)
+    rig.pool.started("ref-1", True, "relayed-address", rig.queues)
+    assert rig.run_jobs() == []  # not ready yet: not heard from
+    rig.pool.ready(WorkerReady(41, "relayed-address"), rig.queues)
+    assert rig.run_jobs() == [("relayed-address", ["j1", "j2"])]  # half: two workers share
+    assert all(rig.inflight[t].worker is rig.state.workers[0] for t in tokens[:2])
+    assert rig.inflight[tokens[0]].handed_at > 0 and rig.inflight[tokens[2]].worker is None
+
+
+def test_a_ready_report_that_overtook_the_start_reply_is_not_lost() -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(1))
+    rig.pool.dispatch(rig.state)
+    rig.pool.ready(WorkerReady(41, "w1"), rig.queues)  # before the supervisor's reply
+    rig.pool.started("ref-1", True, "w1", rig.queues)
+    assert rig.run_jobs() == [("w1", ["j1"])]
+    assert rig.state.workers[0].pid == 41
+
+
+def test_a_timed_job_travels_alone_and_its_timer_starts_when_it_is_handed() -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    rig.state.avg_seconds = 0.001
+    quick, timed = _jobs(1), [Job.create(Timed, [], id="t1")]
+    tokens = rig.backlog(quick + timed + _jobs(1))
+    rig.pool.dispatch(rig.state)
+    worker = rig.start_worker("ref-1", "w1", pid=41)
+    assert rig.run_jobs() == [("w1", ["j1"])]  # the timed job ends the batch before it
+    assert rig.port.timers == []
+    worker.finished(tokens[0], rig.clock())
+    rig.pool.dispatch(rig.state)
+    assert rig.run_jobs()[-1] == ("w1", ["t1"])
+    assert rig.port.timers == [(7.0, ("timeout", tokens[1]))]
+    assert rig.inflight[tokens[1]].timer == 1
+
+
+def test_a_worker_whose_queue_type_went_away_while_it_started_is_stopped() -> None:
+    rig = Rig()
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(1))
+    rig.pool.dispatch(rig.state)
+    rig.pool.started("ref-1", True, "w1", {})
+    assert rig.port.sent == [("sup", Call("stop-worker", TerminateChild("w1")))]
+
+
+def test_a_failed_start_leaves_room_for_another(caplog: Any) -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(1))
+    rig.pool.dispatch(rig.state)
+    rig.pool.started("ref-1", False, RuntimeError("no room"), rig.queues)
+    assert rig.state.starting == 0 and rig.state.workers == []
+    assert "cannot start a worker" in caplog.text
+    rig.pool.dispatch(rig.state)
+    assert len(rig.port.calls) == 2
+
+
+def test_idle_workers_are_stopped_after_the_idle_time_and_never_while_jobs_wait() -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(1))
+    rig.pool.dispatch(rig.state)
+    worker = rig.start_worker("ref-1", "w1", pid=41)
+    worker.finished(worker.tokens[0], rig.clock())
+    rig.pool.stop_idle(rig.queues.values(), idle_seconds=5.0)
+    assert rig.state.workers == [worker]  # idle for 0 s
+    rig.clock.now += 6.0
+    rig.state.backlog.append(999)  # a job waits: the worker stays
+    rig.pool.stop_idle(rig.queues.values(), idle_seconds=5.0)
+    assert rig.state.workers == [worker]
+    rig.state.backlog.clear()
+    rig.pool.stop_idle(rig.queues.values(), idle_seconds=5.0)
+    assert rig.state.workers == []
+    assert rig.port.sent[-1] == ("sup", Call("stop-worker", TerminateChild("w1")))
+
+
+def test_an_exited_worker_leaves_its_queue_type_and_an_unknown_one_is_ignored() -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(2))
+    rig.pool.dispatch(rig.state)
+    worker = rig.start_worker("ref-1", "w1", pid=41)
+    assert rig.pool.exited("nobody", rig.queues) is None
+    assert rig.pool.exited("w1", rig.queues) == (worker, None)  # no scoreboard
+    assert rig.state.workers == [] and worker.tokens
+
+
+def test_kill_sigkills_the_worker_or_stops_one_whose_pid_is_not_known() -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        rig.pool.kill(WorkerRef("q", address="w1", pid=process.pid))
+        assert process.wait(timeout=5) == -9
+    finally:
+        process.kill()
+    rig.pool.kill(WorkerRef("q", address="w2"))
+    assert rig.port.sent == [("sup", Call("stop-worker", TerminateChild("w2")))]
+    rig.pool.kill(WorkerRef("q", address="w3", pid=process.pid))  # gone: no error
