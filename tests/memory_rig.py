@@ -25,6 +25,16 @@ T = TypeVar("T")
 _brokers = itertools.count(1)
 
 
+class Clock:
+    """A monotonic clock the test moves by hand (``clock.now += 5``)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Rig:
     """A link on its own memory broker, a Global state, and the deliveries."""
 

@@ -22,15 +22,6 @@ from roger_actors.transport.amqp import AmqpLink, Delivery, properties
 from tests.memory_rig import PID, Rig
 
 
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    rig = Rig()
-    try:
-        yield rig
-    finally:
-        rig.close()
-
-
 class SlowLink(AmqpLink):
     """A link whose ``basic.consume`` takes a while, as over a network."""
 

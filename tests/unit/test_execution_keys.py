@@ -8,10 +8,7 @@ Run with ``scripts/test tests/unit/test_execution_keys.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from roger_actors.job import Job
 from roger_actors.partition import execution_fence
@@ -20,7 +17,7 @@ from roger_actors.partition.execution_keys import (
     ExecutionKeys,
     waiting_queue_name,
 )
-from tests.memory_rig import PID, QUEUE, Rig
+from tests.memory_rig import PID, QUEUE, Clock, Rig
 
 
 class Keyed(Job):
@@ -34,23 +31,6 @@ class Keyed(Job):
 class Plain(Job):
     def perform(self, args: Any) -> Any:
         return None
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    rig = Rig()
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def _keys(rig: Rig, clock: Clock | None = None) -> ExecutionKeys:

@@ -10,7 +10,6 @@ Run with ``scripts/test tests/unit/test_settler.py``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from roger_actors.partition import consumer_core, settler
 from roger_actors.partition.lease import LeaseKeeper
 from roger_actors.queue import Queue
 from roger_actors.transport.base import NotFound
-from tests.memory_rig import PID, QUEUE, Rig
+from tests.memory_rig import PID, QUEUE, Clock, Rig
 
 
 class QueueKeyed(Job):
@@ -31,23 +30,6 @@ class QueueKeyed(Job):
 
     def queue_key(self, args: Any) -> str | None:
         return args[0]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    rig = Rig()
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def _settler(rig: Rig, clock: Clock | None = None) -> settler.Settler:

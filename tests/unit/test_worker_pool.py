@@ -21,6 +21,7 @@ from roger_actors.partition.messages import RunJobs, WorkerReady
 from roger_actors.partition.worker import Worker
 from roger_actors.partition.worker_pool import WorkerPool
 from supervision.protocol import Call, StartChild, TerminateChild
+from tests.memory_rig import Clock
 
 PID = "p1"
 
@@ -65,14 +66,6 @@ class Port:
     def send_after(self, seconds: float, message: Any) -> Any:
         self.timers.append((seconds, message))
         return len(self.timers)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Rig:
