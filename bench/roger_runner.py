@@ -65,3 +65,27 @@ class RogerRunner(PeerRunner):
         """The benchmark node."""
         os.environ["BENCH_CONCURRENCY"] = str(self.config.concurrency)
         return [sys.executable, "-m", "bench.roger_app", self.queue]
+
+
+class RogerManyRunner(RogerRunner):
+    """roger-actors enqueueing with ``Job.enqueue_many`` (pipelined confirms),
+    in calls of ``--option enqueue_batch=N`` jobs (default 1,000); the rest
+    (node, drain, latency with single ``Job.enqueue``) as :class:`RogerRunner`."""
+
+    name = "roger_many"
+
+    def __init__(self, config: BenchConfig) -> None:
+        super().__init__(config)
+        self.batch = int(config.options.get("enqueue_batch", "1000"))
+        if self.batch < 1:
+            raise ValueError(f"enqueue_batch must be at least 1, got {self.batch}")
+        self.notes["enqueue"] = f"Job.enqueue_many, {self.batch} jobs per call"
+
+    def _publish_throughput_jobs(self, n: int) -> None:
+        """``Job.enqueue_many`` in calls of ``enqueue_batch`` jobs."""
+        left = n
+        while left > 0:
+            count = min(self.batch, left)
+            jobs = [roger.Job.create(BenchJob, []) for _ in range(count)]
+            roger.Job.enqueue_many(jobs, self.partition)
+            left -= count

@@ -52,11 +52,12 @@ RUNNERS: dict[str, str] = {
     "celery": "bench.peer_celery:CeleryRunner",
     # Added by the lead: roger-actors' own node as one more runner.
     "roger": "bench.roger_runner:RogerRunner",
+    "roger_many": "bench.roger_runner:RogerManyRunner",
 }
 
 # Names PeerRunner trials give their queues and exchanges (see unique_queue_name),
 # with the suffixes runners add (Dramatiq's .DQ/.XQ, Roger's -default, .invalid, ...).
-LEFTOVER = re.compile(r"^bench_[a-z0-9]+_[0-9a-f]{12}([.-][A-Za-z0-9._-]*)?$")
+LEFTOVER = re.compile(r"^bench_[a-z0-9_]+_[0-9a-f]{12}([.-][A-Za-z0-9._-]*)?$")
 
 VERSIONED = ("aiormq", "pamqp", "dramatiq", "pika", "celery", "kombu", "amqp", "billiard")
 

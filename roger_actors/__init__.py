@@ -21,6 +21,7 @@ from roger_actors.config import AmqpSettings, Config, load_config
 from roger_actors.errors import (
     ConfigError,
     DuplicateJobError,
+    EnqueueError,
     GlobalTimeoutError,
     InvalidJobError,
     NotRunningError,
@@ -70,6 +71,7 @@ __all__ = [
     "ConfigError",
     "Consumer",
     "DuplicateJobError",
+    "EnqueueError",
     "Global",
     "GlobalTimeoutError",
     "Info",

@@ -9,9 +9,13 @@ raises on purpose. The ones that signal bad input also derive from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "ConfigError",
     "DuplicateJobError",
+    "EnqueueError",
     "GlobalTimeoutError",
     "InvalidJobError",
     "NotRunningError",
@@ -47,6 +51,30 @@ class DuplicateJobError(RogerError):
     def __init__(self, message: str, queue_key: str | None = None) -> None:
         super().__init__(message)
         self.queue_key = queue_key
+
+
+class EnqueueError(RogerError):
+    """``Job.enqueue_many`` could not enqueue some of the jobs (no confirm:
+    the connection dropped, the broker nacked, the partition's Global did
+    not answer for a job with a queue key).
+
+    ``confirmed`` are on the broker; ``duplicates`` were refused for their
+    queue key (published nowhere); ``failed`` are ``(job, error)`` pairs,
+    not enqueued (as far as the broker said) and safe to enqueue again.
+    Each list keeps the order the jobs were given in.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        confirmed: Sequence[Any] = (),
+        duplicates: Sequence[Any] = (),
+        failed: Sequence[tuple[Any, BaseException]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.confirmed = list(confirmed)
+        self.duplicates = list(duplicates)
+        self.failed = list(failed)
 
 
 class NotStartedError(RogerError):

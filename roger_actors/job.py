@@ -97,7 +97,12 @@ import cbor2
 
 from roger_actors import cbor_strict
 from roger_actors.clock import now
-from roger_actors.errors import InvalidJobError, NotStartedError
+from roger_actors.errors import (
+    DuplicateJobError,
+    EnqueueError,
+    InvalidJobError,
+    NotStartedError,
+)
 from roger_actors.queue import Queue, normalise_queue_type, validate_partition_id
 
 __all__ = [
@@ -651,6 +656,11 @@ def set_enqueue_hook(hook: EnqueueHook | None) -> EnqueueHook | None:
     partition id validated and the override normalised to a ``str`` or
     ``None``; it performs the queue-key check and the publish and raises
     :class:`~roger_actors.errors.DuplicateJobError` for a duplicate.
+
+    A hook may also have a ``many(jobs, partition_id, queue_override)``
+    method, which :meth:`Job.enqueue_many` calls (it returns the duplicates,
+    and raises :class:`~roger_actors.errors.EnqueueError` when some job was not
+    enqueued); without one, ``enqueue_many`` calls the hook once per job.
     """
     global _enqueue_hook
     with _lock:
@@ -1051,6 +1061,62 @@ class Job:
             "app_id": partition,
         }
         return AmqpMessage(routing_key, body, properties)
+
+    @staticmethod
+    def enqueue_many(
+        jobs: Iterable[Job], partition_id: str, queue: str | enum.Enum | None = None
+    ) -> list[Job]:
+        """Enqueue ``jobs`` in a partition with pipelined publisher confirms
+        (many in flight at once, so at about the broker's speed); each job is
+        confirmed by the broker, as with :meth:`enqueue`. Jobs without a queue
+        key reach their queue in the order given.
+
+        Returns the jobs refused as duplicates (their queue key is already
+        queued or running: published nowhere), in the order given. Validates
+        everything first: a bad partition id or queue, a job that is not a
+        :class:`Job`, an invalid job or a payload over the node's
+        ``max_payload_bytes`` raises (TypeError, ValueError,
+        :class:`InvalidJobError`) before anything is published. Raises
+        :class:`~roger_actors.errors.EnqueueError` when some job could not be
+        enqueued (its ``confirmed``, ``duplicates`` and ``failed`` lists say
+        which: the failed ones may be enqueued again), ``TimeoutError`` when
+        the node's publisher timed out (jobs may be on the broker or not),
+        and :class:`NotStartedError` when no node or producer is started in
+        this process.
+        """
+        batch = list(jobs)
+        for index, job in enumerate(batch):
+            if not isinstance(job, Job):
+                raise TypeError(f"jobs[{index}] must be a Job, got {type(job).__name__}")
+        partition = validate_partition_id(partition_id)
+        override = None if queue is None else normalise_queue_type(queue, argument="queue")
+        hook = _enqueue_hook
+        if hook is None:
+            raise NotStartedError("no node started in this process")
+        if not batch:
+            return []
+        many = getattr(hook, "many", None)
+        if many is not None:
+            return list(many(batch, partition, override))
+        confirmed: list[Job] = []
+        duplicates: list[Job] = []
+        for index, job in enumerate(batch):
+            try:
+                hook(job, partition, override)
+            except DuplicateJobError:
+                duplicates.append(job)
+            except Exception as exc:
+                rest = [(later, exc) for later in batch[index:]]
+                raise EnqueueError(
+                    f"{len(rest)} of {len(batch) - len(duplicates)} jobs were not enqueued "
+                    f"in partition {partition!r}: {exc!r}",
+                    confirmed,
+                    duplicates,
+                    rest,
+                ) from exc
+            else:
+                confirmed.append(job)
+        return duplicates
 
     def enqueue(self, partition_id: str, queue: str | enum.Enum | None = None) -> None:
         """Enqueue this job in a partition (``roger.Job.enqueue(job, "myapp")``).

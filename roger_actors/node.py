@@ -41,8 +41,9 @@ from .apply_system import ApplySystem
 from .cluster_auth import ClusterAuth
 from .cluster_client import ClusterClient
 from .config import Config, load_config
-from .errors import ConfigError, DuplicateJobError, NotRunningError, NotStartedError
-from .job import Job, bounded_repr, queue_key_of, set_allowed_modules, set_enqueue_hook
+from .enqueue import JobPublisher
+from .errors import ConfigError, NotRunningError, NotStartedError
+from .job import Job, bounded_repr, set_allowed_modules, set_enqueue_hook
 from .partition.consumer import (
     GetQueues,
     Pause,
@@ -151,6 +152,8 @@ class Node:
             config.max_payload_bytes,
             delivery_limit=config.delivery_limit,
         )
+        #: ``Job.enqueue`` and ``Job.enqueue_many`` of this process while it runs.
+        self.enqueuer = JobPublisher(self.publisher, ClusterAuth(config.cluster_secret))
 
     def start(self) -> Node:
         """Start the actor system and the tree; returns self.
@@ -258,8 +261,8 @@ class Node:
 
     def enqueue(self, job: Job, partition_id: str, queue: str | None) -> None:
         """Publish ``job`` (confirmed) to its queue in ``partition_id``; see
-        :func:`publish_job`."""
-        publish_job(self.publisher, job, partition_id, queue)
+        :meth:`JobPublisher.__call__ <roger_actors.enqueue.JobPublisher.__call__>`."""
+        self.enqueuer(job, partition_id, queue)
 
     def stop(self, graceful: bool = True) -> None:
         """Stop the node: first (if ``graceful``) the ShutdownHandler sequence —
@@ -421,7 +424,7 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
         node = Node(cfg).start()
         _current = node
         _global_auth = ClusterAuth(cfg.cluster_secret)
-    set_enqueue_hook(node.enqueue)
+    set_enqueue_hook(node.enqueuer)
     return node
 
 
@@ -503,14 +506,11 @@ def _producer_publisher() -> Publisher:
     return _producer
 
 
-def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
-    """Make this process able to enqueue jobs without running a node.
-
-    ``Job.enqueue`` then publishes (with confirms) over one connection of
-    this process. Use :func:`stop` to close it. Raises ``RuntimeError`` when
-    a node or a producer already runs here.
-    """
-    global _producer, _producer_config, _global_auth
+def producer_config(config: Config | dict[str, Any] | str | None = None) -> Config:
+    """The configuration a producer of this process connects with: ``config``
+    (see :func:`start`), with ``amqp = "memory://name"`` turned into the
+    address of that embedded broker. Raises ConfigError for a bad
+    configuration, and for an embedded broker no node runs in this process."""
     cfg = _final_config(config)
     name = cfg.amqp.embedded
     if name is not None:
@@ -521,6 +521,18 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
                 "or give the producer a real broker's URL"
             )
         cfg = _serve_embedded(cfg)
+    return cfg
+
+
+def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
+    """Make this process able to enqueue jobs without running a node.
+
+    ``Job.enqueue`` then publishes (with confirms) over one connection of
+    this process. Use :func:`stop` to close it. Raises ``RuntimeError`` when
+    a node or a producer already runs here.
+    """
+    global _producer, _producer_config, _global_auth
+    cfg = producer_config(config)
     with _lock:
         if _current is not None or _producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
@@ -534,10 +546,7 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
         _producer_config = cfg
         _global_auth = ClusterAuth(cfg.cluster_secret)
 
-    def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
-        publish_job(publisher, job, partition_id, queue)
-
-    set_enqueue_hook(enqueue)
+    set_enqueue_hook(JobPublisher(publisher, _global_auth))
 
 
 def _producer_cluster_client() -> ClusterClient | None:
@@ -550,36 +559,6 @@ def _producer_cluster_client() -> ClusterClient | None:
         if _cluster_client is None:
             _cluster_client = ClusterClient(_producer_config)
         return _cluster_client
-
-
-def publish_job(publisher: Publisher, job: Job, partition_id: str, queue: str | None) -> None:
-    """Publish ``job`` to its work queue in ``partition_id`` and wait for the confirm.
-
-    A job with a queue key is first registered with the partition's Global
-    (``is_queued(key, add=True)``): when the key is already queued this
-    raises DuplicateJobError and publishes nothing; when publishing then
-    fails, the key is given back. Raises NotStartedError for a job with a
-    queue key when the partition is started nowhere.
-    """
-    message = job.to_amqp(partition_id, queue, publisher.max_payload_bytes)
-    key = queue_key_of(job)
-    if key is None:
-        publisher.publish(message.routing_key, message.body, message.properties)
-        return
-    if _global_request(publisher, partition_id, "is_queued", [key, True]):
-        raise DuplicateJobError(
-            f"a job with queue key {key!r} is already queued or running in partition "
-            f"{partition_id!r}",
-            key,
-        )
-    try:
-        publisher.publish(message.routing_key, message.body, message.properties)
-    except BaseException:
-        try:
-            _global_request(publisher, partition_id, "remove_queued", [key])
-        except Exception:
-            log.exception("could not give queue key %r back after a failed publish", key)
-        raise
 
 
 def _global_request(
@@ -617,10 +596,7 @@ def install_worker_client(config: Config) -> None:
         _worker_publisher = publisher
         _global_auth = ClusterAuth(config.cluster_secret)
 
-    def enqueue(job: Job, partition_id: str, queue: str | None) -> None:
-        publish_job(publisher, job, partition_id, queue)
-
-    set_enqueue_hook(enqueue)
+    set_enqueue_hook(JobPublisher(publisher, _global_auth))
 
 
 def process_publisher() -> Publisher:
@@ -726,7 +702,7 @@ def _attach_embedded() -> Node | None:
         node = EmbeddedNode(cfg, app, address).attach()
         _current = node
         _global_auth = ClusterAuth(cfg.cluster_secret)
-    set_enqueue_hook(node.enqueue)
+    set_enqueue_hook(node.enqueuer)
     return node
 
 
@@ -1004,6 +980,7 @@ class System:
             client.cast(command, args)
             return
         system_mod.cast(*System._target(), command, args)
+
     @staticmethod
     def is_connected() -> bool:
         """True while this node is connected to the broker."""

@@ -45,7 +45,8 @@ class Publisher:
         self._io: LoopThread | None = None
         self._link: AmqpLink | None = None
         self._lock = threading.Lock()
-        self._declared: set[str] = set()
+        #: Work queues declared on this publisher's connections (each once).
+        self.declared: set[str] = set()
 
     def _ensure(self) -> tuple[LoopThread, AmqpLink]:
         if self._io is None:
@@ -92,9 +93,9 @@ class Publisher:
                 f"Job payload is {len(body)} bytes, larger than max_payload_bytes "
                 f"({self.max_payload_bytes} bytes)"
             )
-        if routing_key not in self._declared:
+        if routing_key not in self.declared:
             self.run("declare_work_queue", routing_key, self.delivery_limit)
-            self._declared.add(routing_key)
+            self.declared.add(routing_key)
         try:
             self._publish_confirmed(routing_key, body, props)
         except (Nacked, ConnectionError):
@@ -102,10 +103,10 @@ class Publisher:
             # may go on getting nacks for a quorum queue whose leader moved
             # (seen for up to a minute here). The next publish gets a new
             # connection (the next address first) instead of the same channel.
-            self._drop_link()
+            self.drop_link()
             raise
 
-    def _drop_link(self) -> None:
+    def drop_link(self) -> None:
         """Close the connection; the next operation opens a new one."""
         with self._lock:
             link, self._link = self._link, None

@@ -236,3 +236,26 @@ def test_callbacks_may_be_given_as_a_class_or_module_name_and_bad_arguments_are_
         pass
     with pytest.raises(TypeError, match="raise_errors"), eager(raise_errors=1):  # type: ignore[arg-type]
         pass
+
+
+def test_enqueue_many_runs_each_job_at_once_in_the_order_given() -> None:
+    with eager() as run:
+        jobs = [roger.Job.create(Double, [n]) for n in (1, 2, 3)]
+        assert roger.Job.enqueue_many(jobs, "myapp") == []
+    assert [o.result for o in run.outcomes] == [2, 4, 6]
+
+
+def test_enqueue_many_stops_at_a_failed_job_and_says_what_ran() -> None:
+    with eager() as run:
+        first, broken, last = (
+            roger.Job.create(Double, [1]),
+            roger.Job.create(Broken, ["y"]),
+            roger.Job.create(Double, [3]),
+        )
+        with pytest.raises(roger.EnqueueError) as raised:
+            roger.Job.enqueue_many([first, broken, last], "myapp")
+    error = raised.value
+    assert error.confirmed == [first]
+    assert [job for job, _ in error.failed] == [broken, last]
+    assert isinstance(error.__cause__, ValueError)
+    assert [o.result for o in run.outcomes if o.outcome == "done"] == [2]
