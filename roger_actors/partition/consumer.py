@@ -785,6 +785,7 @@ class Consumer(Server, LinkOwner):
             connected=self.connected,
             marks=self.cancelled,
             at=_monotonic(),
+            redelivered=flight.delivery.redelivered,
         )
         for effect in effects:
             if isinstance(effect, consumer_core.GiveBack):

@@ -577,17 +577,21 @@ def cancel_cleared(
     connected: bool,
     marks: CancelMarks,
     at: float,
+    redelivered: bool = False,
 ) -> tuple[GiveBack | Admit | RunCallback | SettleAs | Crashed, ...]:
     """Global answered :class:`ClearCancel` for ``flight`` at ``at``
-    (``failed``: it did not answer; ``connected``: the Consumer's link is up).
+    (``failed``: it did not answer; ``connected``: the Consumer's link is up;
+    ``redelivered``: the broker says its delivery was delivered before).
 
     - no answer: :class:`GiveBack` (the job comes back, still marked here);
     - cleared: ``on_cancel``, then settled as ``cancelled``; the mark is kept
       as cleared here (:meth:`CancelMarks.note_cleared`);
-    - not cleared, but this Consumer cleared the job's mark before: a copy
-      of a job it cancelled, delivered again because the first ack was lost
-      with its channel: settled as ``cancelled`` (acked, never run), with no
-      second ``on_cancel``;
+    - not cleared, but this Consumer cleared the job's mark before and the
+      delivery is ``redelivered``: a copy of a job it cancelled, delivered
+      again because the first ack was lost with its channel: settled as
+      ``cancelled`` (acked, never run), with no second ``on_cancel``. A job
+      enqueued again with the same id is a new message (not redelivered):
+      it runs;
     - not cleared (a forged or stale cast, an expired mark): never settled
       as cancelled, and its flags are reset: a job not handed to a worker is
       admitted again (when connected; else its channel is gone and the
@@ -599,7 +603,7 @@ def cancel_cleared(
     if cleared:
         marks.note_cleared(job_id, at)
         return (RunCallback("on_cancel"), SettleAs("cancelled"))
-    if marks.cleared_here(job_id):
+    if redelivered and marks.cleared_here(job_id):
         return (SettleAs("cancelled"),)
     marks.forget(job_id)
     flight.cancelling = flight.cancel_requested = False

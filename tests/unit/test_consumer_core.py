@@ -494,9 +494,21 @@ def test_a_copy_of_a_job_cancelled_here_is_settled_cancelled_without_a_second_on
     core.cancel_cleared(_flight(), True, failed=False, connected=True, marks=marks, at=1.0)
     again = _flight(cancelling=True)
     assert "j1" in marks  # triage sends the copy to Global again
-    effects = core.cancel_cleared(again, False, failed=False, connected=True, marks=marks, at=2.0)
+    effects = core.cancel_cleared(
+        again, False, failed=False, connected=True, marks=marks, at=2.0, redelivered=True
+    )
     assert effects == (core.SettleAs("cancelled"),)
     assert again.cancelling  # so the settle acks it, asking Global nothing more
+
+
+def test_a_job_cancelled_here_and_enqueued_again_with_its_id_runs() -> None:
+    marks = core.CancelMarks()
+    marks.note("j1", 0.0)
+    core.cancel_cleared(_flight(), True, failed=False, connected=True, marks=marks, at=1.0)
+    again = _flight(cancelling=True)  # a new message: not redelivered
+    effects = core.cancel_cleared(again, False, failed=False, connected=True, marks=marks, at=2.0)
+    assert effects == (core.Admit(again.job),)
+    assert "j1" not in marks
 
 
 def test_a_mark_cleared_here_expires_like_any_mark() -> None:
