@@ -10,7 +10,12 @@ judging by the queue's recent job durations (one job at a time for slow
 jobs, up to :data:`~roger_actors.partition.consumer_core.MAX_BATCH` for
 very short ones). The Consumer's decisions (what to do with a delivery and
 with an outcome, how jobs are batched) are made without I/O by
-:mod:`~roger_actors.partition.consumer_core`; this actor carries them out.
+:mod:`~roger_actors.partition.consumer_core`; this actor carries them out
+through one module per concern: the queues' consumer channels
+(:mod:`~.consumer_channels`), the worker processes (:mod:`~.worker_pool`),
+execution keys (:mod:`~.execution_keys`), the end of a delivery on the
+broker and in Global (:mod:`~.settler`) and leases (:mod:`~.lease`); see
+``docs/tree.md``, "Inside the Consumer".
 The channel's prefetch bounds the deliveries (and so the messages) this
 actor has in flight; the ``prefetch`` config key chooses it: ``"roger"``,
 ``max_workers`` (Roger's: batches then hold what the channel has, mostly
