@@ -1,0 +1,225 @@
+"""Partition scaling: what idle partitions cost a node.
+
+Run::
+
+    python -m bench.partitions --partitions 0,10,50,100
+    python -m bench.partitions --partitions 1000 --queues 1 --max-workers 2 --json out.json
+
+For each count N (one run each, in order) a node runs in a process of its
+own session (``python -m bench.partitions node``), starts N partitions of
+``--queues`` queues with ``--max-workers`` each through the public API
+(``roger.Partition.start``), and reports:
+
+- **start**: seconds from the first ``Partition.start`` until every one of
+  the N partitions is running and consumes each of its queues (the broker
+  counts one consumer on every work queue);
+- **processes**: the processes of the node's session while idle;
+- **AMQP connections**: the broker's connections whose client-given name is
+  this run's (``rabbitmqctl list_connections``);
+- **PSS**: the sum of the proportional set sizes of those processes (MB);
+- **idle CPU**: the CPU those processes used over ``--idle-seconds`` of
+  idleness, in % of one core.
+
+Node runtime v2's targets for 1,000 idle partitions (one queue each): start
+<= 20 s, <= 1 GB PSS, <= 8 AMQP connections, <= 12 processes, <= 5% of a
+core. This is a benchmark, never a timed test: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+READY = "ready"
+
+
+# ---------------------------------------------------------------- the node process
+
+
+def run_node(count: int, queues: int, max_workers: int, url: str, tag: str) -> None:
+    """The node: start ``count`` partitions, print their start time, idle until killed."""
+    from roger_actors.node import Consumer, Partition, start
+
+    node = start({"amqp": f"{url}?name=bench-partitions-{tag}", "admin_port": _free_port()})
+    admin = node.app.admin
+    names = {f"q{i}": max_workers for i in range(queues)}
+    pids = [f"bp{tag}-{i}" for i in range(count)]
+    began = time.monotonic()
+    for pid in pids:
+        Partition.start(pid, names)
+    pending = set(pids)
+    while pending:
+        running = set(Partition.partitions().get("running", []))
+        for pid in sorted(pending & running):
+            stats = Consumer.get_queues(pid)
+            if all(stats.get(q, {}).get("consumer_count") == 1 for q in names):
+                pending.discard(pid)
+        if pending:
+            time.sleep(0.05)
+    ready = time.monotonic() - began
+    print(json.dumps({READY: ready, "group": admin[1] if admin else None}), flush=True)
+    signal.pause()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def node_pids(sid: int, group: int | None) -> list[int]:
+    """The live processes of session ``sid`` (the node's process and what it
+    forked) and of process group ``group`` (its actor system, when it has one
+    of its own)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            pid = int(entry)
+            try:
+                if os.getsid(pid) == sid or (group is not None and os.getpgid(pid) == group):
+                    found.append(pid)
+            except OSError:
+                continue
+    return found
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Summed PSS of ``pids`` in MB (processes gone meanwhile count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            continue
+    return total / 1024
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Summed user + system CPU seconds of ``pids`` so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def connections(tag: str) -> int:
+    """The broker's connections named ``bench-partitions-<tag>``."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return out.count(f"bench-partitions-{tag}")
+
+
+def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One node with ``count`` idle partitions; its figures."""
+    tag = uuid.uuid4().hex[:8]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.partitions",
+        "node",
+        str(count),
+        str(args.queues),
+        str(args.max_workers),
+        args.url,
+        tag,
+    ]
+    node = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert node.stdout is not None
+        line = node.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the node for {count} partitions exited with {node.wait()}")
+        report = json.loads(line)
+        start, group = float(report[READY]), report["group"]
+        time.sleep(args.settle_seconds)  # workers of the start stop when idle
+        pids = node_pids(node.pid, group)
+        before, began = cpu_seconds(pids), time.monotonic()
+        time.sleep(args.idle_seconds)
+        pids = node_pids(node.pid, group)
+        used = cpu_seconds(pids) - before
+        figures = {
+            "partitions": count,
+            "start_s": round(start, 2),
+            "processes": len(pids),
+            "amqp_connections": connections(tag),
+            "pss_mb": round(pss_mb(pids), 1),
+            "idle_cpu_percent": round(100 * used / (time.monotonic() - began), 2),
+        }
+    finally:
+        os.killpg(node.pid, signal.SIGTERM)
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+        for pid in node_pids(node.pid, None):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark (or, with ``node`` first, be its node); print a table."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "node":
+        count, queues, max_workers, url, tag = argv[1:6]
+        run_node(int(count), int(queues), int(max_workers), url, tag)
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench.partitions", description=__doc__)
+    parser.add_argument("--partitions", default="0,10,50,100", help="comma-separated counts")
+    parser.add_argument("--queues", type=int, default=1, help="queues per partition")
+    parser.add_argument("--max-workers", type=int, default=2, help="max_workers of each queue")
+    parser.add_argument("--url", default=os.environ.get("ROGER_BENCH_URL", DEFAULT_URL))
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--settle-seconds", type=float, default=7.0)
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    args = parser.parse_args(argv)
+    rows = [measure(int(n), args) for n in args.partitions.split(",")]
+    print(
+        "| idle partitions | start (s) | processes | AMQP connections | PSS (MB) | idle CPU (%) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['partitions']:,} | {row['start_s']} | {row['processes']} | "
+            f"{row['amqp_connections']} | {row['pss_mb']:,.0f} | {row['idle_cpu_percent']} |"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
