@@ -111,15 +111,16 @@ async def enqueue_jobs(
             if declared is not None:
                 declared.add(routing_key)
     outcomes: list[tuple[str, BaseException | None]] = [("", None)] * len(jobs)
-    room = asyncio.Semaphore(window)
+    work = iter(enumerate(zip(jobs, messages, strict=True)))
 
-    async def one(index: int, job: Job, message: AmqpMessage) -> None:
-        async with room:
+    async def publisher() -> None:
+        # Each takes the next job and publishes it before yielding, so the
+        # publishes go out in the order given; up to ``window`` of them wait
+        # for their confirm at once.
+        for index, (job, message) in work:
             outcomes[index] = await _enqueue_one(link, job, message, pid, auth)
 
-    await asyncio.gather(
-        *(one(i, job, m) for i, (job, m) in enumerate(zip(jobs, messages, strict=True)))
-    )
+    await asyncio.gather(*(publisher() for _ in range(min(window, len(jobs)))))
     result = Enqueued()
     for job, (status, error) in zip(jobs, outcomes, strict=True):
         if status == "confirmed":

@@ -63,8 +63,11 @@ MAX_WORKERS = 1000
 _FORBIDDEN_IN_QUEUE_TYPE = frozenset("-.")
 
 
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+
+
 def _has_control_character(text: str) -> bool:
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text)
+    return _CONTROL_CHARACTER.search(text) is not None
 
 
 def _shown(text: str) -> str:
