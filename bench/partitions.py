@@ -139,6 +139,38 @@ def connections(tag: str) -> int:
     return out.count(f"bench-partitions-{tag}")
 
 
+def delete_queues(url: str, marker: str) -> int:
+    """Delete every queue whose name holds ``marker`` (a run's partitions:
+    work, dead-letter, buried and Global queues); how many went."""
+    import asyncio
+
+    import aiormq
+
+    names = [
+        line.strip()
+        for line in subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "name"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.splitlines()
+        if marker in line
+    ]
+
+    async def delete() -> None:
+        connection = await aiormq.connect(url)
+        try:
+            channel = await connection.channel()
+            for name in names:
+                await channel.queue_delete(name)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+    return len(names)
+
+
 def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
     """One node with ``count`` idle partitions; its figures."""
     tag = uuid.uuid4().hex[:8]
@@ -187,6 +219,7 @@ def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        delete_queues(args.url, f"bp{tag}-")
     return figures
 
 

@@ -364,18 +364,36 @@ class EmbeddedNode(Node):
             self.publisher.close()
 
 
-_current: Node | None = None
-_lock = threading.Lock()
-#: Signs this process's Global requests: the cluster secret of the node,
-#: producer or worker configuration last started here.
-_global_auth = ClusterAuth(None)
+@attrs.define
+class Runtime:
+    """What this process runs of roger-actors, in one place: at most one of a
+    node (started here or found in the user's application) and a producer,
+    or the client a worker process's jobs enqueue with. Every change holds
+    :attr:`lock`."""
+
+    #: The current node (:func:`current`), None when none runs here.
+    node: Node | None = None
+    #: The producer's publisher, and the configuration it started with.
+    producer: Publisher | None = None
+    producer_config: Config | None = None
+    #: The producer's cluster client for ``System.call``/``cast``, made on first use.
+    cluster_client: ClusterClient | None = None
+    #: The publisher of a worker process's jobs (:func:`install_worker_client`).
+    worker_publisher: Publisher | None = None
+    #: Signs this process's Global requests: the cluster secret of the node,
+    #: producer or worker configuration last started here.
+    global_auth: ClusterAuth = attrs.field(factory=lambda: ClusterAuth(None))
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+
+#: This process's runtime.
+_runtime = Runtime()
 
 
 def _fresh_lock_in_child() -> None:
     # The node's actor system is started (its processes forked) while start()
-    # holds _lock: without this, every actor process would inherit it locked.
-    global _lock
-    _lock = threading.Lock()
+    # holds _runtime.lock: without this, every actor process would inherit it locked.
+    _runtime.lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_fresh_lock_in_child)
@@ -416,14 +434,13 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
     file, or None (defaults and environment). Raises ``ConfigError`` for a bad
     configuration and ``RuntimeError`` when a node already runs here.
     """
-    global _current, _global_auth
     cfg = _final_config(config)
-    with _lock:
-        if _current is not None or _producer is not None:
+    with _runtime.lock:
+        if _runtime.node is not None or _runtime.producer is not None:
             raise RuntimeError("a node is already started in this process; call stop() first")
         node = Node(cfg).start()
-        _current = node
-        _global_auth = ClusterAuth(cfg.cluster_secret)
+        _runtime.node = node
+        _runtime.global_auth = ClusterAuth(cfg.cluster_secret)
     set_enqueue_hook(node.enqueuer)
     return node
 
@@ -431,12 +448,11 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
 def stop() -> None:
     """Stop the current node, or the producer connection and the producer's
     cluster client (no-op when neither runs)."""
-    global _current, _producer, _producer_config, _cluster_client
-    with _lock:
-        node, _current = _current, None
-        producer, _producer = _producer, None
-        client, _cluster_client = _cluster_client, None
-        _producer_config = None
+    with _runtime.lock:
+        node, _runtime.node = _runtime.node, None
+        producer, _runtime.producer = _runtime.producer, None
+        client, _runtime.cluster_client = _runtime.cluster_client, None
+        _runtime.producer_config = None
     if node is not None or producer is not None:
         set_enqueue_hook(None)
     if node is not None:
@@ -492,18 +508,13 @@ def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) 
         signal.signal(signum, on_signal)
 
 
-_producer: Publisher | None = None
-#: The configuration the producer was started with (None when no producer runs).
-_producer_config: Config | None = None
-#: The producer's cluster client for ``System.call``/``cast``, made on first use.
-_cluster_client: ClusterClient | None = None
 
 
 def _producer_publisher() -> Publisher:
     """The producer's publisher (for tools such as the benchmark)."""
-    if _producer is None:
+    if _runtime.producer is None:
         raise NotStartedError("no producer started in this process")
-    return _producer
+    return _runtime.producer
 
 
 def producer_config(config: Config | dict[str, Any] | str | None = None) -> Config:
@@ -531,10 +542,9 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
     this process. Use :func:`stop` to close it. Raises ``RuntimeError`` when
     a node or a producer already runs here.
     """
-    global _producer, _producer_config, _global_auth
     cfg = producer_config(config)
-    with _lock:
-        if _current is not None or _producer is not None:
+    with _runtime.lock:
+        if _runtime.node is not None or _runtime.producer is not None:
             raise RuntimeError("a node or producer is already started in this process")
         publisher = Publisher(
             cfg.amqp.urls(),
@@ -542,23 +552,22 @@ def start_producer(config: Config | dict[str, Any] | str | None = None) -> None:
             cfg.max_payload_bytes,
             delivery_limit=cfg.delivery_limit,
         )
-        _producer = publisher
-        _producer_config = cfg
-        _global_auth = ClusterAuth(cfg.cluster_secret)
+        _runtime.producer = publisher
+        _runtime.producer_config = cfg
+        _runtime.global_auth = ClusterAuth(cfg.cluster_secret)
 
-    set_enqueue_hook(JobPublisher(publisher, _global_auth))
+    set_enqueue_hook(JobPublisher(publisher, _runtime.global_auth))
 
 
 def _producer_cluster_client() -> ClusterClient | None:
     """The producer's cluster client (created on first use), or None when no
     producer runs in this process."""
-    global _cluster_client
-    with _lock:
-        if _producer_config is None:
+    with _runtime.lock:
+        if _runtime.producer_config is None:
             return None
-        if _cluster_client is None:
-            _cluster_client = ClusterClient(_producer_config)
-        return _cluster_client
+        if _runtime.cluster_client is None:
+            _runtime.cluster_client = ClusterClient(_runtime.producer_config)
+        return _runtime.cluster_client
 
 
 def _global_request(
@@ -567,7 +576,7 @@ def _global_request(
     from .partition.global_client import request
 
     pid = validate_partition_id(partition_id)
-    auth = _global_auth
+    auth = _runtime.global_auth
     return publisher.run_on_link(
         lambda link: request(link, pid, op, args, timeout, auth), timeout=timeout + 5
     )
@@ -577,15 +586,14 @@ def _ask_global(partition_id: str, op: str, args: list[Any], timeout: float) -> 
     return _global_request(process_publisher(), partition_id, op, args, timeout)
 
 
-_worker_publisher: Publisher | None = None
 
 
 def install_worker_client(config: Config) -> None:
     """Let jobs running in this (worker) process enqueue jobs and use ``Global``:
     a publisher is made for it on first use. No-op where a node or producer runs."""
-    global _worker_publisher, _global_auth
-    with _lock:
-        if _current is not None or _producer is not None or _worker_publisher is not None:
+    with _runtime.lock:
+        held = (_runtime.node, _runtime.producer, _runtime.worker_publisher)
+        if any(part is not None for part in held):
             return
         publisher = Publisher(
             config.amqp.urls(),
@@ -593,21 +601,21 @@ def install_worker_client(config: Config) -> None:
             config.max_payload_bytes,
             delivery_limit=config.delivery_limit,
         )
-        _worker_publisher = publisher
-        _global_auth = ClusterAuth(config.cluster_secret)
+        _runtime.worker_publisher = publisher
+        _runtime.global_auth = ClusterAuth(config.cluster_secret)
 
-    set_enqueue_hook(JobPublisher(publisher, _global_auth))
+    set_enqueue_hook(JobPublisher(publisher, _runtime.global_auth))
 
 
 def process_publisher() -> Publisher:
     """The connection this process talks to the broker over: the current node's,
     the producer's, or a worker's. Raises NotStartedError when there is none."""
-    if _current is not None:
-        return _current.publisher
-    if _producer is not None:
-        return _producer
-    if _worker_publisher is not None:
-        return _worker_publisher
+    if _runtime.node is not None:
+        return _runtime.node.publisher
+    if _runtime.producer is not None:
+        return _runtime.producer
+    if _runtime.worker_publisher is not None:
+        return _runtime.worker_publisher
     raise NotStartedError(
         "no node or producer started in this process: call roger_actors.start() "
         "or roger_actors.start_producer()"
@@ -618,7 +626,7 @@ def current() -> Node:
     """The current node: the one :func:`start` started, or else a tree of
     :func:`child_spec` running in an application of this process (attached on
     first use). Raises NotStartedError when there is neither."""
-    node = _current
+    node = _runtime.node
     if node is None and _embedded:
         node = _attach_embedded()
     if node is None:
@@ -658,7 +666,7 @@ def child_spec(
     Raises ``ConfigError`` for a bad configuration."""
     cfg = _serve_embedded(_final_config(config))
     set_allowed_modules(cfg.allowed_job_modules)
-    with _lock:
+    with _runtime.lock:
         _embedded[id] = cfg
     return ChildSpec(id, (RogerSupervisor, (cfg,)), type="supervisor", shutdown="infinity")
 
@@ -691,17 +699,16 @@ def _find_embedded() -> tuple[Application, Any, Config] | None:
 
 def _attach_embedded() -> Node | None:
     """Make the embedded tree (if one runs) this process's current node."""
-    global _current, _global_auth
-    with _lock:
-        if _current is not None:
-            return _current
+    with _runtime.lock:
+        if _runtime.node is not None:
+            return _runtime.node
         found = _find_embedded()
         if found is None:
             return None
         app, address, cfg = found
         node = EmbeddedNode(cfg, app, address).attach()
-        _current = node
-        _global_auth = ClusterAuth(cfg.cluster_secret)
+        _runtime.node = node
+        _runtime.global_auth = ClusterAuth(cfg.cluster_secret)
     set_enqueue_hook(node.enqueuer)
     return node
 
@@ -947,7 +954,7 @@ class System:
     def _client() -> ClusterClient | None:
         """The producer's cluster client when no node runs here; NotStartedError
         when neither a node nor a producer runs."""
-        if _current is not None:
+        if _runtime.node is not None:
             return None
         client = _producer_cluster_client()
         if client is None:

@@ -78,16 +78,16 @@ def test_system_facade_uses_the_producers_client(cluster: Cluster) -> None:
 
     # Pretend this process runs only a producer: the facade must go through a
     # ClusterClient, which stop() closes.
-    saved = node_mod._current
-    node_mod._current = None
+    saved = node_mod._runtime.node
+    node_mod._runtime.node = None
     try:
         roger.start_producer(config)
         assert roger.System.call("ping") == [(cluster.node_name, "pong")]
         roger.System.cast("ping")
-        client = node_mod._cluster_client
+        client = node_mod._runtime.cluster_client
         assert client is not None
         node_mod.stop()
-        assert node_mod._cluster_client is None and client._closed
+        assert node_mod._runtime.cluster_client is None and client._closed
     finally:
-        node_mod._current = saved
-        set_enqueue_hook(node.enqueue)  # stop() above cleared the node's
+        node_mod._runtime.node = saved
+        set_enqueue_hook(node.enqueuer)  # stop() above cleared the node's

@@ -23,7 +23,8 @@ def partition() -> Iterator[str]:
         yield pid
     finally:
         roger.stop()
-        delete_queues([Queue.make_name(pid, "default"), Queue.make_name(pid, "other")])
+        names = [Queue.make_name(pid, "default"), Queue.make_name(pid, "other")]
+        delete_queues(names + [f"{name}.invalid" for name in names])
 
 
 def test_enqueue_without_a_node_raises_not_started() -> None:

@@ -33,7 +33,8 @@ def idle_partition(node: RogerHarness) -> Iterator[str]:
     try:
         yield pid
     finally:
-        delete_queues([Queue.make_name(pid, "default"), Queue.make_name(pid, "other")])
+        names = [Queue.make_name(pid, "default"), Queue.make_name(pid, "other")]
+        delete_queues(names + [f"{name}.invalid" for name in names])
 
 
 def _plain(n: int, tag: str = "x") -> list[roger.Job]:

@@ -82,7 +82,7 @@ def test_a_node_refuses_an_admin_port_another_user_listens_on(h: NodeHarness) ->
     message = str(raised.value)
     assert "admin_port" in message and str(port) in message, message
     assert as_nobody == [], "no process of the node runs as the squatter's user"
-    assert roger_node._current is None, "no node is left half-started"
+    assert roger_node._runtime.node is None, "no node is left half-started"
 
 
 def test_a_node_refuses_an_admin_port_taken_on_another_address_or_ipv6(h: NodeHarness) -> None:
