@@ -27,7 +27,7 @@ from .cluster_auth import ClusterAuth
 from .config import Config
 from .enqueue import Enqueued, enqueue_jobs
 from .errors import NotStartedError
-from .job import Job
+from .job import Job, checked_jobs
 from .queue import normalise_queue_type
 from .transport.amqp import AmqpLink
 
@@ -113,20 +113,15 @@ class Producer:
         :class:`~roger_actors.errors.EnqueueError` when some job was not
         confirmed; its ``confirmed``, ``duplicates`` and ``failed`` lists say
         what became of each (the failed ones may be enqueued again)."""
-        batch = list(jobs)
-        for index, job in enumerate(batch):
-            if not isinstance(job, Job):
-                raise TypeError(f"jobs[{index}] must be a Job, got {type(job).__name__}")
-        result = await self._enqueue(batch, partition_id, queue)
+        result = await self._enqueue(checked_jobs(jobs), partition_id, queue)
         return result.duplicates_or_raise(partition_id)
 
     async def _enqueue(
         self, jobs: list[Job], partition_id: str, queue: str | enum.Enum | None
     ) -> Enqueued:
         override = None if queue is None else normalise_queue_type(queue, argument="queue")
-        link = await self._ready()
-        result = await enqueue_jobs(
-            link,
+        return await enqueue_jobs(
+            await self._ready(),
             jobs,
             partition_id,
             override,
@@ -135,9 +130,6 @@ class Producer:
             delivery_limit=self.config.delivery_limit,
             declared=self._declared,
         )
-        if result.failed and not link.is_open and self._link is link:
-            self._link = None  # the next call connects again
-        return result
 
     async def _ready(self) -> AmqpLink:
         """The open link, connecting first when there is none."""

@@ -27,6 +27,7 @@ from typing import Any
 from .cluster_auth import ClusterAuth
 from .errors import DuplicateJobError, EnqueueError
 from .job import AmqpMessage, Job, queue_key_of
+from .partition.global_client import request
 from .queue import validate_partition_id
 from .transport.amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, properties
 from .transport.base import Nacked
@@ -56,14 +57,9 @@ class Enqueued:
         """The duplicates, when every other job was confirmed; else raises
         :class:`EnqueueError` (from the first job's error) with the lists."""
         if self.failed:
-            first = self.failed[0][1]
-            raise EnqueueError(
-                f"{len(self.failed)} of {len(self.confirmed) + len(self.failed)} jobs "
-                f"were not enqueued in partition {partition_id!r}: {first!r}",
-                self.confirmed,
-                self.duplicates,
-                self.failed,
-            ) from first
+            raise EnqueueError.of_batch(
+                partition_id, self.confirmed, self.duplicates, self.failed
+            ) from self.failed[0][1]
         return self.duplicates
 
     def one_or_raise(self, partition_id: str) -> None:
@@ -137,8 +133,6 @@ async def _enqueue_one(
     link: AmqpLink, job: Job, message: AmqpMessage, partition_id: str, auth: ClusterAuth
 ) -> tuple[str, BaseException | None]:
     """``("confirmed" | "duplicate" | "failed", error)`` of one job."""
-    from .partition.global_client import request
-
     key = queue_key_of(job)
     if key is not None:
         try:

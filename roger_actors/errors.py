@@ -76,6 +76,25 @@ class EnqueueError(RogerError):
         self.duplicates = list(duplicates)
         self.failed = list(failed)
 
+    @classmethod
+    def of_batch(
+        cls,
+        partition_id: str,
+        confirmed: Sequence[Any],
+        duplicates: Sequence[Any],
+        failed: Sequence[tuple[Any, BaseException]],
+    ) -> EnqueueError:
+        """The error of a batch into ``partition_id`` of which ``failed`` (at
+        least one) were not enqueued, its message naming how many and the
+        first failure's error (raise it ``from`` that error)."""
+        return cls(
+            f"{len(failed)} of {len(confirmed) + len(failed)} jobs were not enqueued "
+            f"in partition {partition_id!r}: {failed[0][1]!r}",
+            confirmed,
+            duplicates,
+            failed,
+        )
+
 
 class NotStartedError(RogerError):
     """An operation needs something that is not started.

@@ -118,6 +118,7 @@ __all__ = [
     "allowed_modules",
     "bounded_repr",
     "check_payload_size",
+    "checked_jobs",
     "declared_queue_key",
     "execution_key_of",
     "job_class_name",
@@ -648,6 +649,16 @@ class AmqpMessage(NamedTuple):
     properties: dict[str, Any]
 
 
+def checked_jobs(jobs: Iterable[Job]) -> list[Job]:
+    """``jobs`` as a list; TypeError naming the first item (``jobs[i]``) that
+    is not a :class:`Job`."""
+    batch = list(jobs)
+    for index, job in enumerate(batch):
+        if not isinstance(job, Job):
+            raise TypeError(f"jobs[{index}] must be a Job, got {type(job).__name__}")
+    return batch
+
+
 def set_enqueue_hook(hook: EnqueueHook | None) -> EnqueueHook | None:
     """Install the function that :meth:`Job.enqueue` delegates to; return the previous one.
 
@@ -1084,10 +1095,7 @@ class Job:
         and :class:`NotStartedError` when no node or producer is started in
         this process.
         """
-        batch = list(jobs)
-        for index, job in enumerate(batch):
-            if not isinstance(job, Job):
-                raise TypeError(f"jobs[{index}] must be a Job, got {type(job).__name__}")
+        batch = checked_jobs(jobs)
         partition = validate_partition_id(partition_id)
         override = None if queue is None else normalise_queue_type(queue, argument="queue")
         hook = _enqueue_hook
@@ -1107,13 +1115,7 @@ class Job:
                 duplicates.append(job)
             except Exception as exc:
                 rest = [(later, exc) for later in batch[index:]]
-                raise EnqueueError(
-                    f"{len(rest)} of {len(batch) - len(duplicates)} jobs were not enqueued "
-                    f"in partition {partition!r}: {exc!r}",
-                    confirmed,
-                    duplicates,
-                    rest,
-                ) from exc
+                raise EnqueueError.of_batch(partition, confirmed, duplicates, rest) from exc
             else:
                 confirmed.append(job)
         return duplicates

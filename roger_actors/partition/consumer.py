@@ -336,8 +336,9 @@ class Consumer(Server, LinkOwner):
         self.cancelling: dict[int, _InFlight] = {}
         #: Execution keys whose waiting queues are swept each tick (WaitingKeys).
         self.waiting = consumer_core.WaitingKeys()
-        #: Execution keys (take, park, release, sweep; execution_keys) and
-        #: the end of deliveries on the broker (settler).
+        #: The queues' consumer channels (consumer_channels), execution keys
+        #: (take, park, release, sweep; execution_keys) and the end of
+        #: deliveries on the broker and in Global (settler).
         self.channels = ConsumerChannels(
             self.link, partition_id, config.delivery_limit, config.max_buried_queue_size
         )

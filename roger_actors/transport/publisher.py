@@ -8,26 +8,27 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from roger_actors.errors import InvalidJobError
-
-from .amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, BrokerAddresses, properties
-from .base import Nacked
+from .amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, BrokerAddresses
 from .loop import LoopThread
 
 
 class Publisher:
-    """Publish messages and wait for the broker's confirm.
+    """A broker connection for ordinary code: :meth:`run_on_link` runs an
+    operation of its :class:`~.amqp.AmqpLink` (a confirmed publish, a Global
+    request, a declare) on its own I/O thread and waits for the result.
 
     ``url`` is one broker URL or several (a sequence, or a string separated
     by commas: the nodes of one RabbitMQ cluster). Connects lazily to the
-    first address that answers and reconnects on the next publish after a
+    first address that answers and reconnects on the next operation after a
     connection loss, starting with the address after the one last used.
     Every method blocks the calling thread at most ``timeout`` seconds, except
     that connecting may take ``timeout`` per address tried (it then raises
     :class:`ConnectionError` naming them).
-    :meth:`publish` (jobs) refuses bodies over ``max_payload_bytes`` (the
-    node's config value; ``None``: no limit). Work queues it declares get
-    ``delivery_limit`` (the config key) as their ``x-delivery-limit``.
+    It carries, for the jobs published over it
+    (:class:`~roger_actors.enqueue.JobPublisher`), the node's
+    ``max_payload_bytes`` (``None``: no limit), ``delivery_limit`` (the
+    ``x-delivery-limit`` of the work queues declared) and the work queues
+    already :attr:`declared`.
     """
 
     def __init__(
@@ -78,34 +79,6 @@ class Publisher:
                     self._link = None
                 raise
 
-    def publish(self, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
-        """Publish ``body`` to the work queue ``routing_key`` (default exchange) and
-        wait for the confirm; ``props`` by AMQP name.
-
-        The queue is declared first (once per publisher), so a job enqueued
-        before any node started its partition waits in the queue instead of
-        being dropped by the broker. A body larger than ``max_payload_bytes``
-        raises :class:`~roger_actors.errors.InvalidJobError` (naming both
-        sizes) and nothing is sent.
-        """
-        if self.max_payload_bytes is not None and len(body) > self.max_payload_bytes:
-            raise InvalidJobError(
-                f"Job payload is {len(body)} bytes, larger than max_payload_bytes "
-                f"({self.max_payload_bytes} bytes)"
-            )
-        if routing_key not in self.declared:
-            self.run("declare_work_queue", routing_key, self.delivery_limit)
-            self.declared.add(routing_key)
-        try:
-            self._publish_confirmed(routing_key, body, props)
-        except (Nacked, ConnectionError):
-            # Nacked: right after a broker node of a cluster died, a channel
-            # may go on getting nacks for a quorum queue whose leader moved
-            # (seen for up to a minute here). The next publish gets a new
-            # connection (the next address first) instead of the same channel.
-            self.drop_link()
-            raise
-
     def drop_link(self) -> None:
         """Close the connection; the next operation opens a new one."""
         with self._lock:
@@ -113,20 +86,6 @@ class Publisher:
             if link is not None and self._io is not None:
                 with contextlib.suppress(Exception):
                     self._io.submit(link.close()).result(self.timeout)
-
-    def _publish_confirmed(self, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
-        self.run(
-            "publish",
-            routing_key,
-            body,
-            properties(
-                message_id=props.get("message_id"),
-                app_id=props.get("app_id"),
-                headers=props.get("headers"),
-                content_type=props.get("content_type"),
-                persistent=props.get("delivery_mode", 2) == 2,
-            ),
-        )
 
     def close(self) -> None:
         """Close the connection and stop the I/O thread."""
