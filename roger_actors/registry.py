@@ -24,7 +24,10 @@ partition's tree that ends, however (the PartitionSupervisor tells, see
 until it runs or is stopped, as Roger's ``Partition`` does with its waiting
 partitions. So no fault of a partition, however often it repeats, counts
 against the intensity of the supervisors above it: one partition cannot
-take the node down.
+take the node down. When the PartitionSupervisor itself ends (its process
+was killed, say), every partition's tree goes with it: the registry, which
+monitors it, finds its successor and starts there, with back-off, every
+partition that was here, those started with ``Partition.start`` included.
 
 ``SafeStopPartition`` is Roger's ``safe_stop``: it pauses every queue of the
 partition (running jobs finish; ``Consumer.resume`` takes jobs again) and
@@ -45,8 +48,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervision import NOREPLY, ChildSpec, From, Server
-from supervision.errors import AlreadyStarted, NotFound
+from supervision import NOREPLY, ChildSpec, Down, From, Server
+from supervision.errors import AlreadyStarted, NoProc, NotFound
 from supervision.protocol import (
     Call,
     CallReply,
@@ -78,6 +81,8 @@ START_WAIT = 20.0
 #: failed to start (seconds): the first delay and the longest.
 RESTART_FIRST = 1.0
 RESTART_CAP = 30.0
+#: Seconds between lookups of a PartitionSupervisor being started again.
+PARTITIONS_LOOKUP = 0.1
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,11 @@ class Registry(Server):
         self.system: Any = None
         self.sibling_ref = self.call_async(self.parent, WhichChildren())
         self.ready_waiters: list[From] = []
+        #: The monitor of the PartitionSupervisor.
+        self.partition_sup_ref: str | None = None
+        #: Partitions whose trees went with a lost PartitionSupervisor, until
+        #: its successor is found (None: none was lost).
+        self.partitions_lost: set[str] | None = None
 
     # ------------------------------------------------------------ calls
 
@@ -259,9 +269,14 @@ class Registry(Server):
         return NOREPLY
 
     def _start_tree(self, pid: str) -> None:
-        """Start the partition's tree (the node is active)."""
+        """Start the partition's tree (the node is active); once the
+        PartitionSupervisor is found again when it was lost."""
         part = self.partitions[pid]
         part.started = True
+        if self.partition_sup is None:
+            assert self.partitions_lost is not None
+            self.partitions_lost.add(pid)
+            return
         spec = ChildSpec(
             pid,
             (ContainingSupervisor, (pid, dict(part.queues), self.config, self.address)),
@@ -313,6 +328,10 @@ class Registry(Server):
             self._reply_start(message[1], "waiting")
         elif isinstance(message, PartitionExited):
             self._on_partition_exited(message)
+        elif isinstance(message, Down) and message.ref == self.partition_sup_ref:
+            self._on_partitions_lost(message.reason)
+        elif message == "find-partitions":
+            self.sibling_ref = self.call_async(self.parent, WhichChildren())
         elif isinstance(message, tuple) and message and message[0] == "restart":
             self._restart(message[1])
         elif isinstance(message, PartitionCommand):
@@ -331,12 +350,17 @@ class Registry(Server):
     def _on_reply(self, reply: CallReply) -> None:
         if reply.ref == self.sibling_ref:
             for info in reply.value if reply.ok else []:
-                if info.id == "partitions":
+                if info.id == "partitions" and info.address not in (None, "restarting"):
                     self.partition_sup = info.address
                 elif info.id == "system" and info.address not in (None, "restarting"):
                     self.system = info.address
             if self.partition_sup is None:
-                raise RuntimeError("registry cannot find the PartitionSupervisor")
+                if self.partitions_lost is None:
+                    raise RuntimeError("registry cannot find the PartitionSupervisor")
+                # Its supervisor is still starting it again: look once more.
+                self.send_after(PARTITIONS_LOOKUP, "find-partitions")
+                return
+            self.partition_sup_ref = self.monitor(self.partition_sup)
             # Partitions may run already: started by this registry's previous
             # incarnation (it was restarted). They are taken back first.
             ref = self.call_async(self.partition_sup, WhichChildren())
@@ -352,8 +376,15 @@ class Registry(Server):
             for child in running:
                 ref = self.call_async(self.partition_sup, GetChildSpec(child))
                 self.pending[ref] = ("adopt-spec", child, None)
+            if self.partitions_lost is not None:
+                # The PartitionSupervisor was lost with every partition's tree:
+                # the partitions that were here start again in its successor.
+                lost, self.partitions_lost = self.partitions_lost, None
+                for lost_pid in lost:
+                    if lost_pid in self.partitions and lost_pid not in running:
+                        self._schedule_restart(lost_pid)
             for config_pid, queues in self.config.partitions.items():
-                if config_pid not in running:
+                if config_pid not in running and config_pid not in self.partitions:
                     self._start_partition(config_pid, dict(queues), None)
             for waiter in self.ready_waiters:
                 self.reply(waiter, True)
@@ -416,9 +447,10 @@ class Registry(Server):
                 ref = self.call_async(self.partition_sup, DeleteChild(pid))
                 self.pending[ref] = ("delete", pid, from_)
                 return
-        if kind in ("stop", "delete") and isinstance(reply.value, NotFound):
+        if kind in ("stop", "delete") and isinstance(reply.value, (NotFound, NoProc)):
             # Not (or no longer) a child: its tree had ended or failed to
-            # start (a restart was due), or, temporary, it went with its stop.
+            # start (a restart was due), or, temporary, it went with its stop;
+            # or the PartitionSupervisor is gone, with every tree.
             reply = CallReply(reply.ref, True, None)
         elif kind == "status" and reply.ok:
             if not reply.value["busy"]:
@@ -451,6 +483,33 @@ class Registry(Server):
             bounded_repr(message.reason),
         )
         self._schedule_restart(message.partition_id)
+
+    def _on_partitions_lost(self, reason: Any) -> None:
+        """The PartitionSupervisor ended, and every partition's tree with it
+        (on the light base: the partition host process died). Its supervisor
+        starts it again; the registry finds the new one, and the partitions
+        that were here wait and start again in it, with back-off."""
+        log.error(
+            "the PartitionSupervisor ended (%s) with %d partition(s); they wait and "
+            "are started again",
+            bounded_repr(reason),
+            len(self.partitions),
+        )
+        self.partition_sup = self.partition_sup_ref = None
+        for pending_ref, (kind, _, from_) in list(self.pending.items()):
+            if kind in ("start", "stop", "replace", "adopt-spec", "adopt-list"):
+                # The calls to the dead supervisor get no answer.
+                del self.pending[pending_ref]
+                if from_ is not None:
+                    self.reply(from_, None)
+        for pid, part in list(self.partitions.items()):
+            if part.stopping:
+                del self.partitions[pid]
+                continue
+            part.consumer, part.connected, part.ready = None, False, False
+            part.restarting = False
+        self.partitions_lost = {pid for pid, p in self.partitions.items() if p.started}
+        self.sibling_ref = self.call_async(self.parent, WhichChildren())
 
     def _schedule_restart(self, pid: str) -> None:
         part = self.partitions.get(pid)

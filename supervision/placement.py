@@ -47,6 +47,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+
+# Imported before any fork: asyncio's resolver imports it lazily on a loop
+# thread, and a process forked half way through that import keeps it broken.
+import concurrent.futures.thread  # noqa: F401
 import contextlib
 import io
 import logging

@@ -160,6 +160,7 @@ class WorkerPool:
             ),
             restart="temporary",
             shutdown=2.0,
+            placement="process",
         )
         ref = self.port.call_async(self.supervisor, StartChild(spec))
         self.starts[ref] = WorkerRef(state.name)

@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+# Both transports are imported here, with the link, and not first when a loop
+# thread connects: a process forked (a placed child) while another thread is
+# half way through importing a module would keep that module half-imported.
+from . import aiormq_transport as _aiormq_transport  # noqa: F401
+from . import memory as _memory  # noqa: F401
 from .base import (
     Channel,
     ChannelClosed,

@@ -185,3 +185,32 @@ def test_the_node_reconnects_after_a_broker_restart_and_runs_every_job(h: NodeHa
     for tag in after:
         h.enqueue(TimedJob, pid, tag, 0)
     h.wait_tags("after_run", set(before) | set(after), timeout=30)
+
+
+def test_sigkilled_partition_supervisor_starts_every_partition_again_and_their_jobs_run(
+    h: NodeHarness,
+) -> None:
+    # With the PartitionSupervisor go every partition's tree; the registry
+    # finds its successor and starts there the partitions that were here,
+    # the ones started with Partition.start included.
+    h.start()
+    first = h.start_partition({"default": 2}, name="a")
+    second = h.start_partition({"default": 1}, name="b")
+    consumer, worker_sup = _consumer_pid(h, first)
+    jobs_sup = parent_of(worker_sup)
+    containing = parent_of(jobs_sup) if jobs_sup is not None else None
+    partition_sup = parent_of(containing) if containing is not None else None
+    assert partition_sup is not None and partition_sup != os.getpid()
+
+    os.kill(partition_sup, signal.SIGKILL)
+    tags = [f"s{i}" for i in range(4)]
+    for index, tag in enumerate(tags):
+        h.enqueue(TimedJob, (first, second)[index % 2], tag, 0)
+
+    h.wait_tags("after_run", set(tags), timeout=40)
+    wait_for(
+        lambda: {first, second} <= set(roger.Partition.partitions()["running"]),
+        what="both partitions running again",
+    )
+    new_consumer, _ = _consumer_pid(h, first)
+    assert new_consumer != consumer and not is_alive(partition_sup)
