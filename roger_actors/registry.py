@@ -497,7 +497,7 @@ class Registry(Server):
         )
         self.partition_sup = self.partition_sup_ref = None
         for pending_ref, (kind, _, from_) in list(self.pending.items()):
-            if kind in ("start", "stop", "replace", "adopt-spec", "adopt-list"):
+            if kind in ("start", "stop", "delete", "replace", "adopt-spec", "adopt-list"):
                 # The calls to the dead supervisor get no answer.
                 del self.pending[pending_ref]
                 if from_ is not None:
@@ -506,8 +506,9 @@ class Registry(Server):
             if part.stopping:
                 del self.partitions[pid]
                 continue
+            # A restart already scheduled stays: when it is due before the
+            # successor is found, _start_tree defers it to partitions_lost.
             part.consumer, part.connected, part.ready = None, False, False
-            part.restarting = False
         self.partitions_lost = {pid for pid, p in self.partitions.items() if p.started}
         self.sibling_ref = self.call_async(self.parent, WhichChildren())
 
