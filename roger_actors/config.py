@@ -20,7 +20,10 @@ Keys (all optional; API.md lists them with Roger's defaults):
 ``shutdown_timeout``        seconds [15]
 ``system_exchange_prefix``  [None]
 ``node_name``               [``"<host name>-<pid>"``]
-``actor_system_base``       Thespian base [``"multiprocTCPBase"``]
+``actor_system_base``       Thespian base, or ``"light"`` (the node's actors
+                            in its process, every partition's tree in one
+                            partition host process, workers its children;
+                            experimental) [``"multiprocTCPBase"``]
 ``admin_port``              Thespian admin port [1900]
 ``allowed_job_modules``     modules (exact dotted names, not prefixes:
                             a submodule must be listed itself) whose job
@@ -98,7 +101,7 @@ DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 DEFAULT_RETRY_LEVELS: tuple[int, ...] = (1, 3, 5, 10, 20, 35, 60, 100, 200, 400, 1000, 1800)
 #: Thespian system bases that :attr:`Config.actor_system_base` may name.
 ACTOR_SYSTEM_BASES = frozenset(
-    {"multiprocTCPBase", "multiprocUDPBase", "multiprocQueueBase", "simpleSystemBase"}
+    {"multiprocTCPBase", "multiprocUDPBase", "multiprocQueueBase", "simpleSystemBase", "light"}
 )
 
 _AMQP_KEYS = (

@@ -34,6 +34,7 @@ from supervision import (
     which_children,
 )
 from supervision import call as sv_call
+from supervision.spec import Placement
 from supervision.system import AdminPortInUse
 
 from . import system as system_mod
@@ -105,6 +106,13 @@ class PartitionSupervisor(Supervisor):
             self.send(registry, PartitionExited(str(spec.id), reason))
 
 
+def _partition_host(config: Config) -> Placement:
+    """Where the partition trees run: on the light base, in one host process
+    of their own (a crash there is the PartitionSupervisor's crash; the node
+    goes on); elsewhere where Thespian puts every actor."""
+    return "process" if config.actor_system_base == "light" else "local"
+
+
 class RogerSupervisor(Supervisor):
     """The application supervisor of a node."""
 
@@ -113,7 +121,7 @@ class RogerSupervisor(Supervisor):
         return SupervisorSpec(
             [
                 ChildSpec("system", (SystemServer, (config,))),
-                ChildSpec("partitions", PartitionSupervisor),
+                ChildSpec("partitions", PartitionSupervisor, placement=_partition_host(config)),
                 ChildSpec("registry", (Registry, (config,))),
                 ChildSpec("apply_system", (ApplySystem, (config,))),
                 ChildSpec("shutdown", ShutdownHandler),

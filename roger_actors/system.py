@@ -59,6 +59,7 @@ client side, used by the ``roger_actors.System`` facade.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -708,17 +709,20 @@ class System(Server, LinkOwner):
 
     def terminate(self, reason: Any) -> None:
         """Say ``leave`` (best effort), close the connection and the I/O thread."""
+        leave = None
         if self.connected and self.subscribed:
-            body = encode_command("leave", [self.node_name], self.node_name)
-            try:
-                self.io.submit(self._publish(body)).result(timeout=2)
-            except Exception:
-                log.debug("publishing leave failed", exc_info=True)
-        try:
-            self.io.submit(self.channel.close()).result(timeout=5)
-        except Exception:
-            log.debug("closing the system channel failed", exc_info=True)
-        self.close_link("system")
+            leave = encode_command("leave", [self.node_name], self.node_name)
+        channel = self.channel
+
+        async def last_words() -> None:
+            if leave is not None:
+                try:
+                    await asyncio.wait_for(self._publish(leave), 2)
+                except Exception:
+                    log.debug("publishing leave failed", exc_info=True)
+            await channel.close()
+
+        self.close_link("system", last_words(), 7.0)
 
 
 def connection_url(url: str, node_name: str) -> str:

@@ -135,6 +135,7 @@ from roger_actors.queue import Queue
 from roger_actors.system_protocol import PartitionCommand, Resync
 from roger_actors.transport.amqp import ChannelLost, Delivery, LinkLost
 from roger_actors.transport.link_owner import LinkOwner
+from roger_actors.transport.loop import InlineLoop, TaskFuture
 from supervision import NOREPLY, From, Server
 from supervision.protocol import CallReply, WhichChildren
 
@@ -1222,8 +1223,20 @@ class Consumer(Server, LinkOwner):
         runner = getattr(self, "callback_runner", None)
         if runner is not None:
             runner.close(CLOSE_SECONDS)
-        concurrent.futures.wait(self.pending_io, timeout=max(0.0, deadline - _monotonic()))
+        remaining = max(0.0, deadline - _monotonic())
+        if isinstance(self.io, InlineLoop):
+            # Waited for on the loop, before the link closes.
+            tasks = [f.task for f in self.pending_io if isinstance(f, TaskFuture) and not f.done()]
+            self.close_link("Consumer", _ended(tasks), remaining)
+            return
+        concurrent.futures.wait(self.pending_io, timeout=remaining)
         self.close_link("Consumer")
+
+
+async def _ended(tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait until every task in ``tasks`` ended (none when it is empty)."""
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 def _monotonic() -> float:

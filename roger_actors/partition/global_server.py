@@ -643,14 +643,10 @@ class Global(Server, LinkOwner):
         """Store a changed state, then close the connection: requests not
         answered go back to the queue, for the next active Global."""
         self._commit([], replicate=False)
+        last = None
         if self.connected and self.unreplicated and self.committed is not None:
-            try:
-                self.io.submit(
-                    self._replicate_then_answer(self.generation, self.committed, [])
-                ).result(timeout=5)
-            except Exception:
-                log.debug("replicating the Global state at stop failed", exc_info=True)
-        self.close_link("Global")
+            last = self._replicate_then_answer(self.generation, self.committed, [])
+        self.close_link("Global", last, 5.0)
         close = getattr(self.persister, "close", None)
         if callable(close):
             try:

@@ -1,11 +1,13 @@
 """The glue between an actor and its AMQP link, written once.
 
 The node's I/O actors (the Consumer, Global's server, System and
-ApplySystem) each own a :class:`~roger_actors.transport.loop.LoopThread`
-and an :class:`~roger_actors.transport.amqp.AmqpLink` on it. They share the
-same lifecycle:
+ApplySystem) each own an I/O loop (:mod:`~roger_actors.transport.loop`: a
+:class:`~roger_actors.transport.loop.LoopThread` of their own, or, for a
+light actor, an :class:`~roger_actors.transport.loop.InlineLoop` on the
+loop it runs on) and an :class:`~roger_actors.transport.amqp.AmqpLink` on
+it. They share the same lifecycle:
 
-1. at ``init``, :meth:`LinkOwner.open_link` makes the loop thread, the link
+1. at ``init``, :meth:`LinkOwner.open_link` makes the I/O loop, the link
    (its events are posted to the loop's inbox) and the reconnect
    :class:`~roger_actors.transport.backoff.Backoff`, and watches the inbox's
    file descriptor, so that the actor is woken (``WatchMessage``) when the
@@ -18,22 +20,30 @@ same lifecycle:
    the next back-off delay (0.5 s doubling up to 10 s), and
    :meth:`LinkOwner.link_up` starts the back-off over once connected; the
    actor's ``handle_info`` answers ``"reconnect"`` by connecting again;
-4. at ``terminate``, :meth:`LinkOwner.close_link` closes the link (unacked
-   deliveries go back to their queues) waiting at most
-   :data:`CLOSE_SECONDS`, then stops the loop thread.
+4. at ``terminate``, :meth:`LinkOwner.close_link` runs the actor's last
+   words (a coroutine: a final publish, say), then closes the link (unacked
+   deliveries go back to their queues), each bounded, then stops the I/O
+   loop. On a :class:`LoopThread` it waits for them (at most
+   ``CLOSE_SECONDS`` more than the last words' bound); on an
+   :class:`InlineLoop` they run after ``terminate`` returns (waiting would
+   stop the loop they run on).
 
 What an actor does once connected, or when the link is lost, stays its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
+
+from supervision import light
+from supervision.errors import SupervisionError
 
 from .amqp import AmqpLink
 from .backoff import Backoff
-from .loop import LoopThread, connect_in_background
+from .loop import InlineLoop, IoLoop, LoopThread, connect_in_background
 
 if TYPE_CHECKING:
     from supervision.server import TimerRef
@@ -53,7 +63,7 @@ class LinkOwner:
     ``watch_fileno`` and ``send_after``; it sets ``io``, ``link`` and
     ``backoff``."""
 
-    io: LoopThread
+    io: IoLoop
     link: AmqpLink
     backoff: Backoff
 
@@ -64,12 +74,16 @@ class LinkOwner:
         def send_after(self, seconds: float, message: Any) -> TimerRef: ...
 
     def open_link(self, thread_name: str, urls: Sequence[str], timeout: float | None) -> None:
-        """Make the loop thread ``thread_name``, the link to ``urls`` (failing
-        over among them; ``timeout`` seconds per connection attempt, a falsy
-        value: 10 s) and the back-off, and watch the loop's inbox. Connects
-        nothing yet. Raises what starting a thread raises."""
+        """Make the I/O loop (the loop thread ``thread_name``, or for a light
+        actor an :class:`InlineLoop` on its own loop), the link to ``urls``
+        (failing over among them; ``timeout`` seconds per connection attempt,
+        a falsy value: 10 s) and the back-off, and watch the loop's inbox.
+        Connects nothing yet. Raises what starting a thread raises."""
         self.backoff = Backoff()
-        self.io = LoopThread(thread_name)
+        try:
+            self.io = InlineLoop(light.loop_of(self))
+        except SupervisionError:
+            self.io = LoopThread(thread_name)
         self.link = AmqpLink(list(urls), self.io.post, timeout or 10.0)
         self.watch_fileno(self.io.fileno)
 
@@ -87,12 +101,34 @@ class LinkOwner:
         """The link is connected: the next loss waits the shortest delay again."""
         self.backoff.reset()
 
-    def close_link(self, what: str) -> None:
-        """Close the link, waiting at most :data:`CLOSE_SECONDS` (a failure or
-        a timeout is logged at debug level, naming ``what``), then stop the
-        loop thread. For ``terminate``; never raises."""
+    def close_link(
+        self,
+        what: str,
+        last: Coroutine[Any, Any, Any] | None = None,
+        last_seconds: float = 0.0,
+    ) -> None:
+        """Run ``last`` for at most ``last_seconds``, then close the link for
+        at most :data:`CLOSE_SECONDS` (a failure or a timeout of either is
+        logged at debug level, naming ``what``), then stop the I/O loop. On
+        an :class:`InlineLoop` both run after this returns. For
+        ``terminate``; never raises."""
+        link = self.link
+
+        async def closing() -> None:
+            if last is not None:
+                try:
+                    await asyncio.wait_for(last, last_seconds)
+                except BaseException:
+                    log.debug("the last words of the %s link failed", what, exc_info=True)
+            await asyncio.wait_for(link.close(), CLOSE_SECONDS)
+
+        io = self.io
+        if isinstance(io, InlineLoop):
+            io.stop()
+            io.detach(closing(), last_seconds + CLOSE_SECONDS + 1, f"closing the {what} link")
+            return
         try:
-            self.io.submit(self.link.close()).result(timeout=CLOSE_SECONDS)
+            io.submit(closing()).result(timeout=last_seconds + CLOSE_SECONDS + 1)
         except Exception:
             log.debug("closing the %s link failed", what, exc_info=True)
-        self.io.stop()
+        io.stop()

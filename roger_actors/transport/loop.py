@@ -1,12 +1,20 @@
-"""An asyncio event loop in a thread, bridged to one Thespian actor.
+"""An asyncio event loop for one actor's I/O, bridged to the actor.
 
-An actor that does asynchronous I/O (aiormq) owns a :class:`LoopThread`:
-coroutines run on the loop thread; whatever they want the actor to know is
-:meth:`post`-ed into an inbox and a byte is written to a socket pair whose
-read end the actor watches with ``ThespianWatch``. On the resulting
-``WatchMessage`` the actor calls :meth:`drain` and handles every event in
-order. Only the actor thread touches actor state; only the loop thread
-touches the asyncio objects.
+An actor that does asynchronous I/O (aiormq) owns an I/O loop: coroutines
+run on it; whatever they want the actor to know is :meth:`~Inbox.post`-ed
+into an inbox and a byte is written to a socket pair whose read end the
+actor watches with ``ThespianWatch``. On the resulting ``WatchMessage`` the
+actor calls :meth:`~Inbox.drain` and handles every event in order. Only the
+actor touches actor state; only the loop's thread touches the asyncio
+objects. Two kinds, one interface (:data:`IoLoop`):
+
+- :class:`LoopThread`: a loop in a daemon thread of its own, for an actor
+  with a process (or thread) of its own (multiprocTCPBase);
+- :class:`InlineLoop`: the loop the actor itself runs on (a light actor,
+  :mod:`supervision.light`): no thread and no hop; the actor's handlers and
+  its coroutines take turns on one thread. Its :meth:`~InlineLoop.submit`
+  futures must never be waited for with a blocking ``result()`` (that would
+  stop the loop): :attr:`~InlineLoop.inline` tells the actor so.
 """
 
 from __future__ import annotations
@@ -15,48 +23,31 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+log = logging.getLogger("roger_actors.amqp")
+
 T = TypeVar("T")
 
 
-class LoopThread:
-    """A daemon thread running an asyncio loop, with an inbox for the actor."""
+class Inbox:
+    """Events for the actor, and the socket pair that wakes it."""
 
-    def __init__(self, name: str = "roger-io") -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self) -> None:
         self._inbox: collections.deque[Any] = collections.deque()
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
         self._signalled = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    @property
-    def alive(self) -> bool:
-        """True until :meth:`stop` ended the loop thread."""
-        return self._thread.is_alive()
 
     @property
     def fileno(self) -> int:
         """The descriptor the actor watches; readable when events wait in the inbox."""
         return self._reader.fileno()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Run ``coro`` on the loop (from any thread); returns a concurrent future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call_soon(self, fn: Any, *args: Any) -> None:
-        """Run a plain callable on the loop thread."""
-        self.loop.call_soon_threadsafe(fn, *args)
 
     def post(self, event: Any) -> None:
         """Queue ``event`` for the actor and wake it (any thread)."""
@@ -80,6 +71,42 @@ class LoopThread:
             events.append(self._inbox.popleft())
         return events
 
+    def close_inbox(self) -> None:
+        """Close the socket pair; later posts are kept and never read."""
+        with contextlib.suppress(Exception):
+            self._reader.close()
+            self._writer.close()
+
+
+class LoopThread(Inbox):
+    """A daemon thread running an asyncio loop, with an inbox for the actor."""
+
+    #: Futures of :meth:`submit` may be waited for from the actor's thread.
+    inline = False
+
+    def __init__(self, name: str = "roger-io") -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    @property
+    def alive(self) -> bool:
+        """True until :meth:`stop` ended the loop thread."""
+        return self._thread.is_alive()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run ``coro`` on the loop (from any thread); returns a concurrent future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        """Run a plain callable on the loop thread."""
+        self.loop.call_soon_threadsafe(fn, *args)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the loop, join the thread and close the loop (pending tasks are cancelled)."""
         if not self._thread.is_alive():
@@ -97,12 +124,108 @@ class LoopThread:
             # its self-pipe may already be gone (a traceback on stderr).
             with contextlib.suppress(Exception):
                 self.loop.close()
-        with contextlib.suppress(Exception):
-            self._reader.close()
-            self._writer.close()
+        self.close_inbox()
 
 
-def connect_in_background(io: LoopThread, link: Any) -> None:
+class TaskFuture(concurrent.futures.Future[T]):
+    """The concurrent future of an :class:`InlineLoop` task: cancelling it
+    cancels the task."""
+
+    def __init__(self, task: asyncio.Task[T]) -> None:
+        super().__init__()
+        self.task = task
+        task.add_done_callback(self._settle)
+
+    def _settle(self, task: asyncio.Task[T]) -> None:
+        if self.done():
+            return
+        if task.cancelled():
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        elif task.exception() is not None:
+            self.set_exception(task.exception())
+        else:
+            self.set_result(task.result())
+
+    def cancel(self) -> bool:
+        self.task.cancel()
+        return super().cancel()
+
+
+class InlineLoop(Inbox):
+    """The I/O loop of an actor that runs on ``loop`` itself (a light actor):
+    :class:`LoopThread`'s interface with no thread. Call every method from
+    the loop's thread.
+
+    :meth:`stop` cancels the tasks :meth:`submit` started that still run;
+    :meth:`detach` runs a coroutine that outlives the actor (a link's close
+    in ``terminate``)."""
+
+    #: Futures of :meth:`submit` must not be waited for (see the module doc).
+    inline = True
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped = False
+
+    @property
+    def alive(self) -> bool:
+        """True until :meth:`stop`."""
+        return not self._stopped
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` as a task on the loop (it runs once the caller
+        returns to the loop); its future cancels the task when cancelled.
+        After :meth:`stop`, ``coro`` is closed unrun and the future is
+        cancelled."""
+        if self._stopped:
+            coro.close()
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            future.cancel()
+            return future
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return TaskFuture(task)
+
+    def detach(self, coro: Coroutine[Any, Any, Any], timeout: float, what: str) -> None:
+        """Run ``coro`` on the loop for at most ``timeout`` seconds, owned by
+        nobody (:meth:`stop` leaves it be); a failure or the timeout is logged
+        at debug level, naming ``what``."""
+
+        async def bounded() -> None:
+            try:
+                await asyncio.wait_for(coro, timeout)
+            except BaseException:
+                log.debug("%s failed", what, exc_info=True)
+
+        _detached.add(task := self.loop.create_task(bounded()))
+        task.add_done_callback(_detached.discard)
+
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        """Run a plain callable on the loop soon (after the caller returns)."""
+        self.loop.call_soon(fn, *args)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the tasks still running and close the inbox; the loop runs
+        on (it is shared). ``timeout`` is unused (for :class:`LoopThread`'s
+        signature)."""
+        self._stopped = True
+        for task in list(self._tasks):
+            task.cancel()
+        self.close_inbox()
+
+
+#: Tasks :meth:`InlineLoop.detach` started (kept referenced until they end).
+_detached: set[asyncio.Task[Any]] = set()
+
+#: What an I/O actor runs its coroutines on.
+IoLoop = LoopThread | InlineLoop
+
+
+def connect_in_background(io: IoLoop, link: Any) -> None:
     """Connect ``link`` (an :class:`~roger_actors.transport.amqp.AmqpLink`) on
     ``io``'s loop; post ``("connected", None)`` to ``io``'s inbox when it is
     up, or ``("failed", repr(error))``."""

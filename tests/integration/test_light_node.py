@@ -1,0 +1,67 @@
+"""Specification: a node on the light base (``actor_system_base = "light"``),
+on RabbitMQ with real processes and signals.
+
+The node-level actors run in the node's process; every partition's tree
+runs in one partition host process of its own, a child of the node, and
+the workers are that host's children. A SIGKILL of the host is a crash of
+the PartitionSupervisor: its supervisor starts a new host, the registry
+starts every partition there again, and the job that was running comes
+back from the broker and runs.
+
+Run with ``scripts/test tests/integration/test_light_node.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+import roger_actors as roger
+from tests.partition_harness import NodeHarness, is_alive, live_children, parent_of, wait_for
+from tests.roger_test_jobs2 import TimedJob
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_every_partition_runs_in_one_host_process_whose_children_are_the_workers(
+    h: NodeHarness,
+) -> None:
+    h.start(actor_system_base="light")
+    first = h.start_partition({"default": 2}, name="a")
+    second = h.start_partition({"default": 2}, name="b")
+    tags = [f"j{i}" for i in range(6)]
+    for index, tag in enumerate(tags):
+        h.enqueue(TimedJob, (first, second)[index % 2], tag, 0)
+
+    h.wait_tags("after_run", set(tags))
+    hosts = {e["ppid"] for e in h.events("start")}
+    assert len(hosts) == 1, f"workers of both partitions have one parent, got {hosts}"
+    [host] = hosts
+    assert parent_of(host) == os.getpid(), "the partition host is a child of the node's process"
+    assert host in live_children(os.getpid())
+
+
+def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_running_job_runs(
+    h: NodeHarness,
+) -> None:
+    h.start(actor_system_base="light")
+    first = h.start_partition({"default": 1}, name="a")
+    second = h.start_partition({"default": 1}, name="b")
+    h.enqueue(TimedJob, first, "long", 2)
+    [start] = h.wait_events("start", 1)
+    host = start["ppid"]
+
+    os.kill(host, signal.SIGKILL)
+    wait_for(lambda: not is_alive(host), what="the partition host gone")
+    h.enqueue(TimedJob, second, "after", 0)
+
+    h.wait_tags("after_run", {"long", "after"}, timeout=60)
+    wait_for(
+        lambda: {first, second} <= set(roger.Partition.partitions()["running"]),
+        what="both partitions running again",
+    )
+    longs = [e for e in h.events("start") if e["tag"] == "long"]
+    assert len(longs) == 2, "the job killed with the host ran again, once"
+    assert longs[1]["ppid"] not in (host, start["pid"]), "in a new host"
