@@ -371,9 +371,7 @@ def decode_message(body: bytes | bytearray | memoryview) -> SystemCommand | Syst
 async def declare_exchange(link: AmqpLink, exchange: str) -> None:
     """Declare the durable fanout ``exchange`` on the link's control channel
     (idempotent). Run on the link's loop; ConnectionError when not connected."""
-    channel = link.control
-    if channel is None or channel.is_closed or not link.is_open:
-        raise ConnectionError("AMQP link is not connected")
+    channel = await link.control_channel()
     await channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
 
 

@@ -510,6 +510,8 @@ class Consumer(Server, LinkOwner):
                 self._submit("release", self.keys.release(*message[1:]))
             else:
                 self.send_after(1.0, message)
+        elif isinstance(message, tuple) and message and message[0] == "give-back":
+            self._give_back(message[1])  # a no-op once its channel is gone
         elif isinstance(message, tuple) and message and message[0] == "requeue":
             flight = self.inflight.pop(message[1], None)
             if flight is not None:
@@ -555,6 +557,8 @@ class Consumer(Server, LinkOwner):
                 log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
         elif event.kind == "release" and event.value is not None:
             self.send_after(1.0, ("release", *event.value))
+        elif event.kind == "give-back" and event.value is not None:
+            self.send_after(1.0, ("give-back", event.value))
         elif event.kind == "gate":
             self._on_gate(*event.value)
         elif event.kind == "reassert" and event.value:
@@ -1033,7 +1037,19 @@ class Consumer(Server, LinkOwner):
         :mod:`~roger_actors.partition.lease`. A ``basic.nack`` would count
         toward the quorum queue's delivery limit."""
         self.handed_over.discard(delivery_id(delivery))
-        self._submit("give-back", self.settler.give_back(delivery))
+
+        async def give_back() -> Delivery | None:
+            # A copy that cannot be published leaves the original unacked on a
+            # channel that may well stay open: try again (while it is open),
+            # else the job is held here, never run, until the connection ends.
+            try:
+                await self.settler.give_back(delivery)
+            except Exception as exc:
+                log.warning("%s: giving a delivery back: %r; trying again", self.partition_id, exc)
+                return delivery
+            return None
+
+        self._submit("give-back", give_back())
 
     def _lease_tick(self) -> None:
         """Hand over to a lease each delivery held for half the broker's

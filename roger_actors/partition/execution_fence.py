@@ -49,9 +49,7 @@ def incarnation_of(token: str) -> str:
 async def declare_presence(link: Any, name: str) -> None:
     """Declare the presence queue ``name`` exclusive to ``link``'s connection
     (deleted by the broker with it). Raises when the link is down."""
-    channel = link.control
-    if channel is None or channel.is_closed:
-        raise ConnectionError("AMQP link is not connected")
+    channel = await link.control_channel()
     await channel.queue_declare(name, exclusive=True, arguments={"x-max-length": 0})
 
 

@@ -266,6 +266,7 @@ class AmqpLink:
         self._declared: dict[str, str] = {}
         self._generation = 0
         self._lost = False
+        self._control_lock: asyncio.Lock | None = None
 
     @property
     def url(self) -> str:
@@ -313,14 +314,31 @@ class AmqpLink:
             with contextlib.suppress(Exception):
                 await self.connection.close()
 
-    def _control(self) -> Channel:
-        if self.control is None or self.control.is_closed:
+    async def control_channel(self) -> Channel:
+        """The control channel (with confirms), opened again when a channel
+        error closed it while the connection stays up (a broker channel
+        exception closes only its channel: without this every later declare,
+        publish and get of the link would fail until the connection drops).
+        ConnectionError when the link is down."""
+        control = self.control
+        if control is not None and not control.is_closed:
+            return control
+        if self.connection is None or not self.is_open:
             raise ConnectionError("AMQP link is not connected")
-        return self.control
+        if self._control_lock is None:
+            self._control_lock = asyncio.Lock()  # made on the loop thread
+        async with self._control_lock:
+            if self.control is None or self.control.is_closed:
+                log.warning("the control channel was closed; opening a new one")
+                self.control = await self.connection.channel(publisher_confirms=True)
+            return self.control
+
+    async def _control(self) -> Channel:
+        return await self.control_channel()
 
     async def declare(self, name: str, arguments: dict[str, Any] | None = None) -> int:
         """Declare a durable (classic) queue; returns its message count."""
-        ok = await self._control().queue_declare(name, durable=True, arguments=arguments)
+        ok = await (await self._control()).queue_declare(name, durable=True, arguments=arguments)
         return ok.message_count
 
     async def declare_replicated(self, name: str, arguments: dict[str, Any] | None = None) -> int:
@@ -346,7 +364,7 @@ class AmqpLink:
                 self._declared[name] = known
             return count
         args = quorum_arguments(arguments) if known == "quorum" else arguments
-        ok = await self._control().queue_declare(name, durable=True, arguments=args)
+        ok = await (await self._control()).queue_declare(name, durable=True, arguments=args)
         return ok.message_count
 
     async def _declare_first(self, name: str, arguments: dict[str, Any] | None) -> tuple[str, int]:
@@ -445,7 +463,7 @@ class AmqpLink:
 
     async def purge(self, name: str) -> int:
         """Purge a queue; returns the number of messages removed."""
-        return await self._control().queue_purge(name)
+        return await (await self._control()).queue_purge(name)
 
     async def publish(
         self,
@@ -458,7 +476,7 @@ class AmqpLink:
         """Publish and wait for the broker's confirm; raises
         :class:`~.base.Nacked` if it is nacked or, being ``mandatory``,
         :class:`~.base.Unroutable` when it reached no queue."""
-        await self._control().publish(
+        await (await self._control()).publish(
             body,
             exchange=exchange,
             routing_key=routing_key,
@@ -613,7 +631,7 @@ class AmqpLink:
     async def delete_queue(self, name: str) -> None:
         """Delete the queue ``name`` with its messages (a missing one is fine);
         raises when the connection is not usable."""
-        await self._control().queue_delete(name)
+        await (await self._control()).queue_delete(name)
 
     async def touch(self, name: str) -> None:
         """Use the queue ``name`` so that its ``x-expires`` starts again: a
@@ -636,4 +654,4 @@ class AmqpLink:
     async def get(self, queue: str) -> Message | None:
         """basic.get without ack (the caller settles it: ``Message.ack()`` or
         ``Message.nack()``, on the channel it came from)."""
-        return await self._control().get(queue)
+        return await (await self._control()).get(queue)
