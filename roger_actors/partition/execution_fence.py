@@ -48,9 +48,11 @@ def incarnation_of(token: str) -> str:
 
 async def declare_presence(link: Any, name: str) -> None:
     """Declare the presence queue ``name`` exclusive to ``link``'s connection
-    (deleted by the broker with it). Raises when the link is down."""
+    (deleted by the broker with it) and owned by the link (deleted when the
+    link closes, on a shared connection too). Raises when the link is down."""
     channel = await link.control_channel()
     await channel.queue_declare(name, exclusive=True, arguments={"x-max-length": 0})
+    link.own_queue(name)
 
 
 async def is_present(link: Any, name: str) -> bool:

@@ -37,6 +37,7 @@ from .base import (
     TransportError,
     connect,
 )
+from .shared import SharedConnections
 from .urls import address_of, redact_url, split_urls
 
 log = logging.getLogger("roger_actors.amqp")
@@ -255,10 +256,16 @@ class AmqpLink:
         url: str | Sequence[str] | BrokerAddresses,
         post: Callable[[Any], None],
         timeout: float | None = 10.0,
+        shared: SharedConnections | None = None,
     ):
         self.addresses = url if isinstance(url, BrokerAddresses) else BrokerAddresses(url)
         self.post = post
         self.timeout = timeout
+        #: Where :meth:`connect` takes a view of a shared connection (None:
+        #: a connection of the link's own).
+        self.shared = shared
+        #: Exclusive queues this link deletes when it closes (:meth:`own_queue`).
+        self.owned: set[str] = set()
         self.connection: Connection | None = None
         self.control: Channel | None = None
         self.consumers: dict[str, _Consumer] = {}
@@ -289,7 +296,14 @@ class AmqpLink:
         """
         self._lost = False
         self._declared.clear()
-        self.connection = await self.addresses.connect(self.timeout)
+        self.owned.clear()
+        if self.shared is None:
+            self.connection = await self.addresses.connect(self.timeout)
+        else:
+            addresses, timeout = self.addresses, self.timeout
+            self.connection = await self.shared.open(
+                addresses.urls, lambda: addresses.connect(timeout)
+            )
         self.connection.add_close_callback(self._on_close)
         self.control = await self.connection.channel(publisher_confirms=True)
 
@@ -307,12 +321,29 @@ class AmqpLink:
         return self.connection is not None and not self.connection.is_closed and not self._lost
 
     async def close(self) -> None:
-        """Close everything (unacked deliveries go back to their queues)."""
+        """Close everything (unacked deliveries go back to their queues); the
+        exclusive queues the link owns are deleted first when its connection
+        is shared (they would outlive the link)."""
+        was_open = self.is_open
         self._lost = True
         self.consumers.clear()
-        if self.connection is not None:
+        if self.connection is None:
+            return
+        if was_open and self.shared is not None and self.owned:
             with contextlib.suppress(Exception):
-                await self.connection.close()
+                control = self.control
+                if control is not None and not control.is_closed:
+                    for name in sorted(self.owned):
+                        await control.queue_delete(name)
+        self.owned.clear()
+        with contextlib.suppress(Exception):
+            await self.connection.close()
+
+    def own_queue(self, name: str) -> None:
+        """The exclusive queue ``name``, declared on this link's connection,
+        is the link's: deleted when the link closes (on a connection of its
+        own the broker deletes it with the connection anyway)."""
+        self.owned.add(name)
 
     async def control_channel(self) -> Channel:
         """The control channel (with confirms), opened again when a channel

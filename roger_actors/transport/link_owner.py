@@ -44,6 +44,7 @@ from supervision.errors import SupervisionError
 from .amqp import AmqpLink
 from .backoff import Backoff
 from .loop import InlineLoop, IoLoop, LoopThread, connect_in_background
+from .shared import shared_connections
 
 if TYPE_CHECKING:
     from supervision.server import TimerRef
@@ -75,16 +76,21 @@ class LinkOwner:
 
     def open_link(self, thread_name: str, urls: Sequence[str], timeout: float | None) -> None:
         """Make the I/O loop (the loop thread ``thread_name``, or for a light
-        actor an :class:`InlineLoop` on its own loop), the link to ``urls``
+        actor an :class:`InlineLoop` on its own loop, whose links share
+        connections: :mod:`~roger_actors.transport.shared`), the link to ``urls``
         (failing over among them; ``timeout`` seconds per connection attempt,
         a falsy value: 10 s) and the back-off, and watch the loop's inbox.
         Connects nothing yet. Raises what starting a thread raises."""
         self.backoff = Backoff()
+        shared = None
         try:
-            self.io = InlineLoop(light.loop_of(self))
+            loop = light.loop_of(self)
         except SupervisionError:
             self.io = LoopThread(thread_name)
-        self.link = AmqpLink(list(urls), self.io.post, timeout or 10.0)
+        else:
+            self.io = InlineLoop(loop)
+            shared = shared_connections(loop)
+        self.link = AmqpLink(list(urls), self.io.post, timeout or 10.0, shared)
         self.watch_fileno(self.io.fileno)
 
     def connect_link(self) -> None:
