@@ -4,6 +4,7 @@ Run::
 
     python -m bench.partitions --partitions 0,10,50,100
     python -m bench.partitions --partitions 1000 --queues 1 --max-workers 2 --json out.json
+    ROGER_ACTOR_SYSTEM_BASE=light python -m bench.partitions --partitions 0,100,1000 --own-broker
 
 For each count N (one run each, in order) a node runs in a process of its
 own session (``python -m bench.partitions node``), starts N partitions of
@@ -127,16 +128,24 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+#: The broker node this run started (``--own-broker``), else None: the machine's.
+_own_broker: Any = None
+
+
+def rabbitmqctl(*args: str, timeout: float = 120) -> str:
+    """``rabbitmqctl -q args`` on the run's broker; its output."""
+    if _own_broker is not None:
+        return str(_own_broker.ctl(*args, timeout=timeout))
+    return subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout, check=True
+    ).stdout
+
+
 def connections(tag: str) -> int:
     """The broker's connections named ``bench-partitions-<tag>``."""
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "client_properties"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    return out.count(f"bench-partitions-{tag}")
+    return rabbitmqctl("list_connections", "client_properties", timeout=60).count(
+        f"bench-partitions-{tag}"
+    )
 
 
 def delete_queues(url: str, marker: str) -> int:
@@ -148,13 +157,7 @@ def delete_queues(url: str, marker: str) -> int:
 
     names = [
         line.strip()
-        for line in subprocess.run(
-            ["rabbitmqctl", "-q", "list_queues", "name"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout.splitlines()
+        for line in rabbitmqctl("list_queues", "name").splitlines()
         if marker in line
     ]
 
@@ -238,8 +241,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--settle-seconds", type=float, default=7.0)
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument(
+        "--own-broker",
+        action="store_true",
+        help="start a RabbitMQ node of the run's own (on a free port, with this shell's "
+        "open-file limit: the machine's broker has 1,024, too few past about 100 "
+        "partitions), removed at the end",
+    )
     args = parser.parse_args(argv)
-    rows = [measure(int(n), args) for n in args.partitions.split(",")]
+    global _own_broker
+    if args.own_broker:
+        from tests.rabbit_nodes import BrokerNode
+
+        _own_broker = BrokerNode.create(f"roger-bench-{uuid.uuid4().hex[:6]}")
+        _own_broker.start()
+        args.url = _own_broker.url()
+    try:
+        rows = [measure(int(n), args) for n in args.partitions.split(",")]
+    finally:
+        if _own_broker is not None:
+            _own_broker.remove()
     print(
         "| idle partitions | start (s) | processes | AMQP connections | PSS (MB) | idle CPU (%) |"
     )
