@@ -357,7 +357,9 @@ class Consumer(Server, LinkOwner):
             self.queues_ref = self.call_async(registry, QueuesOf(partition_id))
         else:
             self._connect()
-        self.send_after(1.0, "tick")
+        #: A "tick" is armed (see :meth:`_arm_tick`).
+        self.ticking = False
+        self._arm_tick()
 
     # ------------------------------------------------------------ I/O plumbing
 
@@ -456,6 +458,7 @@ class Consumer(Server, LinkOwner):
             self._handle_info(message)
         finally:
             self._flush_acks()
+            self._arm_tick()
 
     def _ack_later(self, delivery: Delivery) -> None:
         """Ack ``delivery`` with the others of this message (one I/O hop for all);
@@ -492,8 +495,8 @@ class Consumer(Server, LinkOwner):
         elif isinstance(message, CallReply):
             self._on_call_reply(message)
         elif message == "tick":
+            self.ticking = False
             self._tick()
-            self.send_after(1.0, "tick")
         elif isinstance(message, PartitionCommand):
             self._on_command(message)
         elif isinstance(message, Resync):
@@ -1078,6 +1081,29 @@ class Consumer(Server, LinkOwner):
         if self.keeper.slots:
             self._submit("lease-renew", self.keeper.renew_due(live))
 
+    def _needs_tick(self) -> bool:
+        """Something :meth:`_tick` looks after: disconnected, deliveries held
+        (leases, fencing, cancels), local cancel marks to expire, waiting
+        queues to sweep, or workers to stop when idle. An idle Consumer has
+        none, and so no timer: idle CPU does not grow with the partitions."""
+        return bool(
+            not self.connected
+            or self.inflight
+            or self.cancelling
+            or self.handing
+            or len(self.cancelled)
+            or self.keeper.slots
+            or len(self.waiting)
+            or any(state.workers for state in self.queues.values())
+        )
+
+    def _arm_tick(self) -> None:
+        """Arm the next tick (in a second) unless one is armed or nothing needs it;
+        after every message."""
+        if not self.ticking and self._needs_tick():
+            self.ticking = True
+            self.send_after(1.0, "tick")
+
     def _tick(self) -> None:
         self._lease_tick()
         self._expire_cancelled()
@@ -1127,6 +1153,12 @@ class Consumer(Server, LinkOwner):
 
     def handle_call(self, request: Any, from_: From) -> Any:
         """GetQueues, Pause, Resume, PauseAll, Reconfigure, Status, StopConsuming, Purge."""
+        try:
+            return self._handle_call(request, from_)
+        finally:
+            self._arm_tick()
+
+    def _handle_call(self, request: Any, from_: From) -> Any:
         if isinstance(request, Status):
             running = self.pool.running(self.queues.values())
             return {

@@ -728,6 +728,9 @@ class WaitingKeys:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
+    def __len__(self) -> int:
+        return len(self._keys)
+
     def keys(self) -> list[str]:
         """The keys swept, sorted."""
         return sorted(self._keys)

@@ -209,7 +209,10 @@ class Global(Server, LinkOwner):
             config.amqp.connection_timeout_seconds,
         )
         self._connect()
-        self.send_after(SAVE_SECONDS, "save")
+        #: The save timer armed (:meth:`_arm_save`): its number and when it fires.
+        self.save_timer = 0
+        self.save_at: float | None = None
+        self._arm_save()
 
     # ------------------------------------------------------------ connection
 
@@ -265,6 +268,37 @@ class Global(Server, LinkOwner):
 
     def handle_info(self, message: Any) -> None:
         """Requests and connection events; the save timer; reconnects."""
+        try:
+            self._handle_info(message)
+        finally:
+            self._arm_save()
+
+    def _save_delay(self) -> float:
+        """Seconds until the next save is needed: :data:`SAVE_SECONDS` while a
+        change is not committed, stored or replicated; else when the replica
+        queue is due for a renewal or the oldest cancel mark for expiry, so an
+        idle Global wakes up about once a minute."""
+        if self.dirty or self.unstored or self.unreplicated:
+            return SAVE_SECONDS
+        delay = REPLICA_RENEW_SECONDS - (time.monotonic() - self.renewed)
+        if self.state is not None:
+            due = self.state.expiry_in()
+            if due is not None:
+                delay = min(delay, due + 1.0)  # the marks' clock counts whole seconds
+        return max(SAVE_SECONDS, delay)
+
+    def _arm_save(self) -> None:
+        """Arm the save timer for :meth:`_save_delay` unless one armed fires
+        sooner; after every message. A timer superseded fires unheeded."""
+        delay = self._save_delay()
+        at = time.monotonic() + delay
+        if self.save_at is not None and self.save_at <= at + 0.01:
+            return
+        self.save_timer += 1
+        self.save_at = at
+        self.send_after(delay, ("save", self.save_timer))
+
+    def _handle_info(self, message: Any) -> None:
         if isinstance(message, WatchMessage):
             answers: list[tuple[Any, _Request, bytes | None, list[bytes]]] = []
             for event in self.io.drain():
@@ -292,12 +326,14 @@ class Global(Server, LinkOwner):
                 # Group commit: what these requests changed is stored and
                 # replicated before any of them is answered (and acked).
                 self._commit(answers)
-        elif message == "save":
+        elif isinstance(message, tuple) and message[:1] == ("save",):
+            if message[1:] != (self.save_timer,):
+                return  # superseded by a sooner one
+            self.save_at = None
             if self.state is not None and self.state.expire():
                 self.dirty = True
             self._commit([])
             self._renew()
-            self.send_after(SAVE_SECONDS, "save")
         elif message == "reconnect":
             self._connect()
         else:

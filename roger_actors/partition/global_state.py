@@ -150,6 +150,13 @@ class GlobalState:
         self._marks_version += 1
         return True
 
+    def expiry_in(self) -> float | None:
+        """Seconds until the oldest cancel mark is due to expire (0 when it is
+        due now); None when there is no mark."""
+        for at in self.cancelled.values():
+            return float(max(0, at + self.ttl - self._seconds()))
+        return None
+
     def expire(self) -> int:
         """Drop the marks older than ``ttl``; returns how many were dropped.
         Cost: the number dropped (marks are in marking order)."""
