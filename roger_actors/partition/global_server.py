@@ -77,6 +77,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -126,8 +127,10 @@ REPLICA_ARGUMENTS: dict[str, Any] = {
     "x-expires": REPLICA_EXPIRES_SECONDS * 1000,
 }
 #: Every Global declares and touches the replica queue this often (renews
-#: its x-expires: see :meth:`AmqpLink.touch`).
-REPLICA_RENEW_SECONDS = 60.0
+#: its x-expires: see :meth:`AmqpLink.touch`), a quarter of the expiry; the
+#: first time at a random point of that period, so that the partitions of a
+#: node do not all renew at once.
+REPLICA_RENEW_SECONDS = REPLICA_EXPIRES_SECONDS / 4
 #: AMQP ``type`` and ``app_id`` of a replica message.
 REPLICA_TYPE = "roger-global-replica"
 REPLICA_APP_ID = "roger-actors"
@@ -192,7 +195,7 @@ class Global(Server, LinkOwner):
         self.committed: bytes | None = None
         self.unstored = False
         self.unreplicated = False
-        self.renewed = time.monotonic()
+        self.renewed = time.monotonic() - random.uniform(0, REPLICA_RENEW_SECONDS)
         self.served = 0
         self.connected = False
         self.generation = 0

@@ -229,6 +229,21 @@ def test_a_cancel_mark_expires_after_the_ttl() -> None:
     assert state.expire() == 1 and state.cancelled == {}
 
 
+def test_expiry_in_counts_down_to_the_oldest_marks_expiry() -> None:
+    # The active Global sleeps until then when nothing else is due.
+    clock = Clock(1_000_000)
+    state = GlobalState(ttl=60, clock=clock)
+    assert state.expiry_in() is None
+    state.apply(PID, "cancel_job", ["old"])
+    clock.ms += 20_000
+    state.apply(PID, "cancel_job", ["young"])
+    assert state.expiry_in() == 40.0
+    clock.ms += 45_000
+    assert state.expiry_in() == 0.0  # overdue counts as due now
+    assert state.expire() == 1
+    assert state.expiry_in() == 15.0
+
+
 def test_cancelling_again_renews_the_mark() -> None:
     clock = Clock(0)
     state = GlobalState(ttl=60, clock=clock)
