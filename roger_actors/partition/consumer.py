@@ -321,6 +321,7 @@ class Consumer(Server, LinkOwner):
         #: being freed) before their ack: the Consumer is still busy.
         self.settling = 0
         self.pending_io: list[concurrent.futures.Future[None]] = []
+        self.pending_limit = PENDING_SWEEP
         #: Snapshot fetches under way (cancelled by terminate).
         self.fetches: list[concurrent.futures.Future[None]] = []
         #: Local copy of the partition's cancelled job ids (from Global, then
@@ -374,8 +375,11 @@ class Consumer(Server, LinkOwner):
 
         future = self.io.submit(run())
         self.pending_io.append(future)
-        if len(self.pending_io) > 256:
+        if len(self.pending_io) > self.pending_limit:
+            # Amortised: the list is swept again only once it doubled (with
+            # many still pending, a sweep per submit made bursts quadratic).
             self.pending_io = [f for f in self.pending_io if not f.done()]
+            self.pending_limit = max(PENDING_SWEEP, 2 * len(self.pending_io))
         return future
 
     def _fetch_snapshot_in_background(self, kind: str) -> None:
@@ -1285,6 +1289,10 @@ async def _ended(tasks: list[asyncio.Task[Any]]) -> None:
     """Wait until every task in ``tasks`` ended (none when it is empty)."""
     if tasks:
         await asyncio.wait(tasks)
+
+
+#: ``pending_io`` is swept of its finished futures past this many (at least).
+PENDING_SWEEP = 256
 
 
 def _monotonic() -> float:
