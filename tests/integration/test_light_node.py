@@ -25,12 +25,19 @@ from tests.roger_test_jobs2 import TimedJob
 pytestmark = pytest.mark.timeout(90)
 
 
+def _light_node_with_two_partitions(h: NodeHarness, max_workers: int) -> tuple[str, str]:
+    """Start the node on the light base and partitions ``a`` and ``b``."""
+    h.start(actor_system_base="light")
+    return (
+        h.start_partition({"default": max_workers}, name="a"),
+        h.start_partition({"default": max_workers}, name="b"),
+    )
+
+
 def test_every_partition_runs_in_one_host_process_whose_children_are_the_workers(
     h: NodeHarness,
 ) -> None:
-    h.start(actor_system_base="light")
-    first = h.start_partition({"default": 2}, name="a")
-    second = h.start_partition({"default": 2}, name="b")
+    first, second = _light_node_with_two_partitions(h, 2)
     tags = [f"j{i}" for i in range(6)]
     for index, tag in enumerate(tags):
         h.enqueue(TimedJob, (first, second)[index % 2], tag, 0)
@@ -46,9 +53,7 @@ def test_every_partition_runs_in_one_host_process_whose_children_are_the_workers
 def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_running_job_runs(
     h: NodeHarness,
 ) -> None:
-    h.start(actor_system_base="light")
-    first = h.start_partition({"default": 1}, name="a")
-    second = h.start_partition({"default": 1}, name="b")
+    first, second = _light_node_with_two_partitions(h, 1)
     h.enqueue(TimedJob, first, "long", 2)
     [start] = h.wait_events("start", 1)
     host = start["ppid"]
