@@ -364,12 +364,10 @@ class AmqpLink:
                 self.control = await self.connection.channel(publisher_confirms=True)
             return self.control
 
-    async def _control(self) -> Channel:
-        return await self.control_channel()
-
     async def declare(self, name: str, arguments: dict[str, Any] | None = None) -> int:
         """Declare a durable (classic) queue; returns its message count."""
-        ok = await (await self._control()).queue_declare(name, durable=True, arguments=arguments)
+        control = await self.control_channel()
+        ok = await control.queue_declare(name, durable=True, arguments=arguments)
         return ok.message_count
 
     async def declare_replicated(self, name: str, arguments: dict[str, Any] | None = None) -> int:
@@ -395,7 +393,7 @@ class AmqpLink:
                 self._declared[name] = known
             return count
         args = quorum_arguments(arguments) if known == "quorum" else arguments
-        ok = await (await self._control()).queue_declare(name, durable=True, arguments=args)
+        ok = await (await self.control_channel()).queue_declare(name, durable=True, arguments=args)
         return ok.message_count
 
     async def _declare_first(self, name: str, arguments: dict[str, Any] | None) -> tuple[str, int]:
@@ -494,7 +492,7 @@ class AmqpLink:
 
     async def purge(self, name: str) -> int:
         """Purge a queue; returns the number of messages removed."""
-        return await (await self._control()).queue_purge(name)
+        return await (await self.control_channel()).queue_purge(name)
 
     async def publish(
         self,
@@ -507,7 +505,7 @@ class AmqpLink:
         """Publish and wait for the broker's confirm; raises
         :class:`~.base.Nacked` if it is nacked or, being ``mandatory``,
         :class:`~.base.Unroutable` when it reached no queue."""
-        await (await self._control()).publish(
+        await (await self.control_channel()).publish(
             body,
             exchange=exchange,
             routing_key=routing_key,
@@ -662,7 +660,7 @@ class AmqpLink:
     async def delete_queue(self, name: str) -> None:
         """Delete the queue ``name`` with its messages (a missing one is fine);
         raises when the connection is not usable."""
-        await (await self._control()).queue_delete(name)
+        await (await self.control_channel()).queue_delete(name)
 
     async def touch(self, name: str) -> None:
         """Use the queue ``name`` so that its ``x-expires`` starts again: a
@@ -685,4 +683,4 @@ class AmqpLink:
     async def get(self, queue: str) -> Message | None:
         """basic.get without ack (the caller settles it: ``Message.ack()`` or
         ``Message.nack()``, on the channel it came from)."""
-        return await (await self._control()).get(queue)
+        return await (await self.control_channel()).get(queue)
