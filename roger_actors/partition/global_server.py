@@ -280,7 +280,7 @@ class Global(Server, LinkOwner):
         """Seconds until the next save is needed: :data:`SAVE_SECONDS` while a
         change is not committed, stored or replicated; else when the replica
         queue is due for a renewal or the oldest cancel mark for expiry, so an
-        idle Global wakes up about once a minute."""
+        idle Global wakes up once per :data:`REPLICA_RENEW_SECONDS` (150 s)."""
         if self.dirty or self.unstored or self.unreplicated:
             return SAVE_SECONDS
         delay = REPLICA_RENEW_SECONDS - (time.monotonic() - self.renewed)
