@@ -57,7 +57,7 @@ from supervision import (
 )
 from tests.actors import Sup
 from tests.otp_actors import GenServer, Watcher
-from tests.procs import free_port
+from tests.procs import free_port, sigkill
 
 T = TypeVar("T")
 
@@ -312,7 +312,7 @@ class KillMachine(ServerMachine):
         caller = threading.Thread(target=waiting_caller)
         caller.start()
         wait_until(lambda: f"call {request!r}" in get_state(self.s)["log"], "the call is in")
-        os.kill(pid, signal.SIGKILL)
+        sigkill(pid)
         caller.join(WAIT * 4)
         [error] = outcome
         assert isinstance(error, NoProc) and error.reason == "killed", error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import time
 from collections.abc import Callable
@@ -32,6 +33,29 @@ def parent_of(pid: int) -> int | None:
     """The parent pid of ``pid``, or None when it is gone."""
     fields = stat_fields(pid)
     return int(fields[1]) if fields is not None else None
+
+
+def ancestors(pid: int) -> list[int]:
+    """The pids from ``pid``'s parent up to pid 1, nearest first."""
+    found: list[int] = []
+    parent = parent_of(pid)
+    while parent is not None and parent > 0:
+        found.append(parent)
+        parent = parent_of(parent) if parent != 1 else None
+    return found
+
+
+def sigkill(pid: int) -> None:
+    """SIGKILL the process ``pid``, a process a test found by walking /proc.
+
+    A pid worked out from parent links can be wrong while a tree is dying:
+    its processes are reparented to pid 1, whose parent reads as 0, and
+    ``os.kill(0, ...)`` would kill this test's own process group. So this
+    refuses (AssertionError) pid 0 and 1, this process and its ancestors.
+    A pid that is gone raises ProcessLookupError, as ``os.kill`` does."""
+    if pid <= 1 or pid == os.getpid() or pid in ancestors(os.getpid()):
+        raise AssertionError(f"refusing to SIGKILL pid {pid}: not a process under test")
+    os.kill(pid, signal.SIGKILL)
 
 
 def all_pids() -> list[int]:

@@ -11,8 +11,6 @@ The in-process node is node 1; node 2 is a separate process
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import time
 from typing import Any
 
@@ -22,6 +20,7 @@ import roger_actors as roger
 from roger_actors import Queue
 from tests.cluster_harness import Cluster
 from tests.partition_harness import BROKER, counts, holds_for, is_alive, wait_for
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import KeyedJob, TimedJob
 
 pytestmark = pytest.mark.timeout(150)
@@ -144,7 +143,7 @@ def test_killing_the_active_global_fails_over_to_the_other_node_with_the_state(
     before: dict[str, Any] = h.global_status(pid)
     assert before["served"] >= 3, "node 1's Global was the active one"
 
-    os.kill(before["pid"], signal.SIGKILL)
+    sigkill(before["pid"])
     began = time.monotonic()
     assert roger.Global.is_cancelled(pid, "kept") is True
     assert roger.Global.queue_get_paused(pid) == {"parked"}

@@ -14,8 +14,6 @@ dies under one gives the job back through the lease copy's expiry.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +30,7 @@ from roger_actors.partition.consumer import Status
 from tests import rabbit_nodes
 from tests.broker_jobs import GateJob, LimitedGateJob
 from tests.partition_harness import NodeHarness, wait_for
+from tests.procs import sigkill
 from tests.rabbit_nodes import BrokerNode
 from tests.roger_test_jobs2 import TimedJob
 
@@ -185,7 +184,7 @@ def test_a_leased_job_whose_consumer_dies_runs_again(
     wait_for(lambda: _leases(broker, pid), what="the job handed over to a lease")
     consumer: int = roger_node.current().consumer_call(pid, Status(), 10)["pid"]
     gate.touch()  # the next run ends at once
-    os.kill(consumer, signal.SIGKILL)
+    sigkill(consumer)
 
     wait_for(lambda: _starts(hb)["held"] == 2, timeout=30, what="the job run again")
     hb.wait_tags("after_run", {"held"})

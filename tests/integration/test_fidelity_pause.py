@@ -9,8 +9,6 @@ node and RabbitMQ.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 
 import pytest
@@ -20,6 +18,7 @@ from roger_actors import Queue
 from roger_actors import node as roger_node
 from roger_actors.partition.consumer import Status
 from tests.partition_harness import NodeHarness, counts, holds_for, wait_for
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -70,7 +69,7 @@ def test_a_local_pause_survives_a_changed_reconfigure_and_is_lost_on_restart(
     holds_for(lambda: "held" not in h.tags("start"), 1.0, "the paused queue holds its job")
 
     consumer = _consumer_pid(pid)
-    os.kill(consumer, signal.SIGKILL)
+    sigkill(consumer)
 
     seen: list[object] = []
 

@@ -9,8 +9,6 @@ The two-node behaviour (failover, cancel across nodes) is in
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from tests.partition_harness import (
     publish_raw,
     wait_for,
 )
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import KeyedJob, SpawningJob, TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -235,7 +234,7 @@ def test_a_cluster_pause_survives_a_consumer_restart_and_a_reconfigure(h: NodeHa
 
     roger.Partition.reconfigure(pid, {"default": 1, "extra": 1})
     consumer = roger_node.current().consumer_call(pid, Status())["pid"]
-    os.kill(consumer, signal.SIGKILL)
+    sigkill(consumer)
 
     def paused_flags() -> dict[str, bool]:
         try:
@@ -285,7 +284,7 @@ def test_an_answered_change_survives_a_sigkill_right_after_and_calls_go_on(
     roger.Global.cancel_job(pid, "before-kill")
     victim = h.global_status(pid)["pid"]
 
-    os.kill(victim, signal.SIGKILL)
+    sigkill(victim)
     # Asked during the gap: answered by the restarted Global, from the snapshot.
     assert roger.Global.is_cancelled(pid, "before-kill") is True
     assert h.global_status(pid)["pid"] != victim

@@ -5,9 +5,7 @@ Global did not confirm (security review H2.2, H3, L3)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
 import subprocess
 import uuid
 from typing import Any
@@ -39,6 +37,7 @@ from tests.partition_harness import (
     is_alive,
     wait_for,
 )
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import SpawningJob, TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -172,7 +171,7 @@ def test_a_message_put_into_the_state_queue_never_resets_the_state(h: NodeHarnes
         delivery_mode=2,
     )
 
-    os.kill(victim, signal.SIGKILL)
+    sigkill(victim)
     # The restarted Global refuses the state it finds instead of starting
     # empty (where is_cancelled would say False).
     wait_for(lambda: _refused(pid), what="the restarted Global refusing the stored state")

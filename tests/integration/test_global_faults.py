@@ -10,8 +10,6 @@ shared broker's); node 2 is a process of its own (``tests.cluster_harness``).
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +28,7 @@ from tests.partition_harness import (
     holds_for,
     wait_for,
 )
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import KeyedJob
 
 pytestmark = pytest.mark.timeout(150)
@@ -121,7 +120,7 @@ def test_a_sigkilled_active_global_fails_over_with_the_state_and_the_held_key(
     wait_for(lambda: _runs(h, "holder"), what="the holder running on node 1")
     before: dict[str, Any] = h.global_status(pid)
 
-    os.kill(before["pid"], signal.SIGKILL)
+    sigkill(before["pid"])
     _state_kept(pid)
     assert roger.Global.is_executing(pid, "ledger") is True
     h.enqueue(KeyedJob, pid, "waiter", 0, None, "ledger")

@@ -14,12 +14,12 @@ Run with ``scripts/test tests/integration/test_light_node.py``.
 from __future__ import annotations
 
 import os
-import signal
 
 import pytest
 
 import roger_actors as roger
 from tests.partition_harness import NodeHarness, is_alive, live_children, parent_of, wait_for
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -58,7 +58,7 @@ def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_runni
     [start] = h.wait_events("start", 1)
     host = start["ppid"]
 
-    os.kill(host, signal.SIGKILL)
+    sigkill(host)
     wait_for(lambda: not is_alive(host), what="the partition host gone")
     h.enqueue(TimedJob, second, "after", 0)
 

@@ -32,6 +32,7 @@ from tests.node_procs import (
     start_node_process,
 )
 from tests.partition_harness import BROKER, NodeHarness, _free_admin_port, read_events, wait_for
+from tests.procs import sigkill
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,7 +86,7 @@ def _exits_non_zero_and_leaves_nothing(node: NodeProcess, killed_at: float) -> N
 def test_the_node_exits_non_zero_when_its_application_root_dies(cli_node: NodeProcess) -> None:
     admin = admin_process(cli_node.admin_port)
     assert admin is not None
-    os.kill(root_supervisor_pid(admin[0]), signal.SIGKILL)
+    sigkill(root_supervisor_pid(admin[0]))
     _exits_non_zero_and_leaves_nothing(cli_node, time.monotonic())
     assert "application root 'roger' exited" in cli_node.log_text()
 
@@ -93,7 +94,7 @@ def test_the_node_exits_non_zero_when_its_application_root_dies(cli_node: NodePr
 def test_the_node_exits_non_zero_when_its_actor_system_admin_dies(cli_node: NodeProcess) -> None:
     admin = admin_process(cli_node.admin_port)
     assert admin is not None
-    os.kill(admin[0], signal.SIGKILL)
+    sigkill(admin[0])
     _exits_non_zero_and_leaves_nothing(cli_node, time.monotonic())
     assert "admin" in cli_node.log_text()
 
@@ -105,7 +106,7 @@ def test_the_node_exits_non_zero_naming_its_application_master_when_that_dies(
     assert admin is not None
     root = root_supervisor_pid(admin[0])
     master = int(Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    os.kill(master, signal.SIGKILL)
+    sigkill(master)
     _exits_non_zero_and_leaves_nothing(cli_node, time.monotonic())
     log = cli_node.log_text()
     assert "application master of 'roger' exited" in log, log
@@ -118,7 +119,7 @@ def test_an_embedding_process_learns_from_wait_that_its_nodes_root_died(
     assert node.failure() is None
     admin = admin_process(node.config.admin_port)
     assert admin is not None
-    os.kill(root_supervisor_pid(admin[0]), signal.SIGKILL)
+    sigkill(root_supervisor_pid(admin[0]))
     why = node.wait(interval=0.1)
     assert "application root 'roger' exited" in why
     roger.stop()  # still cleans up
@@ -184,7 +185,7 @@ def test_a_sigkilled_node_process_takes_its_actor_system_along(
     the node the process manager starts next starts."""
     before = node_processes(cli_node.admin_port, cli_node.proc.pid)
     assert len(before) > 3
-    os.kill(cli_node.proc.pid, signal.SIGKILL)
+    sigkill(cli_node.proc.pid)
     wait_for(
         lambda: (
             not node_processes(cli_node.admin_port, cli_node.proc.pid)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.node_procs import (
     uid_of,
 )
 from tests.partition_harness import NodeHarness, _free_admin_port, is_alive, wait_for
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -100,7 +100,7 @@ def test_stop_after_the_tree_died_still_ends_every_process_of_the_node(h: NodeHa
     processes = node_processes(port) - {os.getpid()}
     assert len(processes) > 3
 
-    os.kill(root_supervisor_pid(admin), signal.SIGKILL)
+    sigkill(root_supervisor_pid(admin))
     wait_for(lambda: not node.app.is_running, what="the application root to be reported dead")
 
     started = time.monotonic()
@@ -119,4 +119,4 @@ def test_stop_after_the_tree_died_still_ends_every_process_of_the_node(h: NodeHa
     finally:
         for pid in processes:  # never leave a failed run's orphans behind
             if is_alive(pid):
-                os.kill(pid, signal.SIGKILL)
+                sigkill(pid)

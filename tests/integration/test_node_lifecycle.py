@@ -12,7 +12,6 @@ Each test starts its own node against the RabbitMQ on 127.0.0.1:5672 (see
 from __future__ import annotations
 
 import os
-import signal
 
 import pytest
 
@@ -30,6 +29,7 @@ from tests.partition_harness import (
     parent_of,
     wait_for,
 )
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import PlainFailJob, TimedJob
 
 pytestmark = pytest.mark.timeout(60)
@@ -194,23 +194,27 @@ def test_a_partition_crashing_again_and_again_never_takes_the_node_down(
 
     def containing_supervisor(pid: str) -> int | None:
         """The partition's ContainingSupervisor (its Consumer's grandparent),
-        or None between two trees."""
+        or None between two trees.
+
+        A tree dying meanwhile reparents its processes to pid 1 (whose
+        parent reads as 0) or to this process (the actor system's starter):
+        a process reparented so, or pid 0 or 1, is never taken."""
         try:
             consumer = roger_node.current().consumer_call(pid, Status(), timeout=2)["pid"]
         except (roger.NotRunningError, CallTimeout, NoProc):
             return None
         jobs = parent_of(consumer)
         found = parent_of(jobs) if jobs is not None else None
-        # A tree dying meanwhile reparents its processes (to this process,
-        # the actor system's starter): never take this process for the victim.
-        return None if found == os.getpid() else found
+        if found is None or found <= 1 or found == os.getpid():
+            return None
+        return found if parent_of(found) not in (None, 1, os.getpid()) else None
 
     victim = containing_supervisor(flaky)
     assert victim is not None
     partition_sup = parent_of(victim)
     # Far more crashes than the PartitionSupervisor's intensity (10 in 10 s).
     for _ in range(25):
-        os.kill(victim, signal.SIGKILL)
+        sigkill(victim)
         seen: list[int] = []
 
         def running_again(killed: int = victim, seen: list[int] = seen) -> bool:
@@ -257,7 +261,7 @@ def test_a_restarted_registry_takes_the_running_partitions_back(h: NodeHarness) 
     # The root's children in start order: system, partitions, registry, ...
     children = sorted(live_children(root), key=_start_time)
     registry_pid = children[children.index(partition_sup) + 1]
-    os.kill(registry_pid, signal.SIGKILL)
+    sigkill(registry_pid)
 
     def taken_back() -> bool:
         try:

@@ -14,7 +14,6 @@ WorkerSupervisor and the Consumer, so the Consumer is the other one.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 
 import pytest
@@ -32,6 +31,7 @@ from tests.partition_harness import (
     parent_of,
     wait_for,
 )
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,7 +85,7 @@ def test_sigkilled_consumer_is_restarted_by_the_partition_supervisor_and_queued_
     consumer, worker_sup = _consumer_pid(h, pid)
     assert amqp_socket_count(consumer) == 1, "that process is not the Consumer"
 
-    os.kill(consumer, signal.SIGKILL)
+    sigkill(consumer)
     tags = [f"q{i}" for i in range(4)]
     for tag in tags:
         h.enqueue(TimedJob, pid, tag, 0)
@@ -137,7 +137,7 @@ def test_sigkilled_worker_supervisor_restarts_the_partition_and_the_running_job_
     h.enqueue(TimedJob, pid, "interrupted", 30)
     wait_for(lambda: "interrupted" in h.tags("start"), what="the long job running")
 
-    os.kill(worker_sup, signal.SIGKILL)
+    sigkill(worker_sup)
 
     # one_for_all: the Consumer restarts too; the job's delivery was never
     # acked, so the broker gives it to the new Consumer, which runs it again.
@@ -202,7 +202,7 @@ def test_sigkilled_partition_supervisor_starts_every_partition_again_and_their_j
     partition_sup = parent_of(containing) if containing is not None else None
     assert partition_sup is not None and partition_sup != os.getpid()
 
-    os.kill(partition_sup, signal.SIGKILL)
+    sigkill(partition_sup)
     tags = [f"s{i}" for i in range(4)]
     for index, tag in enumerate(tags):
         h.enqueue(TimedJob, (first, second)[index % 2], tag, 0)

@@ -6,8 +6,6 @@ helpers come from ``test_supervision_multiproc``; every wait is a bounded poll."
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +33,7 @@ from tests.integration.test_supervision_multiproc import (  # noqa: F401 (fixtur
     wait_until,
 )
 from tests.otp_actors import GenServer, Watcher
+from tests.procs import sigkill
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,7 +61,7 @@ def kids(root: Any) -> dict[Any, Any]:
 
 def kill(address: Any) -> int:
     pid: int = call(address, "pid")
-    os.kill(pid, signal.SIGKILL)
+    sigkill(pid)
     return pid
 
 

@@ -14,7 +14,6 @@ failed, then checks that every process of each actor system is gone.
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +36,7 @@ from supervision import (
 )
 from tests import procs
 from tests.actors import SlowInit, Sup, Worker, read_journal
-from tests.procs import free_port, is_alive
+from tests.procs import free_port, is_alive, sigkill
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -199,7 +198,7 @@ def start_app(tmp_path: Path) -> Iterator[Callable[[ChildSpec], Application]]:
         stragglers = {p for p in watched if alive(p) and _ours(p)}
         for pid in stragglers:
             try:
-                os.kill(pid, signal.SIGKILL)
+                sigkill(pid)
             except ProcessLookupError:
                 pass
         assert not stragglers, f"processes left behind after app.stop(): {sorted(stragglers)}"
@@ -253,7 +252,7 @@ def test_sigkilled_child_is_a_crash_and_is_restarted_in_a_new_process(
     before = addresses(root)
     old_pid = call(before["a"], "pid")
 
-    os.kill(old_pid, signal.SIGKILL)
+    sigkill(old_pid)
 
     now = wait_until(lambda: restarted(root, before, ["a"]), "a runs at a new address")
     new_pid = call(now["a"], "pid")
@@ -276,7 +275,7 @@ def test_one_for_all_restarts_every_child_in_new_processes_after_one_is_sigkille
     old = pids_of(before, ids)
     seen = len(read_journal(journal))
 
-    os.kill(old["b"], signal.SIGKILL)
+    sigkill(old["b"])
 
     now = wait_until(lambda: restarted(app.root, before, ids), "a, b and c run at new addresses")
     new = pids_of(now, ids)
@@ -518,7 +517,7 @@ def test_sigkilled_supervisor_is_restarted_and_its_orphaned_children_die(
     assert parent_of(old_children["s2"]) == sub_pid
     seen = len(read_journal(journal))
 
-    os.kill(sub_pid, signal.SIGKILL)
+    sigkill(sub_pid)
 
     # the orphans die with their supervisor (PR_SET_PDEATHSIG), without terminate
     wait_gone([sub_pid, *old_children.values()])
@@ -544,7 +543,7 @@ def test_an_actor_whose_creator_dies_before_its_init_child_dies_too(
         "the raw child's process exists",
     )
 
-    os.kill(creator_pid, signal.SIGKILL)
+    sigkill(creator_pid)
 
     wait_gone([creator_pid, raw])
 
@@ -565,7 +564,7 @@ def test_an_actor_process_whose_creator_dies_while_it_starts_up_dies_too(
         "the slow child's process exists",
     )
 
-    os.kill(creator_pid, signal.SIGKILL)
+    sigkill(creator_pid)
 
     wait_gone([creator_pid, slow], timeout=5)
 

@@ -11,8 +11,6 @@ sweeps their waiting queues too. One real node and RabbitMQ.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 
 import roger_actors as roger
 from roger_actors import node as roger_node
@@ -24,6 +22,7 @@ from roger_actors.partition.execution_keys import (
 )
 from supervision import CallTimeout, NoProc
 from tests.partition_harness import NodeHarness, _with_channel, counts, publish_raw, wait_for
+from tests.procs import sigkill
 from tests.roger_test_jobs2 import TimedJob
 
 
@@ -55,7 +54,7 @@ def test_a_parked_job_nobody_remembers_is_handed_over_once_its_key_is_free(
     )
     # This node's Consumer starts again (it parked nothing).
     consumer = node.consumer_call(pid, Status(), timeout=5)["pid"]
-    os.kill(consumer, signal.SIGKILL)
+    sigkill(consumer)
 
     def restarted() -> bool:
         try:

@@ -41,7 +41,7 @@ from supervision import call as sv_call
 from supervision import which_children as sv_which_children
 from tests.actors import Sup
 from tests.partition_harness import holds_for, wait_for
-from tests.procs import free_port, is_alive
+from tests.procs import free_port, is_alive, sigkill
 from tests.roger_test_jobs_worker import GateJob, Owner, QuickJob, SignalledJob, SleepJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -381,7 +381,7 @@ class Rig:
             finally:
                 for worker in self.workers:
                     if is_alive(worker.pid):
-                        os.kill(worker.pid, 9)
+                        sigkill(worker.pid)
                     Scoreboard.unlink(worker.ready.scoreboard)
 
 

@@ -43,7 +43,7 @@ from supervision.light import LightSystem
 from supervision.protocol import Down
 from supervision.reasons import Crash
 from tests.actors import SlowInit, Sup, Worker, read_journal
-from tests.procs import free_port, is_alive, live_children, parent_of, wait_until
+from tests.procs import free_port, is_alive, live_children, parent_of, sigkill, wait_until
 from tests.unit_actors import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ def test_sigkill_of_a_placed_process_exits_the_child_killed_and_restarts_it(
     first = kid(root, "w")
     old_pid = call(first, "pid")
 
-    os.kill(old_pid, signal.SIGKILL)
+    sigkill(old_pid)
 
     second = replaced(root, "w", first)
     assert REASONS == [("w", "killed")]
@@ -240,7 +240,7 @@ def test_a_call_in_flight_when_the_placed_process_dies_raises_noproc(
     proxy = system._actors[w.addressDetails].instance
     wait_until(lambda: proxy._placement.calls, "the call is relayed")
 
-    os.kill(pid, signal.SIGKILL)
+    sigkill(pid)
 
     caller.join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], NoProc), outcome

@@ -10,8 +10,6 @@ it did not run.
 
 from __future__ import annotations
 
-import os
-import signal
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from roger_actors.partition.consumer import Status
 from tests.integration.roger.conftest import Journal
 from tests.integration.roger.jobs import ConsumerTest
 from tests.partition_harness import counts, holds_for, wait_for
+from tests.procs import sigkill
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,7 +119,7 @@ def test_pause_resume_state_through_global_consumer_restart_in_between(
     # trap exits, so its Consumer lives on; here the Consumer really restarts.
     node = roger_node.current()
     consumer = node.consumer_call(app, Status())["pid"]
-    os.kill(consumer, signal.SIGKILL)
+    sigkill(consumer)
 
     def new_consumer_paused() -> Any:
         try:
