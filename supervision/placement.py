@@ -178,6 +178,8 @@ class _Relay:
         self.pinned: set[Any] = set()
         self.inbox = bytearray()
         self.outbox = bytearray()
+        #: a flush of the outbox is scheduled (call_soon) or a writer is armed
+        self.flushing = False
         self.closed = False
         self.loop.add_reader(self.fd, self._readable)
 
@@ -254,19 +256,31 @@ class _Relay:
         self._write(_HEADER.pack(len(data)) + data)
 
     def _write(self, data: bytes) -> None:
-        if self.outbox:
-            self.outbox += data
+        """Queue one frame. The outbox goes out at the end of the loop's
+        current round (one ``send`` for every frame of the round), or when
+        the socket is writable again after a partial send."""
+        self.outbox += data
+        if not self.flushing:
+            self.flushing = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self.closed or not self.outbox:
+            self.flushing = False
             return
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(self.outbox)
         except BlockingIOError:
             sent = 0
         except OSError:
+            self.flushing = False
             self._broken()
             return
-        if sent < len(data):
-            self.outbox += data[sent:]
+        del self.outbox[:sent]
+        if self.outbox:
             self.loop.add_writer(self.fd, self._writable)
+        else:
+            self.flushing = False
 
     def _writable(self) -> None:
         try:
@@ -274,11 +288,14 @@ class _Relay:
         except BlockingIOError:
             return
         except OSError:
+            self.loop.remove_writer(self.fd)
+            self.flushing = False
             self._broken()
             return
         del self.outbox[:sent]
         if not self.outbox:
             self.loop.remove_writer(self.fd)
+            self.flushing = False
 
     def flush_blocking(self) -> None:
         """Write what is still queued, waiting as long as it takes (before exit)."""

@@ -119,6 +119,12 @@ class _Consumer:
     told: set[int] = field(default_factory=set)
     closing_on_purpose: bool = False
     ack_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Tags :meth:`AmqpLink.ack_many` was given that the next flush acks.
+    unsent: list[int] = field(default_factory=list)
+    #: Settled by the next flush (its outcome), None when no tag waits.
+    next_flush: asyncio.Future[bool] | None = None
+    #: The task that writes the flushes, one after another.
+    flusher: asyncio.Task[None] | None = None
 
 
 def properties(
@@ -609,20 +615,52 @@ class AmqpLink:
     async def ack_many(self, key: str, generation: int, tags: list[int]) -> bool:
         """Ack deliveries of one consumer channel with as few frames as possible.
 
-        The tags that, with those settled before, complete the oldest
-        outstanding ones are acked with one ``multiple`` ack; the others are
-        acked one by one at once (a long job never holds back the acks, and so
-        the prefetch window, of the jobs after it). False when the channel is
-        gone (its deliveries were requeued).
+        The tags wait for the channel's next flush, which acks every tag
+        given since the one before in one go (acks asked for while a flush
+        is written share the next one, so a burst of calls costs a few
+        flushes, not one frame and one loop round each). Of the tags that,
+        with those settled before, complete the oldest outstanding ones,
+        the highest is acked with one ``multiple`` ack; the others are acked
+        one by one (a long job never holds back the acks, and so the
+        prefetch window, of the jobs after it). Returns once the flush with
+        these tags is written: False when the channel is gone (its
+        deliveries were requeued); raises what writing the flush raised.
+        Cancelling the caller leaves the flush be.
         """
         consumer = self.consumers.get(key)
         channel = self._channel_for(key, generation)
         if consumer is None or channel is None:
             return False
-        async with consumer.ack_lock:
-            # Frames must reach the broker in the order decided here: a later
-            # multiple ack must not overtake the single ack of a tag it covers.
-            return await self._ack_in_order(consumer, channel, tags)
+        consumer.unsent.extend(tags)
+        flush = consumer.next_flush
+        if flush is None:
+            flush = consumer.next_flush = asyncio.get_running_loop().create_future()
+            if consumer.flusher is None or consumer.flusher.done():
+                consumer.flusher = asyncio.create_task(self._flush_acks(consumer, channel))
+        return await asyncio.shield(flush)
+
+    async def _flush_acks(self, consumer: _Consumer, channel: Channel) -> None:
+        """Write the flushes of ``consumer`` until no tag waits (see ack_many)."""
+        while consumer.next_flush is not None:
+            flush, consumer.next_flush = consumer.next_flush, None
+            tags, consumer.unsent = consumer.unsent, []
+            try:
+                async with consumer.ack_lock:
+                    # Frames must reach the broker in the order decided here:
+                    # a later multiple ack must not overtake the single ack of
+                    # a tag it covers (a nack takes the lock too).
+                    sent = await self._ack_in_order(consumer, channel, tags)
+            except asyncio.CancelledError:
+                flush.cancel()
+                if consumer.next_flush is not None:
+                    consumer.next_flush.cancel()
+                    consumer.next_flush = None
+                raise
+            except BaseException as exc:
+                flush.set_exception(exc)
+                flush.exception()  # retrieved: a caller that went away leaves no warning
+            else:
+                flush.set_result(sent)
 
     async def _ack_in_order(
         self, consumer: _Consumer, channel: Channel, tags: list[int]

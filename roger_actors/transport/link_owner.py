@@ -9,9 +9,10 @@ it. They share the same lifecycle:
 
 1. at ``init``, :meth:`LinkOwner.open_link` makes the I/O loop, the link
    (its events are posted to the loop's inbox) and the reconnect
-   :class:`~roger_actors.transport.backoff.Backoff`, and watches the inbox's
-   file descriptor, so that the actor is woken (``WatchMessage``) when the
-   loop posts an event;
+   :class:`~roger_actors.transport.backoff.Backoff`; the actor is woken
+   (``WatchMessage``) when the loop posts events: a LoopThread's inbox
+   has a file descriptor the actor watches, an InlineLoop sends the actor
+   ``WatchMessage([])`` once per loop round that posted;
 2. the actor connects (:meth:`LinkOwner.connect_link` posts
    ``("connected", None)`` or ``("failed", repr(error))``; Global connects
    with its own coroutine);
@@ -37,6 +38,8 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
+
+from thespian.actors import WatchMessage
 
 from supervision import light
 from supervision.errors import SupervisionError
@@ -70,6 +73,10 @@ class LinkOwner:
 
     if TYPE_CHECKING:  # provided by supervision.Server, which comes first in the MRO
 
+        myAddress: Any
+
+        def send(self, target: Any, message: Any) -> None: ...
+
         def watch_fileno(self, fileno: int) -> None: ...
 
         def send_after(self, seconds: float, message: Any) -> TimerRef: ...
@@ -79,7 +86,7 @@ class LinkOwner:
         actor an :class:`InlineLoop` on its own loop, whose links share
         connections: :mod:`~roger_actors.transport.shared`), the link to ``urls``
         (failing over among them; ``timeout`` seconds per connection attempt,
-        a falsy value: 10 s) and the back-off, and watch the loop's inbox.
+        a falsy value: 10 s) and the back-off, and watch a LoopThread's inbox.
         Connects nothing yet. Raises what starting a thread raises."""
         self.backoff = Backoff()
         shared = None
@@ -88,10 +95,15 @@ class LinkOwner:
         except SupervisionError:
             self.io = LoopThread(thread_name)
         else:
-            self.io = InlineLoop(loop)
+            self.io = InlineLoop(loop, self._io_ready)
             shared = shared_connections(loop)
         self.link = AmqpLink(list(urls), self.io.post, timeout or 10.0, shared)
-        self.watch_fileno(self.io.fileno)
+        if isinstance(self.io, LoopThread):
+            self.watch_fileno(self.io.fileno)
+
+    def _io_ready(self) -> None:
+        """An :class:`InlineLoop`'s wake-up: events wait in its inbox."""
+        self.send(self.myAddress, WatchMessage([]))
 
     def connect_link(self) -> None:
         """Connect the link in the background; the outcome comes as

@@ -2,19 +2,24 @@
 
 An actor that does asynchronous I/O (aiormq) owns an I/O loop: coroutines
 run on it; whatever they want the actor to know is :meth:`~Inbox.post`-ed
-into an inbox and a byte is written to a socket pair whose read end the
-actor watches with ``ThespianWatch``. On the resulting ``WatchMessage`` the
-actor calls :meth:`~Inbox.drain` and handles every event in order. Only the
-actor touches actor state; only the loop's thread touches the asyncio
-objects. Two kinds, one interface (:data:`IoLoop`):
+into an inbox, and the actor is woken with a ``WatchMessage``, on which it
+calls :meth:`~Inbox.drain` and handles every event in order. Only the actor
+touches actor state; only the loop's thread touches the asyncio objects.
+Two kinds, one interface (:data:`IoLoop`):
 
 - :class:`LoopThread`: a loop in a daemon thread of its own, for an actor
-  with a process (or thread) of its own (multiprocTCPBase);
+  with a process (or thread) of its own (multiprocTCPBase). A post writes
+  a byte to a socket pair whose read end the actor watches with
+  ``ThespianWatch`` (:attr:`~LoopThread.fileno`).
 - :class:`InlineLoop`: the loop the actor itself runs on (a light actor,
-  :mod:`supervision.light`): no thread and no hop; the actor's handlers and
-  its coroutines take turns on one thread. Its :meth:`~InlineLoop.submit`
-  futures must never be waited for with a blocking ``result()`` (that would
-  stop the loop): :attr:`~InlineLoop.inline` tells the actor so.
+  :mod:`supervision.light`): no thread, no socket and no hop; the actor's
+  handlers and its coroutines take turns on one thread. The first post
+  of a loop round schedules one wake-up at the end of the round (the
+  ``wake`` callable, which sends the actor ``WatchMessage([])``), so
+  every event of the round, say every delivery of one socket read, is
+  handled in one go. Its :meth:`~InlineLoop.submit` futures must never be
+  waited for with a blocking ``result()`` (that would stop the loop):
+  :attr:`~InlineLoop.inline` tells the actor so.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 log = logging.getLogger("roger_actors.amqp")
@@ -35,10 +40,40 @@ T = TypeVar("T")
 
 
 class Inbox:
-    """Events for the actor, and the socket pair that wakes it."""
+    """Events for the actor, oldest first; how the actor is woken is the
+    subclass's (:meth:`_wake` on a post, :meth:`_woken` on a drain)."""
 
     def __init__(self) -> None:
         self._inbox: collections.deque[Any] = collections.deque()
+
+    def post(self, event: Any) -> None:
+        """Queue ``event`` for the actor and wake it."""
+        self._inbox.append(event)
+        self._wake()
+
+    def drain(self) -> list[Any]:
+        """Take every queued event, oldest first (actor thread)."""
+        # Order matters: first take the wake-up, then empty the inbox. An
+        # event posted after the wake-up was taken wakes the actor again;
+        # one posted before is still in the inbox when it is emptied.
+        self._woken()
+        events = []
+        while self._inbox:
+            events.append(self._inbox.popleft())
+        return events
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _woken(self) -> None:
+        raise NotImplementedError
+
+
+class _SocketInbox(Inbox):
+    """An inbox that wakes its actor through a socket pair (any thread posts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
@@ -49,27 +84,18 @@ class Inbox:
         """The descriptor the actor watches; readable when events wait in the inbox."""
         return self._reader.fileno()
 
-    def post(self, event: Any) -> None:
-        """Queue ``event`` for the actor and wake it (any thread)."""
-        self._inbox.append(event)
+    def _wake(self) -> None:
         if not self._signalled.is_set():
             self._signalled.set()
             with contextlib.suppress(BlockingIOError, OSError):
                 self._writer.send(b"\0")
 
-    def drain(self) -> list[Any]:
-        """Take every queued event, oldest first (actor thread)."""
-        # Order matters: consume the wake-up bytes, then clear the flag, then
-        # empty the inbox. An event posted after the flag is cleared sends a
-        # new byte; one posted before is still in the inbox when it is emptied.
+    def _woken(self) -> None:
+        # Consume the wake-up bytes, then clear the flag (see drain).
         with contextlib.suppress(BlockingIOError, OSError):
             while self._reader.recv(4096):
                 pass
         self._signalled.clear()
-        events = []
-        while self._inbox:
-            events.append(self._inbox.popleft())
-        return events
 
     def close_inbox(self) -> None:
         """Close the socket pair; later posts are kept and never read."""
@@ -78,7 +104,7 @@ class Inbox:
             self._writer.close()
 
 
-class LoopThread(Inbox):
+class LoopThread(_SocketInbox):
     """A daemon thread running an asyncio loop, with an inbox for the actor."""
 
     #: Futures of :meth:`submit` may be waited for from the actor's thread.
@@ -154,8 +180,12 @@ class TaskFuture(concurrent.futures.Future[T]):
 
 class InlineLoop(Inbox):
     """The I/O loop of an actor that runs on ``loop`` itself (a light actor):
-    :class:`LoopThread`'s interface with no thread. Call every method from
-    the loop's thread.
+    :class:`LoopThread`'s interface with no thread. Call every method,
+    :meth:`post` included, from the loop's thread.
+
+    ``wake()`` wakes the actor (sends it ``WatchMessage([])``); it is
+    called once per loop round that posted something, at the end of that
+    round, and not after :meth:`stop`.
 
     :meth:`stop` cancels the tasks :meth:`submit` started that still run;
     :meth:`detach` runs a coroutine that outlives the actor (a link's close
@@ -164,11 +194,29 @@ class InlineLoop(Inbox):
     #: Futures of :meth:`submit` must not be waited for (see the module doc).
     inline = True
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, wake: Callable[[], None]) -> None:
         super().__init__()
         self.loop = loop
+        self.wake = wake
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopped = False
+        #: A wake-up is scheduled or sent and not taken by a drain yet.
+        self._pending = False
+
+    def _wake(self) -> None:
+        if not self._pending:
+            self._pending = True
+            self.loop.call_soon(self._ring)
+
+    def _ring(self) -> None:
+        if self._pending and not self._stopped:
+            self.wake()
+
+    def _woken(self) -> None:
+        self._pending = False
+
+    def close_inbox(self) -> None:
+        """Nothing to close: later posts are kept and never read."""
 
     @property
     def alive(self) -> bool:

@@ -87,3 +87,48 @@ def test_in_order_completion_is_acked_with_far_fewer_frames_than_jobs() -> None:
     broker = asyncio.run(run())
     assert not broker.outstanding
     assert broker.frames == 100
+
+
+def _link_on(broker: BrokerRules) -> AmqpLink:
+    link = AmqpLink("amqp://unused", lambda event: None)
+    link.consumers["q"] = _Consumer(broker, "q", 1)  # type: ignore[arg-type]
+    link._channel_for = lambda key, generation: broker  # type: ignore[method-assign,assignment,return-value]
+    return link
+
+
+def test_a_burst_of_single_acks_shares_a_few_flushes_and_each_call_returns_once_written() -> None:
+    async def run() -> tuple[BrokerRules, list[bool]]:
+        broker = BrokerRules(500, random.Random(1))
+        link = _link_on(broker)
+        # 500 calls of one tag each, all asked for before any is written.
+        results = await asyncio.gather(*(link.ack_many("q", 1, [tag]) for tag in range(1, 501)))
+        return broker, results
+
+    broker, results = asyncio.run(run())
+    assert results == [True] * 500
+    assert not broker.outstanding
+    assert broker.frames <= 3, f"{broker.frames} frames for one burst"
+
+
+def test_a_flush_that_fails_raises_in_every_call_it_carried_and_the_next_flush_works() -> None:
+    class Failing(BrokerRules):
+        fail = True
+
+        async def ack(self, tag: int, *, multiple: bool = False) -> None:
+            if self.fail:
+                self.fail = False
+                raise ConnectionError("channel closed")
+            await super().ack(tag, multiple=multiple)
+
+    async def run() -> tuple[list[Any], bool]:
+        broker = Failing(10, random.Random(2))
+        link = _link_on(broker)
+        first = await asyncio.gather(
+            *(link.ack_many("q", 1, [tag]) for tag in (1, 2, 3)), return_exceptions=True
+        )
+        later = await link.ack_many("q", 1, [4])
+        return first, later
+
+    first, later = asyncio.run(run())
+    assert [type(outcome) for outcome in first] == [ConnectionError] * 3
+    assert later is True

@@ -10,7 +10,6 @@ Run with ``scripts/test tests/unit/test_inline_loop.py``.
 from __future__ import annotations
 
 import asyncio
-import select
 import threading
 import time
 from collections.abc import Iterator
@@ -34,13 +33,14 @@ from supervision import (
 from supervision.supervisor import Supervisor
 
 
-def _readable(fileno: int) -> bool:
-    return bool(select.select([fileno], [], [], 0)[0])
+def _no_wake() -> None:
+    pass
 
 
 def test_submitted_coroutines_run_on_the_callers_loop_and_post_to_the_inbox() -> None:
     async def scenario() -> None:
-        io = InlineLoop(asyncio.get_running_loop())
+        wakes: list[int] = []
+        io = InlineLoop(asyncio.get_running_loop(), lambda: wakes.append(1))
 
         async def work() -> int:
             io.post("done")
@@ -49,17 +49,42 @@ def test_submitted_coroutines_run_on_the_callers_loop_and_post_to_the_inbox() ->
         future = io.submit(work())
         assert not future.done()  # it runs once the caller gives the loop back
         assert await asyncio.wrap_future(future) == threading.get_ident()
-        assert _readable(io.fileno)
+        await asyncio.sleep(0)  # the wake-up comes at the end of the round
+        assert wakes == [1]
         assert io.drain() == ["done"]
-        assert not _readable(io.fileno)
         io.stop()
+
+    asyncio.run(scenario())
+
+
+def test_every_post_of_one_loop_round_wakes_the_actor_once_and_none_after_stop() -> None:
+    async def scenario() -> None:
+        wakes: list[list[Any]] = []
+        io: InlineLoop
+
+        def wake() -> None:
+            wakes.append(io.drain())
+
+        io = InlineLoop(asyncio.get_running_loop(), wake)
+        for n in range(5):
+            io.post(n)
+        assert wakes == []  # not while the round that posted runs
+        await asyncio.sleep(0)
+        assert wakes == [[0, 1, 2, 3, 4]]
+        io.post("next round")
+        await asyncio.sleep(0)
+        assert wakes == [[0, 1, 2, 3, 4], ["next round"]]
+        io.post("after stop")
+        io.stop()
+        await asyncio.sleep(0)
+        assert len(wakes) == 2
 
     asyncio.run(scenario())
 
 
 def test_stop_cancels_the_tasks_still_running_and_a_later_submit_never_runs() -> None:
     async def scenario() -> None:
-        io = InlineLoop(asyncio.get_running_loop())
+        io = InlineLoop(asyncio.get_running_loop(), _no_wake)
         ran: list[str] = []
 
         async def forever() -> None:
@@ -84,7 +109,7 @@ def test_stop_cancels_the_tasks_still_running_and_a_later_submit_never_runs() ->
 
 def test_cancelling_a_submit_future_cancels_its_task() -> None:
     async def scenario() -> None:
-        io = InlineLoop(asyncio.get_running_loop())
+        io = InlineLoop(asyncio.get_running_loop(), _no_wake)
         ended = asyncio.Event()
 
         async def forever() -> None:
@@ -104,7 +129,7 @@ def test_cancelling_a_submit_future_cancels_its_task() -> None:
 
 def test_a_detached_coroutine_outlives_stop_and_is_ended_at_its_bound() -> None:
     async def scenario() -> None:
-        io = InlineLoop(asyncio.get_running_loop())
+        io = InlineLoop(asyncio.get_running_loop(), _no_wake)
         seen: list[str] = []
         cut = asyncio.Event()
 
