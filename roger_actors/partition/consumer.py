@@ -488,7 +488,7 @@ class Consumer(Server, LinkOwner):
 
     def _handle_info(self, message: Any) -> None:
         if isinstance(message, WatchMessage):
-            for event in self.io.drain():
+            for event in self.io.drain(EVENTS_PER_TURN):
                 self._on_event(event)
         elif isinstance(message, JobsFinished):
             self._on_finished(message.results)
@@ -1310,3 +1310,9 @@ def _picklable(error: BaseException) -> Exception:
 
 
 __all__ = ["Consumer"]
+
+#: Most I/O events (deliveries, I/O outcomes) one wake-up handles: the rest
+#: wait for the next turn, after the other actors of the process had theirs
+#: (on the light base every partition's Consumer shares one loop, and a
+#: partition with a deep backlog must not hold the others' deliveries back).
+EVENTS_PER_TURN = 64

@@ -425,7 +425,9 @@ class AiormqConnection(Connection):
         if self.raw.is_closed:
             raise ConnectionLost("the connection is closed")
         async with _translated():
-            raw = await self.raw.channel(publisher_confirms=publisher_confirms)
+            raw = await self.raw.channel(
+                publisher_confirms=publisher_confirms, frame_buffer_size=FRAME_BUFFER
+            )
         return AiormqChannel(raw, self)
 
     async def close(self) -> None:
@@ -436,13 +438,35 @@ class AiormqConnection(Connection):
                 await self.raw.close()
 
 
+#: Frames a connection queues for its writer, and a channel for its reader,
+#: before the one that queues them waits. aiormq's default, 10, made every
+#: channel of a connection wait for its slowest one (the connection reads
+#: frames in order and stops at a full channel queue: one partition's
+#: deliveries held back another's on a shared connection) and made a burst
+#: of publishes or acks wait for the writer every few frames. What a channel
+#: is sent is bounded anyway: by its prefetch, or its publishes in flight.
+FRAME_BUFFER = 4096
+
+
+class _BufferedConnection(aiormq.Connection):
+    """aiormq's connection with a write queue of :data:`FRAME_BUFFER` frames."""
+
+    FRAME_BUFFER_SIZE = FRAME_BUFFER
+
+
+async def _open(url: str) -> aiormq.Connection:
+    connection = _BufferedConnection(url)
+    await connection.connect()
+    return connection
+
+
 async def connect_aiormq(url: str, *, timeout: float | None = 10.0) -> AiormqConnection:
     """Connect to RabbitMQ at ``url`` (``amqp://`` or ``amqps://``, aiormq's
     query parameters), waiting at most ``timeout`` seconds (None: no bound).
     Raises :class:`~.base.ConnectionLost` naming ``host:port`` (never the
     password) when it cannot."""
     try:
-        raw = await asyncio.wait_for(aiormq.connect(url), timeout)
+        raw = await asyncio.wait_for(_open(url), timeout)
     except asyncio.CancelledError:
         raise
     except TimeoutError:

@@ -51,15 +51,20 @@ class Inbox:
         self._inbox.append(event)
         self._wake()
 
-    def drain(self) -> list[Any]:
-        """Take every queued event, oldest first (actor thread)."""
+    def drain(self, limit: int | None = None) -> list[Any]:
+        """Take the queued events, oldest first, at most ``limit`` of them
+        (None: all); when some are left, the actor is woken again for them,
+        after what else waits its turn (actor thread)."""
         # Order matters: first take the wake-up, then empty the inbox. An
         # event posted after the wake-up was taken wakes the actor again;
         # one posted before is still in the inbox when it is emptied.
         self._woken()
-        events = []
-        while self._inbox:
-            events.append(self._inbox.popleft())
+        events: list[Any] = []
+        inbox = self._inbox
+        while inbox and (limit is None or len(events) < limit):
+            events.append(inbox.popleft())
+        if inbox:
+            self._wake()
         return events
 
     def _wake(self) -> None:
