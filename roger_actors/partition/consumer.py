@@ -332,6 +332,8 @@ class Consumer(Server, LinkOwner):
         self.pauses = consumer_core.PauseBits()
         #: Global's snapshot is in: deliveries may start.
         self.snapshot_ready = False
+        #: Since the snapshot came, the queues to consume are consumed.
+        self.resumed = False
         #: A Resync came while the first snapshot was still being fetched.
         self.resync_wanted = False
         #: Cancels waiting for Global's answer, by a private key.
@@ -427,8 +429,10 @@ class Consumer(Server, LinkOwner):
         for name, state in self.queues.items():
             state.paused = name in self.pauses
         self.snapshot_ready = True
-        self._tell_registry()
         start, _ = consumer_core.consuming_plan(self.queues, self.consuming)
+        # "ready" is told once the queues to consume are consumed (the
+        # "resume" outcome): Partition.start answers when the partition
+        # takes jobs, so the broker counts its consumers by then.
         self._submit("resume", self.channels.resume(start))
 
     def _resync(self) -> None:
@@ -557,6 +561,11 @@ class Consumer(Server, LinkOwner):
                     self._resync()
             else:
                 log.warning("%s: no snapshot from Global: %r", self.partition_id, event.error)
+        elif event.kind == "resume":
+            if event.error is not None:
+                log.warning("%s: resume failed: %r", self.partition_id, event.error)
+            self.resumed = event.error is None
+            self._tell_registry()
         elif event.kind == "resync":
             if event.error is None:
                 self._on_resync(event.value)
@@ -614,11 +623,11 @@ class Consumer(Server, LinkOwner):
     def _tell_registry(self, failed: bool = False) -> None:
         """Report this Consumer's state to the registry: ``"starting"``,
         ``"failed"`` (a connection attempt failed), ``"connected"``, or
-        ``"ready"`` (connected with Global's snapshot in: deliveries may start,
-        the partition runs)."""
+        ``"ready"`` (connected with Global's snapshot in and its queues
+        consumed: the partition runs)."""
         if self.registry is not None:
             if self.connected:
-                status = "ready" if self.snapshot_ready else "connected"
+                status = "ready" if self.snapshot_ready and self.resumed else "connected"
             else:
                 status = "failed" if failed else "starting"
             self.send(self.registry, ("consumer", self.partition_id, self.address, status))
@@ -646,6 +655,7 @@ class Consumer(Server, LinkOwner):
         log.warning("%s: broker connection lost: %s", self.partition_id, reason)
         self.connected = False
         self.snapshot_ready = False
+        self.resumed = False
         for state in self.queues.values():
             self.pool.return_unstarted(state)
             for token in state.backlog:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import aiormq
 import aiormq.exceptions
@@ -292,12 +292,17 @@ class AiormqChannel(Channel):
         """See :meth:`~.base.Channel.publish`."""
         self._check()
         async with _translated():
-            confirm = await self.raw.basic_publish(
+            # With confirms, the broker's confirm is what is waited for: not
+            # also the frames' write, which aiormq waits for holding the
+            # channel's lock, so that publishes in flight at once (say
+            # enqueue_many's) would go out one per loop round.
+            confirm = await cast(aiormq.Channel, self.raw).basic_publish(
                 body,
                 exchange=exchange,
                 routing_key=routing_key,
                 properties=_to_spec(properties),
                 mandatory=mandatory,
+                wait=not self.publisher_confirms,
             )
         if self.publisher_confirms and not isinstance(confirm, spec.Basic.Ack):
             raise Nacked(f"publish to {exchange!r}/{routing_key!r} not confirmed: {confirm!r}")
