@@ -46,7 +46,7 @@ async def sample(url: str, queue_type: str, samples: int, interval: float) -> li
             await channel.basic_ack(message.delivery.delivery_tag)
             arrived.set()
 
-        await channel.basic_consume(queue, on_message)
+        consume = await channel.basic_consume(queue, on_message)
         persistent = aiormq.spec.Basic.Properties(delivery_mode=2)
         for _ in range(samples):
             arrived.clear()
@@ -54,6 +54,7 @@ async def sample(url: str, queue_type: str, samples: int, interval: float) -> li
             await publish.basic_publish(body, routing_key=queue, properties=persistent)
             await asyncio.wait_for(arrived.wait(), 10)
             await asyncio.sleep(interval)  # the sending pace
+        await channel.basic_cancel(consume.consumer_tag)
         await channel.queue_delete(queue)
         return latencies
     finally:
