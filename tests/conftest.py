@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,9 @@ import pytest
 
 from tests.cluster_harness import Cluster
 from tests.partition_harness import ON_MEMORY, NodeHarness
+
+#: The node under test runs on the light base (``ROGER_ACTOR_SYSTEM_BASE=light``).
+ON_LIGHT = os.environ.get("ROGER_ACTOR_SYSTEM_BASE") == "light"
 
 #: Tests that need RabbitMQ itself, by module or by test, and why. With
 #: ``ROGER_TEST_BROKER=memory`` (the embedded broker) they are skipped.
@@ -37,6 +41,33 @@ RABBITMQ_ONLY: dict[str, str] = {
 }
 
 
+#: Tests that find and SIGKILL one actor's own process, or use the Thespian
+#: admin's port, by module or by test, and why. On the light base
+#: (``ROGER_ACTOR_SYSTEM_BASE=light``) the node has no admin port and a
+#: partition's actors share the partition host's process (killing "the
+#: Consumer's process" kills every partition's tree): they are skipped
+#: there; ``tests/integration/test_light_node.py`` is that base's own.
+PROCESS_PER_ACTOR: dict[str, str] = {
+    "tests/integration/test_partition_faults.py::test_sigkilled_consumer_is_restarted_by_the_partition_supervisor_and_queued_jobs_run":
+        "SIGKILLs the Consumer's own process",
+    "tests/integration/test_partition_faults.py::test_sigkilled_worker_supervisor_restarts_the_partition_and_the_running_job_comes_back":
+        "SIGKILLs the WorkerSupervisor's own process",
+    "tests/integration/test_partition_faults.py::test_sigkilled_partition_supervisor_starts_every_partition_again_and_their_jobs_run":
+        "SIGKILLs the PartitionSupervisor's own process",
+    "tests/integration/test_node_lifecycle.py::test_a_partition_crashing_again_and_again_never_takes_the_node_down":
+        "SIGKILLs one ContainingSupervisor's own process, again and again",
+    "tests/integration/test_node_lifecycle.py::test_a_restarted_registry_takes_the_running_partitions_back":
+        "SIGKILLs the registry's own process",
+    "tests/integration/test_global.py::test_an_answered_change_survives_a_sigkill_right_after_and_calls_go_on":
+        "SIGKILLs Global's own process",
+    "tests/integration/test_global_faults.py::test_a_sigkilled_active_global_fails_over_with_the_state_and_the_held_key":
+        "SIGKILLs the active Global's own process",
+    "tests/integration/test_node_exits.py::test_an_embedding_process_learns_from_wait_that_its_nodes_root_died":
+        "SIGKILLs the root supervisor's process, found from the admin's",
+    "tests/integration/test_node_exposure.py": "reads the Thespian admin's port and processes",
+}
+
+
 #: The marker each folder of the pyramid gives its tests.
 FOLDER_MARKERS = {
     "tests/unit/": "unit",
@@ -48,13 +79,17 @@ FOLDER_MARKERS = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by its folder (``unit``, ``integration``,
     ``conformance``); mark the :data:`RABBITMQ_ONLY` tests, and skip them on
-    the embedded broker."""
+    the embedded broker; skip the :data:`PROCESS_PER_ACTOR` tests on the
+    light base."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         for folder, marker in FOLDER_MARKERS.items():
             if path.startswith(folder):
                 item.add_marker(marker)
         base = item.nodeid.split("[", 1)[0]
+        process_reason = PROCESS_PER_ACTOR.get(base) or PROCESS_PER_ACTOR.get(path)
+        if process_reason is not None and ON_LIGHT:
+            item.add_marker(pytest.mark.skip(reason=f"one process per actor: {process_reason}"))
         reason = RABBITMQ_ONLY.get(base) or RABBITMQ_ONLY.get(path)
         if reason is None:
             continue

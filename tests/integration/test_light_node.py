@@ -13,11 +13,13 @@ Run with ``scripts/test tests/integration/test_light_node.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import pytest
 
 import roger_actors as roger
+from tests.node_procs import descendants, listening_sockets
 from tests.partition_harness import NodeHarness, is_alive, live_children, parent_of, wait_for
 from tests.procs import sigkill
 from tests.roger_test_jobs2 import TimedJob
@@ -70,3 +72,24 @@ def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_runni
     longs = [e for e in h.events("start") if e["tag"] == "long"]
     assert len(longs) == 2, "the job killed with the host ran again, once"
     assert longs[1]["ppid"] not in (host, start["pid"]), "in a new host"
+
+
+def test_neither_the_partition_host_nor_a_worker_listens_on_any_port(h: NodeHarness) -> None:
+    """On light there is no Thespian admin and no actor port: the node's own
+    process listens on nothing beyond loopback, and the host and the
+    workers on nothing at all (they talk over socket pairs)."""
+    first, _ = _light_node_with_two_partitions(h, 1)
+    h.enqueue(TimedJob, first, "probe", 0)
+    [start] = h.wait_events("start", 1)
+    host, worker = start["ppid"], start["pid"]
+    node_side = {os.getpid()} | descendants(os.getpid())
+    assert {host, worker} <= node_side
+
+    sockets = listening_sockets(node_side)
+    exposed = [
+        (pid, f"{s.address}:{s.port}")
+        for pid, s in sockets
+        if not ipaddress.ip_address(s.address).is_loopback
+    ]
+    assert exposed == [], f"listening on a non-loopback address: {exposed}"
+    assert [s for pid, s in sockets if pid in (host, worker)] == []
