@@ -26,6 +26,7 @@ RABBITMQ_ONLY: dict[str, str] = {
         "reads queue types, arguments and prefetch with rabbitmqctl",
     "tests/integration/test_persister_rabbitmq.py":
         "the RabbitMQ persister's own URL is RabbitMQ's",
+    "tests/integration/test_transport_buffers.py": "reads aiormq's own queues",
     "tests/integration/test_duplicates.py::test_jobs_of_a_batch_not_started_when_the_connection_drops_run_once":
         "reads queue counts with rabbitmqctl",
     "tests/integration/test_fidelity_prefetch.py::test_with_roger_prefetch_a_queue_channel_holds_max_workers_deliveries":
