@@ -150,6 +150,12 @@ class CallbackRunner:
             return False
         return queued
 
+    @property
+    def busy(self) -> bool:
+        """True while callbacks are queued or running."""
+        with self._lock:
+            return bool(self._pending or self._running)
+
     def close(self, timeout: float = CLOSE_SECONDS) -> int:
         """Refuse new callbacks, then wait at most ``timeout`` seconds for the
         queued and running ones to end. Returns how many did not end.

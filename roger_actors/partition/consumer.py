@@ -1283,22 +1283,32 @@ class Consumer(Server, LinkOwner):
             fetch.cancel()  # Global's snapshot is of no use any more
         deadline = _monotonic() + 5
         runner = getattr(self, "callback_runner", None)
+        if isinstance(self.io, InlineLoop):
+            # Waited for on the loop, before the link closes: the loop is the
+            # other partitions' too, so the callbacks are waited for in a
+            # thread of the loop's executor, not by blocking the loop.
+            tasks = [f.task for f in self.pending_io if isinstance(f, TaskFuture) and not f.done()]
+            self.close_link("Consumer", _ended(tasks, runner), 5.0)
+            return
         if runner is not None:
             runner.close(CLOSE_SECONDS)
         remaining = max(0.0, deadline - _monotonic())
-        if isinstance(self.io, InlineLoop):
-            # Waited for on the loop, before the link closes.
-            tasks = [f.task for f in self.pending_io if isinstance(f, TaskFuture) and not f.done()]
-            self.close_link("Consumer", _ended(tasks), remaining)
-            return
         concurrent.futures.wait(self.pending_io, timeout=remaining)
         self.close_link("Consumer")
 
 
-async def _ended(tasks: list[asyncio.Task[Any]]) -> None:
-    """Wait until every task in ``tasks`` ended (none when it is empty)."""
-    if tasks:
-        await asyncio.wait(tasks)
+async def _ended(tasks: list[asyncio.Task[Any]], runner: CallbackRunner | None = None) -> None:
+    """Wait until every task in ``tasks`` ended (none when it is empty) and,
+    meanwhile, ``runner`` closed (:meth:`CallbackRunner.close`, in a thread)."""
+    waits: list[Any] = list(tasks)
+    if runner is not None:
+        if runner.busy:
+            loop = asyncio.get_running_loop()
+            waits.append(loop.run_in_executor(None, runner.close, CLOSE_SECONDS))
+        else:
+            runner.close(0)  # nothing to wait for: new callbacks are refused
+    if waits:
+        await asyncio.wait(waits)
 
 
 #: ``pending_io`` is swept of its finished futures past this many (at least).

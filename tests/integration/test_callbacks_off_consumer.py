@@ -207,3 +207,38 @@ def test_a_raising_callback_is_logged_and_the_partition_goes_on(h: NodeHarness) 
     assert {e["kind"] for e in h.events("on_error")} == {"timeout", "worker_crash"}
     raising = h.events("on_error_raising")
     assert all(e["thread"].startswith("roger-callbacks-") for e in raising), raising
+
+
+def test_on_light_a_partition_whose_callback_blocks_as_it_stops_holds_up_no_other_partition(
+    h: NodeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the light base every partition's Consumer shares the partition
+    host's loop. A Consumer that stops waits up to ``CLOSE_SECONDS`` for its
+    callbacks, off the loop: ``Partition.stop`` answers, and another
+    partition's job runs, before that wait gives up and logs so. (Waiting on
+    the loop, the stop answered, and the job ran, only after.)"""
+    from roger_actors.partition import consumer
+
+    monkeypatch.setattr(consumer, "CLOSE_SECONDS", 10.0)  # the host is forked with it
+    h.start(callbacks=GatedCallbacks, actor_system_base="light")
+    stopping = h.start_partition({"default": 1}, name="stopping")
+    other = h.start_partition({"default": 1}, name="other")
+
+    def gave_up() -> list[dict[str, Any]]:
+        return [e for e in h.events("log") if "still running" in e["message"]]
+
+    try:
+        h.enqueue(CrashingJob, stopping, "gate")
+        h.wait_events("on_error_entered", 1)
+        roger.Partition.stop(stopping)
+        h.enqueue(TimedJob, other, "meanwhile", 0)
+        h.wait_tags("after_run", {"meanwhile"}, timeout=PROGRESS_BOUND)
+        wait_for(gave_up, PROGRESS_BOUND, "the stopped Consumer gave its callback up")
+        events = h.events()
+        ran = next(i for i, e in enumerate(events) if e.get("tag") == "meanwhile"
+                   and e["event"] == "after_run")
+        given_up = next(i for i, e in enumerate(events) if e["event"] == "log"
+                        and "still running" in e["message"])
+        assert ran < given_up, "the other partition waited for the stopped one's callback"
+    finally:
+        _release_path(h.journal, "gate").touch()
