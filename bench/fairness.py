@@ -43,7 +43,7 @@ from typing import Any
 
 from bench.common import check_loopback_url, percentile
 from bench.jobsink import COUNTER_ENV, LATENCY_ENV
-from bench.partitions import DEFAULT_URL, delete_queues, node_pids
+from bench.partitions import DEFAULT_URL, delete_queues, end_node_session
 
 READY = "ready"
 
@@ -161,18 +161,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stop()
         if node is not None:
-            with_pids = node_pids(node.pid, None)
-            os.killpg(node.pid, signal.SIGTERM)
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
-                node.wait()
-            for pid in with_pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            end_node_session(node)
         delete_queues(args.url, f"bf{tag}-")
         for path in (counter, latency):
             path.unlink(missing_ok=True)

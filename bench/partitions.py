@@ -99,6 +99,24 @@ def node_pids(sid: int, group: int | None) -> list[int]:
     return found
 
 
+def end_node_session(node: subprocess.Popen[Any]) -> None:
+    """Stop a node started in a session of its own: SIGTERM to its session's
+    group, SIGKILL after 60 s, then SIGKILL whatever of the session is left
+    (processes that were in it when the stop began)."""
+    left = node_pids(node.pid, None)
+    os.killpg(node.pid, signal.SIGTERM)
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+    for pid in set(left) | set(node_pids(node.pid, None)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def pss_mb(pids: list[int]) -> float:
     """Summed PSS of ``pids`` in MB (processes gone meanwhile count 0)."""
     total = 0
@@ -211,17 +229,7 @@ def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
             "idle_cpu_percent": round(100 * used / (time.monotonic() - began), 2),
         }
     finally:
-        os.killpg(node.pid, signal.SIGTERM)
-        try:
-            node.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
-        for pid in node_pids(node.pid, None):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        end_node_session(node)
         delete_queues(args.url, f"bp{tag}-")
     return figures
 
