@@ -41,7 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import check_loopback_url, percentile
+from bench.common import AsyncBridge, BrokerProbe, check_loopback_url, percentile
 from bench.jobsink import COUNTER_ENV, LATENCY_ENV
 from bench.partitions import DEFAULT_URL, delete_queues, end_node_session
 
@@ -64,24 +64,6 @@ def run_node(loud: str, quiet: str, max_workers: int, url: str) -> None:
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
-def queued(url: str, queue: str) -> int:
-    """Jobs ready in ``queue`` now (a passive declare)."""
-    import asyncio
-
-    import aiormq
-
-    async def count() -> int:
-        connection = await aiormq.connect(url)
-        try:
-            channel = await connection.channel()
-            declared = await channel.queue_declare(queue, passive=True)
-            return int(declared.message_count or 0)
-        finally:
-            await connection.close()
-
-    return asyncio.run(count())
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """One run; its figures."""
     import roger_actors as roger
@@ -94,6 +76,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     counter, latency = workdir / "counter", workdir / "latency"
     env = {**os.environ, COUNTER_ENV: str(counter), LATENCY_ENV: str(latency)}
     node: subprocess.Popen[str] | None = None
+    bridge = AsyncBridge()
+    probe = BrokerProbe(bridge, args.url)  # A's queue depth, by passive declare
+    probe.connect()
     start_producer({"amqp": args.url})
     try:
         began = time.monotonic()
@@ -112,7 +97,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if node.stdout.readline().strip() != READY:
             raise RuntimeError("the node did not start")
         deadline = time.monotonic() + 120
-        while queued(args.url, f"{loud}-default") >= args.backlog:
+        while probe.check(f"{loud}-default").ready >= args.backlog:
             if time.monotonic() > deadline:
                 raise RuntimeError("partition A never started to drain")
             time.sleep(0.05)  # the poll's pace
@@ -133,7 +118,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(max(0.0, due - time.monotonic()))  # the arrival rate itself
             roger.Job.create(BenchJob, [time.time()]).enqueue(quiet)
             if n % 10 == 0:
-                backlog_now = queued(args.url, f"{loud}-default")
+                backlog_now = probe.check(f"{loud}-default").ready
             if backlog_now > 0:
                 during_backlog += 1
         phase_s = time.monotonic() - phase_began
@@ -160,6 +145,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         }
     finally:
         stop()
+        probe.close()
+        bridge.close()
         if node is not None:
             end_node_session(node)
         delete_queues(args.url, f"bf{tag}-")

@@ -1281,15 +1281,15 @@ class Consumer(Server, LinkOwner):
         self._flush_acks()
         for fetch in getattr(self, "fetches", []):
             fetch.cancel()  # Global's snapshot is of no use any more
-        deadline = _monotonic() + 5
         runner = getattr(self, "callback_runner", None)
         if isinstance(self.io, InlineLoop):
             # Waited for on the loop, before the link closes: the loop is the
             # other partitions' too, so the callbacks are waited for in a
             # thread of the loop's executor, not by blocking the loop.
             tasks = [f.task for f in self.pending_io if isinstance(f, TaskFuture) and not f.done()]
-            self.close_link("Consumer", _ended(tasks, runner), 5.0)
+            self.close_link("Consumer", _ended(tasks, runner), TERMINATE_SECONDS)
             return
+        deadline = _monotonic() + TERMINATE_SECONDS
         if runner is not None:
             runner.close(CLOSE_SECONDS)
         remaining = max(0.0, deadline - _monotonic())
@@ -1314,6 +1314,15 @@ async def _ended(tasks: list[asyncio.Task[Any]], runner: CallbackRunner | None =
 #: ``pending_io`` is swept of its finished futures past this many (at least).
 PENDING_SWEEP = 256
 
+#: Most I/O events (deliveries, I/O outcomes) one wake-up handles: the rest
+#: wait for the next turn, after the other actors of the process had theirs
+#: (on the light base every partition's Consumer shares one loop, and a
+#: partition with a deep backlog must not hold the others' deliveries back).
+EVENTS_PER_TURN = 64
+
+#: Seconds ``terminate`` gives the acks, publishes and callbacks under way.
+TERMINATE_SECONDS = 5.0
+
 
 def _monotonic() -> float:
     return time.monotonic()
@@ -1330,9 +1339,3 @@ def _picklable(error: BaseException) -> Exception:
 
 
 __all__ = ["Consumer"]
-
-#: Most I/O events (deliveries, I/O outcomes) one wake-up handles: the rest
-#: wait for the next turn, after the other actors of the process had theirs
-#: (on the light base every partition's Consumer shares one loop, and a
-#: partition with a deep backlog must not hold the others' deliveries back).
-EVENTS_PER_TURN = 64
