@@ -2,10 +2,14 @@
 
 A supervisor running on :class:`~supervision.light.LightSystem` starts a
 placed child as a *proxy* light actor (:class:`_Placed`) in its own system.
-At the child's ``InitChild`` the proxy forks; the new process arms
-``PR_SET_PDEATHSIG`` (it dies with the host), runs a ``LightSystem`` of its
-own on a fresh event loop and creates the real child there, under a relay
-actor (:class:`_PlacedRoot`). Every message is relayed both ways over a
+At the child's ``InitChild`` the proxy has the process's fork server
+(:mod:`supervision.forkserver`) fork a new process: a clean one, that
+inherits none of the host's threads, connections or files. The new process
+arms ``PR_SET_PDEATHSIG`` (it dies with the fork server; the server kills it
+when its host ends), runs a ``LightSystem`` of its own on a fresh event loop
+and creates the real child there, under a relay actor (:class:`_PlacedRoot`).
+The child's class must be importable (it is sent by reference), as must
+everything in its start arguments. Every message is relayed both ways over a
 socketpair (length-prefixed pickles, watched with the loops' ``add_reader``):
 
 - sent to the proxy's address -> delivered to the real child;
@@ -28,14 +32,15 @@ calls relayed and not answered with ``NoProc("killed")``, sends ``Down`` /
 ``ExitSignal`` with ``"killed"`` to the monitors and links made through it,
 and ends, so that its parent gets ``ChildActorExited`` (reason
 ``"killed"``). After that the address is a dead one: a ``Call`` to it is
-answered ``NoProc`` at once. The process is reaped by the host (waitpid).
+answered ``NoProc`` at once. The process is reaped by the fork server.
 
 When the proxy ends (its parent reaps it, or the host's system shuts down)
 the real child gets the ``ActorExitRequest`` and its process exits; one
 still there :data:`EXIT_GRACE` seconds later is SIGKILLed. A proxy ended
 before the real child answered its ``InitChild`` (a start timeout) SIGKILLs
 the process at once. A child class that cannot be built in the new process
-ends it: the start fails with ``"killed"``.
+ends it: the start fails with ``"killed"``; one that cannot be sent to
+the fork server (not importable there) fails the start with that reason.
 
 Messages that cross must pickle (as on multiprocTCPBase). Ghosts are kept
 per relay side, the :data:`GHOSTS` most recently used (the real child's
@@ -59,14 +64,13 @@ import pickle
 import signal
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from thespian.actors import Actor, ActorAddress, ActorExitRequest, ChildActorExited
 
-from . import light
+from . import forkserver, light
 from .errors import NotSupported
 from .monitors import noproc_error
 from .protocol import (
@@ -99,11 +103,6 @@ _HEADER = struct.Struct(">I")
 
 #: The wire id of the far side's alias (the child, seen from the host, and back).
 _ALIAS = ("alias", None)
-
-#: Host-side fds of the relays of this process: a new placed process closes
-#: them, so that only its own host holds the far end of each socket.
-_relay_fds: set[int] = set()
-
 
 def _address(details: Any) -> ActorAddress:
     """The light address whose ``addressDetails`` are ``details``."""
@@ -359,7 +358,6 @@ class _Relay:
         self.closed = True
         self.loop.remove_reader(self.fd)
         self.loop.remove_writer(self.fd)
-        _relay_fds.discard(self.fd)
         self.sock.close()
 
 
@@ -433,14 +431,21 @@ class _Placement:
         self.system.loop.call_later(EXIT_GRACE, self.kill)
 
     def kill(self) -> None:
-        """SIGKILL the process (nothing when it is gone already)."""
-        if not self.gone:
-            with contextlib.suppress(ProcessLookupError):
+        """SIGKILL the process (nothing when it is gone already). Through its
+        pidfd where there is one: the fork server reaps the process, so its
+        pid could name another process once it is gone."""
+        if self.gone:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            else:
                 os.kill(self.pid, signal.SIGKILL)
 
     def end(self) -> None:
         """The process ended (or its socket broke, and it is killed now):
-        deliver what it wrote, reap it, settle what it owed, end the proxy."""
+        deliver what it wrote, settle what it owed, end the proxy. (The fork
+        server, its parent, reaps it.)"""
         if self.gone:
             return
         self.kill()
@@ -449,8 +454,6 @@ class _Placement:
             self.system.loop.remove_reader(self.pidfd)
             os.close(self.pidfd)
             self.pidfd = None
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
         self.relay.drain()
         self.relay.close()
         self.relay.drop_ghosts()
@@ -505,21 +508,14 @@ class _Placed(Actor):  # type: ignore[misc]
             self.send(parent, ChildStartFailed(Crash.from_exception(error)))
             return
         host, far = socket.socketpair()
-        for stream in (sys.stdout, sys.stderr):  # or the child writes their buffers again
-            with contextlib.suppress(Exception):
-                stream.flush()
         try:
-            pid = os.fork()
-        except OSError as exc:
+            pid = forkserver.fork(far, self.target)
+        except forkserver.ForkFailed as exc:
             host.close()
-            far.close()
             self.send(parent, ChildStartFailed(Crash.from_exception(exc)))
             return
-        if pid == 0:  # the placed process: never returns
-            host.close()
-            _placed_main(far, self.target, os.getppid())
-        far.close()
-        _relay_fds.add(host.fileno())
+        finally:
+            far.close()
         self._placement = _Placement(self, pid, host)
         self._placement.relay_in(init, parent)
 
@@ -560,7 +556,6 @@ class _PlacedRoot(Actor):  # type: ignore[misc]
         for it) and relay over ``sock``."""
         self._child = self.createActor(actor_class)
         self._relay = _Relay(self._myRef.system, sock, self._child, self._arrived, _host_gone)
-        _relay_fds.add(sock.fileno())
 
     def _arrived(self, target: Any, message: Any, sender: Any) -> None:
         relay = self._relay
@@ -582,18 +577,15 @@ def _host_gone() -> None:
     os._exit(1)
 
 
-def _placed_main(sock: socket.socket, actor_class: type, host_pid: int) -> None:
-    """The body of a placed process (just forked, on the host loop's thread):
-    die with the host, then run a new LightSystem with the child. Never returns."""
+def _placed_main(sock: socket.socket, actor_class: type, server_pid: int) -> None:
+    """The body of a placed process (just forked by the fork server, which
+    is its parent): die with the server, then run a new LightSystem with the
+    child. Never returns."""
     try:
         from .process import _die_with_parent
 
-        if not _die_with_parent(host_pid):
+        if not _die_with_parent(server_pid):
             os._exit(1)
-        for fd in list(_relay_fds):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        _relay_fds.clear()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         light._host_lock = threading.Lock()

@@ -73,6 +73,28 @@ def live_children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def process_name(pid: int) -> str | None:
+    """The name of ``pid`` as ``ps -o comm`` shows it (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def open_files(pid: int | None = None) -> dict[int, str]:
+    """What process ``pid`` (None: this one) has open: fd -> what it names
+    (a path, ``socket:[inode]``, ``pipe:[inode]``...)."""
+    where = f"/proc/{pid if pid is not None else 'self'}/fd"
+    found = {}
+    for name in os.listdir(where):
+        try:
+            found[int(name)] = os.readlink(f"{where}/{name}")
+        except OSError:
+            pass  # closed meanwhile (the listing's own fd, say)
+    return found
+
+
 _used_ports: set[int] = set()
 
 

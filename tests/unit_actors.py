@@ -8,6 +8,7 @@ besides the journal file that ``tests.actors.Worker`` writes.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,7 @@ from supervision import (
 )
 from supervision.protocol import CallReply, TerminateChild, WhichChildren
 from tests.actors import Sup, Worker, read_journal
+from tests.procs import open_files
 
 #: The base the unit tests run on: ``SUPERVISION_TEST_BASE=light`` runs them on
 #: ``supervision.light`` (in-process asyncio actors) instead of simpleSystemBase.
@@ -47,6 +49,14 @@ class Probe(Worker):
             return list(getattr(self, "casts", []))
         if request == "never":
             return NOREPLY
+        if request == "fds":  # what this process has open: fd -> what it is
+            return open_files()
+        if isinstance(request, tuple) and request[0] == "env":
+            return os.environ.get(request[1])
+        if request == "cwd":
+            return os.getcwd()
+        if isinstance(request, tuple) and request[0] == "imported":
+            return request[1] in sys.modules
         if isinstance(request, tuple) and request[0] == "raise":
             raise ValueError(request[1])
         if isinstance(request, tuple) and request[0] == "wait":

@@ -2,8 +2,9 @@
 on RabbitMQ with real processes and signals.
 
 The node-level actors run in the node's process; every partition's tree
-runs in one partition host process of its own, a child of the node, and
-the workers are that host's children. A SIGKILL of the host is a crash of
+runs in one partition host process of its own. The host and the workers are
+forked by the node's fork server (a child of the node, see
+:mod:`supervision.forkserver`), not by the node or the host. A SIGKILL of the host is a crash of
 the PartitionSupervisor: its supervisor starts a new host, the registry
 starts every partition there again, and the job that was running comes
 back from the broker and runs.
@@ -21,7 +22,7 @@ import pytest
 import roger_actors as roger
 from tests.node_procs import descendants, listening_sockets
 from tests.partition_harness import NodeHarness, is_alive, live_children, parent_of, wait_for
-from tests.procs import sigkill
+from tests.procs import process_name, sigkill
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -36,7 +37,15 @@ def _light_node_with_two_partitions(h: NodeHarness, max_workers: int) -> tuple[s
     )
 
 
-def test_every_partition_runs_in_one_host_process_whose_children_are_the_workers(
+def partition_host() -> int:
+    """The pid of the node's partition host: the fork server's child named
+    after the PartitionSupervisor (the workers are named ``Worker``)."""
+    [server] = [p for p in live_children(os.getpid()) if process_name(p) == "forkserver"]
+    [host] = [p for p in live_children(server) if process_name(p) == "PartitionSuperv"]
+    return host
+
+
+def test_every_partition_runs_in_one_host_process_and_the_workers_come_from_the_fork_server(
     h: NodeHarness,
 ) -> None:
     first, second = _light_node_with_two_partitions(h, 2)
@@ -45,11 +54,13 @@ def test_every_partition_runs_in_one_host_process_whose_children_are_the_workers
         h.enqueue(TimedJob, (first, second)[index % 2], tag, 0)
 
     h.wait_tags("after_run", set(tags))
-    hosts = {e["ppid"] for e in h.events("start")}
-    assert len(hosts) == 1, f"workers of both partitions have one parent, got {hosts}"
-    [host] = hosts
-    assert parent_of(host) == os.getpid(), "the partition host is a child of the node's process"
-    assert host in live_children(os.getpid())
+    host = partition_host()
+    servers = {e["ppid"] for e in h.events("start")}
+    assert servers == {parent_of(host)}, "the host and the workers have one parent"
+    assert parent_of(host) in live_children(os.getpid()), "a child of the node's process"
+    workers = {e["pid"] for e in h.events("start")}
+    assert host not in workers
+    assert {process_name(p) for p in workers if is_alive(p)} <= {"Worker"}
 
 
 def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_running_job_runs(
@@ -58,7 +69,7 @@ def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_runni
     first, second = _light_node_with_two_partitions(h, 1)
     h.enqueue(TimedJob, first, "long", 2)
     [start] = h.wait_events("start", 1)
-    host = start["ppid"]
+    host = partition_host()
 
     sigkill(host)
     wait_for(lambda: not is_alive(host), what="the partition host gone")
@@ -71,7 +82,7 @@ def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_runni
     )
     longs = [e for e in h.events("start") if e["tag"] == "long"]
     assert len(longs) == 2, "the job killed with the host ran again, once"
-    assert longs[1]["ppid"] not in (host, start["pid"]), "in a new host"
+    assert longs[1]["pid"] != start["pid"] and partition_host() != host, "in a new host"
 
 
 def test_neither_the_partition_host_nor_a_worker_listens_on_any_port(h: NodeHarness) -> None:
@@ -81,7 +92,7 @@ def test_neither_the_partition_host_nor_a_worker_listens_on_any_port(h: NodeHarn
     first, _ = _light_node_with_two_partitions(h, 1)
     h.enqueue(TimedJob, first, "probe", 0)
     [start] = h.wait_events("start", 1)
-    host, worker = start["ppid"], start["pid"]
+    host, worker = partition_host(), start["pid"]
     node_side = {os.getpid()} | descendants(os.getpid())
     assert {host, worker} <= node_side
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,7 @@ from supervision import (
     SupervisorSpec,
     call,
     cast,
+    forkserver,
     placement,
     restart_child,
     start_child,
@@ -43,7 +45,15 @@ from supervision.light import LightSystem
 from supervision.protocol import Down
 from supervision.reasons import Crash
 from tests.actors import SlowInit, Sup, Worker, read_journal
-from tests.procs import free_port, is_alive, live_children, parent_of, sigkill, wait_until
+from tests.procs import (
+    free_port,
+    is_alive,
+    live_children,
+    open_files,
+    parent_of,
+    sigkill,
+    wait_until,
+)
 from tests.unit_actors import Probe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +71,14 @@ class RecordingSup(Sup):
 
 #: ``(ref, address, reason)`` of every ``Down`` a :class:`Watcher` got.
 DOWNS: list[tuple[str, Any, Any]] = []
+
+
+class FewGhostsWorker(Worker):
+    """A Worker whose process keeps only 2 ghost addresses per relay side."""
+
+    def init(self, name: str, journal: str | None = None) -> Any:  # type: ignore[override]
+        placement.GHOSTS = 2  # in the placed process only
+        return super().init(name, journal)
 
 
 class Watcher(Server):
@@ -100,7 +118,19 @@ def app() -> Iterator[list[Application]]:
     yield apps
     for a in apps:
         a.stop(timeout=30)
-    wait_until(lambda: not live_children(os.getpid()), "every placed process has exited")
+    wait_until(lambda: not placed_processes(), "every placed process has exited")
+
+
+def placed_by_this_process(pid: int) -> bool:
+    """``pid`` was forked by the fork server this test process started."""
+    server = forkserver.server_pid()
+    return server is not None and parent_of(pid) == server and parent_of(server) == os.getpid()
+
+
+def placed_processes() -> list[int]:
+    """The live processes forked by this test process's fork server."""
+    server = forkserver.server_pid()
+    return live_children(server) if server is not None else []
 
 
 def start(apps: list[Application], *children: ChildSpec) -> Any:
@@ -138,7 +168,7 @@ def test_a_placed_worker_runs_in_another_process_and_answers_calls(
     pid = call(w, "pid")
 
     assert pid != os.getpid()
-    assert parent_of(pid) == os.getpid()
+    assert placed_by_this_process(pid)
     assert call(w, "ping") == "pong"
     cast(w, "hello")
     assert call(w, "casts") == ["hello"]
@@ -203,10 +233,10 @@ def test_a_monitor_on_a_placed_child_gets_its_real_exit_reason_or_killed(
 
 
 def test_the_placed_childs_parent_stays_reachable_when_old_ghosts_are_dropped(
-    app: list[Application], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: list[Application], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(placement, "GHOSTS", 2)  # inherited by the forked process
-    root = start(app, placed_worker(tmp_path / "j"))
+    spec = ChildSpec("w", (FewGhostsWorker, ("w", str(tmp_path / "j"))), placement="process")
+    root = start(app, spec)
     first = kid(root, "w")
     for _ in range(5):  # each call comes from a new endpoint: a new ghost there
         assert call(first, "ping") == "pong"
@@ -294,7 +324,7 @@ def test_a_dynamic_child_started_through_a_placed_supervisor_runs_in_its_process
     w = start_child(sub, ChildSpec("w", (Worker, ("w", str(tmp_path / "j")))))
 
     assert call(w, "ping") == "pong"
-    assert parent_of(call(w, "pid")) == os.getpid()
+    assert placed_by_this_process(call(w, "pid"))
     assert kid(sub, "w") == w
 
 
@@ -408,12 +438,14 @@ def test_a_placed_process_dies_when_its_host_dies() -> None:
         ready, _, _ = select.select([host.stdout], [], [], 60)
         assert ready, "the host printed no pid"
         placed = int(host.stdout.readline())
-        assert parent_of(placed) == host.pid
+        server = parent_of(placed)
+        assert server is not None and parent_of(server) == host.pid  # its fork server's
 
         host.kill()
         host.wait(30)
 
         wait_until(lambda: not is_alive(placed), "the placed process dies with its host")
+        wait_until(lambda: not is_alive(server), "the host's fork server exits")
     finally:
         if host.poll() is None:
             host.kill()
@@ -457,3 +489,142 @@ def test_on_simple_system_base_a_placed_child_runs_in_the_hosts_process(tmp_path
         assert call(kid(root, "w"), "pid") == os.getpid()
     finally:
         a.stop(timeout=30)
+
+
+def test_a_placed_process_inherits_none_of_its_hosts_files(
+    app: list[Application], tmp_path: Path
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = open(tmp_path / "held", "w")
+    try:
+        root = start(app, ChildSpec("w", (Probe, ("w",)), placement="process"))
+
+        fds = call(kid(root, "w"), "fds")
+
+        placed = {  # past stdin, stdout, stderr; not the nameless ones ("anon_inode:[eventpoll]")
+            target for fd, target in fds.items() if fd > 2 and not target.startswith("anon_inode:")
+        }
+        assert str(tmp_path / "held") not in placed
+        assert f"socket:[{os.fstat(listener.fileno()).st_ino}]" not in placed
+        assert not placed & set(open_files().values()), "it has nothing open that this one has"
+    finally:
+        held.close()
+        listener.close()
+
+
+def test_a_placed_process_takes_the_environment_and_directory_its_host_has_at_placement(
+    app: list[Application], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = start(app, ChildSpec("before", (Probe, ("before",)), placement="process"))
+    monkeypatch.setenv("PLACEMENT_TEST_VALUE", "set after the fork server started")
+    monkeypatch.chdir(tmp_path)
+
+    after = start_child(root, ChildSpec("after", (Probe, ("after",)), placement="process"))
+
+    assert call(after, ("env", "PLACEMENT_TEST_VALUE")) == "set after the fork server started"
+    assert call(after, "cwd") == str(tmp_path)
+    assert call(kid(root, "before"), ("env", "PLACEMENT_TEST_VALUE")) is None
+
+
+def test_a_placed_process_has_imported_the_modules_its_host_had_imported_at_placement(
+    app: list[Application], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = start(app, ChildSpec("before", (Probe, ("before",)), placement="process"))
+    (tmp_path / "imported_after_start.py").write_text("REGISTRY = ['filled at import']\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "imported_after_start", raising=False)
+    import imported_after_start  # noqa: F401
+
+    after = start_child(root, ChildSpec("after", (Probe, ("after",)), placement="process"))
+
+    assert call(after, ("imported", "imported_after_start")) is True
+    assert call(kid(root, "before"), ("imported", "imported_after_start")) is False
+
+
+def test_sigkill_of_a_placed_supervisor_kills_the_processes_it_placed(
+    app: list[Application], tmp_path: Path
+) -> None:
+    inner = SupervisorSpec(
+        [
+            ChildSpec("here", (Probe, ("here",))),
+            ChildSpec("there", (Probe, ("there",)), placement="process"),
+        ],
+        max_restarts=50,
+    )
+    root = start(app, ChildSpec("sub", (Sup, (inner,)), placement="process"))
+    sub = kid(root, "sub")
+    sub_pid = call(kid(sub, "here"), "pid")
+    there_pid = call(kid(sub, "there"), "pid")
+    assert placed_by_this_process(sub_pid) and placed_by_this_process(there_pid)
+
+    sigkill(sub_pid)
+
+    wait_until(lambda: not is_alive(there_pid), "the process the supervisor placed is killed")
+    replaced(root, "sub", sub)
+
+
+def test_a_sigkilled_fork_server_takes_its_processes_along_and_a_new_one_places_the_restart(
+    app: list[Application], tmp_path: Path
+) -> None:
+    root = start(app, placed_worker(tmp_path / "j"))
+    first = kid(root, "w")
+    first_pid = call(first, "pid")
+    server = forkserver.server_pid()
+    assert server is not None
+
+    sigkill(server)
+
+    wait_until(lambda: not is_alive(first_pid), "the placed process dies with its fork server")
+    second = replaced(root, "w", first)
+    assert placed_by_this_process(call(second, "pid"))
+    assert forkserver.server_pid() not in (None, server)
+
+
+class NotImportable(Probe):
+    """Defined at module level, then hidden: the fork server cannot import it."""
+
+
+NotImportable.__qualname__ = "NoSuchName"
+
+
+def test_a_child_class_the_fork_server_cannot_import_fails_to_start_with_the_reason(
+    app: list[Application],
+) -> None:
+    root = start(app)
+
+    with pytest.raises(StartError, match="importable"):
+        start_child(root, ChildSpec("u", (NotImportable, ("u",)), placement="process"))
+
+    assert which_children(root) == []
+
+
+MAIN_SCRIPT = textwrap.dedent(
+    """
+    from supervision import Application, ChildSpec, Server, SupervisorSpec, call, which_children
+    from tests.actors import Sup
+
+    class Here(Server):
+        def handle_call(self, request, from_):
+            return __name__
+
+    if __name__ == "__main__":
+        spec = SupervisorSpec([ChildSpec("w", Here, placement="process")])
+        app = Application(ChildSpec("root", (Sup, (spec,))), base="light")
+        root = app.start()
+        print(call(which_children(root)[0].address, "name?"), flush=True)
+        app.stop(timeout=30)
+    """
+)
+
+
+def test_a_class_of_the_programs_main_script_can_be_placed(tmp_path: Path) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(MAIN_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "__mp_main__"  # the script ran again, its main block did not
