@@ -31,6 +31,7 @@ from supervision import (
     NoProc,
     Supervisor,
     SupervisorSpec,
+    forkserver,
     which_children,
 )
 from supervision import call as sv_call
@@ -169,6 +170,8 @@ class Node:
         Raises ConfigError naming ``admin_port`` when that port is already
         taken (a node never joins an actor system it did not start)."""
         set_allowed_modules(self.config.allowed_job_modules)
+        if self.config.actor_system_base == "light":
+            forkserver.prepare()  # imports for the partition host while the tree starts
         try:
             self.app.start()
         except AdminPortInUse as exc:

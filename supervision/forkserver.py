@@ -39,7 +39,10 @@ it:
   channel closes) the server SIGKILLs every process forked at its request, so
   a SIGKILLed host never leaves a worker behind. When the process that
   started the server closes its channel (it exited, or was killed), the
-  server SIGKILLs every process it forked and exits.
+  server SIGKILLs every process it forked and exits. A server with no
+  process of its own alive exits after :data:`IDLE_SECONDS` without a
+  request (a stopped application leaves no process behind); the next
+  placement starts a new one.
 
 The channels are socketpairs (``AF_UNIX``, ``SOCK_SEQPACKET``), held only by
 the processes of one tree: nothing listens. The server serves one request at
@@ -73,10 +76,16 @@ log = logging.getLogger("supervision.forkserver")
 #: Seconds :func:`fork` waits for the server's answer.
 FORK_TIMEOUT = 30.0
 
+#: Seconds a fork server with no live process of its own waits for a request
+#: before it exits (the next placement starts a new one).
+IDLE_SECONDS = 5.0
+
 _PR_SET_NAME = 15
 
-#: Largest request or answer (a pickled class reference, a pid or an error).
-_MAX_MESSAGE = 1 << 16
+#: Largest request or answer the server reads (a request's module names go
+#: in messages of :data:`_MODULES_PER_MESSAGE`, well under it).
+_MAX_MESSAGE = 1 << 20
+_MODULES_PER_MESSAGE = 256
 
 
 class ForkFailed(Exception):
@@ -141,29 +150,68 @@ def fork(relay: socket.socket, actor_class: type) -> int:
             f"{actor_class!r} cannot be placed: its class must be importable ({exc})"
         ) from exc
     with _lock:
-        if _channel is not None and _server is not None and _server.poll() is not None:
-            _lost(_channel)  # the server this process started has died: start a new one
-        channel = _channel if _channel is not None else _start()
-        number = next(_requests)
-        try:
-            modules = _new_modules()
-            request = _Request(
-                number, request_class, dict(os.environ), os.getcwd(), sys.path, modules
-            )
-            socket.send_fds(channel, [pickle.dumps(request)], [relay.fileno()])
-            _sent.update(modules)
-            answer = _answer(channel, number)
-        except TimeoutError as exc:
-            # a late answer is skipped; a process forked after all finds its
-            # relay closed by the caller, and exits
-            raise ForkFailed(f"the fork server did not answer in {FORK_TIMEOUT} s") from exc
-        except (OSError, EOFError, pickle.UnpicklingError) as exc:
-            _lost(channel)
-            raise ForkFailed(f"the fork server is gone ({exc!r})") from exc
+        for attempt in (1, 2):
+            channel = _ready_channel()
+            number = next(_requests)
+            try:
+                answer = _ask(channel, _request(number, request_class), [relay.fileno()])
+                break
+            except TimeoutError as exc:
+                # a late answer is skipped; a process forked after all finds
+                # its relay closed by the caller, and exits
+                raise ForkFailed(f"the fork server did not answer in {FORK_TIMEOUT} s") from exc
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                _lost(channel)
+                if attempt == 2:
+                    raise ForkFailed(f"the fork server is gone ({exc!r})") from exc
+                # it exited idle as the request went out: a new one forks
     outcome, value = answer
     if outcome != "forked":
         raise ForkFailed(str(value))
     return int(value)
+
+
+def prepare() -> None:
+    """Start this process's fork server now, if none runs, and have it import
+    the modules imported here, so that the first :func:`fork` does not wait
+    for that: called when a light application starts. Does not wait for the
+    server; errors are left for :func:`fork` to report."""
+    if _bootstrapping:
+        return
+    with _lock, contextlib.suppress(ForkFailed, OSError):
+        _send_modules(_ready_channel(), _request(0, b""), everything=True)
+
+
+def _ready_channel() -> socket.socket:
+    """The channel to a live server: this process's, or a new one."""
+    if _channel is not None and _server is not None and _server.poll() is not None:
+        _lost(_channel)  # the server this process started has exited
+    return _channel if _channel is not None else _start()
+
+
+def _request(number: int, request_class: bytes) -> _Request:
+    return _Request(
+        number, request_class, dict(os.environ), os.getcwd(), list(sys.path), _new_modules()
+    )
+
+
+def _ask(channel: socket.socket, request: _Request, fds: list[int]) -> tuple[str, Any]:
+    request = _send_modules(channel, request)
+    socket.send_fds(channel, [pickle.dumps(request)], fds)
+    _sent.update(request.modules)
+    return _answer(channel, request.number)
+
+
+def _send_modules(channel: socket.socket, request: _Request, everything: bool = False) -> _Request:
+    """Send the request's module names in import-only messages (number 0: no
+    answer) of :data:`_MODULES_PER_MESSAGE`; return the request with the
+    rest (all of them too when ``everything``)."""
+    modules = request.modules
+    while modules and (everything or len(modules) > _MODULES_PER_MESSAGE):
+        part, modules = modules[:_MODULES_PER_MESSAGE], modules[_MODULES_PER_MESSAGE:]
+        channel.send(pickle.dumps(request._replace(number=0, actor_class=b"", modules=part)))
+        _sent.update(part)
+    return request._replace(modules=modules)
 
 
 def _new_modules() -> list[str]:
@@ -321,7 +369,10 @@ class _Server:
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         while self.root.sock.fileno() in self.channels:
-            for key, _ in self.selector.select():
+            events = self.selector.select(None if self.asked_by else IDLE_SECONDS)
+            if not events and not self.asked_by:
+                return  # idle: nothing of its own alive, no request
+            for key, _ in events:
                 if key.fileobj is self.wake_r:
                     with contextlib.suppress(OSError):
                         self.wake_r.recv(4096)
@@ -357,9 +408,14 @@ class _Server:
 
     def _serve(self, channel: _Channel) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(channel.sock, _MAX_MESSAGE, 1)
+            data, fds, flags, _ = socket.recv_fds(channel.sock, _MAX_MESSAGE, 1)
         except OSError:
-            data, fds = b"", []
+            data, fds, flags = b"", [], 0
+        if flags & socket.MSG_TRUNC:  # its asker times out
+            log.error("forkserver: a request over %d bytes was dropped", _MAX_MESSAGE)
+            for fd in fds:
+                os.close(fd)
+            return
         if not data:
             for fd in fds:
                 os.close(fd)
@@ -371,10 +427,12 @@ class _Server:
         try:
             request = pickle.loads(data)
             number = request.number
-            if len(fds) != 1:
-                raise ForkFailed("a fork request carries one relay socket")
             sys.path[:] = request.sys_path
             self._import(request.modules)
+            if not request.actor_class:
+                return  # prepare(): the imports only, no answer
+            if len(fds) != 1:
+                raise ForkFailed("a fork request carries one relay socket")
             actor_class = _ClassUnpickler(io.BytesIO(request.actor_class), self.main).load()
             pid = self._fork(fds[0], actor_class, request, channel)
             answer: tuple[Any, str, Any] = (number, "forked", pid)
@@ -526,4 +584,4 @@ def main(fd: int, prepare: dict[str, Any]) -> None:
         os._exit(0)
 
 
-__all__ = ["FORK_TIMEOUT", "ForkFailed", "fork", "server_pid"]
+__all__ = ["FORK_TIMEOUT", "IDLE_SECONDS", "ForkFailed", "fork", "prepare", "server_pid"]

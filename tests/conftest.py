@@ -12,8 +12,9 @@ import pytest
 from tests.cluster_harness import Cluster
 from tests.partition_harness import ON_MEMORY, NodeHarness
 
-#: The node under test runs on the light base (``ROGER_ACTOR_SYSTEM_BASE=light``).
-ON_LIGHT = os.environ.get("ROGER_ACTOR_SYSTEM_BASE") == "light"
+#: The base the nodes under test run on: ``ROGER_ACTOR_SYSTEM_BASE``, else
+#: the default (``light``).
+BASE = os.environ.get("ROGER_ACTOR_SYSTEM_BASE") or "light"
 
 #: Tests that need RabbitMQ itself, by module or by test, and why. With
 #: ``ROGER_TEST_BROKER=memory`` (the embedded broker) they are skipped.
@@ -43,11 +44,12 @@ RABBITMQ_ONLY: dict[str, str] = {
 
 
 #: Tests that find and SIGKILL one actor's own process, or use the Thespian
-#: admin's port, by module or by test, and why. On the light base
-#: (``ROGER_ACTOR_SYSTEM_BASE=light``) the node has no admin port and a
-#: partition's actors share the partition host's process (killing "the
-#: Consumer's process" kills every partition's tree): they are skipped
-#: there; ``tests/integration/test_light_node.py`` is that base's own.
+#: admin's port, by module or by test, and why. On the light base the node
+#: has no admin port and a partition's actors share the partition host's
+#: process (killing "the Consumer's process" kills every partition's tree):
+#: these always run their nodes on multiprocTCPBase, whatever
+#: ``ROGER_ACTOR_SYSTEM_BASE`` says (``tests/integration/test_light_node.py``
+#: and ``test_partition_isolation.py`` are the light base's own).
 PROCESS_PER_ACTOR: dict[str, str] = {
     "tests/integration/test_partition_faults.py::test_sigkilled_consumer_is_restarted_by_the_partition_supervisor_and_queued_jobs_run":
         "SIGKILLs the Consumer's own process",
@@ -80,8 +82,9 @@ FOLDER_MARKERS = {
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test by its folder (``unit``, ``integration``,
     ``conformance``); mark the :data:`RABBITMQ_ONLY` tests, and skip them on
-    the embedded broker; skip the :data:`PROCESS_PER_ACTOR` tests on the
-    light base."""
+    the embedded broker; mark the :data:`PROCESS_PER_ACTOR` tests
+    ``process_per_actor`` (:func:`_process_per_actor_base` runs their nodes on
+    multiprocTCPBase)."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
         for folder, marker in FOLDER_MARKERS.items():
@@ -89,14 +92,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(marker)
         base = item.nodeid.split("[", 1)[0]
         process_reason = PROCESS_PER_ACTOR.get(base) or PROCESS_PER_ACTOR.get(path)
-        if process_reason is not None and ON_LIGHT:
-            item.add_marker(pytest.mark.skip(reason=f"one process per actor: {process_reason}"))
+        if process_reason is not None:
+            item.add_marker(pytest.mark.process_per_actor)
         reason = RABBITMQ_ONLY.get(base) or RABBITMQ_ONLY.get(path)
         if reason is None:
             continue
         item.add_marker(pytest.mark.rabbitmq_only)
         if ON_MEMORY:
             item.add_marker(pytest.mark.skip(reason=f"RabbitMQ only: {reason}"))
+
+
+@pytest.fixture(autouse=True)
+def _process_per_actor_base(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A :data:`PROCESS_PER_ACTOR` test starts its nodes on multiprocTCPBase."""
+    if request.node.get_closest_marker("process_per_actor") is not None:
+        monkeypatch.setenv("ROGER_ACTOR_SYSTEM_BASE", "multiprocTCPBase")
 
 
 @pytest.fixture

@@ -383,7 +383,7 @@ def test_a_placed_child_whose_init_overruns_its_start_timeout_is_sigkilled(
     app: list[Application], tmp_path: Path
 ) -> None:
     journal = tmp_path / "j"
-    root = start(app)
+    root = start(app, placed_worker(tmp_path / "warm"))  # the fork server has started
     slow = ChildSpec(
         "slow", (SlowInit, ("slow", str(journal), 3600)), placement="process", start_timeout=0.5
     )
@@ -577,6 +577,25 @@ def test_a_sigkilled_fork_server_takes_its_processes_along_and_a_new_one_places_
     wait_until(lambda: not is_alive(first_pid), "the placed process dies with its fork server")
     second = replaced(root, "w", first)
     assert placed_by_this_process(call(second, "pid"))
+    assert forkserver.server_pid() not in (None, server)
+
+
+def test_a_fork_server_with_nothing_alive_exits_and_the_next_placement_starts_a_new_one(
+    app: list[Application], tmp_path: Path
+) -> None:
+    root = start(app, placed_worker(tmp_path / "j"))
+    server = forkserver.server_pid()
+    assert server is not None
+    terminate_child(root, "w")
+
+    wait_until(
+        lambda: not is_alive(server),
+        "the idle fork server exits",
+        timeout=forkserver.IDLE_SECONDS + 10,
+    )
+    restart_child(root, "w")
+
+    assert placed_by_this_process(call(kid(root, "w"), "pid"))
     assert forkserver.server_pid() not in (None, server)
 
 
