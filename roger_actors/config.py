@@ -20,10 +20,11 @@ Keys (all optional; API.md lists them with Roger's defaults):
 ``shutdown_timeout``        seconds [15]
 ``system_exchange_prefix``  [None]
 ``node_name``               [``"<host name>-<pid>"``]
-``actor_system_base``       Thespian base, or ``"light"`` (the node's actors
-                            in its process, every partition's tree in one
-                            partition host process, workers its children;
-                            experimental) [``"multiprocTCPBase"``]
+``actor_system_base``       ``"light"`` (the node's actors in its process,
+                            every partition's tree in one partition host
+                            process, workers started on demand) or a
+                            Thespian base (``"multiprocTCPBase"``: every
+                            actor an OS process of its own) [``"light"``]
 ``admin_port``              Thespian admin port [1900]
 ``allowed_job_modules``     modules (exact dotted names, not prefixes:
                             a submodule must be listed itself) whose job
@@ -920,7 +921,7 @@ class Config:
     shutdown_timeout: float = attrs.field(default=15.0, converter=_convert_shutdown_timeout)
     system_exchange_prefix: str | None = attrs.field(default=None, converter=_convert_prefix)
     node_name: str = attrs.field(factory=_default_node_name, converter=_convert_node_name)
-    actor_system_base: str = attrs.field(default="multiprocTCPBase", converter=_convert_base)
+    actor_system_base: str = attrs.field(default="light", converter=_convert_base)
     admin_port: int = attrs.field(default=1900, converter=_convert_admin_port)
     allowed_job_modules: tuple[str, ...] = attrs.field(
         default=(), converter=_convert_allowed_modules

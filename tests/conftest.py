@@ -103,7 +103,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _process_per_actor_base(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _process_per_actor_base(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A :data:`PROCESS_PER_ACTOR` test starts its nodes on multiprocTCPBase."""
     if request.node.get_closest_marker("process_per_actor") is not None:
         monkeypatch.setenv("ROGER_ACTOR_SYSTEM_BASE", "multiprocTCPBase")

@@ -32,7 +32,7 @@ from tests.node_procs import (
     start_node_process,
 )
 from tests.partition_harness import BROKER, NodeHarness, _free_admin_port, read_events, wait_for
-from tests.procs import sigkill
+from tests.procs import is_alive, sigkill
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,11 +43,17 @@ EXIT_WITHIN = 15.0
 
 @pytest.fixture
 def cli_node(tmp_path: Path) -> Iterator[NodeProcess]:
-    """A started ``roger-actors node`` process with one partition; whatever is
-    left of it is killed afterwards, and the test's queues deleted."""
+    """A started ``roger-actors node`` process with one partition, on
+    multiprocTCPBase (these tests kill its Thespian admin, application master
+    and root supervisor, each a process there); whatever is left of it is
+    killed afterwards, and the test's queues deleted."""
     c = Cluster(tmp_path)
     node = start_node_process(
-        tmp_path, c.prefix, c.harness.tag, {c.harness.partition_id(): {"default": 1}}
+        tmp_path,
+        c.prefix,
+        c.harness.tag,
+        {c.harness.partition_id(): {"default": 1}},
+        actor_system_base="multiprocTCPBase",
     )
     try:
         wait_for(
@@ -221,23 +227,35 @@ def test_a_sigkilled_node_process_takes_its_actor_system_along(
 ABANDONED = """
 import sys, time
 import roger_actors as roger
-port, prefix, amqp = sys.argv[1:4]
-roger.start({"amqp": amqp, "admin_port": int(port), "system_exchange_prefix": prefix})
+port, prefix, amqp, base = sys.argv[1:5]
+roger.start(
+    {
+        "amqp": amqp,
+        "admin_port": int(port),
+        "system_exchange_prefix": prefix,
+        "actor_system_base": base,
+    }
+)
 print("ready", flush=True)
 time.sleep(600)
 """
 
 
-def test_an_embedding_process_ended_by_a_signal_leaves_no_actor_system(tmp_path: Path) -> None:
+@pytest.mark.parametrize("base", ["multiprocTCPBase", "light"])
+def test_an_embedding_process_ended_by_a_signal_leaves_no_process_of_its_node(
+    tmp_path: Path, base: str
+) -> None:
     """An embedding process that did not opt in to signal handling dies of
-    SIGTERM with its node running: its actor system ends with it."""
+    SIGTERM with its node running: every process of its node ends with it
+    (multiprocTCPBase: its actor system; light: the fork server, the
+    partition host, the workers)."""
     c = Cluster(tmp_path)
     port = _free_admin_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROGER_")}
     env["PYTHONPATH"] = str(ROOT)
     amqp = f"{BROKER}?name=roger-test-abandoned-{c.harness.tag}"
     proc = subprocess.Popen(
-        [sys.executable, "-c", ABANDONED, str(port), c.prefix, amqp],
+        [sys.executable, "-c", ABANDONED, str(port), c.prefix, amqp, base],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -247,11 +265,16 @@ def test_an_embedding_process_ended_by_a_signal_leaves_no_actor_system(tmp_path:
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
-        assert admin_process(port) is not None
+        assert (admin_process(port) is not None) == (base == "multiprocTCPBase")
+        before = node_processes(port, proc.pid)
+        assert before, "the node runs processes of its own"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == -signal.SIGTERM
-        wait_for(lambda: admin_process(port) is None, EXIT_WITHIN, what="its actor system gone")
-        assert not node_processes(port, proc.pid)
+        wait_for(
+            lambda: admin_process(port) is None and not any(is_alive(p) for p in before),
+            EXIT_WITHIN,
+            what="every process of its node gone",
+        )
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -45,7 +45,7 @@ def test_every_key_has_the_api_default() -> None:
     assert config.shutdown_timeout == 15
     assert config.system_exchange_prefix is None
     assert config.node_name == f"{socket.gethostname()}-{os.getpid()}"
-    assert config.actor_system_base == "multiprocTCPBase"
+    assert config.actor_system_base == "light"
     assert config.admin_port == 1900
     assert config.allowed_job_modules == ()
 
