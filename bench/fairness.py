@@ -5,7 +5,7 @@ Run::
 
     python -m bench.fairness
     python -m bench.fairness --backlog 100000 --rate 50 --samples 300 --max-workers 10
-    ROGER_ACTOR_SYSTEM_BASE=light python -m bench.fairness
+    ROGER_ACTOR_SYSTEM_BASE=multiprocTCPBase python -m bench.fairness
 
 Node runtime v2's fairness target: while tenant A has 100,000 no-op jobs
 queued, tenant B's jobs, arriving at 50/s, wait at most 50 ms at p99 before
@@ -44,6 +44,7 @@ from typing import Any
 from bench.common import AsyncBridge, BrokerProbe, check_loopback_url, percentile
 from bench.jobsink import COUNTER_ENV, LATENCY_ENV
 from bench.partitions import DEFAULT_URL, delete_queues, end_node_session
+from roger_actors.config import Config
 
 READY = "ready"
 
@@ -134,7 +135,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "backlog": args.backlog,
             "max_workers": args.max_workers,
-            "base": os.environ.get("ROGER_ACTOR_SYSTEM_BASE", "default"),
+            "base": os.environ.get("ROGER_ACTOR_SYSTEM_BASE") or Config().actor_system_base,
             "enqueue_backlog_s": round(enqueue_s, 1),
             "b_samples": len(ms),
             "b_enqueued_during_a_backlog": during_backlog,

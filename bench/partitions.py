@@ -4,7 +4,8 @@ Run::
 
     python -m bench.partitions --partitions 0,10,50,100
     python -m bench.partitions --partitions 1000 --queues 1 --max-workers 2 --json out.json
-    ROGER_ACTOR_SYSTEM_BASE=light python -m bench.partitions --partitions 0,100,1000 --own-broker
+    python -m bench.partitions --partitions 0,100,1000 --own-broker
+    ROGER_ACTOR_SYSTEM_BASE=multiprocTCPBase python -m bench.partitions --partitions 0,10,50
 
 For each count N (one run each, in order) a node runs in a process of its
 own session (``python -m bench.partitions node``), starts N partitions of

@@ -54,6 +54,7 @@ also imports its module), at most :data:`FORK_TIMEOUT` seconds.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import io
 import itertools
@@ -467,6 +468,10 @@ class _Server:
     def _fork(self, relay_fd: int, actor_class: type, request: _Request, asker: _Channel) -> int:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         server_pid = os.getpid()
+        # What the server holds (its imports, mostly) moves to the permanent
+        # generation: the new process's collections never walk it, and do
+        # not write to (so copy) the pages it shares with the server.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             mine.close()

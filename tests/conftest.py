@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +10,6 @@ import pytest
 
 from tests.cluster_harness import Cluster
 from tests.partition_harness import ON_MEMORY, NodeHarness
-
-#: The base the nodes under test run on: ``ROGER_ACTOR_SYSTEM_BASE``, else
-#: the default (``light``).
-BASE = os.environ.get("ROGER_ACTOR_SYSTEM_BASE") or "light"
 
 #: Tests that need RabbitMQ itself, by module or by test, and why. With
 #: ``ROGER_TEST_BROKER=memory`` (the embedded broker) they are skipped.
