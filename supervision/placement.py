@@ -104,6 +104,7 @@ _HEADER = struct.Struct(">I")
 #: The wire id of the far side's alias (the child, seen from the host, and back).
 _ALIAS = ("alias", None)
 
+
 def _address(details: Any) -> ActorAddress:
     """The light address whose ``addressDetails`` are ``details``."""
     address = light.LightAddress.__new__(light.LightAddress)
