@@ -595,6 +595,9 @@ SHORT = Settings(
     jobs=3000,
     partitions=6,
     workers=2,
+    # 3000 jobs of 30 ms on 12 workers: at least 7.5 s of work under the
+    # faults (with 1 ms jobs the light base drained in 8 s, 2 kills in all)
+    work_ms=30,
     kill_every=0.5,
     node_kill_share=0.25,
     drops=1,

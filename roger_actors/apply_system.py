@@ -58,6 +58,7 @@ never blocks on another actor of the node.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -91,6 +92,11 @@ log = logging.getLogger("roger_actors.apply_system")
 
 #: Seconds a command may take before it is answered with a timeout error.
 APPLY_TIMEOUT = 20.0
+
+#: Replies kept while the reply link is down (the oldest is dropped past it):
+#: a command that came through the System before this link was up (right
+#: after the node started, or while it reconnects) is answered once it is.
+UNSENT_REPLIES = 100
 
 #: What ``node_info`` can be asked, with the number of parameters each takes
 #: (minimum, maximum).
@@ -162,6 +168,10 @@ class ApplySystem(Server, LinkOwner):
         self.node_name = config.node_name
         self.auth = ClusterAuth(config.cluster_secret)
         self.connected = False
+        #: (reply_to, body) of the replies made while not connected
+        self.unsent: collections.deque[tuple[str, bytes]] = collections.deque(
+            maxlen=UNSENT_REPLIES
+        )
         #: call ref -> (task, continuation taking the CallReply)
         self.waiting: dict[str, tuple[_Task, Callable[[CallReply], None]]] = {}
         #: task key -> task not answered yet
@@ -186,6 +196,8 @@ class ApplySystem(Server, LinkOwner):
         elif isinstance(event, tuple) and event[0] == "connected":
             self.connected = True
             self.link_up()
+            while self.unsent and self.connected:
+                self._publish(*self.unsent.popleft())
         elif isinstance(event, tuple) and event[0] == "published" and event[1] is not None:
             log.warning("apply_system: reply not published: %s", event[1])
 
@@ -259,7 +271,12 @@ class ApplySystem(Server, LinkOwner):
 
     def _publish(self, reply_to: str, body: bytes) -> None:
         if not self.connected:
-            log.warning("apply_system: not connected, reply to %s dropped", bounded_repr(reply_to))
+            if len(self.unsent) == self.unsent.maxlen:
+                log.warning(
+                    "apply_system: not connected, the oldest of %d unsent replies dropped",
+                    len(self.unsent),
+                )
+            self.unsent.append((reply_to, body))
             return
 
         async def publish() -> None:

@@ -70,6 +70,7 @@ from .shutdown_handler import GracefulStop, ShutdownHandler
 from .system import IsConnected
 from .system import System as SystemServer
 from .transport import embedded as embedded_broker
+from .transport.loop import wait_detached
 from .transport.publisher import Publisher
 
 log = logging.getLogger("roger_actors.node")
@@ -79,6 +80,10 @@ CALL_TIMEOUT = 30.0
 
 #: Seconds the ordered shutdown of the tree may take past ``shutdown_timeout``.
 STOP_MARGIN = 60.0
+
+#: Seconds a light node's stop waits for its I/O actors' last words (each is
+#: bounded itself: the System's leave 7 s, then its link's close 5 s).
+LAST_WORDS_SECONDS = 15.0
 
 #: Seconds a ``which_children`` of one of the node's supervisors may take
 #: (the supervisor helpers wait forever by default, as OTP's).
@@ -296,6 +301,9 @@ class Node:
                     # Nothing of it answers any more: end what is left.
                     self.app.kill_actor_system()
             finally:
+                if self.config.actor_system_base == "light":
+                    # the System's leave, the links' closes: they go out before stop returns
+                    wait_detached(LAST_WORDS_SECONDS)
                 self._close_connections()
 
     def _close_connections(self) -> None:

@@ -254,8 +254,10 @@ class InlineLoop(Inbox):
             except BaseException:
                 log.debug("%s failed", what, exc_info=True)
 
-        _detached.add(task := self.loop.create_task(bounded()))
-        task.add_done_callback(_detached.discard)
+        task = self.loop.create_task(bounded())
+        with _detached_changed:
+            _detached.add(task)
+        task.add_done_callback(_forget_detached)
 
     def call_soon(self, fn: Any, *args: Any) -> None:
         """Run a plain callable on the loop soon (after the caller returns)."""
@@ -273,6 +275,26 @@ class InlineLoop(Inbox):
 
 #: Tasks :meth:`InlineLoop.detach` started (kept referenced until they end).
 _detached: set[asyncio.Task[Any]] = set()
+_detached_changed = threading.Condition()
+
+
+def _forget_detached(task: asyncio.Task[Any]) -> None:
+    with _detached_changed:
+        _detached.discard(task)
+        if not _detached:
+            _detached_changed.notify_all()
+
+
+def wait_detached(timeout: float) -> bool:
+    """Wait until every task :meth:`InlineLoop.detach` started in this process
+    has ended (each within its own bound), at most ``timeout`` seconds; True
+    when none is left. For a node that stops: the last words of its light
+    I/O actors (the System's ``leave``, a link's close) run on the shared
+    loop after the actors are gone, and the process may exit right after
+    the stop returns. Call it from a thread other than the loop's (there it
+    would wait for itself)."""
+    with _detached_changed:
+        return _detached_changed.wait_for(lambda: not _detached, timeout)
 
 #: What an I/O actor runs its coroutines on.
 IoLoop = LoopThread | InlineLoop

@@ -19,7 +19,7 @@ import pytest
 from thespian.actors import WatchMessage
 
 from roger_actors.transport.link_owner import LinkOwner
-from roger_actors.transport.loop import InlineLoop, LoopThread
+from roger_actors.transport.loop import InlineLoop, LoopThread, wait_detached
 from roger_actors.transport.memory import forget_broker
 from supervision import (
     Application,
@@ -247,3 +247,35 @@ class _Bare(LinkOwner):
 
     def send_after(self, seconds: float, message: Any) -> Any:
         return None
+
+
+def test_wait_detached_returns_once_the_detached_last_words_have_run() -> None:
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    said: list[str] = []
+    release = threading.Event()
+
+    async def last_words() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        said.append("leave")
+
+    detached = threading.Event()
+
+    def detach() -> None:  # on the loop, as an actor's terminate would
+        InlineLoop(loop, _no_wake).detach(last_words(), 10.0, "closing the test link")
+        detached.set()
+
+    try:
+        loop.call_soon_threadsafe(detach)
+        assert detached.wait(5)
+
+        assert wait_detached(0.2) is False, "it waits while the last words are pending"
+        release.set()
+        assert wait_detached(10.0) is True
+        assert said == ["leave"]
+    finally:
+        release.set()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
