@@ -301,9 +301,9 @@ class Node:
                     # Nothing of it answers any more: end what is left.
                     self.app.kill_actor_system()
             finally:
-                if self.config.actor_system_base == "light":
-                    # the System's leave, the links' closes: they go out before stop returns
-                    wait_detached(LAST_WORDS_SECONDS)
+                # a light node's System leave and links' closes run detached
+                # on the loop: they go out before stop returns (none elsewhere)
+                wait_detached(LAST_WORDS_SECONDS)
                 self._close_connections()
 
     def _close_connections(self) -> None:

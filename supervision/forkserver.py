@@ -72,6 +72,8 @@ import threading
 import types
 from typing import Any, NamedTuple
 
+from .process import _name_process
+
 log = logging.getLogger("supervision.forkserver")
 
 #: Seconds :func:`fork` waits for the server's answer.
@@ -80,8 +82,6 @@ FORK_TIMEOUT = 30.0
 #: Seconds a fork server with no live process of its own waits for a request
 #: before it exits (the next placement starts a new one).
 IDLE_SECONDS = 5.0
-
-_PR_SET_NAME = 15
 
 #: Largest request or answer the server reads (a request's module names go
 #: in messages of :data:`_MODULES_PER_MESSAGE`, well under it).
@@ -210,7 +210,8 @@ def _send_modules(channel: socket.socket, request: _Request, everything: bool = 
     modules = request.modules
     while modules and (everything or len(modules) > _MODULES_PER_MESSAGE):
         part, modules = modules[:_MODULES_PER_MESSAGE], modules[_MODULES_PER_MESSAGE:]
-        channel.send(pickle.dumps(request._replace(number=0, actor_class=b"", modules=part)))
+        imports = request._replace(number=0, actor_class=b"", environ={}, modules=part)
+        channel.send(pickle.dumps(imports))
         _sent.update(part)
     return request._replace(modules=modules)
 
@@ -267,13 +268,9 @@ def _start() -> socket.socket:
     """Start this process's fork server; return the channel to it."""
     global _channel, _server
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    prepare = {
-        "sys_path": list(sys.path),
-        "main": _main_module(),
-        "log_level": logging.getLogger().getEffectiveLevel(),
-    }
+    prepare = {"main": _main_module(), "log_level": logging.getLogger().getEffectiveLevel()}
     code = (
-        f"import sys; sys.path[:] = {prepare['sys_path']!r}; "
+        f"import sys; sys.path[:] = {sys.path!r}; "
         f"from supervision.forkserver import main; main({theirs.fileno()}, {prepare!r})"
     )
     for stream in (sys.stdout, sys.stderr):
@@ -516,15 +513,6 @@ class _Server:
             with contextlib.suppress(BaseException):
                 log.exception("forkserver: the placed process failed to start")
         os._exit(1)
-
-
-def _name_process(name: str) -> None:
-    """Set this process's name as ``ps -o comm`` and ``top`` show it (Linux
-    keeps 15 bytes); nothing where ``prctl`` is not available."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
 class _Main:

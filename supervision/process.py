@@ -83,18 +83,31 @@ IGNORE: Any = type("Ignore", (), {"__repr__": lambda self: "IGNORE"})()
 ZOMBIE_TIMEOUT = 10.0
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+
+
+def _prctl(option: int, argument: Any) -> bool:
+    """Linux's ``prctl(option, argument)`` for this process; False where it
+    is not available (not Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(option, argument, 0, 0, 0)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def _arm_parent_death() -> bool:
     """Ask Linux to SIGKILL this process when its parent dies
     (``PR_SET_PDEATHSIG``); False where that is not available (not Linux: no
     link, the zombie timer still applies)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return False
-    return True
+    return _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _name_process(name: str) -> None:
+    """Set this process's name as ``ps -o comm`` and ``top`` show it (Linux
+    keeps 15 bytes); nothing where ``prctl`` is not available."""
+    _prctl(_PR_SET_NAME, name.encode()[:15])
 
 
 def _die_with_parent(parent_pid: int) -> bool:

@@ -22,7 +22,16 @@ from typing import Any
 from supervision.system import Listener, listeners
 from tests.cluster_harness import ROOT, group_members, listening_pid
 from tests.partition_harness import wait_for
-from tests.procs import all_pids, live_children, stat_fields
+from tests.procs import all_pids, live_children, process_name, stat_fields
+
+
+def partition_host() -> int:
+    """The pid of this process's light node's partition host: the child of
+    its fork server named after the PartitionSupervisor (the workers are
+    named ``Worker``)."""
+    [server] = [p for p in live_children(os.getpid()) if process_name(p) == "forkserver"]
+    [host] = [p for p in live_children(server) if process_name(p) == "PartitionSuperv"]
+    return host
 
 
 def descendants(root: int) -> set[int]:

@@ -20,7 +20,7 @@ import os
 import pytest
 
 import roger_actors as roger
-from tests.node_procs import descendants, listening_sockets
+from tests.node_procs import descendants, listening_sockets, partition_host
 from tests.partition_harness import NodeHarness, is_alive, live_children, parent_of, wait_for
 from tests.procs import process_name, sigkill
 from tests.roger_test_jobs2 import TimedJob
@@ -35,14 +35,6 @@ def _light_node_with_two_partitions(h: NodeHarness, max_workers: int) -> tuple[s
         h.start_partition({"default": max_workers}, name="a"),
         h.start_partition({"default": max_workers}, name="b"),
     )
-
-
-def partition_host() -> int:
-    """The pid of the node's partition host: the fork server's child named
-    after the PartitionSupervisor (the workers are named ``Worker``)."""
-    [server] = [p for p in live_children(os.getpid()) if process_name(p) == "forkserver"]
-    [host] = [p for p in live_children(server) if process_name(p) == "PartitionSuperv"]
-    return host
 
 
 def test_every_partition_runs_in_one_host_process_and_the_workers_come_from_the_fork_server(

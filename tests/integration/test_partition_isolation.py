@@ -9,23 +9,15 @@ Run with ``scripts/test tests/integration/test_partition_isolation.py``.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import supervision
 from roger_actors.registry import ConsumerOf
-from tests.partition_harness import NodeHarness, live_children, wait_for
-from tests.procs import process_name
+from tests.node_procs import partition_host
+from tests.partition_harness import NodeHarness, wait_for
 from tests.roger_test_jobs2 import TimedJob
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def _partition_host() -> int:
-    [server] = [p for p in live_children(os.getpid()) if process_name(p) == "forkserver"]
-    [host] = [p for p in live_children(server) if process_name(p) == "PartitionSuperv"]
-    return host
 
 
 def _crash_consumer(h: NodeHarness, partition_id: str) -> object:
@@ -46,7 +38,7 @@ def test_a_crashed_consumer_restarts_its_own_partition_while_anothers_job_runs_o
     bystander = h.start_partition({"default": 1}, name="b")
     h.enqueue(TimedJob, bystander, "long", 2)
     [running] = h.wait_events("start", 1)
-    host = _partition_host()
+    host = partition_host()
 
     old = _crash_consumer(h, crashing)
 
@@ -60,4 +52,4 @@ def test_a_crashed_consumer_restarts_its_own_partition_while_anothers_job_runs_o
     h.wait_tags("after_run", {"long", "after"})
     longs = [e for e in h.events("start") if e["tag"] == "long"]
     assert [e["pid"] for e in longs] == [running["pid"]], "the other job ran once, undisturbed"
-    assert _partition_host() == host, "the partition host went on"
+    assert partition_host() == host, "the partition host went on"
