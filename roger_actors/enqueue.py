@@ -5,7 +5,9 @@ is enqueued is on the broker, never silently lost. :func:`enqueue_jobs`
 publishes many jobs at once, keeping up to :data:`PIPELINE_WINDOW` of them
 in flight (published, their confirm not back yet), so a batch goes at about
 the broker's speed instead of one round trip per job. Jobs without a queue
-key reach their queue in the order given; a job with a queue key is first
+key go out in batches of half a window, each sent in one write
+(:meth:`~roger_actors.transport.base.Channel.publish_many`), and reach their
+queue in the order given; a job with a queue key is first
 registered with its partition's Global (``is_queued(key, add=True)``), as in
 Roger: a key already queued makes the job a *duplicate*, published nowhere,
 and a job whose publish then fails gives its key back.
@@ -30,7 +32,7 @@ from .job import AmqpMessage, Job, queue_key_of
 from .partition.global_client import request
 from .queue import validate_partition_id
 from .transport.amqp import DEFAULT_DELIVERY_LIMIT, AmqpLink, properties
-from .transport.base import Nacked
+from .transport.base import Nacked, Outgoing, Properties
 from .transport.publisher import Publisher
 
 log = logging.getLogger("roger_actors.enqueue")
@@ -107,16 +109,32 @@ async def enqueue_jobs(
             if declared is not None:
                 declared.add(routing_key)
     outcomes: list[tuple[str, BaseException | None]] = [("", None)] * len(jobs)
-    work = iter(enumerate(zip(jobs, messages, strict=True)))
+    keyed = [i for i, job in enumerate(jobs) if queue_key_of(job) is not None]
+    plain = [i for i, job in enumerate(jobs) if queue_key_of(job) is None]
+    size = max(1, window // 2)
+    batches = iter([plain[start : start + size] for start in range(0, len(plain), size)])
+    work = iter(keyed)
+
+    async def batch_publisher() -> None:
+        # Each takes the next batch and sends it before yielding, so batches
+        # go out in the order given; two of them (``window`` jobs at most)
+        # wait for their confirms at once.
+        for indexes in batches:
+            for index, error in zip(
+                indexes, await _publish_batch(link, [messages[i] for i in indexes]), strict=True
+            ):
+                outcomes[index] = ("confirmed", None) if error is None else ("failed", error)
 
     async def publisher() -> None:
-        # Each takes the next job and publishes it before yielding, so the
-        # publishes go out in the order given; up to ``window`` of them wait
-        # for their confirm at once.
-        for index, (job, message) in work:
-            outcomes[index] = await _enqueue_one(link, job, message, pid, auth)
+        # A job with a queue key is registered with Global first: up to
+        # ``window`` of them are under way at once.
+        for index in work:
+            outcomes[index] = await _enqueue_one(link, jobs[index], messages[index], pid, auth)
 
-    await asyncio.gather(*(publisher() for _ in range(min(window, len(jobs)))))
+    await asyncio.gather(
+        *(batch_publisher() for _ in range(min(window // size, -(-len(plain) // size)))),
+        *(publisher() for _ in range(min(window, len(keyed)))),
+    )
     result = Enqueued()
     for job, (status, error) in zip(jobs, outcomes, strict=True):
         if status == "confirmed":
@@ -127,6 +145,28 @@ async def enqueue_jobs(
             assert error is not None
             result.failed.append((job, error))
     return result
+
+
+async def _publish_batch(link: AmqpLink, messages: list[AmqpMessage]) -> list[BaseException | None]:
+    """Publish ``messages`` (jobs without a queue key) pipelined; each one's
+    error, or None once confirmed."""
+    try:
+        outgoing = [Outgoing(m.routing_key, m.body, _props(m)) for m in messages]
+        outcomes = await link.publish_many(outgoing)
+    except ConnectionError as exc:
+        return [exc] * len(messages)
+    return list(outcomes)
+
+
+def _props(message: AmqpMessage) -> Properties:
+    """The AMQP properties of a job's message."""
+    props = message.properties
+    return properties(
+        message_id=props.get("message_id"),
+        app_id=props.get("app_id"),
+        content_type=props.get("content_type"),
+        persistent=props.get("delivery_mode", 2) == 2,
+    )
 
 
 async def _enqueue_one(
@@ -143,18 +183,8 @@ async def _enqueue_one(
             return "failed", exc
         if queued:
             return "duplicate", None
-    props = message.properties
     try:
-        await link.publish(
-            message.routing_key,
-            message.body,
-            properties(
-                message_id=props.get("message_id"),
-                app_id=props.get("app_id"),
-                content_type=props.get("content_type"),
-                persistent=props.get("delivery_mode", 2) == 2,
-            ),
-        )
+        await link.publish(message.routing_key, message.body, _props(message))
     except Exception as exc:
         if key is not None:
             try:

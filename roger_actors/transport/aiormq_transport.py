@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import aiormq
 import aiormq.exceptions
-from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.abc import AbstractChannel, AbstractConnection, ChannelFrame, DeliveredMessage
 from pamqp import commands as spec
+from pamqp.header import ContentHeader
 
 from .base import (
     AccessRefused,
@@ -32,6 +34,7 @@ from .base import (
     Message,
     Nacked,
     NotFound,
+    Outgoing,
     PreconditionFailed,
     Properties,
     ResourceLocked,
@@ -307,6 +310,93 @@ class AiormqChannel(Channel):
         if self.publisher_confirms and not isinstance(confirm, spec.Basic.Ack):
             raise Nacked(f"publish to {exchange!r}/{routing_key!r} not confirmed: {confirm!r}")
 
+    async def publish_many(
+        self, messages: Sequence[Outgoing], *, exchange: str = "", mandatory: bool = False
+    ) -> list[TransportError | None]:
+        """See :meth:`~.base.Channel.publish_many`. On a channel with confirms,
+        every message's frames go to the connection's writer in one piece,
+        under the channel's lock, each with its confirm registered where
+        aiormq's reader settles it (its delivery tag, and its message id for a
+        return), so a batch costs one write instead of a task, a lock and a
+        write per message. Without confirms, or on an aiormq whose channel
+        keeps that state elsewhere, it is the interface's default. A routing
+        key over 255 bytes raises ValueError before anything is sent."""
+        raw = cast(aiormq.Channel, self.raw)
+        if not messages:
+            return []
+        if not self.publisher_confirms or not all(hasattr(raw, a) for a in _PIPELINED):
+            return await super().publish_many(messages, exchange=exchange, mandatory=mandatory)
+        for message in messages:
+            if len(message.routing_key.encode()) > 255:
+                raise ValueError(f"routing key over 255 bytes: {message.routing_key[:64]!r}...")
+        try:
+            self._check()
+        except TransportError as exc:
+            return [exc] * len(messages)
+        pending: list[tuple[asyncio.Future[Any], str, int]] = []
+        # aiormq rejects the futures of its channel's store when the channel
+        # or its connection closes; the confirms are plain futures, and this
+        # one future of the store stands for them all.
+        closed = raw.create_future()
+        try:
+            async with raw.lock:
+                if raw.is_closed:
+                    return [ChannelClosed("the channel is closed")] * len(messages)
+                first = raw.delivery_tag
+                sent = False
+                try:
+                    frames = self._frames(messages, exchange, mandatory, pending)
+                    await raw.write_queue.put(
+                        ChannelFrame.marshall(channel_number=raw.number, frames=frames)
+                    )
+                    sent = True
+                finally:
+                    if not sent:
+                        # The broker saw none of them: give their tags back.
+                        raw.delivery_tag = first
+                        for future, _, tag in pending:
+                            raw.confirmations.pop(tag, None)
+                            future.cancel()
+            outcomes = await _confirms([future for future, _, _ in pending], closed)
+        finally:
+            closed.cancel()
+            for _, message_id, tag in pending:
+                if raw.message_id_delivery_tag.get(message_id) == tag:
+                    del raw.message_id_delivery_tag[message_id]
+        return [_outcome(o, exchange, m) for o, m in zip(outcomes, messages, strict=True)]
+
+    def _frames(
+        self,
+        messages: Sequence[Outgoing],
+        exchange: str,
+        mandatory: bool,
+        pending: list[tuple[asyncio.Future[Any], str, int]],
+    ) -> list[Any]:
+        """The frames of ``messages``, each with its delivery tag taken and its
+        confirm registered (appended to ``pending``). Holds the channel's lock."""
+        raw = cast(aiormq.Channel, self.raw)
+        frames: list[Any] = []
+        methods: dict[str, spec.Basic.Publish] = {}
+        for message in messages:
+            method = methods.get(message.routing_key)
+            if method is None:
+                method = methods[message.routing_key] = spec.Basic.Publish(
+                    exchange=exchange, routing_key=message.routing_key, mandatory=mandatory
+                )
+            props = _to_spec(message.properties)
+            if not props.message_id:
+                props.message_id = uuid.uuid4().hex
+            raw.delivery_tag += 1
+            tag = raw.delivery_tag
+            future = raw.loop.create_future()
+            raw.confirmations[tag] = future
+            raw.message_id_delivery_tag[props.message_id] = tag
+            pending.append((future, props.message_id, tag))
+            frames.append(method)
+            frames.append(ContentHeader(properties=props, body_size=len(message.body)))
+            frames.extend(raw._split_body(message.body))
+        return frames
+
     async def qos(self, prefetch_count: int) -> None:
         """See :meth:`~.base.Channel.qos`."""
         if prefetch_count < 0:
@@ -386,6 +476,52 @@ class AiormqChannel(Channel):
         self._check()
         async with _translated():
             await self.raw.basic_reject(delivery_tag, requeue=requeue)
+
+
+#: The aiormq channel state :meth:`AiormqChannel.publish_many` publishes
+#: through (the same from aiormq 6.8 to 7.x).
+_PIPELINED = (
+    "lock",
+    "delivery_tag",
+    "confirmations",
+    "message_id_delivery_tag",
+    "write_queue",
+    "number",
+    "create_future",
+    "_split_body",
+)
+
+
+async def _confirms(futures: list[asyncio.Future[Any]], closed: asyncio.Future[Any]) -> list[Any]:
+    """Each of ``futures``' result or exception, once all are done; when
+    ``closed`` fails first (the channel or connection went), the ones still
+    pending take its exception."""
+    together = asyncio.gather(*futures, return_exceptions=True)
+    try:
+        await asyncio.wait((together, closed), return_when=asyncio.FIRST_COMPLETED)
+        if not together.done():
+            error = closed.exception() if not closed.cancelled() else None
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error or ConnectionLost("the channel closed"))
+        return await together
+    finally:
+        together.cancel()
+
+
+def _outcome(outcome: Any, exchange: str, message: Outgoing) -> TransportError | None:
+    """The interface's outcome of one pipelined publish's confirm future."""
+    if isinstance(outcome, asyncio.CancelledError):
+        # aiormq cancels what is pending when the channel closes on purpose.
+        return ChannelClosed("the channel closed before the confirm")
+    if isinstance(outcome, BaseException):
+        mapped = translate(outcome)
+        if isinstance(mapped, TransportError):
+            return mapped
+        raise mapped
+    if isinstance(outcome, spec.Basic.Ack):
+        return None
+    return Nacked(f"publish to {exchange!r}/{message.routing_key!r} not confirmed: {outcome!r}")
 
 
 def _args(arguments: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -32,6 +32,7 @@ from .base import (
     ConnectionLost,
     Message,
     NotFound,
+    Outgoing,
     PreconditionFailed,
     Properties,
     TransportError,
@@ -518,6 +519,18 @@ class AmqpLink:
             properties=props,
             mandatory=mandatory,
         )
+
+    async def publish_many(
+        self, messages: Sequence[Outgoing], exchange: str = "", mandatory: bool = True
+    ) -> list[TransportError | None]:
+        """Publish ``messages`` in order on the control channel, pipelined (see
+        :meth:`~.base.Channel.publish_many`), and return each one's outcome:
+        None once confirmed, else its error (:class:`~.base.Unroutable` when
+        ``mandatory`` and it reached no queue, :class:`~.base.Nacked`, or the
+        channel's or connection's loss). ConnectionError when the link is down
+        (nothing was published)."""
+        channel = await self.control_channel()
+        return await channel.publish_many(messages, exchange=exchange, mandatory=mandatory)
 
     async def consume(self, key: str, queue: str, prefetch: int, start: bool = True) -> None:
         """Open a channel for ``queue`` with ``prefetch`` unacked at most; consume

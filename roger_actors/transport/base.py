@@ -21,7 +21,8 @@ The rules both follow, as RabbitMQ does:
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ __all__ = [
     "Message",
     "Nacked",
     "NotFound",
+    "Outgoing",
     "PreconditionFailed",
     "Properties",
     "ResourceLocked",
@@ -158,6 +160,16 @@ class Properties:
     def evolve(self, **changes: Any) -> Properties:
         """A copy with ``changes`` applied (unknown names raise TypeError)."""
         return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message of :meth:`Channel.publish_many`: where it goes (the
+    routing key on the call's exchange), its body and its properties."""
+
+    routing_key: str
+    body: bytes
+    properties: Properties | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +359,38 @@ class Channel(abc.ABC):
         message is dropped (so use confirms with ``mandatory``). A missing
         ``exchange`` raises :class:`NotFound` (closing the channel; without
         confirms, possibly on a later operation)."""
+
+    async def publish_many(
+        self, messages: Sequence[Outgoing], *, exchange: str = "", mandatory: bool = False
+    ) -> list[TransportError | None]:
+        """Publish ``messages`` to ``exchange``, in the order given, without
+        waiting for one's confirm before sending the next; return each one's
+        outcome, in the same order: ``None`` once it was confirmed (or, without
+        confirms, sent), else the error :meth:`publish` would have raised for
+        it (:class:`Unroutable`, :class:`Nacked`; :class:`ChannelClosed` or
+        :class:`ConnectionLost` for each one not confirmed when the channel or
+        connection went). Only a cancellation, or an error that is not a
+        :class:`TransportError` (a bug), raises: messages already sent may then
+        be on the broker or not.
+
+        This default runs one :meth:`publish` per message at once, each sending
+        before it first waits (so they go out in order); an implementation may
+        send them with less work per message."""
+
+        async def one(message: Outgoing) -> TransportError | None:
+            try:
+                await self.publish(
+                    message.body,
+                    exchange=exchange,
+                    routing_key=message.routing_key,
+                    properties=message.properties,
+                    mandatory=mandatory,
+                )
+            except TransportError as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(one(m) for m in messages)))
 
     # consuming
 

@@ -18,6 +18,7 @@ from roger_actors.transport.base import (
     Message,
     Nacked,
     NotFound,
+    Outgoing,
     PreconditionFailed,
     Properties,
     ResourceLocked,
@@ -324,6 +325,76 @@ def test_a_mandatory_unroutable_publish_is_returned(transport: Kit) -> None:
         # without mandatory it is confirmed and dropped; the channel stays open
         await channel.publish(b"dropped", routing_key=nowhere)
         assert not channel.is_closed
+        await connection.close()
+
+    run(body())
+
+
+def test_publish_many_confirms_every_message_and_keeps_their_order(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel(publisher_confirms=True)
+        queue = transport.name("q")
+        await channel.queue_declare(queue, durable=True, arguments=QUORUM)
+        batch = [
+            Outgoing(queue, f"m{i}".encode(), Properties(message_id=f"id-{i}", delivery_mode=2))
+            for i in range(600)
+        ]
+        assert await channel.publish_many(batch, mandatory=True) == [None] * 600
+        assert await channel.publish_many([]) == []
+        assert await ready(channel, queue) == 600
+        for i in range(600):
+            got = await channel.get(queue, no_ack=True)
+            assert got is not None
+            assert (got.body, got.properties.message_id) == (f"m{i}".encode(), f"id-{i}")
+            assert got.properties.delivery_mode == 2
+        await connection.close()
+
+    run(body())
+
+
+def test_publish_many_reports_each_messages_own_outcome(transport: Kit) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel(publisher_confirms=True)
+        full, other, nowhere = transport.name("full"), transport.name("other"), transport.name("no")
+        await channel.queue_declare(
+            full, arguments={"x-max-length": 2, "x-overflow": "reject-publish"}
+        )
+        await channel.queue_declare(other)
+        batch = [Outgoing(full, b"1"), Outgoing(full, b"2"), Outgoing(full, b"3")]
+        batch += [Outgoing(nowhere, b"lost"), Outgoing(other, b"fine")]
+
+        outcomes = await channel.publish_many(batch, mandatory=True)
+
+        assert outcomes[:2] == [None, None] and outcomes[4] is None
+        assert isinstance(outcomes[2], Nacked)
+        returned = outcomes[3]
+        assert isinstance(returned, Unroutable)
+        assert (returned.message.body, returned.message.routing_key) == (b"lost", nowhere)
+        assert (await ready(channel, full), await ready(channel, other)) == (2, 1)
+        assert not channel.is_closed
+        await connection.close()
+
+    run(body())
+
+
+def test_publish_many_to_a_missing_exchange_fails_every_message_and_closes_the_channel(
+    transport: Kit,
+) -> None:
+    async def body() -> None:
+        connection = await transport.connect()
+        channel = await connection.channel(publisher_confirms=True)
+        missing = transport.exchange("missing")
+        batch = [Outgoing("k", b"a"), Outgoing("k", b"b")]
+
+        outcomes = await channel.publish_many(batch, exchange=missing)
+
+        assert isinstance(outcomes[0], NotFound)
+        assert all(isinstance(outcome, ChannelClosed) for outcome in outcomes)
+        await eventually(lambda: _true(channel.is_closed), "the channel is closed")
+        again = await channel.publish_many([Outgoing("k", b"c")])
+        assert [type(outcome) for outcome in again] == [ChannelClosed]
         await connection.close()
 
     run(body())

@@ -7,7 +7,8 @@ Run with ``scripts/test tests/unit/test_enqueue.py``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 import pytest
 
@@ -17,9 +18,11 @@ from roger_actors.errors import EnqueueError, InvalidJobError, NotStartedError
 from roger_actors.job import Job
 from roger_actors.queue import Queue
 from roger_actors.transport.amqp import AmqpLink
+from roger_actors.transport.base import Outgoing
 from tests.memory_rig import Rig
 
 PARTITION = "enq"
+T = TypeVar("T")
 
 
 class Plain(Job):
@@ -36,19 +39,26 @@ class Keyed(Job):
 
 
 class CountingLink(AmqpLink):
-    """A link that records how many publishes wait for their confirm at once."""
+    """A link that records how many publishes wait for their confirm at once
+    (one by one, or in pipelined batches)."""
 
     in_flight = 0
     most = 0
 
-    async def publish(self, *args: Any, **kwargs: Any) -> None:
-        self.in_flight += 1
+    async def _counted(self, count: int, publishing: Awaitable[T]) -> T:
+        self.in_flight += count
         self.most = max(self.most, self.in_flight)
         try:
             await asyncio.sleep(0.001)  # a confirm takes a round trip
-            await super().publish(*args, **kwargs)
+            return await publishing
         finally:
-            self.in_flight -= 1
+            self.in_flight -= count
+
+    async def publish(self, *args: Any, **kwargs: Any) -> None:
+        await self._counted(1, super().publish(*args, **kwargs))
+
+    async def publish_many(self, messages: Sequence[Outgoing], *args: Any) -> Any:
+        return await self._counted(len(messages), super().publish_many(messages, *args))
 
 
 def _enqueue(rig: Rig, link: AmqpLink, jobs: list[Job], **options: Any) -> Enqueued:
@@ -63,12 +73,33 @@ def _link(rig: Rig) -> CountingLink:
 
 def test_jobs_are_confirmed_in_order_with_at_most_a_window_in_flight(rig: Rig) -> None:
     link = _link(rig)
-    jobs = [Job.create(Plain, [i]) for i in range(10)]
-    result = _enqueue(rig, link, jobs, window=3)
+    jobs = [Job.create(Plain, [i]) for i in range(11)]
+    result = _enqueue(rig, link, jobs, window=4)
     assert result.confirmed == jobs and not result.failed and not result.duplicates
-    assert link.most == 3  # pipelined, and bounded
+    assert link.most == 4  # pipelined, and bounded
     queued = rig.get_all(Queue.make_name(PARTITION, "default"))
     assert [m.properties.message_id for m in queued] == [job.id for job in jobs]
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_an_odd_or_unit_window_still_bounds_the_jobs_in_flight(rig: Rig, window: int) -> None:
+    link = _link(rig)
+    jobs = [Job.create(Plain, [i]) for i in range(7)]
+    assert _enqueue(rig, link, jobs, window=window).confirmed == jobs
+    assert link.most == window
+
+
+def test_keyed_jobs_are_registered_and_published_one_by_one_beside_the_batches(
+    rig: Rig,
+) -> None:
+    link = _link(rig)
+    keyed = [Job.create(Keyed, [i]) for i in range(3)]
+    plain = [Job.create(Plain, [i]) for i in range(5)]
+    result = _enqueue(rig, link, [*plain[:2], *keyed, *plain[2:]], window=4)
+    assert result.confirmed == plain  # no Global answers for the keyed ones
+    assert [job for job, _ in result.failed] == keyed
+    queued = rig.get_all(Queue.make_name(PARTITION, "default"))
+    assert [m.properties.message_id for m in queued] == [job.id for job in plain]
 
 
 def test_a_bad_job_or_argument_raises_before_anything_is_published(rig: Rig) -> None:

@@ -1,0 +1,83 @@
+"""Specification: the confirms of a pipelined batch on aiormq
+(``AiormqChannel.publish_many``) are plain futures that one future of the
+channel's store stands for: when the channel or its connection closes, each
+confirm still pending takes the closing error, and none is left waiting.
+
+Run with ``scripts/test tests/unit/test_pipelined_confirms.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from roger_actors.transport.aiormq_transport import _confirms
+from roger_actors.transport.base import ConnectionLost
+
+
+def _run(body: Any) -> Any:
+    return asyncio.run(body())
+
+
+def test_the_outcomes_are_the_confirms_in_the_order_of_the_futures() -> None:
+    async def body() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(3)]
+        closed = loop.create_future()
+        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        futures[2].set_result("ack-3")
+        futures[0].set_result("ack-1")
+        error = ValueError("nack")
+        futures[1].set_exception(error)
+        outcomes = await waiting
+        assert not closed.done()
+        return [outcomes[0], outcomes[1] is error, outcomes[2]]
+
+    assert _run(body) == ["ack-1", True, "ack-3"]
+
+
+def test_a_closing_channel_fails_every_pending_confirm_with_its_error() -> None:
+    async def body() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(3)]
+        closed = loop.create_future()
+        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        futures[0].set_result("ack-1")
+        await asyncio.sleep(0)
+        closed.set_exception(ConnectionResetError("gone"))
+        return await asyncio.wait_for(waiting, 5)
+
+    first, *rest = _run(body)
+    assert first == "ack-1"
+    assert [type(outcome) for outcome in rest] == [ConnectionResetError] * 2
+
+
+def test_a_closing_future_cancelled_without_an_error_still_frees_the_confirms() -> None:
+    async def body() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future()]
+        closed = loop.create_future()
+        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        await asyncio.sleep(0)
+        closed.cancel()
+        return await asyncio.wait_for(waiting, 5)
+
+    [outcome] = _run(body)
+    assert isinstance(outcome, ConnectionLost)
+
+
+def test_a_cancelled_caller_leaves_no_confirm_waiter_behind() -> None:
+    async def body() -> bool:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future()]
+        closed = loop.create_future()
+        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return futures[0].cancelled()
+
+    assert _run(body) is True
