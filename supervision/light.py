@@ -108,6 +108,7 @@ _pid = os.getpid()
 def _after_fork() -> None:
     global _pid
     _pid = os.getpid()
+    _last_words.clear()  # the parent's tasks are not this process's
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -658,6 +659,55 @@ def start_task(actor: Any, coro: Coroutine[Any, Any, Any], tag: Any = None) -> a
     return task
 
 
+#: Tasks this process's exit waits for (see :func:`last_words`).
+_last_words: set[asyncio.Task[Any]] = set()
+_last_words_changed = threading.Condition()
+
+
+def last_words(task: asyncio.Task[Any]) -> None:
+    """Have the end of this process wait for ``task``, a coroutine that
+    outlives the actor that started it (a connection's close, the last acks
+    of an actor's ``terminate``): a placed process (see
+    :mod:`supervision.placement`) whose child has ended exits once every
+    such task is done, or after at most ``placement.LAST_WORDS_SECONDS``;
+    code that ends a process itself waits with :func:`wait_last_words`.
+    ``task`` must be bounded in time by its owner; it is forgotten when it
+    ends, whatever its outcome. Call it from the task's loop."""
+    with _last_words_changed:
+        _last_words.add(task)
+    task.add_done_callback(_said)
+
+
+def _said(task: asyncio.Task[Any]) -> None:
+    with _last_words_changed:
+        _last_words.discard(task)
+        if not _last_words:
+            _last_words_changed.notify_all()
+
+
+def wait_last_words(timeout: float) -> bool:
+    """Wait, from any thread but the loop's, until every task given to
+    :func:`last_words` in this process has ended, at most ``timeout``
+    seconds; True when none is left (False: some are still running, and go
+    on). On the loop's own thread it would wait for itself: use
+    :func:`last_words_said` there."""
+    with _last_words_changed:
+        return _last_words_changed.wait_for(lambda: not _last_words, timeout)
+
+
+async def last_words_said(timeout: float) -> bool:
+    """:func:`wait_last_words` for a coroutine on the tasks' loop: returns
+    once they have all ended (True) or ``timeout`` seconds passed (False);
+    the tasks themselves are left running either way."""
+    deadline = time.monotonic() + timeout
+    while _last_words:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.wait(list(_last_words), timeout=left)
+    return True
+
+
 async def acall(
     system: LightSystem, address: Any, request: Any, timeout: float | None = 5.0
 ) -> Any:
@@ -701,6 +751,9 @@ __all__ = [
     "TaskDone",
     "acall",
     "host_loop",
+    "last_words",
+    "last_words_said",
     "loop_of",
     "start_task",
+    "wait_last_words",
 ]

@@ -95,6 +95,10 @@ log = logging.getLogger("supervision.placement")
 
 #: Seconds a placed process has to exit after its proxy ended before it is SIGKILLed.
 EXIT_GRACE = 5.0
+#: Most seconds a placed process whose child ended waits for its last words
+#: (:func:`supervision.light.last_words`: a link's close, the last acks)
+#: before it exits; within :data:`EXIT_GRACE`.
+LAST_WORDS_SECONDS = 3.0
 
 #: Ghost addresses kept per relay side (least recently used ones are dropped).
 GHOSTS = 10_000
@@ -551,6 +555,7 @@ class _PlacedRoot(Actor):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._child: Any = None
         self._relay: _Relay | None = None
+        self._exiting = False
 
     def setup(self, sock: socket.socket, actor_class: type) -> None:
         """Create the real child of ``actor_class`` (the host's proxy stands
@@ -565,11 +570,21 @@ class _PlacedRoot(Actor):  # type: ignore[misc]
         self._myRef.system._post(target, message, sender)
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        """The real child's end (or the system's shutdown) ends the process."""
+        """The real child's end (or the system's shutdown) ends the process,
+        once the last words of its actors are said (at most
+        :data:`LAST_WORDS_SECONDS`)."""
         ended = isinstance(message, ChildActorExited) and message.childAddress == self._child
-        if ended or isinstance(message, ActorExitRequest):
+        if (ended or isinstance(message, ActorExitRequest)) and not self._exiting:
+            self._exiting = True
+            self._myRef.system.loop.create_task(self._exit())
+
+    async def _exit(self) -> None:
+        try:
+            if not await light.last_words_said(LAST_WORDS_SECONDS):
+                log.warning("placement: last words still unsaid after %s s", LAST_WORDS_SECONDS)
             if self._relay is not None:
                 self._relay.flush_blocking()
+        finally:
             os._exit(0)
 
 

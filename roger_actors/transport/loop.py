@@ -34,6 +34,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from supervision import light
+
 log = logging.getLogger("roger_actors.amqp")
 
 T = TypeVar("T")
@@ -254,10 +256,7 @@ class InlineLoop(Inbox):
             except BaseException:
                 log.debug("%s failed", what, exc_info=True)
 
-        task = self.loop.create_task(bounded())
-        with _detached_changed:
-            _detached.add(task)
-        task.add_done_callback(_forget_detached)
+        light.last_words(self.loop.create_task(bounded()))
 
     def call_soon(self, fn: Any, *args: Any) -> None:
         """Run a plain callable on the loop soon (after the caller returns)."""
@@ -273,18 +272,6 @@ class InlineLoop(Inbox):
         self.close_inbox()
 
 
-#: Tasks :meth:`InlineLoop.detach` started (kept referenced until they end).
-_detached: set[asyncio.Task[Any]] = set()
-_detached_changed = threading.Condition()
-
-
-def _forget_detached(task: asyncio.Task[Any]) -> None:
-    with _detached_changed:
-        _detached.discard(task)
-        if not _detached:
-            _detached_changed.notify_all()
-
-
 def wait_detached(timeout: float) -> bool:
     """Wait until every task :meth:`InlineLoop.detach` started in this process
     has ended (each within its own bound), at most ``timeout`` seconds; True
@@ -292,9 +279,10 @@ def wait_detached(timeout: float) -> bool:
     I/O actors (the System's ``leave``, a link's close) run on the shared
     loop after the actors are gone, and the process may exit right after
     the stop returns. Call it from a thread other than the loop's (there it
-    would wait for itself)."""
-    with _detached_changed:
-        return _detached_changed.wait_for(lambda: not _detached, timeout)
+    would wait for itself). (The tasks are :func:`supervision.light.last_words`,
+    which a placed process also waits for before it exits.)"""
+    return light.wait_last_words(timeout)
+
 
 #: What an I/O actor runs its coroutines on.
 IoLoop = LoopThread | InlineLoop

@@ -9,6 +9,7 @@ conditions (:func:`tests.procs.wait_until`); no timing is asserted.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -35,6 +36,7 @@ from supervision import (
     call,
     cast,
     forkserver,
+    light,
     placement,
     restart_child,
     start_child,
@@ -44,7 +46,7 @@ from supervision import (
 from supervision.light import LightSystem
 from supervision.protocol import Down
 from supervision.reasons import Crash
-from tests.actors import SlowInit, Sup, Worker, read_journal
+from tests.actors import SlowInit, Sup, Worker, read_journal, record
 from tests.procs import (
     free_port,
     is_alive,
@@ -93,6 +95,31 @@ class Watcher(Server):
     def handle_info(self, message: Any) -> None:
         if isinstance(message, Down):
             DOWNS.append((message.ref, message.address, message.reason))
+
+
+class LastWordsWorker(Worker):
+    """A Worker whose ``terminate`` leaves last words to say after it: a task
+    (:func:`supervision.light.last_words`) that records ``said <name>`` in the
+    journal ``delay`` seconds later; ``delay`` None: a task that never ends.
+    ``wait`` sets the placed process's ``placement.LAST_WORDS_SECONDS``."""
+
+    def init(  # type: ignore[override]
+        self, name: str, journal: str, delay: float | None, wait: float = 3.0
+    ) -> Any:
+        self.delay = delay
+        placement.LAST_WORDS_SECONDS = wait  # in the placed process only
+        return super().init(name, journal)
+
+    def terminate(self, reason: Any) -> None:
+        super().terminate(reason)
+
+        async def say() -> None:
+            if self.delay is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.delay)
+            record(self.journal, f"said {self.name}")
+
+        light.last_words(asyncio.get_running_loop().create_task(say()))
 
 
 class Unbuildable(Server):
@@ -174,6 +201,34 @@ def test_a_placed_worker_runs_in_another_process_and_answers_calls(
     assert call(w, "casts") == ["hello"]
     assert read_journal(tmp_path / "j") == [f"start w {pid}"]
     assert [info.type for info in which_children(root)] == ["worker"]
+
+
+def test_a_placed_process_exits_once_its_childs_last_words_are_said(
+    app: list[Application], tmp_path: Path
+) -> None:
+    journal = tmp_path / "j"
+    spec = ChildSpec("w", (LastWordsWorker, ("w", str(journal), 0.3)), placement="process")
+    root = start(app, spec)
+    pid = call(kid(root, "w"), "pid")
+
+    terminate_child(root, "w")
+
+    wait_until(lambda: not is_alive(pid), "the placed process has exited")
+    assert read_journal(journal) == [f"start w {pid}", "terminate w shutdown", "said w"]
+
+
+def test_last_words_that_never_end_hold_a_placed_process_up_for_a_bounded_time(
+    app: list[Application], tmp_path: Path
+) -> None:
+    journal = tmp_path / "j"
+    spec = ChildSpec("w", (LastWordsWorker, ("w", str(journal), None, 0.5)), placement="process")
+    root = start(app, spec)
+    pid = call(kid(root, "w"), "pid")
+
+    terminate_child(root, "w")
+
+    wait_until(lambda: not is_alive(pid), "the placed process has exited")
+    assert read_journal(journal) == [f"start w {pid}", "terminate w shutdown"]
 
 
 def test_a_placed_worker_that_crashes_is_restarted_in_a_new_process(
