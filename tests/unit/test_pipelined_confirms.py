@@ -21,12 +21,21 @@ def _run(body: Any) -> Any:
     return asyncio.run(body())
 
 
+Waiting = tuple[list["asyncio.Future[Any]"], "asyncio.Future[Any]", "asyncio.Task[Any]"]
+
+
+def _waiting(count: int) -> Waiting:
+    """``count`` pending confirms, the channel's closing future, and the
+    task of ``_confirms`` waiting on them (call it on the running loop)."""
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(count)]
+    closed = loop.create_future()
+    return futures, closed, asyncio.ensure_future(_confirms(futures, closed))
+
+
 def test_the_outcomes_are_the_confirms_in_the_order_of_the_futures() -> None:
     async def body() -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(3)]
-        closed = loop.create_future()
-        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        futures, closed, waiting = _waiting(3)
         futures[2].set_result("ack-3")
         futures[0].set_result("ack-1")
         error = ValueError("nack")
@@ -40,10 +49,7 @@ def test_the_outcomes_are_the_confirms_in_the_order_of_the_futures() -> None:
 
 def test_a_closing_channel_fails_every_pending_confirm_with_its_error() -> None:
     async def body() -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(3)]
-        closed = loop.create_future()
-        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        futures, closed, waiting = _waiting(3)
         futures[0].set_result("ack-1")
         await asyncio.sleep(0)
         closed.set_exception(ConnectionResetError("gone"))
@@ -56,10 +62,7 @@ def test_a_closing_channel_fails_every_pending_confirm_with_its_error() -> None:
 
 def test_a_closing_future_cancelled_without_an_error_still_frees_the_confirms() -> None:
     async def body() -> list[Any]:
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future()]
-        closed = loop.create_future()
-        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        _, closed, waiting = _waiting(1)
         await asyncio.sleep(0)
         closed.cancel()
         return await asyncio.wait_for(waiting, 5)
@@ -70,10 +73,7 @@ def test_a_closing_future_cancelled_without_an_error_still_frees_the_confirms() 
 
 def test_a_cancelled_caller_leaves_no_confirm_waiter_behind() -> None:
     async def body() -> bool:
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future()]
-        closed = loop.create_future()
-        waiting = asyncio.ensure_future(_confirms(futures, closed))
+        futures, _, waiting = _waiting(1)
         await asyncio.sleep(0)
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
