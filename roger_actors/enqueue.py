@@ -153,7 +153,7 @@ async def _publish_batch(link: AmqpLink, messages: list[AmqpMessage]) -> list[Ba
     try:
         outgoing = [Outgoing(m.routing_key, m.body, _props(m)) for m in messages]
         outcomes = await link.publish_many(outgoing)
-    except ConnectionError as exc:
+    except Exception as exc:  # the link is down, the control channel cannot reopen...
         return [exc] * len(messages)
     return list(outcomes)
 

@@ -106,9 +106,10 @@ _pid = os.getpid()
 
 
 def _after_fork() -> None:
-    global _pid
+    global _pid, _last_words_changed
     _pid = os.getpid()
     _last_words.clear()  # the parent's tasks are not this process's
+    _last_words_changed = threading.Condition()  # another thread may have held it
 
 
 os.register_at_fork(after_in_child=_after_fork)
@@ -697,15 +698,20 @@ def wait_last_words(timeout: float) -> bool:
 
 async def last_words_said(timeout: float) -> bool:
     """:func:`wait_last_words` for a coroutine on the tasks' loop: returns
-    once they have all ended (True) or ``timeout`` seconds passed (False);
-    the tasks themselves are left running either way."""
+    once every one of them on the running loop has ended (True) or
+    ``timeout`` seconds passed (False); the tasks themselves are left
+    running either way."""
     deadline = time.monotonic() + timeout
-    while _last_words:
+    loop = asyncio.get_running_loop()
+    while True:
+        with _last_words_changed:
+            pending = [task for task in _last_words if task.get_loop() is loop]
+        if not pending:
+            return True
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        await asyncio.wait(list(_last_words), timeout=left)
-    return True
+        await asyncio.wait(pending, timeout=left)
 
 
 async def acall(

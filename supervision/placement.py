@@ -65,6 +65,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -579,8 +580,19 @@ class _PlacedRoot(Actor):  # type: ignore[misc]
             self._myRef.system.loop.create_task(self._exit())
 
     async def _exit(self) -> None:
+        # The exits of the subtree may still be on their way to the actors
+        # below (a time slice ended the delivery round): their ``terminate``
+        # registers last words only once they are delivered.
+        system = self._myRef.system
+        deadline = time.monotonic() + LAST_WORDS_SECONDS
         try:
-            if not await light.last_words_said(LAST_WORDS_SECONDS):
+            while time.monotonic() < deadline:
+                if system._queue or system._scheduled:
+                    await asyncio.sleep(0.001)
+                elif await light.last_words_said(deadline - time.monotonic()):
+                    if not (system._queue or system._scheduled):
+                        break
+            else:
                 log.warning("placement: last words still unsaid after %s s", LAST_WORDS_SECONDS)
             if self._relay is not None:
                 self._relay.flush_blocking()

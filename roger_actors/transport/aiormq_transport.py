@@ -324,8 +324,6 @@ class AiormqChannel(Channel):
         raw = cast(aiormq.Channel, self.raw)
         if not messages:
             return []
-        if not self.publisher_confirms or not all(hasattr(raw, a) for a in _PIPELINED):
-            return await super().publish_many(messages, exchange=exchange, mandatory=mandatory)
         for message in messages:
             if len(message.routing_key.encode()) > 255:
                 raise ValueError(f"routing key over 255 bytes: {message.routing_key[:64]!r}...")
@@ -333,30 +331,35 @@ class AiormqChannel(Channel):
             self._check()
         except TransportError as exc:
             return [exc] * len(messages)
+        if not self.publisher_confirms or not _pipelined(raw):
+            return await super().publish_many(messages, exchange=exchange, mandatory=mandatory)
         pending: list[tuple[asyncio.Future[Any], str, int]] = []
         # aiormq rejects the futures of its channel's store when the channel
         # or its connection closes; the confirms are plain futures, and this
         # one future of the store stands for them all.
         closed = raw.create_future()
         try:
-            async with raw.lock:
-                if raw.is_closed:
-                    return [ChannelClosed("the channel is closed")] * len(messages)
-                first = raw.delivery_tag
-                sent = False
-                try:
-                    frames = self._frames(messages, exchange, mandatory, pending)
-                    await raw.write_queue.put(
-                        ChannelFrame.marshall(channel_number=raw.number, frames=frames)
-                    )
-                    sent = True
-                finally:
-                    if not sent:
-                        # The broker saw none of them: give their tags back.
-                        raw.delivery_tag = first
-                        for future, _, tag in pending:
-                            raw.confirmations.pop(tag, None)
-                            future.cancel()
+            try:
+                # aiormq refuses the lock of a closed channel (6.8 at once,
+                # 7.x also when it closed while this waited for the lock)
+                async with raw.lock:
+                    first = raw.delivery_tag
+                    sent = False
+                    try:
+                        frames = self._frames(messages, exchange, mandatory, pending)
+                        await raw.write_queue.put(
+                            ChannelFrame.marshall(channel_number=raw.number, frames=frames)
+                        )
+                        sent = True
+                    finally:
+                        if not sent:
+                            # The broker saw none of them: give their tags back.
+                            raw.delivery_tag = first
+                            for future, _, tag in pending:
+                                raw.confirmations.pop(tag, None)
+                                future.cancel()
+            except aiormq.exceptions.ChannelInvalidStateError:
+                return [ChannelClosed("the channel is closed")] * len(messages)
             outcomes = await _confirms([future for future, _, _ in pending], closed)
         finally:
             closed.cancel()
@@ -478,6 +481,15 @@ class AiormqChannel(Channel):
             await self.raw.basic_reject(delivery_tag, requeue=requeue)
 
 
+def _pipelined(raw: Any) -> bool:
+    """True when the (open) aiormq channel ``raw`` keeps its publisher state
+    in :data:`_PIPELINED`."""
+    try:
+        return all(hasattr(raw, name) for name in _PIPELINED)
+    except Exception:  # a property that refuses (aiormq 6.8's lock, when closed)
+        return False
+
+
 #: The aiormq channel state :meth:`AiormqChannel.publish_many` publishes
 #: through (the same from aiormq 6.8 to 7.x).
 _PIPELINED = (
@@ -500,10 +512,14 @@ async def _confirms(futures: list[asyncio.Future[Any]], closed: asyncio.Future[A
     try:
         await asyncio.wait((together, closed), return_when=asyncio.FIRST_COMPLETED)
         if not together.done():
-            error = closed.exception() if not closed.cancelled() else None
+            raw = closed.exception() if not closed.cancelled() else None
+            error = translate(raw) if raw is not None else None
+            if not isinstance(error, TransportError):
+                # aiormq rejects with a bare Exception when closed without a reason
+                error = ConnectionLost(f"the channel closed: {raw!r}")
             for future in futures:
                 if not future.done():
-                    future.set_exception(error or ConnectionLost("the channel closed"))
+                    future.set_exception(error)
         return await together
     finally:
         together.cancel()

@@ -203,6 +203,14 @@ def test_a_placed_worker_runs_in_another_process_and_answers_calls(
     assert [info.type for info in which_children(root)] == ["worker"]
 
 
+@pytest.fixture
+def no_exit_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host SIGKILLs no placed process within a test's waits, so a
+    process that exits is one that ended itself."""
+    monkeypatch.setattr(placement, "EXIT_GRACE", 600.0)
+
+
+@pytest.mark.usefixtures("no_exit_grace")
 def test_a_placed_process_exits_once_its_childs_last_words_are_said(
     app: list[Application], tmp_path: Path
 ) -> None:
@@ -217,6 +225,7 @@ def test_a_placed_process_exits_once_its_childs_last_words_are_said(
     assert read_journal(journal) == [f"start w {pid}", "terminate w shutdown", "said w"]
 
 
+@pytest.mark.usefixtures("no_exit_grace")
 def test_last_words_that_never_end_hold_a_placed_process_up_for_a_bounded_time(
     app: list[Application], tmp_path: Path
 ) -> None:

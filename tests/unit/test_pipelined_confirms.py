@@ -1,7 +1,8 @@
 """Specification: the confirms of a pipelined batch on aiormq
 (``AiormqChannel.publish_many``) are plain futures that one future of the
 channel's store stands for: when the channel or its connection closes, each
-confirm still pending takes the closing error, and none is left waiting.
+confirm still pending takes the closing error (as a transport error), and
+none is left waiting.
 
 Run with ``scripts/test tests/unit/test_pipelined_confirms.py``.
 """
@@ -57,7 +58,18 @@ def test_a_closing_channel_fails_every_pending_confirm_with_its_error() -> None:
 
     first, *rest = _run(body)
     assert first == "ack-1"
-    assert [type(outcome) for outcome in rest] == [ConnectionResetError] * 2
+    assert [type(outcome) for outcome in rest] == [ConnectionLost] * 2
+    assert "gone" in str(rest[0])
+
+
+def test_a_channel_closed_without_a_reason_fails_the_confirms_as_connection_lost() -> None:
+    async def body() -> list[Any]:
+        _, closed, waiting = _waiting(2)
+        await asyncio.sleep(0)
+        closed.set_exception(Exception())  # aiormq's reject_all(None)
+        return await asyncio.wait_for(waiting, 5)
+
+    assert [type(outcome) for outcome in _run(body)] == [ConnectionLost] * 2
 
 
 def test_a_closing_future_cancelled_without_an_error_still_frees_the_confirms() -> None:
