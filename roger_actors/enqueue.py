@@ -109,8 +109,9 @@ async def enqueue_jobs(
             if declared is not None:
                 declared.add(routing_key)
     outcomes: list[tuple[str, BaseException | None]] = [("", None)] * len(jobs)
-    keyed = [i for i, job in enumerate(jobs) if queue_key_of(job) is not None]
-    plain = [i for i, job in enumerate(jobs) if queue_key_of(job) is None]
+    keys = [queue_key_of(job) for job in jobs]
+    keyed = [(i, key) for i, key in enumerate(keys) if key is not None]
+    plain = [i for i, key in enumerate(keys) if key is None]
     size = max(1, window // 2)
     batches = iter([plain[start : start + size] for start in range(0, len(plain), size)])
     work = iter(keyed)
@@ -128,8 +129,8 @@ async def enqueue_jobs(
     async def publisher() -> None:
         # A job with a queue key is registered with Global first: up to
         # ``window`` of them are under way at once.
-        for index in work:
-            outcomes[index] = await _enqueue_one(link, jobs[index], messages[index], pid, auth)
+        for index, key in work:
+            outcomes[index] = await _enqueue_keyed(link, key, messages[index], pid, auth)
 
     await asyncio.gather(
         *(batch_publisher() for _ in range(min(window // size, -(-len(plain) // size)))),
@@ -169,28 +170,25 @@ def _props(message: AmqpMessage) -> Properties:
     )
 
 
-async def _enqueue_one(
-    link: AmqpLink, job: Job, message: AmqpMessage, partition_id: str, auth: ClusterAuth
+async def _enqueue_keyed(
+    link: AmqpLink, key: str, message: AmqpMessage, partition_id: str, auth: ClusterAuth
 ) -> tuple[str, BaseException | None]:
-    """``("confirmed" | "duplicate" | "failed", error)`` of one job."""
-    key = queue_key_of(job)
-    if key is not None:
-        try:
-            queued = await request(
-                link, partition_id, "is_queued", [key, True], GLOBAL_TIMEOUT, auth
-            )
-        except Exception as exc:
-            return "failed", exc
-        if queued:
-            return "duplicate", None
+    """``("confirmed" | "duplicate" | "failed", error)`` of one job whose
+    queue key is ``key``: registered with Global, then published (the key
+    given back if the publish fails)."""
+    try:
+        queued = await request(link, partition_id, "is_queued", [key, True], GLOBAL_TIMEOUT, auth)
+    except Exception as exc:
+        return "failed", exc
+    if queued:
+        return "duplicate", None
     try:
         await link.publish(message.routing_key, message.body, _props(message))
     except Exception as exc:
-        if key is not None:
-            try:
-                await request(link, partition_id, "remove_queued", [key], GLOBAL_TIMEOUT, auth)
-            except Exception:
-                log.exception("could not give queue key %r back after a failed publish", key)
+        try:
+            await request(link, partition_id, "remove_queued", [key], GLOBAL_TIMEOUT, auth)
+        except Exception:
+            log.exception("could not give queue key %r back after a failed publish", key)
         return "failed", exc
     return "confirmed", None
 

@@ -32,6 +32,7 @@ from supervision import (
     Supervisor,
     SupervisorSpec,
     forkserver,
+    light,
     which_children,
 )
 from supervision import call as sv_call
@@ -70,7 +71,6 @@ from .shutdown_handler import GracefulStop, ShutdownHandler
 from .system import IsConnected
 from .system import System as SystemServer
 from .transport import embedded as embedded_broker
-from .transport.loop import wait_detached
 from .transport.publisher import Publisher
 
 log = logging.getLogger("roger_actors.node")
@@ -302,8 +302,9 @@ class Node:
                     self.app.kill_actor_system()
             finally:
                 # a light node's System leave and links' closes run detached
-                # on the loop: they go out before stop returns (none elsewhere)
-                wait_detached(LAST_WORDS_SECONDS)
+                # on the loop (InlineLoop.detach): they go out before stop
+                # returns (none elsewhere)
+                light.wait_last_words(LAST_WORDS_SECONDS)
                 self._close_connections()
 
     def _close_connections(self) -> None:

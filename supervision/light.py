@@ -385,9 +385,13 @@ class LightSystem:
         except concurrent.futures.TimeoutError:
             raise CallTimeout("settle", timeout) from None
 
+    def _idle(self) -> bool:
+        """No message is waiting for delivery (call on the loop)."""
+        return not (self._queue or self._scheduled)
+
     def _idle_future(self) -> concurrent.futures.Future[None]:
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if self._queue or self._scheduled:
+        if not self._idle():
             self._idle_waiters.append(done)
         else:
             done.set_result(None)

@@ -586,12 +586,11 @@ class _PlacedRoot(Actor):  # type: ignore[misc]
         system = self._myRef.system
         deadline = time.monotonic() + LAST_WORDS_SECONDS
         try:
-            while time.monotonic() < deadline:
-                if system._queue or system._scheduled:
-                    await asyncio.sleep(0.001)
-                elif await light.last_words_said(deadline - time.monotonic()):
-                    if not (system._queue or system._scheduled):
-                        break
+            while (left := deadline - time.monotonic()) > 0:
+                if not system._idle():
+                    await asyncio.wait([asyncio.wrap_future(system._idle_future())], timeout=left)
+                elif await light.last_words_said(left) and system._idle():
+                    break
             else:
                 log.warning("placement: last words still unsaid after %s s", LAST_WORDS_SECONDS)
             if self._relay is not None:

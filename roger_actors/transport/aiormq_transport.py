@@ -308,7 +308,7 @@ class AiormqChannel(Channel):
                 wait=not self.publisher_confirms,
             )
         if self.publisher_confirms and not isinstance(confirm, spec.Basic.Ack):
-            raise Nacked(f"publish to {exchange!r}/{routing_key!r} not confirmed: {confirm!r}")
+            raise _not_confirmed(exchange, routing_key, confirm)
 
     async def publish_many(
         self, messages: Sequence[Outgoing], *, exchange: str = "", mandatory: bool = False
@@ -537,7 +537,12 @@ def _outcome(outcome: Any, exchange: str, message: Outgoing) -> TransportError |
         raise mapped
     if isinstance(outcome, spec.Basic.Ack):
         return None
-    return Nacked(f"publish to {exchange!r}/{message.routing_key!r} not confirmed: {outcome!r}")
+    return _not_confirmed(exchange, message.routing_key, outcome)
+
+
+def _not_confirmed(exchange: str, routing_key: str, confirm: Any) -> Nacked:
+    """The error of a publish the broker answered with ``confirm``, not an ack."""
+    return Nacked(f"publish to {exchange!r}/{routing_key!r} not confirmed: {confirm!r}")
 
 
 def _args(arguments: Mapping[str, Any] | None) -> dict[str, Any] | None:

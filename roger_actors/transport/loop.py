@@ -272,18 +272,6 @@ class InlineLoop(Inbox):
         self.close_inbox()
 
 
-def wait_detached(timeout: float) -> bool:
-    """Wait until every task :meth:`InlineLoop.detach` started in this process
-    has ended (each within its own bound), at most ``timeout`` seconds; True
-    when none is left. For a node that stops: the last words of its light
-    I/O actors (the System's ``leave``, a link's close) run on the shared
-    loop after the actors are gone, and the process may exit right after
-    the stop returns. Call it from a thread other than the loop's (there it
-    would wait for itself). (The tasks are :func:`supervision.light.last_words`,
-    which a placed process also waits for before it exits.)"""
-    return light.wait_last_words(timeout)
-
-
 #: What an I/O actor runs its coroutines on.
 IoLoop = LoopThread | InlineLoop
 

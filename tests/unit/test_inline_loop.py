@@ -19,7 +19,7 @@ import pytest
 from thespian.actors import WatchMessage
 
 from roger_actors.transport.link_owner import LinkOwner
-from roger_actors.transport.loop import InlineLoop, LoopThread, wait_detached
+from roger_actors.transport.loop import InlineLoop, LoopThread
 from roger_actors.transport.memory import forget_broker
 from supervision import (
     Application,
@@ -30,6 +30,7 @@ from supervision import (
     call,
     which_children,
 )
+from supervision.light import wait_last_words
 from supervision.supervisor import Supervisor
 
 
@@ -249,7 +250,7 @@ class _Bare(LinkOwner):
         return None
 
 
-def test_wait_detached_returns_once_the_detached_last_words_have_run() -> None:
+def test_wait_last_words_returns_once_the_detached_last_words_have_run() -> None:
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever, daemon=True)
     runner.start()
@@ -270,9 +271,9 @@ def test_wait_detached_returns_once_the_detached_last_words_have_run() -> None:
         loop.call_soon_threadsafe(detach)
         assert detached.wait(5)
 
-        assert wait_detached(0.2) is False, "it waits while the last words are pending"
+        assert wait_last_words(0.2) is False, "it waits while the last words are pending"
         release.set()
-        assert wait_detached(10.0) is True
+        assert wait_last_words(10.0) is True
         assert said == ["leave"]
     finally:
         release.set()
