@@ -5,6 +5,7 @@ Run::
     python -m bench.partitions --partitions 0,10,50,100
     python -m bench.partitions --partitions 1000 --queues 1 --max-workers 2 --json out.json
     python -m bench.partitions --partitions 0,100,1000 --own-broker
+    python -m bench.partitions --partitions 1000 --parallel 16 --warm --own-broker
     ROGER_ACTOR_SYSTEM_BASE=multiprocTCPBase python -m bench.partitions --partitions 0,10,50
 
 For each count N (one run each, in order) a node runs in a process of its
@@ -14,7 +15,13 @@ own session (``python -m bench.partitions node``), starts N partitions of
 
 - **start**: seconds from the first ``Partition.start`` until every one of
   the N partitions is running and consumes each of its queues (the broker
-  counts one consumer on every work queue);
+  counts one consumer on every work queue). ``--parallel K`` keeps K calls
+  under way at once, from K threads (as a node's config ``partitions`` list
+  is started: all at once); 1 (the default) makes one call after the other,
+  each waiting until its partition runs. The partitions' queues are new
+  (declared by the start) unless ``--warm``: then a first node starts the
+  same partitions and stops before the measured node starts, as in a
+  restart;
 - **processes**: the processes of the node's session while idle;
 - **AMQP connections**: the broker's connections whose client-given name is
   this run's (``rabbitmqctl list_connections``);
@@ -47,8 +54,13 @@ READY = "ready"
 # ---------------------------------------------------------------- the node process
 
 
-def run_node(count: int, queues: int, max_workers: int, url: str, tag: str) -> None:
-    """The node: start ``count`` partitions, print their start time, idle until killed."""
+def run_node(
+    count: int, queues: int, max_workers: int, url: str, tag: str, parallel: int = 1
+) -> None:
+    """The node: start ``count`` partitions, ``parallel`` ``Partition.start``
+    calls at a time, print their start time, idle until killed."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from roger_actors.node import Consumer, Partition, start
 
     node = start({"amqp": f"{url}?name=bench-partitions-{tag}", "admin_port": _free_port()})
@@ -56,8 +68,12 @@ def run_node(count: int, queues: int, max_workers: int, url: str, tag: str) -> N
     names = {f"q{i}": max_workers for i in range(queues)}
     pids = [f"bp{tag}-{i}" for i in range(count)]
     began = time.monotonic()
-    for pid in pids:
-        Partition.start(pid, names)
+    if parallel <= 1:
+        for pid in pids:
+            Partition.start(pid, names)
+    else:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(lambda pid: Partition.start(pid, names), pids))
     pending = set(pids)
     while pending:
         running = set(Partition.partitions().get("running", []))
@@ -193,9 +209,11 @@ def delete_queues(url: str, marker: str) -> int:
     return len(names)
 
 
-def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One node with ``count`` idle partitions; its figures."""
-    tag = uuid.uuid4().hex[:8]
+def start_node(
+    count: int, args: argparse.Namespace, tag: str
+) -> tuple[subprocess.Popen[Any], float, int | None]:
+    """A node process of its own session with ``count`` idle partitions named
+    after ``tag``, once they run: ``(process, start seconds, actor system group)``."""
     argv = [
         sys.executable,
         "-m",
@@ -206,6 +224,7 @@ def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
         str(args.max_workers),
         args.url,
         tag,
+        str(args.parallel),
     ]
     node = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -214,23 +233,40 @@ def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
         if not line:
             raise RuntimeError(f"the node for {count} partitions exited with {node.wait()}")
         report = json.loads(line)
-        start, group = float(report[READY]), report["group"]
-        time.sleep(args.settle_seconds)  # workers of the start stop when idle
-        pids = node_pids(node.pid, group)
-        before, began = cpu_seconds(pids), time.monotonic()
-        time.sleep(args.idle_seconds)
-        pids = node_pids(node.pid, group)
-        used = cpu_seconds(pids) - before
-        figures = {
-            "partitions": count,
-            "start_s": round(start, 2),
-            "processes": len(pids),
-            "amqp_connections": connections(tag),
-            "pss_mb": round(pss_mb(pids), 1),
-            "idle_cpu_percent": round(100 * used / (time.monotonic() - began), 2),
-        }
-    finally:
+    except BaseException:
         end_node_session(node)
+        raise
+    return node, float(report[READY]), report["group"]
+
+
+def measure(count: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One node with ``count`` idle partitions; its figures. With ``--warm``
+    a first node starts (and declares the queues of) the same partitions and
+    stops before the measured one starts: a node's restart."""
+    tag = uuid.uuid4().hex[:8]
+    try:
+        if args.warm:
+            first, _, _ = start_node(count, args, tag)
+            end_node_session(first)
+        node, start, group = start_node(count, args, tag)
+        try:
+            time.sleep(args.settle_seconds)  # workers of the start stop when idle
+            pids = node_pids(node.pid, group)
+            before, began = cpu_seconds(pids), time.monotonic()
+            time.sleep(args.idle_seconds)
+            pids = node_pids(node.pid, group)
+            used = cpu_seconds(pids) - before
+            figures = {
+                "partitions": count,
+                "start_s": round(start, 2),
+                "processes": len(pids),
+                "amqp_connections": connections(tag),
+                "pss_mb": round(pss_mb(pids), 1),
+                "idle_cpu_percent": round(100 * used / (time.monotonic() - began), 2),
+            }
+        finally:
+            end_node_session(node)
+    finally:
         delete_queues(args.url, f"bp{tag}-")
     return figures
 
@@ -239,13 +275,25 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with ``node`` first, be its node); print a table."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "node":
-        count, queues, max_workers, url, tag = argv[1:6]
-        run_node(int(count), int(queues), int(max_workers), url, tag)
+        count, queues, max_workers, url, tag, parallel = argv[1:7]
+        run_node(int(count), int(queues), int(max_workers), url, tag, int(parallel))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.partitions", description=__doc__)
     parser.add_argument("--partitions", default="0,10,50,100", help="comma-separated counts")
     parser.add_argument("--queues", type=int, default=1, help="queues per partition")
     parser.add_argument("--max-workers", type=int, default=2, help="max_workers of each queue")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="Partition.start calls under way at once, from as many threads (1: one after "
+        "the other, each waiting until its partition runs)",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="measure a restart: the partitions' queues exist (a first node declared them)",
+    )
     parser.add_argument("--url", default=os.environ.get("ROGER_BENCH_URL", DEFAULT_URL))
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--settle-seconds", type=float, default=7.0)

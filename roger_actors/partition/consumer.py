@@ -343,9 +343,7 @@ class Consumer(Server, LinkOwner):
         #: The queues' consumer channels (consumer_channels), execution keys
         #: (take, park, release, sweep; execution_keys) and the end of
         #: deliveries on the broker and in Global (settler).
-        self.channels = ConsumerChannels(
-            self.link, partition_id, config.delivery_limit, config.max_buried_queue_size
-        )
+        self.channels = ConsumerChannels(self.link, partition_id, config.delivery_limit)
         self.keys = ExecutionKeys(self.link, partition_id, self._global, self._headers_budget)
         self.settler = Settler(
             self.link, self.keeper, partition_id, self._global, self._headers_budget

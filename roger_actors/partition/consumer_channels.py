@@ -1,7 +1,7 @@
 """A partition's work queues on the broker, as one Consumer consumes them.
 
-:class:`ConsumerChannels` declares a queue type's queues (the work queue,
-its ``.invalid`` dead-letter target, its buried queue) and runs one consumer
+:class:`ConsumerChannels` declares a queue type's queues (the work queue and
+its ``.invalid`` dead-letter target) and runs one consumer
 channel per queue type on the Consumer's :class:`~roger_actors.transport.amqp.AmqpLink`:
 started, paused (``basic.cancel``), resumed, its prefetch changed, applied
 a reconfiguration, reconciled with what should run.
@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 from roger_actors.queue import Queue
 from roger_actors.transport.amqp import AmqpLink
 
-from . import retry
 from .consumer_core import QueuesPlan
 
 T = TypeVar("T")
@@ -31,20 +30,18 @@ T = TypeVar("T")
 
 class ConsumerChannels:
     """The consumer channels of partition ``partition_id``; see the module
-    docstring. ``delivery_limit`` and ``max_buried_queue_size`` are the
-    config keys new queues are declared with."""
+    docstring. ``delivery_limit`` is the config key new work queues are
+    declared with."""
 
     def __init__(
         self,
         link: AmqpLink,
         partition_id: str,
         delivery_limit: int,
-        max_buried_queue_size: int,
     ) -> None:
         self.link = link
         self.partition_id = partition_id
         self.delivery_limit = delivery_limit
-        self.max_buried_queue_size = max_buried_queue_size
         self._turns: asyncio.Lock | None = None
 
     def work_queue(self, queue_type: str) -> str:
@@ -60,12 +57,11 @@ class ConsumerChannels:
 
     async def declare(self, queue_type: str) -> None:
         """Declare ``queue_type``'s work queue (a quorum queue with the
-        delivery limit, where the broker has them), its ``.invalid`` queue
-        and its buried queue."""
+        delivery limit, where the broker has them) and its ``.invalid`` queue
+        (its dead-letter target). The buried queue is declared by the first
+        burial, as in Roger (``Retry.setup_retry_queue``): an idle
+        partition's start declares two queues per queue type."""
         await self.link.declare_work_queue(self.work_queue(queue_type), self.delivery_limit)
-        await self.link.declare_replicated(Queue.invalid_name(self.partition_id, queue_type))
-        name, args = retry.buried_queue(self.partition_id, queue_type, self.max_buried_queue_size)
-        await self.link.declare_replicated(name, args)
 
     async def open(self, plan: Iterable[tuple[str, int, int]]) -> None:
         """Connect the link, then, for each ``(queue_type, max_workers,

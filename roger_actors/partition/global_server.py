@@ -399,7 +399,7 @@ class Global(Server, LinkOwner):
         Raises ValueError for a message that is not marked as a replica."""
         assert self.link.connection is not None
         await self._replica_channel()
-        channel = await self.link.connection.channel()
+        channel = await self.link.connection.channel(publisher_confirms=False)
         found: list[bytes] = []
         try:
             for _ in range(REPLICA_READ_LIMIT):

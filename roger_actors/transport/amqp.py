@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -44,6 +44,21 @@ from .urls import address_of, redact_url, split_urls
 log = logging.getLogger("roger_actors.amqp")
 
 PERSISTENT = 2
+
+#: Seconds a link keeps its spare scratch channel open after its last use
+#: (see :meth:`AmqpLink._scratch`): a partition's start declares its queues
+#: one after the other on it; an idle link holds no spare channel.
+SPARE_CHANNEL_SECONDS = 5.0
+
+
+#: Spare channels being closed in the background (kept referenced until done).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _closed(task: asyncio.Task[None]) -> None:
+    _closing.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a channel that closed meanwhile is fine
 
 
 @dataclass(frozen=True)
@@ -281,6 +296,10 @@ class AmqpLink:
         self._generation = 0
         self._lost = False
         self._control_lock: asyncio.Lock | None = None
+        #: An open scratch channel kept for the next :meth:`_scratch`, and the
+        #: timer that closes it when unused for SPARE_CHANNEL_SECONDS.
+        self._spare: Channel | None = None
+        self._spare_timer: asyncio.TimerHandle | None = None
 
     @property
     def url(self) -> str:
@@ -304,6 +323,7 @@ class AmqpLink:
         self._lost = False
         self._declared.clear()
         self.owned.clear()
+        self._drop_spare()
         if self.shared is None:
             self.connection = await self.addresses.connect(self.timeout)
         else:
@@ -334,6 +354,10 @@ class AmqpLink:
         was_open = self.is_open
         self._lost = True
         self.consumers.clear()
+        if self._spare_timer is not None:
+            self._spare_timer.cancel()
+            self._spare_timer = None
+        self._spare = None  # closed with the connection (or the view)
         if self.connection is None:
             return
         if was_open and self.shared is not None and self.owned:
@@ -412,12 +436,12 @@ class AmqpLink:
             ("quorum", quorum_arguments(arguments), False)
         ]
         for attempt, (kind, args, passive) in enumerate(attempts):
-            channel = await self._scratch()
             try:
-                if passive:
-                    ok = await channel.queue_declare(name, passive=True)
-                else:
-                    ok = await channel.queue_declare(name, durable=True, arguments=args)
+                async with self._scratch() as channel:
+                    if passive:
+                        ok = await channel.queue_declare(name, passive=True)
+                    else:
+                        ok = await channel.queue_declare(name, durable=True, arguments=args)
                 return kind, ok.message_count
             except PreconditionFailed:
                 # It exists with other arguments: a classic queue. Declare it as
@@ -434,9 +458,6 @@ class AmqpLink:
                 if attempt != 0:
                     raise
                 attempts.append(("classic", arguments, False))  # no quorum queues here
-            finally:
-                with contextlib.suppress(Exception):
-                    await channel.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def declare_work_queue(
@@ -454,11 +475,11 @@ class AmqpLink:
         ``"existing"``). Raises what the broker or the connection raises
         otherwise (a lost connection: :class:`~.base.ConnectionLost`)."""
         await self.declare_replicated(name + DEAD_LETTER_SUFFIX)
-        channel = await self._scratch()
         try:
-            await channel.queue_declare(
-                name, durable=True, arguments=work_queue_arguments(name, delivery_limit)
-            )
+            async with self._scratch() as channel:
+                await channel.queue_declare(
+                    name, durable=True, arguments=work_queue_arguments(name, delivery_limit)
+                )
             return "quorum"
         except PreconditionFailed:
             # It exists with other arguments (a classic queue): use it as it is.
@@ -470,32 +491,68 @@ class AmqpLink:
             # No quorum queues on this broker.
             await self.declare(name)
             return "classic"
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
 
     async def _scratch_passive(self, name: str) -> None:
-        channel = await self._scratch()
-        try:
+        async with self._scratch() as channel:
             await channel.queue_declare(name, passive=True)
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
 
     async def counts(self, name: str) -> tuple[int, int]:
         """(message_count, consumer_count) of an existing queue (passive declare)."""
-        channel = await self._scratch()
-        try:
+        async with self._scratch() as channel:
             ok = await channel.queue_declare(name, passive=True)
             return ok.message_count, ok.consumer_count
-        finally:
+
+    @contextlib.asynccontextmanager
+    async def _scratch(self) -> AsyncIterator[Channel]:
+        """A channel without confirms for operations that may fail with a
+        channel error (which closes only that channel: never the control one).
+
+        It is the link's spare channel when one is open, else a new one. When
+        the block ends without an error and the channel is still open, it
+        becomes the spare again (one at most; another is closed), closed after
+        :data:`SPARE_CHANNEL_SECONDS` unused: the declares of a partition's
+        start reuse one channel instead of opening and closing one each. A
+        channel the block left with an error (a channel error, a timeout, a
+        cancellation: an answer may still be on its way) is closed, never
+        reused. Raises what opening a channel raises."""
+        connection = self.connection
+        assert connection is not None
+        channel, self._spare = self._spare, None
+        if self._spare_timer is not None:
+            self._spare_timer.cancel()
+            self._spare_timer = None
+        if channel is None or channel.is_closed:
+            channel = await connection.channel(publisher_confirms=False)
+        try:
+            yield channel
+        except BaseException:
             with contextlib.suppress(Exception):
                 await channel.close()
+            raise
+        if (
+            self._spare is not None
+            or channel.is_closed
+            or self.connection is not connection
+            or not self.is_open
+        ):
+            with contextlib.suppress(Exception):
+                await channel.close()
+            return
+        self._spare = channel
+        self._spare_timer = asyncio.get_running_loop().call_later(
+            SPARE_CHANNEL_SECONDS, self._drop_spare
+        )
 
-    async def _scratch(self) -> Channel:
-        # A failing passive declare closes its channel: never use the control one.
-        assert self.connection is not None
-        return await self.connection.channel(publisher_confirms=False)
+    def _drop_spare(self) -> None:
+        """Close the spare scratch channel (in the background), if any."""
+        channel, self._spare = self._spare, None
+        if self._spare_timer is not None:
+            self._spare_timer.cancel()
+            self._spare_timer = None
+        if channel is not None and not channel.is_closed:
+            task = asyncio.get_running_loop().create_task(channel.close())
+            _closing.add(task)
+            task.add_done_callback(_closed)
 
     async def purge(self, name: str) -> int:
         """Purge a queue; returns the number of messages removed."""
@@ -722,14 +779,10 @@ class AmqpLink:
         use through publishes alone is deleted, with its messages, its
         ``x-expires`` after its creation. Raises what the broker raises (a
         missing queue closes only the scratch channel)."""
-        channel = await self._scratch()
-        try:
+        async with self._scratch() as channel:
             message = await channel.get(name)
             if message is not None:
                 await channel.nack(message.delivery_tag, requeue=True)
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
 
     async def get(self, queue: str) -> Message | None:
         """basic.get without ack (the caller settles it: ``Message.ack()`` or

@@ -66,7 +66,7 @@ def test_pause_all_pauses_every_queue_of_the_partition(h: NodeHarness) -> None:
 def test_work_queues_are_quorum_queues_and_side_queues_carry_their_arguments(
     h: NodeHarness,
 ) -> None:
-    h.start(retry_levels=[3], max_buried_queue_size=7)
+    h.start(retry_levels=[3])
     pid = h.start_partition({"default": 1})
     h.enqueue(RetryingFailJob, pid, "fails")
     h.wait_events("on_error", 1)
@@ -74,8 +74,7 @@ def test_work_queues_are_quorum_queues_and_side_queues_carry_their_arguments(
     wait_for(lambda: counts(retry_name) is not None, what="the retry queue declared")
 
     assert _queue_info(Queue.make_name(pid, "default"))["type"] == "quorum"
-    buried = _queue_info(Queue.buried_name(pid, "default"))["arguments"]
-    assert "x-max-length" in buried and "7" in buried
+    assert counts(Queue.buried_name(pid, "default")) is None, "declared by the first burial"
     retry = _queue_info(retry_name)["arguments"]
     assert "x-message-ttl" in retry and "3000" in retry
     assert str(3000 * EXPIRY_FACTOR + EXPIRY_MARGIN_MS) in retry, "retry queues expire"
@@ -83,11 +82,13 @@ def test_work_queues_are_quorum_queues_and_side_queues_carry_their_arguments(
 
 
 def test_a_job_past_the_last_retry_level_is_buried_with_its_payload(h: NodeHarness) -> None:
-    h.start(retry_levels=[])
+    h.start(retry_levels=[], max_buried_queue_size=7)
     pid = h.start_partition({"default": 1})
     job = h.enqueue(BuryAtOnceJob, pid, "doomed")
 
     wait_for(lambda: counts(Queue.buried_name(pid, "default")) == (1, 0), what="the job buried")
+    buried = _queue_info(Queue.buried_name(pid, "default"))["arguments"]
+    assert "x-max-length" in buried and "7" in buried
     [(body, _headers, message_id)] = drain(Queue.buried_name(pid, "default"))
     assert message_id == job.id
     assert roger.Job.decode(body).id == job.id

@@ -19,6 +19,7 @@ from roger_actors.partition import retry
 from roger_actors.partition.consumer_channels import ConsumerChannels
 from roger_actors.queue import Queue
 from roger_actors.transport.amqp import AmqpLink, Delivery, properties
+from roger_actors.transport.base import NotFound
 from tests.memory_rig import PID, Rig
 
 
@@ -37,7 +38,7 @@ class Channels:
         self.rig = rig
         self.events: list[Any] = []
         self.link = link_class(rig.url, self.events.append, timeout=2.0)
-        self.channels = ConsumerChannels(self.link, PID, 20, 100)
+        self.channels = ConsumerChannels(self.link, PID, 20)
 
     def publish(self, queue_type: str, message_id: str) -> None:
         name = Queue.make_name(PID, queue_type)
@@ -71,7 +72,8 @@ def test_open_declares_each_queue_type_and_consumes_none_until_resumed(
     for queue_type in ("a", "off"):
         assert rig.messages(Queue.make_name(PID, queue_type)) == 0
         assert rig.messages(Queue.invalid_name(PID, queue_type)) == 0
-        assert rig.messages(retry.buried_queue(PID, queue_type, 100)[0]) == 0
+        with pytest.raises(NotFound):  # declared by the first burial, as in Roger
+            rig.messages(retry.buried_queue(PID, queue_type, 100)[0])
     channels.publish("a", "j1")
     assert channels.delivered() == []  # made, not started
     rig.run(channels.channels.resume(["a"]))
