@@ -1,0 +1,150 @@
+"""Specification: an AMQP link's scratch channel (``AmqpLink._scratch``), on
+which queues are declared and counted apart from the control channel.
+
+Declares one after the other reuse one spare channel; a channel that an
+operation left with an error is closed and never reused; an unused spare
+closes after ``SPARE_CHANNEL_SECONDS``, so an idle link holds none. On the
+in-memory broker.
+
+Run with ``scripts/test tests/unit/test_scratch_channel.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from roger_actors.transport import amqp
+from roger_actors.transport.amqp import AmqpLink
+from roger_actors.transport.base import Channel, NotFound
+from tests.memory_rig import Rig
+
+
+class CountingLink:
+    """The rig's link, and every channel it opened on its connection."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.link: AmqpLink = rig.link
+        self.opened: list[Channel] = []
+        connection = self.link.connection
+        assert connection is not None
+        opener = connection.channel
+
+        async def channel(**options: Any) -> Channel:
+            made = await opener(**options)
+            self.opened.append(made)
+            return made
+
+        connection.channel = channel  # type: ignore[method-assign]
+
+    def open_channels(self) -> list[Channel]:
+        return [channel for channel in self.opened if not channel.is_closed]
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    made = Rig()
+    try:
+        yield made
+    finally:
+        made.run(made.link.close())
+        made.loop.close()
+
+
+@pytest.fixture
+def counting(rig: Rig) -> CountingLink:
+    return CountingLink(rig)
+
+
+def test_declares_one_after_the_other_reuse_one_channel(rig: Rig, counting: CountingLink) -> None:
+    async def go() -> None:
+        for i in range(5):
+            await rig.link.declare_replicated(f"scratch-q{i}")
+        await rig.link.declare_work_queue("scratch-work")
+        assert await rig.link.counts("scratch-q0") == (0, 0)
+
+    rig.run(go())
+
+    assert len(counting.opened) == 1
+    assert counting.open_channels() == counting.opened, "kept as the spare"
+
+
+def test_a_channel_left_by_an_error_is_closed_and_not_reused(
+    rig: Rig, counting: CountingLink
+) -> None:
+    async def go() -> None:
+        await rig.link.declare_replicated("scratch-there")
+        with pytest.raises(NotFound):
+            await rig.link.counts("scratch-missing")  # the broker closes the channel
+        assert await rig.link.counts("scratch-there") == (0, 0)
+
+    rig.run(go())
+
+    first, second = counting.opened
+    assert first.is_closed and not second.is_closed
+
+
+def test_a_block_that_raises_closes_its_channel(rig: Rig, counting: CountingLink) -> None:
+    async def go() -> None:
+        with pytest.raises(RuntimeError):
+            async with rig.link._scratch():
+                raise RuntimeError("an answer may still be on its way")
+        await rig.link.declare_replicated("scratch-after")
+
+    rig.run(go())
+
+    first, second = counting.opened
+    assert first.is_closed and not second.is_closed
+
+
+def test_operations_at_once_each_get_a_channel_and_one_stays_spare(
+    rig: Rig, counting: CountingLink
+) -> None:
+    async def use(name: str) -> None:
+        async with rig.link._scratch() as channel:
+            await asyncio.sleep(0.01)  # the broker's answer takes a while
+            await channel.queue_declare(name, durable=True)
+
+    async def go() -> None:
+        await asyncio.gather(*(use(f"scratch-c{i}") for i in range(4)))
+
+    rig.run(go())
+
+    assert len(counting.opened) == 4
+    assert len(counting.open_channels()) == 1
+
+
+def test_an_unused_spare_closes_after_its_time(
+    rig: Rig, counting: CountingLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(amqp, "SPARE_CHANNEL_SECONDS", 0.05)
+
+    async def go() -> None:
+        await rig.link.declare_replicated("scratch-idle")
+        assert len(counting.open_channels()) == 1
+        for _ in range(200):
+            if not counting.open_channels():
+                return
+            await asyncio.sleep(0.01)
+
+    rig.run(go())
+
+    assert counting.open_channels() == []
+    assert rig.link._spare is None
+
+
+def test_a_link_that_reconnects_opens_a_new_spare(rig: Rig, counting: CountingLink) -> None:
+    async def go() -> None:
+        await rig.link.declare_replicated("scratch-before")
+        await rig.link.close()
+        await rig.link.connect()
+        await rig.link.declare_replicated("scratch-after")
+
+    rig.run(go())
+
+    assert counting.opened[0].is_closed, "the old connection's spare went with it"
+    assert rig.link._spare is not None and not rig.link._spare.is_closed
