@@ -96,7 +96,7 @@ from roger_actors.cluster_auth import (
 from roger_actors.config import Config
 from roger_actors.queue import validate_partition_id
 from roger_actors.system_protocol import encode_command, exchange_name
-from roger_actors.transport.amqp import LinkLost, properties
+from roger_actors.transport.amqp import LinkLost, properties, together
 from roger_actors.transport.base import Channel, Connection, Message, Nacked, Properties
 from roger_actors.transport.link_owner import LinkOwner
 from supervision import From, Server
@@ -242,9 +242,11 @@ class Global(Server, LinkOwner):
                 await self.link.connect()
                 assert self.link.connection is not None
                 channel = await self.link.connection.channel(publisher_confirms=True)
-                await channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
-                await self.link.declare_replicated(queue, QUEUE_ARGUMENTS)
-                await self._replica_channel()
+                await together(
+                    channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True),
+                    self.link.declare_replicated(queue, QUEUE_ARGUMENTS),
+                    self._replica_channel(),
+                )
                 await channel.qos(PREFETCH)
                 self.channel = channel
                 await channel.consume(queue, on_message)

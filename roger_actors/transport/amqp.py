@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -59,6 +59,18 @@ def _closed(task: asyncio.Task[None]) -> None:
     _closing.discard(task)
     if not task.cancelled():
         task.exception()  # retrieved: a channel that closed meanwhile is fine
+
+
+async def together(*steps: Awaitable[Any]) -> list[Any]:
+    """Run ``steps`` at once (each on a channel of its own: aiormq answers one
+    RPC of a channel at a time) and return their results in order once all
+    have ended. Raises the first step's error, in the order given, after
+    every step ended; cancelled, it cancels the steps."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 @dataclass(frozen=True)
@@ -464,17 +476,23 @@ class AmqpLink:
         self, name: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     ) -> str:
         """Declare a durable work queue and its dead-letter target
-        ``<name>.invalid``: a quorum queue with :func:`work_queue_arguments`
-        where the broker has them. A queue that already exists with other
-        arguments (an older version's plain quorum queue, a classic queue: the
-        broker answers PRECONDITION_FAILED, on a scratch channel) is used as it
-        is; the Consumer's own delivery count check still sets its poison
-        messages aside, and an operator can add the dead-letter target with a
-        policy (``docs/roger-differences.md``). Returns the type used
+        ``<name>.invalid`` (both at once): a quorum queue with
+        :func:`work_queue_arguments` where the broker has them. A queue that
+        already exists with other arguments (an older version's plain quorum
+        queue, a classic queue: the broker answers PRECONDITION_FAILED, on a
+        scratch channel) is used as it is; the Consumer's own delivery count
+        check still sets its poison messages aside, and an operator can add the
+        dead-letter target with a policy (``docs/roger-differences.md``). Returns the type used
         (``"quorum"``, ``"classic"`` when the broker has no quorum queues, or
         ``"existing"``). Raises what the broker or the connection raises
         otherwise (a lost connection: :class:`~.base.ConnectionLost`)."""
-        await self.declare_replicated(name + DEAD_LETTER_SUFFIX)
+        kind, _ = await together(
+            self._declare_work(name, delivery_limit),
+            self.declare_replicated(name + DEAD_LETTER_SUFFIX),
+        )
+        return str(kind)
+
+    async def _declare_work(self, name: str, delivery_limit: int) -> str:
         try:
             async with self._scratch() as channel:
                 await channel.queue_declare(
