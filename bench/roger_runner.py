@@ -17,7 +17,7 @@ import sys
 import roger_actors as roger
 from bench.common import BenchConfig, PeerRunner
 from bench.roger_jobs import BenchJob
-from roger_actors import node
+from roger_actors.node import application as node
 from roger_actors.node import start_producer, stop
 from roger_actors.partition.consumer_core import MAX_BATCH
 

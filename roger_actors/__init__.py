@@ -41,7 +41,7 @@ def __getattr__(name: str) -> object:
 
         return KeySet
     if name in ("Info", "NodeInfo"):
-        from roger_actors import info
+        from roger_actors.node import info
 
         return getattr(info, name)
     if name in _NODE_NAMES:

@@ -68,13 +68,13 @@ from roger_actors.errors import (
     NotStartedError,
 )
 from roger_actors.job import Job
+from roger_actors.node.system import DEFAULT_CALL_TIMEOUT
 from roger_actors.queue import (
     Queue,
     normalise_queue_defs,
     normalise_queue_type,
     validate_partition_id,
 )
-from roger_actors.system import DEFAULT_CALL_TIMEOUT
 from roger_actors.system_protocol import CommandError
 
 log = logging.getLogger("roger_actors.cli")
@@ -423,7 +423,7 @@ def _info_class() -> Any:
     try:
         return roger.Info
     except AttributeError:
-        from roger_actors.info import Info
+        from roger_actors.node.info import Info
 
         return Info
 

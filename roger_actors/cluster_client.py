@@ -19,7 +19,7 @@ changes nothing. Its reply queue is server-named, the only kind nodes reply to.
 
 Calls are gathered as a node's System gathers them: the call expects the
 members live when it is published (heard within
-:data:`~roger_actors.system.HEARTBEAT_TIMEOUT`) and completes as soon as each
+:data:`~roger_actors.node.system.HEARTBEAT_TIMEOUT`) and completes as soon as each
 of them that is still live has replied, or at the timeout with the replies
 received so far.
 """
@@ -39,7 +39,7 @@ from typing import Any
 
 from .cluster_auth import AuthError, ClusterAuth, DropLog
 from .config import Config, load_config
-from .system import DEFAULT_CALL_TIMEOUT, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
+from .node.system import DEFAULT_CALL_TIMEOUT, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT
 from .system_protocol import (
     CommandError,
     SystemCommand,

@@ -27,7 +27,7 @@ queue would let a caller write into it (a work queue, a Global snapshot).
 The partition commands a node receives (``cancel``, ``queue_pause``,
 ``queue_resume``) reach its registry as :class:`PartitionCommand`; the
 commands of :data:`APPLY_COMMANDS` reach its ApplySystem
-(:mod:`roger_actors.apply_system`) as :class:`ApplyCommand`, and the
+(:mod:`roger_actors.node.apply_system`) as :class:`ApplyCommand`, and the
 ApplySystem, not the System, replies to them.
 """
 

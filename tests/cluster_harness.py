@@ -24,8 +24,8 @@ from typing import Any
 import aiormq
 
 import roger_actors as roger
-from roger_actors import system as system_mod
 from roger_actors.config import load_config
+from roger_actors.node import system as system_mod
 from roger_actors.system_protocol import exchange_name
 from tests.partition_harness import BROKER, NodeHarness, _free_admin_port, wait_for
 from tests.procs import all_pids, stat_fields

@@ -29,7 +29,7 @@ def _drained(partition_id: str, queue: str, queues: dict[str, str | None]) -> st
     else what is left, from ``roger.Info``. ``queues``: the queue each job id
     was enqueued into, where the ledger knows it (a job's queue type names
     its queue otherwise; an enqueue may override it)."""
-    from roger_actors.info import Info
+    from roger_actors.node.info import Info
 
     running_partitions = Info.running_partitions()
     nodes = {name: value[partition_id] for name, value in running_partitions.items()

@@ -227,7 +227,7 @@ def test_cancel_in_unknown_partition_exits_4(tmp_path: Path) -> None:
 
 
 def test_info_lists_partitions_and_queues(cluster: Cluster) -> None:
-    pytest.importorskip("roger_actors.info")
+    pytest.importorskip("roger_actors.node.info")
     pid = cluster.harness.start_partition({"default": 2, "reports": 1})
     document = json.loads(ok(cluster_cli(cluster, "info", "--json")))
     queues = document["running"][cluster.node_name][pid]
@@ -240,7 +240,7 @@ def test_info_lists_partitions_and_queues(cluster: Cluster) -> None:
 
 
 def test_jobs_running_and_queued(cluster: Cluster) -> None:
-    pytest.importorskip("roger_actors.info")
+    pytest.importorskip("roger_actors.node.info")
     h = cluster.harness
     pid = h.start_partition({"default": 1, "later": 1})
     running = h.enqueue(TimedJob, pid, "busy", 30)
@@ -273,7 +273,7 @@ def test_jobs_running_and_queued(cluster: Cluster) -> None:
 
 
 def test_partition_start_reconfigure_stop(cluster: Cluster) -> None:
-    pytest.importorskip("roger_actors.info")
+    pytest.importorskip("roger_actors.node.info")
     h = cluster.harness
     pid = h.partition_id("cli")
     me = cluster.node_name

@@ -74,7 +74,7 @@ def test_system_facade_uses_the_producers_client(cluster: Cluster) -> None:
         "cluster_secret": cluster.secret,
     }
     node = cluster.node
-    from roger_actors import node as node_mod
+    from roger_actors.node import application as node_mod
 
     # Pretend this process runs only a producer: the facade must go through a
     # ClusterClient, which stop() closes.

@@ -18,7 +18,7 @@ import pytest
 
 import roger_actors as roger
 from roger_actors import Queue
-from roger_actors.info import _apply, to_job
+from roger_actors.node.info import _apply, to_job
 from roger_actors.system_protocol import CommandError
 from tests.cluster_harness import Cluster
 from tests.partition_harness import counts, drain, publish_raw, wait_for

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import roger_actors as roger
-from roger_actors import node as roger_node
+from roger_actors.node import application as roger_node
 from tests.cluster_harness import listening_pid
 from tests.node_procs import (
     NOBODY,

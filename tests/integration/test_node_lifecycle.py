@@ -16,8 +16,9 @@ import os
 import pytest
 
 import roger_actors as roger
-from roger_actors import Queue, registry
+from roger_actors import Queue
 from roger_actors import node as roger_node
+from roger_actors.node import registry
 from roger_actors.partition.consumer import Status
 from roger_actors.persisters import Stub
 from supervision import CallTimeout, NoProc

@@ -407,7 +407,7 @@ def test_queue_purge_returns_the_number_of_messages_purged(h: NodeHarness) -> No
 
 REGISTRY_CRASH = (
     "Fixed bug, kept as a regression test "
-    "(roger_actors/registry.py): Registry.handle_call raises NotRunningError "
+    "(roger_actors/node/registry.py): Registry.handle_call raises NotRunningError "
     "(_require_running), and a supervision.Server crashes on any exception from "
     "handle_call: the caller gets NoProc('Registry crashed handling the call: ...') "
     "instead of NotRunningError, the registry is restarted with an empty partition "
@@ -420,7 +420,7 @@ REGISTRY_CRASH = (
 def _registry_answers(timeout: float = 5.0) -> dict[str, dict[str, dict[str, int]]]:
     """Partition.partitions() with a short timeout (the facade waits 30 s)."""
     from roger_actors.node import current
-    from roger_actors.registry import Partitions
+    from roger_actors.node.registry import Partitions
 
     result: dict[str, dict[str, dict[str, int]]] = current().call(Partitions(), timeout=timeout)
     return result

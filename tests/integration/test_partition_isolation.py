@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 import supervision
-from roger_actors.registry import ConsumerOf
+from roger_actors.node.registry import ConsumerOf
 from tests.node_procs import partition_host
 from tests.partition_harness import NodeHarness, wait_for
 from tests.roger_test_jobs2 import TimedJob

@@ -25,7 +25,7 @@ from roger_actors.cluster_auth import (
     ClusterAuth,
 )
 from roger_actors.job import bounded_repr
-from roger_actors.system import connection_url
+from roger_actors.node.system import connection_url
 from roger_actors.system_protocol import (
     MAX_COMMAND_BYTES,
     CommandError,

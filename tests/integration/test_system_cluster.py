@@ -19,7 +19,7 @@ import pytest
 
 import roger_actors as roger
 from roger_actors.cluster_auth import PURPOSE_SYSTEM_REPLY
-from roger_actors.system import HEARTBEAT_TIMEOUT
+from roger_actors.node.system import HEARTBEAT_TIMEOUT
 from roger_actors.system_protocol import (
     CommandError,
     SystemCommand,

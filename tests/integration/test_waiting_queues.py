@@ -14,6 +14,7 @@ import asyncio
 
 import roger_actors as roger
 from roger_actors import node as roger_node
+from roger_actors.node.facades import _global_request
 from roger_actors.partition.consumer import Status
 from roger_actors.partition.execution_keys import (
     ORIGIN_HEADER,
@@ -34,7 +35,7 @@ def test_a_parked_job_nobody_remembers_is_handed_over_once_its_key_is_free(
     node = roger_node.current()
 
     def global_op(op: str, *args: object) -> object:
-        return roger_node._global_request(node.publisher, pid, op, list(args))
+        return _global_request(node.publisher, pid, op, list(args))
 
     # A job of another node holds the key; a job waits for it in the key's
     # waiting queue, parked by a node that has since forgotten it.

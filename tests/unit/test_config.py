@@ -593,7 +593,7 @@ def test_scalar_keys_accept_valid_values() -> None:
 
 
 def test_a_config_given_to_start_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
-    from roger_actors import node
+    from roger_actors.node import application as node
 
     monkeypatch.setenv("ROGER_AMQP_URL", "amqp://other:other@elsewhere:5672/")
     built = roger.load_config({"amqp": "amqp://guest:guest@127.0.0.1:5672/"}, env={})

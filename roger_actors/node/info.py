@@ -1,7 +1,7 @@
 """Roger's ``Roger.Info`` and ``Roger.NodeInfo``: what runs where.
 
 :class:`NodeInfo` asks this process's node (``roger.start``) through its
-ApplySystem actor (:mod:`roger_actors.apply_system`); :class:`Info` asks
+ApplySystem actor (:mod:`roger_actors.node.apply_system`); :class:`Info` asks
 every live node of the cluster with ``roger.System.call("node_info", ...)``
 and answers ``{node_name: value}``, where a node on which the command
 failed has a :class:`~roger_actors.system_protocol.CommandError` as value
@@ -26,14 +26,15 @@ import cbor2
 
 from supervision import call as sv_call
 
+from ..errors import InvalidJobError, NotStartedError
+from ..job import Job, _decode_cbor
+from ..queue import Queue, normalise_queue_type, validate_partition_id
+from ..transport.amqp import AmqpLink
+from ..transport.base import NotFound
 from . import system as system_mod
+from .application import CALL_TIMEOUT, current, process_publisher
 from .apply_system import Apply
-from .errors import InvalidJobError, NotStartedError
-from .job import Job, _decode_cbor
-from .node import CALL_TIMEOUT, System, current, process_publisher
-from .queue import Queue, normalise_queue_type, validate_partition_id
-from .transport.amqp import AmqpLink
-from .transport.base import NotFound
+from .facades import System
 
 #: A job, or its payload map when its type cannot be resolved in this process.
 JobOrMap = Job | dict[str, Any]

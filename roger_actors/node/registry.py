@@ -61,16 +61,16 @@ from supervision.protocol import (
 )
 from supervision.reasons import is_normal
 
-from .config import Config
-from .errors import NotRunningError, RogerError
-from .job import bounded_repr
-from .partition.consumer import PauseAll, Reconfigure, Status, StopConsuming
-from .partition.containing_supervisor import ContainingSupervisor
-from .partition.messages import QueuesOf
-from .queue import normalise_queue_defs, validate_partition_id
+from ..config import Config
+from ..errors import NotRunningError, RogerError
+from ..job import bounded_repr
+from ..partition.consumer import PauseAll, Reconfigure, Status, StopConsuming
+from ..partition.containing_supervisor import ContainingSupervisor
+from ..partition.messages import QueuesOf
+from ..queue import normalise_queue_defs, validate_partition_id
+from ..system_protocol import PartitionCommand, Resync
+from ..transport.backoff import Backoff
 from .system import IsActive
-from .system_protocol import PartitionCommand, Resync
-from .transport.backoff import Backoff
 
 log = logging.getLogger("roger_actors.registry")
 

@@ -17,7 +17,7 @@ back-off when it drops) and, on it, the node's part of the cluster:
   the commands of :data:`~roger_actors.system_protocol.APPLY_COMMANDS`
   (``node_info``, ``partition_start``...) it does not answer: it forwards
   them as :class:`~roger_actors.system_protocol.ApplyCommand` to the node's
-  ApplySystem (:mod:`roger_actors.apply_system`), which replies over its own
+  ApplySystem (:mod:`roger_actors.node.apply_system`), which replies over its own
   connection (an error reply comes from the System only when the
   ApplySystem cannot be reached);
   anything else is answered with an error (ok=False) and logged. A
@@ -51,7 +51,7 @@ A node is *active* until ``SetInactive`` (the first step of a graceful
 shutdown); an inactive node starts no partition (the registry asks). As in
 Roger, a node takes System commands for as long as it runs: the
 ``System.unsubscribe_all`` facade stops the node's job consumption, not its
-commands (see :mod:`roger_actors.node`).
+commands (see :mod:`roger_actors.node.facades`).
 
 The module functions at the bottom (:func:`call`, :func:`cast`...) are the
 client side, used by the ``roger_actors.System`` facade.
@@ -76,10 +76,10 @@ from supervision import NOREPLY, From, Server, TimerRef
 from supervision import call as sv_call
 from supervision.protocol import CallReply, WhichChildren
 
-from .cluster_auth import AuthError, ClusterAuth, DropLog
-from .config import Config
-from .job import bounded_repr
-from .system_protocol import (
+from ..cluster_auth import AuthError, ClusterAuth, DropLog
+from ..config import Config
+from ..job import bounded_repr
+from ..system_protocol import (
     APPLY_COMMANDS,
     PARTITION_COMMANDS,
     ApplyCommand,
@@ -98,10 +98,10 @@ from .system_protocol import (
     publish_reply,
     valid_reply_to,
 )
-from .transport.amqp import AmqpLink, LinkLost
-from .transport.backoff import Backoff
-from .transport.base import Channel, Message
-from .transport.link_owner import LinkOwner
+from ..transport.amqp import AmqpLink, LinkLost
+from ..transport.backoff import Backoff
+from ..transport.base import Channel, Message
+from ..transport.link_owner import LinkOwner
 
 log = logging.getLogger("roger_actors.system")
 

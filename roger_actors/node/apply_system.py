@@ -1,7 +1,7 @@
 """Roger's ApplySystem: the node's answers to the cluster's information and
 partition-management commands.
 
-The System actor (:mod:`roger_actors.system`) receives every command of the
+The System actor (:mod:`roger_actors.node.system`) receives every command of the
 ``system`` fanout exchange. The commands in
 :data:`~roger_actors.system_protocol.APPLY_COMMANDS` it does not answer
 itself: it sends them, as :class:`~roger_actors.system_protocol.ApplyCommand`,
@@ -72,21 +72,21 @@ from thespian.actors import PoisonMessage, WatchMessage
 from supervision import NOREPLY, From, NoProc, Server, TimerRef
 from supervision.protocol import Call, CallReply, WhichChildren
 
-from .cluster_auth import ClusterAuth
-from .config import Config
-from .errors import NotRunningError, RogerError
-from .job import Job, bounded_repr
-from .partition.consumer import GetQueues, Status
-from .queue import normalise_queue_defs, validate_partition_id
-from .registry import ConsumerOf, Partitions, StartPartition, StopPartition
-from .system_protocol import (
+from ..cluster_auth import ClusterAuth
+from ..config import Config
+from ..errors import NotRunningError, RogerError
+from ..job import Job, bounded_repr
+from ..partition.consumer import GetQueues, Status
+from ..queue import normalise_queue_defs, validate_partition_id
+from ..system_protocol import (
     ApplyCommand,
     encode_reply,
     publish_reply,
     valid_reply_to,
 )
-from .transport.amqp import LinkLost
-from .transport.link_owner import LinkOwner
+from ..transport.amqp import LinkLost
+from ..transport.link_owner import LinkOwner
+from .registry import ConsumerOf, Partitions, StartPartition, StopPartition
 
 log = logging.getLogger("roger_actors.apply_system")
 
