@@ -60,8 +60,7 @@ from .apply_system import ApplySystem
 from .partition_supervisor import PartitionSupervisor
 from .registry import ConsumerOf, Ready, Registry
 from .shutdown_handler import GracefulStop, ShutdownHandler
-from .system import IsConnected
-from .system import System as SystemServer
+from .system import IsConnected, SystemServer
 
 log = logging.getLogger("roger_actors.node")
 

@@ -307,7 +307,7 @@ class _SystemChannel:
                 await channel.close()
 
 
-class System(Server, LinkOwner):
+class SystemServer(Server, LinkOwner):
     """The node's broker connection, active flag and cluster membership;
     see the module docstring."""
 

@@ -155,7 +155,7 @@ from .messages import (
     WorkerReady,
 )
 from .settler import Settler
-from .worker import Worker
+from .worker import WorkerServer
 from .worker_pool import WorkerPool
 
 log = logging.getLogger("roger_actors.consumer")
@@ -242,7 +242,7 @@ class Purge:
     queue: str
 
 
-class Consumer(Server, LinkOwner):
+class ConsumerServer(Server, LinkOwner):
     """The partition's job consumer; see the module docstring.
 
     Pausing: as in Roger, each queue type has **one** pause bit in the
@@ -291,7 +291,7 @@ class Consumer(Server, LinkOwner):
         self.inflight: dict[int, _InFlight] = {}
         self.tokens = control.Tokens(self.inflight)
         #: The worker processes, one pool per Consumer (worker_pool).
-        self.pool = WorkerPool(self, partition_id, config, self.inflight, Worker)
+        self.pool = WorkerPool(self, partition_id, config, self.inflight, WorkerServer)
         self.connected = False
         self.consuming = True
         self.open_link(
@@ -1336,4 +1336,4 @@ def _picklable(error: BaseException) -> Exception:
     return error if isinstance(error, Exception) else RuntimeError(repr(error))
 
 
-__all__ = ["Consumer"]
+__all__ = ["ConsumerServer"]

@@ -7,7 +7,7 @@
   and tracks them, so neither is useful without the other: if either dies,
   both restart, and jobs that were running come back from the broker (their
   deliveries were never acked).
-- ``global``: the partition's :class:`~roger_actors.partition.global_server.Global`
+- ``global``: the partition's :class:`~roger_actors.partition.global_server.GlobalServer`
   (a standby on this node unless RabbitMQ made it the active one). The
   Consumer consumes nothing until a Global answers it, so starting Global
   second costs nothing; starting it first was measured to double the CPU
@@ -27,8 +27,8 @@ from typing import Any
 from roger_actors.config import Config
 from supervision import ChildSpec, Supervisor, SupervisorSpec
 
-from .consumer import Consumer
-from .global_server import Global
+from .consumer import ConsumerServer
+from .global_server import GlobalServer
 from .worker_supervisor import WorkerSupervisor
 
 
@@ -47,7 +47,7 @@ class ContainingSupervisor(Supervisor):
                     shutdown="infinity",
                     type="supervisor",
                 ),
-                ChildSpec("global", (Global, (partition_id, config)), shutdown=15.0),
+                ChildSpec("global", (GlobalServer, (partition_id, config)), shutdown=15.0),
             ],
             strategy="one_for_one",
             max_restarts=5,
@@ -67,7 +67,7 @@ class JobsSupervisor(Supervisor):
                 ChildSpec("workers", WorkerSupervisor, shutdown="infinity", type="supervisor"),
                 ChildSpec(
                     "consumer",
-                    (Consumer, (partition_id, dict(queues), config, registry)),
+                    (ConsumerServer, (partition_id, dict(queues), config, registry)),
                     shutdown=config.shutdown_timeout + 5,
                 ),
             ],

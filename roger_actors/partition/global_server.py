@@ -166,7 +166,7 @@ class _Unavailable(Exception):
     """The Global holds no state (its stored state was refused)."""
 
 
-class Global(Server, LinkOwner):
+class GlobalServer(Server, LinkOwner):
     """A partition's Global on this node; see the module docstring."""
 
     def init(self, partition_id: str, config: Config) -> None:
@@ -696,4 +696,4 @@ class Global(Server, LinkOwner):
                 log.debug("closing the persister failed", exc_info=True)
 
 
-__all__ = ["Global", "GlobalStatus", "replica_queue_name"]
+__all__ = ["GlobalServer", "GlobalStatus", "replica_queue_name"]

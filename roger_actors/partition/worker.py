@@ -179,7 +179,7 @@ def _read_control(control: ControlSocket, shared: _BatchControl, stop: threading
                 log.exception("control datagram %r failed", datagram[:64])
 
 
-class Worker(Server):
+class WorkerServer(Server):
     """Runs jobs for one queue of one partition; see the module docstring."""
 
     def init(self, owner: Any, partition_id: str, queue: str, config: Config) -> None:

@@ -52,7 +52,7 @@ def test_every_partition_runs_in_one_host_process_and_the_workers_come_from_the_
     assert parent_of(host) in live_children(os.getpid()), "a child of the node's process"
     workers = {e["pid"] for e in h.events("start")}
     assert host not in workers
-    assert {process_name(p) for p in workers if is_alive(p)} <= {"Worker"}
+    assert {process_name(p) for p in workers if is_alive(p)} <= {"WorkerServer"}
 
 
 def test_a_sigkilled_partition_host_comes_back_with_its_partitions_and_the_running_job_runs(

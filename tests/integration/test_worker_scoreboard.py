@@ -34,7 +34,7 @@ from roger_actors.partition.control import (
     parse_cancel,
 )
 from roger_actors.partition.messages import JobFinished, WorkerReady
-from roger_actors.partition.worker import EARLY_CANCELS, Worker, _BatchControl
+from roger_actors.partition.worker import EARLY_CANCELS, WorkerServer, _BatchControl
 from roger_actors.partition.worker_supervisor import WorkerSupervisor
 from supervision import Application, ChildSpec, SupervisorSpec, start_child, terminate_child
 from supervision import call as sv_call
@@ -307,7 +307,7 @@ class Rig:
         spec = ChildSpec(
             "worker",
             (
-                Worker,
+                WorkerServer,
                 (),
                 {
                     "owner": self.owner,

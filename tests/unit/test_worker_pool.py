@@ -18,7 +18,7 @@ from roger_actors.config import Config
 from roger_actors.job import Job
 from roger_actors.partition.consumer_core import Flight, QueueState, WorkerRef
 from roger_actors.partition.messages import RunJobs, WorkerReady
-from roger_actors.partition.worker import Worker
+from roger_actors.partition.worker import WorkerServer
 from roger_actors.partition.worker_pool import WorkerPool
 from supervision.protocol import Call, StartChild, TerminateChild
 from tests.memory_rig import Clock
@@ -73,7 +73,7 @@ class Rig:
         self.port = Port()
         self.clock = Clock()
         self.inflight: dict[int, Flight[Any, WorkerRef]] = {}
-        self.pool = WorkerPool(self.port, PID, Config(), self.inflight, Worker, self.clock)
+        self.pool = WorkerPool(self.port, PID, Config(), self.inflight, WorkerServer, self.clock)
         self.state = QueueState("q", max_workers, adaptive=False)
         self.queues = {"q": self.state}
         self._tokens = itertools.count(1)
