@@ -18,15 +18,18 @@ the characters the AMQP client accepts in a queue name
 (:data:`QUEUE_NAME_CHARACTERS`) and to lengths that keep every name the port
 derives from them within RabbitMQ's 255 bytes (:data:`MAX_PARTITION_ID_BYTES`,
 :data:`MAX_QUEUE_TYPE_BYTES`). Broker operations on queues (``Queue.purge``)
-need a running node and live elsewhere.
+need a running node and live elsewhere: the node installs them here
+(:func:`set_purge_hook`), so that this module imports nothing of the node.
 """
 
 from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
+
+from roger_actors.errors import NotStartedError
 
 __all__ = [
     "MAX_PARTITION_ID_BYTES",
@@ -34,12 +37,21 @@ __all__ = [
     "MAX_QUEUE_TYPE_BYTES",
     "MAX_WORKERS",
     "QUEUE_NAME_CHARACTERS",
+    "PurgeHook",
     "Queue",
     "QueueDef",
     "normalise_queue_defs",
     "normalise_queue_type",
+    "set_purge_hook",
     "validate_partition_id",
 ]
+
+#: Signature of the function that :meth:`Queue.purge` delegates to: it gets
+#: the validated partition id and the normalised queue type, and returns how
+#: many messages it removed.
+PurgeHook = Callable[[str, str], int]
+
+_purge_hook: PurgeHook | None = None
 
 #: RabbitMQ's limit on the length of a queue name, in UTF-8 bytes.
 MAX_QUEUE_NAME_BYTES = 255
@@ -317,6 +329,22 @@ class Queue:
         :class:`~roger_actors.errors.NotRunningError` when the partition does
         not run on it).
         """
-        from roger_actors.node import purge
+        pid, name = validate_partition_id(partition_id), normalise_queue_type(queue_type)
+        hook = _purge_hook
+        if hook is None:
+            raise NotStartedError("no node started in this process: call roger_actors.start()")
+        return hook(pid, name)
 
-        return purge(validate_partition_id(partition_id), normalise_queue_type(queue_type))
+
+def set_purge_hook(hook: PurgeHook | None) -> PurgeHook | None:
+    """Install the function that :meth:`Queue.purge` delegates to; return the previous one.
+
+    The node level installs it (:func:`roger_actors.node.application.purge`)
+    when a node is started or embedded in this process; it purges through the
+    current node and raises :class:`~roger_actors.errors.NotStartedError`
+    itself when none runs. Without a hook, :meth:`Queue.purge` raises
+    NotStartedError.
+    """
+    global _purge_hook
+    previous, _purge_hook = _purge_hook, hook
+    return previous

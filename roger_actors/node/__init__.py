@@ -13,7 +13,7 @@ One concept per module:
 - :mod:`~roger_actors.node.shutdown_handler`: the graceful stop sequence;
 - :mod:`~roger_actors.node.info`: ``Info`` and ``NodeInfo``;
 - :mod:`~roger_actors.node.facades`: ``Partition``, ``Consumer``, ``Worker``,
-  ``Global``, ``System`` and :func:`purge` on the current node.
+  ``Global`` and ``System`` on the current node.
 
 The names below are loaded on first use, as the top-level package does: a
 module that imports one submodule (``roger_actors.node.system``, say) does
@@ -42,12 +42,13 @@ if TYPE_CHECKING:
         process_publisher,
         producer_cluster_client,
         producer_config,
+        purge,
         start,
         start_producer,
         stop,
         stop_on_signals,
     )
-    from .facades import Consumer, Global, Partition, System, Worker, purge
+    from .facades import Consumer, Global, Partition, System, Worker
     from .partition_supervisor import PartitionSupervisor
 
 #: Where each name of this package is defined (relative to it).
@@ -69,6 +70,7 @@ _WHERE = {
             "process_publisher",
             "producer_cluster_client",
             "producer_config",
+            "purge",
             "start",
             "start_producer",
             "stop",
@@ -76,7 +78,7 @@ _WHERE = {
         ),
         ".application",
     ),
-    **dict.fromkeys(("Consumer", "Global", "Partition", "System", "Worker", "purge"), ".facades"),
+    **dict.fromkeys(("Consumer", "Global", "Partition", "System", "Worker"), ".facades"),
     "PartitionSupervisor": ".partition_supervisor",
 }
 

@@ -54,6 +54,8 @@ from ..config import Config, load_config
 from ..enqueue import JobPublisher
 from ..errors import ConfigError, NotStartedError
 from ..job import Job, bounded_repr, set_allowed_modules, set_enqueue_hook
+from ..partition.consumer import Purge
+from ..queue import normalise_queue_type, set_purge_hook
 from ..transport import embedded as embedded_broker
 from ..transport.publisher import Publisher
 from .apply_system import ApplySystem
@@ -429,6 +431,7 @@ def start(config: Config | dict[str, Any] | str | None = None) -> Node:
         _runtime.node = node
         _runtime.global_auth = ClusterAuth(cfg.cluster_secret)
     set_enqueue_hook(node.enqueuer)
+    set_purge_hook(purge)
     return node
 
 
@@ -589,6 +592,15 @@ def process_publisher() -> Publisher:
     )
 
 
+def purge(partition_id: str, queue: str) -> int:
+    """Purge a partition's queue on the current node; returns the number of
+    messages removed. ``Queue.purge`` delegates to it: :func:`start` and
+    :func:`child_spec` install it (:func:`~roger_actors.queue.set_purge_hook`).
+    Raises NotStartedError when no node runs here (see :func:`current`)."""
+    name = normalise_queue_type(queue)
+    return int(current().consumer_call(partition_id, Purge(name)))
+
+
 def current() -> Node:
     """The current node: the one :func:`start` started, or else a tree of
     :func:`child_spec` running in an application of this process (attached on
@@ -635,6 +647,7 @@ def child_spec(
     set_allowed_modules(cfg.allowed_job_modules)
     with _runtime.lock:
         _embedded[id] = cfg
+    set_purge_hook(purge)
     return ChildSpec(id, (RogerSupervisor, (cfg,)), type="supervisor", shutdown="infinity")
 
 

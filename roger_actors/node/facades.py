@@ -2,8 +2,8 @@
 
 ``roger.Partition``, ``roger.Consumer``, ``roger.Worker``, ``roger.Global``
 and ``roger.System`` (Roger's ``Roger.Partition``, ``Roger.Partition.Consumer``,
-``Roger.Partition.Worker``, ``Roger.Partition.Global`` and ``Roger.System``)
-and :func:`purge` (``Queue.purge``). Each call finds this process's node,
+``Roger.Partition.Worker``, ``Roger.Partition.Global`` and ``Roger.System``).
+Each call finds this process's node,
 producer or worker client in :mod:`roger_actors.node.application` and asks
 the actor that does the work (the registry, a partition's ConsumerServer,
 its GlobalServer, the node's SystemServer).
@@ -16,7 +16,7 @@ from typing import Any
 from ..cluster_client import ClusterClient
 from ..errors import NotRunningError, NotStartedError
 from ..job import Job
-from ..partition.consumer import GetQueues, Pause, PauseAll, Purge, Resume, StopConsuming
+from ..partition.consumer import GetQueues, Pause, PauseAll, Resume, StopConsuming
 from ..partition.worker import execute_job, run_callback
 from ..queue import normalise_queue_defs, normalise_queue_type, validate_partition_id
 from ..transport.publisher import Publisher
@@ -24,7 +24,7 @@ from . import system as system_mod
 from .application import _runtime, current, process_publisher, producer_cluster_client
 from .registry import ConsumerOf, Partitions, SafeStopPartition, StartPartition, StopPartition
 
-__all__ = ["Consumer", "Global", "Partition", "System", "Worker", "purge"]
+__all__ = ["Consumer", "Global", "Partition", "System", "Worker"]
 
 
 class Partition:
@@ -254,12 +254,6 @@ def _global_request(
 def _ask_global(partition_id: str, op: str, args: list[Any], timeout: float) -> Any:
     return _global_request(process_publisher(), partition_id, op, args, timeout)
 
-
-
-def purge(partition_id: str, queue: str) -> int:
-    """Purge a partition's queue; returns the number of messages removed."""
-    name = normalise_queue_type(queue)
-    return int(current().consumer_call(partition_id, Purge(name)))
 
 
 class System:
