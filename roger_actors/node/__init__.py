@@ -3,8 +3,8 @@
 One concept per module:
 
 - :mod:`~roger_actors.node.application`: :class:`Node`, :func:`start`,
-  :func:`stop`, :func:`child_spec`, :func:`start_producer`, the application
-  supervisor and this process's :class:`Runtime`;
+  :func:`stop`, :func:`child_spec`, :func:`start_producer` and the application
+  supervisor, on this process's :class:`~roger_actors.runtime.Runtime`;
 - :mod:`~roger_actors.node.partition_supervisor`: the PartitionSupervisor;
 - :mod:`~roger_actors.node.registry`: the Partition registry actor;
 - :mod:`~roger_actors.node.system`: the SystemServer actor (cluster membership
@@ -26,6 +26,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..runtime import Runtime, install_worker_client, process_publisher
     from .application import (
         CALL_TIMEOUT,
         EMBED_SEARCH_DEPTH,
@@ -35,11 +36,8 @@ if TYPE_CHECKING:
         EmbeddedNode,
         Node,
         RogerSupervisor,
-        Runtime,
         child_spec,
         current,
-        install_worker_client,
-        process_publisher,
         producer_cluster_client,
         producer_config,
         purge,
@@ -63,11 +61,8 @@ _WHERE = {
             "EmbeddedNode",
             "Node",
             "RogerSupervisor",
-            "Runtime",
             "child_spec",
             "current",
-            "install_worker_client",
-            "process_publisher",
             "producer_cluster_client",
             "producer_config",
             "purge",
@@ -80,6 +75,8 @@ _WHERE = {
     ),
     **dict.fromkeys(("Consumer", "Global", "Partition", "System", "Worker"), ".facades"),
     "PartitionSupervisor": ".partition_supervisor",
+    # the process runtime, below the node (partitions' workers use it too)
+    **dict.fromkeys(("Runtime", "install_worker_client", "process_publisher"), "..runtime"),
 }
 
 

@@ -15,10 +15,11 @@ supervisor, RogerSupervisor (``one_for_one``), with, in start order:
   runs the System commands;
 - ``shutdown``: the ShutdownHandler (:mod:`roger_actors.node.shutdown_handler`).
 
-The node becomes *the current node* of this process (:class:`Runtime`, which
-also holds a producer's or a worker's connection): the facades
-(:mod:`roger_actors.node.facades`), ``roger.Queue.purge`` and ``Job.enqueue``
-act on it. :func:`child_spec` runs the same tree in a user's application.
+The node becomes *the current node* of this process (in the process runtime,
+:mod:`roger_actors.runtime`, which also holds a producer's or a worker's
+connection): the facades (:mod:`roger_actors.node.facades`),
+``roger.Queue.purge`` and ``Job.enqueue`` act on it. :func:`child_spec` runs
+the same tree in a user's application.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from ..errors import ConfigError, NotStartedError
 from ..job import Job, bounded_repr, set_allowed_modules, set_enqueue_hook
 from ..partition.consumer import Purge
 from ..queue import normalise_queue_type, set_purge_hook
+from ..runtime import _runtime
 from ..transport import embedded as embedded_broker
 from ..transport.publisher import Publisher
 from .apply_system import ApplySystem
@@ -353,41 +355,6 @@ class EmbeddedNode(Node):
             self.publisher.close()
 
 
-@attrs.define
-class Runtime:
-    """What this process runs of roger-actors, in one place: at most one of a
-    node (started here or found in the user's application) and a producer,
-    or the client a worker process's jobs enqueue with. Every change holds
-    :attr:`lock`."""
-
-    #: The current node (:func:`current`), None when none runs here.
-    node: Node | None = None
-    #: The producer's publisher, and the configuration it started with.
-    producer: Publisher | None = None
-    producer_config: Config | None = None
-    #: The producer's cluster client for ``System.call``/``cast``, made on first use.
-    cluster_client: ClusterClient | None = None
-    #: The publisher of a worker process's jobs (:func:`install_worker_client`).
-    worker_publisher: Publisher | None = None
-    #: Signs this process's Global requests: the cluster secret of the node,
-    #: producer or worker configuration last started here.
-    global_auth: ClusterAuth = attrs.field(factory=lambda: ClusterAuth(None))
-    lock: threading.Lock = attrs.field(factory=threading.Lock)
-
-
-#: This process's runtime.
-_runtime = Runtime()
-
-
-def _fresh_lock_in_child() -> None:
-    # The node's actor system is started (its processes forked) while start()
-    # holds _runtime.lock: without this, every actor process would inherit it locked.
-    _runtime.lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_fresh_lock_in_child)
-
-
 def _serve_embedded(config: Config) -> Config:
     """``config``; for ``amqp = "memory://name"`` the same with the address of
     the embedded broker ``name``, which is started in this process on first
@@ -556,40 +523,6 @@ def producer_cluster_client() -> ClusterClient | None:
         if _runtime.cluster_client is None:
             _runtime.cluster_client = ClusterClient(_runtime.producer_config)
         return _runtime.cluster_client
-
-
-def install_worker_client(config: Config) -> None:
-    """Let jobs running in this (worker) process enqueue jobs and use ``Global``:
-    a publisher is made for it on first use. No-op where a node or producer runs."""
-    with _runtime.lock:
-        held = (_runtime.node, _runtime.producer, _runtime.worker_publisher)
-        if any(part is not None for part in held):
-            return
-        publisher = Publisher(
-            config.amqp.urls(),
-            config.amqp.connection_timeout_seconds or 10,
-            config.max_payload_bytes,
-            delivery_limit=config.delivery_limit,
-        )
-        _runtime.worker_publisher = publisher
-        _runtime.global_auth = ClusterAuth(config.cluster_secret)
-
-    set_enqueue_hook(JobPublisher(publisher, _runtime.global_auth))
-
-
-def process_publisher() -> Publisher:
-    """The connection this process talks to the broker over: the current node's,
-    the producer's, or a worker's. Raises NotStartedError when there is none."""
-    if _runtime.node is not None:
-        return _runtime.node.publisher
-    if _runtime.producer is not None:
-        return _runtime.producer
-    if _runtime.worker_publisher is not None:
-        return _runtime.worker_publisher
-    raise NotStartedError(
-        "no node or producer started in this process: call roger_actors.start() "
-        "or roger_actors.start_producer()"
-    )
 
 
 def purge(partition_id: str, queue: str) -> int:

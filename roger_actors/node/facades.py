@@ -19,9 +19,10 @@ from ..job import Job
 from ..partition.consumer import GetQueues, Pause, PauseAll, Resume, StopConsuming
 from ..partition.worker import execute_job, run_callback
 from ..queue import normalise_queue_defs, normalise_queue_type, validate_partition_id
+from ..runtime import _runtime, process_publisher
 from ..transport.publisher import Publisher
 from . import system as system_mod
-from .application import _runtime, current, process_publisher, producer_cluster_client
+from .application import current, producer_cluster_client
 from .registry import ConsumerOf, Partitions, SafeStopPartition, StartPartition, StopPartition
 
 __all__ = ["Consumer", "Global", "Partition", "System", "Worker"]

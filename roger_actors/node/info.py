@@ -29,10 +29,11 @@ from supervision import call as sv_call
 from ..errors import InvalidJobError, NotStartedError
 from ..job import Job, _decode_cbor
 from ..queue import Queue, normalise_queue_type, validate_partition_id
+from ..runtime import process_publisher
 from ..transport.amqp import AmqpLink
 from ..transport.base import NotFound
 from . import system as system_mod
-from .application import CALL_TIMEOUT, current, process_publisher
+from .application import CALL_TIMEOUT, current
 from .apply_system import Apply
 from .facades import System
 

@@ -54,6 +54,7 @@ from roger_actors.callbacks import WorkerCallback
 from roger_actors.clock import now
 from roger_actors.config import Config
 from roger_actors.job import Job, set_allowed_modules
+from roger_actors.runtime import install_worker_client
 from supervision import Server
 
 from .consumer_core import error_outcome
@@ -190,8 +191,6 @@ class WorkerServer(Server):
         self.queue = queue
         self.retry_levels = config.retry_levels
         set_allowed_modules(config.allowed_job_modules)
-        from roger_actors.node import install_worker_client
-
         install_worker_client(config)  # jobs may enqueue jobs and use Global
         callbacks_class = config.callbacks_class()
         self.callbacks = callbacks_class() if callbacks_class is not None else None

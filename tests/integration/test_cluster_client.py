@@ -74,20 +74,20 @@ def test_system_facade_uses_the_producers_client(cluster: Cluster) -> None:
         "cluster_secret": cluster.secret,
     }
     node = cluster.node
-    from roger_actors.node import application as node_mod
+    from roger_actors.runtime import _runtime
 
     # Pretend this process runs only a producer: the facade must go through a
     # ClusterClient, which stop() closes.
-    saved = node_mod._runtime.node
-    node_mod._runtime.node = None
+    saved = _runtime.node
+    _runtime.node = None
     try:
         roger.start_producer(config)
         assert roger.System.call("ping") == [(cluster.node_name, "pong")]
         roger.System.cast("ping")
-        client = node_mod._runtime.cluster_client
+        client = _runtime.cluster_client
         assert client is not None
-        node_mod.stop()
-        assert node_mod._runtime.cluster_client is None and client._closed
+        roger.stop()
+        assert _runtime.cluster_client is None and client._closed
     finally:
-        node_mod._runtime.node = saved
+        _runtime.node = saved
         set_enqueue_hook(node.enqueuer)  # stop() above cleared the node's

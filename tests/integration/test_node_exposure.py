@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import roger_actors as roger
-from roger_actors.node import application as roger_node
+from roger_actors.runtime import _runtime
 from tests.cluster_harness import listening_pid
 from tests.node_procs import (
     NOBODY,
@@ -82,7 +82,7 @@ def test_a_node_refuses_an_admin_port_another_user_listens_on(h: NodeHarness) ->
     message = str(raised.value)
     assert "admin_port" in message and str(port) in message, message
     assert as_nobody == [], "no process of the node runs as the squatter's user"
-    assert roger_node._runtime.node is None, "no node is left half-started"
+    assert _runtime.node is None, "no node is left half-started"
 
 
 def test_a_node_refuses_an_admin_port_taken_on_another_address_or_ipv6(h: NodeHarness) -> None:

@@ -1,6 +1,7 @@
 """The job model (``roger_actors.job``, ``roger_actors.queue`` and what they
 import) depends on nothing of the node level (``roger_actors.node``): the node
-installs what the model delegates to (``set_enqueue_hook``, ``set_purge_hook``)."""
+installs what the model delegates to (``set_enqueue_hook``, ``set_purge_hook``).
+Nor does a partition's worker load the node."""
 
 from __future__ import annotations
 
@@ -80,8 +81,12 @@ def _imports(module: str) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["roger_actors.job", "roger_actors.queue"])
+@pytest.mark.parametrize(
+    "module", ["roger_actors.job", "roger_actors.queue", "roger_actors.partition.worker"]
+)
 def test_the_job_model_loads_no_node_module(module: str) -> None:
+    # A partition's worker is below the node too: it sets its process's
+    # client up through roger_actors.runtime.
     loaded = _loaded(module)
     assert module in loaded
     assert [name for name in loaded if _is_node(name)] == []
