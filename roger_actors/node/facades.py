@@ -3,10 +3,10 @@
 ``roger.Partition``, ``roger.Consumer``, ``roger.Worker``, ``roger.Global``
 and ``roger.System`` (Roger's ``Roger.Partition``, ``Roger.Partition.Consumer``,
 ``Roger.Partition.Worker``, ``Roger.Partition.Global`` and ``Roger.System``).
-Each call finds this process's node,
-producer or worker client in :mod:`roger_actors.node.application` and asks
-the actor that does the work (the registry, a partition's ConsumerServer,
-its GlobalServer, the node's SystemServer).
+Each call finds this process's node (:mod:`roger_actors.node.application`),
+producer or worker client (:mod:`roger_actors.runtime`) and asks the actor
+that does the work (the registry, a partition's ConsumerServer, its
+GlobalServer, the node's SystemServer).
 """
 
 from __future__ import annotations
