@@ -29,6 +29,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -581,7 +582,22 @@ def child_spec(
     with _runtime.lock:
         _embedded[id] = cfg
     set_purge_hook(purge)
+    if _runtime.node is None:
+        set_enqueue_hook(_EmbeddedEnqueuer())
     return ChildSpec(id, (RogerSupervisor, (cfg,)), type="supervisor", shutdown="infinity")
+
+
+class _EmbeddedEnqueuer:
+    """The enqueue hook :func:`child_spec` installs: ``Job.enqueue`` (or
+    ``enqueue_many``) as a process's first call finds the embedded tree, which
+    then installs its node's own hook. Raises NotStartedError while no tree
+    of :func:`child_spec` runs."""
+
+    def __call__(self, job: Job, partition_id: str, queue: str | None) -> None:
+        current().enqueuer(job, partition_id, queue)
+
+    def many(self, jobs: Sequence[Job], partition_id: str, queue: str | None) -> list[Job]:
+        return current().enqueuer.many(jobs, partition_id, queue)
 
 
 def _find_embedded() -> tuple[Application, Any, Config] | None:

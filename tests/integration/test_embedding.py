@@ -90,6 +90,19 @@ def test_roger_runs_jobs_as_a_child_of_a_users_supervisor(
     assert call(children["counter"].address, "incr") == 1
 
 
+def test_job_enqueue_as_the_first_call_finds_the_embedded_tree(
+    embedded: tuple[Application, NodeHarness],
+) -> None:
+    _app, h = embedded
+    pid = h.partition_id("first")
+
+    job = h.enqueue(TimedJob, pid, "enqueued-first", 0)  # before any facade found the tree
+
+    assert roger.Partition.start(pid, {"default": 1}) == "running"
+    h.wait_tags("after_run", {"enqueued-first"})
+    assert job.id
+
+
 def test_stop_drains_the_embedded_partitions_and_leaves_the_users_tree_running(
     embedded: tuple[Application, NodeHarness],
 ) -> None:
