@@ -14,14 +14,15 @@ own session (``python -m bench.partitions node``), starts N partitions of
 (``roger.Partition.start``), and reports:
 
 - **start**: seconds from the first ``Partition.start`` until every one of
-  the N partitions is running and consumes each of its queues (the broker
-  counts one consumer on every work queue). ``--parallel K`` keeps K calls
-  under way at once, from K threads (as a node's config ``partitions`` list
-  is started: all at once); 1 (the default) makes one call after the other,
-  each waiting until its partition runs. The partitions' queues are new
-  (declared by the start) unless ``--warm``: then a first node starts the
-  same partitions and stops before the measured node starts, as in a
-  restart;
+  the N partitions is running and consumes each of its queues (every
+  ``Partition.start`` returned, and the broker counts a consumer on every
+  work queue: passive declares on a connection of the node process's own).
+  ``--parallel K`` keeps K calls under way at once, from K threads (as a
+  node's config ``partitions`` list is started: all at once); 1 (the
+  default) makes one call after the other, each waiting until its partition
+  runs. The partitions' queues are new (declared by the start) unless
+  ``--warm``: then a first node starts the same partitions and stops before
+  the measured node starts, as in a restart;
 - **processes**: the processes of the node's session while idle;
 - **AMQP connections**: the broker's connections whose client-given name is
   this run's (``rabbitmqctl list_connections``);
@@ -61,7 +62,8 @@ def run_node(
     calls at a time, print their start time, idle until killed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from roger_actors.node import Consumer, Partition, start
+    from roger_actors import Queue
+    from roger_actors.node import Partition, start
 
     node = start({"amqp": f"{url}?name=bench-partitions-{tag}", "admin_port": _free_port()})
     admin = node.app.admin
@@ -74,18 +76,58 @@ def run_node(
     else:
         with ThreadPoolExecutor(parallel) as pool:
             list(pool.map(lambda pid: Partition.start(pid, names), pids))
-    pending = set(pids)
-    while pending:
-        running = set(Partition.partitions().get("running", []))
-        for pid in sorted(pending & running):
-            stats = Consumer.get_queues(pid)
-            if all(stats.get(q, {}).get("consumer_count") == 1 for q in names):
-                pending.discard(pid)
-        if pending:
-            time.sleep(0.05)
+    wait_consumed(url, [Queue.make_name(pid, q) for pid in pids for q in names])
     ready = time.monotonic() - began
     print(json.dumps({READY: ready, "group": admin[1] if admin else None}), flush=True)
     signal.pause()
+
+
+def wait_consumed(url: str, queues: list[str], timeout: float = 600.0) -> None:
+    """Return once the broker counts a consumer on each of ``queues`` (asked
+    with passive declares on a connection of this bench's own, eight at a
+    time, the queues still without one again every 50 ms). Raises
+    TimeoutError after ``timeout`` seconds."""
+    import asyncio
+
+    import aiormq
+
+    connection: Any = None
+
+    async def consumed(channel: Any, name: str) -> bool:
+        try:
+            ok = await channel.queue_declare(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        return bool(ok.consumer_count)
+
+    async def unconsumed(names: list[str]) -> list[str]:
+        channel = await connection.channel()
+        left = []
+        for name in names:
+            if channel.is_closed:  # a missing queue closes the channel
+                channel = await connection.channel()
+            if not await consumed(channel, name):
+                left.append(name)
+        await channel.close()
+        return left
+
+    async def wait() -> None:
+        nonlocal connection
+        connection = await aiormq.connect(url)
+        try:
+            deadline = time.monotonic() + timeout
+            pending = list(queues)
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(pending)} queues have no consumer")
+                chunks = await asyncio.gather(*(unconsumed(pending[i::8]) for i in range(8)))
+                pending = [name for chunk in chunks for name in chunk]
+                if pending:
+                    await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+
+    asyncio.run(wait())
 
 
 def _free_port() -> int:
