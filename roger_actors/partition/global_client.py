@@ -52,7 +52,7 @@ from roger_actors.cluster_auth import (
 )
 from roger_actors.errors import GlobalTimeoutError, NotStartedError, RogerError
 from roger_actors.queue import validate_partition_id
-from roger_actors.transport.amqp import AmqpLink
+from roger_actors.transport.amqp import AmqpLink, close_in_background
 from roger_actors.transport.base import (
     Channel,
     Connection,
@@ -260,6 +260,11 @@ async def request(
         except Nacked:
             # Nacked: the request queue cannot take it now (a quorum queue
             # still starting, or electing a leader after a broker node died).
+            # The next request goes out on a new channel: on RabbitMQ 3.10 a
+            # channel that published to the queue during the election can
+            # have every later publish nacked for minutes after the new
+            # leader took over.
+            _replace_reply_channel(link, replies, timeout)
             raise GlobalTimeoutError(
                 f"the broker refused the request {op!r} to the Global of partition "
                 f"{partition_id!r} (its request queue is not available now); try again"
@@ -284,6 +289,17 @@ async def request(
             return decode_reply(answer, correlation)
     finally:
         replies.waiting.pop(correlation, None)
+
+
+def _replace_reply_channel(link: AmqpLink, replies: _ReplyChannel, timeout: float) -> None:
+    """Forget ``replies`` as ``link``'s reply channel (the next request opens
+    a new one) and close it once the requests still waiting on it had their
+    time (``timeout`` seconds)."""
+    connection = link.connection
+    if connection is not None and _channels.get(connection) is replies:
+        del _channels[connection]
+    if replies.channel is not None:
+        asyncio.get_running_loop().call_later(timeout, close_in_background, replies.channel)
 
 
 async def _has_consumer(link: AmqpLink, queue: str) -> bool:

@@ -51,8 +51,19 @@ PERSISTENT = 2
 SPARE_CHANNEL_SECONDS = 5.0
 
 
-#: Spare channels being closed in the background (kept referenced until done).
+#: Channels being closed in the background (kept referenced until done).
 _closing: set[asyncio.Task[None]] = set()
+
+
+def close_in_background(channel: Channel) -> None:
+    """Close ``channel`` in a task of the running loop, unless it is closed;
+    an error of the close (the channel or its connection went meanwhile) is
+    dropped."""
+    if channel.is_closed:
+        return
+    task = asyncio.get_running_loop().create_task(channel.close())
+    _closing.add(task)
+    task.add_done_callback(_closed)
 
 
 def _closed(task: asyncio.Task[None]) -> None:
@@ -567,10 +578,8 @@ class AmqpLink:
         if self._spare_timer is not None:
             self._spare_timer.cancel()
             self._spare_timer = None
-        if channel is not None and not channel.is_closed:
-            task = asyncio.get_running_loop().create_task(channel.close())
-            _closing.add(task)
-            task.add_done_callback(_closed)
+        if channel is not None:
+            close_in_background(channel)
 
     async def purge(self, name: str) -> int:
         """Purge a queue; returns the number of messages removed."""

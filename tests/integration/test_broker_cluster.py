@@ -30,6 +30,7 @@ from tests.partition_harness import BROKER, NodeHarness, wait_for
 from tests.procs import free_port
 from tests.rabbit_nodes import BrokerCluster
 from tests.roger_test_jobs2 import KeyedJob, RetryingFailJob, TimedJob
+from tests.roger_test_jobs3 import BuryAtOnceJob
 
 pytestmark = [pytest.mark.broker_cluster, pytest.mark.timeout(300)]
 
@@ -180,7 +181,8 @@ def test_a_node_given_every_cluster_address_runs_jobs(
 def test_roger_queues_outlive_the_broker_node_they_were_declared_on(
     whole: BrokerCluster, h: NodeHarness
 ) -> None:
-    """Every queue a partition declares (work, invalid, buried, retry,
+    """Every queue a partition declares (work, invalid, buried at the first
+    burial, retry,
     Global request, RabbitMQ persister state) but the execution-waiting ones
     is a quorum queue: after a SIGKILL of the broker node that declared them,
     each is still there through another node. A classic queue would answer
@@ -197,6 +199,9 @@ def test_roger_queues_outlive_the_broker_node_they_were_declared_on(
     )
     pid = h.start_partition({"default": 2})
     h.enqueue(RetryingFailJob, pid, "fails")
+    past_its_levels = roger.Job.create(BuryAtOnceJob, [h.journal, "buried"])
+    past_its_levels.retry_count = 1  # one level, used: buried at its failure
+    roger.Job.enqueue(past_its_levels, pid)
     h.enqueue(KeyedJob, pid, "holder", 3, None, "key")
     h.enqueue(KeyedJob, pid, "parked", 0, None, "key")
     queues = [
