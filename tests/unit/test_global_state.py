@@ -458,8 +458,16 @@ def test_a_request_the_broker_nacks_is_a_global_timeout_to_try_again(
     from roger_actors.transport.base import Nacked
 
     class NackingChannel:
+        is_closed = False
+
         async def publish(self, *args: object, **kwargs: object) -> None:
             raise Nacked("nacked by the broker")
+
+        async def close(self) -> None:
+            self.is_closed = True
+
+    class Link:
+        connection = None  # the reply channel of no connection is replaced
 
     class Replies:
         channel = NackingChannel()
@@ -470,4 +478,4 @@ def test_a_request_the_broker_nacks_is_a_global_timeout_to_try_again(
 
     monkeypatch.setattr(global_client, "_reply_channel", reply_channel)
     with pytest.raises(GlobalTimeoutError, match="refused the request 'snapshot'"):
-        asyncio.run(global_client.request(object(), PID, "snapshot", []))  # type: ignore[arg-type]
+        asyncio.run(global_client.request(Link(), PID, "snapshot", []))  # type: ignore[arg-type]
