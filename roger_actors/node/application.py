@@ -412,7 +412,8 @@ def stop() -> None:
         client, _runtime.cluster_client = _runtime.cluster_client, None
         _runtime.producer_config = None
     if node is not None or producer is not None:
-        set_enqueue_hook(None)
+        # An embedded tree is found again on first use, by Job.enqueue too.
+        set_enqueue_hook(_EmbeddedEnqueuer() if _embedded else None)
     if node is not None:
         node.stop()
     if client is not None:
@@ -581,9 +582,11 @@ def child_spec(
     set_allowed_modules(cfg.allowed_job_modules)
     with _runtime.lock:
         _embedded[id] = cfg
+        # A node, producer or worker client of this process keeps its own hook.
+        runtime = _runtime
+        if runtime.node is None and runtime.producer is None and runtime.worker_publisher is None:
+            set_enqueue_hook(_EmbeddedEnqueuer())
     set_purge_hook(purge)
-    if _runtime.node is None:
-        set_enqueue_hook(_EmbeddedEnqueuer())
     return ChildSpec(id, (RogerSupervisor, (cfg,)), type="supervisor", shutdown="infinity")
 
 

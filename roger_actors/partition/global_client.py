@@ -172,6 +172,8 @@ class _ReplyChannel:
     def __init__(self) -> None:
         self.channel: Channel | None = None
         self.waiting: dict[str, tuple[asyncio.Future[bytes], ClusterAuth]] = {}
+        #: Replaced after a nack: closed once no request waits on it.
+        self.retired = False
 
     async def open(self, connection: Connection) -> None:
         self.channel = await connection.channel(publisher_confirms=True)
@@ -264,7 +266,7 @@ async def request(
             # channel that published to the queue during the election can
             # have every later publish nacked for minutes after the new
             # leader took over.
-            _replace_reply_channel(link, replies, timeout)
+            _retire_reply_channel(link, replies)
             raise GlobalTimeoutError(
                 f"the broker refused the request {op!r} to the Global of partition "
                 f"{partition_id!r} (its request queue is not available now); try again"
@@ -289,17 +291,18 @@ async def request(
             return decode_reply(answer, correlation)
     finally:
         replies.waiting.pop(correlation, None)
+        if replies.retired and not replies.waiting and replies.channel is not None:
+            close_in_background(replies.channel)
 
 
-def _replace_reply_channel(link: AmqpLink, replies: _ReplyChannel, timeout: float) -> None:
-    """Forget ``replies`` as ``link``'s reply channel (the next request opens
-    a new one) and close it once the requests still waiting on it had their
-    time (``timeout`` seconds)."""
+def _retire_reply_channel(link: AmqpLink, replies: _ReplyChannel) -> None:
+    """Forget ``replies`` as ``link``'s reply channel: the next request opens
+    a new one, and ``replies`` is closed when the last request waiting on it
+    (each bounded by its own timeout) has ended."""
     connection = link.connection
     if connection is not None and _channels.get(connection) is replies:
         del _channels[connection]
-    if replies.channel is not None:
-        asyncio.get_running_loop().call_later(timeout, close_in_background, replies.channel)
+    replies.retired = True
 
 
 async def _has_consumer(link: AmqpLink, queue: str) -> bool:

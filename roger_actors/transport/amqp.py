@@ -46,8 +46,8 @@ log = logging.getLogger("roger_actors.amqp")
 PERSISTENT = 2
 
 #: Seconds a link keeps its spare scratch channel open after its last use
-#: (see :meth:`AmqpLink._scratch`): a partition's start declares its queues
-#: one after the other on it; an idle link holds no spare channel.
+#: (see :meth:`AmqpLink._scratch`): the declares of a partition's start reuse
+#: it; an idle link holds no spare channel.
 SPARE_CHANNEL_SECONDS = 5.0
 
 
@@ -73,10 +73,11 @@ def _closed(task: asyncio.Task[None]) -> None:
 
 
 async def together(*steps: Awaitable[Any]) -> list[Any]:
-    """Run ``steps`` at once (each on a channel of its own: aiormq answers one
-    RPC of a channel at a time) and return their results in order once all
-    have ended. Raises the first step's error, in the order given, after
-    every step ended; cancelled, it cancels the steps."""
+    """Run ``steps`` at once and return their results in order once all have
+    ended. Raises the first step's error, in the order given, after every
+    step ended; cancelled, it cancels the steps. Steps gain only when each
+    uses a channel of its own (aiormq answers one RPC of a channel at a
+    time): the scratch channels of :meth:`AmqpLink._scratch` are."""
     results = await asyncio.gather(*steps, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
@@ -564,8 +565,7 @@ class AmqpLink:
             or self.connection is not connection
             or not self.is_open
         ):
-            with contextlib.suppress(Exception):
-                await channel.close()
+            close_in_background(channel)  # the block's caller need not wait for it
             return
         self._spare = channel
         self._spare_timer = asyncio.get_running_loop().call_later(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import roger_actors as roger
+from roger_actors import Queue
 from supervision import (
     Application,
     ChildSpec,
@@ -25,7 +26,7 @@ from supervision import (
     call,
     which_children,
 )
-from tests.partition_harness import BROKER, NodeHarness, _free_admin_port
+from tests.partition_harness import BROKER, NodeHarness, _free_admin_port, counts
 from tests.roger_test_jobs2 import JsonCallbacks, TimedJob
 
 pytestmark = pytest.mark.timeout(90)
@@ -122,3 +123,19 @@ def test_stop_drains_the_embedded_partitions_and_leaves_the_users_tree_running(
 def test_child_spec_refuses_a_bad_configuration(tmp_path: Path) -> None:
     with pytest.raises(roger.ConfigError, match="retry_levels"):
         roger.child_spec({"retry_levels": "soon"})
+
+
+def test_child_spec_leaves_a_running_producer_enqueueing(h: NodeHarness) -> None:
+    roger.start_producer({"amqp": f"{BROKER}?name={h.connection_name}"})
+    try:
+        roger.child_spec({"amqp": BROKER}, id="roger-unused")
+        pid = h.partition_id("producer")
+
+        h.enqueue(TimedJob, pid, "through-the-producer", 0)  # no tree runs: the producer's
+
+        assert (counts(Queue.make_name(pid, "default")) or (0, 0))[0] == 1
+    finally:
+        roger.stop()
+        from roger_actors.node import application
+
+        application._embedded.pop("roger-unused", None)

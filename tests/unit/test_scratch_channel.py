@@ -104,16 +104,23 @@ def test_a_block_that_raises_closes_its_channel(rig: Rig, counting: CountingLink
 def test_operations_at_once_each_get_a_channel_and_one_stays_spare(
     rig: Rig, counting: CountingLink
 ) -> None:
+    used: list[Channel] = []
+
     async def use(name: str) -> None:
         async with rig.link._scratch() as channel:
+            used.append(channel)
             await asyncio.sleep(0.01)  # the broker's answer takes a while
             await channel.queue_declare(name, durable=True)
 
     async def go() -> None:
+        await rig.link.declare_replicated("scratch-first")  # leaves a spare
         await asyncio.gather(*(use(f"scratch-c{i}") for i in range(4)))
+        await asyncio.sleep(0.05)  # the extra ones close in the background
 
     rig.run(go())
 
+    assert len({id(channel) for channel in used}) == 4, "never one channel for two users"
+    assert used[0] is counting.opened[0], "the spare went to the first"
     assert len(counting.opened) == 4
     assert len(counting.open_channels()) == 1
 
