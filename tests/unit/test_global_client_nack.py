@@ -12,7 +12,6 @@ Run with ``scripts/test tests/unit/test_global_client_nack.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -32,16 +31,6 @@ async def closed_soon(channel: Channel) -> bool:
             return True
         await asyncio.sleep(0.01)
     return False
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    made = Rig()
-    try:
-        yield made
-    finally:
-        made.run(made.link.close())
-        made.loop.close()
 
 
 def test_a_refused_request_raises_and_the_next_one_gets_a_new_reply_channel(rig: Rig) -> None:

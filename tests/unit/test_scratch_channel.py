@@ -12,7 +12,6 @@ Run with ``scripts/test tests/unit/test_scratch_channel.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,16 +42,6 @@ class CountingLink:
 
     def open_channels(self) -> list[Channel]:
         return [channel for channel in self.opened if not channel.is_closed]
-
-
-@pytest.fixture
-def rig() -> Iterator[Rig]:
-    made = Rig()
-    try:
-        yield made
-    finally:
-        made.run(made.link.close())
-        made.loop.close()
 
 
 @pytest.fixture
