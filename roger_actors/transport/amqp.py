@@ -378,10 +378,7 @@ class AmqpLink:
         was_open = self.is_open
         self._lost = True
         self.consumers.clear()
-        if self._spare_timer is not None:
-            self._spare_timer.cancel()
-            self._spare_timer = None
-        self._spare = None  # closed with the connection (or the view)
+        self._take_spare()  # closed with the connection (or the view)
         if self.connection is None:
             return
         if was_open and self.shared is not None and self.owned:
@@ -547,10 +544,7 @@ class AmqpLink:
         reused. Raises what opening a channel raises."""
         connection = self.connection
         assert connection is not None
-        channel, self._spare = self._spare, None
-        if self._spare_timer is not None:
-            self._spare_timer.cancel()
-            self._spare_timer = None
+        channel = self._take_spare()
         if channel is None or channel.is_closed:
             channel = await connection.channel(publisher_confirms=False)
         try:
@@ -572,12 +566,17 @@ class AmqpLink:
             SPARE_CHANNEL_SECONDS, self._drop_spare
         )
 
-    def _drop_spare(self) -> None:
-        """Close the spare scratch channel (in the background), if any."""
+    def _take_spare(self) -> Channel | None:
+        """The spare scratch channel, no longer the spare (its timer cancelled)."""
         channel, self._spare = self._spare, None
         if self._spare_timer is not None:
             self._spare_timer.cancel()
             self._spare_timer = None
+        return channel
+
+    def _drop_spare(self) -> None:
+        """Close the spare scratch channel (in the background), if any."""
+        channel = self._take_spare()
         if channel is not None:
             close_in_background(channel)
 
