@@ -48,11 +48,16 @@ Keys (all optional; API.md lists them with Roger's defaults):
 ``delivery_limit``          deliveries without an outcome before a job is
                             set aside in ``<queue>.invalid`` [20]
 ``consumer_timeout``        the broker's ``consumer_timeout``, seconds [1800]
+``worker_pool_size``        worker processes of the node at once, shared
+                            fairly by its partitions' queues (each also
+                            capped by its ``max_workers``); on
+                            ``multiprocTCPBase`` it caps each partition
+                            [4 per CPU, at least 8]
 ==========================  ===============================================
 
 ``persister_options``, ``allowed_job_modules``, ``cluster_secret``,
-``max_payload_bytes``, ``cancel_mark_ttl`` and ``prefetch`` are additions to
-API.md.
+``max_payload_bytes``, ``cancel_mark_ttl``, ``prefetch`` and
+``worker_pool_size`` are additions to API.md.
 
 Environment variables override the source (see :func:`load_config`):
 ``ROGER_AMQP_URL`` replaces ``amqp`` (one URL, or several separated by
@@ -60,7 +65,8 @@ commas); ``ROGER_<KEY>`` (the key upper-cased)
 sets ``max_buried_queue_size``, ``shutdown_timeout``,
 ``system_exchange_prefix``, ``node_name``, ``actor_system_base``,
 ``admin_port``, ``callbacks``, ``persister``, ``cluster_secret``,
-``max_payload_bytes``, ``cancel_mark_ttl``, ``prefetch``, and, as comma-separated lists,
+``max_payload_bytes``, ``cancel_mark_ttl``, ``prefetch``, ``worker_pool_size``, and,
+as comma-separated lists,
 ``retry_levels`` and ``allowed_job_modules``. An empty variable is ignored.
 
 Every error is a :class:`~roger_actors.errors.ConfigError` naming the key.
@@ -857,6 +863,21 @@ def _convert_consumer_timeout(value: object) -> float:
     return float(value)
 
 
+#: Largest ``worker_pool_size``.
+MAX_WORKER_POOL_SIZE = 10_000
+
+
+def default_worker_pool_size(cpus: int | None = None) -> int:
+    """The default ``worker_pool_size``: four worker processes per CPU, at
+    least 8 (``cpus`` defaults to ``os.cpu_count()``)."""
+    count = cpus if cpus is not None else os.cpu_count() or 1
+    return max(8, 4 * count)
+
+
+def _convert_worker_pool_size(value: object) -> int:
+    return _int(value, "worker_pool_size", 1, MAX_WORKER_POOL_SIZE)
+
+
 def _convert_prefetch(value: object) -> str:
     if not isinstance(value, str) or value not in PREFETCH_MODES:
         choices = " or ".join(map(repr, PREFETCH_MODES))
@@ -946,6 +967,11 @@ class Config:
     #: a delivery held for half of it is handed over to a lease
     #: (``roger_actors/partition/lease.py``) so that long jobs survive it.
     consumer_timeout: float = attrs.field(default=1800.0, converter=_convert_consumer_timeout)
+    #: Worker processes of the node at once, shared by its partitions' queues
+    #: by weighted fair shares (``roger_actors/partition/worker_slots.py``).
+    worker_pool_size: int = attrs.field(
+        factory=default_worker_pool_size, converter=_convert_worker_pool_size
+    )
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:
@@ -1007,8 +1033,11 @@ ENV_OVERRIDES: dict[str, str] = {
     "ROGER_MAX_PAYLOAD_BYTES": "max_payload_bytes",
     "ROGER_CANCEL_MARK_TTL": "cancel_mark_ttl",
     "ROGER_PREFETCH": "prefetch",
+    "ROGER_WORKER_POOL_SIZE": "worker_pool_size",
 }
-_INT_KEYS = frozenset({"max_buried_queue_size", "admin_port", "max_payload_bytes"})
+_INT_KEYS = frozenset(
+    {"max_buried_queue_size", "admin_port", "max_payload_bytes", "worker_pool_size"}
+)
 _LIST_KEYS = frozenset({"retry_levels", "allowed_job_modules"})
 
 

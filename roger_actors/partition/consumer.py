@@ -57,9 +57,12 @@ For each delivery:
   outcome``), its queue key freed;
 - a delivery for a paused queue is given back (a fresh copy), not run;
 - otherwise the job goes to an idle worker of that queue; a worker process is
-  started (through the partition's WorkerSupervisor) when none is idle and
-  fewer than ``max_workers`` exist; idle workers are stopped after
-  :data:`WORKER_IDLE_SECONDS`, so an idle partition holds no worker process.
+  started (through the partition's WorkerSupervisor) when none is idle,
+  fewer than ``max_workers`` exist and the queue type holds less than its
+  fair share of the node's worker slots (``worker_pool_size``,
+  :mod:`~roger_actors.partition.worker_slots`); idle workers are stopped
+  after :data:`WORKER_IDLE_SECONDS`, or at once while another partition's
+  queue waits for the slot, so an idle partition holds no worker process.
 
 Global (see ``docs/global.md``): the Consumer consumes nothing until the
 partition's Global gave it the cancelled job ids and the cluster-wide
@@ -157,6 +160,7 @@ from .messages import (
 from .settler import Settler
 from .worker import WorkerServer
 from .worker_pool import WorkerPool
+from .worker_slots import shared as shared_slots
 
 log = logging.getLogger("roger_actors.consumer")
 
@@ -290,8 +294,15 @@ class ConsumerServer(Server, LinkOwner):
         }
         self.inflight: dict[int, _InFlight] = {}
         self.tokens = control.Tokens(self.inflight)
-        #: The worker processes, one pool per Consumer (worker_pool).
-        self.pool = WorkerPool(self, partition_id, config, self.inflight, WorkerServer)
+        #: This Consumer's share of the node's worker slots (worker_slots): it
+        #: is woken (a "slots" message) when a slot is free or its share fell.
+        self.slots = shared_slots(config.worker_pool_size).client(
+            partition_id, lambda: self.send(self.address, "slots")
+        )
+        #: The worker processes of this partition (worker_pool).
+        self.pool = WorkerPool(
+            self, partition_id, config, self.inflight, WorkerServer, slots=self.slots
+        )
         self.connected = False
         self.consuming = True
         self.open_link(
@@ -503,6 +514,9 @@ class ConsumerServer(Server, LinkOwner):
         elif message == "tick":
             self.ticking = False
             self._tick()
+        elif message == "slots":
+            for state in self.queues.values():
+                self.pool.dispatch(state)
         elif isinstance(message, PartitionCommand):
             self._on_command(message)
         elif isinstance(message, Resync):
@@ -935,6 +949,8 @@ class ConsumerServer(Server, LinkOwner):
             state = self.queues.get(worker.queue)
             if state is not None:
                 self.pool.dispatch(state)
+            else:  # its queue type was removed while it ran: it stops now
+                self.pool.stop(worker)
 
     def _record_duration(self, queue: str, seconds: float) -> None:
         state = self.queues.get(queue)
@@ -1253,6 +1269,7 @@ class ConsumerServer(Server, LinkOwner):
             for worker in state.workers:
                 if not worker.tokens:
                     self.pool.stop(worker)
+            self.slots.demand(state.name, 0, state.max_workers)
         consuming = self.consuming and self.snapshot_ready
         self.reconfiguring.add(from_.ref)
         return self._io_call(from_, self.channels.apply(plan, consuming))
@@ -1277,6 +1294,9 @@ class ConsumerServer(Server, LinkOwner):
         seconds, while the acks go on; past that, those not started never run
         and those running are abandoned (see :meth:`CallbackRunner.close`)."""
         self._flush_acks()
+        slots = getattr(self, "slots", None)
+        if slots is not None:
+            slots.close()  # the WorkerSupervisor stops the workers next
         for fetch in getattr(self, "fetches", []):
             fetch.cancel()  # Global's snapshot is of no use any more
         runner = getattr(self, "callback_runner", None)

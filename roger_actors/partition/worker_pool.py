@@ -19,6 +19,13 @@ supervisor may not be routable before the worker has been heard from
 and which ended; the pool reads it to tell the running jobs and, after the
 worker died, what became of its batch.
 
+Every worker holds a slot of the node's shared pool
+(:mod:`~roger_actors.partition.worker_slots`) from its start to its stop or
+end: a worker is started only with a slot, and a queue type over its fair
+share of the pool stops an idle worker (or the next one whose batch ends)
+instead of handing it more work, so that another partition's waiting jobs
+get a worker.
+
 The pool talks through ``port``, the Consumer actor: ``send``,
 ``call_async`` (replies come back to the Consumer, which hands those of
 :meth:`~WorkerPool.starts` to :meth:`~WorkerPool.started`) and
@@ -44,6 +51,7 @@ from supervision.protocol import Call, StartChild, TerminateChild
 from . import control
 from .consumer_core import Flight, QueueState, WorkerRef
 from .messages import RunJobs, WorkerReady
+from .worker_slots import SlotClient, WorkerSlots
 
 log = logging.getLogger("roger_actors.consumer")
 
@@ -73,7 +81,9 @@ class WorkerPool:
     pool sets a flight's ``worker``, ``handed_at`` and ``timer`` when it is
     handed); ``worker_class`` the actor class a worker runs (with the
     keyword arguments ``owner``, ``partition_id``, ``queue`` and
-    ``config``); ``clock`` monotonic seconds, injectable for tests."""
+    ``config``); ``slots`` the Consumer's client of the node's shared pool
+    (default: a pool of its own, as large as ``config.worker_pool_size``);
+    ``clock`` monotonic seconds, injectable for tests."""
 
     def __init__(
         self,
@@ -83,8 +93,10 @@ class WorkerPool:
         inflight: MutableMapping[int, Flight[Any, WorkerRef]],
         worker_class: type,
         clock: Callable[[], float] = time.monotonic,
+        slots: SlotClient | None = None,
     ) -> None:
         self.port = port
+        self.slots = slots or WorkerSlots(config.worker_pool_size).client(partition_id, _nothing)
         self.partition_id = partition_id
         self.config = config
         self.inflight = inflight
@@ -111,17 +123,42 @@ class WorkerPool:
 
     def dispatch(self, state: QueueState) -> None:
         """Hand batches of ``state``'s backlog to its idle workers, then start
-        the workers the rest needs (within ``max_workers``). Nothing before the
+        the workers the rest needs (within ``max_workers`` and the queue
+        type's share of the node's pool). An idle worker of a queue type with
+        a surplus of slots is stopped instead. Nothing before the
         WorkerSupervisor is found."""
         if self.supervisor is None:
             return
+        self._give_back_surplus(state)
         while state.backlog:
             idle = state.idle_worker()
             if idle is None:
                 break
             self._hand(state, idle)
-        for _ in range(state.workers_to_start()):
+            self._give_back_surplus(state)
+        wanted = self._tell_demand(state)
+        for _ in range(wanted):
+            if not self.slots.acquire(state.name):
+                break
             self._start(state)
+
+    def _tell_demand(self, state: QueueState) -> int:
+        """Tell the pool how many workers ``state`` could use now (those it
+        has, those starting and those to start); returns those to start."""
+        wanted = state.workers_to_start()
+        demand = len(state.workers) + state.starting + wanted
+        self.slots.demand(state.name, demand, state.max_workers)
+        return wanted
+
+    def _give_back_surplus(self, state: QueueState) -> None:
+        """Stop idle workers of ``state`` while it holds more than its share of
+        the pool and another queue type waits (:meth:`SlotClient.surplus`)."""
+        while self.slots.surplus(state.name):
+            idle = state.idle_worker()
+            if idle is None:
+                return
+            state.workers.remove(idle)
+            self.stop(idle)
 
     def _hand(self, state: QueueState, worker: WorkerRef) -> None:
         """Give ``worker`` its share of the backlog (one job if it has a time limit)."""
@@ -177,6 +214,7 @@ class WorkerPool:
             owner.starting -= 1
         if not ok or value is None:
             log.error("%s: cannot start a worker: %s", self.partition_id, value)
+            self.slots.release(worker.queue)
             return
         worker.address = value
         worker.idle_since = self.clock()
@@ -207,7 +245,10 @@ class WorkerPool:
 
     def stop(self, worker: WorkerRef) -> None:
         """Ask the WorkerSupervisor to stop ``worker`` (it is taken off its
-        queue type by the caller); its scoreboard is let go."""
+        queue type by the caller); its scoreboard is let go and its slot of
+        the pool given back (the process may take up to its shutdown time to
+        end meanwhile)."""
+        self.slots.release(worker.queue)
         if worker.board is not None:
             worker.board.close()
             worker.board = None
@@ -216,11 +257,14 @@ class WorkerPool:
 
     def stop_idle(self, queues: Iterable[QueueState], idle_seconds: float) -> None:
         """Stop the workers idle for ``idle_seconds`` or more (none of a queue
-        type whose backlog is not empty)."""
+        type whose backlog is not empty), and idle workers of a queue type
+        whose slots another one waits for."""
         limit = self.clock() - idle_seconds
         for state in queues:
             for worker in state.stop_idle(limit):
                 self.stop(worker)
+            self._give_back_surplus(state)
+            self._tell_demand(state)
 
     def kill(self, worker: WorkerRef) -> None:
         """End ``worker`` now: SIGKILL (its WorkerSupervisor reports the exit),
@@ -249,6 +293,7 @@ class WorkerPool:
             for candidate in state.workers:
                 if candidate.address == address:
                     state.workers.remove(candidate)
+                    self.slots.release(state.name)
                     return candidate, _last_record(candidate)
         return None
 
@@ -271,6 +316,10 @@ class WorkerPool:
                 if flight is not None:
                     running.append(flight)
         return running
+
+
+def _nothing() -> None:
+    """The wake of a pool's own slots (no other client shares them)."""
 
 
 def _mark_ready(worker: WorkerRef, ready: WorkerReady) -> None:

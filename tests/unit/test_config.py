@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 import roger_actors as roger
-from roger_actors.config import ENV_OVERRIDES, AmqpSettings, parse_amqp
+from roger_actors.config import ENV_OVERRIDES, AmqpSettings, default_worker_pool_size, parse_amqp
 from roger_actors.persisters import Filesystem, Stub
 
 
@@ -56,7 +56,19 @@ def test_config_keys_lists_every_key() -> None:
         "max_buried_queue_size", "shutdown_timeout", "system_exchange_prefix", "node_name",
         "actor_system_base", "admin_port", "allowed_job_modules", "cluster_secret",
         "max_payload_bytes", "cancel_mark_ttl", "prefetch", "delivery_limit", "consumer_timeout",
+        "worker_pool_size",
     }
+
+
+def test_worker_pool_size_defaults_to_four_per_cpu_and_is_checked() -> None:
+    assert default_worker_pool_size(1) == 8
+    assert default_worker_pool_size(6) == 24
+    assert load().worker_pool_size == default_worker_pool_size()
+    assert load({"worker_pool_size": 3}).worker_pool_size == 3
+    assert load(ROGER_WORKER_POOL_SIZE="5").worker_pool_size == 5
+    for bad in (0, -1, "4", 2.5, True):
+        with pytest.raises(roger.ConfigError, match="worker_pool_size"):
+            load({"worker_pool_size": bad})
 
 
 def test_default_amqp_settings_follow_roger() -> None:

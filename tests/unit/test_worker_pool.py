@@ -20,6 +20,7 @@ from roger_actors.partition.consumer_core import Flight, QueueState, WorkerRef
 from roger_actors.partition.messages import RunJobs, WorkerReady
 from roger_actors.partition.worker import WorkerServer
 from roger_actors.partition.worker_pool import WorkerPool
+from roger_actors.partition.worker_slots import WorkerSlots
 from supervision.protocol import Call, StartChild, TerminateChild
 from tests.memory_rig import Clock
 
@@ -69,14 +70,24 @@ class Port:
 
 
 class Rig:
-    def __init__(self, max_workers: int = 2) -> None:
+    def __init__(self, max_workers: int = 2, slots: WorkerSlots | None = None) -> None:
         self.port = Port()
         self.clock = Clock()
         self.inflight: dict[int, Flight[Any, WorkerRef]] = {}
-        self.pool = WorkerPool(self.port, PID, Config(), self.inflight, WorkerServer, self.clock)
+        self.woken = 0
+        client = None if slots is None else slots.client(PID, self._wake)
+        self.pool = WorkerPool(
+            self.port, PID, Config(), self.inflight, WorkerServer, self.clock, slots=client
+        )
         self.state = QueueState("q", max_workers, adaptive=False)
         self.queues = {"q": self.state}
         self._tokens = itertools.count(1)
+
+    def _wake(self) -> None:
+        self.woken += 1
+
+    def starts(self) -> list[str]:
+        return [ref for ref, _, request in self.port.calls if isinstance(request, StartChild)]
 
     def backlog(self, jobs: Iterable[Job]) -> list[int]:
         tokens = []
@@ -190,6 +201,66 @@ def test_a_failed_start_leaves_room_for_another(caplog: Any) -> None:
     assert "cannot start a worker" in caplog.text
     rig.pool.dispatch(rig.state)
     assert len(rig.port.calls) == 2
+
+
+def test_partitions_sharing_the_node_pool_start_workers_within_its_size_and_their_shares() -> None:
+    slots = WorkerSlots(3)
+    a, b = Rig(max_workers=3, slots=slots), Rig(max_workers=3, slots=slots)
+    for rig in (a, b):
+        rig.pool.found([Child("workers", "sup")])
+    a.backlog(_jobs(10))
+    a.pool.dispatch(a.state)
+    assert len(a.starts()) == 3  # alone: the whole pool
+    b.backlog(_jobs(10))
+    b.pool.dispatch(b.state)
+    assert b.starts() == [] and slots.held == 3  # no slot free
+    assert a.woken == 1  # a holds more than its share (1.5): told to look again
+
+
+def test_a_worker_over_its_queues_share_is_stopped_at_its_batch_end_for_another_partition() -> (
+    None
+):
+    slots = WorkerSlots(2)
+    a, b = Rig(max_workers=2, slots=slots), Rig(max_workers=2, slots=slots)
+    for rig in (a, b):
+        rig.pool.found([Child("workers", "sup")])
+    a.backlog(_jobs(10))
+    a.pool.dispatch(a.state)
+    first = a.start_worker("ref-1", "w1", pid=41)
+    a.start_worker("ref-2", "w2", pid=42)
+    b.backlog(_jobs(1))
+    b.pool.dispatch(b.state)
+    assert b.starts() == []
+    first.finished(first.tokens[0], a.clock())  # its batch ends
+    a.pool.dispatch(a.state)
+    assert a.port.sent[-1] == ("sup", Call("stop-worker", TerminateChild("w1")))
+    assert [w.address for w in a.state.workers] == ["w2"]
+    assert b.woken == 1
+    b.pool.dispatch(b.state)  # b's turn: its worker starts
+    assert len(b.starts()) == 1 and slots.held == 2
+    a.pool.dispatch(a.state)
+    assert len(a.starts()) == 2  # no new worker for a: its share is 1 now
+
+
+def test_a_stopped_exited_or_failed_worker_gives_its_slot_back() -> None:
+    slots = WorkerSlots(2)
+    rig = Rig(max_workers=2, slots=slots)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(2))
+    rig.pool.dispatch(rig.state)
+    assert slots.held == 2
+    rig.pool.started("ref-1", False, RuntimeError("no room"), rig.queues)
+    assert slots.held == 1
+    worker = rig.start_worker("ref-2", "w2", pid=42)  # and a worker for the other job
+    assert slots.held == 2 and rig.state.starting == 1
+    rig.pool.exited("w2", rig.queues)
+    assert slots.held == 1 and worker not in rig.state.workers
+    rig.state.backlog.clear()  # nothing more to start a worker for
+    rig.pool.started("ref-3", True, "w3", rig.queues)
+    [w3] = rig.state.workers
+    rig.state.workers.remove(w3)
+    rig.pool.stop(w3)
+    assert slots.held == 0
 
 
 def test_idle_workers_are_stopped_after_the_idle_time_and_never_while_jobs_wait() -> None:

@@ -1,0 +1,286 @@
+"""The node's shared worker pool: how many worker processes each queue of each
+partition may hold at once.
+
+A node has ``worker_pool_size`` worker *slots*; every worker process a
+Consumer starts takes one (:meth:`SlotClient.acquire`) and gives it back when
+it is stopped or ends (:meth:`SlotClient.release`). Every Consumer of a
+process is a client of the process's one :class:`WorkerSlots`
+(:func:`shared`): on the ``light`` base all partitions of a node run in one
+partition host process, so the size is the node's; on ``multiprocTCPBase``
+every Consumer is a process of its own, and the size caps each partition.
+
+**Fair shares.** Each queue type of a partition is a *holding*. Its *demand*
+is the number of workers it could use now (its workers, those starting and
+those its backlog calls for, within ``max_workers``); its *weight* is its
+``max_workers``. The slots are shared by weighted max-min fairness (water
+filling): a holding whose demand is below an even share (by weight) gets its
+demand, and what it leaves is shared by the others. So a queue type with a
+backlog of 100,000 jobs holds no more than its share while another one wants
+workers, and ``max_workers`` stays the hard cap of each.
+
+- A holding may take a free slot while it holds less than its share.
+- When no slot is free and a holding waits below its share, every holding
+  over its share by a whole slot, or over it at all and holding its last
+  slot for :data:`QUANTUM_SECONDS` or more, has a *surplus*: its Consumer
+  stops an idle worker of that queue type, or the next worker that finishes
+  its batch, instead of giving it more work (:attr:`SlotClient.surplus`).
+  The quantum keeps workers from changing hands at every batch when more
+  queue types want a worker than there are slots: each holds one for the
+  quantum, in turn.
+
+**Isolation.** A worker process serves one queue type of one partition for
+its whole life: a slot that changes hands is a worker stopped and a new one
+started for the other partition, never a process reused across tenants
+(``docs/operations.md`` has what a change of hands costs).
+
+Clients are told to look again through their ``wake`` callable (a Consumer
+sends itself a message), called when a slot was freed or the shares changed;
+nothing here blocks or does I/O, and every call happens on the thread of the
+process's actors.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["QUANTUM_SECONDS", "SlotClient", "WorkerSlots", "shared"]
+
+#: Seconds a holding keeps a slot it is over its (fractional) share by less
+#: than one slot, before it gives it up to a waiting holding.
+QUANTUM_SECONDS = 1.0
+
+
+@dataclass
+class _Holding:
+    client: SlotClient
+    queue: str
+    weight: int = 1
+    held: int = 0
+    demand: int = 0
+    #: Monotonic time of its last acquire (the quantum counts from it).
+    since: float = 0.0
+    #: Monotonic time since when it waits below its share (None: not waiting).
+    waiting_since: float | None = None
+
+
+class WorkerSlots:
+    """``size`` worker slots shared by weighted max-min fairness; see the module
+    docstring. ``clock`` gives monotonic seconds (injectable for tests)."""
+
+    def __init__(self, size: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.size = size
+        self.clock = clock
+        self._holdings: dict[tuple[int, str], _Holding] = {}
+        self._shares: dict[tuple[int, str], float] = {}
+
+    # ------------------------------------------------------------ the pool
+
+    @property
+    def held(self) -> int:
+        """Slots held now (worker processes started and not yet stopped)."""
+        return sum(h.held for h in self._holdings.values())
+
+    @property
+    def free(self) -> int:
+        """Slots no one holds (0 when the pool is over-committed after a resize)."""
+        return max(0, self.size - self.held)
+
+    def resize(self, size: int) -> None:
+        """Make the pool ``size`` slots; holdings over their new share give
+        slots back as their workers finish (nothing is killed)."""
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.size = size
+        self._changed()
+
+    def client(self, name: str, wake: Callable[[], None]) -> SlotClient:
+        """A new client (one Consumer) named ``name`` for logs; ``wake()`` is
+        called when it should look again, by another client's call (it should
+        act on it in its next turn, not from within the callback)."""
+        return SlotClient(self, name, wake)
+
+    def share(self, client: SlotClient, queue: str) -> float:
+        """The fair share of ``client``'s queue type ``queue`` (slots, fractional)."""
+        return self._shares.get((id(client), queue), 0.0)
+
+    # ------------------------------------------------------------ internals
+
+    def _holding(self, client: SlotClient, queue: str) -> _Holding:
+        key = (id(client), queue)
+        holding = self._holdings.get(key)
+        if holding is None:
+            holding = self._holdings[key] = _Holding(client, queue)
+        return holding
+
+    def _drop_if_empty(self, holding: _Holding) -> None:
+        if holding.held == 0 and holding.demand == 0:
+            self._holdings.pop((id(holding.client), holding.queue), None)
+            self._shares.pop((id(holding.client), holding.queue), None)
+
+    def _compute_shares(self) -> None:
+        """Weighted water filling of ``size`` over the holdings' demands."""
+        shares: dict[tuple[int, str], float] = {}
+        left = float(self.size)
+        open_ = [(key, h) for key, h in self._holdings.items() if h.demand > 0]
+        for key, h in self._holdings.items():
+            if h.demand <= 0:
+                shares[key] = 0.0
+        while open_:
+            weight = sum(h.weight for _, h in open_)
+            level = left / weight
+            capped = [(key, h) for key, h in open_ if h.demand <= level * h.weight]
+            if not capped:
+                for key, h in open_:
+                    shares[key] = level * h.weight
+                break
+            for key, h in capped:
+                shares[key] = float(h.demand)
+                left -= h.demand
+            taken = {key for key, _ in capped}
+            open_ = [(key, h) for key, h in open_ if key not in taken]
+        self._shares = shares
+
+    def _waiting(self, holding: _Holding) -> bool:
+        share = self._shares.get((id(holding.client), holding.queue), 0.0)
+        return holding.demand > holding.held and holding.held < share
+
+    def _surplus(self, holding: _Holding) -> bool:
+        if holding.held == 0 or self.free > 0:
+            return False
+        share = self._shares.get((id(holding.client), holding.queue), 0.0)
+        over = holding.held - share
+        if over <= 1e-9:
+            return False
+        if not any(self._waiting(h) for h in self._holdings.values() if h is not holding):
+            return False
+        return over >= 1 - 1e-9 or self.clock() - holding.since >= QUANTUM_SECONDS
+
+    def _changed(self, cause: SlotClient | None = None) -> None:
+        """The demands or the held slots changed (by ``cause``'s call): new
+        shares; wake the waiting holdings' clients (longest waiting first)
+        when a slot is free, and the clients of holdings with a surplus when
+        none is; never ``cause``, which acts on its own call's result."""
+        self._compute_shares()
+        moment = self.clock()
+        waiting = []
+        for holding in self._holdings.values():
+            if self._waiting(holding):
+                if holding.waiting_since is None:
+                    holding.waiting_since = moment
+                waiting.append(holding)
+            else:
+                holding.waiting_since = None
+        to_wake: list[SlotClient] = []
+        if self.free > 0:
+            waiting.sort(key=lambda h: h.waiting_since or 0.0)
+            to_wake = [h.client for h in waiting]
+        elif waiting:
+            to_wake = [h.client for h in self._holdings.values() if self._surplus(h)]
+        seen: set[int] = {id(cause)}
+        for client in to_wake:
+            if id(client) not in seen:
+                seen.add(id(client))
+                client.wake()
+
+    def _close(self, client: SlotClient) -> None:
+        keys = [key for key, h in self._holdings.items() if h.client is client]
+        for key in keys:
+            del self._holdings[key]
+            self._shares.pop(key, None)
+        if keys:
+            self._changed()
+
+
+class SlotClient:
+    """One Consumer's view of the pool; made by :meth:`WorkerSlots.client`."""
+
+    def __init__(self, slots: WorkerSlots, name: str, wake: Callable[[], None]) -> None:
+        self.slots = slots
+        self.name = name
+        self.wake = wake
+        self.closed = False
+
+    def demand(self, queue: str, workers: int, weight: int) -> None:
+        """Queue type ``queue`` could use ``workers`` workers now (those it
+        has, those starting, those its backlog calls for); ``weight`` is its
+        ``max_workers``. Shares are computed again when it changed."""
+        if self.closed:
+            return
+        holding = self.slots._holding(self, queue)
+        weight = max(1, weight)
+        if holding.demand == workers and holding.weight == weight:
+            return
+        holding.demand, holding.weight = max(0, workers), weight
+        self.slots._changed(self)
+        self.slots._drop_if_empty(holding)
+
+    def acquire(self, queue: str) -> bool:
+        """Take a slot for a worker of ``queue`` about to start: True when one
+        is free and the queue type holds less than its share (set its demand
+        first), else False (it is woken when that changes)."""
+        if self.closed:
+            return False
+        holding = self.slots._holding(self, queue)
+        if self.slots.free <= 0 or holding.held >= self.slots.share(self, queue) - 1e-9:
+            self.slots._drop_if_empty(holding)
+            return False
+        holding.held += 1
+        holding.since = self.slots.clock()
+        if holding.held >= self.slots.share(self, queue) - 1e-9:
+            holding.waiting_since = None
+        return True
+
+    def release(self, queue: str) -> None:
+        """A worker of ``queue`` was stopped or ended: its slot is free (a
+        release with none held is ignored)."""
+        if self.closed:
+            return
+        holding = self.slots._holdings.get((id(self), queue))
+        if holding is None or holding.held == 0:
+            return
+        holding.held -= 1
+        self.slots._changed(self)
+        self.slots._drop_if_empty(holding)
+
+    def surplus(self, queue: str) -> bool:
+        """True when ``queue`` should give a slot back now: no slot is free,
+        another queue type waits below its share, and this one is over its
+        share (see the module docstring). The caller stops one idle worker
+        and releases its slot, then asks again."""
+        if self.closed:
+            return False
+        holding = self.slots._holdings.get((id(self), queue))
+        return holding is not None and self.slots._surplus(holding)
+
+    def held(self, queue: str) -> int:
+        """Slots ``queue`` holds."""
+        holding = self.slots._holdings.get((id(self), queue))
+        return 0 if holding is None else holding.held
+
+    def close(self) -> None:
+        """Give back every slot of this client (its Consumer ends); later
+        calls do nothing."""
+        if not self.closed:
+            self.closed = True
+            self.slots._close(self)
+
+
+#: This process's pool, by the pid that made it (a forked child makes its own).
+_process_slots: tuple[int, WorkerSlots] | None = None
+
+
+def shared(size: int) -> WorkerSlots:
+    """This process's :class:`WorkerSlots`, made with ``size`` slots on first
+    use; a later call with another ``size`` resizes it (the last configuration
+    started wins). A process forked from one that had a pool gets its own."""
+    global _process_slots
+    if _process_slots is None or _process_slots[0] != os.getpid():
+        _process_slots = (os.getpid(), WorkerSlots(size))
+    elif _process_slots[1].size != size:
+        _process_slots[1].resize(size)
+    return _process_slots[1]
