@@ -44,13 +44,14 @@ from typing import Any
 from bench.common import AsyncBridge, BrokerProbe, check_loopback_url, percentile
 from bench.jobsink import COUNTER_ENV, LATENCY_ENV
 from bench.partitions import DEFAULT_URL, delete_queues, end_node_session
-from roger_actors.config import Config
+from roger_actors.config import Config, default_worker_pool_size
 
 READY = "ready"
 
 
-def run_node(loud: str, quiet: str, max_workers: int, url: str) -> None:
-    """The node: partitions ``loud`` and ``quiet``, one queue each; idle until killed."""
+def run_node(loud: str, quiet: str, max_workers: int, url: str, pool_size: int) -> None:
+    """The node: partitions ``loud`` and ``quiet``, one queue each, and a
+    worker pool of ``pool_size``; idle until killed."""
     import bench.roger_jobs  # noqa: F401  (the job class, before the node forks)
     from roger_actors.node import start
 
@@ -59,6 +60,7 @@ def run_node(loud: str, quiet: str, max_workers: int, url: str) -> None:
             "amqp": url,
             "partitions": {loud: {"default": max_workers}, quiet: {"default": max_workers}},
             "shutdown_timeout": 10,
+            "worker_pool_size": pool_size,
         }
     )
     print(READY, flush=True)
@@ -90,7 +92,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             left -= count
         enqueue_s = time.monotonic() - began
         argv = [sys.executable, "-m", "bench.fairness", "node", loud, quiet]
-        argv += [str(args.max_workers), args.url]
+        argv += [str(args.max_workers), args.url, str(args.pool_size)]
         node = subprocess.Popen(
             argv, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
         )
@@ -135,6 +137,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "backlog": args.backlog,
             "max_workers": args.max_workers,
+            "worker_pool_size": args.pool_size,
             "base": os.environ.get("ROGER_ACTOR_SYSTEM_BASE") or Config().actor_system_base,
             "enqueue_backlog_s": round(enqueue_s, 1),
             "b_samples": len(ms),
@@ -160,20 +163,28 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, with ``node`` first, be its node); print the figures."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "node":
-        loud, quiet, max_workers, url = argv[1:5]
-        run_node(loud, quiet, int(max_workers), url)
+        loud, quiet, max_workers, url, pool_size = argv[1:6]
+        run_node(loud, quiet, int(max_workers), url, int(pool_size))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.fairness", description=__doc__)
     parser.add_argument("--backlog", type=int, default=100_000, help="A's queued jobs (100000)")
     parser.add_argument("--rate", type=float, default=50.0, help="B's jobs per second (50)")
     parser.add_argument("--samples", type=int, default=300, help="B's jobs (300)")
     parser.add_argument("--max-workers", type=int, default=10, help="each queue's (10)")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=default_worker_pool_size(),
+        help=f"the node's worker_pool_size (the default here: {default_worker_pool_size()})",
+    )
     parser.add_argument("--url", default=os.environ.get("ROGER_BENCH_URL", DEFAULT_URL))
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
     check_loopback_url(args.url)
-    if args.backlog < 1 or args.samples < 1 or args.rate <= 0 or args.max_workers < 1:
-        parser.error("--backlog, --samples, --max-workers must be >= 1 and --rate > 0")
+    if min(args.backlog, args.samples, args.max_workers, args.pool_size) < 1 or args.rate <= 0:
+        parser.error(
+            "--backlog, --samples, --max-workers, --pool-size must be >= 1 and --rate > 0"
+        )
     row = measure(args)
     for key, value in row.items():
         print(f"{key:>28}: {value}")

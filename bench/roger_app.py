@@ -1,7 +1,8 @@
 """One roger-actors node for the benchmark: ``python -m bench.roger_app``.
 
 Consumes the partition whose work queue is ``$BENCH_QUEUE`` (named
-``<partition>-default``) with ``max_workers = $BENCH_CONCURRENCY``, on its own
+``<partition>-default``) with ``max_workers = $BENCH_CONCURRENCY`` and a
+worker pool of that size, on its own
 Thespian admin port, until SIGTERM or SIGINT, then stops gracefully.
 """
 
@@ -42,6 +43,8 @@ def main() -> None:
             "admin_port": free_port(),
             "partitions": {partition: {"default": concurrency}},
             "shutdown_timeout": 10,
+            # As many worker processes as the peers run (--concurrency).
+            "worker_pool_size": concurrency,
         }
     )
     try:
