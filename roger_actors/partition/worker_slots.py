@@ -18,7 +18,8 @@ demand, and what it leaves is shared by the others. So a queue type with a
 backlog of 100,000 jobs holds no more than its share while another one wants
 workers, and ``max_workers`` stays the hard cap of each.
 
-- A holding may take a free slot while it holds less than its share.
+- A holding may take a free slot while it holds less than its share, the
+  holdings waiting longer first.
 - When no slot is free and a holding waits below its share, every holding
   over its share by a whole slot, or over it at all and holding its last
   slot for :data:`QUANTUM_SECONDS` or more, has a *surplus*: its Consumer
@@ -64,6 +65,8 @@ class _Holding:
     since: float = 0.0
     #: Monotonic time since when it waits below its share (None: not waiting).
     waiting_since: float | None = None
+    #: When its client was last woken to take a free slot (None: not since it waits).
+    woken_at: float | None = None
 
 
 class WorkerSlots:
@@ -149,6 +152,23 @@ class WorkerSlots:
         share = self._shares.get((id(holding.client), holding.queue), 0.0)
         return holding.demand > holding.held and holding.held < share
 
+    def _ahead(self, holding: _Holding) -> int:
+        """Holdings that wait below their share since before ``holding`` (or
+        before now, when it does not wait) and were not woken more than
+        :data:`QUANTUM_SECONDS` ago: a free slot is theirs first. One woken
+        long ago that took nothing does not hold the others up."""
+        moment = self.clock()
+        mine = holding.waiting_since if holding.waiting_since is not None else moment
+        return sum(
+            1
+            for h in self._holdings.values()
+            if h is not holding
+            and h.waiting_since is not None
+            and h.waiting_since < mine
+            and (h.woken_at is None or moment - h.woken_at < QUANTUM_SECONDS)
+            and self._waiting(h)
+        )
+
     def _surplus(self, holding: _Holding) -> bool:
         if holding.held == 0 or self.free > 0:
             return False
@@ -174,10 +194,13 @@ class WorkerSlots:
                     holding.waiting_since = moment
                 waiting.append(holding)
             else:
-                holding.waiting_since = None
+                holding.waiting_since = holding.woken_at = None
         to_wake: list[SlotClient] = []
         if self.free > 0:
             waiting.sort(key=lambda h: h.waiting_since or 0.0)
+            for holding in waiting:
+                if holding.client is not cause:
+                    holding.woken_at = moment
             to_wake = [h.client for h in waiting]
         elif waiting:
             to_wake = [h.client for h in self._holdings.values() if self._surplus(h)]
@@ -221,13 +244,16 @@ class SlotClient:
 
     def acquire(self, queue: str) -> bool:
         """Take a slot for a worker of ``queue`` about to start: True when one
-        is free and the queue type holds less than its share (set its demand
-        first), else False (it is woken when that changes)."""
+        is free, no queue type that waits longer is owed it, and this one
+        holds less than its share (set its demand first); else False (it is
+        woken when that changes). So a queue type that gave a slot up to one
+        waiting does not take it straight back."""
         if self.closed:
             return False
         holding = self.slots._holding(self, queue)
-        if self.slots.free <= 0 or holding.held >= self.slots.share(self, queue) - 1e-9:
-            self.slots._drop_if_empty(holding)
+        slots = self.slots
+        if holding.held >= slots.share(self, queue) - 1e-9 or slots.free <= slots._ahead(holding):
+            slots._drop_if_empty(holding)
             return False
         holding.held += 1
         holding.since = self.slots.clock()

@@ -110,6 +110,33 @@ def test_a_fractional_surplus_waits_for_the_quantum() -> None:
     assert not c.surplus("q")  # just taken
 
 
+def test_a_slot_given_up_goes_to_the_queue_waiting_longest_not_back_to_the_giver() -> None:
+    _, woken, [a, b, c], clock = _pool(1, "a", "b", "c")
+    assert _take(a, "q", 1) == 1
+    b.demand("q", 1, 10)
+    clock.now += 0.1
+    c.demand("q", 1, 10)
+    clock.now += QUANTUM_SECONDS
+    assert a.surplus("q")
+    a.release("q")  # a still has jobs: it waits again, behind b and c
+    assert not a.acquire("q") and not c.acquire("q")
+    assert woken.of("b") == 1 and b.acquire("q")
+    clock.now += QUANTUM_SECONDS
+    b.release("q")
+    assert not a.acquire("q") and c.acquire("q")  # c waited longer than a
+
+
+def test_a_waiter_woken_that_takes_nothing_holds_the_others_up_one_quantum_at_most() -> None:
+    _, _, [a, b], clock = _pool(1, "a", "b")
+    assert _take(a, "q", 1) == 1
+    b.demand("q", 1, 10)  # b's Consumer never acts on its wake
+    clock.now += QUANTUM_SECONDS
+    a.release("q")
+    assert not a.acquire("q")
+    clock.now += QUANTUM_SECONDS
+    assert a.acquire("q")
+
+
 def test_a_closed_client_gives_back_every_slot_and_the_waiting_are_woken() -> None:
     slots, woken, [a, b], _ = _pool(2, "a", "b")
     assert _take(a, "q", 2) + _take(a, "r", 2) == 2
