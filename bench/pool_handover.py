@@ -13,7 +13,8 @@ each change of hands is a stop and a start.
 
 Every job appends ``partition pid time`` to a file when it ends. Printed:
 the number of changes of hands; the gap between consecutive job ends of one
-worker (the steady pace) and across a change of hands (p50, p90, max); what
+worker (the steady pace) and across a change of hands (p50, p90, max, and
+when in the run the longest began); what
 a change costs over the steady pace; and the share of the run lost to
 changes of hands.
 """
@@ -38,6 +39,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the two partitions to the end of their jobs; the figures."""
     import roger_actors as roger
     from bench.roger_jobs import StampJob
+    from roger_actors.node import start, stop
     from roger_actors.partition.worker_slots import QUANTUM_SECONDS
 
     tag = uuid.uuid4().hex[:8]
@@ -45,7 +47,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     fd, name = tempfile.mkstemp(prefix="roger-handover-")
     os.close(fd)
     path = Path(name)
-    roger.start(
+    start(
         {
             "amqp": args.url,
             "partitions": {first: {"default": 1}, second: {"default": 1}},
@@ -66,14 +68,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("the jobs did not all run in time")
             time.sleep(0.2)  # the poll's pace
     finally:
-        roger.stop()
+        stop()
         delete_queues(args.url, f"bh{tag}-")
     rows = [line.split() for line in path.read_text().splitlines()]
     path.unlink()
     ends = sorted((float(t), partition, pid) for partition, pid, t in rows)
-    steady, handover = [], []
+    steady: list[float] = []
+    handover: list[float] = []
+    longest_at = 0.0
     for (t0, p0, w0), (t1, p1, w1) in itertools.pairwise(ends):
-        (steady if (p0, w0) == (p1, w1) else handover).append(1000 * (t1 - t0))
+        gap = 1000 * (t1 - t0)
+        if (p0, w0) == (p1, w1):
+            steady.append(gap)
+            continue
+        if not handover or gap > max(handover):
+            longest_at = t0 - ends[0][0]
+        handover.append(gap)
     pace = percentile(steady, 50)
     total_ms = 1000 * (ends[-1][0] - ends[0][0])
     return {
@@ -86,6 +96,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "handover_gap_p50_ms": round(percentile(handover, 50), 2) if handover else None,
         "handover_gap_p90_ms": round(percentile(handover, 90), 2) if handover else None,
         "handover_gap_max_ms": round(max(handover), 2) if handover else None,
+        "handover_gap_max_at_s": round(longest_at, 1),
         "cost_per_change_ms": round(percentile(handover, 50) - pace, 2) if handover else None,
         "share_of_run_lost": round(sum(h - pace for h in handover) / total_ms, 4),
     }
