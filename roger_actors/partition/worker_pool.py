@@ -58,6 +58,11 @@ log = logging.getLogger("roger_actors.consumer")
 #: Most early :class:`WorkerReady` reports kept for workers not known yet.
 EARLY_READY_KEPT = 64
 
+#: Seconds an idle worker of a queue type with no waiting job must have been
+#: idle before it gives its slot up to another queue type, within the
+#: quantum (``worker_slots``): a batch's next jobs may be on their way.
+UNUSED_SECONDS = 0.05
+
 
 class Port(Protocol):
     """What the pool needs of its actor."""
@@ -141,6 +146,12 @@ class WorkerPool:
             if not self.slots.acquire(state.name):
                 break
             self._start(state)
+        if (
+            not state.backlog
+            and state.idle_worker() is not None
+            and self.slots.surplus(state.name, unused=True)
+        ):  # look again once it has been idle for UNUSED_SECONDS
+            self.port.send_after(UNUSED_SECONDS, "slots")
 
     def _tell_demand(self, state: QueueState) -> int:
         """Tell the pool how many workers ``state`` could use now (those it
@@ -153,9 +164,12 @@ class WorkerPool:
     def _give_back_surplus(self, state: QueueState) -> None:
         """Stop idle workers of ``state`` while it holds more than its share of
         the pool and another queue type waits (:meth:`SlotClient.surplus`)."""
-        while self.slots.surplus(state.name):
+        while True:
             idle = state.idle_worker()
             if idle is None:
+                return
+            unused = not state.backlog and self.clock() - idle.idle_since >= UNUSED_SECONDS
+            if not self.slots.surplus(state.name, unused):
                 return
             state.workers.remove(idle)
             self.stop(idle)
@@ -344,4 +358,4 @@ def _last_record(worker: WorkerRef) -> control.BatchRecord | None:
         board.close()
 
 
-__all__ = ["EARLY_READY_KEPT", "Port", "WorkerPool"]
+__all__ = ["EARLY_READY_KEPT", "UNUSED_SECONDS", "Port", "WorkerPool"]

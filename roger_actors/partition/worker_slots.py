@@ -27,7 +27,8 @@ workers, and ``max_workers`` stays the hard cap of each.
   its batch, instead of giving it more work (:attr:`SlotClient.surplus`).
   The quantum keeps workers from changing hands at every batch when more
   queue types want a worker than there are slots: each holds one for the
-  quantum, in turn.
+  quantum, in turn. It does not keep a worker that has had no job to take
+  for :data:`~roger_actors.partition.worker_pool.UNUSED_SECONDS`.
 
 **Isolation.** A worker process serves one queue type of one partition for
 its whole life: a slot that changes hands is a worker stopped and a new one
@@ -169,7 +170,7 @@ class WorkerSlots:
             and self._waiting(h)
         )
 
-    def _surplus(self, holding: _Holding) -> bool:
+    def _surplus(self, holding: _Holding, unused: bool = False) -> bool:
         if holding.held == 0 or self.free > 0:
             return False
         share = self._shares.get((id(holding.client), holding.queue), 0.0)
@@ -178,7 +179,7 @@ class WorkerSlots:
             return False
         if not any(self._waiting(h) for h in self._holdings.values() if h is not holding):
             return False
-        return over >= 1 - 1e-9 or self.clock() - holding.since >= QUANTUM_SECONDS
+        return unused or over >= 1 - 1e-9 or self.clock() - holding.since >= QUANTUM_SECONDS
 
     def _changed(self, cause: SlotClient | None = None) -> None:
         """The demands or the held slots changed (by ``cause``'s call): new
@@ -273,15 +274,16 @@ class SlotClient:
         self.slots._changed(self)
         self.slots._drop_if_empty(holding)
 
-    def surplus(self, queue: str) -> bool:
+    def surplus(self, queue: str, unused: bool = False) -> bool:
         """True when ``queue`` should give a slot back now: no slot is free,
         another queue type waits below its share, and this one is over its
-        share (see the module docstring). The caller stops one idle worker
-        and releases its slot, then asks again."""
+        share (see the module docstring); ``unused``: the caller's idle worker
+        has no job to take, so the quantum does not keep it. The caller stops
+        one idle worker and releases its slot, then asks again."""
         if self.closed:
             return False
         holding = self.slots._holdings.get((id(self), queue))
-        return holding is not None and self.slots._surplus(holding)
+        return holding is not None and self.slots._surplus(holding, unused)
 
     def held(self, queue: str) -> int:
         """Slots ``queue`` holds."""

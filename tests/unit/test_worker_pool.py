@@ -19,7 +19,7 @@ from roger_actors.job import Job
 from roger_actors.partition.consumer_core import Flight, QueueState, WorkerRef
 from roger_actors.partition.messages import RunJobs, WorkerReady
 from roger_actors.partition.worker import WorkerServer
-from roger_actors.partition.worker_pool import WorkerPool
+from roger_actors.partition.worker_pool import UNUSED_SECONDS, WorkerPool
 from roger_actors.partition.worker_slots import WorkerSlots
 from supervision.protocol import Call, StartChild, TerminateChild
 from tests.memory_rig import Clock
@@ -240,6 +240,25 @@ def test_a_worker_over_its_queues_share_is_stopped_at_its_batch_end_for_another_
     assert len(b.starts()) == 1 and slots.held == 2
     a.pool.dispatch(a.state)
     assert len(a.starts()) == 2  # no new worker for a: its share is 1 now
+
+
+def test_an_idle_worker_with_no_job_left_gives_its_slot_up_after_the_unused_time() -> None:
+    slots = WorkerSlots(1)
+    a, b = Rig(max_workers=1, slots=slots), Rig(max_workers=1, slots=slots)
+    for rig in (a, b):
+        rig.pool.found([Child("workers", "sup")])
+    a.backlog(_jobs(1))
+    a.pool.dispatch(a.state)
+    worker = a.start_worker("ref-1", "w1", pid=41)
+    b.backlog(_jobs(1))
+    b.pool.dispatch(b.state)
+    worker.finished(worker.tokens[0], a.clock())  # a's last job is done
+    a.pool.dispatch(a.state)
+    assert a.state.workers == [worker]  # idle for 0 s: kept
+    assert a.port.timers == [(UNUSED_SECONDS, "slots")]  # and a look again armed
+    a.clock.now += 2 * UNUSED_SECONDS
+    a.pool.dispatch(a.state)
+    assert a.state.workers == [] and slots.free == 1 and b.woken == 1
 
 
 def test_a_stopped_exited_or_failed_worker_gives_its_slot_back() -> None:

@@ -110,6 +110,14 @@ def test_a_fractional_surplus_waits_for_the_quantum() -> None:
     assert not c.surplus("q")  # just taken
 
 
+def test_an_unused_worker_gives_its_slot_up_within_the_quantum() -> None:
+    _, _, [a, b], _ = _pool(1, "a", "b")
+    assert _take(a, "q", 1) == 1
+    b.demand("q", 1, 10)
+    assert not a.surplus("q")  # within the quantum, a's worker may get jobs yet
+    assert a.surplus("q", unused=True)  # it has none to take
+
+
 def test_a_slot_given_up_goes_to_the_queue_waiting_longest_not_back_to_the_giver() -> None:
     _, woken, [a, b, c], clock = _pool(1, "a", "b", "c")
     assert _take(a, "q", 1) == 1
