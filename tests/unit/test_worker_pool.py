@@ -260,7 +260,7 @@ def test_an_idle_worker_with_no_job_left_gives_its_slot_up_after_the_unused_time
     woken = b.woken
     a.pool.dispatch(a.state)
     assert a.state.workers == [] and slots.free == 1
-    assert b.woken == woken + 1  # b is told the slot is free
+    assert b.woken > woken  # b is told the slot is free
 
 
 def test_a_stopped_exited_or_failed_worker_gives_its_slot_back() -> None:
