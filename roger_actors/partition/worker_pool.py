@@ -147,7 +147,8 @@ class WorkerPool:
                 break
             self._start(state)
         if (
-            not state.backlog
+            self.slots.contended
+            and not state.backlog
             and state.idle_worker() is not None
             and self.slots.surplus(state.name, unused=True)
         ):  # look again once it has been idle for UNUSED_SECONDS
@@ -164,7 +165,7 @@ class WorkerPool:
     def _give_back_surplus(self, state: QueueState) -> None:
         """Stop idle workers of ``state`` while it holds more than its share of
         the pool and another queue type waits (:meth:`SlotClient.surplus`)."""
-        while True:
+        while self.slots.contended:
             idle = state.idle_worker()
             if idle is None:
                 return

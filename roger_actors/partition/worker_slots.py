@@ -81,18 +81,22 @@ class WorkerSlots:
         self.clock = clock
         self._holdings: dict[tuple[int, str], _Holding] = {}
         self._shares: dict[tuple[int, str], float] = {}
+        self._held = 0
+        #: No slot is free and a holding waits below its share: only then may
+        #: a holding have a surplus (a Consumer's hot path asks this first).
+        self.contended = False
 
     # ------------------------------------------------------------ the pool
 
     @property
     def held(self) -> int:
         """Slots held now (worker processes started and not yet stopped)."""
-        return sum(h.held for h in self._holdings.values())
+        return self._held
 
     @property
     def free(self) -> int:
         """Slots no one holds (0 when the pool is over-committed after a resize)."""
-        return max(0, self.size - self.held)
+        return max(0, self.size - self._held)
 
     def resize(self, size: int) -> None:
         """Make the pool ``size`` slots; holdings over their new share give
@@ -171,13 +175,11 @@ class WorkerSlots:
         )
 
     def _surplus(self, holding: _Holding, unused: bool = False) -> bool:
-        if holding.held == 0 or self.free > 0:
+        if not self.contended or holding.held == 0:
             return False
         share = self._shares.get((id(holding.client), holding.queue), 0.0)
         over = holding.held - share
         if over <= 1e-9:
-            return False
-        if not any(self._waiting(h) for h in self._holdings.values() if h is not holding):
             return False
         return unused or over >= 1 - 1e-9 or self.clock() - holding.since >= QUANTUM_SECONDS
 
@@ -196,6 +198,7 @@ class WorkerSlots:
                 waiting.append(holding)
             else:
                 holding.waiting_since = holding.woken_at = None
+        self.contended = self.free == 0 and bool(waiting)
         to_wake: list[SlotClient] = []
         if self.free > 0:
             waiting.sort(key=lambda h: h.waiting_since or 0.0)
@@ -214,7 +217,7 @@ class WorkerSlots:
     def _close(self, client: SlotClient) -> None:
         keys = [key for key, h in self._holdings.items() if h.client is client]
         for key in keys:
-            del self._holdings[key]
+            self._held -= self._holdings.pop(key).held
             self._shares.pop(key, None)
         if keys:
             self._changed()
@@ -257,9 +260,13 @@ class SlotClient:
             slots._drop_if_empty(holding)
             return False
         holding.held += 1
-        holding.since = self.slots.clock()
-        if holding.held >= self.slots.share(self, queue) - 1e-9:
+        slots._held += 1
+        holding.since = slots.clock()
+        if holding.held >= slots.share(self, queue) - 1e-9:
             holding.waiting_since = None
+        slots.contended = slots.free == 0 and any(
+            slots._waiting(h) for h in slots._holdings.values()
+        )
         return True
 
     def release(self, queue: str) -> None:
@@ -271,6 +278,7 @@ class SlotClient:
         if holding is None or holding.held == 0:
             return
         holding.held -= 1
+        self.slots._held -= 1
         self.slots._changed(self)
         self.slots._drop_if_empty(holding)
 
@@ -284,6 +292,12 @@ class SlotClient:
             return False
         holding = self.slots._holdings.get((id(self), queue))
         return holding is not None and self.slots._surplus(holding, unused)
+
+    @property
+    def contended(self) -> bool:
+        """The pool has no slot free and a queue type waits below its share
+        (False once closed): only then can :meth:`surplus` be True."""
+        return not self.closed and self.slots.contended
 
     def held(self, queue: str) -> int:
         """Slots ``queue`` holds."""

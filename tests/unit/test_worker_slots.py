@@ -214,3 +214,6 @@ def test_no_sequence_of_calls_holds_more_slots_than_the_pool_or_than_demanded(
         else:
             clock.now += QUANTUM_SECONDS
         assert 0 <= slots.held <= size
+        assert slots.held == sum(c.held(name) for c in clients for name in ("q", "r"))
+        waiting = any(slots._waiting(h) for h in slots._holdings.values())
+        assert slots.contended == (slots.free == 0 and waiting)
