@@ -17,8 +17,8 @@ socketpair (length-prefixed pickles, watched with the loops' ``add_reader``):
   host -> delivered there, from the proxy's address (the child) or from a
   *ghost* address standing for the other actor.
 
-Addresses are translated wherever they occur in a message (pickle's
-persistent ids): the child's own address is the proxy's on the host side;
+Addresses are translated wherever they occur in a message (a pickle
+dispatch table entry for addresses): the child's own address is the proxy's on the host side;
 any other address of the far side becomes a local ghost that relays to it.
 So the parent sees the child at one address, and addresses the child hands
 out (``which_children`` of a placed supervisor, say) work from the host.
@@ -57,6 +57,7 @@ import collections
 # thread, and a process forked half way through that import keeps it broken.
 import concurrent.futures.thread  # noqa: F401
 import contextlib
+import copyreg
 import io
 import logging
 import os
@@ -117,24 +118,17 @@ def _address(details: Any) -> ActorAddress:
     return address
 
 
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, relay: _Relay) -> None:
-        super().__init__(file, pickle.HIGHEST_PROTOCOL)
-        self.relay = relay
-
-    def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, light.LightAddress):
-            return self.relay.wire_id(obj)
-        return None
+#: The relay whose frame this thread unpickles now (see :func:`_wired`).
+_loading = threading.local()
 
 
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, relay: _Relay) -> None:
-        super().__init__(file)
-        self.relay = relay
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self.relay.from_wire(pid)
+def _wired(owner: str, details: Any) -> Any:
+    """An address as it crossed the socket, made local again by the relay
+    unpickling the frame (:meth:`_Relay.from_wire`). Addresses are pickled
+    through the relay's dispatch table, so the pickler calls back into
+    Python only for addresses, not for every object of a message."""
+    relay: _Relay = _loading.relay
+    return relay.from_wire((owner, details))
 
 
 class _Ghost:
@@ -181,6 +175,9 @@ class _Relay:
         self.by_remote: dict[Any, Any] = {}
         #: ghost keys never dropped (the placed child's parent)
         self.pinned: set[Any] = set()
+        #: How this side pickles: an address becomes its wire id (_wired).
+        self.dispatch = dict(copyreg.dispatch_table)
+        self.dispatch[light.LightAddress] = self._reduce_address
         self.inbox = bytearray()
         self.outbox = bytearray()
         #: a flush of the outbox is scheduled (call_soon) or a writer is armed
@@ -198,6 +195,9 @@ class _Relay:
         if key == self.alias_key:
             return ("alias", None)
         return ("mine", key)
+
+    def _reduce_address(self, address: Any) -> tuple[Any, ...]:
+        return (_wired, self.wire_id(address))
 
     def from_wire(self, pid: Any) -> Any:
         owner, details = pid
@@ -251,7 +251,9 @@ class _Relay:
             return
         buffer = io.BytesIO()
         try:
-            _Pickler(buffer, self).dump((target, message, sender))
+            pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
+            pickler.dispatch_table = self.dispatch
+            pickler.dump((target, message, sender))
         except Exception as exc:
             log.error("placement: cannot relay %r: %r", message, exc)
             if isinstance(message, Call) and sender is not None:
@@ -345,12 +347,15 @@ class _Relay:
                 break
             data = bytes(inbox[_HEADER.size : end])
             del inbox[:end]
+            _loading.relay = self
             try:
-                wire, message, sender = _Unpickler(io.BytesIO(data), self).load()
+                wire, message, sender = pickle.loads(data)
                 target = self.from_wire(wire)
             except Exception:
                 log.exception("placement: a relayed message does not unpickle")
                 continue
+            finally:
+                _loading.relay = None
             self.on_frame(target, message, sender)
 
     def _broken(self) -> None:
