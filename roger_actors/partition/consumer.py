@@ -294,6 +294,8 @@ class ConsumerServer(Server, LinkOwner):
         }
         self.inflight: dict[int, _InFlight] = {}
         self.tokens = control.Tokens(self.inflight)
+        #: Queue types given jobs while handling the current message (in order).
+        self.admitted: dict[str, None] = {}
         #: This Consumer's share of the node's worker slots (worker_slots): it
         #: is woken (a "slots" message) when a slot is free or its share fell.
         self.slots = shared_slots(config.worker_pool_size).client(
@@ -474,8 +476,20 @@ class ConsumerServer(Server, LinkOwner):
         try:
             self._handle_info(message)
         finally:
+            self._dispatch_admitted()
             self._flush_acks()
             self._arm_tick()
+
+    def _dispatch_admitted(self) -> None:
+        """Hand out the jobs admitted while handling one message, once per
+        queue type: the deliveries of one turn (up to :data:`EVENTS_PER_TURN`)
+        are cut into batches together instead of going out one by one."""
+        if self.admitted:
+            names, self.admitted = self.admitted, {}
+            for name in names:
+                state = self.queues.get(name)
+                if state is not None:
+                    self.pool.dispatch(state)
 
     def _ack_later(self, delivery: Delivery) -> None:
         """Ack ``delivery`` with the others of this message (one I/O hop for all);
@@ -749,7 +763,7 @@ class ConsumerServer(Server, LinkOwner):
             return
         state = self.queues[delivery.key]
         state.backlog.append(token)
-        self.pool.dispatch(state)
+        self.admitted[state.name] = None  # dispatched at the end of the message
 
     # ------------------------------------------------------------ keys and Global
 
@@ -1184,6 +1198,7 @@ class ConsumerServer(Server, LinkOwner):
         try:
             return self._handle_call(request, from_)
         finally:
+            self._dispatch_admitted()
             self._arm_tick()
 
     def _handle_call(self, request: Any, from_: From) -> Any:
