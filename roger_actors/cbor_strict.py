@@ -36,14 +36,14 @@ def loads(
     data: bytes | bytearray | memoryview, *, max_depth: int, big_integers: bool = False
 ) -> Any:
     """The one CBOR item in ``data``; raises CborError (see the module docstring)."""
-    refused = SEMANTIC_TAGS if big_integers else SEMANTIC_TAGS + BIG_INTEGER_TAGS
+    refusing = _REFUSING_SEMANTIC if big_integers else _REFUSING_ALL
     raw = bytes(data)
     buffer = io.BytesIO(raw)
     try:
         decoder = cbor2.CBORDecoder(
             buffer,
             tag_hook=_refuse,
-            semantic_decoders={tag: _refusing(tag) for tag in refused},
+            semantic_decoders=refusing,
             max_depth=max_depth,
             allow_duplicate_keys=False,
             strict_hashable_types=True,
@@ -64,6 +64,11 @@ def _refusing(tag: int) -> Any:
         raise ValueError(f"CBOR tag {tag} is not allowed")
 
     return refuse
+
+
+#: The semantic decoders that refuse each tag, made once (cbor2 only reads them).
+_REFUSING_SEMANTIC = {tag: _refusing(tag) for tag in SEMANTIC_TAGS}
+_REFUSING_ALL = {tag: _refusing(tag) for tag in SEMANTIC_TAGS + BIG_INTEGER_TAGS}
 
 
 __all__ = ["BIG_INTEGER_TAGS", "SEMANTIC_TAGS", "CborError", "loads"]
