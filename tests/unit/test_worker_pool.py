@@ -112,6 +112,15 @@ class Rig:
         ]
 
 
+def _two_partitions(size: int, max_workers: int) -> tuple[WorkerSlots, Rig, Rig]:
+    """Two partitions' pools (one queue each) sharing a node pool of ``size``."""
+    slots = WorkerSlots(size)
+    a, b = Rig(max_workers, slots=slots), Rig(max_workers, slots=slots)
+    for rig in (a, b):
+        rig.pool.found([Child("workers", "sup")])
+    return slots, a, b
+
+
 def _jobs(n: int, job_class: type[Job] = Quick) -> list[Job]:
     return [Job.create(job_class, [], id=f"j{i}") for i in range(1, n + 1)]
 
@@ -204,10 +213,7 @@ def test_a_failed_start_leaves_room_for_another(caplog: Any) -> None:
 
 
 def test_partitions_sharing_the_node_pool_start_workers_within_its_size_and_their_shares() -> None:
-    slots = WorkerSlots(3)
-    a, b = Rig(max_workers=3, slots=slots), Rig(max_workers=3, slots=slots)
-    for rig in (a, b):
-        rig.pool.found([Child("workers", "sup")])
+    slots, a, b = _two_partitions(size=3, max_workers=3)
     a.backlog(_jobs(10))
     a.pool.dispatch(a.state)
     assert len(a.starts()) == 3  # alone: the whole pool
@@ -220,10 +226,7 @@ def test_partitions_sharing_the_node_pool_start_workers_within_its_size_and_thei
 def test_a_worker_over_its_queues_share_is_stopped_at_its_batch_end_for_another_partition() -> (
     None
 ):
-    slots = WorkerSlots(2)
-    a, b = Rig(max_workers=2, slots=slots), Rig(max_workers=2, slots=slots)
-    for rig in (a, b):
-        rig.pool.found([Child("workers", "sup")])
+    slots, a, b = _two_partitions(size=2, max_workers=2)
     a.backlog(_jobs(10))
     a.pool.dispatch(a.state)
     first = a.start_worker("ref-1", "w1", pid=41)
@@ -243,10 +246,7 @@ def test_a_worker_over_its_queues_share_is_stopped_at_its_batch_end_for_another_
 
 
 def test_an_idle_worker_with_no_job_left_gives_its_slot_up_after_the_unused_time() -> None:
-    slots = WorkerSlots(1)
-    a, b = Rig(max_workers=1, slots=slots), Rig(max_workers=1, slots=slots)
-    for rig in (a, b):
-        rig.pool.found([Child("workers", "sup")])
+    slots, a, b = _two_partitions(size=1, max_workers=1)
     a.backlog(_jobs(1))
     a.pool.dispatch(a.state)
     worker = a.start_worker("ref-1", "w1", pid=41)
