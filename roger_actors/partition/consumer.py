@@ -301,6 +301,16 @@ class ConsumerServer(Server, LinkOwner):
         self.slots = shared_slots(config.worker_pool_size).client(
             partition_id, lambda: self.send(self.address, "slots")
         )
+        for name, limit in queues.items():
+            if limit > config.worker_pool_size:
+                log.warning(
+                    "%s: queue %s has max_workers %d, but the node runs at most "
+                    "worker_pool_size = %d workers at once",
+                    partition_id,
+                    name,
+                    limit,
+                    config.worker_pool_size,
+                )
         #: The worker processes of this partition (worker_pool).
         self.pool = WorkerPool(
             self, partition_id, config, self.inflight, WorkerServer, slots=self.slots
