@@ -7,6 +7,7 @@ besides the journal file that ``tests.actors.Worker`` writes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -55,6 +56,8 @@ class Probe(Worker):
             return os.environ.get(request[1])
         if request == "cwd":
             return os.getcwd()
+        if request == "loop":  # the module of the event loop this actor runs on
+            return type(asyncio.get_running_loop()).__module__
         if isinstance(request, tuple) and request[0] == "imported":
             return request[1] in sys.modules
         if isinstance(request, tuple) and request[0] == "raise":

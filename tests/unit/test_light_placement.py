@@ -203,6 +203,15 @@ def test_a_placed_worker_runs_in_another_process_and_answers_calls(
     assert [info.type for info in which_children(root)] == ["worker"]
 
 
+def test_a_placed_process_runs_its_actors_on_uvloop_where_it_is_installed(
+    app: list[Application], tmp_path: Path
+) -> None:
+    pytest.importorskip("uvloop")  # a dependency on Linux
+    root = start(app, ChildSpec("w", (Probe, ("w", str(tmp_path / "j"))), placement="process"))
+    assert call(kid(root, "w"), "loop").startswith("uvloop")
+    assert type(light.host_loop()).__module__.startswith("asyncio")  # this process keeps its own
+
+
 @pytest.fixture
 def no_exit_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """The host SIGKILLs no placed process within a test's waits, so a
