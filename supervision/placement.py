@@ -175,9 +175,10 @@ class _Relay:
         self.by_remote: dict[Any, Any] = {}
         #: ghost keys never dropped (the placed child's parent)
         self.pinned: set[Any] = set()
-        #: How this side pickles: an address becomes its wire id (_wired).
-        self.dispatch = dict(copyreg.dispatch_table)
-        self.dispatch[light.LightAddress] = self._reduce_address
+        #: How this side pickles: copyreg's reducers, and an address becomes
+        #: its wire id (_wired).
+        self.dispatch: dict[Any, Any] = {}
+        self._take_dispatch()
         self.inbox = bytearray()
         self.outbox = bytearray()
         #: a flush of the outbox is scheduled (call_soon) or a writer is armed
@@ -195,6 +196,10 @@ class _Relay:
         if key == self.alias_key:
             return ("alias", None)
         return ("mine", key)
+
+    def _take_dispatch(self) -> None:
+        self.dispatch = dict(copyreg.dispatch_table)
+        self.dispatch[light.LightAddress] = self._reduce_address
 
     def _reduce_address(self, address: Any) -> tuple[Any, ...]:
         return (_wired, self.wire_id(address))
@@ -249,6 +254,8 @@ class _Relay:
         with the error); once closed, nothing is sent."""
         if self.closed:
             return
+        if len(self.dispatch) != len(copyreg.dispatch_table) + 1:
+            self._take_dispatch()  # a reducer was registered with copyreg since
         buffer = io.BytesIO()
         try:
             pickler = pickle.Pickler(buffer, pickle.HIGHEST_PROTOCOL)
@@ -347,6 +354,7 @@ class _Relay:
                 break
             data = bytes(inbox[_HEADER.size : end])
             del inbox[:end]
+            previous = getattr(_loading, "relay", None)
             _loading.relay = self
             try:
                 wire, message, sender = pickle.loads(data)
@@ -355,7 +363,7 @@ class _Relay:
                 log.exception("placement: a relayed message does not unpickle")
                 continue
             finally:
-                _loading.relay = None
+                _loading.relay = previous
             self.on_frame(target, message, sender)
 
     def _broken(self) -> None:

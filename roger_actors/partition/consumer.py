@@ -970,11 +970,11 @@ class ConsumerServer(Server, LinkOwner):
         for name in timed:
             self._adjust_prefetch(name)
         for worker in freed:
+            if self.pool.retired(worker):
+                continue  # its queue type was removed while it ran: it stopped
             state = self.queues.get(worker.queue)
             if state is not None:
                 self.pool.dispatch(state)
-            else:  # its queue type was removed while it ran: it stops now
-                self.pool.stop(worker)
 
     def _record_duration(self, queue: str, seconds: float) -> None:
         state = self.queues.get(queue)
@@ -1291,10 +1291,7 @@ class ConsumerServer(Server, LinkOwner):
         )
         for state in removed:
             self._requeue_backlog(state)
-            for worker in state.workers:
-                if not worker.tokens:
-                    self.pool.stop(worker)
-            self.slots.demand(state.name, 0, state.max_workers)
+            self.pool.retire(state)
         consuming = self.consuming and self.snapshot_ready
         self.reconfiguring.add(from_.ref)
         return self._io_call(from_, self.channels.apply(plan, consuming))

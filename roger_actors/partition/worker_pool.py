@@ -113,6 +113,9 @@ class WorkerPool:
         self.starts: dict[str, WorkerRef] = {}
         #: Ready reports of workers whose start reply has not come yet.
         self._early: list[WorkerReady] = []
+        #: Busy workers of queue types removed by a reconfigure: each stops
+        #: when its batch ends (:meth:`retired`), or is read when it dies.
+        self.retiring: list[WorkerRef] = []
 
     # ------------------------------------------------------------ the supervisor
 
@@ -270,6 +273,27 @@ class WorkerPool:
         if worker.address is not None and self.supervisor is not None:
             self.port.send(self.supervisor, Call("stop-worker", TerminateChild(worker.address)))
 
+    def retire(self, state: QueueState) -> None:
+        """Queue type ``state`` was removed: its idle workers stop now, its busy
+        ones when their batch ends (:meth:`retired`); it wants no slot more."""
+        for worker in state.workers:
+            if worker.tokens:
+                self.retiring.append(worker)
+            else:
+                self.stop(worker)
+        state.workers = []
+        self.slots.demand(state.name, 0, state.max_workers)
+
+    def retired(self, worker: WorkerRef) -> bool:
+        """If ``worker`` (whose batch just ended) belongs to a removed queue
+        type, stop it and return True; else False."""
+        for index, candidate in enumerate(self.retiring):
+            if candidate is worker:
+                del self.retiring[index]
+                self.stop(worker)
+                return True
+        return False
+
     def stop_idle(self, queues: Iterable[QueueState], idle_seconds: float) -> None:
         """Stop the workers idle for ``idle_seconds`` or more (none of a queue
         type whose backlog is not empty), and idle workers of a queue type
@@ -300,7 +324,8 @@ class WorkerPool:
     def exited(
         self, address: Any, queues: Mapping[str, QueueState]
     ) -> tuple[WorkerRef, control.BatchRecord | None] | None:
-        """The worker at ``address`` ended: it is taken off its queue type, and
+        """The worker at ``address`` ended (one of a removed queue type's
+        too): it is taken off its queue type, its slot is given back, and
         its scoreboard's last record is read (its file removed). Returns the
         worker and the record (None when it had no scoreboard), or None for a
         worker this pool does not know."""
@@ -310,6 +335,11 @@ class WorkerPool:
                     state.workers.remove(candidate)
                     self.slots.release(state.name)
                     return candidate, _last_record(candidate)
+        for candidate in self.retiring:
+            if candidate.address == address:
+                self.retiring.remove(candidate)
+                self.slots.release(candidate.queue)
+                return candidate, _last_record(candidate)
         return None
 
     # ------------------------------------------------------------ queries

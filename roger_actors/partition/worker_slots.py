@@ -66,7 +66,7 @@ class _Holding:
     since: float = 0.0
     #: Monotonic time since when it waits below its share (None: not waiting).
     waiting_since: float | None = None
-    #: When its client was last woken to take a free slot (None: not since it waits).
+    #: When its client was first woken to take a free slot since it waits (None: not yet).
     woken_at: float | None = None
 
 
@@ -183,11 +183,13 @@ class WorkerSlots:
             return False
         return unused or over >= 1 - 1e-9 or self.clock() - holding.since >= QUANTUM_SECONDS
 
-    def _changed(self, cause: SlotClient | None = None) -> None:
-        """The demands or the held slots changed (by ``cause``'s call): new
-        shares; wake the waiting holdings' clients (longest waiting first)
-        when a slot is free, and the clients of holdings with a surplus when
-        none is; never ``cause``, which acts on its own call's result."""
+    def _changed(self, cause: _Holding | None = None) -> None:
+        """The demands or the held slots changed (by a call about the holding
+        ``cause``): new shares; wake the clients of the waiting holdings
+        (longest waiting first) when a slot is free, and of the holdings with
+        a surplus when none is. ``cause`` itself is not woken (its caller
+        acts on the call's result), but its client is for any other holding
+        of the client (another queue type of the same Consumer)."""
         self._compute_shares()
         moment = self.clock()
         waiting = []
@@ -203,12 +205,14 @@ class WorkerSlots:
         if self.free > 0:
             waiting.sort(key=lambda h: h.waiting_since or 0.0)
             for holding in waiting:
-                if holding.client is not cause:
+                if holding is not cause and holding.woken_at is None:
                     holding.woken_at = moment
-            to_wake = [h.client for h in waiting]
+            to_wake = [h.client for h in waiting if h is not cause]
         elif waiting:
-            to_wake = [h.client for h in self._holdings.values() if self._surplus(h)]
-        seen: set[int] = {id(cause)}
+            to_wake = [
+                h.client for h in self._holdings.values() if h is not cause and self._surplus(h)
+            ]
+        seen: set[int] = set()
         for client in to_wake:
             if id(client) not in seen:
                 seen.add(id(client))
@@ -243,7 +247,7 @@ class SlotClient:
         if holding.demand == workers and holding.weight == weight:
             return
         holding.demand, holding.weight = max(0, workers), weight
-        self.slots._changed(self)
+        self.slots._changed(holding)
         self.slots._drop_if_empty(holding)
 
     def acquire(self, queue: str) -> bool:
@@ -257,16 +261,13 @@ class SlotClient:
         holding = self.slots._holding(self, queue)
         slots = self.slots
         if holding.held >= slots.share(self, queue) - 1e-9 or slots.free <= slots._ahead(holding):
+            holding.woken_at = None  # it acted on its wake: the next one counts afresh
             slots._drop_if_empty(holding)
             return False
         holding.held += 1
         slots._held += 1
         holding.since = slots.clock()
-        if holding.held >= slots.share(self, queue) - 1e-9:
-            holding.waiting_since = None
-        slots.contended = slots.free == 0 and any(
-            slots._waiting(h) for h in slots._holdings.values()
-        )
+        slots._changed(holding)  # the pool may be full now: the surplus holders are told
         return True
 
     def release(self, queue: str) -> None:
@@ -279,7 +280,7 @@ class SlotClient:
             return
         holding.held -= 1
         self.slots._held -= 1
-        self.slots._changed(self)
+        self.slots._changed(holding)
         self.slots._drop_if_empty(holding)
 
     def surplus(self, queue: str, unused: bool = False) -> bool:

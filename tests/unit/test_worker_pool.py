@@ -284,6 +284,41 @@ def test_a_stopped_exited_or_failed_worker_gives_its_slot_back() -> None:
     assert slots.held == 0
 
 
+def test_a_busy_worker_of_a_removed_queue_type_stops_at_its_batch_end_even_if_it_came_back() -> (
+    None
+):
+    slots = WorkerSlots(4)
+    rig = Rig(max_workers=2, slots=slots)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(2))
+    rig.pool.dispatch(rig.state)
+    busy = rig.start_worker("ref-1", "w1", pid=41)
+    idle = rig.start_worker("ref-2", "w2", pid=42)
+    idle.finished(idle.tokens[0], rig.clock())
+    rig.pool.retire(rig.state)  # a reconfigure removed the queue type
+    assert rig.port.sent[-1] == ("sup", Call("stop-worker", TerminateChild("w2")))
+    assert slots.held == 1 and rig.pool.retiring == [busy]
+    rig.state = QueueState("q", 2, adaptive=False)  # and added it back
+    rig.queues["q"] = rig.state
+    busy.finished(busy.tokens[0], rig.clock())
+    assert rig.pool.retired(busy)
+    assert rig.port.sent[-1] == ("sup", Call("stop-worker", TerminateChild("w1")))
+    assert slots.held == 0 and rig.state.workers == []
+
+
+def test_a_worker_of_a_removed_queue_type_that_dies_is_read_and_gives_its_slot_back() -> None:
+    slots = WorkerSlots(4)
+    rig = Rig(max_workers=1, slots=slots)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(1))
+    rig.pool.dispatch(rig.state)
+    worker = rig.start_worker("ref-1", "w1", pid=41)
+    rig.pool.retire(rig.state)
+    del rig.queues["q"]
+    assert rig.pool.exited("w1", rig.queues) == (worker, None)  # its jobs get settled
+    assert slots.held == 0 and rig.pool.retiring == []
+
+
 def test_idle_workers_are_stopped_after_the_idle_time_and_never_while_jobs_wait() -> None:
     rig = Rig(max_workers=1)
     rig.pool.found([Child("workers", "sup")])

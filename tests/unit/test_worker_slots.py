@@ -145,6 +145,18 @@ def test_a_waiter_woken_that_takes_nothing_holds_the_others_up_one_quantum_at_mo
     assert a.acquire("q")
 
 
+def test_a_slot_freed_by_one_queue_of_a_consumer_wakes_it_for_its_other_queue() -> None:
+    slots, woken, [a], _ = _pool(2, "a")
+    assert _take(a, "q", 2) == 2
+    a.demand("r", 2, 10)  # the same Consumer's other queue type: shares 1 and 1
+    assert not a.acquire("r")
+    assert a.surplus("q")
+    woken_before = woken.of("a")
+    a.release("q")  # q's worker stops at its batch end
+    assert woken.of("a") == woken_before + 1  # told to look again: for r
+    assert a.acquire("r") and slots.free == 0
+
+
 def test_a_closed_client_gives_back_every_slot_and_the_waiting_are_woken() -> None:
     slots, woken, [a, b], _ = _pool(2, "a", "b")
     assert _take(a, "q", 2) + _take(a, "r", 2) == 2
