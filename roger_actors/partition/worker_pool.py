@@ -110,7 +110,9 @@ class WorkerPool:
         #: The partition's WorkerSupervisor, once found (:meth:`found`).
         self.supervisor: Any = None
         #: Refs of the StartChild calls under way -> the worker being started.
-        self.starts: dict[str, WorkerRef] = {}
+        #: (the queue type's state that asked: a state removed and added back
+        #: meanwhile is another object).
+        self.starts: dict[str, tuple[WorkerRef, QueueState]] = {}
         #: Ready reports of workers whose start reply has not come yet.
         self._early: list[WorkerReady] = []
         #: Busy workers of queue types removed by a reconfigure: each stops
@@ -218,7 +220,7 @@ class WorkerPool:
             placement="process",
         )
         ref = self.port.call_async(self.supervisor, StartChild(spec))
-        self.starts[ref] = WorkerRef(state.name)
+        self.starts[ref] = (WorkerRef(state.name), state)
         state.starting += 1
 
     def started(self, ref: str, ok: bool, value: Any, queues: Mapping[str, QueueState]) -> None:
@@ -226,10 +228,11 @@ class WorkerPool:
         :attr:`starts`): ``ok`` and the worker's ``value`` address, or the
         error. The worker joins its queue type (and is given work), or is
         stopped at once when that queue type is gone meanwhile."""
-        worker = self.starts.pop(ref)
+        worker, asked = self.starts.pop(ref)
+        asked.starting -= 1
         owner = queues.get(worker.queue)
-        if owner is not None:
-            owner.starting -= 1
+        if owner is not asked:  # removed meanwhile (and maybe added back anew)
+            owner = None
         if not ok or value is None:
             log.error("%s: cannot start a worker: %s", self.partition_id, value)
             self.slots.release(worker.queue)

@@ -200,6 +200,18 @@ def test_a_worker_whose_queue_type_went_away_while_it_started_is_stopped() -> No
     assert rig.port.sent == [("sup", Call("stop-worker", TerminateChild("w1")))]
 
 
+def test_a_start_reply_for_a_queue_type_removed_and_added_back_stops_the_worker() -> None:
+    rig = Rig(max_workers=1)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(1))
+    rig.pool.dispatch(rig.state)
+    rig.state = QueueState("q", 1, adaptive=False)  # a reconfigure removed it, then added it
+    rig.queues["q"] = rig.state
+    rig.pool.started("ref-1", True, "w1", rig.queues)
+    assert rig.state.starting == 0 and rig.state.workers == []  # the new one's count untouched
+    assert rig.port.sent == [("sup", Call("stop-worker", TerminateChild("w1")))]
+
+
 def test_a_failed_start_leaves_room_for_another(caplog: Any) -> None:
     rig = Rig(max_workers=1)
     rig.pool.found([Child("workers", "sup")])
