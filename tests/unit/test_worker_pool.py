@@ -112,6 +112,16 @@ class Rig:
         ]
 
 
+def _sharing_partition(size: int, max_workers: int, jobs: int) -> tuple[WorkerSlots, Rig]:
+    """A partition's pool on a node pool of ``size``, ``jobs`` jobs dispatched."""
+    slots = WorkerSlots(size)
+    rig = Rig(max_workers, slots=slots)
+    rig.pool.found([Child("workers", "sup")])
+    rig.backlog(_jobs(jobs))
+    rig.pool.dispatch(rig.state)
+    return slots, rig
+
+
 def _two_partitions(size: int, max_workers: int) -> tuple[WorkerSlots, Rig, Rig]:
     """Two partitions' pools (one queue each) sharing a node pool of ``size``."""
     slots = WorkerSlots(size)
@@ -276,11 +286,7 @@ def test_an_idle_worker_with_no_job_left_gives_its_slot_up_after_the_unused_time
 
 
 def test_a_stopped_exited_or_failed_worker_gives_its_slot_back() -> None:
-    slots = WorkerSlots(2)
-    rig = Rig(max_workers=2, slots=slots)
-    rig.pool.found([Child("workers", "sup")])
-    rig.backlog(_jobs(2))
-    rig.pool.dispatch(rig.state)
+    slots, rig = _sharing_partition(size=2, max_workers=2, jobs=2)
     assert slots.held == 2
     rig.pool.started("ref-1", False, RuntimeError("no room"), rig.queues)
     assert slots.held == 1
@@ -299,11 +305,7 @@ def test_a_stopped_exited_or_failed_worker_gives_its_slot_back() -> None:
 def test_a_busy_worker_of_a_removed_queue_type_stops_at_its_batch_end_even_if_it_came_back() -> (
     None
 ):
-    slots = WorkerSlots(4)
-    rig = Rig(max_workers=2, slots=slots)
-    rig.pool.found([Child("workers", "sup")])
-    rig.backlog(_jobs(2))
-    rig.pool.dispatch(rig.state)
+    slots, rig = _sharing_partition(size=4, max_workers=2, jobs=2)
     busy = rig.start_worker("ref-1", "w1", pid=41)
     idle = rig.start_worker("ref-2", "w2", pid=42)
     idle.finished(idle.tokens[0], rig.clock())
@@ -319,11 +321,7 @@ def test_a_busy_worker_of_a_removed_queue_type_stops_at_its_batch_end_even_if_it
 
 
 def test_a_worker_of_a_removed_queue_type_that_dies_is_read_and_gives_its_slot_back() -> None:
-    slots = WorkerSlots(4)
-    rig = Rig(max_workers=1, slots=slots)
-    rig.pool.found([Child("workers", "sup")])
-    rig.backlog(_jobs(1))
-    rig.pool.dispatch(rig.state)
+    slots, rig = _sharing_partition(size=4, max_workers=1, jobs=1)
     worker = rig.start_worker("ref-1", "w1", pid=41)
     rig.pool.retire(rig.state)
     del rig.queues["q"]
