@@ -17,9 +17,10 @@ socketpair (length-prefixed pickles, watched with the loops' ``add_reader``):
   host -> delivered there, from the proxy's address (the child) or from a
   *ghost* address standing for the other actor.
 
-Addresses are translated wherever they occur in a message (a pickle
-dispatch table entry for addresses): the child's own address is the proxy's on the host side;
-any other address of the far side becomes a local ghost that relays to it.
+Addresses are translated wherever they occur in a message (an entry for
+addresses in the relay's pickle dispatch table): the child's own address is
+the proxy's on the host side; any other address of the far side becomes a
+local ghost that relays to it.
 So the parent sees the child at one address, and addresses the child hands
 out (``which_children`` of a placed supervisor, say) work from the host.
 

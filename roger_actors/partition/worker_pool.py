@@ -145,7 +145,7 @@ class WorkerPool:
             if idle is None:
                 break
             self._hand(state, idle)
-            self._give_back_surplus(state)
+        self._give_back_surplus(state)  # the backlog may be empty now
         wanted = self._tell_demand(state)
         for _ in range(wanted):
             if not self.slots.acquire(state.name):
@@ -332,17 +332,12 @@ class WorkerPool:
         its scoreboard's last record is read (its file removed). Returns the
         worker and the record (None when it had no scoreboard), or None for a
         worker this pool does not know."""
-        for state in queues.values():
-            for candidate in state.workers:
+        for workers in (*(state.workers for state in queues.values()), self.retiring):
+            for candidate in workers:
                 if candidate.address == address:
-                    state.workers.remove(candidate)
-                    self.slots.release(state.name)
+                    workers.remove(candidate)
+                    self.slots.release(candidate.queue)
                     return candidate, _last_record(candidate)
-        for candidate in self.retiring:
-            if candidate.address == address:
-                self.retiring.remove(candidate)
-                self.slots.release(candidate.queue)
-                return candidate, _last_record(candidate)
         return None
 
     # ------------------------------------------------------------ queries

@@ -62,6 +62,8 @@ class _Holding:
     weight: int = 1
     held: int = 0
     demand: int = 0
+    #: Its fair share of the pool (slots, fractional), from the last demands.
+    share: float = 0.0
     #: Monotonic time of its last acquire (the quantum counts from it).
     since: float = 0.0
     #: Monotonic time since when it waits below its share (None: not waiting).
@@ -80,7 +82,6 @@ class WorkerSlots:
         self.size = size
         self.clock = clock
         self._holdings: dict[tuple[int, str], _Holding] = {}
-        self._shares: dict[tuple[int, str], float] = {}
         self._held = 0
         #: No slot is free and a holding waits below its share: only then may
         #: a holding have a surplus (a Consumer's hot path asks this first).
@@ -100,7 +101,8 @@ class WorkerSlots:
 
     def resize(self, size: int) -> None:
         """Make the pool ``size`` slots; holdings over their new share give
-        slots back as their workers finish (nothing is killed)."""
+        slots back by the usual rules, while another one waits (nothing is
+        killed)."""
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
         self.size = size
@@ -114,7 +116,8 @@ class WorkerSlots:
 
     def share(self, client: SlotClient, queue: str) -> float:
         """The fair share of ``client``'s queue type ``queue`` (slots, fractional)."""
-        return self._shares.get((id(client), queue), 0.0)
+        holding = self._holdings.get((id(client), queue))
+        return 0.0 if holding is None else holding.share
 
     # ------------------------------------------------------------ internals
 
@@ -128,34 +131,29 @@ class WorkerSlots:
     def _drop_if_empty(self, holding: _Holding) -> None:
         if holding.held == 0 and holding.demand == 0:
             self._holdings.pop((id(holding.client), holding.queue), None)
-            self._shares.pop((id(holding.client), holding.queue), None)
 
     def _compute_shares(self) -> None:
         """Weighted water filling of ``size`` over the holdings' demands."""
-        shares: dict[tuple[int, str], float] = {}
         left = float(self.size)
-        open_ = [(key, h) for key, h in self._holdings.items() if h.demand > 0]
-        for key, h in self._holdings.items():
-            if h.demand <= 0:
-                shares[key] = 0.0
+        open_ = []
+        for holding in self._holdings.values():
+            holding.share = 0.0
+            if holding.demand > 0:
+                open_.append(holding)
         while open_:
-            weight = sum(h.weight for _, h in open_)
-            level = left / weight
-            capped = [(key, h) for key, h in open_ if h.demand <= level * h.weight]
+            level = left / sum(h.weight for h in open_)
+            capped = [h for h in open_ if h.demand <= level * h.weight]
             if not capped:
-                for key, h in open_:
-                    shares[key] = level * h.weight
+                for holding in open_:
+                    holding.share = level * holding.weight
                 break
-            for key, h in capped:
-                shares[key] = float(h.demand)
-                left -= h.demand
-            taken = {key for key, _ in capped}
-            open_ = [(key, h) for key, h in open_ if key not in taken]
-        self._shares = shares
+            for holding in capped:
+                holding.share = float(holding.demand)
+                left -= holding.demand
+            open_ = [h for h in open_ if h.demand > level * h.weight]
 
     def _waiting(self, holding: _Holding) -> bool:
-        share = self._shares.get((id(holding.client), holding.queue), 0.0)
-        return holding.demand > holding.held and holding.held < share
+        return holding.demand > holding.held and holding.held < holding.share
 
     def _ahead(self, holding: _Holding) -> int:
         """Holdings that wait below their share since before ``holding`` (or
@@ -177,8 +175,7 @@ class WorkerSlots:
     def _surplus(self, holding: _Holding, unused: bool = False) -> bool:
         if not self.contended or holding.held == 0:
             return False
-        share = self._shares.get((id(holding.client), holding.queue), 0.0)
-        over = holding.held - share
+        over = holding.held - holding.share
         if over <= 1e-9:
             return False
         return unused or over >= 1 - 1e-9 or self.clock() - holding.since >= QUANTUM_SECONDS
@@ -222,7 +219,6 @@ class WorkerSlots:
         keys = [key for key, h in self._holdings.items() if h.client is client]
         for key in keys:
             self._held -= self._holdings.pop(key).held
-            self._shares.pop(key, None)
         if keys:
             self._changed()
 
@@ -260,7 +256,7 @@ class SlotClient:
             return False
         holding = self.slots._holding(self, queue)
         slots = self.slots
-        if holding.held >= slots.share(self, queue) - 1e-9 or slots.free <= slots._ahead(holding):
+        if holding.held >= holding.share - 1e-9 or slots.free <= slots._ahead(holding):
             holding.woken_at = None  # it acted on its wake: the next one counts afresh
             slots._drop_if_empty(holding)
             return False
