@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 BATCH_TARGET_SECONDS = 0.02
 #: Most jobs handed to a worker in one message.
 MAX_BATCH = 32
+#: Jobs that together take less than this are not split over idle workers:
+#: one message to one worker costs the partition host more than running
+#: them one after the other costs the worker.
+UNSPLIT_SECONDS = 0.001
 #: Weight of the newest job duration in a queue's running average.
 DURATION_WEIGHT = 0.2
 #: AMQP's prefetch count is a 16-bit field.
@@ -365,13 +369,16 @@ class QueueState:
 
     def take_batch(self, job_of: Callable[[int], Job | None]) -> tuple[list[tuple[int, Job]], bool]:
         """Take the next batch for one idle worker off the backlog: its fair
-        share (the backlog split over ``max_workers``, rounded up), at most
+        share (the backlog split over ``max_workers``, rounded up, but at
+        least the jobs that take :data:`UNSPLIT_SECONDS` together), at most
         :attr:`batch_limit` jobs. A job with a ``max_execution_time`` travels
         alone (its timer starts when it is handed): it ends a batch begun
         before it, or is a batch of its own. Tokens ``job_of`` knows nothing
         of (forgotten deliveries) are dropped. Returns the ``(token, job)``
         pairs and whether the batch is one timed job."""
         share = -(-len(self.backlog) // max(1, self.max_workers))
+        if self.avg_seconds is not None:
+            share = max(share, int(UNSPLIT_SECONDS / max(self.avg_seconds, 1e-6)))
         items: list[tuple[int, Job]] = []
         while self.backlog and len(items) < min(self.batch_limit, share):
             token = self.backlog[0]
@@ -1007,6 +1014,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_PREFETCH",
     "UNRUN_OUTCOMES",
+    "UNSPLIT_SECONDS",
     "AckLater",
     "Ackable",
     "Admit",

@@ -29,7 +29,6 @@ import logging
 import mmap
 import os
 import re
-import secrets
 import socket
 import stat
 import struct
@@ -134,17 +133,29 @@ def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
+#: Tokens drawn from the operating system's random source at once.
+_TOKENS_PER_DRAW = 512
+_DRAW = struct.Struct(f"<{_TOKENS_PER_DRAW}Q")
+
+
 class Tokens(Iterator[int]):
     """Delivery tokens nobody outside the node can guess: random positive
     63-bit integers (they fit the scoreboard's int64 batch id), never one
-    that is in ``in_use`` (the tokens still in flight)."""
+    that is in ``in_use`` (the tokens still in flight).
+
+    The bits come from ``os.urandom``, :data:`_TOKENS_PER_DRAW` tokens' worth
+    at a time (one system call per token cost the partition host about 5% of
+    its time in a drain)."""
 
     def __init__(self, in_use: Container[int]) -> None:
         self._in_use = in_use
+        self._drawn: list[int] = []
 
     def __next__(self) -> int:
         while True:
-            token = secrets.randbits(63)
+            if not self._drawn:
+                self._drawn = [bits >> 1 for bits in _DRAW.unpack(os.urandom(_DRAW.size))]
+            token = self._drawn.pop()
             if token > 0 and token not in self._in_use:
                 return token
 

@@ -326,10 +326,19 @@ def _lookup(jobs: dict[int, Job]) -> Callable[[int], Job | None]:
 
 def test_a_batch_is_the_workers_fair_share_of_the_backlog() -> None:
     jobs = _jobs(10)
-    state = core.QueueState("q", 4, avg_seconds=0.0, backlog=deque(jobs))
+    state = core.QueueState("q", 4, avg_seconds=core.UNSPLIT_SECONDS, backlog=deque(jobs))
     items, timed = state.take_batch(_lookup(jobs))
     assert [token for token, _ in items] == [1, 2, 3]  # ceil(10 / 4)
     assert not timed and list(state.backlog) == list(range(4, 11))
+
+
+def test_jobs_that_take_less_than_the_unsplit_time_together_go_to_one_worker() -> None:
+    jobs = _jobs(30)
+    state = core.QueueState("q", 10, avg_seconds=core.UNSPLIT_SECONDS / 20, backlog=deque(jobs))
+    items, _ = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == list(range(1, 21))  # 20 of them take UNSPLIT_SECONDS
+    items, _ = state.take_batch(_lookup(jobs))
+    assert [token for token, _ in items] == list(range(21, 31))
 
 
 def test_a_batch_is_at_most_the_batch_limit() -> None:
