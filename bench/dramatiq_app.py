@@ -24,8 +24,28 @@ def noop(enqueued_at: float | None = None) -> None:
     record_from_env(enqueued_at)
 
 
-def make_broker(url: str) -> RabbitmqBroker:
-    """A RabbitMQ broker with Dramatiq's default middleware and settings."""
+#: ``BENCH_QUEUE_TYPE=quorum`` in the worker's environment: the ``dramatiq_quorum`` runner.
+QUEUE_TYPE_ENV = "BENCH_QUEUE_TYPE"
+
+
+class QuorumRabbitmqBroker(RabbitmqBroker):
+    """Dramatiq's RabbitMQ broker declaring its work and delay queues as
+    quorum queues (``x-queue-type: quorum``), as roger-actors declares its
+    work queues; everything else is Dramatiq's default."""
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, object]:
+        arguments: dict[str, object] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
+        arguments["x-queue-type"] = "quorum"
+        return arguments
+
+
+def make_broker(url: str, queue_type: str = "classic") -> RabbitmqBroker:
+    """A RabbitMQ broker with Dramatiq's default middleware and settings, on
+    classic queues (Dramatiq's own) or, ``queue_type="quorum"``, on quorum ones."""
+    if queue_type == "quorum":
+        return QuorumRabbitmqBroker(url=url)
+    if queue_type != "classic":
+        raise ValueError(f"queue_type must be 'classic' or 'quorum', not {queue_type!r}")
     return RabbitmqBroker(url=url)
 
 
@@ -37,6 +57,6 @@ def declare_actor(broker: RabbitmqBroker, queue: str) -> dramatiq.Actor[..., Non
 
 def setup_worker_broker() -> None:
     """Called by ``dramatiq bench.dramatiq_app:setup_worker_broker`` in each worker process."""
-    broker = make_broker(os.environ["BENCH_URL"])
+    broker = make_broker(os.environ["BENCH_URL"], os.environ.get(QUEUE_TYPE_ENV, "classic"))
     dramatiq.set_broker(broker)
     declare_actor(broker, os.environ["BENCH_QUEUE"])

@@ -28,7 +28,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from bench.common import BenchConfig, BenchError, PeerRunner
-from bench.dramatiq_app import declare_actor, make_broker
+from bench.dramatiq_app import QUEUE_TYPE_ENV, declare_actor, make_broker
 
 
 def dramatiq_processes(config: BenchConfig) -> int:
@@ -48,6 +48,8 @@ class DramatiqRunner(PeerRunner):
     """Dramatiq with its RabbitMQ broker and CLI worker."""
 
     name = "dramatiq"
+    #: The type of the queues Dramatiq declares (its own: classic).
+    queue_type = "classic"
 
     def __init__(self, config: BenchConfig) -> None:
         """Choose processes and threads so that their product is ``--concurrency``."""
@@ -64,7 +66,7 @@ class DramatiqRunner(PeerRunner):
 
     def _open_client(self) -> None:
         """Create the broker and register the actor (pika connects on first use)."""
-        broker = make_broker(self.config.url)
+        broker = make_broker(self.config.url, self.queue_type)
         self._broker = broker
         self._actor = declare_actor(broker, self.queue)
 
@@ -109,3 +111,18 @@ class DramatiqRunner(PeerRunner):
             "--worker-shutdown-timeout",
             "10000",
         ]
+
+    def worker_env(self) -> dict[str, str]:
+        """The harness's worker environment plus the queue type."""
+        env = super().worker_env()
+        env[QUEUE_TYPE_ENV] = self.queue_type
+        return env
+
+
+class DramatiqQuorumRunner(DramatiqRunner):
+    """Dramatiq as above, its work and delay queues quorum queues: the queue
+    type roger-actors' work queues have, so that latencies compare like with
+    like (a quorum queue's publish-to-delivery costs more than a classic's)."""
+
+    name = "dramatiq_quorum"
+    queue_type = "quorum"

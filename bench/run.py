@@ -49,6 +49,8 @@ from bench.common import (
 RUNNERS: dict[str, str] = {
     "aiormq": "bench.peer_aiormq:AiormqRunner",
     "dramatiq": "bench.peer_dramatiq:DramatiqRunner",
+    # Dramatiq on quorum queues, the type of roger-actors' work queues.
+    "dramatiq_quorum": "bench.peer_dramatiq:DramatiqQuorumRunner",
     "celery": "bench.peer_celery:CeleryRunner",
     # Added by the lead: roger-actors' own node as one more runner.
     "roger": "bench.roger_runner:RogerRunner",
