@@ -52,7 +52,7 @@ from roger_actors.cluster_auth import (
 )
 from roger_actors.errors import GlobalTimeoutError, NotStartedError, RogerError
 from roger_actors.queue import validate_partition_id
-from roger_actors.transport.amqp import AmqpLink, close_in_background
+from roger_actors.transport.amqp import AmqpLink
 from roger_actors.transport.base import (
     Channel,
     Connection,
@@ -62,6 +62,8 @@ from roger_actors.transport.base import (
     Properties,
     Unroutable,
 )
+from roger_actors.transport.scratch import close_in_background
+from roger_actors.transport.shared import ConnectionView
 
 #: Prefix of a partition's Global request queue.
 QUEUE_PREFIX = "roger-global."
@@ -201,10 +203,17 @@ _channels: weakref.WeakKeyDictionary[Connection, _ReplyChannel] = weakref.WeakKe
 _opening: weakref.WeakKeyDictionary[Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+def _home(connection: Connection) -> Connection:
+    """The connection a reply channel is opened on and kept for: the shared
+    connection under a link's view (one reply channel serves every link on
+    it; replies are matched by correlation id), else the link's own."""
+    return connection.shared if isinstance(connection, ConnectionView) else connection
+
+
 async def _reply_channel(link: AmqpLink) -> _ReplyChannel:
-    connection = link.connection
-    if connection is None or not link.is_open:
+    if link.connection is None or not link.is_open:
         raise ConnectionError("AMQP link is not connected")
+    connection = _home(link.connection)
     lock = _opening.setdefault(connection, asyncio.Lock())
     async with lock:
         found = _channels.get(connection)
@@ -299,7 +308,7 @@ def _retire_reply_channel(link: AmqpLink, replies: _ReplyChannel) -> None:
     """Forget ``replies`` as ``link``'s reply channel: the next request opens
     a new one, and ``replies`` is closed when the last request waiting on it
     (each bounded by its own timeout) has ended."""
-    connection = link.connection
+    connection = None if link.connection is None else _home(link.connection)
     if connection is not None and _channels.get(connection) is replies:
         del _channels[connection]
     replies.retired = True

@@ -38,38 +38,18 @@ from .base import (
     TransportError,
     connect,
 )
-from .shared import SharedConnections
+from .scratch import SPARE_SECONDS, ScratchChannels, close_in_background
+from .shared import ConnectionView, SharedConnections
 from .urls import address_of, redact_url, split_urls
 
 log = logging.getLogger("roger_actors.amqp")
 
 PERSISTENT = 2
 
-#: Seconds a link keeps its spare scratch channel open after its last use
-#: (see :meth:`AmqpLink._scratch`): the declares of a partition's start reuse
-#: it; an idle link holds no spare channel.
-SPARE_CHANNEL_SECONDS = 5.0
-
-
-#: Channels being closed in the background (kept referenced until done).
-_closing: set[asyncio.Task[None]] = set()
-
-
-def close_in_background(channel: Channel) -> None:
-    """Close ``channel`` in a task of the running loop, unless it is closed;
-    an error of the close (the channel or its connection went meanwhile) is
-    dropped."""
-    if channel.is_closed:
-        return
-    task = asyncio.get_running_loop().create_task(channel.close())
-    _closing.add(task)
-    task.add_done_callback(_closed)
-
-
-def _closed(task: asyncio.Task[None]) -> None:
-    _closing.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: a channel that closed meanwhile is fine
+#: Seconds a link on a connection of its own keeps its spare scratch channel
+#: open after its last use (see :meth:`AmqpLink._scratch`); links sharing a
+#: connection share its spares (:mod:`~roger_actors.transport.shared`).
+SPARE_CHANNEL_SECONDS = SPARE_SECONDS
 
 
 async def together(*steps: Awaitable[Any]) -> list[Any]:
@@ -320,10 +300,9 @@ class AmqpLink:
         self._generation = 0
         self._lost = False
         self._control_lock: asyncio.Lock | None = None
-        #: An open scratch channel kept for the next :meth:`_scratch`, and the
-        #: timer that closes it when unused for SPARE_CHANNEL_SECONDS.
-        self._spare: Channel | None = None
-        self._spare_timer: asyncio.TimerHandle | None = None
+        #: The spare scratch channel of a connection of the link's own (a
+        #: shared connection has its own spares), made at the first use.
+        self._own_scratch: ScratchChannels | None = None
 
     @property
     def url(self) -> str:
@@ -337,7 +316,9 @@ class AmqpLink:
         return None if self.timeout is None else self.timeout * len(self.addresses)
 
     async def connect(self) -> None:
-        """Open the connection and the control channel (with confirms).
+        """Open the connection; the control channel (with confirms) is opened
+        by the first operation that needs it (:meth:`control_channel`), so an
+        idle link holds no channel.
 
         Tries the broker addresses in turn (:meth:`BrokerAddresses.connect`),
         each for at most ``timeout`` seconds: a reconnect starts with the
@@ -348,6 +329,7 @@ class AmqpLink:
         self._declared.clear()
         self.owned.clear()
         self._drop_spare()
+        self.control = None
         if self.shared is None:
             self.connection = await self.addresses.connect(self.timeout)
         else:
@@ -356,7 +338,6 @@ class AmqpLink:
                 addresses.urls, lambda: addresses.connect(timeout)
             )
         self.connection.add_close_callback(self._on_close)
-        self.control = await self.connection.channel(publisher_confirms=True)
 
     def _on_close(self, error: BaseException | None) -> None:
         if self._lost:
@@ -378,15 +359,16 @@ class AmqpLink:
         was_open = self.is_open
         self._lost = True
         self.consumers.clear()
-        self._take_spare()  # closed with the connection (or the view)
+        if self._own_scratch is not None:
+            self._own_scratch.forget()  # its spare closes with the connection
+            self._own_scratch = None
         if self.connection is None:
             return
         if was_open and self.shared is not None and self.owned:
             with contextlib.suppress(Exception):
-                control = self.control
-                if control is not None and not control.is_closed:
+                async with self._scratch() as channel:
                     for name in sorted(self.owned):
-                        await control.queue_delete(name)
+                        await channel.queue_delete(name)
         self.owned.clear()
         with contextlib.suppress(Exception):
             await self.connection.close()
@@ -398,11 +380,12 @@ class AmqpLink:
         self.owned.add(name)
 
     async def control_channel(self) -> Channel:
-        """The control channel (with confirms), opened again when a channel
-        error closed it while the connection stays up (a broker channel
-        exception closes only its channel: without this every later declare,
-        publish and get of the link would fail until the connection drops).
-        ConnectionError when the link is down."""
+        """The control channel (with confirms), opened at the first call and
+        again when a channel error closed it while the connection stays up (a
+        broker channel exception closes only its channel: without this every
+        later declare, publish and get of the link would fail until the
+        connection drops). ConnectionError when the link is down; what
+        opening a channel raises."""
         control = self.control
         if control is not None and not control.is_closed:
             return control
@@ -412,7 +395,8 @@ class AmqpLink:
             self._control_lock = asyncio.Lock()  # made on the loop thread
         async with self._control_lock:
             if self.control is None or self.control.is_closed:
-                log.warning("the control channel was closed; opening a new one")
+                if self.control is not None:
+                    log.warning("the control channel was closed; opening a new one")
                 self.control = await self.connection.channel(publisher_confirms=True)
             return self.control
 
@@ -534,51 +518,49 @@ class AmqpLink:
         """A channel without confirms for operations that may fail with a
         channel error (which closes only that channel: never the control one).
 
-        It is the link's spare channel when one is open, else a new one. When
-        the block ends without an error and the channel is still open, it
-        becomes the spare again (one at most; another is closed), closed after
-        :data:`SPARE_CHANNEL_SECONDS` unused: the declares of a partition's
-        start reuse one channel instead of opening and closing one each. A
-        channel the block left with an error (a channel error, a timeout, a
-        cancellation: an answer may still be on its way) is closed, never
-        reused. Raises what opening a channel raises."""
+        It is a spare one when one is open (the link's own, or its shared
+        connection's: :class:`~.scratch.ScratchChannels`), else a new one.
+        When the block ends without an error and the channel is still open,
+        it becomes a spare again: the declares of a partition's start reuse
+        a few channels instead of opening and closing one each. A channel the
+        block left with an error (a channel error, a timeout, a cancellation:
+        an answer may still be on its way) is closed, never reused. Raises
+        what opening a channel raises."""
         connection = self.connection
         assert connection is not None
-        channel = self._take_spare()
-        if channel is None or channel.is_closed:
-            channel = await connection.channel(publisher_confirms=False)
+        spares = self._spares_of(connection)
+        channel = await spares.take()
         try:
             yield channel
         except BaseException:
             with contextlib.suppress(Exception):
                 await channel.close()
             raise
-        if (
-            self._spare is not None
-            or channel.is_closed
-            or self.connection is not connection
-            or not self.is_open
-        ):
+        if channel.is_closed or self.connection is not connection or not self.is_open:
             close_in_background(channel)  # the block's caller need not wait for it
             return
-        self._spare = channel
-        self._spare_timer = asyncio.get_running_loop().call_later(
-            SPARE_CHANNEL_SECONDS, self._drop_spare
-        )
+        spares.give_back(channel)
 
-    def _take_spare(self) -> Channel | None:
-        """The spare scratch channel, no longer the spare (its timer cancelled)."""
-        channel, self._spare = self._spare, None
-        if self._spare_timer is not None:
-            self._spare_timer.cancel()
-            self._spare_timer = None
-        return channel
+    def _spares_of(self, connection: Connection) -> ScratchChannels:
+        """The spare scratch channels for ``connection``: a shared
+        connection's, else the link's own (one spare)."""
+        if isinstance(connection, ConnectionView):
+            return connection.scratch
+        if self._own_scratch is None:
+
+            async def open_channel() -> Channel:
+                return await connection.channel(publisher_confirms=False)
+
+            self._own_scratch = ScratchChannels(
+                open_channel, max_spares=1, idle_seconds=SPARE_CHANNEL_SECONDS
+            )
+        return self._own_scratch
 
     def _drop_spare(self) -> None:
-        """Close the spare scratch channel (in the background), if any."""
-        channel = self._take_spare()
-        if channel is not None:
-            close_in_background(channel)
+        """Close the link's own spare scratch channel (in the background), if any."""
+        spares, self._own_scratch = self._own_scratch, None
+        if spares is not None:
+            spares.clear()
 
     async def purge(self, name: str) -> int:
         """Purge a queue; returns the number of messages removed."""

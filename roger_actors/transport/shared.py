@@ -37,7 +37,9 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 
+from . import scratch
 from .base import Channel, CloseCallback, Connection, ConnectionLost
+from .scratch import ScratchChannels
 
 log = logging.getLogger("roger_actors.amqp")
 
@@ -46,9 +48,13 @@ VIEWS_PER_CONNECTION = 400
 #: Channels a shared connection takes new views with (RabbitMQ's channel_max
 #: is 2,047 by default; a view opens a few more after it joined).
 CHANNELS_PER_CONNECTION = 1_500
+#: Spare scratch channels a shared connection keeps for its links (each
+#: closed after :data:`~roger_actors.transport.scratch.SPARE_SECONDS` unused).
+SPARES_PER_CONNECTION = 32
 
 __all__ = [
     "CHANNELS_PER_CONNECTION",
+    "SPARES_PER_CONNECTION",
     "VIEWS_PER_CONNECTION",
     "ConnectionView",
     "SharedConnections",
@@ -68,6 +74,23 @@ class _Shared:
         self.connection = connection
         self.views: set[ConnectionView] = set()
         self.channels = 0
+        #: The links' spare scratch channels, on the connection itself (a
+        #: view's close leaves them to the other views).
+        self.scratch = ScratchChannels(
+            self._open_scratch,
+            max_spares=SPARES_PER_CONNECTION,
+            idle_seconds=scratch.SPARE_SECONDS,
+        )
+
+    async def _open_scratch(self) -> Channel:
+        channel = await self.connection.channel(publisher_confirms=False)
+        self.channels += 1
+
+        def forget(_: BaseException | None) -> None:
+            self.channels -= 1
+
+        channel.add_close_callback(forget)
+        return channel
 
     @property
     def has_room(self) -> bool:
@@ -92,6 +115,13 @@ class ConnectionView(Connection):
     def shared(self) -> Connection:
         """The connection this view's channels are on."""
         return self._shared.connection
+
+    @property
+    def scratch(self) -> ScratchChannels:
+        """The spare scratch channels of the shared connection, for every
+        view on it (an operation holds its channel alone; see
+        :mod:`~roger_actors.transport.scratch`)."""
+        return self._shared.scratch
 
     @property
     def is_closed(self) -> bool:
@@ -219,6 +249,7 @@ class SharedConnections:
             entries.remove(shared)
             if not entries:
                 self._open.pop(shared.key, None)
+        shared.scratch.clear()
         lost = error if error is not None else ConnectionLost("the shared connection closed")
         for view in list(shared.views):
             view._end(lost)

@@ -36,8 +36,8 @@ def test_the_link_opens_a_new_control_channel_after_a_channel_error(transport: s
         await link.connect()
         try:
             connection = link.connection
-            broken = link.control
-            assert broken is not None
+            assert link.control is None, "opened by the first operation that needs it"
+            broken = await link.control_channel()
             with pytest.raises(NotFound):
                 await broken.queue_declare(f"tctl-{tag}-missing", passive=True)
             for _ in range(100):  # the broker's channel.close arrives

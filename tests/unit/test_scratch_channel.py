@@ -19,6 +19,7 @@ import pytest
 from roger_actors.transport import amqp
 from roger_actors.transport.amqp import AmqpLink
 from roger_actors.transport.base import Channel, NotFound
+from roger_actors.transport.scratch import ScratchChannels
 from tests.memory_rig import Rig
 
 
@@ -130,7 +131,7 @@ def test_an_unused_spare_closes_after_its_time(
     rig.run(go())
 
     assert counting.open_channels() == []
-    assert rig.link._spare is None
+    assert rig.link._own_scratch is not None and len(rig.link._own_scratch) == 0
 
 
 def test_a_link_that_reconnects_opens_a_new_spare(rig: Rig, counting: CountingLink) -> None:
@@ -143,4 +144,65 @@ def test_a_link_that_reconnects_opens_a_new_spare(rig: Rig, counting: CountingLi
     rig.run(go())
 
     assert counting.opened[0].is_closed, "the old connection's spare went with it"
-    assert rig.link._spare is not None and not rig.link._spare.is_closed
+    spares = rig.link._own_scratch
+    assert spares is not None and len(spares) == 1, "the new connection's spare"
+    assert not spares._spares[0][0].is_closed
+
+
+class _FakeChannel:
+    """Just what ScratchChannels looks at: open or closed."""
+
+    def __init__(self) -> None:
+        self.is_closed = False
+
+    async def close(self) -> None:
+        self.is_closed = True
+
+
+def test_a_pool_keeps_at_most_its_spares_and_closes_each_once_unused_for_its_time() -> None:
+    made: list[_FakeChannel] = []
+
+    async def open_channel() -> Any:
+        made.append(_FakeChannel())
+        return made[-1]
+
+    async def go() -> None:
+        spares = ScratchChannels(open_channel, max_spares=2, idle_seconds=0.1)
+        taken = [await spares.take() for _ in range(3)]
+        assert len(made) == 3, "each operation at once gets its own"
+        for channel in taken:
+            spares.give_back(channel)
+        await asyncio.sleep(0)  # the close of the oldest, beyond max_spares
+        assert [c.is_closed for c in made] == [True, False, False]
+        assert await spares.take() is made[2], "the spare given back last"
+        await asyncio.sleep(0.05)
+        spares.give_back(made[2])  # used again: its time starts again
+        for _ in range(100):
+            if made[1].is_closed:
+                break
+            await asyncio.sleep(0.01)
+        assert made[1].is_closed and not made[2].is_closed
+        for _ in range(100):
+            if made[2].is_closed:
+                break
+            await asyncio.sleep(0.01)
+        assert made[2].is_closed and len(spares) == 0
+
+    asyncio.run(go())
+
+
+def test_a_spare_the_broker_closed_is_not_taken() -> None:
+    made: list[_FakeChannel] = []
+
+    async def open_channel() -> Any:
+        made.append(_FakeChannel())
+        return made[-1]
+
+    async def go() -> None:
+        spares = ScratchChannels(open_channel, max_spares=4, idle_seconds=5.0)
+        spares.give_back(await spares.take())
+        made[0].is_closed = True  # a channel error, or its connection went
+        assert await spares.take() is made[1]
+        spares.clear()
+
+    asyncio.run(go())

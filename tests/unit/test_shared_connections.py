@@ -43,7 +43,8 @@ def test_links_of_one_loop_share_one_connection_each_with_its_own_channels() -> 
         await asyncio.gather(first.connect(), second.connect())
         assert len(pool.connections()) == 1, "one connect for links opening at once"
         assert first.connection is not second.connection
-        assert first.control is not second.control
+        assert first.control is None and second.control is None, "opened when needed"
+        assert await first.control_channel() is not await second.control_channel()
 
         await first.declare("q")
         await second.publish("q", b"from the second", properties(message_id="1"))
@@ -128,3 +129,29 @@ def test_a_presence_queue_goes_with_its_link_while_the_shared_connection_stays()
         return before, after
 
     assert _run(scenario) == (True, False)
+
+
+def test_links_of_a_shared_connection_reuse_each_others_spare_scratch_channels() -> None:
+    async def scenario(url: str, pool: SharedConnections) -> tuple[int, bool]:
+        links = [_link(url, pool) for _ in range(4)]
+        await asyncio.gather(*(link.connect() for link in links))
+        (connection,) = pool.connections()
+        opened: list[Any] = []
+        opener = connection.channel
+
+        async def channel(**options: Any) -> Any:
+            made = await opener(**options)
+            opened.append(made)
+            return made
+
+        connection.channel = channel  # type: ignore[method-assign]
+        for i, link in enumerate(links):  # one link after the other, as starts go
+            await link.declare_replicated(f"spare-{i}")
+        await links[0].close()  # the spare is the connection's, not the first link's
+        await links[1].declare_replicated("spare-after")
+        spare_open = not opened[0].is_closed
+        for link in links[1:]:
+            await link.close()
+        return len(opened), spare_open
+
+    assert _run(scenario) == (1, True)
