@@ -240,6 +240,8 @@ class PortWatches:
         if not self.watches:
             return []
         ports = {p for w in self.watches.values() if (p := w.port()) is not None}
+        if not ports:  # nothing to look for (light actors have no TCP port)
+            return []
         live = listening_inodes(ports)
         dead: list[tuple[str, str]] = []
         for key, watch in list(self.watches.items()):

@@ -102,3 +102,21 @@ def test_a_confirmation_after_the_watch_ended_changes_nothing(listener: socket.s
     watches.confirm("m")
     assert not watches
     assert watches.poll() == []
+
+
+def test_a_poll_of_addresses_without_a_tcp_port_reads_no_socket_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A light actor's address has no port: nothing to look for, and reading
+    # /proc/net/tcp for nothing cost a node 16 callers' worth of CPU.
+    from supervision import monitors
+    from supervision.light import LightAddress
+
+    def no_table(ports: set[int]) -> dict[int, set[int]]:
+        raise AssertionError(f"read the socket tables for {ports!r}")
+
+    monkeypatch.setattr(monitors, "listening_inodes", no_table)
+    watches = PortWatches()
+    watches.add("m", LightAddress(7), probe=False)
+    assert watches.poll() == [] and watches.poll() == []
+    assert watches, "still watched: a port-less address is never found dead"
