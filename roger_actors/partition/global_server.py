@@ -41,7 +41,9 @@ published (persistent, confirmed) to the replica queue before they are
 answered, one store and one replica for all the requests handled together
 (group commit), so an answered change is not lost when the Global is killed
 right after or loses its connection, even with the ``Stub`` persister. The
-replica queue is durable, keeps the two newest replicas (``x-max-length``
+replica queue is declared by the first replica a Global publishes (a
+partition whose Global state never changed has none, and a take-over finds
+nothing to read there), is durable, keeps the two newest replicas (``x-max-length``
 2, so a late replica of a Global that lost its turn cannot evict the newer
 one alone) and expires :data:`REPLICA_EXPIRES_SECONDS` after no Global of
 the partition touched it (each does every :data:`REPLICA_RENEW_SECONDS`:
@@ -97,7 +99,14 @@ from roger_actors.config import Config
 from roger_actors.queue import validate_partition_id
 from roger_actors.system_protocol import encode_command, exchange_name
 from roger_actors.transport.amqp import LinkLost, properties, together
-from roger_actors.transport.base import Channel, Connection, Message, Nacked, Properties
+from roger_actors.transport.base import (
+    Channel,
+    Connection,
+    Message,
+    Nacked,
+    NotFound,
+    Properties,
+)
 from roger_actors.transport.link_owner import LinkOwner
 from supervision import From, Server
 
@@ -204,6 +213,9 @@ class GlobalServer(Server, LinkOwner):
         #: The connection ``replica_channel`` belongs to.
         self.replica_on: Connection | None = None
         self.replica_queue = replica_queue_name(partition_id)
+        #: The replica queue was there at the take-over or declared since
+        #: (only then is it touched to keep it).
+        self.replica_exists = False
         self.exchange = exchange_name(config.system_exchange_prefix)
         self.node_name = config.node_name
         self.open_link(
@@ -245,7 +257,6 @@ class GlobalServer(Server, LinkOwner):
                 await together(
                     channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True),
                     self.link.declare_replicated(queue, QUEUE_ARGUMENTS),
-                    self._replica_channel(),
                 )
                 await channel.qos(PREFETCH)
                 self.channel = channel
@@ -260,7 +271,9 @@ class GlobalServer(Server, LinkOwner):
 
     async def _replica_channel(self) -> Channel:
         """The open channel (with confirms) for the replica queue, opened (and
-        the queue declared) when there is none; raises when the link is down."""
+        the queue declared) when there is none: at the first replica this
+        Global publishes, so a partition whose Global state never changed
+        has no replica queue. Raises when the link is down."""
         channel = self.replica_channel
         connection = self.link.connection
         if channel is None or channel.is_closed or self.replica_on is not connection:
@@ -269,6 +282,7 @@ class GlobalServer(Server, LinkOwner):
             channel = await connection.channel(publisher_confirms=True)
             await self.link.declare_replicated(self.replica_queue, REPLICA_ARGUMENTS)
             self.replica_channel, self.replica_on = channel, connection
+            self.replica_exists = True
         return channel
 
     def handle_info(self, message: Any) -> None:
@@ -397,15 +411,21 @@ class GlobalServer(Server, LinkOwner):
 
     async def _read_replicas(self) -> list[bytes]:
         """The bodies of the messages in the replica queue, which is left as it
-        was (they are got unacked on a channel of their own, closed after).
+        was (they are got unacked on a channel of their own, closed after);
+        none when there is no replica queue (no Global of the partition
+        published a replica, or none touched it for REPLICA_EXPIRES_SECONDS).
         Raises ValueError for a message that is not marked as a replica."""
         assert self.link.connection is not None
-        await self._replica_channel()
         channel = await self.link.connection.channel(publisher_confirms=False)
         found: list[bytes] = []
+        self.replica_exists = True
         try:
             for _ in range(REPLICA_READ_LIMIT):
-                message = await channel.get(self.replica_queue)
+                try:
+                    message = await channel.get(self.replica_queue)
+                except NotFound:
+                    self.replica_exists = False  # never declared, or expired
+                    break
                 if message is None:
                     break
                 props = message.properties
@@ -446,11 +466,16 @@ class GlobalServer(Server, LinkOwner):
         if self.memory is not None:
             candidates.append(self.memory)
         state = max(candidates, key=GlobalState.version)
-        state.epoch = max(c.epoch for c in candidates) + 1
+        seen = max(c.epoch for c in candidates)
+        state.epoch = seen + 1
         state.seq = 0
         self.state, self.memory = state, None
-        # The new epoch is committed (stored, replicated) before any answer.
-        self.dirty = True
+        # The new epoch is committed (stored, replicated) before any answer,
+        # unless no Global of the partition ever had a state: an empty first
+        # epoch fences nothing off (every change is replicated before it is
+        # answered), and a partition whose state never changes then has no
+        # replica queue.
+        self.dirty = seen > 0 or state != GlobalState(ttl=state.ttl)
         if self.refused_at is not None:
             log.warning("%s: Global took over after refusing the state", self.partition_id)
         self.refused_at = None
@@ -566,17 +591,18 @@ class GlobalServer(Server, LinkOwner):
             await asyncio.gather(*(self._answer(*answer) for answer in answers))
 
     def _renew(self) -> None:
-        """Declare and touch the replica queue now and then (a touch renews its
-        x-expires; a declare alone does not keep a quorum queue)."""
+        """Touch the replica queue now and then (a touch renews its x-expires;
+        a declare alone does not keep a quorum queue), when there is one: it
+        is declared by the first replica published."""
         now = time.monotonic()
         if not self.connected or now - self.renewed < REPLICA_RENEW_SECONDS:
             return
         self.renewed = now
+        if not self.replica_exists:
+            return
 
         async def renew() -> None:
             with contextlib.suppress(Exception):
-                await self._replica_channel()
-                await self.link.declare_replicated(self.replica_queue, REPLICA_ARGUMENTS)
                 await self.link.touch(self.replica_queue)
 
         self.io.submit(renew())

@@ -66,6 +66,22 @@ def _state_kept(pid: str) -> None:
     assert roger.Global.is_queued(pid, "qk") is True
 
 
+def test_the_replica_queue_comes_with_the_first_change_and_a_restart_takes_the_state_from_it(
+    h: NodeHarness,
+) -> None:
+    h.start()
+    pid = h.start_partition({"default": 1})
+    roger.Global.queue_get_paused(pid)  # answered: the Global took over, from nothing
+    assert counts(replica_queue_name(pid)) is None, "no state yet: no replica queue"
+
+    _set_state(pid)
+    assert counts(replica_queue_name(pid)) is not None, "declared by the first replica"
+    roger.Partition.stop(pid)
+    wait_for(lambda: pid not in roger.Partition.partitions()["running"], what="stopped")
+    assert roger.Partition.start(pid, {"default": 1}) == "running"
+    _state_kept(pid)  # with the Stub persister, only the replica queue had it
+
+
 def test_a_dropped_connection_keeps_the_state_and_a_redelivered_copy_waits_for_the_first(
     h: NodeHarness,
 ) -> None:
