@@ -159,15 +159,23 @@ class _FakeChannel:
         self.is_closed = True
 
 
-def test_a_pool_keeps_at_most_its_spares_and_closes_each_once_unused_for_its_time() -> None:
-    made: list[_FakeChannel] = []
+class _Opener:
+    """Opens fake channels, and keeps them in ``made``."""
 
-    async def open_channel() -> Any:
-        made.append(_FakeChannel())
-        return made[-1]
+    def __init__(self) -> None:
+        self.made: list[_FakeChannel] = []
+
+    async def __call__(self) -> Any:
+        self.made.append(_FakeChannel())
+        return self.made[-1]
+
+
+def test_a_pool_keeps_at_most_its_spares_and_closes_each_once_unused_for_its_time() -> None:
+    opener = _Opener()
+    made = opener.made
 
     async def go() -> None:
-        spares = ScratchChannels(open_channel, max_spares=2, idle_seconds=0.1)
+        spares = ScratchChannels(opener, max_spares=2, idle_seconds=0.1)
         taken = [await spares.take() for _ in range(3)]
         assert len(made) == 3, "each operation at once gets its own"
         for channel in taken:
@@ -192,14 +200,11 @@ def test_a_pool_keeps_at_most_its_spares_and_closes_each_once_unused_for_its_tim
 
 
 def test_a_spare_the_broker_closed_is_not_taken() -> None:
-    made: list[_FakeChannel] = []
-
-    async def open_channel() -> Any:
-        made.append(_FakeChannel())
-        return made[-1]
+    opener = _Opener()
+    made = opener.made
 
     async def go() -> None:
-        spares = ScratchChannels(open_channel, max_spares=4, idle_seconds=5.0)
+        spares = ScratchChannels(opener, max_spares=4, idle_seconds=5.0)
         spares.give_back(await spares.take())
         made[0].is_closed = True  # a channel error, or its connection went
         assert await spares.take() is made[1]
