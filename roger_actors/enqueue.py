@@ -132,10 +132,14 @@ async def enqueue_jobs(
         for index, key in work:
             outcomes[index] = await _enqueue_keyed(link, key, messages[index], pid, auth)
 
-    await asyncio.gather(
+    runners = [
         *(batch_publisher() for _ in range(min(window // size, -(-len(plain) // size)))),
         *(publisher() for _ in range(min(window, len(keyed)))),
-    )
+    ]
+    if len(runners) == 1:  # one job, or one batch: no task of its own (a loop round less)
+        await runners[0]
+    else:
+        await asyncio.gather(*runners)
     result = Enqueued()
     for job, (status, error) in zip(jobs, outcomes, strict=True):
         if status == "confirmed":
