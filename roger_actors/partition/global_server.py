@@ -46,7 +46,7 @@ partition whose Global state never changed has none, and a take-over finds
 nothing to read there), is durable, keeps the two newest replicas (``x-max-length``
 2, so a late replica of a Global that lost its turn cannot evict the newer
 one alone) and expires :data:`REPLICA_EXPIRES_SECONDS` after no Global of
-the partition touched it (each does every :data:`REPLICA_RENEW_SECONDS`:
+the partition touched it (the active one does every :data:`REPLICA_RENEW_SECONDS`:
 a ``basic.get`` whose message goes straight back; a declare alone does not
 keep a quorum queue alive, and the replicas expired ten minutes after the
 queue's creation).
@@ -135,8 +135,9 @@ REPLICA_ARGUMENTS: dict[str, Any] = {
     "x-overflow": "drop-head",
     "x-expires": REPLICA_EXPIRES_SECONDS * 1000,
 }
-#: Every Global declares and touches the replica queue this often (renews
-#: its x-expires: see :meth:`AmqpLink.touch`), a quarter of the expiry; the
+#: A Global that took over or published a replica touches the replica queue
+#: this often (renews its x-expires: see :meth:`AmqpLink.touch`), a quarter
+#: of the expiry, when the queue is there; the
 #: first time at a random point of that period, so that the partitions of a
 #: node do not all renew at once.
 REPLICA_RENEW_SECONDS = REPLICA_EXPIRES_SECONDS / 4
