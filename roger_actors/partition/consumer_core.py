@@ -306,13 +306,17 @@ class QueueState:
     #: else it is ``max_workers`` (``"roger"``).
     adaptive: bool = True
 
+    def jobs_in(self, seconds: float) -> int:
+        """How many of this queue's jobs take ``seconds`` together, by the
+        running average (0 before the first job's duration is known)."""
+        if self.avg_seconds is None:
+            return 0
+        return int(seconds / max(self.avg_seconds, 1e-6))
+
     @property
     def batch_limit(self) -> int:
         """Jobs per batch: about BATCH_TARGET_SECONDS of work, 1 to MAX_BATCH."""
-        if self.avg_seconds is None:
-            return 1
-        fit = int(BATCH_TARGET_SECONDS / max(self.avg_seconds, 1e-6))
-        return max(1, min(MAX_BATCH, fit))
+        return max(1, min(MAX_BATCH, self.jobs_in(BATCH_TARGET_SECONDS)))
 
     @property
     def wanted_prefetch(self) -> int:
@@ -376,9 +380,9 @@ class QueueState:
         before it, or is a batch of its own. Tokens ``job_of`` knows nothing
         of (forgotten deliveries) are dropped. Returns the ``(token, job)``
         pairs and whether the batch is one timed job."""
-        share = -(-len(self.backlog) // max(1, self.max_workers))
-        if self.avg_seconds is not None:
-            share = max(share, int(UNSPLIT_SECONDS / max(self.avg_seconds, 1e-6)))
+        share = max(
+            -(-len(self.backlog) // max(1, self.max_workers)), self.jobs_in(UNSPLIT_SECONDS)
+        )
         items: list[tuple[int, Job]] = []
         while self.backlog and len(items) < min(self.batch_limit, share):
             token = self.backlog[0]

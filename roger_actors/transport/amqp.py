@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 # half way through importing a module would keep that module half-imported.
 from . import aiormq_transport as _aiormq_transport  # noqa: F401
 from . import memory as _memory  # noqa: F401
+from . import scratch
 from .base import (
     Channel,
     ChannelClosed,
@@ -38,18 +39,13 @@ from .base import (
     TransportError,
     connect,
 )
-from .scratch import SPARE_SECONDS, ScratchChannels, close_in_background
+from .scratch import ScratchChannels, close_in_background
 from .shared import ConnectionView, SharedConnections
 from .urls import address_of, redact_url, split_urls
 
 log = logging.getLogger("roger_actors.amqp")
 
 PERSISTENT = 2
-
-#: Seconds a link on a connection of its own keeps its spare scratch channel
-#: open after its last use (see :meth:`AmqpLink._scratch`); links sharing a
-#: connection share its spares (:mod:`~roger_actors.transport.shared`).
-SPARE_CHANNEL_SECONDS = SPARE_SECONDS
 
 
 async def together(*steps: Awaitable[Any]) -> list[Any]:
@@ -552,7 +548,7 @@ class AmqpLink:
                 return await connection.channel(publisher_confirms=False)
 
             self._own_scratch = ScratchChannels(
-                open_channel, max_spares=1, idle_seconds=SPARE_CHANNEL_SECONDS
+                open_channel, max_spares=1, idle_seconds=scratch.SPARE_SECONDS
             )
         return self._own_scratch
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -77,19 +78,20 @@ class _Shared:
         #: The links' spare scratch channels, on the connection itself (a
         #: view's close leaves them to the other views).
         self.scratch = ScratchChannels(
-            self._open_scratch,
+            functools.partial(self.open_channel, publisher_confirms=False),
             max_spares=SPARES_PER_CONNECTION,
             idle_seconds=scratch.SPARE_SECONDS,
         )
 
-    async def _open_scratch(self) -> Channel:
-        channel = await self.connection.channel(publisher_confirms=False)
+    async def open_channel(self, *, publisher_confirms: bool) -> Channel:
+        """A channel on the connection, counted in :attr:`channels` until it closes."""
+        channel = await self.connection.channel(publisher_confirms=publisher_confirms)
         self.channels += 1
 
-        def forget(_: BaseException | None) -> None:
+        def uncount(_: BaseException | None) -> None:
             self.channels -= 1
 
-        channel.add_close_callback(forget)
+        channel.add_close_callback(uncount)
         return channel
 
     @property
@@ -146,20 +148,13 @@ class ConnectionView(Connection):
         Raises ConnectionLost when the view or its connection is closed."""
         if self.is_closed:
             raise ConnectionLost("the connection is closed")
-        channel = await self._shared.connection.channel(publisher_confirms=publisher_confirms)
+        channel = await self._shared.open_channel(publisher_confirms=publisher_confirms)
         if self._closed:  # closed while the channel opened
             with contextlib.suppress(Exception):
                 await channel.close()
             raise ConnectionLost("the connection is closed")
         self._channels.add(channel)
-        self._shared.channels += 1
-
-        def forget(_: BaseException | None) -> None:
-            if channel in self._channels:
-                self._channels.discard(channel)
-                self._shared.channels -= 1
-
-        channel.add_close_callback(forget)
+        channel.add_close_callback(lambda _: self._channels.discard(channel))
         return channel
 
     async def close(self) -> None:

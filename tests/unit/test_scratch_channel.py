@@ -3,7 +3,7 @@ which queues are declared and counted apart from the control channel.
 
 Declares one after the other reuse one spare channel; a channel that an
 operation left with an error is closed and never reused; an unused spare
-closes after ``SPARE_CHANNEL_SECONDS``, so an idle link holds none. On the
+closes after ``scratch.SPARE_SECONDS``, so an idle link holds none. On the
 in-memory broker.
 
 Run with ``scripts/test tests/unit/test_scratch_channel.py``.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from roger_actors.transport import amqp
+from roger_actors.transport import scratch
 from roger_actors.transport.amqp import AmqpLink
 from roger_actors.transport.base import Channel, NotFound
 from roger_actors.transport.scratch import ScratchChannels
@@ -118,7 +118,7 @@ def test_operations_at_once_each_get_a_channel_and_one_stays_spare(
 def test_an_unused_spare_closes_after_its_time(
     rig: Rig, counting: CountingLink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(amqp, "SPARE_CHANNEL_SECONDS", 0.05)
+    monkeypatch.setattr(scratch, "SPARE_SECONDS", 0.05)
 
     async def go() -> None:
         await rig.link.declare_replicated("scratch-idle")
